@@ -1,0 +1,255 @@
+"""The `ngb` command: run, chat, groups, tasks, image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+log = logging.getLogger("ngb")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "docker", "urllib3", "hypercorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"ngb: {message}", file=sys.stderr)
+    return code
+
+
+# -- run ----------------------------------------------------------------------------------
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    setup_logging(config.log_level)
+    if not config.anthropic_api_key and "anthropic.com" in config.model_upstream:
+        log.warning(
+            "no ANTHROPIC_API_KEY set: the agent cannot reach the model. Set it, or point NGB_MODEL_UPSTREAM at "
+            "a compatible server (for a try without a key: python -m tests.fakes.anthropic --port 8788)."
+        )
+    if not args.no_build:
+        from .sandbox.image import ImageBuildError, ensure_image
+
+        try:
+            ensure_image(config.image, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        except ImageBuildError as exc:
+            return fail(f"cannot build the agent image: {exc}")
+    daemon = Daemon(config)
+    try:
+        trio.run(daemon.run)
+    except OSError as exc:
+        return fail(f"cannot start: {exc}", 1)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+# -- groups -------------------------------------------------------------------------------
+def _api(config: Config) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {config.api_token}"} if config.api_token else {}
+    host = f"[{config.web_host}]" if ":" in config.web_host else config.web_host
+    return httpx.Client(base_url=f"http://{host}:{config.web_port}", headers=headers, timeout=10)
+
+
+def _with_store(config: Config, fn: Any) -> Any:
+    """Run fn(registry) against the state directly (the daemon is not running)."""
+    from .groups import GroupRegistry
+    from .store import Store
+
+    async def main() -> Any:
+        store = Store(config.db_path)
+        await store.open()
+        try:
+            registry = GroupRegistry(store, config.groups_dir, config.global_dir)
+            await registry.load()
+            return await fn(registry)
+        finally:
+            await store.close()
+
+    return trio.run(main)
+
+
+def _daemon_up(config: Config) -> httpx.Client | None:
+    client = _api(config)
+    try:
+        client.get("/healthz")
+        return client
+    except httpx.TransportError:
+        client.close()
+        return None
+
+
+def cmd_groups(config: Config, args: argparse.Namespace) -> int:
+    from .folders import validate_folder
+    from .records import Group, to_json
+
+    client = _daemon_up(config)
+    if args.groups_cmd == "list":
+        if client:
+            groups = client.get("/api/groups").json()
+        else:
+            groups = [to_json(g) for g in _with_store(config, lambda r: _async(r.all()))]
+        if args.json:
+            print(json.dumps(groups, indent=2))
+            return 0
+        if not groups:
+            print("no groups registered")
+        for g in groups:
+            flags = [f for f, on in (("main", g["is_main"]), ("no-trigger", not g["requires_trigger"])) if on]
+            print(f"{g['chat']:<30} folder={g['folder']:<20} {' '.join(flags)}")
+        return 0
+    if args.groups_cmd == "add":
+        try:
+            validate_folder(args.folder)
+        except ValueError as exc:
+            return fail(str(exc))
+        if ":" not in args.chat:
+            return fail(f"chat {args.chat!r} must look like <channel>:<id>, e.g. local:family or telegram:-1001234")
+        if client:
+            r = client.post(
+                "/api/groups",
+                json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger},
+            )
+            if r.status_code >= 400:
+                return fail(r.json().get("error", r.text))
+        else:
+            group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger)
+            try:
+                _with_store(config, lambda r: r.add(group))
+            except ValueError as exc:
+                return fail(str(exc))
+        print(f"registered {args.chat} (folder {args.folder})")
+        return 0
+    if args.groups_cmd == "remove":
+        if client:
+            r = client.delete(f"/api/groups/{args.chat}")
+            if r.status_code == 404:
+                return fail(f"no group for chat {args.chat}", 1)
+        elif _with_store(config, lambda r: r.remove(args.chat)) is None:
+            return fail(f"no group for chat {args.chat}", 1)
+        print(f"removed {args.chat} (its folder stays on disk)")
+        return 0
+    return fail("usage: ngb groups list|add|remove")
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+# -- tasks --------------------------------------------------------------------------------
+def cmd_tasks(config: Config, args: argparse.Namespace) -> int:
+    import attrs
+
+    from .records import TaskStatus, format_time
+
+    async def run(registry: Any) -> int:
+        store = registry.store
+        if args.tasks_cmd == "list":
+            tasks = await store.tasks(args.group)
+            if not tasks:
+                print("no tasks")
+            for t in tasks:
+                nxt = format_time(t.next_run) if t.next_run else "-"
+                print(f"{t.id}  {t.folder:<12} {t.status.value:<9} {t.schedule_kind.value}:{t.schedule_value:<16} next={nxt}  {t.prompt[:50]!r}")
+            return 0
+        task = await store.task(args.task_id)
+        if task is None:
+            return fail(f"no task {args.task_id}", 1)
+        status = {"pause": TaskStatus.PAUSED, "resume": TaskStatus.ACTIVE, "cancel": TaskStatus.CANCELLED}[args.tasks_cmd]
+        await store.update_task(attrs.evolve(task, status=status))
+        print(f"{task.id}: {status.value}")
+        return 0
+
+    return int(_with_store(config, run))
+
+
+# -- image --------------------------------------------------------------------------------
+def cmd_image(config: Config, args: argparse.Namespace) -> int:
+    from .sandbox.image import ImageBuildError, ensure_image
+
+    try:
+        ensure_image(config.image, force=args.force, progress=lambda line: print(line, flush=True))
+    except ImageBuildError as exc:
+        return fail(str(exc))
+    return 0
+
+
+def cmd_chat(config: Config, args: argparse.Namespace) -> int:
+    from .chat_client import main_from_args
+
+    return main_from_args(args, config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ngb", description="NanoGridBot: a self-hosted personal Claude assistant daemon.")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $NGB_CONFIG or ./ngb.toml)")
+    parser.add_argument("--version", action="version", version=f"ngb {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (builds the agent image first when missing)")
+    run.add_argument("--no-build", action="store_true", help="do not check or build the agent image")
+    run.set_defaults(fn=cmd_run)
+
+    chat = sub.add_parser("chat", help="talk to the assistant in the terminal (local chat)")
+    from .chat_client import add_arguments
+
+    add_arguments(chat)
+    chat.set_defaults(fn=cmd_chat)
+
+    groups = sub.add_parser("groups", help="list, add or remove registered chats")
+    gsub = groups.add_subparsers(dest="groups_cmd", required=True)
+    gl = gsub.add_parser("list")
+    gl.add_argument("--json", action="store_true")
+    ga = gsub.add_parser("add")
+    ga.add_argument("chat", help="e.g. local:family, telegram:-1001234")
+    ga.add_argument("--folder", required=True, help="the group's folder name under state/groups/")
+    ga.add_argument("--main", action="store_true", help="make this the main (admin) group")
+    ga.add_argument("--no-trigger", action="store_true", help="answer every message, not only ones with the trigger")
+    gr = gsub.add_parser("remove")
+    gr.add_argument("chat")
+    groups.set_defaults(fn=cmd_groups)
+
+    tasks = sub.add_parser("tasks", help="scheduled tasks")
+    tsub = tasks.add_subparsers(dest="tasks_cmd", required=True)
+    tl = tsub.add_parser("list")
+    tl.add_argument("--group", help="only this group's folder")
+    for name in ("pause", "resume", "cancel"):
+        tsub.add_parser(name).add_argument("task_id")
+    tasks.set_defaults(fn=cmd_tasks)
+
+    image = sub.add_parser("image", help="build the agent image")
+    image.add_argument("action", choices=["build"])
+    image.add_argument("--force", action="store_true", help="rebuild even when current")
+    image.set_defaults(fn=cmd_image)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return fail(str(exc))
+    return int(args.fn(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

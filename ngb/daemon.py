@@ -1,0 +1,247 @@
+"""The daemon: one trio nursery tree (see DESIGN.md).
+
+    root nursery
+    ├─ supervisor   (GroupActors)
+    ├─ outbox sender
+    ├─ channels     (local chat; others later)
+    └─ web          (hypercorn + quart-trio)
+
+Shutdown: the first SIGTERM/SIGINT stops intake, lets running turns finish up to the grace period,
+stops containers and flushes the store; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from . import __version__
+from .actor import ActorSettings, ActorView, GroupActor, Launcher, Wake
+from .channels.base import Channel
+from .channels.local import LocalChannel, local_chat
+from .config import Config
+from .events import ChatEvents
+from .groups import GroupRegistry
+from .metrics import Metrics
+from .outbox import OutboxSender
+from .records import Group, Message, channel_of
+from .router import Router
+from .sandbox.model_proxy import ModelProxy, Usage
+from .sandbox.tools import ToolContext, ToolService
+from .store import Store
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+MAIN_FOLDER = "main"
+
+
+class Daemon:
+    """Owns every long-lived service; `run()` is the root of the nursery tree."""
+
+    def __init__(self, config: Config, *, launcher_factory: Callable[[Daemon], Launcher] | None = None) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.metrics = Metrics()
+        self.store = Store(config.db_path)
+        self.events = ChatEvents()
+        self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir)
+        self.slots = trio.CapacityLimiter(config.max_containers)
+        self.channels: dict[str, Channel] = {"local": LocalChannel()}
+        self.outbox = OutboxSender(
+            self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered
+        )
+        self.supervisor = Supervisor(self._make_actor, on_crash=self._actor_crashed)
+        self.router = Router(
+            self.store,
+            self.registry,
+            self.events,
+            wake=lambda folder, mid: self.supervisor.wake(folder, Wake("message", mid)),
+            notify=self._notify,
+            trigger=config.trigger,
+            max_message_chars=config.max_message_chars,
+            sender_rate_per_minute=config.sender_rate_per_minute,
+            group_rate_per_minute=config.group_rate_per_minute,
+            on_routed=self._routed,
+        )
+        self.tools = ToolService(ToolContext(self.store, self.registry, self.outbox.wake, config.trigger))
+        self.proxy = ModelProxy(
+            config.model_upstream, config.anthropic_api_key, retries=config.model_retries, on_usage=self._usage
+        )
+        self._launcher_factory = launcher_factory
+        self.launcher: Launcher | None = None
+        self.runtime: Any = None
+        self.ready = trio.Event()
+        self.last_error: str | None = None
+        self.shutting_down = False
+        self._batch_started: dict[tuple[str, int], float] = {}
+        self._root: trio.Nursery | None = None
+        self.registry.on_added.append(self._group_added)
+        self.registry.on_removed.append(self._group_removed)
+
+    # -- wiring ----------------------------------------------------------------------------
+    def _default_launcher(self) -> Launcher:
+        from .sandbox.launcher import DockerLauncher
+        from .sandbox.runtime import DockerRuntime
+
+        self.runtime = DockerRuntime(self.config.instance)
+        return DockerLauncher(
+            runtime=self.runtime,
+            proxy=self.proxy,
+            tools=self.tools,
+            config=self.config,
+            current_group=lambda folder: self.registry.by_folder(folder),
+        )
+
+    def _make_actor(self, group: Group, view: ActorView) -> GroupActor:
+        assert self.launcher is not None
+        current = self.registry.get(group.chat) or group
+        return GroupActor(
+            current,
+            store=self.store,
+            launcher=self.launcher,
+            slots=self.slots,
+            settings=ActorSettings(
+                trigger=self.config.trigger,
+                assistant_name=self.config.assistant_name,
+                idle_timeout=self.config.idle_timeout,
+                turn_timeout=self.config.turn_timeout,
+            ),
+            outbox_wake=self.outbox.wake,
+            view=view,
+            on_event=lambda kind, data: self._actor_event(group.folder, kind, data),
+            draining=lambda: self.supervisor.draining,
+        )
+
+    def _group_added(self, group: Group) -> None:
+        if self.supervisor.running:
+            self.supervisor.start_actor(group)
+
+    def _group_removed(self, group: Group) -> None:
+        if self._root is not None:
+            self._root.start_soon(self.supervisor.stop_actor, group.folder)
+
+    def _notify(self, folder: str, chat: str, text: str) -> None:
+        async def queue() -> None:
+            await self.store.queue_message(folder, chat, text)
+            self.outbox.wake()
+
+        if self._root is not None:
+            self._root.start_soon(queue)
+
+    def _routed(self, message: Message, outcome: str) -> None:
+        self.metrics.messages_in.labels(channel_of(message.chat)).inc()
+        self.metrics.routed.labels(outcome).inc()
+
+    def _delivered(self, message: Message) -> None:
+        self.events.publish(message)
+        self.metrics.messages_out.labels(channel_of(message.chat)).inc()
+
+    def _usage(self, group: str, usage: Usage) -> None:
+        self.metrics.model_tokens.labels(group, "input").inc(usage.input_tokens)
+        self.metrics.model_tokens.labels(group, "output").inc(usage.output_tokens)
+
+    def _actor_crashed(self, folder: str, exc: BaseException) -> None:
+        self.metrics.actor_restarts.labels(folder).inc()
+        self.metrics.errors.labels("actor_crash").inc()
+        self.last_error = f"actor {folder}: {type(exc).__name__}: {exc}"
+
+    def _actor_event(self, folder: str, kind: str, data: dict[str, Any]) -> None:
+        now = trio.current_time()
+        if kind == "slot_acquired":
+            self.metrics.slot_wait.observe(data["wait"])
+        elif kind == "container_started":
+            self.metrics.container_starts.labels(folder).inc()
+        elif kind == "batch_sent":
+            self.metrics.turns.labels(folder).inc()
+            self._batch_started[(folder, data["batch"])] = now
+        elif kind == "first_reply":
+            started = self._batch_started.pop((folder, data["batch"]), None)
+            if started is not None:
+                self.metrics.turn_latency.observe(now - started)
+        elif kind == "result":
+            self._batch_started.pop((folder, data["batch"]), None)
+        self.metrics.live_containers.set(sum(1 for h in self.supervisor.actors.values() if h.view.container_id))
+
+    # -- life ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the state and make sure the main local chat exists on a fresh install."""
+        for path in (self.config.state_dir, self.config.groups_dir, self.config.global_dir, self.config.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        await self.registry.load()
+        if await self.store.meta("seeded") is None:
+            if self.registry.get(self.config.main_chat) is None and self.registry.main() is None:
+                await self.registry.add(Group(chat=self.config.main_chat, folder=MAIN_FOLDER, is_main=True))
+            await self.store.ensure_chat(local_chat("main"), "main")
+            await self.store.set_meta("seeded", "1")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from .web.app import serve_web
+
+        await self.open()
+        self.launcher = self._launcher_factory(self) if self._launcher_factory else self._default_launcher()
+        if self.runtime is not None:
+            try:
+                await self.runtime.cleanup_orphans()
+            except Exception as exc:  # noqa: BLE001 - the chat still works; turns report the problem
+                self.last_error = f"docker: {exc}"
+                log.error("runtime: cannot clean up orphaned containers: %s", exc)
+        try:
+            async with trio.open_nursery() as root:
+                self._root = root
+                root.start_soon(self._signals, root)
+                await root.start(self.supervisor.run)
+                await root.start(self.outbox.run)
+                for channel in self.channels.values():
+                    await root.start(channel.run, self.router.handle)
+                for group in self.registry.all():
+                    self.supervisor.start_actor(group)
+                await root.start(serve_web, self)
+                root.start_soon(self._gauges)
+                self.ready.set()
+                log.info("NanoGridBot %s ready: chat at http://%s:%d/", __version__, self.config.web_host, self.config.web_port)
+                task_status.started()
+        finally:
+            self._root = None
+            with trio.CancelScope(shield=True):
+                await self.store.close()
+            log.info("NanoGridBot stopped")
+
+    async def _gauges(self) -> None:
+        while True:
+            try:
+                self.metrics.outbox_depth.set(await self.store.outbox_depth())
+            except Exception:  # noqa: BLE001 - metrics must never take the daemon down
+                pass
+            self.metrics.outbox_retries._value.set(self.outbox.retries)  # type: ignore[attr-defined]
+            await trio.sleep(5)
+
+    async def _signals(self, root: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self.shutting_down:
+                    log.warning("second signal: exiting now")
+                    os._exit(1)
+                log.info("%s: stopping intake, finishing running turns (up to %gs)", signal.Signals(signum).name, self.config.shutdown_grace)
+                root.start_soon(self.shutdown, root)
+
+    async def shutdown(self, root: trio.Nursery) -> None:
+        self.shutting_down = True
+        self.router.accepting = False
+        self.supervisor.begin_drain()
+        with trio.move_on_after(self.config.shutdown_grace):
+            while self.supervisor.busy():
+                await trio.sleep(0.1)
+            with trio.move_on_after(2):  # let the last replies reach the outbox's channels
+                while await self.store.outbox_depth() and any(
+                    c.state == "connected" for c in self.channels.values()
+                ):
+                    await trio.sleep(0.05)
+        root.cancel_scope.cancel()

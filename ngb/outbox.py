@@ -1,0 +1,110 @@
+"""The sender task: delivers outbox rows to their channels, marks each sent only after the channel
+acknowledged it, and retries with backoff until it is."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import trio
+
+from .actor import backoff_delay
+from .channels.base import Channel, ChannelError
+from .records import Message, OutboxItem, channel_of
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class OutboxSender:
+    MAX_ATTEMPTS_NOT_RETRYABLE = 1
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        *,
+        assistant_name: str,
+        on_delivered: Callable[[Message], None] | None = None,
+        retry_base: float = 1.0,
+        retry_cap: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.assistant_name = assistant_name
+        self._on_delivered = on_delivered or (lambda m: None)
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._wake = trio.Event()
+        self._not_before: dict[str, float] = {}  # chat -> monotonic time of its next try
+        self.retries = 0
+        self.delivered = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            self._wake = trio.Event()
+            try:
+                next_try = await self.flush()
+            except StoreUnavailable as exc:
+                log.error("outbox: store unavailable, will retry: %s", exc)
+                next_try = trio.current_time() + 2.0
+            if next_try is None:
+                await self._wake.wait()
+            else:
+                with trio.move_on_at(next_try):
+                    await self._wake.wait()
+
+    async def flush(self) -> float | None:
+        """Deliver what is pending. Returns when the next retry is due (None: nothing waits)."""
+        blocked: set[str] = set()
+        next_try: float | None = None
+        for item in await self.store.pending_outbox():
+            now = trio.current_time()
+            due = self._not_before.get(item.chat, 0.0)
+            if item.chat in blocked or due > now:
+                if due > now:
+                    next_try = due if next_try is None else min(next_try, due)
+                blocked.add(item.chat)  # keep per-chat order: nothing overtakes a waiting reply
+                continue
+            if not await self._deliver(item):
+                blocked.add(item.chat)
+                due = self._not_before.get(item.chat)
+                if due is not None:
+                    next_try = due if next_try is None else min(next_try, due)
+        return next_try
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        channel = self.channels.get(channel_of(item.chat))
+        if channel is None:
+            log.error("outbox: no channel %r for chat %s; message %d kept pending", channel_of(item.chat), item.chat, item.id)
+            await self._failed(item, f"channel {channel_of(item.chat)!r} is not configured", retryable=True)
+            return False
+        try:
+            platform_id = await channel.send(item.chat, item.text, item.reply_to)
+        except ChannelError as exc:
+            await self._failed(item, str(exc), retryable=exc.retryable)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not stop deliveries elsewhere
+            log.exception("outbox: channel %s raised on send", channel.name)
+            await self._failed(item, f"{type(exc).__name__}: {exc}", retryable=True)
+            return False
+        message = await self.store.deliver(item, self.assistant_name, platform_id)
+        self._not_before.pop(item.chat, None)
+        self.delivered += 1
+        self._on_delivered(message)
+        return True
+
+    async def _failed(self, item: OutboxItem, error: str, *, retryable: bool) -> None:
+        self.retries += 1
+        give_up = not retryable
+        await self.store.outbox_attempt_failed(item.id, error, give_up=give_up)
+        if give_up:
+            log.error("outbox: giving up on message %d to %s: %s", item.id, item.chat, error)
+            return
+        delay = backoff_delay(item.attempts + 1, base=self._retry_base, cap=self._retry_cap)
+        self._not_before[item.chat] = trio.current_time() + delay
+        log.warning("outbox: send to %s failed (%s); retry in %.1fs", item.chat, error, delay)

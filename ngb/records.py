@@ -1,0 +1,181 @@
+"""The records every part of the daemon speaks: attrs classes, (un)structured by one cattrs converter.
+
+Times are timezone-aware UTC datetimes in memory and ISO-8601 strings at every boundary (DB rows,
+JSON, wire frames). Booleans are 0/1 in SQLite and true/false in JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+@attrs.frozen
+class InboundMessage:
+    """What a channel hands to the router: one platform event, before it is stored."""
+
+    chat: str  # "<channel>:<platform chat id>", e.g. "local:main", "telegram:-100123"
+    sender: str  # display name
+    text: str
+    platform_id: str  # the platform's message id; (channel, platform_id) is unique
+    time: datetime = attrs.field(factory=utcnow)
+    sender_id: str = ""  # platform user id ("" when the platform has none)
+    mentions_bot: bool = False  # the platform says the bot was mentioned directly
+    reply_to: str | None = None
+
+    @property
+    def channel(self) -> str:
+        return channel_of(self.chat)
+
+
+def channel_of(chat: str) -> str:
+    return chat.split(":", 1)[0]
+
+
+@attrs.frozen
+class Message:
+    """A stored message (inbound or written by the bot)."""
+
+    id: int
+    chat: str
+    sender: str
+    text: str
+    time: datetime
+    from_bot: bool = False
+    platform_id: str | None = None
+    sender_id: str = ""
+    mentions_bot: bool = False
+
+
+@attrs.frozen
+class Group:
+    """A registered chat: it has a folder, a session and an agent."""
+
+    chat: str
+    folder: str
+    is_main: bool = False
+    requires_trigger: bool = True
+    trigger: str | None = None  # None: the daemon's trigger
+    allowed_senders: tuple[str, ...] = ()  # empty: everyone
+    mounts: tuple[dict[str, Any], ...] = ()  # MountRequest fields, validated at container start
+    added_at: datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen
+class Session:
+    folder: str
+    session_id: str
+    updated_at: datetime = attrs.field(factory=utcnow)
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class OutboxItem:
+    id: int
+    chat: str
+    text: str
+    folder: str
+    created_at: datetime
+    state: OutboxState = OutboxState.PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    reply_to: str | None = None
+
+
+class TaskStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class ScheduleKind(enum.StrEnum):
+    CRON = "cron"
+    INTERVAL = "interval"
+    ONCE = "once"
+
+
+@attrs.frozen
+class Task:
+    id: str
+    folder: str
+    chat: str
+    prompt: str
+    schedule_kind: ScheduleKind
+    schedule_value: str
+    timezone: str = "UTC"
+    context_mode: str = "group"  # "group" | "isolated"
+    status: TaskStatus = TaskStatus.ACTIVE
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+    last_result: str | None = None
+    pre_script: str | None = None
+    created_by: str = ""
+    created_at: datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen
+class TaskRun:
+    id: int
+    task_id: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: str = "running"  # running | ok | error | skipped
+    error: str | None = None
+    tokens: int | None = None
+
+
+@attrs.frozen
+class FailedTurn:
+    """Messages a turn could not answer after its retry, kept with the reason."""
+
+    folder: str
+    up_to_message: int
+    reason: str
+    time: datetime = attrs.field(factory=utcnow)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    conv.register_unstructure_hook(datetime, format_time)
+    conv.register_structure_hook(datetime, lambda v, _: parse_time(v))
+    conv.register_structure_hook(bool, lambda v, _: bool(v))
+    return conv
+
+
+converter = _make_converter()
+
+
+def to_json(record: Any) -> Any:
+    return converter.unstructure(record)
+
+
+T = TypeVar("T")
+
+
+def from_json(data: Any, cls: type[T]) -> T:
+    return converter.structure(data, cls)

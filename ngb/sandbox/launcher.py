@@ -1,0 +1,222 @@
+"""DockerLauncher: one agent container with its host sockets, as an async context manager.
+
+On enter: the group's run folder gets fresh sockets (control, requests, model), the container is
+started with that folder mounted at /run/ngb, and the runner's `hello` is awaited. On exit: `stop`
+is sent, the container gets a grace period, then it is stopped and removed; the sockets go away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..actor import ExitInfo, TurnFailed
+from ..framing import FrameError, FrameWriter, LineReader
+from ..records import Group
+from .model_proxy import ModelProxy
+from .mounts import MountRequest, load_allowlist, resolve_mounts
+from .runtime import BindMount, ContainerSpec, DockerRuntime
+from .tools import ToolService, serve_requests
+
+log = logging.getLogger(__name__)
+
+MODEL_PORT = 8787
+
+
+class DockerConnection:
+    def __init__(self, container_id: str, stream: trio.SocketStream) -> None:
+        self.container_id = container_id
+        self.exit_info: ExitInfo | None = None
+        self._stream = stream
+        self._reader = LineReader(stream)
+        self._writer = FrameWriter(stream)
+        self.closed = False
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        try:
+            await self._writer.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TurnFailed("the agent connection closed") from exc
+
+    async def receive(self) -> dict[str, Any] | FrameError | None:
+        if self.closed:
+            return None
+        try:
+            return await self._reader.next_frame()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+
+
+class DockerLauncher:
+    def __init__(
+        self,
+        *,
+        runtime: DockerRuntime,
+        proxy: ModelProxy,
+        tools: ToolService,
+        config: Any,
+        current_group: Callable[[str], Group | None],
+    ) -> None:
+        self.runtime = runtime
+        self.proxy = proxy
+        self.tools = tools
+        self.config = config
+        self._current_group = current_group
+
+    def _mounts(self, group: Group, run_dir: Path) -> list[BindMount]:
+        cfg = self.config
+        group_dir = (cfg.groups_dir / group.folder).resolve()
+        session_dir = (cfg.state_dir / "sessions" / group.folder).resolve()
+        session_dir.mkdir(parents=True, exist_ok=True)
+        _chown_agent(session_dir)
+        global_dir = cfg.global_dir.resolve()
+        global_dir.mkdir(parents=True, exist_ok=True)
+        mounts = [
+            BindMount(str(group_dir), "/workspace/group", read_only=False),
+            BindMount(str(global_dir), "/workspace/global", read_only=not group.is_main),
+            BindMount(str(session_dir), "/home/agent/.claude", read_only=False),
+            BindMount(str(run_dir.resolve()), "/run/ngb", read_only=True),
+        ]
+        if group.mounts:
+            try:
+                allowlist = load_allowlist(Path(cfg.mount_allowlist).expanduser())
+            except Exception as exc:  # noqa: BLE001 - a bad allowlist refuses extras, never the container
+                log.error("mounts: allowlist %s unusable, extra mounts refused: %s", cfg.mount_allowlist, exc)
+                return mounts
+            requests = [MountRequest(**m) for m in group.mounts]
+            allowed, refused = resolve_mounts(
+                requests,
+                allowlist,
+                folder=group.folder,
+                is_main=group.is_main,
+                forbidden_roots=[cfg.state_dir.resolve(), Path(cfg.mount_allowlist).expanduser().parent],
+            )
+            for r in refused:
+                log.warning("mounts: group %s: refused %s: %s", group.folder, r.request.host_path, r.reason)
+            mounts += [BindMount(str(m.host_path), m.container_path, m.read_only) for m in allowed]
+        return mounts
+
+    @asynccontextmanager
+    async def session(self, group: Group) -> AsyncIterator[DockerConnection]:
+        cfg = self.config
+        run_dir = cfg.run_dir / group.folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o755)
+        placeholder = "ngb-placeholder-" + secrets.token_urlsafe(24)
+        folder = group.folder
+        container_id: str | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                control = await _listen(run_dir / "control.sock")
+                requests = await _listen(run_dir / "requests.sock")
+                await nursery.start(
+                    serve_requests, requests, lambda: self._current_group(folder) or group, self.tools
+                )
+                await nursery.start(self.proxy.serve_group, folder, run_dir / "model.sock", placeholder)
+                spec = ContainerSpec(
+                    image=cfg.image,
+                    folder=folder,
+                    mounts=self._mounts(group, run_dir),
+                    environment={
+                        "NGB_GROUP": folder,
+                        "NGB_IS_MAIN": "1" if group.is_main else "0",
+                        "NGB_MODEL_PORT": str(MODEL_PORT),
+                        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}",
+                        "ANTHROPIC_API_KEY": placeholder,
+                        "HOME": "/home/agent",
+                        "TZ": os.environ.get("TZ", "UTC"),
+                    },
+                    memory=cfg.container_memory,
+                    pids=cfg.container_pids,
+                    cpus=cfg.container_cpus,
+                    network=cfg.container_network,
+                )
+                try:
+                    container_id = await self.runtime.start(spec)
+                except Exception as exc:  # noqa: BLE001 - image missing, engine down, bad mount
+                    raise TurnFailed(f"the agent container could not start: {exc}") from exc
+                conn = await self._accept(control, container_id, nursery)
+                try:
+                    yield conn
+                finally:
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(3):
+                            if conn.exit_info is None:
+                                await conn.send({"type": "stop"})
+                                with trio.move_on_after(2):
+                                    while await conn.receive() is not None:
+                                        pass
+            finally:
+                with trio.CancelScope(shield=True):
+                    if container_id is not None:
+                        info = await self.runtime.stop_and_remove(container_id, grace=2)
+                        if "conn" in locals() and conn.exit_info is None:
+                            conn.exit_info = info
+                    nursery.cancel_scope.cancel()
+                    for name in ("control.sock", "requests.sock"):
+                        try:
+                            (run_dir / name).unlink()
+                        except FileNotFoundError:
+                            pass
+
+    async def _accept(self, control: trio.SocketListener, container_id: str, nursery: trio.Nursery) -> DockerConnection:
+        """Wait for the runner to connect and say hello, or for the container to die trying."""
+        exited: list[ExitInfo] = []
+        accepted: list[trio.SocketStream] = []
+        with trio.move_on_after(self.config.start_timeout if hasattr(self.config, "start_timeout") else 60) as scope:
+            async with trio.open_nursery() as race:
+
+                async def watch() -> None:
+                    exited.append(await self.runtime.wait(container_id))
+                    race.cancel_scope.cancel()
+
+                async def accept() -> None:
+                    accepted.append(await control.accept())
+                    race.cancel_scope.cancel()
+
+                race.start_soon(watch)
+                race.start_soon(accept)
+        await control.aclose()
+        if not accepted:
+            if exited:
+                raise TurnFailed(f"the agent container exited before connecting ({exited[0].describe()})")
+            raise TurnFailed("the agent did not connect in time" if scope.cancelled_caught else "the agent did not connect")
+        conn = DockerConnection(container_id, accepted[0])
+        with trio.move_on_after(30):
+            hello = await conn.receive()
+            if isinstance(hello, dict) and hello.get("type") == "hello":
+
+                async def watch_exit() -> None:
+                    info = await self.runtime.wait(container_id)
+                    conn.exit_info = info
+                    await trio.sleep(0.5)  # let buffered frames be read first
+                    conn.closed = True
+                    await accepted[0].aclose()
+
+                nursery.start_soon(watch_exit)
+                return conn
+        raise TurnFailed("the agent connected but did not say hello")
+
+
+async def _listen(path: Path) -> trio.SocketListener:
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    os.chmod(path, 0o666)  # uid 1000 in the container connects; the folder is mounted only there
+    sock.listen(16)
+    return trio.SocketListener(sock)
+
+
+def _chown_agent(path: Path) -> None:
+    try:
+        os.chown(path, 1000, 1000)
+    except PermissionError:
+        pass

@@ -1,0 +1,184 @@
+"""The container runtime: the docker SDK, always called off the trio loop.
+
+Every agent container runs as uid 1000 with a read-only root filesystem, all capabilities dropped,
+no-new-privileges, memory/pids/cpu limits, no network, and labels naming the daemon instance and
+group so that containers orphaned by a killed daemon are found and removed at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import docker
+import docker.errors
+import trio
+from docker.types import Mount as DockerMount
+
+from ..actor import ExitInfo
+
+log = logging.getLogger(__name__)
+
+LABEL_INSTANCE = "ngb.instance"
+LABEL_GROUP = "ngb.group"
+LABEL_ROLE = "ngb.role"
+
+
+class RuntimeUnavailable(RuntimeError):
+    pass
+
+
+@attrs.frozen
+class BindMount:
+    source: str
+    target: str
+    read_only: bool
+
+
+@attrs.frozen
+class ContainerSpec:
+    image: str
+    folder: str
+    mounts: Sequence[BindMount]
+    environment: dict[str, str]
+    memory: str = "1g"
+    pids: int = 256
+    cpus: float = 1.0
+    network: str = "none"
+    tmpfs_home_size: str = "256m"
+    tmpfs_tmp_size: str = "128m"
+
+
+class DockerRuntime:
+    def __init__(self, instance: str, client: docker.DockerClient | None = None) -> None:
+        self.instance = instance
+        self._client = client
+        self._limiter = trio.CapacityLimiter(8)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.from_env(timeout=60)
+            except docker.errors.DockerException as exc:
+                raise RuntimeUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+        return self._client
+
+    async def _call(self, fn: Any, *args: Any, abandon: bool = False, **kwargs: Any) -> Any:
+        return await trio.to_thread.run_sync(
+            lambda: fn(*args, **kwargs), limiter=None if abandon else self._limiter, abandon_on_cancel=abandon
+        )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self.client.ping))
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
+    async def image_present(self, image: str) -> bool:
+        try:
+            await self._call(self.client.images.get, image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    async def cleanup_orphans(self) -> list[str]:
+        """Remove every agent container of this instance: at start none of them can be ours."""
+
+        def clean() -> list[str]:
+            removed = []
+            for c in self.client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}):
+                try:
+                    c.remove(force=True)
+                    removed.append(c.name)
+                except docker.errors.NotFound:
+                    pass
+            return removed
+
+        removed = await self._call(clean)
+        if removed:
+            log.warning("runtime: removed %d orphaned agent container(s): %s", len(removed), ", ".join(removed))
+        return removed
+
+    async def start(self, spec: ContainerSpec) -> str:
+        name = f"ngb-{self.instance}-{spec.folder}-{secrets.token_hex(3)}".lower()
+        mounts = [DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
+        kwargs: dict[str, Any] = dict(
+            image=spec.image,
+            name=name,
+            detach=True,
+            user="1000:1000",
+            read_only=True,
+            tmpfs={
+                "/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_tmp_size},mode=1777",
+                "/home/agent": f"rw,nosuid,nodev,size={spec.tmpfs_home_size},uid=1000,gid=1000,mode=0700",
+            },
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,
+            pids_limit=spec.pids,
+            nano_cpus=int(spec.cpus * 1e9),
+            network_mode=spec.network,
+            mounts=mounts,
+            environment=spec.environment,
+            labels={LABEL_INSTANCE: self.instance, LABEL_GROUP: spec.folder, LABEL_ROLE: "agent"},
+            init=True,
+            stdin_open=False,
+        )
+        container = await self._call(self.client.containers.run, **kwargs)
+        log.info("runtime: started %s for group %s (%s)", name, spec.folder, container.short_id)
+        return str(container.id)
+
+    async def wait(self, container_id: str) -> ExitInfo:
+        """Block (abandonably) until the container exits; report how it ended."""
+
+        def wait_sync() -> ExitInfo:
+            try:
+                self.client.api.wait(container_id)
+            except docker.errors.NotFound:
+                return ExitInfo(error="the agent container disappeared")
+            except Exception as exc:  # noqa: BLE001 - engine restarts, timeouts
+                return ExitInfo(error=f"lost track of the agent container: {exc}")
+            return self._exit_info_sync(container_id)
+
+        return await self._call(wait_sync, abandon=True)
+
+    def _exit_info_sync(self, container_id: str) -> ExitInfo:
+        try:
+            state = self.client.api.inspect_container(container_id)["State"]
+        except docker.errors.NotFound:
+            return ExitInfo(error="the agent container disappeared")
+        return ExitInfo(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
+
+    async def exit_info(self, container_id: str) -> ExitInfo:
+        return await self._call(self._exit_info_sync, container_id)
+
+    async def stop_and_remove(self, container_id: str, grace: float = 5.0) -> ExitInfo:
+        def stop() -> ExitInfo:
+            try:
+                self.client.api.stop(container_id, timeout=max(0, int(grace)))
+            except docker.errors.NotFound:
+                return ExitInfo(error="the agent container disappeared")
+            except Exception as exc:  # noqa: BLE001 - fall through to a forced removal
+                log.warning("runtime: stop of %s failed: %s", container_id[:12], exc)
+            info = self._exit_info_sync(container_id)
+            try:
+                self.client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
+            return info
+
+        return await self._call(stop)
+
+    async def live_containers(self) -> list[dict[str, str]]:
+        def ls() -> list[dict[str, str]]:
+            return [
+                {"id": c.short_id, "name": c.name, "group": c.labels.get(LABEL_GROUP, ""), "status": c.status}
+                for c in self.client.containers.list(filters={"label": f"{LABEL_INSTANCE}={self.instance}"})
+            ]
+
+        return await self._call(ls)

@@ -1,0 +1,227 @@
+"""The host side of the agent's tools. Every call arrives on a group's own requests socket; that
+socket is the caller's identity, and every call is authorized here against that group's rights:
+a non-main group may message only its own chat and manage only its own tasks; only the main group
+may target other chats or register groups."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from ..framing import FrameError, FrameWriter, LineReader
+from ..records import Group, ScheduleKind, Task, TaskStatus, format_time, to_json, utcnow
+from ..schedules import ScheduleError, validate
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 16000
+
+
+class Refused(Exception):
+    """The call is not allowed or not valid; the message goes back to the agent."""
+
+
+@attrs.define
+class ToolContext:
+    store: Any  # ngb.store.Store
+    registry: Any  # ngb.groups.GroupRegistry
+    outbox_wake: Callable[[], None]
+    trigger: str
+    min_interval: float = 60.0
+    on_tasks_changed: Callable[[], None] = lambda: None
+
+
+class ToolService:
+    def __init__(self, ctx: ToolContext) -> None:
+        self.ctx = ctx
+        self.refusals = 0
+
+    async def call(self, caller: Group, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, f"_tool_{tool}", None)
+        if handler is None or tool.startswith("_"):
+            raise Refused(f"unknown tool {tool!r}")
+        return await handler(caller, args)
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _str(args: dict[str, Any], key: str, *, required: bool = True, limit: int = MAX_TEXT) -> str | None:
+        value = args.get(key)
+        if value is None:
+            if required:
+                raise Refused(f"missing {key!r}")
+            return None
+        if not isinstance(value, str):
+            raise Refused(f"{key!r} must be a string")
+        if len(value) > limit:
+            raise Refused(f"{key!r} is longer than {limit} characters")
+        return value
+
+    def _target_chat(self, caller: Group, chat: str | None) -> str:
+        if chat is None or chat == caller.chat:
+            return caller.chat
+        if not caller.is_main:
+            raise Refused("only the main group may send to another chat")
+        if self.ctx.registry.get(chat) is None:
+            raise Refused(f"chat {chat!r} is not a registered group")
+        return chat
+
+    async def _own_task(self, caller: Group, args: dict[str, Any]) -> Task:
+        task_id = self._str(args, "task_id", limit=100)
+        task = await self.ctx.store.task(task_id)
+        if task is None or (not caller.is_main and task.folder != caller.folder):
+            raise Refused(f"no task {task_id!r} in this group")
+        return task
+
+    # -- tools ---------------------------------------------------------------------------
+    async def _tool_send_message(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        text = self._str(args, "text")
+        assert text is not None
+        if not text.strip():
+            raise Refused("the message is empty")
+        chat = self._target_chat(caller, self._str(args, "chat", required=False, limit=300))
+        target = self.ctx.registry.get(chat) or caller
+        item = await self.ctx.store.queue_message(target.folder, chat, text)
+        self.ctx.outbox_wake()
+        return {"queued": item, "chat": chat}
+
+    async def _tool_schedule_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        prompt = self._str(args, "prompt")
+        kind = self._str(args, "schedule_type", limit=20)
+        value = self._str(args, "schedule_value", limit=200)
+        tz = self._str(args, "timezone", required=False, limit=64) or "UTC"
+        mode = self._str(args, "context_mode", required=False, limit=20) or "group"
+        if mode not in ("group", "isolated"):
+            raise Refused("context_mode must be 'group' or 'isolated'")
+        chat = self._target_chat(caller, self._str(args, "chat", required=False, limit=300))
+        owner = self.ctx.registry.get(chat) or caller
+        assert prompt is not None and kind is not None and value is not None
+        try:
+            first = validate(kind, value, tz, min_interval=self.ctx.min_interval, now=utcnow())
+        except ScheduleError as exc:
+            raise Refused(str(exc)) from exc
+        task = Task(
+            id=f"task-{secrets.token_hex(4)}",
+            folder=owner.folder,
+            chat=chat,
+            prompt=prompt,
+            schedule_kind=ScheduleKind(kind),
+            schedule_value=value,
+            timezone=tz,
+            context_mode=mode,
+            next_run=first,
+            created_by=f"agent:{caller.folder}",
+        )
+        await self.ctx.store.add_task(task)
+        self.ctx.on_tasks_changed()
+        return {"task_id": task.id, "next_run": format_time(first)}
+
+    async def _tool_list_tasks(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        tasks = await self.ctx.store.tasks(None if caller.is_main else caller.folder)
+        return {"tasks": [to_json(t) for t in tasks]}
+
+    async def _set_status(self, caller: Group, args: dict[str, Any], status: TaskStatus) -> dict[str, Any]:
+        task = await self._own_task(caller, args)
+        if task.status in (TaskStatus.CANCELLED, TaskStatus.COMPLETED):
+            raise Refused(f"task {task.id} is {task.status.value}")
+        await self.ctx.store.update_task(attrs.evolve(task, status=status))
+        self.ctx.on_tasks_changed()
+        return {"task_id": task.id, "status": status.value}
+
+    async def _tool_pause_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._set_status(caller, args, TaskStatus.PAUSED)
+
+    async def _tool_resume_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._set_status(caller, args, TaskStatus.ACTIVE)
+
+    async def _tool_cancel_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._set_status(caller, args, TaskStatus.CANCELLED)
+
+    async def _tool_update_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        task = await self._own_task(caller, args)
+        changes: dict[str, Any] = {}
+        if "prompt" in args:
+            changes["prompt"] = self._str(args, "prompt")
+        kind = self._str(args, "schedule_type", required=False, limit=20) or task.schedule_kind.value
+        value = self._str(args, "schedule_value", required=False, limit=200) or task.schedule_value
+        tz = self._str(args, "timezone", required=False, limit=64) or task.timezone
+        if (kind, value, tz) != (task.schedule_kind.value, task.schedule_value, task.timezone):
+            try:
+                changes["next_run"] = validate(kind, value, tz, min_interval=self.ctx.min_interval, now=utcnow())
+            except ScheduleError as exc:
+                raise Refused(str(exc)) from exc
+            changes.update(schedule_kind=ScheduleKind(kind), schedule_value=value, timezone=tz)
+        await self.ctx.store.update_task(attrs.evolve(task, **changes))
+        self.ctx.on_tasks_changed()
+        return {"task_id": task.id, "updated": sorted(changes)}
+
+    async def _tool_register_group(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        if not caller.is_main:
+            raise Refused("only the main group may register groups")
+        chat = self._str(args, "chat", limit=300)
+        folder = self._str(args, "folder", limit=64)
+        requires_trigger = args.get("requires_trigger", True)
+        if not isinstance(requires_trigger, bool):
+            raise Refused("'requires_trigger' must be true or false")
+        assert chat is not None and folder is not None
+        try:
+            group = await self.ctx.registry.add(Group(chat=chat, folder=folder, requires_trigger=requires_trigger))
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        return {"chat": group.chat, "folder": group.folder}
+
+
+async def serve_requests(
+    listener: trio.SocketListener,
+    caller: Callable[[], Group],
+    service: ToolService,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the JSON-lines tool protocol on a group's requests socket until cancelled."""
+
+    async def connection(stream: trio.SocketStream) -> None:
+        reader = LineReader(stream)
+        writer = FrameWriter(stream)
+        async with stream:
+            while True:
+                frame = await reader.next_frame()
+                if frame is None:
+                    return
+                reply = await _answer(frame)
+                try:
+                    await writer.send(reply)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    async def _answer(frame: dict[str, Any] | FrameError) -> dict[str, Any]:
+        group = caller()
+        if isinstance(frame, FrameError):
+            log.warning("tools[%s]: malformed request: %s", group.folder, frame.reason)
+            return {"id": None, "ok": False, "error": f"malformed request: {frame.reason}"}
+        request_id = frame.get("id")
+        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+            request_id = None
+        tool, args = frame.get("tool"), frame.get("args", {})
+        if not isinstance(tool, str) or not isinstance(args, dict):
+            return {"id": request_id, "ok": False, "error": "a request needs 'tool' (string) and 'args' (object)"}
+        try:
+            result = await service.call(group, tool, args)
+        except Refused as exc:
+            service.refusals += 1
+            log.warning("tools[%s]: refused %s: %s", group.folder, tool, exc)
+            return {"id": request_id, "ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a tool bug answers an error, never kills the daemon
+            log.exception("tools[%s]: %s failed", group.folder, tool)
+            return {"id": request_id, "ok": False, "error": f"internal error: {type(exc).__name__}"}
+        return {"id": request_id, "ok": True, "result": result}
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        await trio.serve_listeners(connection, [listener], handler_nursery=nursery)
+
+

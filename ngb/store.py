@@ -1,0 +1,693 @@
+"""SQLite state behind one owner.
+
+One connection, WAL mode, used only from worker threads that hold a one-token CapacityLimiter, so
+the trio loop never blocks on disk and no two statements interleave. Every public coroutine is one
+transaction. Schema changes are numbered migrations applied in order from an empty database
+(`PRAGMA user_version` records the last one applied).
+
+Write errors that can pass (a locked database, a full disk) are retried with backoff and logged;
+the caller only sees `StoreUnavailable` once the retry budget is spent, and nothing is written
+half-way because each call is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+import trio
+
+from .records import (
+    Group,
+    InboundMessage,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Task,
+    TaskRun,
+    channel_of,
+    converter,
+    format_time,
+    parse_time,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+MIGRATIONS: list[str] = [
+    # 1: the core tables
+    """
+    CREATE TABLE groups (
+        chat TEXT PRIMARY KEY,
+        folder TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        is_main INTEGER NOT NULL DEFAULT 0,
+        requires_trigger INTEGER NOT NULL DEFAULT 1,
+        trigger TEXT,
+        allowed_senders TEXT NOT NULL DEFAULT '[]',
+        mounts TEXT NOT NULL DEFAULT '[]',
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE chats (
+        chat TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        name TEXT,
+        last_message_at TEXT
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        platform_id TEXT,
+        sender TEXT NOT NULL,
+        sender_id TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        time TEXT NOT NULL,
+        from_bot INTEGER NOT NULL DEFAULT 0,
+        mentions_bot INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX messages_platform_id ON messages(channel, platform_id);
+    CREATE INDEX messages_chat_id ON messages(chat, id);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id');
+    CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    CREATE TABLE cursors (
+        folder TEXT PRIMARY KEY,
+        last_message_id INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        folder TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        text TEXT NOT NULL,
+        reply_to TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT,
+        message_id INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox(state, id);
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE failed_turns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder TEXT NOT NULL,
+        up_to_message INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        time TEXT NOT NULL
+    );
+    """,
+    # 2: scheduled tasks and their runs
+    """
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        folder TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        schedule_kind TEXT NOT NULL,
+        schedule_value TEXT NOT NULL,
+        timezone TEXT NOT NULL DEFAULT 'UTC',
+        context_mode TEXT NOT NULL DEFAULT 'group',
+        status TEXT NOT NULL DEFAULT 'active',
+        next_run TEXT,
+        last_run TEXT,
+        last_result TEXT,
+        pre_script TEXT,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX tasks_due ON tasks(status, next_run);
+    CREATE TABLE task_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        outcome TEXT NOT NULL DEFAULT 'running',
+        error TEXT,
+        tokens INTEGER
+    );
+    CREATE INDEX task_runs_task ON task_runs(task_id, id);
+    """,
+]
+
+RETRYABLE = ("database is locked", "database or disk is full", "disk I/O error", "database table is locked")
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not be written after retries (disk full, locked, I/O error)."""
+
+
+def _message(row: dict[str, Any]) -> Message:
+    return Message(
+        id=row["id"],
+        chat=row["chat"],
+        sender=row["sender"],
+        text=row["text"],
+        time=parse_time(row["time"]),
+        from_bot=bool(row["from_bot"]),
+        platform_id=row["platform_id"],
+        sender_id=row["sender_id"],
+        mentions_bot=bool(row["mentions_bot"]),
+    )
+
+
+def _group(row: dict[str, Any]) -> Group:
+    data = dict(row)
+    data["allowed_senders"] = tuple(json.loads(data["allowed_senders"]))
+    data["mounts"] = tuple(json.loads(data["mounts"]))
+    return converter.structure(data, Group)
+
+
+def _group_row(group: Group) -> dict[str, Any]:
+    row = converter.unstructure(group)
+    row["is_main"] = int(group.is_main)
+    row["requires_trigger"] = int(group.requires_trigger)
+    row["allowed_senders"] = json.dumps(list(group.allowed_senders))
+    row["mounts"] = json.dumps(list(group.mounts))
+    return row
+
+
+def _outbox(row: dict[str, Any]) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        chat=row["chat"],
+        text=row["text"],
+        folder=row["folder"],
+        created_at=parse_time(row["created_at"]),
+        state=OutboxState(row["state"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        reply_to=row["reply_to"],
+    )
+
+
+def _task(row: dict[str, Any]) -> Task:
+    return converter.structure({k: v for k, v in row.items() if v is not None}, Task)
+
+
+def _task_row(task: Task) -> dict[str, Any]:
+    return converter.unstructure(task)
+
+
+class Store:
+    """The daemon's only door to SQLite."""
+
+    def __init__(self, path: Path, *, retries: int = 8, retry_base: float = 0.05) -> None:
+        self.path = path
+        self._retries = retries
+        self._retry_base = retry_base
+        self._limiter = trio.CapacityLimiter(1)
+        self._conn: sqlite3.Connection | None = None
+        self.db: sqlite_utils.Database | None = None
+        self.write_errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
+
+    async def open(self) -> None:
+        await trio.to_thread.run_sync(self.open_sync, limiter=self._limiter)
+
+    def close_sync(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # pragma: no cover - best effort on shutdown
+                log.warning("store: checkpoint on close failed: %s", exc)
+            self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        await trio.to_thread.run_sync(self.close_sync, limiter=self._limiter)
+
+    @property
+    def schema_version(self) -> int:
+        assert self._conn is not None
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        assert self._conn is not None
+        current = self.schema_version
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= current:
+                continue
+            log.info("store: applying migration %d", number)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(script):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {number}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _tx(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Run fn in one IMMEDIATE transaction, retrying transient failures."""
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable("the store is closed")
+        delay = self._retry_base
+        for attempt in range(self._retries + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if not any(text in str(exc) for text in RETRYABLE):
+                    raise
+                self.write_errors += 1
+                if attempt == self._retries:
+                    raise StoreUnavailable(f"database write failed after {attempt + 1} tries: {exc}") from exc
+                log.warning("store: %s; retrying in %.2fs (try %d)", exc, delay, attempt + 1)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    async def run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Run fn(conn) in one transaction on the store's thread."""
+        return await trio.to_thread.run_sync(self._tx, fn, limiter=self._limiter)
+
+    def run_sync(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        return self._tx(fn)
+
+    # -- messages --------------------------------------------------------------------------
+    @staticmethod
+    def _ingest(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, bool]:
+        channel = channel_of(msg.chat)
+        existing = conn.execute(
+            "SELECT * FROM messages WHERE channel = ? AND platform_id = ?", (channel, msg.platform_id)
+        ).fetchone()
+        if existing is not None:
+            return _message(dict(existing)), False
+        at = format_time(msg.time)
+        cur = conn.execute(
+            "INSERT INTO messages (chat, channel, platform_id, sender, sender_id, text, time, from_bot, mentions_bot)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            (msg.chat, channel, msg.platform_id, msg.sender, msg.sender_id, msg.text, at, int(msg.mentions_bot)),
+        )
+        conn.execute(
+            "INSERT INTO chats (chat, channel, last_message_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(chat) DO UPDATE SET last_message_at = excluded.last_message_at",
+            (msg.chat, channel, at),
+        )
+        row = conn.execute("SELECT * FROM messages WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return _message(dict(row)), True
+
+    async def ingest(self, msg: InboundMessage) -> tuple[Message, bool]:
+        """Store an inbound message; idempotent on (channel, platform id). Returns (message, is_new)."""
+        return await self.run(lambda c: self._ingest(c, msg))
+
+    async def messages_after(self, chat: str, after: int, limit: int = 200) -> list[Message]:
+        def q(c: sqlite3.Connection) -> list[Message]:
+            if after <= 0:
+                rows = c.execute(
+                    "SELECT * FROM (SELECT * FROM messages WHERE chat = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+                    (chat, limit),
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT * FROM messages WHERE chat = ? AND id > ? ORDER BY id LIMIT ?", (chat, after, limit)
+                ).fetchall()
+            return [_message(dict(r)) for r in rows]
+
+        return await self.run(q)
+
+    async def message(self, message_id: int) -> Message | None:
+        def q(c: sqlite3.Connection) -> Message | None:
+            row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return _message(dict(row)) if row else None
+
+        return await self.run(q)
+
+    async def search(self, query: str, *, chat: str | None = None, limit: int = 50, offset: int = 0) -> list[Message]:
+        """Full-text search (FTS5 syntax; a plain phrase is quoted so user text never errors)."""
+        phrase = '"' + query.replace('"', '""') + '"'
+
+        def q(c: sqlite3.Connection) -> list[Message]:
+            sql = (
+                "SELECT m.* FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ?"
+                + (" AND m.chat = ?" if chat else "")
+                + " ORDER BY m.id DESC LIMIT ? OFFSET ?"
+            )
+            args: tuple[Any, ...] = (phrase, chat, limit, offset) if chat else (phrase, limit, offset)
+            return [_message(dict(r)) for r in c.execute(sql, args).fetchall()]
+
+        return await self.run(q)
+
+    async def chats(self) -> list[dict[str, Any]]:
+        def q(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [dict(r) for r in c.execute("SELECT * FROM chats ORDER BY chat").fetchall()]
+
+        return await self.run(q)
+
+    async def ensure_chat(self, chat: str, name: str | None = None) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO chats (chat, channel, name) VALUES (?, ?, ?) ON CONFLICT(chat) DO NOTHING",
+                (chat, channel_of(chat), name),
+            )
+
+        await self.run(q)
+
+    # -- groups ----------------------------------------------------------------------------
+    async def groups(self) -> list[Group]:
+        return await self.run(lambda c: [_group(dict(r)) for r in c.execute("SELECT * FROM groups ORDER BY added_at")])
+
+    async def group(self, chat: str) -> Group | None:
+        def q(c: sqlite3.Connection) -> Group | None:
+            row = c.execute("SELECT * FROM groups WHERE chat = ?", (chat,)).fetchone()
+            return _group(dict(row)) if row else None
+
+        return await self.run(q)
+
+    async def group_by_folder(self, folder: str) -> Group | None:
+        def q(c: sqlite3.Connection) -> Group | None:
+            row = c.execute("SELECT * FROM groups WHERE folder = ?", (folder,)).fetchone()
+            return _group(dict(row)) if row else None
+
+        return await self.run(q)
+
+    async def add_group(self, group: Group) -> None:
+        """Register a chat. Raises ValueError when the chat or folder is taken."""
+
+        def q(c: sqlite3.Connection) -> None:
+            if c.execute("SELECT 1 FROM groups WHERE chat = ?", (group.chat,)).fetchone():
+                raise ValueError(f"chat {group.chat} is already registered")
+            if c.execute("SELECT 1 FROM groups WHERE folder = ?", (group.folder,)).fetchone():
+                raise ValueError(f"folder {group.folder!r} is already used by another group")
+            if group.is_main:
+                c.execute("UPDATE groups SET is_main = 0")
+            row = _group_row(group)
+            cols = ", ".join(row)
+            c.execute(f"INSERT INTO groups ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+            # The agent answers what arrives from now on, not the chat's whole past.
+            last = c.execute("SELECT COALESCE(MAX(id), 0) FROM messages WHERE chat = ?", (group.chat,)).fetchone()[0]
+            c.execute(
+                "INSERT INTO cursors (folder, last_message_id) VALUES (?, ?)"
+                " ON CONFLICT(folder) DO UPDATE SET last_message_id = excluded.last_message_id",
+                (group.folder, last),
+            )
+            c.execute(
+                "INSERT INTO chats (chat, channel) VALUES (?, ?) ON CONFLICT(chat) DO NOTHING",
+                (group.chat, channel_of(group.chat)),
+            )
+
+        await self.run(q)
+
+    async def update_group(self, group: Group) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            row = _group_row(group)
+            sets = ", ".join(f"{k} = ?" for k in row if k != "chat")
+            c.execute(f"UPDATE groups SET {sets} WHERE chat = ?", (*[v for k, v in row.items() if k != "chat"], group.chat))
+
+        await self.run(q)
+
+    async def remove_group(self, chat: str) -> Group | None:
+        def q(c: sqlite3.Connection) -> Group | None:
+            row = c.execute("SELECT * FROM groups WHERE chat = ?", (chat,)).fetchone()
+            if row is None:
+                return None
+            c.execute("DELETE FROM groups WHERE chat = ?", (chat,))
+            return _group(dict(row))
+
+        return await self.run(q)
+
+    # -- cursors, turns, outbox ------------------------------------------------------------
+    async def cursor(self, folder: str) -> int:
+        def q(c: sqlite3.Connection) -> int:
+            row = c.execute("SELECT last_message_id FROM cursors WHERE folder = ?", (folder,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self.run(q)
+
+    @staticmethod
+    def _advance(c: sqlite3.Connection, folder: str, to: int) -> None:
+        c.execute(
+            "INSERT INTO cursors (folder, last_message_id) VALUES (?, ?) ON CONFLICT(folder)"
+            " DO UPDATE SET last_message_id = MAX(last_message_id, excluded.last_message_id)",
+            (folder, to),
+        )
+
+    async def pending_input(self, folder: str, chat: str, after: int | None = None, limit: int = 500) -> list[Message]:
+        """Messages of the group's chat the agent has not answered yet (not written by the bot)."""
+
+        def q(c: sqlite3.Connection) -> list[Message]:
+            start = after
+            if start is None:
+                row = c.execute("SELECT last_message_id FROM cursors WHERE folder = ?", (folder,)).fetchone()
+                start = int(row[0]) if row else 0
+            rows = c.execute(
+                "SELECT * FROM (SELECT * FROM messages WHERE chat = ? AND id > ? AND from_bot = 0"
+                " ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (chat, start, limit),
+            ).fetchall()
+            return [_message(dict(r)) for r in rows]
+
+        return await self.run(q)
+
+    async def commit_reply(
+        self, folder: str, chat: str, text: str, cursor_to: int, reply_to: str | None = None
+    ) -> int:
+        """One transaction: queue the reply in the outbox and move the group's cursor."""
+
+        def q(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO outbox (folder, chat, text, reply_to, created_at) VALUES (?, ?, ?, ?, ?)",
+                (folder, chat, text, reply_to, format_time(utcnow())),
+            )
+            self._advance(c, folder, cursor_to)
+            return int(cur.lastrowid or 0)
+
+        return await self.run(q)
+
+    async def advance_cursor(self, folder: str, to: int) -> None:
+        await self.run(lambda c: self._advance(c, folder, to))
+
+    async def queue_message(self, folder: str, chat: str, text: str) -> int:
+        """Queue a message that answers no input (a tool's send_message, an error notice)."""
+
+        def q(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO outbox (folder, chat, text, created_at) VALUES (?, ?, ?, ?)",
+                (folder, chat, text, format_time(utcnow())),
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self.run(q)
+
+    async def record_failed_turn(self, folder: str, up_to: int, reason: str, notice: tuple[str, str] | None) -> None:
+        """Give up on a batch: remember why, move the cursor past it, and queue a notice, atomically."""
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO failed_turns (folder, up_to_message, reason, time) VALUES (?, ?, ?, ?)",
+                (folder, up_to, reason, format_time(utcnow())),
+            )
+            self._advance(c, folder, up_to)
+            if notice:
+                c.execute(
+                    "INSERT INTO outbox (folder, chat, text, created_at) VALUES (?, ?, ?, ?)",
+                    (folder, notice[0], notice[1], format_time(utcnow())),
+                )
+
+        await self.run(q)
+
+    async def failed_turns(self, folder: str) -> list[dict[str, Any]]:
+        return await self.run(
+            lambda c: [dict(r) for r in c.execute("SELECT * FROM failed_turns WHERE folder = ? ORDER BY id", (folder,))]
+        )
+
+    async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+        def q(c: sqlite3.Connection) -> list[OutboxItem]:
+            rows = c.execute("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)).fetchall()
+            return [_outbox(dict(r)) for r in rows]
+
+        return await self.run(q)
+
+    async def outbox_depth(self) -> int:
+        return await self.run(lambda c: int(c.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]))
+
+    @staticmethod
+    def _store_bot_message(c: sqlite3.Connection, item: OutboxItem, sender: str, platform_id: str | None) -> int:
+        channel = channel_of(item.chat)
+        cur = c.execute(
+            "INSERT INTO messages (chat, channel, platform_id, sender, text, time, from_bot) VALUES (?, ?, ?, ?, ?, ?, 1)",
+            (item.chat, channel, platform_id or f"ngb-out-{item.id}", sender, item.text, format_time(utcnow())),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def deliver(self, item: OutboxItem, sender: str, platform_id: str | None) -> Message:
+        """Mark an outbox row sent and store the bot's message in the chat history, atomically.
+
+        For the local chat this *is* the delivery (readers poll the history), so it is exactly once.
+        For remote channels it runs after the platform acknowledged the send."""
+
+        def q(c: sqlite3.Connection) -> Message:
+            row = c.execute("SELECT state, message_id FROM outbox WHERE id = ?", (item.id,)).fetchone()
+            if row is not None and row["state"] == OutboxState.SENT and row["message_id"]:
+                got = c.execute("SELECT * FROM messages WHERE id = ?", (row["message_id"],)).fetchone()
+                return _message(dict(got))
+            message_id = self._store_bot_message(c, item, sender, platform_id)
+            c.execute(
+                "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, message_id = ? WHERE id = ?",
+                (format_time(utcnow()), message_id, item.id),
+            )
+            c.execute(
+                "UPDATE chats SET last_message_at = ? WHERE chat = ?", (format_time(utcnow()), item.chat)
+            )
+            return _message(dict(c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()))
+
+        return await self.run(q)
+
+    async def outbox_attempt_failed(self, item_id: int, error: str, *, give_up: bool) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = ? WHERE id = ?",
+                (error[:2000], "failed" if give_up else "pending", item_id),
+            )
+
+        await self.run(q)
+
+    # -- sessions --------------------------------------------------------------------------
+    async def session_id(self, folder: str) -> str | None:
+        def q(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT session_id FROM sessions WHERE folder = ?", (folder,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self.run(q)
+
+    async def set_session(self, folder: str, session_id: str | None) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            if session_id is None:
+                c.execute("DELETE FROM sessions WHERE folder = ?", (folder,))
+            else:
+                c.execute(
+                    "INSERT INTO sessions (folder, session_id, updated_at) VALUES (?, ?, ?) ON CONFLICT(folder)"
+                    " DO UPDATE SET session_id = excluded.session_id, updated_at = excluded.updated_at",
+                    (folder, session_id, format_time(utcnow())),
+                )
+
+        await self.run(q)
+
+    # -- tasks -----------------------------------------------------------------------------
+    async def add_task(self, task: Task) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            row = _task_row(task)
+            c.execute(
+                f"INSERT INTO tasks ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+            )
+
+        await self.run(q)
+
+    async def update_task(self, task: Task) -> None:
+        def q(c: sqlite3.Connection) -> None:
+            row = _task_row(task)
+            sets = ", ".join(f"{k} = ?" for k in row if k != "id")
+            c.execute(f"UPDATE tasks SET {sets} WHERE id = ?", (*[v for k, v in row.items() if k != "id"], task.id))
+
+        await self.run(q)
+
+    async def task(self, task_id: str) -> Task | None:
+        def q(c: sqlite3.Connection) -> Task | None:
+            row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            return _task(dict(row)) if row else None
+
+        return await self.run(q)
+
+    async def tasks(self, folder: str | None = None) -> list[Task]:
+        def q(c: sqlite3.Connection) -> list[Task]:
+            if folder is None:
+                rows = c.execute("SELECT * FROM tasks ORDER BY created_at").fetchall()
+            else:
+                rows = c.execute("SELECT * FROM tasks WHERE folder = ? ORDER BY created_at", (folder,)).fetchall()
+            return [_task(dict(r)) for r in rows]
+
+        return await self.run(q)
+
+    async def task_runs(self, task_id: str, limit: int = 50) -> list[TaskRun]:
+        def q(c: sqlite3.Connection) -> list[TaskRun]:
+            rows = c.execute(
+                "SELECT * FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit)
+            ).fetchall()
+            return [converter.structure({k: v for k, v in dict(r).items() if v is not None}, TaskRun) for r in rows]
+
+        return await self.run(q)
+
+    # -- meta --------------------------------------------------------------------------------
+    async def meta(self, key: str) -> str | None:
+        def q(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self.run(q)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.run(
+            lambda c: c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    # -- maintenance -----------------------------------------------------------------------
+    async def integrity_ok(self) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            return c.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+        return await trio.to_thread.run_sync(lambda: q(self._require_conn()), limiter=self._limiter)
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreUnavailable("the store is closed")
+        return self._conn
+
+
+def _split_sql(script: str) -> Sequence[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements: list[str] = []
+    buf: list[str] = []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        candidate = "\n".join(buf).strip()
+        if candidate.endswith(";") and sqlite3.complete_statement(candidate):
+            statements.append(candidate)
+            buf = []
+    if "\n".join(buf).strip():
+        statements.append("\n".join(buf).strip())
+    return statements

@@ -1,0 +1,136 @@
+"""The supervisor: a nursery of GroupActors. A crashed actor is restarted with backoff and jitter;
+its inbox (a memory channel owned here, not by the actor) survives the crash, so nothing queued is
+lost, and the crash is recorded for /status and /debug/actors."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from .actor import ActorView, GroupActor, Wake, backoff_delay
+from .records import Group, format_time, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class ActorHandle:
+    group: Group
+    view: ActorView
+    inbox_send: trio.MemorySendChannel[Wake]
+    inbox_receive: trio.MemoryReceiveChannel[Wake]
+    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    actor: GroupActor | None = None
+    task: trio.lowlevel.Task | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    def inbox_depth(self) -> int:
+        return self.inbox_send.statistics().current_buffer_used
+
+
+class Supervisor:
+    INBOX_SIZE = 1024
+
+    def __init__(
+        self,
+        make_actor: Callable[[Group, ActorView], GroupActor],
+        *,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        on_crash: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self._make_actor = make_actor
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._on_crash = on_crash or (lambda folder, exc: None)
+        self._nursery: trio.Nursery | None = None
+        self.actors: dict[str, ActorHandle] = {}
+        self.draining = False
+        self.running = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.running = True
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.running = False
+
+    def start_actor(self, group: Group) -> ActorHandle:
+        if self._nursery is None:
+            raise RuntimeError("the supervisor is not running")
+        handle = self.actors.get(group.folder)
+        if handle is not None:
+            handle.group = group
+            return handle
+        send, receive = trio.open_memory_channel[Wake](self.INBOX_SIZE)
+        handle = ActorHandle(group=group, view=ActorView(folder=group.folder, chat=group.chat), inbox_send=send, inbox_receive=receive)
+        self.actors[group.folder] = handle
+        self._nursery.start_soon(self._supervise, handle, name=f"actor:{group.folder}")
+        handle.inbox_send.send_nowait(Wake("start"))  # look for work left by an earlier run
+        return handle
+
+    async def stop_actor(self, folder: str) -> None:
+        handle = self.actors.pop(folder, None)
+        if handle is not None:
+            handle.cancel_scope.cancel()
+            await handle.done.wait()
+
+    def wake(self, folder: str, wake: Wake | None = None) -> bool:
+        handle = self.actors.get(folder)
+        if handle is None:
+            return False
+        try:
+            handle.inbox_send.send_nowait(wake or Wake())
+        except trio.WouldBlock:
+            pass  # a wake is already queued; the actor reads the store, so nothing is lost
+        return True
+
+    def begin_drain(self) -> None:
+        """Stop starting new turns; idle containers stop, busy ones finish their batch."""
+        self.draining = True
+        for handle in self.actors.values():
+            actor = handle.actor
+            if actor is not None and actor._deadline is not None and not actor._batches:
+                actor._deadline.deadline = trio.current_time()
+
+    def busy(self) -> int:
+        return sum(1 for h in self.actors.values() if h.view.state not in ("idle", "backing_off"))
+
+    async def _supervise(self, handle: ActorHandle) -> None:
+        handle.task = trio.lowlevel.current_task()
+        attempt = 0
+        try:
+            with handle.cancel_scope:
+                while True:
+                    actor = self._make_actor(handle.group, handle.view)
+                    handle.actor = actor
+                    started = trio.current_time()
+                    try:
+                        await actor.run(handle.inbox_receive)
+                        return
+                    except Exception as exc:  # noqa: BLE001 - an actor crash must not take the daemon down
+                        view = handle.view
+                        view.crash_count += 1
+                        view.last_crash = f"{type(exc).__name__}: {exc}"
+                        view.last_crash_at = format_time(utcnow())
+                        log.error(
+                            "actor %s crashed (%d): %s\n%s",
+                            handle.group.folder,
+                            view.crash_count,
+                            view.last_crash,
+                            "".join(traceback.format_exception(exc)[-6:]),
+                        )
+                        self._on_crash(handle.group.folder, exc)
+                        attempt = 1 if trio.current_time() - started > self._backoff_cap else attempt + 1
+                        view.state = "backing_off"
+                        await trio.sleep(backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap))
+                        self.wake(handle.group.folder, Wake("restart"))
+        finally:
+            handle.done.set()

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from ngb.config import load_config
+from ngb.daemon import Daemon
+from tests.fakes.agent import FakeBehaviour, FakeLauncher
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(tmp_path: Path, **env: str) -> Any:
+    base = {
+        "NGB_STATE_DIR": str(tmp_path / "state"),
+        "NGB_WEB_PORT": str(free_port()),
+        "NGB_MOUNT_ALLOWLIST": str(tmp_path / "no-allowlist.toml"),
+        "NGB_IDLE_TIMEOUT": "0.3",
+    }
+    base.update(env)
+    return load_config(None, env=base)
+
+
+class Running:
+    def __init__(self, daemon: Daemon, launcher: FakeLauncher) -> None:
+        self.daemon = daemon
+        self.launcher = launcher
+        cfg = daemon.config
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{cfg.web_port}", timeout=10)
+
+    async def post(self, chat: str, text: str, sender: str = "alice") -> int:
+        r = await self.http.post(f"/api/chats/{chat}/messages", json={"sender": sender, "text": text})
+        assert r.status_code == 202, r.text
+        return int(r.json()["id"])
+
+    async def history(self, chat: str = "main", after: int = 0) -> list[dict[str, Any]]:
+        r = await self.http.get(f"/api/chats/{chat}/messages", params={"after": after})
+        assert r.status_code == 200, r.text
+        return list(r.json())
+
+    async def wait_bot_replies(self, chat: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        with trio.fail_after(timeout):
+            while True:
+                bot = [m for m in await self.history(chat) if m["from_bot"]]
+                if len(bot) >= count:
+                    return bot
+                await trio.sleep(0.02)
+
+
+@pytest.fixture
+async def run_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    async with trio.open_nursery() as nursery:
+        started: list[Running] = []
+
+        async def start(behaviour: FakeBehaviour | None = None, *, state: Path | None = None, **env: str) -> Running:
+            config = make_config(state or tmp_path, **env)
+            launcher = FakeLauncher(behaviour)
+            daemon = Daemon(config, launcher_factory=lambda d: launcher)
+            await nursery.start(daemon.run)
+            running = Running(daemon, launcher)
+            started.append(running)
+            return running
+
+        yield start
+        for r in started:
+            await r.http.aclose()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,295 @@
+"""The daemon core with an in-process agent: routing, triggers, context, cursor, slots, restarts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import trio
+
+from ngb.records import Group, InboundMessage
+from ngb.store import Store
+from ngb.triggers import RateLimiter, starts_with_trigger
+from tests.fakes.agent import FakeBehaviour, last_text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("@Andy hello", True),
+        ("@andy hello", True),
+        ("  @ANDY, what's up", True),
+        ("@Andy", True),
+        ("@Andy: hi", True),
+        ("@Andyx hello", False),
+        ("hello @Andy", False),
+        ("Andy hello", False),
+        ("", False),
+    ],
+)
+def test_trigger_word_at_start_case_insensitive_on_word_boundary(text: str, expected: bool) -> None:
+    assert starts_with_trigger(text, "@Andy") is expected
+
+
+def test_rate_limiter_sliding_window() -> None:
+    now = [0.0]
+    limiter = RateLimiter(3, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b")
+    now[0] = 61
+    assert limiter.allow("a")
+
+
+async def test_main_chat_answers_without_setup(run_daemon) -> None:
+    d = await run_daemon()
+    await d.post("main", "hello there")
+    bot = await d.wait_bot_replies("main", 1)
+    assert bot[0]["text"] == "Echo: hello there"
+    assert bot[0]["sender"] == "Andy"
+    history = await d.history("main")
+    assert [m["from_bot"] for m in history] == [False, True]
+    assert set(history[0]) == {"id", "sender", "text", "time", "from_bot"}
+
+
+async def test_group_needs_trigger_and_gets_context_since_last_answer(run_daemon) -> None:
+    d = await run_daemon()
+    await d.daemon.registry.add(Group(chat="local:family", folder="family"))
+    await d.post("family", "first, no trigger", sender="bob")
+    await d.post("family", "second, no trigger", sender="carol")
+    await trio.sleep(0.3)
+    assert d.launcher.started == 0, "untriggered messages must not start the agent"
+    await d.post("family", "@Andy summarize please", sender="bob")
+    await d.wait_bot_replies("family", 1)
+    prompt = d.launcher.prompts[-1][2]
+    assert "first, no trigger" in prompt and "second, no trigger" in prompt and "summarize please" in prompt
+    assert 'sender="carol"' in prompt
+    # The next turn sees only what came after the answer.
+    await d.post("family", "@Andy and now?", sender="bob")
+    await d.wait_bot_replies("family", 2)
+    prompt = d.launcher.prompts[-1][2]
+    assert "first, no trigger" not in prompt and "and now?" in prompt
+
+
+async def test_unregistered_chat_is_stored_not_answered(run_daemon) -> None:
+    d = await run_daemon()
+    await d.post("stranger", "@Andy anyone?")
+    await trio.sleep(0.3)
+    history = await d.history("stranger")
+    assert [m["text"] for m in history] == ["@Andy anyone?"]
+    assert d.launcher.started == 0
+
+
+async def test_follow_up_goes_into_the_running_container(run_daemon) -> None:
+    d = await run_daemon(FakeBehaviour(delay=0.3), NGB_IDLE_TIMEOUT="2")
+    await d.post("main", "one")
+    await trio.sleep(0.1)
+    await d.post("main", "two")
+    bot = await d.wait_bot_replies("main", 2)
+    assert d.launcher.started == 1
+    assert [b["text"] for b in bot] == ["Echo: one", "Echo: two"]
+
+
+async def test_idle_container_stops_and_session_resumes(run_daemon) -> None:
+    d = await run_daemon(NGB_IDLE_TIMEOUT="0.2")
+    await d.post("main", "one")
+    await d.wait_bot_replies("main", 1)
+    with trio.fail_after(5):
+        while d.launcher.live:
+            await trio.sleep(0.02)
+    assert await d.daemon.store.session_id("main") == "sess-main-1"
+    await d.post("main", "two")
+    await d.wait_bot_replies("main", 2)
+    assert d.launcher.started == 2
+    assert await d.daemon.store.session_id("main") == "sess-main-1", "the second container resumed the session"
+
+
+async def test_slot_cap_never_exceeded_and_no_group_starves(run_daemon) -> None:
+    d = await run_daemon(FakeBehaviour(delay=0.15), NGB_MAX_CONTAINERS="5", NGB_IDLE_TIMEOUT="0.05")
+    for i in range(10):
+        await d.daemon.registry.add(Group(chat=f"local:g{i}", folder=f"g{i}", requires_trigger=False))
+    for i in range(10):
+        await d.post(f"g{i}", f"hi {i}")
+    for i in range(10):
+        bot = await d.wait_bot_replies(f"g{i}", 1, timeout=15)
+        assert bot[0]["text"] == f"Echo: hi {i}"
+    assert d.launcher.max_live <= 5
+    assert d.launcher.max_live == 5, "the cap is used, not serialised"
+    # Served in arrival order: the first five to ask are the first five to start.
+    assert set(d.launcher.start_order[:5]) == {f"g{i}" for i in range(5)}
+
+
+async def test_crashed_turn_is_retried_once_then_reported(run_daemon) -> None:
+    attempts: list[str] = []
+
+    def crash(prompt: str) -> bool:
+        attempts.append(prompt)
+        return "boom" in last_text(prompt)
+
+    d = await run_daemon(FakeBehaviour(crash_on=crash))
+    await d.post("main", "boom")
+    bot = await d.wait_bot_replies("main", 1)
+    assert "could not answer" in bot[0]["text"] and "memory" in bot[0]["text"]
+    assert len(attempts) == 2, "retried once in a fresh container"
+    assert d.launcher.started == 2
+    # The group keeps working.
+    await d.post("main", "fine now")
+    bot = await d.wait_bot_replies("main", 2)
+    assert bot[1]["text"] == "Echo: fine now"
+    failed = await d.daemon.store.failed_turns("main")
+    assert len(failed) == 1 and "memory" in failed[0]["reason"]
+
+
+async def test_supervisor_restarts_a_crashed_actor_and_keeps_its_messages(run_daemon) -> None:
+    d = await run_daemon()
+    calls = {"n": 0}
+    original = d.launcher.session
+
+    def flaky(group):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("bug in the launcher")
+        return original(group)
+
+    d.launcher.session = flaky  # type: ignore[method-assign]
+    d.daemon.supervisor._backoff_base = 0.01
+    await d.post("main", "survive this")
+    bot = await d.wait_bot_replies("main", 1)
+    assert bot[0]["text"] == "Echo: survive this"
+    view = d.daemon.supervisor.actors["main"].view
+    assert view.crash_count == 1 and "bug in the launcher" in (view.last_crash or "")
+    r = await d.http.get("/debug/actors/main")
+    assert r.json()["crash_count"] == 1
+
+
+async def test_reply_committed_before_crash_is_delivered_once_and_not_rerun(run_daemon, tmp_path: Path) -> None:
+    # Simulate a kill -9 after the reply and cursor were committed but before delivery.
+    d = await run_daemon()
+    await d.daemon.registry.add(Group(chat="local:ops", folder="ops", requires_trigger=False))
+    store = d.daemon.store
+    inbound = InboundMessage(chat="local:ops", sender="x", text="q", platform_id="p1")
+
+    def store_and_commit(c):  # one transaction, as the actor would leave it just before a crash
+        msg, _ = Store._ingest(c, inbound)
+        c.execute(
+            "INSERT INTO outbox (folder, chat, text, created_at) VALUES ('ops', 'local:ops', 'the answer', '2026-01-01')"
+        )
+        Store._advance(c, "ops", msg.id)
+        return msg
+
+    msg = await store.run(store_and_commit)
+    assert await store.cursor("ops") == msg.id
+    d.daemon.outbox.wake()
+    bot = await d.wait_bot_replies("ops", 1)
+    assert [b["text"] for b in bot] == ["the answer"]
+    await trio.sleep(0.3)
+    assert d.launcher.started == 0, "a turn whose cursor moved is not run again"
+    assert len(await d.wait_bot_replies("ops", 1)) == 1
+
+
+async def test_restart_answers_what_was_left(tmp_path: Path, run_daemon) -> None:
+    # First daemon stores a triggered message but dies before any turn (no agent available).
+    d1 = await run_daemon(FakeBehaviour(fail_start=True), state=tmp_path)
+    d1.daemon.supervisor.draining = True  # stop it from retrying
+    d1.daemon.router.accepting = True
+    await d1.daemon.router.handle(InboundMessage(chat="local:main", sender="a", text="still there?", platform_id="x1"))
+    await d1.http.aclose()
+    # Second daemon on the same state (new port) answers it exactly once.
+    await d1.daemon.store.close()
+    d2 = await run_daemon(state=tmp_path)
+    bot = await d2.wait_bot_replies("main", 1)
+    assert bot[0]["text"] == "Echo: still there?"
+    await trio.sleep(0.3)
+    assert len([m for m in await d2.history("main") if m["from_bot"]]) == 1
+
+
+async def test_redelivered_platform_message_is_stored_and_answered_once(run_daemon) -> None:
+    d = await run_daemon()
+    msg = InboundMessage(chat="local:main", sender="a", text="once", platform_id="dup-1")
+    first = await d.daemon.router.handle(msg)
+    second = await d.daemon.router.handle(msg)
+    assert first.id == second.id
+    await d.wait_bot_replies("main", 1)
+    await trio.sleep(0.3)
+    history = await d.history("main")
+    assert len(history) == 2
+
+
+async def test_rate_limit_answers_once_and_keeps_the_messages(run_daemon) -> None:
+    d = await run_daemon(NGB_SENDER_RATE_PER_MINUTE="2", NGB_IDLE_TIMEOUT="5")
+    for i in range(5):
+        await d.post("main", f"m{i}")
+    await trio.sleep(0.5)
+    texts = [m["text"] for m in await d.history("main")]
+    assert sum(1 for t in texts if t.startswith("⏳ Slow down")) == 1
+    assert all(f"m{i}" in texts for i in range(5)), "nothing stored is lost"
+
+
+async def test_api_bad_input(run_daemon) -> None:
+    d = await run_daemon()
+    r = await d.http.post("/api/chats/main/messages", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+    r = await d.http.post("/api/chats/main/messages", json={"sender": "a"})
+    assert r.status_code == 400
+    r = await d.http.post("/api/chats/main/messages", json={"sender": "a", "text": "x" * 70000})
+    assert r.status_code == 413
+    r = await d.http.post("/api/chats/main/messages", json={"sender": "a", "text": "y" * 20000})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    r = await d.http.post("/api/chats/..%2Fetc/messages", json={"sender": "a", "text": "x"})
+    assert r.status_code in (400, 404)
+    r = await d.http.get("/api/chats/never-seen/messages")
+    assert r.status_code == 404
+    r = await d.http.get("/api/chats/main/messages", params={"after": "-1"})
+    assert r.status_code == 400
+    assert [m for m in await d.history("main")] == [], "nothing stored half-way"
+
+
+async def test_api_token_required_when_set(run_daemon) -> None:
+    d = await run_daemon(NGB_API_TOKEN="s3cret-token")
+    r = await d.http.get("/api/chats/main/messages")
+    assert r.status_code == 401
+    r = await d.http.get("/status")
+    assert r.status_code == 401
+    assert (await d.http.get("/healthz")).status_code == 200
+    d.http.headers["Authorization"] = "Bearer s3cret-token"
+    assert (await d.http.get("/api/chats/main/messages")).status_code == 200
+    del d.http.headers["Authorization"]
+    r = await d.http.post("/api/login", json={"token": "wrong"})
+    assert r.status_code == 401
+    r = await d.http.post("/api/login", json={"token": "s3cret-token"})
+    assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
+    assert (await d.http.get("/api/chats/main/messages")).status_code == 200
+
+
+async def test_status_metrics_and_actors(run_daemon) -> None:
+    d = await run_daemon()
+    await d.post("main", "hi")
+    await d.wait_bot_replies("main", 1)
+    status = (await d.http.get("/status")).json()
+    assert status["containers"]["cap"] == 5 and status["channels"]["local"]["state"] == "connected"
+    metrics = (await d.http.get("/metrics")).text
+    assert re.search(r'ngb_messages_in_total\{channel="local"\} 1\.0', metrics)
+    assert re.search(r'ngb_messages_out_total\{channel="local"\} 1\.0', metrics)
+    actors = (await d.http.get("/debug/actors")).json()
+    assert actors[0]["folder"] == "main" and "task_tree" in actors[0]
+
+
+async def test_event_stream_pushes_replies(run_daemon) -> None:
+    d = await run_daemon()
+    got: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def listen() -> None:
+            async with d.http.stream("GET", "/api/chats/main/events", params={"after": 0}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: "):
+                        got.append(line)
+                        if len(got) == 2:
+                            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(listen)
+        await trio.sleep(0.2)
+        await d.post("main", "stream me")
+        with trio.fail_after(5):
+            await trio.sleep_forever()
+    assert '"from_bot": true' in got[1] and "Echo: stream me" in got[1]
