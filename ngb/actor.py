@@ -283,7 +283,7 @@ class GroupActor:
                 text = frame.get("text")
                 if not isinstance(text, str) or not text.strip():
                     continue
-                cursor_to = self._batches.get(batch) if isinstance(batch, int) else None
+                cursor_to = self._covered(batch, pop=False)
                 if cursor_to is None:
                     # Output outside a live batch (e.g. late text): deliver it, move nothing.
                     await self.store.queue_message(self.folder, self.group.chat, text)
@@ -296,7 +296,7 @@ class GroupActor:
                 self.outbox_wake()
             elif kind == "result":
                 batch = frame.get("batch")
-                cursor_to = self._batches.pop(batch, None) if isinstance(batch, int) else None
+                cursor_to = self._covered(batch, pop=True)
                 session_id = frame.get("session_id")
                 if isinstance(session_id, str) and session_id:
                     await self._save_session(session_id)
@@ -327,6 +327,21 @@ class GroupActor:
                 log.info("group %s: agent: %s", self.folder, str(frame.get("message"))[:500])
             else:
                 log.warning("group %s: unknown frame type from the agent: %r", self.folder, kind)
+
+    def _covered(self, batch: object, *, pop: bool) -> int | None:
+        """The cursor position a frame for `batch` stands for. The runner may answer several
+        queued batches in one go (it merges follow-ups that arrive mid-turn into the next query), so
+        a frame for batch N covers every open batch up to N."""
+        if not isinstance(batch, int) or isinstance(batch, bool):
+            return None
+        covered = [b for b in self._batches if b <= batch]
+        if not covered:
+            return None
+        cursor_to = max(self._batches[b] for b in covered)
+        if pop:
+            for b in covered:
+                del self._batches[b]
+        return cursor_to
 
     async def _save_session(self, session_id: str) -> None:
         if session_id != self.view.session_id:

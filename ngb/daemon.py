@@ -237,10 +237,10 @@ class Daemon:
         self.router.accepting = False
         self.supervisor.begin_drain()
         with trio.move_on_after(self.config.shutdown_grace):
-            while self.supervisor.busy():
+            while self.supervisor.busy():  # noqa: ASYNC110 - a bounded wait at shutdown, not the message path
                 await trio.sleep(0.1)
             with trio.move_on_after(2):  # let the last replies reach the outbox's channels
-                while await self.store.outbox_depth() and any(
+                while await self.store.outbox_depth() and any(  # noqa: ASYNC110 - bounded, at shutdown
                     c.state == "connected" for c in self.channels.values()
                 ):
                     await trio.sleep(0.05)

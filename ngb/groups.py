@@ -61,15 +61,20 @@ class GroupRegistry:
         return path
 
     def ensure_folder(self, folder: str) -> Path:
+        """Create the group's folder and its CLAUDE.md, owned by the agent's uid. The agent can
+        replace anything inside with a symlink, so nothing here follows one."""
         path = self.folder_path(folder)
         path.mkdir(parents=True, exist_ok=True)
+        _lchown_agent(path)
         memory = path / "CLAUDE.md"
-        if not memory.exists():
-            memory.write_text(DEFAULT_MEMORY.format(folder=folder))
-        # The agent runs as uid 1000 and must be able to write its own folder.
-        for p in (path, memory):
+        try:
+            fd = os.open(memory, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            return path
+        with os.fdopen(fd, "w") as fh:
+            fh.write(DEFAULT_MEMORY.format(folder=folder))
             try:
-                os.chown(p, 1000, 1000)
+                os.fchown(fh.fileno(), 1000, 1000)
             except PermissionError:
                 pass
         return path
@@ -98,3 +103,10 @@ class GroupRegistry:
             for callback in self.on_removed:
                 callback(group)
         return group
+
+
+def _lchown_agent(path: Path) -> None:
+    try:
+        os.lchown(path, 1000, 1000)
+    except PermissionError:
+        pass

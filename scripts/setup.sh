@@ -31,6 +31,9 @@ fi
 packages=()
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
+# debootstrap verifies the Debian release with these (only "Recommends" of debootstrap).
+dpkg -s debian-archive-keyring >/dev/null 2>&1 || packages+=(debian-archive-keyring)
+command -v gpgv >/dev/null 2>&1 || packages+=(gpgv)
 if [ -z "$PYTHON" ]; then packages+=(python3 python3-venv); PYTHON=/usr/bin/python3
 elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then packages+=(python3-venv)
 fi

@@ -11,6 +11,7 @@ import trio
 
 from ngb.config import load_config
 from ngb.daemon import Daemon
+from ngb.sandbox.image import ensure_image
 from tests.fakes.agent import FakeBehaviour, FakeLauncher
 
 
@@ -75,3 +76,25 @@ async def run_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         for r in started:
             await r.http.aclose()
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The real Docker engine. The test command starts it; a missing engine is a failure, not a skip."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"no Docker engine (scripts/test.sh starts one): {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client) -> str:
+    """The agent image, built on a fresh machine (minutes), else found in ~0.05 s."""
+    lines: list[str] = []
+    image_id = ensure_image(progress=lines.append)
+    print("\n".join(lines))
+    return image_id

@@ -21,7 +21,7 @@ from ..actor import ExitInfo, TurnFailed
 from ..framing import FrameError, FrameWriter, LineReader
 from ..records import Group
 from .model_proxy import ModelProxy
-from .mounts import MountRequest, load_allowlist, resolve_mounts
+from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
 from .runtime import BindMount, ContainerSpec, DockerRuntime
 from .tools import ToolService, serve_requests
 
@@ -90,13 +90,12 @@ class DockerLauncher:
             except Exception as exc:  # noqa: BLE001 - a bad allowlist refuses extras, never the container
                 log.error("mounts: allowlist %s unusable, extra mounts refused: %s", cfg.mount_allowlist, exc)
                 return mounts
-            requests = [MountRequest(**m) for m in group.mounts]
             allowed, refused = resolve_mounts(
-                requests,
+                list(group.mounts),
                 allowlist,
                 folder=group.folder,
                 is_main=group.is_main,
-                forbidden_roots=[cfg.state_dir.resolve(), Path(cfg.mount_allowlist).expanduser().parent],
+                forbidden_roots=default_forbidden_roots(cfg),
             )
             for r in refused:
                 log.warning("mounts: group %s: refused %s: %s", group.folder, r.request.host_path, r.reason)

@@ -105,7 +105,12 @@ class DockerRuntime:
 
     async def start(self, spec: ContainerSpec) -> str:
         name = f"ngb-{self.instance}-{spec.folder}-{secrets.token_hex(3)}".lower()
-        mounts = [DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
+        mounts = []
+        for m in spec.mounts:
+            mount = DockerMount(m.target, m.source, type="bind", read_only=m.read_only)
+            # Non-recursive: a filesystem mounted below a read-only source must not appear writable.
+            mount["BindOptions"] = {"NonRecursive": True}
+            mounts.append(mount)
         kwargs: dict[str, Any] = dict(
             image=spec.image,
             name=name,

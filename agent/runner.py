@@ -1,0 +1,1000 @@
+#!/usr/bin/env python3
+"""NanoGridBot agent runner: the program that runs inside each group's container.
+
+It implements the runner side of docs/agent-protocol.md:
+
+* connects to ``$NGB_RUN_DIR/control.sock`` (default ``/run/ngb``), says ``hello``, gets ``start``;
+* listens on ``127.0.0.1:$NGB_MODEL_PORT`` and pipes every TCP connection byte-for-byte to
+  ``$NGB_RUN_DIR/model.sock`` (the host's model proxy), so the Claude Code CLI reaches the model
+  API with ``ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`` and no network of its own;
+* drives ``ClaudeSDKClient`` in streaming mode: every ``input`` frame becomes a user message in
+  the live session, assistant text becomes ``output`` frames, every ``ResultMessage`` a ``result``;
+* serves the host's tools to the agent as an in-process MCP server named ``ngb``; each tool call
+  is one JSON-lines request over ``$NGB_RUN_DIR/requests.sock``.
+
+Self-contained on purpose: Python 3.11 stdlib plus ``claude_agent_sdk``, no import of ``ngb``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 1 << 20  # bytes per JSON line, both ways, newline excluded
+READ_CHUNK = 64 * 1024
+# Where the CLI keeps its state (sessions, settings) unless CLAUDE_CONFIG_DIR says otherwise:
+# inside the group folder, the one mount that persists per group and is writable.
+CONFIG_SUBDIR = ".claude-state"
+
+# Claude Code tools that would start turns on their own, talk to other sessions, or clash with
+# the host's scheduler / send_message: the host owns those jobs.
+DISALLOWED_TOOLS = ["CronCreate", "CronDelete", "CronList", "ScheduleWakeup", "SendMessage", "RemoteTrigger"]
+
+# Environment for the CLI: no telemetry, no update checks, no other outside traffic.
+# Values already present in the container's environment win (the operator may override).
+QUIET_ENV = {
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_BUG_COMMAND": "1",
+    "DISABLE_COST_WARNINGS": "1",
+    "DISABLE_INSTALLATION_CHECKS": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
+    "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
+    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
+    "CLAUDE_CODE_ENABLE_TELEMETRY": "0",
+}
+
+RUNNER_NOTE = """\
+# NanoGridBot
+You are the assistant of the chat group "{group}"{main}. Each user turn holds chat messages from \
+that group. Text you write in reply is delivered to the chat. To post a message right away \
+(for example a progress note during a long task, or a message in a scheduled task), use the \
+mcp__ngb__send_message tool. Use the mcp__ngb__*_task tools to schedule, list and manage \
+recurring or one-off tasks. Your working directory is the group's own folder; its CLAUDE.md is \
+your memory for this group.
+"""
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _stderr(msg: str) -> None:
+    print(f"[runner {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ framing
+
+
+class FrameError(Exception):
+    """A frame that is too long, not UTF-8, not JSON or not an object."""
+
+
+TOO_LONG = object()
+
+
+class LineReader:
+    """Reads ``\\n``-terminated lines of at most ``max_frame`` bytes from a StreamReader.
+
+    A longer line is reported once as ``TOO_LONG`` and discarded up to its newline; the stream
+    stays usable. ``next()`` returns ``None`` at EOF.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) -> None:
+        self.reader = reader
+        self.max_frame = max_frame
+        self.buf = bytearray()
+        self.discarding = False
+        self.eof = False
+
+    async def next(self) -> bytes | object | None:
+        while True:
+            idx = self.buf.find(b"\n")
+            if idx >= 0:
+                line = bytes(self.buf[:idx])
+                del self.buf[: idx + 1]
+                if self.discarding:
+                    self.discarding = False
+                    continue
+                if len(line) > self.max_frame:
+                    return TOO_LONG
+                return line
+            if len(self.buf) > self.max_frame:
+                self.buf.clear()
+                if not self.discarding:
+                    self.discarding = True
+                    return TOO_LONG
+            if self.eof:
+                if self.buf and not self.discarding:
+                    line = bytes(self.buf)
+                    self.buf.clear()
+                    return line
+                return None
+            chunk = await self.reader.read(READ_CHUNK)
+            if not chunk:
+                self.eof = True
+            else:
+                self.buf += chunk
+
+
+def decode_frame(line: bytes) -> dict[str, Any]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FrameError(f"frame is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise FrameError(f"frame is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise FrameError(f"frame is not a JSON object (got {type(obj).__name__})")
+    return obj
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class FrameWriter:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.lock = asyncio.Lock()
+        self.closed = False
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        data = encode_frame(frame)
+        if len(data) > MAX_FRAME + 1:
+            data = encode_frame(_shrink(frame))
+        async with self.lock:
+            if self.closed:
+                return
+            try:
+                self.writer.write(data)
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                self.closed = True
+                _stderr(f"control write failed: {exc!r}")
+
+    async def close(self) -> None:
+        async with self.lock:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.writer.close()
+                await self.writer.wait_closed()
+
+
+def _shrink(frame: dict[str, Any]) -> dict[str, Any]:
+    """Cut the longest string fields of a frame until it fits in MAX_FRAME."""
+    frame = dict(frame)
+    for _ in range(8):
+        if len(encode_frame(frame)) <= MAX_FRAME + 1:
+            break
+        key = max(
+            (k for k, v in frame.items() if isinstance(v, str)), key=lambda k: len(frame[k]), default=None
+        )
+        if key is None:
+            return {"type": frame.get("type", "error"), "error": "frame too large to send"}
+        frame[key] = frame[key][: len(frame[key]) // 2] + " [truncated]"
+    return frame
+
+
+def split_text(text: str, limit: int = MAX_FRAME // 2) -> list[str]:
+    """Split text into pieces whose UTF-8 JSON encoding stays well under MAX_FRAME."""
+    if len(json.dumps(text, ensure_ascii=False).encode()) <= limit:
+        return [text]
+    pieces, cur, size = [], [], 0
+    for ch in text:
+        n = len(json.dumps(ch, ensure_ascii=False).encode()) - 2
+        if size + n > limit:
+            pieces.append("".join(cur))
+            cur, size = [], 0
+        cur.append(ch)
+        size += n
+    if cur:
+        pieces.append("".join(cur))
+    return pieces
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+class Config:
+    def __init__(self) -> None:
+        self.run_dir = Path(os.environ.get("NGB_RUN_DIR", "/run/ngb"))
+        self.workspace = Path(os.environ.get("NGB_WORKSPACE", "/workspace"))
+        self.model_port = _env_int("NGB_MODEL_PORT", 8787)
+        self.connect_timeout = _env_float("NGB_CONNECT_TIMEOUT", 30.0)
+        self.request_timeout = _env_float("NGB_REQUEST_TIMEOUT", 300.0)
+        self.model = os.environ.get("NGB_MODEL") or None
+        self.env_group = os.environ.get("NGB_GROUP") or None
+        raw_main = os.environ.get("NGB_IS_MAIN")
+        self.env_is_main = None if raw_main is None else raw_main.strip().lower() in ("1", "true", "yes")
+
+    @property
+    def control_sock(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def requests_sock(self) -> Path:
+        return self.run_dir / "requests.sock"
+
+    @property
+    def model_sock(self) -> Path:
+        return self.run_dir / "model.sock"
+
+    @property
+    def cwd(self) -> Path:
+        return self.workspace / "group"
+
+    @property
+    def global_memory(self) -> Path:
+        return self.workspace / "global" / "CLAUDE.md"
+
+
+# ---------------------------------------------------------------------------- model forwarder
+
+
+class ModelForwarder:
+    """127.0.0.1:PORT -> model.sock, byte for byte, one unix connection per TCP connection."""
+
+    def __init__(self, sock_path: Path) -> None:
+        self.sock_path = sock_path
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+        self.connections = 0
+
+    async def start(self, port: int) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+    async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            ureader, uwriter = await asyncio.open_unix_connection(str(self.sock_path))
+        except OSError as exc:
+            _stderr(f"model.sock unavailable: {exc!r}")
+            body = json.dumps(
+                {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": f"model proxy unavailable: {exc}"},
+                }
+            ).encode()
+            head = (
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            ).encode()
+            with contextlib.suppress(Exception):
+                cwriter.write(head + body)
+                await cwriter.drain()
+                cwriter.close()
+            return
+        up = asyncio.create_task(self._pipe(creader, uwriter))
+        down = asyncio.create_task(self._pipe(ureader, cwriter))
+        try:
+            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
+            if any(t.exception() for t in done if not t.cancelled()):
+                for t in pending:
+                    t.cancel()
+            else:
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            for t in (up, down):
+                t.cancel()
+            for w in (cwriter, uwriter):
+                with contextlib.suppress(Exception):
+                    w.close()
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while True:
+            data = await src.read(READ_CHUNK)
+            if not data:
+                break
+            dst.write(data)
+            await dst.drain()
+        with contextlib.suppress(Exception):
+            if dst.can_write_eof():
+                dst.write_eof()
+
+
+# ------------------------------------------------------------------------------ host requests
+
+
+class HostRequests:
+    """JSON-lines client for requests.sock; many calls may be in flight on one connection."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.ids = itertools.count(1)
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+
+    async def _ensure(self) -> asyncio.StreamWriter:
+        if self.writer is None or self.writer.is_closing():
+            reader, writer = await asyncio.open_unix_connection(str(self.path))
+            self.writer = writer
+            self.reader_task = asyncio.create_task(self._read_loop(reader, writer))
+        return self.writer
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines = LineReader(reader)
+        try:
+            while True:
+                line = await lines.next()
+                if line is None:
+                    break
+                if line is TOO_LONG:
+                    _stderr("requests.sock: answer longer than MAX_FRAME dropped")
+                    continue
+                assert isinstance(line, bytes)
+                if not line.strip():
+                    continue
+                try:
+                    obj = decode_frame(line)
+                except FrameError as exc:
+                    _stderr(f"requests.sock: {exc}")
+                    continue
+                fut = self.pending.pop(str(obj.get("id")), None)
+                if fut is None:
+                    _stderr(f"requests.sock: answer for unknown id: {str(obj)[:300]}")
+                elif not fut.done():
+                    fut.set_result(obj)
+        except (ConnectionError, OSError) as exc:
+            _stderr(f"requests.sock read failed: {exc!r}")
+        finally:
+            if self.writer is writer:
+                self.writer = None
+            with contextlib.suppress(Exception):
+                writer.close()
+            for rid, fut in list(self.pending.items()):
+                if not fut.done():
+                    fut.set_exception(ConnectionError("requests.sock closed before the host answered"))
+                self.pending.pop(rid, None)
+
+    async def call(self, tool_name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Send one request; return the host's answer ({"ok": ..., "result"|"error": ...})."""
+        rid = f"r{next(self.ids)}"
+        data = encode_frame({"id": rid, "tool": tool_name, "args": args})
+        if len(data) > MAX_FRAME + 1:
+            return {
+                "id": rid,
+                "ok": False,
+                "error": f"request too large ({len(data)} bytes, max {MAX_FRAME})",
+            }
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        try:
+            async with self.lock:
+                writer = await self._ensure()
+                self.pending[rid] = fut
+                writer.write(data)
+                await writer.drain()
+            return await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            return {"id": rid, "ok": False, "error": f"the host did not answer within {self.timeout:g}s"}
+        except (ConnectionError, OSError) as exc:
+            return {"id": rid, "ok": False, "error": f"cannot reach the host: {exc}"}
+        finally:
+            self.pending.pop(rid, None)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        if self.reader_task is not None:
+            self.reader_task.cancel()
+
+
+# -------------------------------------------------------------------------------- host tools
+
+_STR_OR_NULL = {"type": ["string", "null"]}
+_SCHEDULE_FIELDS: dict[str, Any] = {
+    "prompt": {"type": "string", "description": "What the agent should do when the task runs."},
+    "schedule_type": {"type": "string", "enum": ["cron", "interval", "once"]},
+    "schedule_value": {
+        "type": "string",
+        "description": "cron: a cron expression ('0 9 * * 1-5'); interval: milliseconds ('3600000'); "
+        "once: a local ISO time ('2025-06-01T09:00:00').",
+    },
+    "timezone": {**_STR_OR_NULL, "description": "IANA zone for cron/once, e.g. 'Europe/Berlin'."},
+    "context_mode": {
+        "type": "string",
+        "enum": ["group", "isolated"],
+        "description": "group: run in this group's conversation; isolated: a fresh session.",
+    },
+    "chat": {**_STR_OR_NULL, "description": "Target chat (main group only); default this group's chat."},
+}
+_TASK_ID = {"task_id": {"type": "string"}}
+
+TOOL_SPECS: list[tuple[str, str, dict[str, Any], dict[str, Any], bool]] = [
+    # name, description, JSON schema, defaults, main-only
+    (
+        "send_message",
+        "Send a message to the chat right away (progress notes, results of scheduled tasks). "
+        "Your normal reply text is delivered anyway; use this for extra or early messages.",
+        {
+            "type": "object",
+            "properties": {
+                "text": {"type": "string"},
+                "chat": {
+                    **_STR_OR_NULL,
+                    "description": "Another chat (main group only); default this group.",
+                },
+            },
+            "required": ["text"],
+        },
+        {"chat": None},
+        False,
+    ),
+    (
+        "schedule_task",
+        "Schedule a task: a prompt the agent runs later, on a cron schedule, an interval, or once.",
+        {
+            "type": "object",
+            "properties": _SCHEDULE_FIELDS,
+            "required": ["prompt", "schedule_type", "schedule_value"],
+        },
+        {"timezone": None, "context_mode": "group", "chat": None},
+        False,
+    ),
+    ("list_tasks", "List the scheduled tasks you may see.", {"type": "object", "properties": {}}, {}, False),
+    (
+        "pause_task",
+        "Pause a scheduled task.",
+        {"type": "object", "properties": _TASK_ID, "required": ["task_id"]},
+        {},
+        False,
+    ),
+    (
+        "resume_task",
+        "Resume a paused task.",
+        {"type": "object", "properties": _TASK_ID, "required": ["task_id"]},
+        {},
+        False,
+    ),
+    (
+        "cancel_task",
+        "Cancel (delete) a scheduled task.",
+        {"type": "object", "properties": _TASK_ID, "required": ["task_id"]},
+        {},
+        False,
+    ),
+    (
+        "update_task",
+        "Change fields of a scheduled task; give only the fields to change.",
+        {"type": "object", "properties": {**_TASK_ID, **_SCHEDULE_FIELDS}, "required": ["task_id"]},
+        {},
+        False,
+    ),
+    (
+        "register_group",
+        "Register a chat as a group the assistant serves (main group only).",
+        {
+            "type": "object",
+            "properties": {
+                "chat": {"type": "string", "description": "The chat's id, as the host lists it."},
+                "folder": {
+                    "type": "string",
+                    "description": "Folder name for the group's files (a-z, 0-9, -).",
+                },
+                "requires_trigger": {
+                    "type": "boolean",
+                    "description": "Answer only when triggered (default true).",
+                },
+            },
+            "required": ["chat", "folder"],
+        },
+        {"requires_trigger": True},
+        True,
+    ),
+]
+
+
+def tool_result_text(answer: dict[str, Any]) -> dict[str, Any]:
+    if answer.get("ok"):
+        result = answer.get("result")
+        if result is None:
+            text = "ok"
+        elif isinstance(result, str):
+            text = result
+        else:
+            text = json.dumps(result, ensure_ascii=False)
+        return {"content": [{"type": "text", "text": text}]}
+    return {
+        "content": [{"type": "text", "text": f"error: {answer.get('error') or 'request failed'}"}],
+        "is_error": True,
+    }
+
+
+def build_mcp_server(requests: HostRequests, is_main: bool) -> Any:
+    from claude_agent_sdk import create_sdk_mcp_server, tool
+
+    tools = []
+    for name, description, schema, defaults, main_only in TOOL_SPECS:
+        if main_only and not is_main:
+            continue
+
+        def make(name: str = name, defaults: dict[str, Any] = defaults) -> Any:
+            async def handler(args: dict[str, Any]) -> dict[str, Any]:
+                full = {**defaults, **(args or {})}
+                answer = await requests.call(name, full)
+                return tool_result_text(answer)
+
+            return handler
+
+        tools.append(tool(name, description, schema)(make()))
+    return create_sdk_mcp_server(name="ngb", version="1.0.0", tools=tools)
+
+
+# ------------------------------------------------------------------------------------- agent
+
+
+class Runner:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.out: FrameWriter | None = None
+        self.lines: LineReader | None = None
+        self.forwarder = ModelForwarder(cfg.model_sock)
+        self.requests = HostRequests(cfg.requests_sock, cfg.request_timeout)
+        self.client: Any = None
+        self.group = cfg.env_group or "group"
+        self.is_main = bool(cfg.env_is_main)
+        self.want_session: str | None = None
+        self.resumed = False
+        self.fresh_note: str | None = None
+        self.session_id: str | None = None
+        self.session_sent: str | None = None
+        self.pending: dict[int, str] = {}  # batch -> message uuid, not yet answered
+        self.uuid_batch: dict[str, int] = {}
+        self.current_batch: int | None = None
+        self.last_batch: int = 0
+        self.stop_event = asyncio.Event()
+        self.serving = False
+
+    # -- frames ---------------------------------------------------------------------------
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if self.out is not None:
+            await self.out.send(frame)
+
+    async def log(self, level: str, message: str) -> None:
+        _stderr(f"{level}: {message}")
+        await self.send({"type": "log", "level": level, "message": message})
+
+    async def error(self, message: str) -> None:
+        _stderr(f"error frame: {message}")
+        await self.send({"type": "error", "error": message})
+
+    async def read_frame(self) -> dict[str, Any] | None:
+        """Next well-formed frame from the host; malformed ones are answered and skipped."""
+        assert self.lines is not None
+        while True:
+            line = await self.lines.next()
+            if line is None:
+                return None
+            if line is TOO_LONG:
+                await self.error(f"frame longer than {MAX_FRAME} bytes, discarded")
+                continue
+            assert isinstance(line, bytes)
+            if not line.strip():
+                continue
+            try:
+                frame = decode_frame(line)
+            except FrameError as exc:
+                await self.error(str(exc))
+                continue
+            problem = validate_host_frame(frame)
+            if problem:
+                await self.error(problem)
+                continue
+            return frame
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def connect_control(self) -> None:
+        deadline = time.monotonic() + self.cfg.connect_timeout
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.cfg.control_sock))
+                break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise ConnectionError(f"cannot connect to {self.cfg.control_sock}: {exc}") from exc
+                await asyncio.sleep(0.2)
+        self.lines = LineReader(reader)
+        self.out = FrameWriter(writer)
+
+    async def handshake(self) -> bool:
+        await self.send({"type": "hello", "version": PROTOCOL_VERSION})
+        while True:
+            frame = await self.read_frame()
+            if frame is None:
+                return False
+            kind = frame["type"]
+            if kind == "start":
+                break
+            if kind == "stop":
+                return False
+            await self.error(f"expected a start frame first, got {kind!r}; ignored")
+        sid = frame.get("session_id")
+        self.want_session = sid if isinstance(sid, str) and sid.strip() else None
+        if isinstance(frame.get("group"), str) and frame["group"]:
+            self.group = frame["group"]
+        if isinstance(frame.get("is_main"), bool):
+            if self.cfg.env_is_main is not None and frame["is_main"] != self.cfg.env_is_main:
+                await self.log("warning", "start.is_main disagrees with NGB_IS_MAIN; using start.is_main")
+            self.is_main = frame["is_main"]
+        return True
+
+    def options(self, resume: str | None) -> Any:
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        env = {k: v for k, v in QUIET_ENV.items() if k not in os.environ}
+        env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{self.forwarder.port}"
+        # Sessions must outlive the container (HOME is a tmpfs there) for resume to work.
+        env["CLAUDE_CONFIG_DIR"] = os.environ.get("CLAUDE_CONFIG_DIR") or str(self.cfg.cwd / CONFIG_SUBDIR)
+        if not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            env["ANTHROPIC_API_KEY"] = "ngb-placeholder"
+        append = RUNNER_NOTE.format(
+            group=self.group, main=" (the main group: you may manage other groups)" if self.is_main else ""
+        )
+        try:
+            global_md = self.cfg.global_memory.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            global_md = ""
+        if global_md:
+            append += "\n# Global memory (shared by all groups, read-only)\n" + global_md + "\n"
+        server = build_mcp_server(self.requests, self.is_main)
+        server = {**server, "alwaysLoad": True}  # keep the host tools out of deferred tool search
+        return ClaudeAgentOptions(
+            cwd=str(self.cfg.cwd),
+            permission_mode="bypassPermissions",
+            resume=resume,
+            setting_sources=["project"],
+            system_prompt={"type": "preset", "preset": "claude_code", "append": append},
+            mcp_servers={"ngb": server},
+            disallowed_tools=list(DISALLOWED_TOOLS),
+            model=self.cfg.model,
+            env=env,
+            verbatim_prompts=True,
+            max_buffer_size=16 * 1024 * 1024,
+            stderr=lambda line: _stderr(f"[cli] {line.rstrip()}"),
+        )
+
+    async def open_client(self) -> None:
+        from claude_agent_sdk import ClaudeSDKClient
+
+        resume = self.want_session
+        if resume is not None and not _is_uuid(resume):
+            self.fresh_note = f"stored session id {resume!r} is not a session id; started a new session"
+            resume = None
+        if resume is not None:
+            client = ClaudeSDKClient(self.options(resume))
+            try:
+                await client.connect()
+            except Exception as exc:  # noqa: BLE001 - any failure to resume means: start fresh
+                reason = " ".join(str(exc).split())[:300]
+                self.fresh_note = f"could not resume session {resume}: {reason}; started a new session"
+                await self.log("warning", self.fresh_note)
+            else:
+                self.client = client
+                self.resumed = True
+                return
+        client = ClaudeSDKClient(self.options(None))
+        await client.connect()
+        self.client = client
+
+    async def run(self) -> int:
+        try:
+            await self.connect_control()
+        except ConnectionError as exc:
+            _stderr(str(exc))
+            return 1
+        try:
+            if not await self.handshake():
+                _stderr("host closed the control connection or stopped before start")
+                return 0
+            await self.forwarder.start(self.cfg.model_port)
+            try:
+                await self.open_client()
+            except Exception as exc:  # noqa: BLE001
+                await self.error(f"agent failed to start: {' '.join(str(exc).split())[:1000]}")
+                return 1
+            await self.log(
+                "info",
+                f"ready: group={self.group} main={self.is_main} model_port={self.forwarder.port}"
+                f" resume={self.want_session or '-'} resumed={self.resumed}",
+            )
+            return await self.serve()
+        finally:
+            await self.shutdown()
+
+    async def serve(self) -> int:
+        self.serving = True
+        control = asyncio.create_task(self.pump_control(), name="control")
+        messages = asyncio.create_task(self.pump_messages(), name="messages")
+        stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
+        done, _ = await asyncio.wait({control, messages, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if messages in done and not self.stop_event.is_set():
+            exc = messages.exception()
+            reason = f"{type(exc).__name__}: {exc}" if exc else "the agent process ended"
+            await self.error(f"agent stopped unexpectedly: {' '.join(reason.split())[:1000]}")
+            code = 1
+        elif control in done and not control.cancelled() and control.exception() is not None:
+            exc = control.exception()
+            await self.error(f"control loop failed: {exc!r}")
+            code = 1
+        for t in (control, messages, stopper):
+            t.cancel()
+        await asyncio.gather(control, messages, stopper, return_exceptions=True)
+        return code
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            if self.pending:
+                # A turn is running: abort it, or the CLI finishes it first (the SDK waits 5 s).
+                try:
+                    await asyncio.wait_for(client.interrupt(), 3)
+                except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                    _stderr(f"interrupt: {exc!r}")
+            try:
+                # Not under wait_for: the SDK bounds this itself and must not be cancelled
+                # half-way (it would skip killing the CLI).
+                await client.disconnect()
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                _stderr(f"disconnect: {exc!r}")
+        await self.requests.close()
+        await self.forwarder.close()
+        if self.out is not None:
+            await self.out.close()
+
+    # -- pumps ------------------------------------------------------------------------------
+
+    async def pump_control(self) -> None:
+        while True:
+            frame = await self.read_frame()
+            if frame is None:
+                _stderr("control connection closed by the host")
+                self.stop_event.set()
+                return
+            kind = frame["type"]
+            if kind == "stop":
+                self.stop_event.set()
+                return
+            if kind == "start":
+                await self.error("duplicate start frame ignored")
+                continue
+            if kind == "input":
+                await self.submit(frame["batch"], frame["prompt"])
+
+    async def submit(self, batch: int, prompt: str) -> None:
+        if batch in self.pending:
+            await self.error(f"batch {batch} is already pending; ignored")
+            return
+        u = str(uuid.uuid4())
+        self.pending[batch] = u
+        self.uuid_batch[u] = batch
+        if self.current_batch is None:
+            self.current_batch = batch
+        message = {
+            "type": "user",
+            "message": {"role": "user", "content": prompt},
+            "parent_tool_use_id": None,
+            "uuid": u,
+        }
+
+        async def one() -> AsyncIterator[dict[str, Any]]:
+            yield message
+
+        await self.client.query(one())
+
+    def _batches_of(self, msg: Any) -> list[int]:
+        uuids = list(getattr(msg, "user_message_uuids", None) or [])
+        single = getattr(msg, "user_message_uuid", None)
+        if single and single not in uuids:
+            uuids.append(single)
+        return sorted({self.uuid_batch[u] for u in uuids if u in self.uuid_batch})
+
+    async def pump_messages(self) -> None:
+        from claude_agent_sdk import AssistantMessage, ResultMessage, SystemMessage, TextBlock
+
+        async for msg in self.client.receive_messages():
+            if isinstance(msg, SystemMessage):
+                if msg.subtype == "init":
+                    await self.note_session(msg.data.get("session_id"))
+            elif isinstance(msg, AssistantMessage):
+                if msg.parent_tool_use_id is not None:
+                    continue  # a subagent's step, not text for the chat
+                batches = self._batches_of(msg)
+                if batches:
+                    self.current_batch = max(batches)
+                await self.note_session(getattr(msg, "session_id", None))
+                batch = self.current_batch if self.current_batch is not None else self.last_batch
+                if getattr(msg, "error", None):
+                    # The CLI's own "API Error: ..." text: the result frame carries it, not the chat.
+                    text = " ".join(b.text for b in msg.content if isinstance(b, TextBlock))
+                    await self.log("warning", f"model error ({msg.error}) in batch {batch}: {text[:500]}")
+                    continue
+                for block in msg.content:
+                    if isinstance(block, TextBlock) and block.text.strip():
+                        for piece in split_text(block.text):
+                            await self.send({"type": "output", "batch": batch, "text": piece})
+            elif isinstance(msg, ResultMessage):
+                await self.note_session(msg.session_id)
+                for frame in self.result_frames(msg):
+                    await self.send(frame)
+
+    def result_frames(self, msg: Any) -> list[dict[str, Any]]:
+        """One ``result`` per batch this turn answered, in order; usage and cost on the last.
+
+        The CLI takes prompts that arrive while a turn runs into that turn (or merges queued ones
+        into the next), so one ResultMessage can cover several batches; it lists their uuids.
+        A turn that took in no batch of ours (one the agent started itself) gets ``batch: null``.
+        """
+        batches = self._batches_of(msg)
+        origin_kind = (msg.origin or {}).get("kind") if isinstance(msg.origin, dict) else None
+        if not batches and self.pending and origin_kind in (None, "human"):
+            batches = [min(self.pending)]  # a CLI that does not echo message uuids
+        if batches:
+            top = max(batches)
+            batches = sorted(set(batches) | {b for b in self.pending if b <= top})
+        for b in batches:
+            u = self.pending.pop(b, None)
+            if u is not None:
+                self.uuid_batch.pop(u, None)
+        if batches:
+            self.last_batch = max(batches)
+        self.current_batch = min(self.pending) if self.pending else None
+        usage = msg.usage or {}
+        error = None
+        if msg.is_error:
+            parts = list(msg.errors or [])
+            if msg.result and msg.result not in parts:
+                parts.append(msg.result)
+            error = "; ".join(str(p) for p in parts) or msg.subtype
+            if msg.api_error_status and str(msg.api_error_status) not in error:
+                error = f"{error} (HTTP {msg.api_error_status})"
+        last = {
+            "type": "result",
+            "batch": batches[-1] if batches else None,
+            "session_id": msg.session_id,
+            "is_error": bool(msg.is_error),
+            "error": error,
+            "usage": {
+                "input_tokens": int(usage.get("input_tokens") or 0),
+                "output_tokens": int(usage.get("output_tokens") or 0),
+                "cache_creation_input_tokens": int(usage.get("cache_creation_input_tokens") or 0),
+                "cache_read_input_tokens": int(usage.get("cache_read_input_tokens") or 0),
+            },
+            "cost_usd": msg.total_cost_usd,
+            "num_turns": msg.num_turns,
+            "duration_ms": msg.duration_ms,
+            "subtype": msg.subtype,
+            "api_error_status": msg.api_error_status,
+        }
+        earlier = [
+            {
+                **last,
+                "batch": b,
+                "merged_into": batches[-1],
+                "cost_usd": 0.0,
+                "usage": dict.fromkeys(last["usage"], 0),
+            }
+            for b in batches[:-1]
+        ]
+        return [*earlier, last]
+
+    async def note_session(self, sid: Any) -> None:
+        if not isinstance(sid, str) or not sid or sid == self.session_sent:
+            return
+        first = self.session_sent is None
+        self.session_id = sid
+        self.session_sent = sid
+        resumed = first and self.resumed and sid == self.want_session
+        note = self.fresh_note if first else "the agent switched to a new session"
+        if first and self.resumed and sid != self.want_session:
+            note = f"asked to resume {self.want_session}, the agent reports session {sid}"
+        await self.send({"type": "session", "session_id": sid, "resumed": resumed, "note": note})
+
+
+def validate_host_frame(frame: dict[str, Any]) -> str | None:
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        return "frame has no string 'type'"
+    if kind == "start":
+        sid = frame.get("session_id")
+        if sid is not None and not isinstance(sid, str):
+            return "start.session_id must be a string or null"
+        if "group" in frame and not isinstance(frame["group"], str):
+            return "start.group must be a string"
+        if "is_main" in frame and not isinstance(frame["is_main"], bool):
+            return "start.is_main must be a boolean"
+        return None
+    if kind == "input":
+        batch = frame.get("batch")
+        if not isinstance(batch, int) or isinstance(batch, bool):
+            return "input.batch must be an integer"
+        if not isinstance(frame.get("prompt"), str):
+            return "input.prompt must be a string"
+        if not frame["prompt"].strip():
+            return "input.prompt is empty"
+        return None
+    if kind == "stop":
+        return None
+    return f"unknown frame type {kind!r}"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def amain() -> int:
+    runner = Runner(Config())
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        # While serving, stop like a stop frame; before that (handshake, SDK start), give up now.
+        if runner.serving:
+            runner.stop_event.set()
+        elif task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        return await runner.run()
+    except asyncio.CancelledError:
+        _stderr("stopped by a signal before the agent was ready")
+        return 0
+
+
+def main() -> None:
+    try:
+        code = asyncio.run(amain())
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,616 @@
+"""Terminal client for the daemon's local chat channel (``ngb chat [NAME]``).
+
+It talks to the daemon's loopback HTTP API:
+
+- ``POST /api/chats/{chat}/messages`` ``{"sender", "text"}`` -> 202 ``{"id"}``
+- ``GET  /api/chats/{chat}/messages?after=ID`` -> list of messages, oldest first
+- ``GET  /api/chats/{chat}/events?after=ID`` -> server-sent events, one message per event
+- ``GET  /api/chats`` and ``GET /api/info``
+
+Two modes:
+
+- interactive (``run_chat``): prints the recent history, then posts every line read from
+  stdin while printing new messages as they arrive (SSE, falling back to polling);
+  Ctrl-D or Ctrl-C leaves with exit code 0.
+- one-shot (``send_and_wait``, ``ngb chat --send TEXT [--wait S]``): posts one message and
+  prints the bot's replies; exit code 0 if a reply came, 3 if none came in time.
+
+Exit codes: 0 ok, 1 error (daemon unreachable, auth, unknown chat, ...), 3 no reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import httpx
+import trio
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NO_REPLY = 3
+
+DEFAULT_WAIT = 60.0
+DEFAULT_SETTLE = 2.0
+DEFAULT_HISTORY = 20
+POLL_INTERVAL = 1.0
+# After the event stream failed, poll for this long before trying the stream again.
+SSE_RETRY_AFTER = 30.0
+# The server sends a ": ping" comment every 15 s; a stream silent for longer is dead.
+SSE_READ_TIMEOUT = 45.0
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 15.0
+
+Message = dict[str, Any]
+OnMessage = Callable[[Message], Awaitable[None] | None]
+
+
+class ChatError(Exception):
+    """A problem worth one line on stderr and a non-zero exit.
+
+    ``kind`` is one of "unreachable", "auth", "unknown_chat", "http", "protocol".
+    """
+
+    def __init__(self, message: str, kind: str = "http"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class _StreamUnavailable(Exception):
+    """The event stream can't be used right now; poll instead."""
+
+
+class _Api:
+    """Thin wrapper around the daemon's HTTP API that turns failures into ChatError."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, chat: str, token: str | None):
+        self.client = client
+        self.base_url = base_url
+        self.chat = chat
+        self.token = token
+        self.chat_path = f"/api/chats/{quote(chat, safe='')}"
+
+    def unreachable(self) -> ChatError:
+        return ChatError(f'cannot reach the daemon at {self.base_url}: is "ngb run" running?', "unreachable")
+
+    def check(self, resp: httpx.Response) -> None:
+        if resp.status_code < 400:
+            return
+        detail = _error_detail(resp)
+        if resp.status_code == 401:
+            if self.token:
+                raise ChatError(
+                    f"the daemon at {self.base_url} rejected the API token: check NGB_API_TOKEN ({detail})",
+                    "auth",
+                )
+            raise ChatError(
+                f"the daemon at {self.base_url} needs an API token: set NGB_API_TOKEN (or pass --token)",
+                "auth",
+            )
+        if resp.status_code == 403:
+            raise ChatError(f"the daemon refused access: {detail}", "auth")
+        if resp.status_code == 404 and resp.url.path.startswith("/api/chats/"):
+            raise ChatError(f'unknown chat "{self.chat}": {detail}', "unknown_chat")
+        raise ChatError(f"the daemon answered {resp.status_code} for {resp.url.path}: {detail}")
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = await self.client.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise self.unreachable() from exc
+        self.check(resp)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ChatError(f"the daemon sent a reply that is not JSON for {path}", "protocol") from exc
+
+    async def info(self) -> dict[str, Any]:
+        """``/api/info``, or defaults if an older daemon lacks it (auth errors still raise)."""
+        try:
+            data = await self.request("GET", "/api/info")
+        except ChatError as exc:
+            if exc.kind in ("auth", "unreachable"):
+                raise
+            data = {}
+        return data if isinstance(data, dict) else {}
+
+    async def chat_entry(self) -> dict[str, Any] | None:
+        try:
+            chats = await self.request("GET", "/api/chats")
+        except ChatError:
+            return None
+        for entry in chats if isinstance(chats, list) else []:
+            if isinstance(entry, dict) and entry.get("name") == self.chat:
+                return entry
+        return None
+
+    async def messages(self, after: int) -> list[Message]:
+        data = await self.request("GET", f"{self.chat_path}/messages", params={"after": after})
+        if not isinstance(data, list):
+            raise ChatError("the daemon sent an unexpected message list", "protocol")
+        return [m for m in data if _valid(m)]
+
+    async def post(self, sender: str, text: str) -> int:
+        data = await self.request("POST", f"{self.chat_path}/messages", json={"sender": sender, "text": text})
+        try:
+            return int(data["id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChatError("the daemon accepted the message but sent no id", "protocol") from exc
+
+    async def events(self, after: int) -> AsyncIterator[Message]:
+        """Yield messages from the SSE stream. Ends when the server closes the stream.
+
+        Raises _StreamUnavailable if the stream can't be opened or breaks, ChatError when
+        the daemon refuses the token (401/403).
+        """
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, read=SSE_READ_TIMEOUT)
+        try:
+            async with self.client.stream(
+                "GET",
+                f"{self.chat_path}/events",
+                params={"after": after},
+                headers={"Accept": "text/event-stream"},
+                timeout=timeout,
+            ) as resp:
+                if resp.status_code in (401, 403):
+                    await resp.aread()
+                    self.check(resp)
+                # Anything else unusual (404 from a daemon without the stream, 5xx, a proxy
+                # answering HTML) means "poll instead"; polling reports real errors.
+                ctype = resp.headers.get("content-type", "")
+                if resp.status_code != 200 or "text/event-stream" not in ctype:
+                    raise _StreamUnavailable(f"events answered {resp.status_code} {ctype}")
+                data_lines: list[str] = []
+                async for line in resp.aiter_lines():
+                    if line == "":
+                        if data_lines:
+                            payload = "\n".join(data_lines)
+                            data_lines = []
+                            try:
+                                msg = json.loads(payload)
+                            except ValueError:
+                                continue
+                            if _valid(msg):
+                                yield msg
+                        continue
+                    if line.startswith(":"):
+                        continue  # comment, e.g. ": ping"
+                    field, _, value = line.partition(":")
+                    if value.startswith(" "):
+                        value = value[1:]
+                    if field == "data":
+                        data_lines.append(value)
+        except httpx.TransportError as exc:
+            raise _StreamUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+def _valid(msg: Any) -> bool:
+    return isinstance(msg, dict) and isinstance(msg.get("id"), int) and not isinstance(msg.get("id"), bool)
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    text = resp.text.strip().splitlines()
+    return text[0][:200] if text else resp.reason_phrase or str(resp.status_code)
+
+
+def normalize_chat(name: str) -> str:
+    """``local:main`` -> ``main``; other names are left as they are."""
+    name = name.strip()
+    if name.startswith("local:"):
+        name = name[len("local:") :]
+    return name
+
+
+def format_time(value: Any) -> str:
+    """ISO-8601 -> local ``HH:MM``. Times without an offset are taken as UTC."""
+    if not isinstance(value, str) or not value:
+        return "--:--"
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        return "--:--"
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone().strftime("%H:%M")
+
+
+def format_message(msg: Message) -> str:
+    """``[HH:MM] sender: text``; bot messages read ``[HH:MM] Andy (bot): text``.
+
+    Continuation lines of multi-line text are indented under the first.
+    """
+    sender = str(msg.get("sender") or "?")
+    if msg.get("from_bot"):
+        sender += " (bot)"
+    text = str(msg.get("text") or "")
+    lines = text.split("\n")
+    head = f"[{format_time(msg.get('time'))}] {sender}: {lines[0]}"
+    if len(lines) == 1:
+        return head
+    pad = " " * len("[HH:MM] ")
+    return "\n".join([head] + [pad + line for line in lines[1:]])
+
+
+class _Follower:
+    """Delivers every message with id > last_id exactly once, via SSE or polling."""
+
+    def __init__(self, api: _Api, last_id: int, on_message: OnMessage, notice: Callable[[str], None]):
+        self.api = api
+        self.last_id = last_id
+        self.on_message = on_message
+        self.notice = notice
+        self.mode = "none"
+        self._lost = False
+
+    async def _deliver(self, msg: Message) -> None:
+        if msg["id"] <= self.last_id:
+            return
+        self.last_id = msg["id"]
+        if self._lost:
+            self._lost = False
+            self.notice("reconnected")
+        result = self.on_message(msg)
+        if result is not None:
+            await result
+
+    def _connection_lost(self) -> None:
+        if not self._lost:
+            self._lost = True
+            self.notice("lost the connection to the daemon, retrying...")
+
+    async def poll_once(self) -> None:
+        try:
+            batch = await self.api.messages(self.last_id)
+        except ChatError as exc:
+            if exc.kind != "unreachable":
+                raise
+            self._connection_lost()
+            return
+        if self._lost:
+            self._lost = False
+            self.notice("reconnected")
+        for msg in batch:
+            await self._deliver(msg)
+
+    async def run(self) -> None:
+        """Follow the chat forever (cancel to stop). Raises ChatError for fatal problems."""
+        while True:
+            try:
+                self.mode = "sse"
+                async with aclosing(self.api.events(self.last_id)) as stream:
+                    async for msg in stream:
+                        await self._deliver(msg)
+                # Server closed the stream normally: catch up and reconnect.
+                await self.poll_once()
+                await trio.sleep(0.2)
+                continue
+            except _StreamUnavailable:
+                pass
+            self.mode = "poll"
+            with trio.move_on_after(SSE_RETRY_AFTER):
+                while True:
+                    await self.poll_once()
+                    await trio.sleep(POLL_INTERVAL)
+
+
+def _make_client(base_url: str, token: str | None) -> httpx.AsyncClient:
+    headers = {"User-Agent": "ngb-chat"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=headers,
+        timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
+        trust_env=False,  # loopback: never go through a proxy from the environment
+    )
+
+
+def _is_triggered(text: str, trigger: str) -> bool:
+    return bool(trigger) and text.lstrip().lower().startswith(trigger.lower())
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_interrupts(e) for e in exc.exceptions)
+    return False
+
+
+def _find_chat_error(exc: BaseException) -> ChatError | None:
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _find_chat_error(sub)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_chat(
+    base_url: str,
+    chat: str,
+    *,
+    sender: str,
+    token: str | None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    history: int = DEFAULT_HISTORY,
+) -> int:
+    """Interactive chat: print recent history, then send stdin lines and print new messages.
+
+    Returns 0 on end of input (Ctrl-D) or Ctrl-C, 1 on errors (one line on stderr).
+    """
+    stdin = stdin if stdin is not None else sys.stdin
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    chat = normalize_chat(chat)
+    base_url = base_url.rstrip("/")
+
+    def out(line: str) -> None:
+        print(line, file=stdout, flush=True)
+
+    def notice(line: str) -> None:
+        out(f"-- {line}")
+
+    try:
+        async with _make_client(base_url, token) as client:
+            api = _Api(client, base_url, chat, token)
+            info = await api.info()
+            trigger = str(info.get("trigger") or "@Andy")
+            assistant = str(info.get("assistant") or trigger.lstrip("@"))
+            past = await api.messages(0)
+            entry = await api.chat_entry()
+            is_main = bool(entry.get("is_main")) if entry else chat == "main"
+
+            for msg in past[-history:] if history > 0 else []:
+                out(format_message(msg))
+            last_id = max((m["id"] for m in past), default=0)
+
+            if is_main:
+                rule = f"{assistant} answers every message here"
+            else:
+                rule = f"{assistant} answers messages starting with {trigger}"
+            notice(f"local:{chat} as {sender}. {rule}. Ctrl-D to quit.")
+            if entry is not None and not entry.get("registered", True):
+                notice(f"local:{chat} is not registered, so {assistant} will not answer here")
+
+            own_ids: set[int] = set()
+            pending: list[str] = []  # texts posted whose id we don't know yet
+
+            def on_message(msg: Message) -> None:
+                if not msg.get("from_bot") and msg.get("sender") == sender:
+                    if msg["id"] in own_ids:
+                        return
+                    text = msg.get("text")
+                    if text in pending:
+                        pending.remove(text)
+                        own_ids.add(msg["id"])
+                        return
+                out(format_message(msg))
+
+            follower = _Follower(api, last_id, on_message, notice)
+            hinted = False
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follower.run)
+                while True:
+                    line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
+                    if line == "":
+                        break  # EOF / Ctrl-D
+                    text = line.rstrip("\r\n")
+                    if not text.strip():
+                        continue
+                    if not is_main and not hinted and not _is_triggered(text, trigger):
+                        hinted = True
+                        notice(f"hint: {assistant} only answers messages starting with {trigger} here")
+                    pending.append(text)
+                    try:
+                        msg_id = await api.post(sender, text)
+                    except ChatError:
+                        pending.remove(text)
+                        raise
+                    if text in pending:
+                        pending.remove(text)
+                        own_ids.add(msg_id)
+                nursery.cancel_scope.cancel()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ChatError as exc:
+        print(f"ngb chat: {exc}", file=stderr, flush=True)
+        return EXIT_ERROR
+    except BaseExceptionGroup as group:
+        if _only_interrupts(group):
+            return EXIT_OK
+        err = _find_chat_error(group)
+        if err is None:
+            raise
+        print(f"ngb chat: {err}", file=stderr, flush=True)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+async def send_and_wait(
+    base_url: str,
+    chat: str,
+    text: str,
+    *,
+    sender: str,
+    token: str | None,
+    wait: float = DEFAULT_WAIT,
+    settle: float = DEFAULT_SETTLE,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Post one message and print the bot replies that follow it.
+
+    Waits up to ``wait`` seconds for the first reply; after a reply, keeps printing further
+    replies until ``settle`` seconds pass without one (or ``wait`` runs out).
+    Returns 0 if a reply came, 3 if none did, 1 on errors.
+    """
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    chat = normalize_chat(chat)
+    base_url = base_url.rstrip("/")
+    replies = 0
+
+    try:
+        async with _make_client(base_url, token) as client:
+            api = _Api(client, base_url, chat, token)
+            msg_id = await api.post(sender, text)
+            if wait <= 0:
+                return EXIT_NO_REPLY
+            deadline = trio.current_time() + wait
+
+            with trio.CancelScope(deadline=deadline) as scope:
+
+                def on_message(msg: Message) -> None:
+                    nonlocal replies
+                    if not msg.get("from_bot"):
+                        return
+                    replies += 1
+                    print(format_message(msg), file=stdout, flush=True)
+                    scope.deadline = min(deadline, trio.current_time() + settle)
+
+                follower = _Follower(api, msg_id, on_message, lambda line: None)
+                await follower.run()
+    except KeyboardInterrupt:
+        return EXIT_OK if replies else EXIT_NO_REPLY
+    except ChatError as exc:
+        print(f"ngb chat: {exc}", file=stderr, flush=True)
+        return EXIT_ERROR
+    except BaseExceptionGroup as group:
+        if _only_interrupts(group):
+            return EXIT_OK if replies else EXIT_NO_REPLY
+        err = _find_chat_error(group)
+        if err is None:
+            raise
+        print(f"ngb chat: {err}", file=stderr, flush=True)
+        return EXIT_ERROR
+    if not replies:
+        print(f"ngb chat: no reply within {wait:g} s", file=stderr, flush=True)
+        return EXIT_NO_REPLY
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ngb chat``."""
+    parser.add_argument("name", nargs="?", default="main", help="local chat name (default: main)")
+    parser.add_argument(
+        "--sender",
+        default=None,
+        help='name to send as (default: $NGB_CHAT_SENDER or "me")',
+    )
+    parser.add_argument(
+        "--token", default=None, help="API token (default: $NGB_API_TOKEN or the configured one)"
+    )
+    parser.add_argument("--url", default=None, help="daemon base URL (default: from the config)")
+    parser.add_argument(
+        "--send", metavar="TEXT", default=None, help="send one message, print the replies, exit"
+    )
+    parser.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_WAIT,
+        help=f"with --send: how long to wait for a reply (default {DEFAULT_WAIT:g}); exit 3 if none",
+    )
+    parser.add_argument(
+        "--settle",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_SETTLE,
+        help=f"with --send: stop this long after the last reply (default {DEFAULT_SETTLE:g})",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="N",
+        type=int,
+        default=DEFAULT_HISTORY,
+        help=f"how many past messages to show (default {DEFAULT_HISTORY})",
+    )
+
+
+def base_url_for(host: str | None, port: int | str) -> str:
+    """Client URL for the daemon's bind address (wildcards become loopback)."""
+    host = (host or "").strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
+    """Run ``ngb chat`` from parsed arguments; config_like has web_host, web_port, api_token."""
+    url = getattr(args, "url", None) or base_url_for(
+        getattr(config_like, "web_host", None), getattr(config_like, "web_port", 8080)
+    )
+    token = (
+        getattr(args, "token", None)
+        or os.environ.get("NGB_API_TOKEN")
+        or getattr(config_like, "api_token", None)
+        or None
+    )
+    sender = getattr(args, "sender", None) or os.environ.get("NGB_CHAT_SENDER") or "me"
+    chat = normalize_chat(getattr(args, "name", None) or "main")
+    if not chat:
+        print("ngb chat: empty chat name", file=sys.stderr)
+        return EXIT_ERROR
+    send = getattr(args, "send", None)
+    try:
+        if send is not None:
+            wait = getattr(args, "wait", DEFAULT_WAIT)
+            settle = getattr(args, "settle", DEFAULT_SETTLE)
+            if wait is None or not math.isfinite(wait):
+                wait = DEFAULT_WAIT
+            return trio.run(
+                lambda: send_and_wait(url, chat, send, sender=sender, token=token, wait=wait, settle=settle)
+            )
+        history = getattr(args, "history", DEFAULT_HISTORY)
+        return trio.run(lambda: run_chat(url, chat, sender=sender, token=token, history=history))
+    except KeyboardInterrupt:
+        return EXIT_OK if send is None else EXIT_NO_REPLY
+    except BaseExceptionGroup as group:
+        if _only_interrupts(group):
+            return EXIT_OK if send is None else EXIT_NO_REPLY
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m ngb.chat_client``), mainly for development."""
+    parser = argparse.ArgumentParser(prog="ngb chat", description="Chat with the assistant in a local chat.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+
+    class _Defaults:
+        web_host = os.environ.get("NGB_WEB_HOST", "127.0.0.1")
+        web_port = int(os.environ.get("NGB_WEB_PORT", "8080"))
+        api_token = None
+
+    return main_from_args(args, _Defaults())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

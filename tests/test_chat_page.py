@@ -1,0 +1,339 @@
+"""Drive the local chat page (ngb/web/static/chat.html) in headless Chromium.
+
+The page is served by the fake daemon of tests/test_chat_client.py; Chromium is driven over
+the DevTools protocol (trio-websocket), no selenium needed. Needs the Debian package
+``chromium``; the tests are skipped without it.
+
+Set NGB_CHAT_SCREENSHOT=/some/file.png to keep a screenshot of a short conversation.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+try:
+    from test_chat_client import FakeDaemon, serve_fake
+except ImportError:  # tests/ became a package
+    from tests.test_chat_client import FakeDaemon, serve_fake
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
+
+WIDTH, HEIGHT = 1180, 760
+
+
+class CDPError(Exception):
+    pass
+
+
+class Page:
+    """Just enough of the Chrome DevTools protocol for these tests (one page, flat session)."""
+
+    def __init__(self, ws, session_id: str):
+        self.ws = ws
+        self.session_id = session_id
+        self._next = 0
+        self._waiting: dict[int, trio.MemorySendChannel] = {}
+        self.errors: list[str] = []
+
+    async def reader(self) -> None:
+        while True:
+            msg = json.loads(await self.ws.get_message())
+            if "id" in msg and msg["id"] in self._waiting:
+                await self._waiting.pop(msg["id"]).send(msg)
+            elif msg.get("method") == "Runtime.exceptionThrown":
+                details = msg["params"]["exceptionDetails"]
+                self.errors.append(details.get("exception", {}).get("description") or details.get("text"))
+            elif msg.get("method") == "Runtime.consoleAPICalled" and msg["params"]["type"] == "error":
+                self.errors.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in msg["params"]["args"])
+                )
+
+    async def send(self, method: str, params: dict | None = None, *, browser: bool = False) -> dict:
+        self._next += 1
+        msg = {"id": self._next, "method": method, "params": params or {}}
+        if not browser:
+            msg["sessionId"] = self.session_id
+        send, recv = trio.open_memory_channel(1)
+        self._waiting[self._next] = send
+        await self.ws.send_message(json.dumps(msg))
+        with trio.fail_after(15):
+            reply = await recv.receive()
+        if "error" in reply:
+            raise CDPError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    async def js(self, expression: str):
+        result = await self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
+        if "exceptionDetails" in result:
+            raise CDPError(f"{expression!r}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_js(self, expression: str, seconds: float = 10) -> object:
+        """Evaluate ``expression`` until it is truthy; fail after ``seconds``."""
+        with trio.move_on_after(seconds):
+            while True:
+                value = await self.js(expression)
+                if value not in (None, False, 0, ""):  # a DOM node comes back as {}
+                    return value
+                await trio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {expression}; page errors: {self.errors}")
+
+    async def goto(self, url: str) -> None:
+        await self.send("Page.navigate", {"url": url})
+        await self.wait_js("document.readyState === 'complete'")
+
+    async def type(self, selector: str, text: str) -> None:
+        await self.js(f"document.querySelector({json.dumps(selector)}).focus()")
+        await self.send("Input.insertText", {"text": text})
+
+    async def press_enter(self) -> None:
+        key = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13}
+        await self.send("Input.dispatchKeyEvent", {"type": "keyDown", "text": "\r", **key})
+        await self.send("Input.dispatchKeyEvent", {"type": "keyUp", **key})
+
+    async def screenshot(self, path: Path) -> None:
+        data = await self.send("Page.captureScreenshot", {"format": "png"})
+        path.write_bytes(base64.b64decode(data["data"]))
+
+
+@asynccontextmanager
+async def open_page(tmp_path: Path) -> AsyncIterator[Page]:
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+        "--lang=en-US",
+        f"--window-size={WIDTH},{HEIGHT}",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        "about:blank",
+    ]
+    proc = await trio.lowlevel.open_process(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        with trio.fail_after(30):
+            while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"chromium exited with {proc.returncode}")
+                await trio.sleep(0.05)
+        port, path = port_file.read_text().splitlines()[:2]
+        async with open_websocket_url(f"ws://127.0.0.1:{port}{path}", max_message_size=64 * 2**20) as ws:
+            async with trio.open_nursery() as nursery:
+                page = Page(ws, "")
+                nursery.start_soon(page.reader)
+                target = await page.send("Target.createTarget", {"url": "about:blank"}, browser=True)
+                attached = await page.send(
+                    "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, browser=True
+                )
+                page.session_id = attached["sessionId"]
+                await page.send("Page.enable")
+                await page.send("Runtime.enable")
+                await page.send(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+                )
+                yield page
+                nursery.cancel_scope.cancel()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        with trio.move_on_after(10):
+            await proc.wait()
+
+
+MINE = "document.querySelectorAll('#log .msg.mine:not(.pending)')"
+BOT = "document.querySelectorAll('#log .msg.bot')"
+
+
+async def send_from_page(page: Page, text: str) -> None:
+    await page.type("#input", text)
+    await page.press_enter()
+
+
+async def test_page_send_and_reply(nursery, tmp_path):
+    daemon: FakeDaemon = await serve_fake(nursery)
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js('document.querySelector(\'[data-chat="main"][aria-current="true"]\')')
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        assert await page.js("document.getElementById('chat-title').textContent") == "main"
+        assert await page.js("document.getElementById('sender').value") == "me"
+
+        await send_from_page(page, "Hello Andy, are you there?")
+        await page.wait_js(f"{MINE}.length === 1")
+        assert (
+            await page.js(f"{MINE}[0].querySelector('.bubble').textContent") == "Hello Andy, are you there?"
+        )
+        await page.wait_js(f"{BOT}.length === 1")
+        assert (
+            await page.js(f"{BOT}[0].querySelector('.bubble').textContent")
+            == "Echo: Hello Andy, are you there?"
+        )
+        assert await page.js(f"{BOT}[0].querySelector('.sender').textContent") == "Andy"
+        # input cleared, nothing shown twice, typing indicator gone
+        assert await page.js("document.getElementById('input').value") == ""
+        assert await page.js("document.querySelectorAll('#log .msg').length") == 2
+        await page.wait_js("document.getElementById('typing').hidden")
+        assert [m["sender"] for m in daemon.messages["main"]] == ["me", "Andy"]
+        assert daemon.hit_count("GET", r"/events$") >= 1
+        assert page.errors == []
+
+
+async def test_page_escapes_html_and_renders_markdown(nursery, tmp_path):
+    daemon = await serve_fake(nursery)
+    evil = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> **not bold**'
+    daemon.add(
+        "main",
+        "Andy",
+        "Here: **bold** and `<b>code</b>` [safe](https://example.org) [bad](javascript:alert(1))\n"
+        "```\n<script>alert(2)</script>\n```",
+        from_bot=True,
+    )
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js(f"{BOT}.length === 1")
+        await send_from_page(page, evil)
+        await page.wait_js(f"{BOT}.length === 2")
+        assert await page.js(f"{MINE}[0].querySelector('.bubble').textContent") == evil
+        assert await page.js(f"{BOT}[1].querySelector('.bubble').textContent") == "Echo: " + evil.replace(
+            "**", ""
+        )
+        assert await page.js("window.pwned") is None
+        assert await page.js("document.querySelectorAll('#log script, #log img, #log b').length") == 0
+        # user text is never formatted; bot text gets markdown-lite
+        assert await page.js(f"{MINE}[0].querySelectorAll('strong').length") == 0
+        first = f"{BOT}[0].querySelector('.bubble')"
+        assert await page.js(f"{first}.querySelector('strong').textContent") == "bold"
+        assert await page.js(f"{first}.querySelector('p code').textContent") == "<b>code</b>"
+        assert await page.js(f"{first}.querySelector('pre code').textContent") == "<script>alert(2)</script>"
+        hrefs = await page.js(f"[...{first}.querySelectorAll('a')].map(a => a.href)")
+        assert hrefs == ["https://example.org/"]
+        assert page.errors == []
+
+
+async def test_page_trigger_hint_in_group(nursery, tmp_path):
+    daemon = await serve_fake(nursery)
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        # the "open a chat" box: an unknown chat gives a readable error, a known one opens
+        await page.type("#open-name", "nope")
+        await page.js("document.getElementById('open-chat').requestSubmit()")
+        banner = await page.wait_js(
+            "!document.getElementById('banner').hidden && document.getElementById('banner-text').textContent"
+        )
+        assert "nope" in banner
+        await page.type("#open-name", "local:team")
+        await page.js("document.getElementById('open-chat').requestSubmit()")
+        await page.wait_js('document.querySelector(\'[data-chat="team"][aria-current="true"]\')')
+        assert await page.js("location.hash") == "#team"
+        assert await page.js("document.getElementById('banner').hidden") is True
+        await page.type("#input", "hello everyone")
+        hint = await page.wait_js("document.getElementById('hint').textContent")
+        assert "starting with @Andy" in hint
+        await page.js("document.querySelector('#hint button').click()")
+        assert await page.js("document.getElementById('input').value") == "@Andy hello everyone"
+        assert await page.js("document.getElementById('hint').textContent") == ""
+        await page.press_enter()
+        await page.wait_js(f"{BOT}.length === 1")
+        assert daemon.messages["team"][0]["text"] == "@Andy hello everyone"
+
+
+async def test_page_login_on_401(nursery, tmp_path):
+    daemon = await serve_fake(nursery, token="s3cret")
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js("document.getElementById('login').open")
+        await page.type("#token", "wrong")
+        await page.js("document.getElementById('login-form').requestSubmit()")
+        await page.wait_js("document.getElementById('login-error').textContent")
+        await page.js("document.getElementById('token').value = ''")
+        await page.type("#token", "s3cret")
+        await page.js("document.getElementById('login-form').requestSubmit()")
+        await page.wait_js("!document.getElementById('login').open")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        await send_from_page(page, "after login")
+        await page.wait_js(f"{BOT}.length === 1")
+
+
+async def test_page_falls_back_to_polling(nursery, tmp_path):
+    daemon = await serve_fake(nursery, sse=False)
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js("document.getElementById('status').dataset.state === 'polling'")
+        await send_from_page(page, "poll please")
+        await page.wait_js(f"{BOT}.length === 1")
+        assert await page.js("document.querySelectorAll('#log .msg').length") == 2
+        # messages from elsewhere (the terminal client) show up too
+        daemon.add("main", "terminal", "hi from the terminal")
+        await page.wait_js("document.querySelectorAll('#log .msg.other').length === 1")
+
+
+async def test_page_screenshot(nursery, tmp_path):
+    """A short conversation, kept as a screenshot (NGB_CHAT_SCREENSHOT) for looking at."""
+    daemon = await serve_fake(nursery, chats=("main", "family", "team"), bot_delay=0.3)
+    daemon.add("main", "me", "@Andy what's on my calendar tomorrow?")
+    daemon.add(
+        "main",
+        "Andy",
+        "Tomorrow you have:\n- **09:30** stand-up with the team\n- **13:00** lunch with Sam\n"
+        "- **16:00** dentist\n\nWant me to send you a reminder an hour before each?",
+        from_bot=True,
+    )
+    daemon.add("main", "me", "Yes please. And how do I list the scheduled tasks?")
+    daemon.add(
+        "main",
+        "Andy",
+        "Done, three reminders are scheduled. To see them run:\n```sh\nngb tasks list\n```\n"
+        "or ask me `@Andy list tasks`. More in the [docs](https://example.org/docs).",
+        from_bot=True,
+    )
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js(f"{BOT}.length === 2")
+        await send_from_page(page, "Thanks! <b>Perfect</b>")
+        await page.wait_js("!document.getElementById('typing').hidden")
+        await page.wait_js(f"{BOT}.length === 3")
+        await page.type("#input", "@Andy also remind me to call mum")
+        await trio.sleep(0.3)
+        shot = tmp_path / "chat.png"
+        await page.screenshot(shot)
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("NGB_CHAT_SCREENSHOT"):
+            shutil.copy(shot, os.environ["NGB_CHAT_SCREENSHOT"])
+        assert page.errors == []
