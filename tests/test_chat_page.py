@@ -2,7 +2,7 @@
 
 The page is served by the fake daemon of tests/test_chat_client.py; Chromium is driven over
 the DevTools protocol (trio-websocket), no selenium needed. Needs the Debian package
-``chromium``; the tests are skipped without it.
+``chromium`` (scripts/test.sh installs it).
 
 Set NGB_CHAT_SCREENSHOT=/some/file.png to keep a screenshot of a short conversation.
 """
@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -29,7 +28,8 @@ except ImportError:  # tests/ became a package
     from tests.test_chat_client import FakeDaemon, serve_fake
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
+if CHROMIUM is None:  # scripts/test.sh installs it; a missing browser is a failure, not a skip
+    raise RuntimeError("these tests need headless Chromium: apt-get install chromium (scripts/test.sh does)")
 
 WIDTH, HEIGHT = 1180, 760
 

@@ -39,10 +39,9 @@ from tests.fakes.anthropic import (
     tool_call,
 )
 
-needs_cli = pytest.mark.skipif(
-    importlib.util.find_spec("claude_agent_sdk") is None,
-    reason="claude-agent-sdk (bundles the Claude Code CLI) is not installed",
-)
+needs_cli = pytest.mark.usefixtures()  # claude-agent-sdk is a locked test dependency: no skip
+if importlib.util.find_spec("claude_agent_sdk") is None:
+    raise RuntimeError("claude-agent-sdk (bundles the Claude Code CLI) is not installed: run scripts/test.sh")
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "agent" / "runner.py"

@@ -104,6 +104,19 @@ class DockerLauncher:
 
     @asynccontextmanager
     async def session(self, group: Group) -> AsyncIterator[DockerConnection]:
+        # The body runs inside this launcher's nursery; give the caller its own exception back,
+        # not a one-element ExceptionGroup.
+        try:
+            async with self._session(group) as conn:
+                yield conn
+        except BaseExceptionGroup as group_exc:
+            single = _single(group_exc)
+            if single is None:
+                raise
+            raise single from None
+
+    @asynccontextmanager
+    async def _session(self, group: Group) -> AsyncIterator[DockerConnection]:
         cfg = self.config
         run_dir = cfg.run_dir / group.folder
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +143,7 @@ class DockerLauncher:
                         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}",
                         "ANTHROPIC_API_KEY": placeholder,
                         "HOME": "/home/agent",
+                        "CLAUDE_CONFIG_DIR": "/home/agent/.claude",
                         "TZ": os.environ.get("TZ", "UTC"),
                     },
                     memory=cfg.container_memory,
@@ -148,10 +162,13 @@ class DockerLauncher:
                     with trio.CancelScope(shield=True):
                         with trio.move_on_after(3):
                             if conn.exit_info is None:
-                                await conn.send({"type": "stop"})
-                                with trio.move_on_after(2):
-                                    while await conn.receive() is not None:
-                                        pass
+                                try:
+                                    await conn.send({"type": "stop"})
+                                    with trio.move_on_after(2):
+                                        while await conn.receive() is not None:
+                                            pass
+                                except TurnFailed:
+                                    pass  # already gone
             finally:
                 with trio.CancelScope(shield=True):
                     if container_id is not None:
@@ -219,3 +236,18 @@ def _chown_agent(path: Path) -> None:
         os.chown(path, 1000, 1000)
     except PermissionError:
         pass
+
+
+def _single(group: BaseExceptionGroup) -> BaseException | None:
+    """The one leaf exception of a nested group, or None when there are several."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else None

@@ -61,6 +61,7 @@ Run by hand: ``python -m tests.fakes.anthropic --port 8788 [--host 127.0.0.1] [-
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import math
 import re
@@ -299,7 +300,15 @@ def _estimate_tokens(obj: Any) -> int:
     return max(1, n // 4)
 
 
+_CHAT_MESSAGE_RE = re.compile(r"<message\b[^>]*>(.*?)</message>", re.DOTALL)
+
+
 def _truncate(text: str, limit: int = ECHO_LIMIT) -> str:
+    # The daemon wraps chat messages as <messages><message sender=...>text</message>...</messages>:
+    # echo the text of the newest one, so replies read naturally.
+    chat = _CHAT_MESSAGE_RE.findall(text)
+    if chat:
+        text = html.unescape(chat[-1])
     text = text.strip()
     if len(text) <= limit:
         return text
