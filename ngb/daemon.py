@@ -23,8 +23,9 @@ import trio
 
 from . import __version__
 from .actor import ActorSettings, ActorView, GroupActor, Launcher, Wake
+from .channels import build_channels
 from .channels.base import Channel
-from .channels.local import LocalChannel, local_chat
+from .channels.local import local_chat
 from .config import Config
 from .events import ChatEvents
 from .groups import GroupRegistry
@@ -53,7 +54,7 @@ class Daemon:
         self.events = ChatEvents()
         self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir)
         self.slots = trio.CapacityLimiter(config.max_containers)
-        self.channels: dict[str, Channel] = {"local": LocalChannel()}
+        self.channels: dict[str, Channel] = build_channels(config)
         self.outbox = OutboxSender(
             self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered
         )

@@ -29,6 +29,8 @@ class Metrics:
         self.outbox_depth = Gauge("ngb_outbox_depth", "Outbox rows waiting for delivery", registry=r)
         self.outbox_retries = Counter("ngb_outbox_retries", "Failed delivery attempts", registry=r)
         self.model_tokens = Counter("ngb_model_tokens", "Model tokens", ["group", "kind"], registry=r)
+        self.task_runs = Counter("ngb_task_runs", "Scheduled task runs by outcome", ["outcome"], registry=r)
+        self.channel_state = Gauge("ngb_channel_connected", "1 when the channel is connected", ["channel"], registry=r)
         self.errors = Counter("ngb_errors", "Errors by kind", ["kind"], registry=r)
 
     def render(self) -> bytes:
