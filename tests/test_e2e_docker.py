@@ -100,11 +100,15 @@ async def test_message_in_reply_out_through_the_container(live: Live) -> None:
 
 async def test_follow_up_goes_into_the_same_container(live: Live) -> None:
     await live.post("main", "first [[sleep:3]]")
-    await trio.sleep(1.0)
+    with trio.fail_after(60):  # the first turn is running in its container
+        await live.fake.wait_for(lambda r: "first" in r.last_user_text())
     await live.post("main", "second")
-    bot = await live.bot_replies("main", 2)
-    texts = " | ".join(b["text"] for b in bot)
-    assert "first" in texts and "second" in texts
+    with trio.fail_after(90):
+        while True:
+            bot = await live.bot_replies("main", 1)
+            if any("second" in b["text"] for b in bot):
+                break
+            await trio.sleep(0.1)
     metrics = (await live.http.get("/metrics")).text
     assert 'ngb_container_starts_total{group="main"} 1.0' in metrics
 
@@ -272,4 +276,40 @@ async def test_kill_9_mid_turn_then_restart_answers_each_message_exactly_once(tm
                 for c in client.containers.list(all=True, filters={"label": f"ngb.instance={instance}"}):
                     c.remove(force=True)
             assert proc.returncode == 0, log.read_text()[-3000:]
+        nursery.cancel_scope.cancel()
+
+
+async def _live_daemon(tmp_path: Path, nursery: trio.Nursery, **env: str) -> Live:
+    fake = await FakeAnthropic.start(nursery)
+    config = make_config(
+        tmp_path, NGB_MODEL_UPSTREAM=fake.url, ANTHROPIC_API_KEY=REAL_KEY, NGB_INSTANCE=f"t{os.getpid()}x", **env
+    )
+    daemon = Daemon(config)
+    await nursery.start(daemon.run)
+    return Live(daemon, fake)
+
+
+async def test_out_of_memory_agent_gets_a_clear_error(tmp_path: Path, agent_image: str) -> None:
+    async with trio.open_nursery() as nursery:
+        live = await _live_daemon(tmp_path, nursery, NGB_CONTAINER_MEMORY="24m")
+        await live.post("main", "hello")
+        bot = await live.bot_replies("main", 1)
+        assert "could not answer" in bot[0]["text"]
+        assert "ran out of memory" in bot[0]["text"]
+        failed = await live.daemon.store.failed_turns("main")
+        assert len(failed) == 1
+        await live.http.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_hard_turn_timeout_gives_an_error_and_the_next_message_works(tmp_path: Path, agent_image: str) -> None:
+    async with trio.open_nursery() as nursery:
+        live = await _live_daemon(tmp_path, nursery, NGB_TURN_TIMEOUT="4", NGB_IDLE_TIMEOUT="2")
+        await live.post("main", "hang [[sleep:60]]")
+        bot = await live.bot_replies("main", 1, timeout=120)
+        assert "took longer than 4s" in bot[0]["text"]
+        await live.post("main", "quick one")
+        bot = await live.bot_replies("main", 2)
+        assert "quick one" in bot[1]["text"]
+        await live.http.aclose()
         nursery.cancel_scope.cancel()

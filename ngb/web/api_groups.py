@@ -1,0 +1,217 @@
+"""Groups and sessions.
+
+    GET    /api/groups                   every registered group (the shape `ngb groups` reads)
+    POST   /api/groups                   register a chat: GroupCreate -> 201 Group
+    GET    /api/groups/<chat>            one group with its actor summary
+    PATCH  /api/groups/<chat>            settings: GroupSettings (trigger, requires_trigger,
+                                         allowed_senders, mounts) -> Group
+    DELETE /api/groups/<chat>            unregister (the folder stays on disk) -> Group
+    GET    /api/sessions                 folder -> stored session id
+    DELETE /api/sessions/<folder>        forget the group's session: the next turn starts fresh
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from quart_trio import QuartTrio
+
+from ..folders import validate_folder
+from ..records import Group, to_json
+from .common import ApiError, check_text, frozen, json_body
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+MAX_SENDERS = 500
+MAX_MOUNTS = 20
+
+
+@frozen
+class MountSpec:
+    host_path: str
+    container_name: str | None = None
+    read_write: bool = False
+
+
+@frozen
+class GroupCreate:
+    chat: str
+    folder: str
+    is_main: bool = False
+    requires_trigger: bool = True
+    trigger: str | None = None
+    allowed_senders: list[str] = attrs.field(factory=list)
+    mounts: list[MountSpec] = attrs.field(factory=list)
+
+
+@frozen
+class GroupSettings:
+    """A PATCH body: only the keys present change; `trigger: null` means the daemon's trigger."""
+
+    requires_trigger: bool | None = None
+    trigger: str | None = None
+    allowed_senders: list[str] | None = None
+    mounts: list[MountSpec] | None = None
+
+
+def check_settings(trigger: str | None, senders: list[str] | None, mounts: list[MountSpec] | None) -> None:
+    if trigger is not None:
+        check_text("trigger", trigger, max_len=50)
+        if any(ch.isspace() for ch in trigger.strip()):
+            raise ApiError(400, "'trigger' must be one word, e.g. @Andy")
+    if senders is not None:
+        if len(senders) > MAX_SENDERS:
+            raise ApiError(400, f"'allowed_senders' has more than {MAX_SENDERS} entries")
+        for s in senders:
+            check_text("allowed_senders[]", s, max_len=200)
+    if mounts is not None:
+        if len(mounts) > MAX_MOUNTS:
+            raise ApiError(400, f"'mounts' has more than {MAX_MOUNTS} entries")
+        for m in mounts:
+            check_text("mounts[].host_path", m.host_path, max_len=4096)
+            if not m.host_path.startswith(("/", "~")):
+                raise ApiError(400, "'mounts[].host_path' must be an absolute path (or start with ~)")
+            if m.container_name is not None:
+                check_text("mounts[].container_name", m.container_name, max_len=64)
+                if "/" in m.container_name or m.container_name in (".", ".."):
+                    raise ApiError(400, "'mounts[].container_name' must be a plain name")
+
+
+def mount_dicts(mounts: list[MountSpec]) -> tuple[dict[str, Any], ...]:
+    return tuple(attrs.asdict(m) for m in mounts)
+
+
+async def apply_group(daemon: Daemon, new: Group) -> None:
+    """Store new settings and make the running daemon use them at once: the registry (the router
+    reads it on every message), the actor (its trigger check) and the next container (mounts)."""
+    await daemon.store.update_group(new)
+    registry = daemon.registry
+    registry._by_chat[new.chat] = new  # GroupRegistry has no update() yet (see the issue note)
+    handle = daemon.supervisor.actors.get(new.folder)
+    if handle is not None:
+        handle.group = new
+        if handle.actor is not None:
+            handle.actor.group = new
+    daemon.supervisor.wake(new.folder)  # a looser trigger may make stored messages answerable
+
+
+def group_json(daemon: Daemon, group: Group) -> dict[str, Any]:
+    data = to_json(group)
+    handle = daemon.supervisor.actors.get(group.folder)
+    data["effective_trigger"] = group.trigger or daemon.config.trigger
+    data["actor"] = (
+        {
+            "state": handle.view.state,
+            "container_id": handle.view.container_id,
+            "session_id": handle.view.session_id,
+            "turns": handle.view.turns,
+            "crash_count": handle.view.crash_count,
+        }
+        if handle is not None
+        else None
+    )
+    return data
+
+
+def register(app: QuartTrio, daemon: Daemon) -> None:
+    def find(chat: str) -> Group:
+        group = daemon.registry.get(chat)
+        if group is None:
+            raise ApiError(404, f"no group for chat {chat}")
+        return group
+
+    @app.get("/api/groups")
+    async def groups() -> Any:
+        return [to_json(g) for g in daemon.registry.all()]
+
+    @app.post("/api/groups")
+    async def add_group() -> Any:
+        body, _ = await json_body(GroupCreate)
+        check_text("chat", body.chat, max_len=300)
+        check_settings(body.trigger, body.allowed_senders, body.mounts)
+        try:
+            folder = validate_folder(body.folder)
+            group = Group(
+                chat=body.chat,
+                folder=folder,
+                is_main=body.is_main,
+                requires_trigger=body.requires_trigger,
+                trigger=body.trigger.strip() if body.trigger else None,
+                allowed_senders=tuple(s.strip() for s in body.allowed_senders),
+                mounts=mount_dicts(body.mounts),
+            )
+            await daemon.registry.add(group)
+        except ValueError as exc:
+            raise ApiError(409 if "already" in str(exc) else 400, str(exc)) from None
+        return to_json(group), 201
+
+    @app.get("/api/groups/<path:chat>")
+    async def get_group(chat: str) -> Any:
+        return group_json(daemon, find(chat))
+
+    @app.patch("/api/groups/<path:chat>")
+    async def patch_group(chat: str) -> Any:
+        group = find(chat)
+        body, raw = await json_body(GroupSettings)
+        check_settings(body.trigger, body.allowed_senders, body.mounts)
+        changes: dict[str, Any] = {}
+        if "requires_trigger" in raw:
+            if body.requires_trigger is None:
+                raise ApiError(400, "'requires_trigger' must be true or false")
+            changes["requires_trigger"] = body.requires_trigger
+        if "trigger" in raw:
+            changes["trigger"] = body.trigger.strip() if body.trigger else None
+        if "allowed_senders" in raw:
+            changes["allowed_senders"] = tuple(s.strip() for s in body.allowed_senders or ())
+        if "mounts" in raw:
+            changes["mounts"] = mount_dicts(body.mounts or [])
+        if not changes:
+            raise ApiError(400, "nothing to change: send requires_trigger, trigger, allowed_senders or mounts")
+        new = attrs.evolve(group, **changes)
+        await apply_group(daemon, new)
+        log.info("group %s: settings changed (%s)", chat, ", ".join(sorted(changes)))
+        return group_json(daemon, new)
+
+    @app.delete("/api/groups/<path:chat>")
+    async def remove_group(chat: str) -> Any:
+        group = await daemon.registry.remove(chat)
+        if group is None:
+            raise ApiError(404, f"no group for chat {chat}")
+        return to_json(group)
+
+    @app.get("/api/sessions")
+    async def sessions() -> Any:
+        rows = await daemon.store.run(
+            lambda c: [dict(r) for r in c.execute("SELECT folder, session_id, updated_at FROM sessions ORDER BY folder")]
+        )
+        return rows
+
+    @app.delete("/api/sessions/<folder>")
+    async def reset_session(folder: str) -> Any:
+        group = daemon.registry.by_folder(folder)
+        if group is None:
+            raise ApiError(404, f"no group with folder {folder!r}")
+        handle = daemon.supervisor.actors.get(group.folder)
+        if handle is not None and handle.view.container_id:
+            actor = handle.actor
+            if actor is None or actor._batches or actor._deadline is None:
+                raise ApiError(409, "the group's agent is answering right now; reset the session when it is idle")
+            # Stop the idle container first, or it would save its session id again.
+            actor._deadline.deadline = trio.current_time()
+            with trio.move_on_after(10):
+                while handle.view.container_id:  # noqa: ASYNC110 - bounded wait for the container to stop
+                    await trio.sleep(0.02)
+            if handle.view.container_id:
+                raise ApiError(409, "the group's container did not stop in time; try again")
+        previous = await daemon.store.session_id(group.folder)
+        await daemon.store.set_session(group.folder, None)
+        if handle is not None:
+            handle.view.session_id = None
+        log.info("group %s: session reset (was %s)", group.folder, previous)
+        return {"folder": group.folder, "reset": previous is not None, "previous_session_id": previous}

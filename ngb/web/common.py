@@ -1,0 +1,121 @@
+"""Shared pieces of the web API: JSON errors, strict cattrs structuring of request bodies, query
+argument parsing. Every error the API returns is JSON: {"error": "<what to fix>"}."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from quart import request
+
+from ..records import Message, format_time
+
+T = TypeVar("T")
+
+MAX_PAGE = 200
+
+
+class ApiError(Exception):
+    """Raised by handlers; turned into {"error": message} with the status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str) -> tuple[dict[str, str], int]:
+    return {"error": message}, status
+
+
+def message_json(m: Message) -> dict[str, Any]:
+    return {"id": m.id, "sender": m.sender, "text": m.text, "time": format_time(m.time), "from_bot": m.from_bot}
+
+
+def message_json_full(m: Message) -> dict[str, Any]:
+    return {**message_json(m), "chat": m.chat}
+
+
+# -- strict request structuring ---------------------------------------------------------------
+def _strict(kind: type, name: str) -> Any:
+    def hook(value: Any, _t: Any) -> Any:
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"expected {name}")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise TypeError(f"expected {name}")
+        if kind in (str, bool) and not isinstance(value, kind):
+            raise TypeError(f"expected {name}")
+        return value
+
+    return hook
+
+
+def _make_request_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(bool, _strict(bool, "true or false"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(float, _strict(float, "a number"))
+    return conv
+
+
+request_converter = _make_request_converter()
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Structure a JSON body into an attrs request record, or raise ApiError(400) saying what is
+    wrong and where (e.g. "expected a string @ $.chat")."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return request_converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = cattrs.transform_error(exc, path="$")
+        raise ApiError(400, "; ".join(problems)[:500]) from None
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, str(exc)[:500]) from None
+
+
+async def json_body(cls: type[T]) -> tuple[T, dict[str, Any]]:
+    """The request's JSON body as a record, plus the raw dict (to tell 'absent' from 'null')."""
+    data = await request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "the body must be a JSON object (Content-Type: application/json)")
+    return structure(data, cls), data
+
+
+def int_arg(name: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, f"'{name}' must be a non-negative integer")
+    value = int(raw)
+    if value < lo or (hi is not None and value > hi):
+        raise ApiError(400, f"'{name}' must be between {lo} and {hi}")
+    return value
+
+
+def str_arg(name: str, *, max_len: int = 200, required: bool = False) -> str | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise ApiError(400, f"'{name}' is required")
+        return None
+    if len(raw) > max_len:
+        raise ApiError(400, f"'{name}' is longer than {max_len} characters")
+    return raw
+
+
+def check_text(name: str, value: str | None, *, max_len: int, allow_empty: bool = False) -> None:
+    if value is None:
+        return
+    if not allow_empty and not value.strip():
+        raise ApiError(400, f"'{name}' must not be empty")
+    if len(value) > max_len:
+        raise ApiError(400, f"'{name}' is longer than {max_len} characters")
+
+
+def frozen(cls: type[T]) -> type[T]:
+    return attrs.frozen(kw_only=True)(cls)

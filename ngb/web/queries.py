@@ -1,0 +1,147 @@
+"""Read queries the web API needs beyond the Store's own methods. Each runs as one transaction on
+the store's thread via `store.run`, so it never blocks the trio loop or interleaves with writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ..records import Message, TaskRun, converter, parse_time
+from ..store import Store
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        id=row["id"],
+        chat=row["chat"],
+        sender=row["sender"],
+        text=row["text"],
+        time=parse_time(row["time"]),
+        from_bot=bool(row["from_bot"]),
+        platform_id=row["platform_id"],
+        sender_id=row["sender_id"],
+        mentions_bot=bool(row["mentions_bot"]),
+    )
+
+
+def fts_phrase(query: str) -> str:
+    """User text as an FTS5 query that never errors: each word a quoted prefix-free token, all
+    required (AND). 'deploy friday' finds messages that contain both words."""
+    words = [w for w in query.split() if w]
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+async def message_page(store: Store, chat: str, *, before: int | None, limit: int) -> tuple[list[Message], bool]:
+    """The `limit` newest messages of a chat older than `before` (oldest first), and whether
+    there are older ones."""
+
+    def q(c: sqlite3.Connection) -> tuple[list[Message], bool]:
+        if before is None:
+            rows = c.execute("SELECT * FROM messages WHERE chat = ? ORDER BY id DESC LIMIT ?", (chat, limit + 1)).fetchall()
+        else:
+            rows = c.execute(
+                "SELECT * FROM messages WHERE chat = ? AND id < ? ORDER BY id DESC LIMIT ?", (chat, before, limit + 1)
+            ).fetchall()
+        more = len(rows) > limit
+        return [_message(r) for r in reversed(rows[:limit])], more
+
+    return await store.run(q)
+
+
+async def search(
+    store: Store, query: str, *, chat: str | None, limit: int, offset: int
+) -> tuple[list[Message], int]:
+    """Full-text search over the FTS index, newest first, with the total number of hits."""
+    phrase = fts_phrase(query)
+
+    def q(c: sqlite3.Connection) -> tuple[list[Message], int]:
+        where = "messages_fts MATCH ?" + (" AND m.chat = ?" if chat else "")
+        args: tuple[Any, ...] = (phrase, chat) if chat else (phrase,)
+        total = c.execute(
+            f"SELECT COUNT(*) FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE {where}", args
+        ).fetchone()[0]
+        rows = c.execute(
+            f"SELECT m.* FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE {where}"
+            " ORDER BY m.id DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return [_message(r) for r in rows], int(total)
+
+    return await store.run(q)
+
+
+async def chat_known(store: Store, chat: str) -> bool:
+    def q(c: sqlite3.Connection) -> bool:
+        return c.execute("SELECT 1 FROM chats WHERE chat = ? UNION SELECT 1 FROM groups WHERE chat = ?", (chat, chat)).fetchone() is not None
+
+    return await store.run(q)
+
+
+async def pending_summary(store: Store, chats: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per group folder: unanswered inbound messages since its cursor and the oldest one's time.
+    `chats` maps folder -> chat."""
+
+    def q(c: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for folder, chat in chats.items():
+            row = c.execute("SELECT last_message_id FROM cursors WHERE folder = ?", (folder,)).fetchone()
+            cursor = int(row[0]) if row else 0
+            got = c.execute(
+                "SELECT COUNT(*), MIN(time) FROM messages WHERE chat = ? AND id > ? AND from_bot = 0", (chat, cursor)
+            ).fetchone()
+            session = c.execute("SELECT session_id, updated_at FROM sessions WHERE folder = ?", (folder,)).fetchone()
+            out[folder] = {
+                "cursor": cursor,
+                "unanswered": int(got[0]),
+                "oldest_unanswered": got[1],
+                "stored_session_id": session[0] if session else None,
+                "session_updated_at": session[1] if session else None,
+            }
+        return out
+
+    return await store.run(q)
+
+
+async def outbox_counts(store: Store) -> dict[str, int]:
+    def q(c: sqlite3.Connection) -> dict[str, int]:
+        counts = {"pending": 0, "failed": 0, "retrying": 0}
+        for state, n, retrying in c.execute(
+            "SELECT state, COUNT(*), SUM(attempts > 0) FROM outbox WHERE state != 'sent' GROUP BY state"
+        ):
+            counts[state] = int(n)
+            if state == "pending":
+                counts["retrying"] = int(retrying or 0)
+        return counts
+
+    return await store.run(q)
+
+
+async def task_runs_page(store: Store, task_id: str, *, before: int | None, limit: int) -> tuple[list[TaskRun], bool]:
+    def q(c: sqlite3.Connection) -> tuple[list[TaskRun], bool]:
+        if before is None:
+            rows = c.execute(
+                "SELECT * FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit + 1)
+            ).fetchall()
+        else:
+            rows = c.execute(
+                "SELECT * FROM task_runs WHERE task_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (task_id, before, limit + 1),
+            ).fetchall()
+        runs = [
+            converter.structure({k: v for k, v in dict(r).items() if v is not None}, TaskRun) for r in rows[:limit]
+        ]
+        return runs, len(rows) > limit
+
+    return await store.run(q)
+
+
+async def task_run_counts(store: Store) -> dict[str, dict[str, int]]:
+    """task id -> {outcome: count}."""
+
+    def q(c: sqlite3.Connection) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for task_id, outcome, n in c.execute("SELECT task_id, outcome, COUNT(*) FROM task_runs GROUP BY task_id, outcome"):
+            out.setdefault(task_id, {})[outcome] = int(n)
+        return out
+
+    return await store.run(q)

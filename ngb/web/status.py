@@ -1,0 +1,221 @@
+"""/healthz, /status, /metrics and /debug/actors: what the daemon is doing, without reading logs.
+
+Numbers that cost a database query (outbox depth, unanswered messages) come from a small cache
+that refreshes at most once per `SAMPLE_TTL` seconds with a single query in flight, so fifty
+dashboards or scrapers polling at once add one query a second to the store, not fifty.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+
+from .. import __version__
+from ..records import parse_time, utcnow
+from . import queries
+from .common import ApiError
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+SAMPLE_TTL = 1.0
+
+
+class Cached:
+    """An async value refreshed at most every `ttl` seconds, one refresh at a time."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[Any]], ttl: float = SAMPLE_TTL) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._value: Any = None
+        self._at = -1e9
+        self._lock = trio.Lock()
+
+    async def get(self) -> Any:
+        if trio.current_time() - self._at < self._ttl:
+            return self._value
+        async with self._lock:
+            if trio.current_time() - self._at >= self._ttl:
+                self._value = await self._fetch()
+                self._at = trio.current_time()
+        return self._value
+
+    def invalidate(self) -> None:
+        self._at = -1e9
+
+
+def live_containers(daemon: Daemon) -> int:
+    return sum(1 for h in daemon.supervisor.actors.values() if h.view.container_id)
+
+
+def slots_in_use(daemon: Daemon) -> int:
+    return int(daemon.slots.borrowed_tokens)
+
+
+def actor_json(daemon: Daemon, folder: str, pending: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One actor as /debug/actors shows it. Only the view, counters and task names: no secrets
+    (the view never holds credentials, and the group's mounts are not included)."""
+    handle = daemon.supervisor.actors[folder]
+    view = handle.view
+    now = trio.current_time()
+    data = to_json_view(view)
+    data["inbox_depth"] = handle.inbox_depth()
+    data["container_age_seconds"] = round(now - view.container_started, 2) if view.container_started else None
+    data["slot_wait_seconds"] = round(now - view.slot_wait_started, 2) if view.slot_wait_started else None
+    started = getattr(daemon, "_batch_started", {})
+    turn_starts = [t for (f, _b), t in list(started.items()) if f == folder]
+    data["current_turn"] = (
+        {
+            "batches": data["current_batches"],
+            "up_to_message": max(view.current_batches.values()) if view.current_batches else None,
+            "running_seconds": round(now - min(turn_starts), 2) if turn_starts else None,
+        }
+        if view.current_batches
+        else None
+    )
+    if pending is not None:
+        oldest = pending.get("oldest_unanswered")
+        data["unanswered_messages"] = pending.get("unanswered", 0)
+        data["oldest_message_age_seconds"] = (
+            round((utcnow() - parse_time(oldest)).total_seconds(), 2) if oldest else None
+        )
+        data["cursor"] = pending.get("cursor")
+        data["stored_session_id"] = pending.get("stored_session_id")
+    data["task_tree"] = task_tree(handle.task) if handle.task is not None else None
+    return data
+
+
+def to_json_view(view: Any) -> dict[str, Any]:
+    data = attrs.asdict(view)
+    data.pop("container_started", None)
+    data.pop("slot_wait_started", None)
+    data["current_batches"] = {str(k): v for k, v in view.current_batches.items()}
+    return data
+
+
+def task_tree(task: trio.lowlevel.Task, depth: int = 0) -> dict[str, Any]:
+    node: dict[str, Any] = {"name": task.name}
+    children = [t for n in task.child_nurseries for t in n.child_tasks]
+    if children and depth < 8:
+        node["children"] = [task_tree(t, depth + 1) for t in children]
+    return node
+
+
+def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
+    metrics = daemon.metrics
+    metrics.info.info({"version": __version__})
+    metrics.sampled_counter(
+        "ngb_store_write_retries", "Database writes retried after a transient error", lambda: daemon.store.write_errors
+    )
+    outbox = Cached(lambda: queries.outbox_counts(daemon.store))
+
+    async def unanswered_fetch() -> dict[str, dict[str, Any]]:
+        chats = {f: h.group.chat for f, h in list(daemon.supervisor.actors.items())}
+        return await queries.pending_summary(daemon.store, chats)
+
+    pending = Cached(unanswered_fetch)
+
+    async def safe(cache: Cached, default: Any) -> Any:
+        try:
+            return await cache.get()
+        except Exception:  # noqa: BLE001 - status must answer even when the store is down
+            return default
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        problems = []
+        if not daemon.supervisor.running:
+            problems.append("supervisor not running")
+        try:
+            with trio.fail_after(2):
+                await daemon.store.run(lambda c: c.execute("SELECT 1").fetchone())
+        except trio.TooSlowError:
+            problems.append("store: no answer within 2s")
+        except Exception as exc:  # noqa: BLE001 - report, never raise
+            problems.append(f"store: {exc}")
+        if daemon.shutting_down:
+            problems.append("shutting down")
+        if problems:
+            return {"ok": False, "reason": "; ".join(problems)}, 503
+        return {"ok": True}
+
+    @app.get("/status")
+    async def status() -> Any:
+        actors = list(daemon.supervisor.actors.items())
+        box = await safe(outbox, {"pending": None, "failed": None, "retrying": None})
+        states = Counter(h.view.state for _, h in actors)
+        return {
+            "version": __version__,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(daemon.started_at)),
+            "uptime_seconds": round(time.time() - daemon.started_at, 1),
+            "shutting_down": daemon.shutting_down,
+            "channels": {name: {"state": c.state} for name, c in daemon.channels.items()},
+            "groups": [
+                {
+                    "chat": g.chat,
+                    "folder": g.folder,
+                    "is_main": g.is_main,
+                    "requires_trigger": g.requires_trigger,
+                    "state": (daemon.supervisor.actors[g.folder].view.state if g.folder in daemon.supervisor.actors else None),
+                }
+                for g in daemon.registry.all()
+            ],
+            "containers": {"live": live_containers(daemon), "cap": daemon.config.max_containers, "slots_in_use": slots_in_use(daemon)},
+            "actors": dict(states),
+            "queues": {
+                "outbox": box["pending"],
+                "outbox_failed": box["failed"],
+                "outbox_retrying": box["retrying"],
+                "inboxes": {f: h.inbox_depth() for f, h in actors},
+                "waiting_for_slot": states.get("waiting_slot", 0),
+            },
+            "outbox_retries": daemon.outbox.retries,
+            "delivered": daemon.outbox.delivered,
+            "last_error": daemon.last_error,
+        }
+
+    @app.get("/metrics")
+    async def metrics_route() -> Any:
+        actors = list(daemon.supervisor.actors.items())
+        box = await safe(outbox, None)
+        summary = await safe(pending, None)
+        metrics.refresh(
+            live_containers=live_containers(daemon),
+            cap=daemon.config.max_containers,
+            slots_in_use=slots_in_use(daemon),
+            actor_states=Counter(h.view.state for _, h in actors),
+            inbox_depths={f: h.inbox_depth() for f, h in actors},
+            channels={name: c.state for name, c in daemon.channels.items()},
+            outbox=box,
+            unanswered={f: v["unanswered"] for f, v in summary.items()} if summary else None,
+            outbox_retries=daemon.outbox.retries,
+        )
+        return Response(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def summaries() -> dict[str, dict[str, Any]]:
+        chats = {f: h.group.chat for f, h in list(daemon.supervisor.actors.items())}
+        try:
+            return await queries.pending_summary(daemon.store, chats)
+        except Exception:  # noqa: BLE001 - the in-memory part is still worth showing
+            return {}
+
+    @app.get("/debug/actors")
+    async def debug_actors() -> Any:
+        summary = await summaries()
+        return [actor_json(daemon, folder, summary.get(folder)) for folder in list(daemon.supervisor.actors)]
+
+    @app.get("/debug/actors/<folder>")
+    async def debug_actor(folder: str) -> Any:
+        if folder not in daemon.supervisor.actors:
+            raise ApiError(404, f"no actor for group {folder!r}")
+        summary = await summaries()
+        return actor_json(daemon, folder, summary.get(folder))
+
+    return {"outbox": outbox, "pending": pending}
