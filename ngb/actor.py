@@ -11,6 +11,7 @@ crash never loses a message and never answers one twice.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import math
 import random
@@ -22,7 +23,7 @@ import attrs
 import trio
 
 from .framing import FrameError
-from .records import Group, Message
+from .records import Group, Message, Task, TaskStatus
 from .store import Store
 from .triggers import is_triggered
 
@@ -66,10 +67,22 @@ class Launcher(Protocol):
 
 @attrs.define
 class Wake:
-    """An inbox item: 'look at the store', optionally on behalf of a scheduled task."""
+    """An inbox item: 'look at the store' (new messages, or runs the scheduler queued: reason
+    "task"). The store is the truth; wakes may be coalesced or dropped without losing work."""
 
     reason: str = "message"
     message_id: int | None = None
+
+
+@attrs.define
+class TaskTurn:
+    """A scheduled task's run while this actor works on it."""
+
+    run_id: int
+    task: Task
+    batch: int | None = None
+    outputs: list[str] = attrs.field(factory=list)
+    data: Any = None
 
 
 @attrs.define
@@ -99,10 +112,57 @@ class ActorSettings:
     idle_timeout: float = 300.0
     turn_timeout: float = 900.0
     start_timeout: float = 60.0
+    prescript_timeout: float = 60.0
 
 
 class TurnFailed(Exception):
     pass
+
+
+def format_task_prompt(task: Task, data: Any = None) -> str:
+    """The input batch of a scheduled task: its prompt, and what its pre-script found."""
+    schedule = f"{task.schedule_kind.value} {task.schedule_value}"
+    lines = [
+        f'<scheduled_task id="{html.escape(task.id, quote=True)}" schedule="{html.escape(schedule, quote=True)}"'
+        f' mode="{html.escape(task.context_mode, quote=True)}">',
+        html.escape(task.prompt, quote=False),
+    ]
+    if data is not None:
+        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, indent=1)
+        lines.append(f"<pre_script_data>{html.escape(text, quote=False)}</pre_script_data>")
+    lines.append("</scheduled_task>")
+    lines.append("(This is a scheduled task, not a chat message: what you write is sent to the chat.)")
+    return "\n".join(lines)
+
+
+def interpret_prescript(frame: dict[str, Any]) -> tuple[bool, Any, str | None]:
+    """A prescript_result frame -> (wake the agent?, data, error). A script that failed to run,
+    exited non-zero, timed out or did not print one JSON object with a boolean wakeAgent is an
+    error (the run is recorded failed with that reason)."""
+    if frame.get("error"):
+        return False, None, f"pre-script could not run: {frame['error']}"
+    if frame.get("timed_out"):
+        return False, None, f"pre-script timed out after {frame.get('timeout', '?')}s"
+    code = frame.get("exit_code")
+    stderr = str(frame.get("stderr") or "").strip()[-500:]
+    if code != 0:
+        return False, None, f"pre-script exited with status {code}" + (f": {stderr}" if stderr else "")
+    stdout = str(frame.get("stdout") or "").strip()
+    if frame.get("truncated"):
+        return False, None, "pre-script printed more than the allowed output"
+    try:
+        verdict = json.loads(stdout.splitlines()[-1]) if stdout else None
+    except (ValueError, IndexError):
+        verdict = None
+    if verdict is None:
+        try:
+            verdict = json.loads(stdout)
+        except ValueError:
+            verdict = None
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("wakeAgent"), bool):
+        shown = stdout[:200] or "(nothing)"
+        return False, None, f'pre-script must print JSON {{"wakeAgent": true|false, "data": ...}}, printed: {shown}'
+    return verdict["wakeAgent"], verdict.get("data"), None
 
 
 def format_prompt(messages: list[Message]) -> str:
@@ -143,8 +203,16 @@ class GroupActor:
         self._failures: dict[int, int] = {}
         self._deadline: trio.CancelScope | None = None
         self._batches: dict[int, int] = {}
+        self._tasks: dict[int, TaskTurn] = {}  # open task batches
+        self._prescripts: dict[str, TaskTurn] = {}  # pre-scripts sent, result not back yet
+        self._isolated: TaskTurn | None = None  # this container serves one isolated run
+        self._end_when_idle = False
         self._next_batch = 1
         self._sent_upto = 0
+
+    def busy(self) -> bool:
+        """A batch or a task run is open in the live container."""
+        return bool(self._batches or self._tasks or self._prescripts)
 
     @property
     def folder(self) -> str:
@@ -152,16 +220,27 @@ class GroupActor:
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self, inbox: trio.MemoryReceiveChannel[Wake]) -> None:
+        # A run handed to an agent of an earlier actor (or daemon) is over: never run it twice.
+        interrupted = await self.store.interrupt_runs(self.folder)
+        if interrupted:
+            log.warning("group %s: %d task run(s) interrupted by a restart recorded as failed", self.folder, interrupted)
+            self._on_event("task_run_finished", {"outcome": "error", "count": interrupted})
         while True:
             if self._draining():
+                self.view.state = "idle"
                 await trio.sleep_forever()
             pending = await self._triggered_pending()
-            if pending is None:
+            queued = await self.store.queued_runs(self.folder)
+            in_group = [q for q in queued if q[1].context_mode != "isolated"]
+            if pending is not None or in_group:
+                await self._session(inbox)
+            elif queued:
+                run_id, task = queued[0]
+                await self._session(inbox, isolated=TaskTurn(run_id, task))
+            else:
                 self.view.state = "idle"
                 await inbox.receive()
                 _drain_nowait(inbox)
-                continue
-            await self._session(inbox)
 
     async def _triggered_pending(self) -> list[Message] | None:
         pending = await self.store.pending_input(self.folder, self.group.chat)
@@ -170,7 +249,7 @@ class GroupActor:
         return None
 
     # -- one container's life ----------------------------------------------------------------
-    async def _session(self, inbox: trio.MemoryReceiveChannel[Wake]) -> None:
+    async def _session(self, inbox: trio.MemoryReceiveChannel[Wake], isolated: TaskTurn | None = None) -> None:
         self.view.state = "waiting_slot"
         self.view.slot_wait_started = trio.current_time()
         async with self.slots:
@@ -186,55 +265,96 @@ class GroupActor:
                     self.view.container_started = trio.current_time()
                     self._on_event("container_started", {})
                     try:
-                        reason = await self._converse(conn, inbox)
+                        reason = await self._converse(conn, inbox, isolated)
                     finally:
                         outstanding = dict(self._batches)
                         self.view.state = "stopping"
                 exit_info = conn.exit_info
             except TurnFailed as exc:
                 reason, exit_info = str(exc), None
-                outstanding = dict(self._batches) or await self._pending_as_batch()
+                started = self._taken_runs()
+                outstanding = dict(self._batches) or (await self._pending_as_batch() if isolated is None else {})
+                if not started:
+                    # The container never took a run: the runs this session was for fail now
+                    # (a scheduled run is not retried: the next slot is its retry).
+                    await self._fail_unstarted_runs(isolated, str(exc))
             finally:
+                self.view.state = "idle"
                 self.view.container_id = None
                 self.view.container_started = None
                 self.view.current_batches = {}
                 self._batches = {}
+                open_runs = self._taken_runs()
+                self._tasks, self._prescripts, self._isolated = {}, {}, None
+                self._end_when_idle = False
+            why = reason or "the agent stopped"
+            if exit_info is not None and (exit_info.oom_killed or why == "exited"):
+                why = exit_info.describe()
+            for turn in open_runs:
+                await self._finish_run(turn, "error", error=f"the run did not finish: {why}")
             if outstanding:
-                why = reason or "the agent stopped"
-                if exit_info is not None and (exit_info.oom_killed or why == "exited"):
-                    why = exit_info.describe()
                 await self._turn_failed(outstanding, why)
+
+    def _taken_runs(self) -> list[TaskTurn]:
+        turns = {id(t): t for t in [*self._tasks.values(), *self._prescripts.values()]}
+        return list(turns.values())
+
+    async def _fail_unstarted_runs(self, isolated: TaskTurn | None, reason: str) -> None:
+        if isolated is not None:
+            candidates = [(isolated.run_id, isolated.task)]
+        else:
+            candidates = [q for q in await self.store.queued_runs(self.folder) if q[1].context_mode != "isolated"]
+        for run_id, task in candidates:
+            if await self.store.start_run(run_id):
+                await self._finish_run(TaskTurn(run_id, task), "error", error=reason)
 
     async def _pending_as_batch(self) -> dict[int, int]:
         pending = await self.store.pending_input(self.folder, self.group.chat)
         return {0: pending[-1].id} if pending else {}
 
-    async def _converse(self, conn: AgentConnection, inbox: trio.MemoryReceiveChannel[Wake]) -> str | None:
+    async def _converse(
+        self, conn: AgentConnection, inbox: trio.MemoryReceiveChannel[Wake], isolated: TaskTurn | None = None
+    ) -> str | None:
         """Feed the agent and relay its output until it is idle, done, or dead. Returns why it
-        ended when a batch was left unanswered (None when it ended cleanly)."""
+        ended when a batch was left unanswered (None when it ended cleanly).
+
+        With `isolated`, the container serves that one task run in a fresh session (no chat
+        history, the group's session neither resumed nor replaced) and stops when it is done."""
         self._batches = {}
+        self._tasks, self._prescripts = {}, {}
+        self._isolated = isolated
+        self._end_when_idle = isolated is not None
         self.view.current_batches = self._batches
         self._sent_upto = await self.store.cursor(self.folder)
-        session_id = await self.store.session_id(self.folder)
-        self.view.session_id = session_id
-        await conn.send({"type": "start", "session_id": session_id, "group": self.folder, "is_main": self.group.is_main})
+        session_id = None if isolated else await self.store.session_id(self.folder)
+        if not isolated:
+            self.view.session_id = session_id
+        start: dict[str, Any] = {"type": "start", "session_id": session_id, "group": self.folder, "is_main": self.group.is_main}
+        if isolated:
+            start["isolated"] = True
+        await conn.send(start)
         self.view.state = "running"
         ended: str | None = None
         with trio.CancelScope() as deadline:
             self._deadline = deadline
-            await self._send_pending(conn)
-            if not self._batches:
+            if isolated:
+                await self._start_run(conn, isolated.run_id, isolated.task)
+            else:
+                await self._send_pending(conn)
+                await self._send_runs(conn)
+            if not self.busy():
                 return None
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._follow_ups, conn, inbox)
+                if not isolated:
+                    nursery.start_soon(self._follow_ups, conn, inbox)
                 ended = await self._read_frames(conn)
                 nursery.cancel_scope.cancel()
         self._deadline = None
         if deadline.cancelled_caught:
-            if self._batches:
+            if self.busy():
                 return f"the agent took longer than {self.settings.turn_timeout:g}s"
             return None
-        return ended if self._batches else None
+        return ended if self.busy() else None
 
     def _arm(self, busy: bool) -> None:
         if self._deadline is None:
@@ -242,7 +362,7 @@ class GroupActor:
         now = trio.current_time()
         if busy:
             self._deadline.deadline = now + self.settings.turn_timeout
-        elif self._draining():
+        elif self._draining() or self._end_when_idle:
             self._deadline.deadline = now
         else:
             self._deadline.deadline = now + self.settings.idle_timeout
@@ -267,6 +387,78 @@ class GroupActor:
             if self._draining():
                 continue
             await self._send_pending(conn)
+            await self._send_runs(conn)
+
+    # -- scheduled task runs ---------------------------------------------------------------
+    async def _send_runs(self, conn: AgentConnection) -> None:
+        """Hand the queued `group`-mode runs to the live session. Queued isolated runs need a
+        container of their own: this one then stops as soon as it is idle."""
+        for run_id, task in await self.store.queued_runs(self.folder):
+            if task.context_mode == "isolated":
+                self._end_when_idle = True
+                if not self.busy():
+                    self._arm(busy=False)
+                continue
+            await self._start_run(conn, run_id, task)
+
+    async def _start_run(self, conn: AgentConnection, run_id: int, task: Task) -> None:
+        if not await self.store.start_run(run_id):
+            return  # taken already (or ended)
+        turn = TaskTurn(run_id, task)
+        current = await self.store.task(task.id)
+        if current is None or current.status in (TaskStatus.PAUSED, TaskStatus.CANCELLED):
+            state = "deleted" if current is None else current.status.value
+            await self._finish_run(turn, "skipped", error=f"the task was {state} before the run started")
+            return
+        turn.task = current
+        if current.pre_script:
+            script_id = f"p{run_id}"
+            self._prescripts[script_id] = turn
+            self._arm(busy=True)
+            await conn.send(
+                {
+                    "type": "prescript",
+                    "id": script_id,
+                    "command": current.pre_script,
+                    "timeout": self.settings.prescript_timeout,
+                }
+            )
+            return
+        await self._send_task_batch(conn, turn)
+
+    async def _send_task_batch(self, conn: AgentConnection, turn: TaskTurn) -> None:
+        batch = self._next_batch
+        self._next_batch += 1
+        turn.batch = batch
+        self._tasks[batch] = turn
+        self.view.turns += 1
+        self._arm(busy=True)
+        self._on_event("batch_sent", {"batch": batch, "task": turn.task.id})
+        await conn.send({"type": "input", "batch": batch, "prompt": format_task_prompt(turn.task, turn.data)})
+
+    async def _prescript_result(self, conn: AgentConnection, frame: dict[str, Any]) -> None:
+        turn = self._prescripts.pop(str(frame.get("id")), None)
+        if turn is None:
+            log.warning("group %s: prescript_result for an unknown id %r", self.folder, frame.get("id"))
+            return
+        frame = {**frame, "timeout": frame.get("timeout", self.settings.prescript_timeout)}
+        wake, data, error = interpret_prescript(frame)
+        if error is not None:
+            log.warning("group %s: task %s: %s", self.folder, turn.task.id, error)
+            await self._finish_run(turn, "error", error=error)
+        elif not wake:
+            await self._finish_run(turn, "skipped", result="pre-script: wakeAgent false")
+        else:
+            turn.data = data
+            await self._send_task_batch(conn, turn)
+        if not self.busy():
+            self._arm(busy=False)
+
+    async def _finish_run(
+        self, turn: TaskTurn, outcome: str, *, error: str | None = None, tokens: int | None = None, result: str | None = None
+    ) -> None:
+        await self.store.finish_run(turn.run_id, outcome, error=error, tokens=tokens, result=result)
+        self._on_event("task_run_finished", {"outcome": outcome, "task": turn.task.id, "count": 1})
 
     async def _read_frames(self, conn: AgentConnection) -> str:
         batch_had_output: set[int] = set()
@@ -284,11 +476,22 @@ class GroupActor:
                 if not isinstance(text, str) or not text.strip():
                     continue
                 cursor_to = self._covered(batch, pop=False)
+                chat = self.group.chat
+                turn = self._tasks.get(batch) if isinstance(batch, int) else None
+                if turn is None and self._isolated is not None:
+                    turn = self._isolated  # an isolated container speaks only for its run
+                if turn is not None:
+                    chat = turn.task.chat
+                    turn.outputs.append(text)
+                for b, t in self._tasks.items():
+                    if isinstance(batch, int) and b <= batch and t is not turn:
+                        t.outputs.append("")  # merged into a later batch: it was answered
                 if cursor_to is None:
-                    # Output outside a live batch (e.g. late text): deliver it, move nothing.
-                    await self.store.queue_message(self.folder, self.group.chat, text)
+                    # Output outside a live batch (e.g. late text, a task's answer): deliver it,
+                    # move nothing.
+                    await self.store.queue_message(self.folder, chat, text)
                 else:
-                    await self.store.commit_reply(self.folder, self.group.chat, text, cursor_to)
+                    await self.store.commit_reply(self.folder, chat, text, cursor_to)
                     if batch not in batch_had_output:
                         batch_had_output.add(batch)
                         self._on_event("first_reply", {"batch": batch})
@@ -298,8 +501,9 @@ class GroupActor:
                 batch = frame.get("batch")
                 cursor_to = self._covered(batch, pop=True)
                 session_id = frame.get("session_id")
-                if isinstance(session_id, str) and session_id:
+                if isinstance(session_id, str) and session_id and self._isolated is None:
                     await self._save_session(session_id)
+                await self._task_results(frame)
                 if cursor_to is not None:
                     if frame.get("is_error") and batch not in batch_had_output:
                         error = str(frame.get("error") or "the agent reported an error")
@@ -312,11 +516,13 @@ class GroupActor:
                         await self.store.advance_cursor(self.folder, cursor_to)
                     self._failures.clear()
                 self._on_event("result", {"batch": batch, "usage": frame.get("usage")})
-                if not self._batches:
+                if not self.busy():
                     self._arm(busy=False)
+            elif kind == "prescript_result":
+                await self._prescript_result(conn, frame)
             elif kind == "session":
                 session_id = frame.get("session_id")
-                if isinstance(session_id, str) and session_id:
+                if isinstance(session_id, str) and session_id and self._isolated is None:
                     await self._save_session(session_id)
                 if frame.get("note"):
                     log.info("group %s: %s", self.folder, frame["note"])
@@ -327,6 +533,28 @@ class GroupActor:
                 log.info("group %s: agent: %s", self.folder, str(frame.get("message"))[:500])
             else:
                 log.warning("group %s: unknown frame type from the agent: %r", self.folder, kind)
+
+    async def _task_results(self, frame: dict[str, Any]) -> None:
+        """A result for batch N ends every open task batch up to N (merged turns)."""
+        batch = frame.get("batch")
+        if not isinstance(batch, int) or isinstance(batch, bool):
+            return
+        for b in sorted(b for b in self._tasks if b <= batch):
+            turn = self._tasks.pop(b)
+            usage = frame.get("usage") if b == batch else None
+            tokens = None
+            if isinstance(usage, dict):
+                tokens = sum(int(usage.get(k) or 0) for k in ("input_tokens", "output_tokens")) or None
+            text = " ".join(o for o in turn.outputs if o).strip()
+            if frame.get("is_error") and not turn.outputs:
+                error = str(frame.get("error") or "the agent reported an error")
+                await self._finish_run(turn, "error", error=error, tokens=tokens)
+                await self.store.queue_message(
+                    self.folder, turn.task.chat, f"⚠️ Scheduled task {turn.task.id} failed: {error}"
+                )
+                self.outbox_wake()
+            else:
+                await self._finish_run(turn, "ok", tokens=tokens, result=text[:500] or None)
 
     def _covered(self, batch: object, *, pop: bool) -> int | None:
         """The cursor position a frame for `batch` stands for. The runner may answer several

@@ -293,3 +293,45 @@ async def test_event_stream_pushes_replies(run_daemon) -> None:
         with trio.fail_after(5):
             await trio.sleep_forever()
     assert '"from_bot": true' in got[1] and "Echo: stream me" in got[1]
+
+
+async def test_terminal_client_talks_to_the_real_daemon(run_daemon) -> None:
+    import io
+
+    from ngb.chat_client import send_and_wait
+
+    d = await run_daemon()
+    out, err = io.StringIO(), io.StringIO()
+    code = await send_and_wait(
+        str(d.http.base_url).rstrip("/"), "main", "hi from the terminal", sender="me", token=None, wait=10, settle=0,
+        stdout=out, stderr=err,
+    )
+    assert code == 0, err.getvalue()
+    assert "Echo: hi from the terminal" in out.getvalue()
+
+
+async def test_locked_database_is_waited_out_and_nothing_is_lost(run_daemon) -> None:
+    import sqlite3
+    import threading
+
+    d = await run_daemon()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        conn = sqlite3.connect(d.daemon.config.db_path, timeout=1)
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        release.wait(10)
+        conn.rollback()
+        conn.close()
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    await trio.to_thread.run_sync(locked.wait)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(d.post, "main", "written while locked")
+        await trio.sleep(1.5)
+        release.set()
+    thread.join()
+    bot = await d.wait_bot_replies("main", 1)
+    assert bot[0]["text"] == "Echo: written while locked"

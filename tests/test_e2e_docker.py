@@ -313,3 +313,47 @@ async def test_hard_turn_timeout_gives_an_error_and_the_next_message_works(tmp_p
         assert "quick one" in bot[1]["text"]
         await live.http.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_model_overloaded_becomes_a_clear_reply_and_the_next_message_works(live: Live) -> None:
+    await live.post("main", "busy? [[status:529]]")
+    bot = await live.bot_replies("main", 1, timeout=240)
+    assert "could not answer" in bot[0]["text"]
+    assert "529" in bot[0]["text"] or "verloaded" in bot[0]["text"]
+    await live.post("main", "and now")
+    bot = await live.bot_replies("main", 2)
+    assert "and now" in bot[1]["text"]
+
+
+async def test_sigterm_lets_the_running_turn_finish_and_exits_0(tmp_path: Path, agent_image: str) -> None:
+    import docker
+
+    instance = f"term{os.getpid()}"
+    state = tmp_path / "state"
+    log = tmp_path / "daemon.log"
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        fake = await FakeAnthropic.start(nursery)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            proc = _spawn_daemon(state, port, fake.url, instance, log)
+            await _wait_healthy(http, proc)
+            await http.post("/api/chats/main/messages", json={"sender": "a", "text": "finish me [[sleep:3]]"})
+            with trio.fail_after(60):
+                await fake.wait_for(lambda r: "finish me" in r.last_user_text())
+            started = trio.current_time()
+            proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(40):
+                while proc.poll() is None:
+                    await trio.sleep(0.1)
+            assert proc.returncode == 0, log.read_text()[-3000:]
+            assert trio.current_time() - started < 30
+        nursery.cancel_scope.cancel()
+    from ngb.store import Store
+
+    store = Store(state / "ngb.db")
+    store.open_sync()
+    replies = store.run_sync(lambda c: [r[0] for r in c.execute("SELECT text FROM messages WHERE from_bot = 1")])
+    store.close_sync()
+    assert len(replies) == 1 and "finish me" in replies[0], replies
+    client = docker.from_env()
+    assert not client.containers.list(all=True, filters={"label": f"ngb.instance={instance}"}), "containers stopped"

@@ -1,0 +1,23 @@
+# Shortcuts for developers who have `just`; the README's two scripts need nothing but bash.
+
+# run the daemon (installs what is missing, builds the agent image)
+run *ARGS:
+    ./scripts/run.sh {{ARGS}}
+
+# the whole test suite (what CI runs)
+test *ARGS:
+    ./scripts/test.sh {{ARGS}}
+
+# fast tests only: no Docker, no browser
+quick:
+    .venv/bin/python -m pytest -q -m "not docker and not slow" --ignore=tests/test_chat_page.py
+
+lint:
+    .venv/bin/ruff check .
+
+# benchmarks: figures printed next to their goals
+bench:
+    .venv/bin/python -m bench
+
+image:
+    .venv/bin/python -m ngb.sandbox.image --force
