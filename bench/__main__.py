@@ -1,0 +1,30 @@
+"""Run every benchmark in bench/ (each prints its figures next to its goals).
+
+    .venv/bin/python -m bench            # all
+    .venv/bin/python -m bench spine web  # some
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    names = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    chosen = argv or names
+    failed = 0
+    for name in chosen:
+        if name not in names:
+            print(f"unknown benchmark {name!r}; have: {', '.join(names)}", file=sys.stderr)
+            return 2
+        print(f"\n===== bench_{name} =====", flush=True)
+        failed |= subprocess.call([sys.executable, "-m", f"bench.bench_{name}"], cwd=HERE.parent) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
