@@ -115,6 +115,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         async def stream() -> Any:
             last = int(after)
             try:
+                yield b": connected\n\n"  # headers and a first byte now, so clients see the stream is up
                 for m in backlog:
                     last = m.id
                     yield f"id: {m.id}\ndata: {json.dumps(message_json(m))}\n\n".encode()

@@ -3,7 +3,7 @@ argument parsing. Every error the API returns is JSON: {"error": "<what to fix>"
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -57,6 +57,18 @@ def _make_request_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _strict(bool, "true or false"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
     conv.register_structure_hook(float, _strict(float, "a number"))
+
+    def list_hook(t: Any) -> Any:
+        (item,) = get_args(t) or (Any,)
+
+        def hook(value: Any, _t: Any) -> list[Any]:
+            if not isinstance(value, list):
+                raise TypeError("expected a list")
+            return [conv.structure(v, item) for v in value]
+
+        return hook
+
+    conv.register_structure_hook_factory(lambda t: get_origin(t) is list, list_hook)
     return conv
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..daemon import Daemon
 
 SAMPLE_TTL = 1.0
+SNAPSHOT_TTL = 0.25  # /status and /metrics bodies are shared by the requests of a quarter second
 
 
 class Cached:
@@ -146,8 +147,7 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             return {"ok": False, "reason": "; ".join(problems)}, 503
         return {"ok": True}
 
-    @app.get("/status")
-    async def status() -> Any:
+    async def status_body() -> dict[str, Any]:
         actors = list(daemon.supervisor.actors.items())
         box = await safe(outbox, {"pending": None, "failed": None, "retrying": None})
         states = Counter(h.view.state for _, h in actors)
@@ -181,8 +181,13 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             "last_error": daemon.last_error,
         }
 
-    @app.get("/metrics")
-    async def metrics_route() -> Any:
+    status_snapshot = Cached(status_body, ttl=SNAPSHOT_TTL)
+
+    @app.get("/status")
+    async def status() -> Any:
+        return await status_snapshot.get()
+
+    async def metrics_body() -> bytes:
         actors = list(daemon.supervisor.actors.items())
         box = await safe(outbox, None)
         summary = await safe(pending, None)
@@ -197,7 +202,13 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             unanswered={f: v["unanswered"] for f, v in summary.items()} if summary else None,
             outbox_retries=daemon.outbox.retries,
         )
-        return Response(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return metrics.render()
+
+    metrics_snapshot = Cached(metrics_body, ttl=SNAPSHOT_TTL)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Any:
+        return Response(await metrics_snapshot.get(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def summaries() -> dict[str, dict[str, Any]]:
         chats = {f: h.group.chat for f, h in list(daemon.supervisor.actors.items())}
@@ -218,4 +229,4 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
         summary = await summaries()
         return actor_json(daemon, folder, summary.get(folder))
 
-    return {"outbox": outbox, "pending": pending}
+    return {"outbox": outbox, "pending": pending, "status": status_snapshot, "metrics": metrics_snapshot}

@@ -1,0 +1,292 @@
+"use strict";
+// NanoGridBot dashboard: hash-routed views over the JSON API, refreshed every second while the
+// tab is visible. Everything from the API goes into the page through textContent.
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const REFRESH_MS = 1000;
+  const state = { view: null, arg: null, timer: null, busy: false, group: null, older: null,
+                  search: null, runsFor: null, needLogin: false, gen: 0 };
+
+  class AuthError extends Error {}
+
+  async function api(path, opts = {}) {
+    const res = await fetch(path, {
+      credentials: "same-origin", cache: "no-store", ...opts,
+      headers: { Accept: "application/json", ...(opts.body !== undefined ? { "Content-Type": "application/json" } : {}) },
+    });
+    let data = null;
+    try { data = await res.json(); } catch { /* not JSON */ }
+    if (res.status === 401) { askLogin(); throw new AuthError("unauthorized"); }
+    if (!res.ok && !(opts.allow || []).includes(res.status)) throw new Error((data && data.error) || `${res.status}`);
+    return data;
+  }
+  const send = (method, path, body) => api(path, { method, body: JSON.stringify(body ?? {}) });
+
+  // -------------------------------------------------------------- small DOM helpers
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props)) {
+      if (k === "text") node.textContent = v;
+      else if (k === "class") node.className = v;
+      else if (k.startsWith("data-")) node.setAttribute(k, v);
+      else if (k === "onclick") node.addEventListener("click", v);
+      else node[k] = v;
+    }
+    for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+    return node;
+  }
+  const td = (text, cls) => el("td", { text: text ?? "", class: cls || "" });
+  const fmtAge = (s) => s == null ? "" : s < 60 ? `${s.toFixed(1)}s` : s < 3600 ? `${Math.floor(s / 60)}m ${Math.round(s % 60)}s` : `${(s / 3600).toFixed(1)}h`;
+  const fmtTime = (iso) => iso ? new Date(iso).toLocaleString() : "";
+  const short = (s, n = 12) => s ? (s.length > n ? s.slice(0, n) + "…" : s) : "";
+  function banner(text) { $("banner").hidden = !text; $("banner-text").textContent = text || ""; }
+  function live(ok) { $("live").dataset.state = ok ? "live" : "error"; }
+
+  // -------------------------------------------------------------- login
+  function askLogin() {
+    if (state.needLogin) return;
+    state.needLogin = true;
+    $("login-error").textContent = "";
+    if (!$("login").open) $("login").showModal();
+  }
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const res = await fetch("/api/login", { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("token").value }) });
+    if (!res.ok) { $("login-error").textContent = "That token is not right."; return; }
+    state.needLogin = false;
+    $("login").close();
+    $("token").value = "";
+    refresh(true);
+  });
+
+  // -------------------------------------------------------------- overview
+  async function overview() {
+    const [health, status, actors] = await Promise.all([
+      api("/healthz", { allow: [503] }), api("/status"), api("/debug/actors")]);
+    $("health").textContent = health.ok ? "OK" : "DOWN";
+    $("health").dataset.ok = String(!!health.ok);
+    $("health-reason").textContent = health.reason || "";
+    $("containers").textContent = `${status.containers.live} / ${status.containers.cap}`;
+    $("outbox").textContent = status.queues.outbox ?? "?";
+    $("outbox-detail").textContent = `${status.queues.outbox_failed ?? "?"} failed · ${status.outbox_retries} retries · ${status.delivered} delivered`;
+    $("version").textContent = status.version;
+    $("uptime").textContent = `up ${fmtAge(status.uptime_seconds)}`;
+    $("channels").replaceChildren(...Object.entries(status.channels).map(([name, c]) =>
+      el("tr", { "data-channel": name }, td(name), el("td", {}, el("span", { text: c.state, "data-state": c.state })))));
+    const running = actors.filter((a) => a.container_id);
+    $("live-containers").replaceChildren(...(running.length ? running.map((a) =>
+      el("tr", { "data-folder": a.folder }, td(a.folder), td(a.container_id, "mono"), td(fmtAge(a.container_age_seconds)),
+         el("td", {}, el("span", { class: "pill", text: a.state, "data-state": a.state })))) :
+      [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "no container running" }))]));
+    $("last-error").textContent = status.last_error || "none";
+  }
+
+  // -------------------------------------------------------------- groups
+  async function groups() {
+    const [list, actors] = await Promise.all([api("/api/groups"), api("/debug/actors")]);
+    const byFolder = Object.fromEntries(actors.map((a) => [a.folder, a]));
+    $("groups-table").tBodies[0].replaceChildren(...list.map((g) => {
+      const a = byFolder[g.folder] || {};
+      const link = el("a", { href: `#group/${encodeURIComponent(g.folder)}`, text: g.folder });
+      return el("tr", { "data-folder": g.folder },
+        el("td", {}, link, g.is_main ? el("span", { class: "pill", text: "main" }) : null),
+        td(g.chat, "mono"),
+        el("td", { class: "state", "data-state": a.state || "" }, el("span", { text: a.state || "-", "data-state": a.state || "" })),
+        td(a.inbox_depth ?? ""),
+        td(a.unanswered_messages != null ? `${a.unanswered_messages}${a.oldest_message_age_seconds != null ? ` (oldest ${fmtAge(a.oldest_message_age_seconds)})` : ""}` : ""),
+        td(a.container_id ? `${a.container_id} · ${fmtAge(a.container_age_seconds)}` : "", "mono"),
+        td(short(a.session_id), "mono"), td(a.turns ?? ""), td(a.crash_count ? `${a.crash_count}: ${a.last_crash}` : "0"));
+    }));
+  }
+  $("add-group").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await send("POST", "/api/groups", { chat: $("add-chat").value.trim(), folder: $("add-folder").value.trim(),
+                                           requires_trigger: !$("add-notrigger").checked });
+      $("add-group").reset();
+      banner("");
+      refresh(true);
+    } catch (e) { if (!(e instanceof AuthError)) banner(e.message); }
+  });
+
+  // -------------------------------------------------------------- one group
+  function kv(dl, rows) {
+    dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v ?? "–" })]));
+  }
+  function treeText(node, depth = 0) {
+    if (!node) return "";
+    return "  ".repeat(depth) + node.name + "\n" + (node.children || []).map((c) => treeText(c, depth + 1)).join("");
+  }
+  async function group(folder, first) {
+    const actor = await api(`/debug/actors/${encodeURIComponent(folder)}`);
+    $("group-title").textContent = folder;
+    $("actor-state").textContent = actor.state;
+    $("actor-state").dataset.state = actor.state;
+    kv($("actor"), [
+      ["chat", actor.chat], ["state", actor.state], ["inbox", String(actor.inbox_depth)],
+      ["unanswered", `${actor.unanswered_messages ?? "?"}${actor.oldest_message_age_seconds != null ? `, oldest ${fmtAge(actor.oldest_message_age_seconds)}` : ""}`],
+      ["container", actor.container_id ? `${actor.container_id} (${fmtAge(actor.container_age_seconds)})` : null],
+      ["session", actor.session_id || actor.stored_session_id],
+      ["current turn", actor.current_turn ? `up to message ${actor.current_turn.up_to_message}, ${fmtAge(actor.current_turn.running_seconds)}` : null],
+      ["turns / replies", `${actor.turns} / ${actor.replies}`], ["last turn error", actor.last_turn_error],
+      ["crashes", String(actor.crash_count)], ["last crash", actor.last_crash ? `${actor.last_crash} at ${fmtTime(actor.last_crash_at)}` : null],
+    ]);
+    $("actor-tree").textContent = treeText(actor.task_tree);
+    if (first) {
+      const g = await api(`/api/groups/${encodeURIComponent(actor.chat)}`);
+      state.group = g;
+      $("set-trigger").value = g.trigger || "";
+      $("set-trigger").placeholder = `(daemon default: ${g.effective_trigger})`;
+      $("set-requires").checked = g.requires_trigger;
+      $("set-senders").value = (g.allowed_senders || []).join("\n");
+      $("settings-msg").textContent = ""; $("session-msg").textContent = "";
+      state.search = null; $("search-q").value = ""; $("search-info").textContent = "";
+      await loadMessages(true);
+    } else if (!state.search) {
+      await loadMessages(false);
+    }
+  }
+  function renderMessage(m, words) {
+    const text = el("div", { class: "text" });
+    if (words && words.length) highlight(text, m.text, words); else text.textContent = m.text;
+    return el("li", { class: "msg" + (m.from_bot ? " bot" : ""), "data-id": String(m.id) },
+      el("div", { class: "meta", text: `${m.sender} · ${fmtTime(m.time)} · #${m.id}` }), text);
+  }
+  function highlight(node, text, words) {
+    const lower = text.toLowerCase();
+    let i = 0;
+    while (i < text.length) {
+      let best = -1, len = 0;
+      for (const w of words) { const j = lower.indexOf(w, i); if (j >= 0 && (best < 0 || j < best)) { best = j; len = w.length; } }
+      if (best < 0) { node.append(text.slice(i)); break; }
+      node.append(text.slice(i, best), el("mark", { text: text.slice(best, best + len) }));
+      i = best + len;
+    }
+  }
+  async function loadMessages(reset) {
+    const chat = state.group.chat;
+    if (reset) {
+      const page = await api(`/api/messages?chat=${encodeURIComponent(chat)}&limit=50`);
+      $("messages").replaceChildren(...page.messages.map((m) => renderMessage(m)));
+      state.older = page.next_before; $("older").hidden = !state.older;
+      return;
+    }
+    const list = $("messages");
+    const lastId = list.lastElementChild ? Number(list.lastElementChild.dataset.id) : 0;
+    const page = await api(`/api/messages?chat=${encodeURIComponent(chat)}&limit=50`);
+    for (const m of page.messages) if (m.id > lastId) list.append(renderMessage(m));
+    if (!list.firstElementChild) { state.older = page.next_before; $("older").hidden = !state.older; }
+  }
+  $("older").addEventListener("click", async () => {
+    if (state.search) return runSearch(state.search.next_offset);
+    const page = await api(`/api/messages?chat=${encodeURIComponent(state.group.chat)}&limit=50&before=${state.older}`);
+    $("messages").prepend(...page.messages.map((m) => renderMessage(m)));
+    state.older = page.next_before; $("older").hidden = !state.older;
+  });
+  async function runSearch(offset) {
+    const q = $("search-q").value.trim();
+    if (!q) { state.search = null; return loadMessages(true); }
+    const r = await api(`/api/search?q=${encodeURIComponent(q)}&chat=${encodeURIComponent(state.group.chat)}&limit=20&offset=${offset || 0}`);
+    const words = q.toLowerCase().split(/\s+/).filter(Boolean);
+    const items = r.messages.map((m) => renderMessage(m, words));
+    if (offset) $("messages").append(...items); else $("messages").replaceChildren(...items);
+    state.search = r;
+    $("search-info").textContent = `${r.total} message${r.total === 1 ? "" : "s"} match “${q}”`;
+    $("older").hidden = r.next_offset == null;
+    $("older").textContent = r.next_offset == null ? "Older…" : "More results…";
+  }
+  $("search").addEventListener("submit", (ev) => { ev.preventDefault(); runSearch(0).catch(showError); });
+  $("search-clear").addEventListener("click", () => {
+    $("search-q").value = ""; state.search = null; $("search-info").textContent = ""; $("older").textContent = "Older…";
+    loadMessages(true).catch(showError);
+  });
+  $("settings").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const senders = $("set-senders").value.split("\n").map((s) => s.trim()).filter(Boolean);
+      const g = await send("PATCH", `/api/groups/${encodeURIComponent(state.group.chat)}`, {
+        trigger: $("set-trigger").value.trim() || null, requires_trigger: $("set-requires").checked, allowed_senders: senders });
+      state.group = g;
+      $("settings-msg").textContent = "saved";
+    } catch (e) { $("settings-msg").textContent = e.message; }
+  });
+  $("reset-session").addEventListener("click", async () => {
+    if (!confirm("Forget this group's conversation? The next message starts a fresh session.")) return;
+    try {
+      const r = await send("DELETE", `/api/sessions/${encodeURIComponent(state.group.folder)}`);
+      $("session-msg").textContent = r.reset ? "session reset" : "there was no session";
+    } catch (e) { $("session-msg").textContent = e.message; }
+  });
+
+  // -------------------------------------------------------------- tasks
+  async function tasks() {
+    const got = await api("/api/tasks");
+    const list = Array.isArray(got) ? got : got.tasks;
+    $("tasks-empty").hidden = list.length > 0;
+    $("tasks-table").tBodies[0].replaceChildren(...list.map((t) => {
+      const actions = el("td", {});
+      const act = (label, cls, fn) => actions.append(el("button", { class: `btn ${cls}`, type: "button", text: label, onclick: fn }));
+      if (t.status === "active") act("Pause", "pause", () => taskAction(t.id, "pause"));
+      if (t.status === "paused") act("Resume", "resume", () => taskAction(t.id, "resume"));
+      if (t.status === "active" || t.status === "paused") act("Cancel", "cancel danger", () => {
+        if (confirm(`Cancel task ${t.id}?`)) taskAction(t.id, "cancel");
+      });
+      act("Run log", "runs-btn", () => { state.runsFor = t.id; runs().catch(showError); });
+      const counts = t.runs ? Object.entries(t.runs).map(([k, v]) => `${v} ${k}`).join(", ") :
+        (t.last_run ? `last ${fmtTime(t.last_run)}${t.last_result ? `: ${short(t.last_result, 40)}` : ""}` : "");
+      return el("tr", { "data-task": t.id }, td(t.id, "mono"), td(t.folder), td(`${t.schedule_kind} ${t.schedule_value} (${t.timezone})`, "mono"),
+        el("td", { class: "status", "data-status": t.status, text: t.status }), td(fmtTime(t.next_run)), td(counts || "none yet"),
+        td(short(t.prompt, 80)), actions);
+    }));
+    if (state.runsFor) await runs();
+  }
+  async function taskAction(id, action) {
+    try {
+      if (action === "cancel") await send("DELETE", `/api/tasks/${encodeURIComponent(id)}`);
+      else await send("POST", `/api/tasks/${encodeURIComponent(id)}/${action}`);
+      banner("");
+      await tasks();
+    } catch (e) { showError(e); }
+  }
+  async function runs() {
+    const r = await api(`/api/tasks/${encodeURIComponent(state.runsFor)}/runs?limit=50`);
+    $("runs").hidden = false;
+    $("runs-title").textContent = state.runsFor;
+    $("runs-body").replaceChildren(...(r.runs.length ? r.runs.map((x) =>
+      el("tr", { "data-outcome": x.outcome }, td(fmtTime(x.started_at)), td(fmtTime(x.ended_at)), td(x.outcome), td(x.error || ""))) :
+      [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "no runs yet" }))]));
+  }
+
+  // -------------------------------------------------------------- routing and refresh
+  function showError(e) { if (!(e instanceof AuthError)) { banner(e.message); live(false); } }
+  function route() {
+    const [view, ...rest] = (location.hash.replace(/^#/, "") || "overview").split("/");
+    const known = ["overview", "groups", "group", "tasks"];
+    state.view = known.includes(view) ? view : "overview";
+    state.arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
+    state.gen++;
+    state.runsFor = null; $("runs").hidden = true;
+    for (const v of known) $(`view-${v}`).hidden = v !== state.view;
+    for (const a of document.querySelectorAll("#nav a[data-view]")) {
+      const on = a.dataset.view === state.view || (state.view === "group" && a.dataset.view === "groups");
+      if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    }
+    refresh(true);
+  }
+  async function refresh(first = false) {
+    if (state.busy && !first) return;
+    state.busy = true;
+    const gen = state.gen;
+    try {
+      if (state.view === "overview") await overview();
+      else if (state.view === "groups") await groups();
+      else if (state.view === "group") await group(state.arg, first);
+      else if (state.view === "tasks") await tasks();
+      if (gen === state.gen) { live(true); if (!state.needLogin) banner(""); }
+    } catch (e) { showError(e); } finally { state.busy = false; }
+  }
+  window.addEventListener("hashchange", route);
+  setInterval(() => { if (!document.hidden && !state.needLogin) refresh(); }, REFRESH_MS);
+  route();
+})();
