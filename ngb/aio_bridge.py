@@ -138,8 +138,8 @@ class AsyncioBridge:
         log.debug("asyncio bridge stopped")
 
     # -- trio -> asyncio -------------------------------------------------------------------------
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``fn(*args)`` on the asyncio loop; return its result in trio (see module doc)."""
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the asyncio loop; return its result in trio (see module doc)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             raise BridgeClosed("the asyncio bridge is not running")
@@ -155,7 +155,7 @@ class AsyncioBridge:
 
         def start() -> None:  # on the asyncio thread
             try:
-                task = loop.create_task(fn(*args))
+                task = loop.create_task(fn(*args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - fn() itself raised: report it to the caller
                 fut = loop.create_future()
                 fut.set_exception(exc)
@@ -212,9 +212,9 @@ class Portal:
         self.nursery = nursery
         self.token = trio.lowlevel.current_trio_token()
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """trio -> asyncio (same as the bridge's); handy when a channel only keeps its portal."""
-        return await self.bridge.call(fn, *args)
+        return await self.bridge.call(fn, *args, **kwargs)
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """From the asyncio loop: run ``fn(*args)`` as a trio task in the portal's nursery."""
@@ -307,13 +307,17 @@ def _finish(loop: asyncio.AbstractEventLoop, grace: float) -> None:
     for t in tasks:
         t.cancel()
     if tasks:
-        gathered = asyncio.gather(*tasks, return_exceptions=True)
         try:
-            loop.run_until_complete(asyncio.wait_for(gathered, grace))
-        except (TimeoutError, asyncio.TimeoutError):
-            log.warning("asyncio bridge: %d task(s) did not stop within %.1fs", len(tasks), grace)
+            _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
         except Exception:  # noqa: BLE001
             log.exception("asyncio bridge: error while stopping tasks")
+            pending = set()
+        if pending:
+            log.warning("asyncio bridge: %d task(s) did not stop within %.1fs: %s", len(pending), grace,
+                        ", ".join(sorted(t.get_name() for t in pending)))
+        for t in tasks:
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: no "exception was never retrieved" noise
     with contextlib.suppress(Exception):
         loop.run_until_complete(loop.shutdown_asyncgens())
     with contextlib.suppress(Exception):

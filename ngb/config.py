@@ -541,6 +541,15 @@ _SECRET_FILES = {"api_token": "api_token_file", "anthropic_api_key": "anthropic_
 _PATH_FIELDS = ("state_dir", "mount_allowlist", "api_token_file", "anthropic_api_key_file")
 
 
+# Channel secrets and the environment variables they come from (`[channels.NAME]` keys). A token
+# set here turns its channel on even without a [channels.NAME] table.
+CHANNEL_SECRET_ENV: dict[str, dict[str, str]] = {
+    "telegram": {"token": "NGB_TELEGRAM_TOKEN"},
+    "slack": {"bot_token": "NGB_SLACK_BOT_TOKEN", "app_token": "NGB_SLACK_APP_TOKEN"},
+    "discord": {"token": "NGB_DISCORD_TOKEN"},
+}
+
+
 def env_var(field: str) -> str:
     """The environment variable that overrides a field: ``web_port`` -> ``NGB_WEB_PORT``."""
     return ENV_PREFIX + field.upper()
@@ -719,6 +728,17 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             default = default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
             if default is not None:
                 values[name] = default if default.is_absolute() else Path.cwd() / default
+
+    # Channel tokens from their environment variables (never from the file).
+    channel_tables = {name: dict(table) for name, table in values.get("channels", {}).items()}
+    for channel, keys in CHANNEL_SECRET_ENV.items():
+        for key, var in keys.items():
+            secret = env.get(var, "").strip()
+            if secret:
+                channel_tables.setdefault(channel, {})[key] = secret
+                origins[f"channels.{channel}.{key}"] = f"env {var}"
+    if channel_tables or "channels" in values:
+        values["channels"] = channel_tables
 
     # Secrets from files, when no direct value was given.
     for secret, file_key in _SECRET_FILES.items():

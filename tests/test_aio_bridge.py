@@ -9,6 +9,7 @@ import time
 
 import pytest
 import trio
+import trio.lowlevel
 
 from ngb.aio_bridge import AsyncioBridge, BridgeClosed
 
@@ -77,7 +78,7 @@ async def _other_tasks() -> list[asyncio.Task]:
 
 
 async def test_sdk_coroutine_that_hangs_past_a_deadline() -> None:
-    bridge = AsyncioBridge(cancel_grace=0.2)
+    bridge = AsyncioBridge(cancel_grace=0.2, stop_grace=0.2)
     async with bridge.attach():
 
         async def stubborn() -> str:
@@ -114,11 +115,11 @@ async def test_asyncio_to_trio_calls_and_errors() -> None:
     async with bridge.attach() as portal:
 
         async def trio_side(x: int) -> tuple[int, bool]:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             return x + 1, threading.current_thread() is threading.main_thread()
 
         async def trio_fails() -> None:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             raise Boom("trio side")
 
         async def asyncio_side() -> tuple[tuple[int, bool], str]:
@@ -146,7 +147,7 @@ async def test_asyncio_cancellation_cancels_the_trio_task() -> None:
         async def asyncio_side() -> str:
             try:
                 await asyncio.wait_for(portal.run(trio_hangs), 0.05)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 return "timed out"
             return "finished?"
 
@@ -196,7 +197,7 @@ async def test_memory_channel_with_back_pressure() -> None:
             n.start_soon(bridge.call, produce)
             async for item in receiver:
                 got.append(item)
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         assert got == list(range(20))
 
 

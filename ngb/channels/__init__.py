@@ -1,14 +1,42 @@
-"""Channels: each turns a platform's events into InboundMessage records and sends replies."""
+"""Channels: each turns a platform's events into InboundMessage records and sends replies.
+
+`build_channels(config)` makes every channel the configuration enables. A platform channel is
+built when it has a ``[channels.NAME]`` table or its token variable is set (config.py puts
+``NGB_TELEGRAM_TOKEN`` into ``channels.telegram.token``); one whose token is missing stays in the
+list with state ``off`` (one log line), so /status says why it is silent. A bad table raises
+ConfigError (the daemon refuses to start with a clear line, like any other bad setting).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .base import Channel
 from .local import LocalChannel
 
+log = logging.getLogger(__name__)
+
 
 def build_channels(config: Any) -> dict[str, Channel]:
     """Every channel this configuration enables, by chat prefix. The local chat is always on."""
     channels: dict[str, Channel] = {"local": LocalChannel()}
+    tables: dict[str, dict[str, Any]] = dict(getattr(config, "channels", {}) or {})
+    trigger = getattr(config, "trigger", "")
+    config_file = getattr(config, "config_file", None)
+
+    table = tables.get("telegram")
+    if table is not None and _enabled(table):
+        from .telegram import TelegramChannel, TelegramSettings
+
+        settings = TelegramSettings.from_table(table, config_file)
+        if settings.off_reason:
+            log.warning("channel telegram: off (%s)", settings.off_reason)
+        channels["telegram"] = TelegramChannel(settings, trigger=trigger)
     return channels
+
+
+def _enabled(table: dict[str, Any]) -> bool:
+    from ..config import parse_bool
+
+    return parse_bool(table.get("enabled", True))

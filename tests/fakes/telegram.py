@@ -1,0 +1,411 @@
+"""A local fake of the Telegram Bot API on loopback, speaking its real wire format, so the real
+python-telegram-bot talks to it unchanged (``Bot(token, base_url=fake.base_url)``).
+
+HTTP/1.1 on a raw trio socket (h11), so the fake controls the connections: ``drop()`` cuts every
+open connection (a long poll in flight sees the socket die) and ``down()`` / ``up()`` refuse new
+ones meanwhile (accepted, then closed at once), like a network outage.
+
+Methods: getMe, getUpdates (long poll: offset confirms, limit, timeout, allowed_updates),
+sendMessage (parse_mode HTML checked like Telegram does: unknown/unbalanced tags are
+"can't parse entities"; 4096-character limit after entity parsing; reply_parameters;
+message_thread_id), sendChatAction, deleteWebhook, getWebhookInfo, setMyCommands; anything else is
+answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
+Requests may be form-encoded (what PTB sends) or JSON.
+
+Scripting from a test::
+
+    fake = await FakeTelegram.start(nursery, token="123:abc")
+    fake.user_message(-100123, "hi @andy_bot", chat_type="supergroup")   # queues an update
+    fake.fail_next("sendMessage", 502)                                   # one failure
+    fake.sent                                                            # sendMessage calls
+    await fake.wait_for_sent(lambda s: len(s) >= 2)
+    fake.drop(); fake.down(); ...; fake.up()
+
+Run by hand: ``python -m tests.fakes.telegram --port 8081 --token 123:abc``; it then also serves
+``POST /_fake/message`` (JSON: chat_id, text, chat_type, user_id, first_name) and ``GET /_fake/sent``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import html.parser
+import itertools
+import json
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+import trio
+
+TEXT_LIMIT = 4096
+ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler",
+                "span", "blockquote", "tg-emoji"}
+_JSON_KEYS = {"chat_id", "offset", "limit", "timeout", "allowed_updates", "reply_parameters", "entities",
+              "message_thread_id", "reply_to_message_id", "disable_notification", "reply_markup",
+              "link_preview_options", "allow_sending_without_reply", "drop_pending_updates", "commands"}
+
+
+class _EntityChecker(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.text: list[str] = []
+        self.error: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ALLOWED_TAGS and self.error is None:
+            self.error = f'Unsupported start tag "{tag}"'
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if (not self.stack or self.stack[-1] != tag) and self.error is None:
+            self.error = f'Unexpected end tag "{tag}"'
+        elif self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_html(text: str) -> tuple[str, str | None]:
+    """The plain text Telegram would show, and the parse error it would give (or None)."""
+    p = _EntityChecker()
+    p.feed(text)
+    p.close()
+    error = p.error or (f'Can\'t find end tag corresponding to start tag "{p.stack[-1]}"' if p.stack else None)
+    if re.search(r"<(?![a-zA-Z/])", text) or re.search(r"&(?![a-zA-Z]+;|#\d+;|#x[0-9a-fA-F]+;)", text):
+        error = error or "Unsupported start tag / unescaped entity"
+    return "".join(p.text), error
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+class FakeTelegram:
+    def __init__(self, *, token: str = "123456:TEST-token", username: str = "andy_bot", host: str = "127.0.0.1") -> None:
+        self.token = token
+        self.bot = {"id": int(token.split(":")[0]) if token.split(":")[0].isdigit() else 999,
+                    "is_bot": True, "first_name": "Andy", "username": username,
+                    "can_join_groups": True, "can_read_all_group_messages": False,
+                    "supports_inline_queries": False}
+        self.host = host
+        self.port = 0
+        self.updates: list[dict[str, Any]] = []  # not yet confirmed
+        self.sent: list[dict[str, Any]] = []  # every successful sendMessage (params + the message)
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # (method, params)
+        self.poll_count = 0
+        self._update_ids = itertools.count(1)
+        self._message_ids: dict[int, itertools.count] = {}
+        self._changed = trio.Event()
+        self._failures: dict[str, list[tuple[int, str]]] = {}
+        self._pass_first: dict[str, int] = {}
+        self._conns: set[trio.SocketStream] = set()
+        self._conn_scopes: set[trio.CancelScope] = set()
+        self._down = False
+        self._cancel: trio.CancelScope | None = None
+        self.connections_accepted = 0
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, **kw: Any) -> FakeTelegram:
+        fake = cls(**kw)
+        await nursery.start(fake.serve)
+        return fake
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/bot"
+
+    async def serve(self, *, port: int = 0, task_status: trio.TaskStatus[FakeTelegram] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        with trio.CancelScope() as scope:
+            self._cancel = scope
+            async with trio.open_nursery() as nursery:
+                task_status.started(self)
+                await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
+
+    def stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    # -- outages -------------------------------------------------------------------------------------
+    def drop(self) -> None:
+        """Cut every open connection now (long polls in flight included)."""
+        for scope in list(self._conn_scopes):
+            scope.cancel()
+
+    def down(self) -> None:
+        """Cut every connection and refuse new ones until `up()`."""
+        self._down = True
+        self.drop()
+
+    def up(self) -> None:
+        self._down = False
+
+    def fail_next(self, method: str, status: int, description: str = "", times: int = 1, after: int = 0) -> None:
+        """The next ``times`` calls of ``method`` fail with ``status``, once ``after`` calls went through."""
+        self._pass_first[method] = after
+        for _ in range(times):
+            self._failures.setdefault(method, []).append((status, description))
+
+    # -- inbound traffic -----------------------------------------------------------------------------
+    def user_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        chat_type: str | None = None,
+        user_id: int = 1001,
+        first_name: str = "Alice",
+        last_name: str | None = None,
+        username: str | None = "alice",
+        chat_title: str | None = None,
+        reply_to: dict[str, Any] | None = None,
+        thread_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Queue a user's message as an update (entities for @mentions and /commands filled in, in
+        UTF-16 offsets as Telegram does). Returns the Message object."""
+        chat_type = chat_type or ("private" if chat_id > 0 else "supergroup")
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat.update(first_name=first_name, username=username)
+        else:
+            chat["title"] = chat_title or f"Group {chat_id}"
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if last_name:
+            user["last_name"] = last_name
+        if username:
+            user["username"] = username
+        message: dict[str, Any] = {
+            "message_id": self._next_message_id(chat_id),
+            "from": user,
+            "chat": chat,
+            "date": int(time.time()),
+            "text": text,
+        }
+        entities = []
+        for m in re.finditer(r"(?<![\w@])(@[A-Za-z0-9_]{3,32}|/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?)", text):
+            entities.append({
+                "type": "mention" if m.group(1).startswith("@") else "bot_command",
+                "offset": utf16_len(text[: m.start(1)]),
+                "length": utf16_len(m.group(1)),
+            })
+        if entities:
+            message["entities"] = entities
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
+        self.push_update({"message": message})
+        return message
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        update_id = next(self._update_ids)
+        self.updates.append({"update_id": update_id, **update})
+        self._notify()
+        return update_id
+
+    def _next_message_id(self, chat_id: int) -> int:
+        return next(self._message_ids.setdefault(chat_id, itertools.count(1)))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_sent(self, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        while not predicate(self.sent):
+            await self._changed.wait()
+        return self.sent
+
+    async def wait_for_polls(self, count: int) -> None:
+        while self.poll_count < count:
+            await self._changed.wait()
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        self.connections_accepted += 1
+        try:
+            if not self._down:
+                await self._serve_connection(stream)
+        finally:
+            # dropped, refused or done: close abruptly (RST), so a client sees a dead connection
+            with contextlib.suppress(OSError):
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        with trio.CancelScope() as scope:
+            self._conn_scopes.add(scope)
+            try:
+                while True:
+                    request, body = await self._read_request(stream, conn)
+                    if request is None:
+                        return
+                    status, payload = await self._dispatch(request, body)
+                    data = json.dumps(payload).encode()
+                    headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
+                    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+                    await stream.send_all(conn.send(h11.Data(data=data)))
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+                return
+            finally:
+                self._conn_scopes.discard(scope)
+
+    async def _read_request(self, stream: trio.SocketStream, conn: h11.Connection) -> tuple[h11.Request | None, bytes]:
+        request = None
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return None, b""
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return request, body
+            elif isinstance(event, h11.ConnectionClosed):
+                return None, b""
+
+    async def _dispatch(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any]]:
+        url = urlsplit(request.target.decode())
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        params: dict[str, Any] = dict(parse_qsl(url.query))
+        if body:
+            if headers.get("content-type", "").startswith("application/json"):
+                params.update(json.loads(body))
+            else:
+                params.update(parse_qsl(body.decode()))
+        for key in list(params):
+            if key in _JSON_KEYS and isinstance(params[key], str):
+                try:
+                    params[key] = json.loads(params[key])
+                except ValueError:
+                    pass
+        if url.path.startswith("/_fake/"):
+            return self._control(url.path, params)
+        m = re.fullmatch(r"/bot([^/]+)/(\w+)", url.path)
+        if not m:
+            return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+        token, method = m.group(1), m.group(2)
+        if token != self.token:
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        self.requests.append((method, params))
+        failures = self._failures.get(method)
+        if failures and self._pass_first.get(method, 0) > 0:
+            self._pass_first[method] -= 1
+        elif failures:
+            status, description = failures.pop(0)
+            payload: dict[str, Any] = {"ok": False, "error_code": status,
+                                       "description": description or f"fake failure {status}"}
+            if status == 429:
+                payload["parameters"] = {"retry_after": 1}
+            return status, payload
+        handler = getattr(self, "_m_" + method, None)
+        if handler is None:
+            return 200, {"ok": True, "result": True}
+        return await handler(params)
+
+    def _control(self, path: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if path == "/_fake/message":
+            msg = self.user_message(int(params["chat_id"]), str(params["text"]), chat_type=params.get("chat_type"),
+                                    user_id=int(params.get("user_id", 1001)),
+                                    first_name=str(params.get("first_name", "Alice")))
+            return 200, {"ok": True, "result": msg}
+        if path == "/_fake/sent":
+            return 200, {"ok": True, "result": self.sent}
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+
+    # -- Bot API methods ---------------------------------------------------------------------------------
+    async def _m_getMe(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"ok": True, "result": self.bot}
+
+    async def _m_getUpdates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        limit = int(params.get("limit") or 100)
+        timeout = float(params.get("timeout") or 0)
+        if offset:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        self.poll_count += 1
+        self._notify()
+        with trio.move_on_after(timeout):
+            while not self.updates:
+                await self._changed.wait()
+        return 200, {"ok": True, "result": self.updates[:limit]}
+
+    async def _m_sendMessage(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        chat_id = int(params["chat_id"])
+        text = str(params.get("text", ""))
+        plain = text
+        if params.get("parse_mode") == "HTML":
+            plain, error = parse_html(text)
+            if error:
+                return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: can't parse entities: {error}"}
+        if not plain.strip():
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}
+        if utf16_len(plain) > TEXT_LIMIT:
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}
+        message: dict[str, Any] = {
+            "message_id": self._next_message_id(chat_id),
+            "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")},
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "date": int(time.time()),
+            "text": plain,
+        }
+        reply = params.get("reply_parameters") or (
+            {"message_id": params["reply_to_message_id"]} if params.get("reply_to_message_id") else None
+        )
+        if reply:
+            message["reply_to_message"] = {"message_id": int(reply["message_id"]), "chat": message["chat"], "date": 0}
+        if params.get("message_thread_id"):
+            message["message_thread_id"] = int(params["message_thread_id"])
+        self.sent.append({"params": params, "message": message, "text": plain,
+                          "reply_to": int(reply["message_id"]) if reply else None})
+        self._notify()
+        return 200, {"ok": True, "result": message}
+
+    async def _m_sendChatAction(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"ok": True, "result": True}
+
+    async def _m_getWebhookInfo(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"ok": True, "result": {"url": "", "has_custom_certificate": False, "pending_update_count": len(self.updates)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--token", default="123456:TEST-token")
+    parser.add_argument("--username", default="andy_bot")
+    args = parser.parse_args()
+
+    async def run() -> None:
+        fake = FakeTelegram(token=args.token, username=args.username, host=args.host)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: fake.serve(port=args.port, task_status=task_status))
+            print(f"fake Telegram Bot API: NGB_CHANNELS='{{\"telegram\": {{\"base_url\": \"{fake.base_url}\"}}}}' "
+                  f"NGB_TELEGRAM_TOKEN={fake.token}", flush=True)
+
+    trio.run(run)
+
+
+if __name__ == "__main__":
+    main()
