@@ -1,0 +1,1 @@
+"""Operations: the systemd service, `ngb doctor`, `ngb init` (see docs/deployment.md)."""
