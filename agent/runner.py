@@ -32,6 +32,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 20  # bytes per JSON line, both ways, newline excluded
+PRESCRIPT_STDOUT = 256 * 1024  # bytes of a pre-script's stdout passed to the host
+PRESCRIPT_STDERR = 2000  # bytes of its stderr tail
 READ_CHUNK = 64 * 1024
 # Where the CLI keeps its state (sessions, settings) unless CLAUDE_CONFIG_DIR says otherwise:
 # inside the group folder, the one mount that persists per group and is writable.
@@ -425,8 +427,8 @@ _SCHEDULE_FIELDS: dict[str, Any] = {
     "schedule_type": {"type": "string", "enum": ["cron", "interval", "once"]},
     "schedule_value": {
         "type": "string",
-        "description": "cron: a cron expression ('0 9 * * 1-5'); interval: milliseconds ('3600000'); "
-        "once: a local ISO time ('2025-06-01T09:00:00').",
+        "description": "cron: a cron expression ('0 9 * * 1-5'); interval: a duration ('30m', '2h', '1d') "
+        "or seconds ('1800'); once: a local ISO time ('2025-06-01T09:00:00').",
     },
     "timezone": {**_STR_OR_NULL, "description": "IANA zone for cron/once, e.g. 'Europe/Berlin'."},
     "context_mode": {
@@ -435,6 +437,12 @@ _SCHEDULE_FIELDS: dict[str, Any] = {
         "description": "group: run in this group's conversation; isolated: a fresh session.",
     },
     "chat": {**_STR_OR_NULL, "description": "Target chat (main group only); default this group's chat."},
+    "pre_script": {
+        **_STR_OR_NULL,
+        "description": "Optional shell command run in your container before each run; it must print "
+        'JSON {"wakeAgent": true|false, "data": ...}. false: the run is skipped without waking you (cheap '
+        "checks such as 'tell me only if the build broke'); data is added to the prompt.",
+    },
 }
 _TASK_ID = {"task_id": {"type": "string"}}
 
@@ -582,6 +590,7 @@ class Runner:
         self.last_batch: int = 0
         self.stop_event = asyncio.Event()
         self.serving = False
+        self.side_tasks: set[asyncio.Task[None]] = set()
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -800,6 +809,68 @@ class Runner:
                 continue
             if kind == "input":
                 await self.submit(frame["batch"], frame["prompt"])
+            elif kind == "prescript":
+                t = asyncio.create_task(self.run_prescript(frame), name=f"prescript:{frame['id']}")
+                self.side_tasks.add(t)
+                t.add_done_callback(self.side_tasks.discard)
+
+    async def run_prescript(self, frame: dict[str, Any]) -> None:
+        """Run a scheduled task's pre-script (``/bin/sh -c``, cwd the group folder, the agent's
+        sandbox) and report exit status, output and timeout; the host decides what they mean."""
+        result: dict[str, Any] = {
+            "type": "prescript_result",
+            "id": frame["id"],
+            "exit_code": None,
+            "timed_out": False,
+            "truncated": False,
+            "stdout": "",
+            "stderr": "",
+            "error": None,
+        }
+        timeout = float(frame.get("timeout") or 60)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                frame["command"],
+                cwd=str(self.cfg.cwd) if self.cfg.cwd.is_dir() else None,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            result["error"] = f"cannot start /bin/sh: {exc}"
+            await self.send(result)
+            return
+
+        async def capped(stream: asyncio.StreamReader, cap: int, tail: bool) -> tuple[bytes, bool]:
+            kept, over = b"", False
+            while chunk := await stream.read(65536):
+                kept += chunk
+                if len(kept) > cap:
+                    over = True
+                    kept = kept[-cap:] if tail else kept[:cap]
+            return kept, over
+
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            (out, over), (err, _) = await asyncio.wait_for(
+                asyncio.gather(capped(proc.stdout, PRESCRIPT_STDOUT, False), capped(proc.stderr, PRESCRIPT_STDERR, True)),
+                timeout,
+            )
+            result["exit_code"] = await asyncio.wait_for(proc.wait(), max(1.0, timeout))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
+            result["timed_out"] = True
+            result["timeout"] = timeout
+            await self.send(result)
+            return
+        result.update(stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"), truncated=over)
+        await self.send(result)
 
     async def submit(self, batch: int, prompt: str) -> None:
         if batch in self.pending:
@@ -954,6 +1025,15 @@ def validate_host_frame(frame: dict[str, Any]) -> str | None:
             return "input.prompt is empty"
         return None
     if kind == "stop":
+        return None
+    if kind == "prescript":
+        if not isinstance(frame.get("id"), str) or not frame["id"]:
+            return "prescript.id must be a non-empty string"
+        if not isinstance(frame.get("command"), str) or not frame["command"].strip():
+            return "prescript.command must be a non-empty string"
+        timeout = frame.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            return "prescript.timeout must be a positive number"
         return None
     return f"unknown frame type {kind!r}"
 

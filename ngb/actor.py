@@ -203,6 +203,7 @@ class GroupActor:
         self._failures: dict[int, int] = {}
         self._deadline: trio.CancelScope | None = None
         self._batches: dict[int, int] = {}
+        self._reply_to: dict[int, str | None] = {}  # batch -> platform id of its last triggered message
         self._tasks: dict[int, TaskTurn] = {}  # open task batches
         self._prescripts: dict[str, TaskTurn] = {}  # pre-scripts sent, result not back yet
         self._isolated: TaskTurn | None = None  # this container serves one isolated run
@@ -374,6 +375,8 @@ class GroupActor:
         batch = self._next_batch
         self._next_batch += 1
         self._batches[batch] = pending[-1].id
+        triggered = [m for m in pending if is_triggered(self.group, m, self.settings.trigger)]
+        self._reply_to[batch] = triggered[-1].platform_id if triggered else None
         self._sent_upto = pending[-1].id
         self.view.turns += 1
         self._arm(busy=True)
@@ -491,7 +494,8 @@ class GroupActor:
                     # move nothing.
                     await self.store.queue_message(self.folder, chat, text)
                 else:
-                    await self.store.commit_reply(self.folder, chat, text, cursor_to)
+                    reply_to = self._reply_to.get(batch) if isinstance(batch, int) and turn is None else None
+                    await self.store.commit_reply(self.folder, chat, text, cursor_to, reply_to=reply_to)
                     if batch not in batch_had_output:
                         batch_had_output.add(batch)
                         self._on_event("first_reply", {"batch": batch})

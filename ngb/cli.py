@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,30 +155,112 @@ async def _async(value: Any) -> Any:
 
 
 # -- tasks --------------------------------------------------------------------------------
-def cmd_tasks(config: Config, args: argparse.Namespace) -> int:
-    import attrs
+def _poke_scheduler(config: Config) -> None:
+    """Tell a running daemon that tasks changed (it would notice within a minute anyway)."""
+    client = _daemon_up(config)
+    if client is None:
+        return
+    with client:
+        try:
+            client.post("/api/tasks/changed", json={})
+        except httpx.HTTPError:
+            pass
 
-    from .records import TaskStatus, format_time
+
+def _task_line(t: Any) -> str:
+    from .records import format_time
+
+    nxt = format_time(t.next_run)[:19] if t.next_run else "-"
+    flags = "".join([" isolated" if t.context_mode == "isolated" else "", " pre-script" if t.pre_script else ""])
+    schedule = f"{t.schedule_kind.value} {t.schedule_value}" + (f" ({t.timezone})" if t.timezone != "UTC" else "")
+    return f"{t.id}  {t.folder:<12} {t.status.value:<9} {schedule:<30} next={nxt}{flags}  {t.prompt[:50]!r}"
+
+
+def cmd_tasks(config: Config, args: argparse.Namespace) -> int:
+    import secrets
+
+    from .records import ScheduleKind, Task, TaskStatus, to_json, utcnow
+    from .sandbox.tools import Refused, set_task_status
+    from .schedules import ScheduleError, validate
+
+    changed = False
 
     async def run(registry: Any) -> int:
+        nonlocal changed
         store = registry.store
         if args.tasks_cmd == "list":
             tasks = await store.tasks(args.group)
+            if args.json:
+                print(json.dumps([to_json(t) for t in tasks], indent=2))
+                return 0
             if not tasks:
                 print("no tasks")
             for t in tasks:
-                nxt = format_time(t.next_run) if t.next_run else "-"
-                print(f"{t.id}  {t.folder:<12} {t.status.value:<9} {t.schedule_kind.value}:{t.schedule_value:<16} next={nxt}  {t.prompt[:50]!r}")
+                print(_task_line(t))
+            return 0
+        if args.tasks_cmd == "add":
+            group = registry.get(args.group) or registry.by_folder(args.group)
+            if group is None:
+                return fail(f"no group {args.group!r} (give its folder or chat; see `ngb groups list`)")
+            kinds = [(k, v) for k, v in (("cron", args.cron), ("interval", args.every), ("once", args.at)) if v]
+            if len(kinds) != 1:
+                return fail("give exactly one of --cron, --every, --at")
+            kind, value = kinds[0]
+            try:
+                minimum = args.min_interval
+                if minimum is None:
+                    minimum = float(getattr(config, "min_task_interval", None) or os.environ.get("NGB_MIN_TASK_INTERVAL") or 60)
+                first = validate(kind, value, args.tz, min_interval=minimum, now=utcnow())
+            except ScheduleError as exc:
+                return fail(str(exc))
+            task = Task(
+                id=f"task-{secrets.token_hex(4)}",
+                folder=group.folder,
+                chat=group.chat,
+                prompt=args.prompt,
+                schedule_kind=ScheduleKind(kind),
+                schedule_value=value,
+                timezone=args.tz or "UTC",
+                context_mode="isolated" if args.isolated else "group",
+                next_run=first,
+                pre_script=args.pre_script,
+                created_by="cli",
+            )
+            await store.add_task(task)
+            changed = True
+            print(_task_line(task))
             return 0
         task = await store.task(args.task_id)
         if task is None:
             return fail(f"no task {args.task_id}", 1)
+        if args.tasks_cmd == "runs":
+            rows = await store.task_run_rows(task.id, limit=args.limit)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return 0
+            if not rows:
+                print("no runs yet")
+            for r in rows:
+                detail = r["error"] or r["result"] or ""
+                tokens = f" tokens={r['tokens']}" if r["tokens"] else ""
+                print(
+                    f"#{r['id']:<5} slot={str(r['scheduled_for'] or '-')[:19]} started={r['started_at'][:19]}"
+                    f" ended={str(r['ended_at'] or '-')[:19]} {r['outcome']:<8}{tokens} {detail[:80]!r}"
+                )
+            return 0
         status = {"pause": TaskStatus.PAUSED, "resume": TaskStatus.ACTIVE, "cancel": TaskStatus.CANCELLED}[args.tasks_cmd]
-        await store.update_task(attrs.evolve(task, status=status))
-        print(f"{task.id}: {status.value}")
+        try:
+            updated = await set_task_status(store, task, status)
+        except Refused as exc:
+            return fail(str(exc), 1)
+        changed = True
+        print(_task_line(updated))
         return 0
 
-    return int(_with_store(config, run))
+    code = int(_with_store(config, run))
+    if changed:
+        _poke_scheduler(config)
+    return code
 
 
 # -- image --------------------------------------------------------------------------------
@@ -226,18 +309,38 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("chat")
     groups.set_defaults(fn=cmd_groups)
 
-    tasks = sub.add_parser("tasks", help="scheduled tasks")
+    tasks = sub.add_parser("tasks", help="scheduled tasks: list, add, pause, resume, cancel, runs")
     tsub = tasks.add_subparsers(dest="tasks_cmd", required=True)
     tl = tsub.add_parser("list")
     tl.add_argument("--group", help="only this group's folder")
+    tl.add_argument("--json", action="store_true")
+    ta = tsub.add_parser("add", help="schedule a task for a group")
+    ta.add_argument("group", help="the group's folder (or chat)")
+    when = ta.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='cron expression, e.g. "0 9 * * 1-5" (in --tz)')
+    when.add_argument("--every", help="interval: 30m, 2h, 1d, or seconds")
+    when.add_argument("--at", help="once, at this local time: 2026-12-01T18:00 (in --tz)")
+    ta.add_argument("--tz", default=None, help="IANA time zone, e.g. Europe/Berlin (default UTC)")
+    ta.add_argument("--prompt", required=True, help="what the agent does when the task runs")
+    ta.add_argument("--isolated", action="store_true", help="run in a fresh session, not the group's conversation")
+    ta.add_argument("--pre-script", dest="pre_script", help='shell command printing {"wakeAgent": bool, "data": ...}')
+    ta.add_argument("--min-interval", dest="min_interval", type=float, default=None, help=argparse.SUPPRESS)
     for name in ("pause", "resume", "cancel"):
         tsub.add_parser(name).add_argument("task_id")
+    tr = tsub.add_parser("runs", help="the run log of a task, newest first")
+    tr.add_argument("task_id")
+    tr.add_argument("--limit", type=int, default=20)
+    tr.add_argument("--json", action="store_true")
     tasks.set_defaults(fn=cmd_tasks)
 
     image = sub.add_parser("image", help="build the agent image")
     image.add_argument("action", choices=["build"])
     image.add_argument("--force", action="store_true", help="rebuild even when current")
     image.set_defaults(fn=cmd_image)
+
+    from .cli_ops import add_ops_commands
+
+    add_ops_commands(sub)
     return parser
 
 

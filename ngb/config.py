@@ -412,6 +412,8 @@ class Config:
     idle_timeout: float = _field(300.0, _duration())
     turn_timeout: float = _field(900.0, _duration())
     start_timeout: float = _field(60.0, _duration())
+    min_task_interval: float = _field(60.0, _duration())
+    prescript_timeout: float = _field(60.0, _duration())
     shutdown_grace: float = _field(30.0, _duration(allow_zero=True))
     sender_rate_per_minute: int = _field(20, _int_range(0, 100_000))
     group_rate_per_minute: int = _field(60, _int_range(0, 100_000))

@@ -3,6 +3,7 @@
     root nursery
     ├─ supervisor   (GroupActors)
     ├─ outbox sender
+    ├─ scheduler    (due tasks -> the owning group's actor; see ngb/scheduler.py)
     ├─ channels     (local chat; others later)
     └─ web          (hypercorn + quart-trio)
 
@@ -30,11 +31,13 @@ from .config import Config
 from .events import ChatEvents
 from .groups import GroupRegistry
 from .metrics import Metrics
+from .ops.sdnotify import run_notifier
 from .outbox import OutboxSender
 from .records import Group, Message, channel_of
 from .router import Router
 from .sandbox.model_proxy import ModelProxy, Usage
 from .sandbox.tools import ToolContext, ToolService
+from .scheduler import Scheduler
 from .store import Store
 from .supervisor import Supervisor
 
@@ -71,7 +74,17 @@ class Daemon:
             group_rate_per_minute=config.group_rate_per_minute,
             on_routed=self._routed,
         )
-        self.tools = ToolService(ToolContext(self.store, self.registry, self.outbox.wake, config.trigger))
+        self.scheduler = Scheduler(self.store, lambda folder: self.supervisor.wake(folder, Wake("task")))
+        self.tools = ToolService(
+            ToolContext(
+                self.store,
+                self.registry,
+                self.outbox.wake,
+                config.trigger,
+                min_interval=config.min_task_interval,
+                on_tasks_changed=self.scheduler.poke,
+            )
+        )
         self.proxy = ModelProxy(
             config.model_upstream, config.anthropic_api_key, retries=config.model_retries, on_usage=self._usage
         )
@@ -113,6 +126,7 @@ class Daemon:
                 assistant_name=self.config.assistant_name,
                 idle_timeout=self.config.idle_timeout,
                 turn_timeout=self.config.turn_timeout,
+                prescript_timeout=self.config.prescript_timeout,
             ),
             outbox_wake=self.outbox.wake,
             view=view,
@@ -168,6 +182,8 @@ class Daemon:
                 self.metrics.turn_latency.observe(now - started)
         elif kind == "result":
             self._batch_started.pop((folder, data["batch"]), None)
+        elif kind == "task_run_finished":
+            self.metrics.task_runs.labels(data["outcome"]).inc(data.get("count", 1))
         self.metrics.live_containers.set(sum(1 for h in self.supervisor.actors.values() if h.view.container_id))
 
     # -- life ------------------------------------------------------------------------------
@@ -198,12 +214,14 @@ class Daemon:
             async with trio.open_nursery() as root:
                 self._root = root
                 root.start_soon(self._signals, root)
+                await root.start(run_notifier, self.ready)
                 await root.start(self.supervisor.run)
                 await root.start(self.outbox.run)
                 for channel in self.channels.values():
                     await root.start(channel.run, self.router.handle)
                 for group in self.registry.all():
                     self.supervisor.start_actor(group)
+                await root.start(self.scheduler.run)
                 await root.start(serve_web, self)
                 root.start_soon(self._gauges)
                 self.ready.set()
@@ -221,7 +239,8 @@ class Daemon:
                 self.metrics.outbox_depth.set(await self.store.outbox_depth())
             except Exception:  # noqa: BLE001 - metrics must never take the daemon down
                 pass
-            self.metrics.outbox_retries._value.set(self.outbox.retries)  # type: ignore[attr-defined]
+            for name, channel in self.channels.items():
+                self.metrics.channel_state.labels(name).set(1 if channel.state == "connected" else 0)
             await trio.sleep(5)
 
     async def _signals(self, root: trio.Nursery) -> None:

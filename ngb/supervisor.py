@@ -97,7 +97,7 @@ class Supervisor:
         self.draining = True
         for handle in self.actors.values():
             actor = handle.actor
-            if actor is not None and actor._deadline is not None and not actor._batches:
+            if actor is not None and actor._deadline is not None and not actor.busy():
                 actor._deadline.deadline = trio.current_time()
 
     def busy(self) -> int:

@@ -277,7 +277,6 @@ def _daemon_wired() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _daemon_wired(), reason="ngb/daemon.py does not start run_notifier yet")
 def test_ngb_run_process_speaks_the_protocol(tmp_path: Path, sock_dir: Path) -> None:
     """The real `ngb run` process as systemd runs it: READY=1, watchdog pings, STOPPING=1 on SIGTERM."""
     path = str(sock_dir / "notify")

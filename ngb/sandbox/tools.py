@@ -15,11 +15,12 @@ import trio
 
 from ..framing import FrameError, FrameWriter, LineReader
 from ..records import Group, ScheduleKind, Task, TaskStatus, format_time, to_json, utcnow
-from ..schedules import ScheduleError, validate
+from ..schedules import ScheduleError, resume_next, validate
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 16000
+MAX_SCRIPT = 4000
 
 
 class Refused(Exception):
@@ -97,9 +98,12 @@ class ToolService:
         mode = self._str(args, "context_mode", required=False, limit=20) or "group"
         if mode not in ("group", "isolated"):
             raise Refused("context_mode must be 'group' or 'isolated'")
+        pre_script = self._str(args, "pre_script", required=False, limit=MAX_SCRIPT) or None
         chat = self._target_chat(caller, self._str(args, "chat", required=False, limit=300))
         owner = self.ctx.registry.get(chat) or caller
         assert prompt is not None and kind is not None and value is not None
+        if not prompt.strip():
+            raise Refused("the prompt is empty")
         try:
             first = validate(kind, value, tz, min_interval=self.ctx.min_interval, now=utcnow())
         except ScheduleError as exc:
@@ -114,6 +118,7 @@ class ToolService:
             timezone=tz,
             context_mode=mode,
             next_run=first,
+            pre_script=pre_script,
             created_by=f"agent:{caller.folder}",
         )
         await self.ctx.store.add_task(task)
@@ -126,11 +131,9 @@ class ToolService:
 
     async def _set_status(self, caller: Group, args: dict[str, Any], status: TaskStatus) -> dict[str, Any]:
         task = await self._own_task(caller, args)
-        if task.status in (TaskStatus.CANCELLED, TaskStatus.COMPLETED):
-            raise Refused(f"task {task.id} is {task.status.value}")
-        await self.ctx.store.update_task(attrs.evolve(task, status=status))
+        updated = await set_task_status(self.ctx.store, task, status)
         self.ctx.on_tasks_changed()
-        return {"task_id": task.id, "status": status.value}
+        return {"task_id": task.id, "status": status.value, "next_run": updated.next_run and format_time(updated.next_run)}
 
     async def _tool_pause_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         return await self._set_status(caller, args, TaskStatus.PAUSED)
@@ -143,9 +146,21 @@ class ToolService:
 
     async def _tool_update_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         task = await self._own_task(caller, args)
+        if task.status is TaskStatus.CANCELLED:
+            raise Refused(f"task {task.id} is cancelled")
         changes: dict[str, Any] = {}
-        if "prompt" in args:
-            changes["prompt"] = self._str(args, "prompt")
+        if args.get("prompt") is not None:
+            prompt = self._str(args, "prompt")
+            if not (prompt or "").strip():
+                raise Refused("the prompt is empty")
+            changes["prompt"] = prompt
+        if args.get("context_mode") is not None:
+            mode = self._str(args, "context_mode", limit=20)
+            if mode not in ("group", "isolated"):
+                raise Refused("context_mode must be 'group' or 'isolated'")
+            changes["context_mode"] = mode
+        if "pre_script" in args:
+            changes["pre_script"] = self._str(args, "pre_script", required=False, limit=MAX_SCRIPT) or None
         kind = self._str(args, "schedule_type", required=False, limit=20) or task.schedule_kind.value
         value = self._str(args, "schedule_value", required=False, limit=200) or task.schedule_value
         tz = self._str(args, "timezone", required=False, limit=64) or task.timezone
@@ -155,7 +170,9 @@ class ToolService:
             except ScheduleError as exc:
                 raise Refused(str(exc)) from exc
             changes.update(schedule_kind=ScheduleKind(kind), schedule_value=value, timezone=tz)
-        await self.ctx.store.update_task(attrs.evolve(task, **changes))
+            if task.status is TaskStatus.COMPLETED:
+                changes["status"] = TaskStatus.ACTIVE  # a new schedule revives a finished once task
+        await self.ctx.store.patch_task(task.id, changes)
         self.ctx.on_tasks_changed()
         return {"task_id": task.id, "updated": sorted(changes)}
 
@@ -173,6 +190,20 @@ class ToolService:
         except ValueError as exc:
             raise Refused(str(exc)) from exc
         return {"chat": group.chat, "folder": group.folder}
+
+
+async def set_task_status(store: Any, task: Task, status: TaskStatus) -> Task:
+    """pause / resume / cancel, shared by the agent's tools and the CLI. Resuming drops the slots
+    missed while paused (see schedules.resume_next). Refused for a cancelled or completed task."""
+    if task.status in (TaskStatus.CANCELLED, TaskStatus.COMPLETED):
+        raise Refused(f"task {task.id} is {task.status.value}")
+    changes: dict[str, Any] = {"status": status}
+    if status is TaskStatus.ACTIVE and task.status is TaskStatus.PAUSED:
+        changes["next_run"] = resume_next(task.schedule_kind, task.schedule_value, task.timezone, task.next_run, utcnow())
+    updated = await store.patch_task(task.id, changes)
+    if updated is None:
+        raise Refused(f"no task {task.id!r}")
+    return updated
 
 
 async def serve_requests(

@@ -4,7 +4,10 @@ in milliseconds; the real container is exercised by the docker-marked end-to-end
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -59,6 +62,8 @@ class FakeLauncher:
         self.started = 0
         self.prompts: list[tuple[str, int, str]] = []  # (folder, container number, prompt)
         self.start_order: list[str] = []
+        self.starts: list[dict[str, Any]] = []  # every start frame, in order
+        self.prescripts: list[dict[str, Any]] = []  # every prescript frame
 
     @asynccontextmanager
     async def session(self, group: Group) -> AsyncIterator[FakeConnection]:
@@ -90,6 +95,7 @@ class FakeLauncher:
         session_id = None
         async for frame in conn.to_agent_receive:
             if frame["type"] == "start":
+                self.starts.append(frame)
                 session_id = frame.get("session_id") or f"sess-{group.folder}-{number}"
                 await conn.to_host_send.send({"type": "session", "session_id": session_id, "resumed": bool(frame.get("session_id"))})
             elif frame["type"] == "input":
@@ -106,6 +112,28 @@ class FakeLauncher:
                 await conn.to_host_send.send(
                     {"type": "result", "batch": frame["batch"], "session_id": session_id, "is_error": False, "usage": {}}
                 )
+            elif frame["type"] == "prescript":
+                self.prescripts.append(frame)
+                await conn.to_host_send.send(await run_prescript(frame))
             elif frame["type"] == "stop":
                 await conn.to_host_send.send(None)
                 return
+
+
+async def run_prescript(frame: dict[str, Any]) -> dict[str, Any]:
+    """What agent/runner.py answers to a prescript frame, done on the host with /bin/sh."""
+    result: dict[str, Any] = {"type": "prescript_result", "id": frame["id"], "exit_code": None, "timed_out": False,
+                              "stdout": "", "stderr": "", "error": None, "truncated": False}
+    with trio.move_on_after(float(frame.get("timeout") or 60)) as scope:
+        proc = await trio.run_process(["/bin/sh", "-c", frame["command"]], capture_stdout=True, capture_stderr=True,
+                                      check=False, stdin=subprocess.DEVNULL)
+        result.update(exit_code=proc.returncode, stdout=proc.stdout.decode(errors="replace"),
+                      stderr=proc.stderr.decode(errors="replace")[-2000:])
+    if scope.cancelled_caught:
+        result["timed_out"] = True
+    return result
+
+
+def wake_json(wake: bool, data: Any = None) -> str:
+    """A pre-script command printing the verdict."""
+    return "echo " + shlex.quote(json.dumps({"wakeAgent": wake, "data": data}))
