@@ -586,6 +586,7 @@ class GroupActor:
         tries = self._failures.get(up_to, 0) + 1
         self._failures[up_to] = tries
         log.warning("group %s: turn failed (%s), try %d", self.folder, reason, tries)
+        self._on_event("turn_failed", {"reason": reason, "try": tries})
         if tries < 2:
             return  # retried once in a fresh container: the cursor did not move
         self._failures.pop(up_to, None)

@@ -94,7 +94,8 @@ class Daemon:
         self.ready = trio.Event()
         self.last_error: str | None = None
         self.shutting_down = False
-        self._batch_started: dict[tuple[str, int], float] = {}
+        self._batch_started: dict[tuple[str, int], tuple[float, float]] = {}
+        self._arrived: dict[int, float] = {}  # triggered message id -> when it was routed
         self._root: trio.Nursery | None = None
         self.registry.on_added.append(self._group_added)
         self.registry.on_removed.append(self._group_removed)
@@ -153,6 +154,10 @@ class Daemon:
     def _routed(self, message: Message, outcome: str) -> None:
         self.metrics.messages_in.labels(channel_of(message.chat)).inc()
         self.metrics.routed.labels(outcome).inc()
+        if outcome == "triggered":
+            self._arrived[message.id] = trio.current_time()
+            while len(self._arrived) > 10_000:  # bounded: oldest first
+                self._arrived.pop(next(iter(self._arrived)))
 
     def _delivered(self, message: Message) -> None:
         self.events.publish(message)
@@ -175,13 +180,17 @@ class Daemon:
             self.metrics.container_starts.labels(folder).inc()
         elif kind == "batch_sent":
             self.metrics.turns.labels(folder).inc()
-            self._batch_started[(folder, data["batch"])] = now
+            arrived = self._arrived.pop(data.get("first_message", -1), None)
+            self._batch_started[(folder, data["batch"])] = (now, arrived if arrived is not None else now)
         elif kind == "first_reply":
             started = self._batch_started.pop((folder, data["batch"]), None)
             if started is not None:
-                self.metrics.turn_latency.observe(now - started)
+                self.metrics.turn_latency.observe(now - started[0])
+                self.metrics.reply_latency.observe(now - started[1])
         elif kind == "result":
             self._batch_started.pop((folder, data["batch"]), None)
+        elif kind == "turn_failed":
+            self.metrics.error("turn_failed")
         elif kind == "task_run_finished":
             self.metrics.task_runs.labels(data["outcome"]).inc(data.get("count", 1))
         self.metrics.live_containers.set(sum(1 for h in self.supervisor.actors.values() if h.view.container_id))
