@@ -71,7 +71,7 @@ def actor_json(daemon: Daemon, folder: str, pending: dict[str, Any] | None = Non
     data["container_age_seconds"] = round(now - view.container_started, 2) if view.container_started else None
     data["slot_wait_seconds"] = round(now - view.slot_wait_started, 2) if view.slot_wait_started else None
     started = getattr(daemon, "_batch_started", {})
-    turn_starts = [t for (f, _b), t in list(started.items()) if f == folder]
+    turn_starts = [t[0] for (f, _b), t in list(started.items()) if f == folder]
     data["current_turn"] = (
         {
             "batches": data["current_batches"],
