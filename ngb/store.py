@@ -167,7 +167,7 @@ class StoreUnavailable(RuntimeError):
     """The database could not be written after retries (disk full, locked, I/O error)."""
 
 
-def _message(row: dict[str, Any]) -> Message:
+def _message(row: dict[str, Any] | sqlite3.Row) -> Message:
     return Message(
         id=row["id"],
         chat=row["chat"],
@@ -230,6 +230,8 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self.db: sqlite_utils.Database | None = None
         self.write_errors = 0
+        self._ingest_queue: list[tuple[InboundMessage, list[Any], trio.Event]] = []
+        self._ingest_flushing = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def open_sync(self) -> None:
@@ -337,12 +339,80 @@ class Store:
             " ON CONFLICT(chat) DO UPDATE SET last_message_at = excluded.last_message_at",
             (msg.chat, channel, at),
         )
-        row = conn.execute("SELECT * FROM messages WHERE id = ?", (cur.lastrowid,)).fetchone()
-        return _message(dict(row)), True
+        # The row is exactly what was written: build it here instead of reading it back.
+        message = Message(
+            id=int(cur.lastrowid or 0),
+            chat=msg.chat,
+            sender=msg.sender,
+            text=msg.text,
+            time=parse_time(at),
+            from_bot=False,
+            platform_id=msg.platform_id,
+            sender_id=msg.sender_id,
+            mentions_bot=bool(msg.mentions_bot),
+        )
+        return message, True
+
+    def _ingest_batch(self, batch: list[InboundMessage]) -> list[tuple[Message, bool] | BaseException]:
+        """Store a batch in one transaction; if one message fails for a reason of its own, store
+        each message in its own transaction so only that one fails."""
+        try:
+            return list(self._tx(lambda c: [self._ingest(c, m) for m in batch]))
+        except StoreUnavailable:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                raise
+        results: list[tuple[Message, bool] | BaseException] = []
+        for m in batch:
+            try:
+                results.append(self._tx(lambda c, m=m: self._ingest(c, m)))
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to that message's caller
+                results.append(exc)
+        return results
 
     async def ingest(self, msg: InboundMessage) -> tuple[Message, bool]:
-        """Store an inbound message; idempotent on (channel, platform id). Returns (message, is_new)."""
-        return await self.run(lambda c: self._ingest(c, msg))
+        """Store an inbound message; idempotent on (channel, platform id). Returns (message, is_new)
+        only once the message is committed.
+
+        Group commit: while one batch is being written, the messages that arrive meanwhile queue
+        up and are written together in the next transaction (one thread hop, one commit for all of
+        them). Nobody's call returns before the commit that holds its message, so "stored first"
+        holds for each message exactly as with one transaction per message."""
+        slot: list[Any] = []
+        done = trio.Event()
+        self._ingest_queue.append((msg, slot, done))
+        # Shielded (bounded by the store's retry budget): a caller in the queue may be handed the
+        # writer's role, and the messages of other callers must not be stranded by its cancellation.
+        with trio.CancelScope(shield=True):
+            if self._ingest_flushing:
+                await done.wait()  # woken with our result, or to take over as the writer
+            if not slot:
+                self._ingest_flushing = True
+                try:
+                    while not slot:  # write until our own message is committed, then hand over
+                        pending = self._ingest_queue[:512]
+                        del self._ingest_queue[:512]
+                        try:
+                            results: list[Any] = await trio.to_thread.run_sync(
+                                self._ingest_batch, [p[0] for p in pending], limiter=self._limiter
+                            )
+                        except BaseException as exc:  # noqa: BLE001 - every caller of the batch sees it
+                            results = [exc] * len(pending)
+                        for (_, their_slot, their_done), result in zip(pending, results, strict=True):
+                            their_slot.append(result)
+                            their_done.set()
+                finally:
+                    if self._ingest_queue:
+                        self._ingest_queue[0][2].set()  # the next in line writes; the flag stays set
+                    else:
+                        self._ingest_flushing = False
+        result = slot[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[no-any-return]
 
     async def messages_after(self, chat: str, after: int, limit: int = 200) -> list[Message]:
         def q(c: sqlite3.Connection) -> list[Message]:

@@ -6,22 +6,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ..records import Message, TaskRun, converter, parse_time
-from ..store import Store
-
-
-def _message(row: sqlite3.Row) -> Message:
-    return Message(
-        id=row["id"],
-        chat=row["chat"],
-        sender=row["sender"],
-        text=row["text"],
-        time=parse_time(row["time"]),
-        from_bot=bool(row["from_bot"]),
-        platform_id=row["platform_id"],
-        sender_id=row["sender_id"],
-        mentions_bot=bool(row["mentions_bot"]),
-    )
+from ..records import Message, TaskRun, converter
+from ..store import Store, _message
 
 
 def fts_phrase(query: str) -> str:
