@@ -1,0 +1,767 @@
+"""QQ over OneBot v11 (go-cqhttp, NapCat, Lagrange.OneBot, LLOneBot, ...): plain JSON over a
+websocket, spoken with trio-websocket; no SDK.
+
+Two ways to connect, one per configuration:
+
+- **forward** (``url = "ws://127.0.0.1:3001/"``): the daemon connects to the implementation's
+  websocket server (the "universal" endpoint, events and API calls on one socket) and reconnects
+  with backoff and jitter forever. The access token goes in ``Authorization: Bearer <token>``; a
+  401/403 handshake is a rejected token: state ``unauthorized``, retried slowly, never fatal.
+- **reverse** (``listen = "127.0.0.1:6700"``): the daemon serves a websocket at ``path`` (default
+  ``/onebot/v11/ws``) and the implementation connects to it (and reconnects by itself). A connection
+  without the right token (``Authorization: Bearer``/``Token`` or ``?access_token=``) is refused
+  with 401/403 before the upgrade; a newer accepted connection replaces the older one.
+
+Events: ``meta_event`` (lifecycle, heartbeat) are noted; ``message`` events (group and private;
+``message`` as a segment array or a CQ-code string) become InboundMessage records, in arrival order,
+stored before anything else. Chats are ``qq:group:<group id>`` and ``qq:private:<user id>``; a
+message's platform id is ``group:<group id>:<message id>`` / ``private:<user id>:<message id>``. An
+``at`` of the bot (``[CQ:at,qq=<self_id>]``), a reply to one of the bot's messages and every private
+message set ``mentions_bot``.
+
+OneBot v11 does not redeliver events a disconnected client missed. After a reconnect the channel
+asks for them where the implementation can (``get_group_msg_history`` / ``get_friend_msg_history``,
+extensions of go-cqhttp, NapCat, Lagrange): messages newer than the last one seen in each chat of
+this run are submitted; the store's key on (channel, platform id) keeps every message exactly once.
+
+Replies: ``send_msg`` with a ``reply`` segment quoting the trigger on the first part; Markdown is
+flattened to plain text (QQ renders none); long replies are split at ``part_limit`` at paragraph and
+sentence boundaries and a retried reply resumes at the part that failed. See docs/channels/qq-onebot.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+import trio
+
+from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..records import InboundMessage
+from ..triggers import starts_with_trigger
+from .base import ChannelError, Submit
+from .common import (
+    CONNECTED,
+    DISCONNECTED,
+    STOPPED,
+    UNAUTHORIZED,
+    AuthError,
+    ChannelStatus,
+    LastTrigger,
+    PartialSends,
+    reconnect_forever,
+    redact_in_logs,
+    split_text,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "qq"
+TABLE = "qq"  # [channels.qq]
+TOKEN_ENV = "NGB_ONEBOT_ACCESS_TOKEN"
+DEFAULT_PART_LIMIT = 3000  # QQ cuts text messages around 4,500 characters; stay well under
+KEYS = {"url", "listen", "path", "access_token", "access_token_file", "part_limit", "api_timeout",
+        "connect_timeout", "ping_interval", "reconnect_base", "reconnect_cap", "fetch_missed", "enabled"}
+# retcodes that will not change on a retry (bad request, unsupported action)
+FATAL_RETCODES = {1400, 1404}
+
+
+@attrs.frozen
+class OneBotSettings:
+    mode: str  # "forward" | "reverse"
+    url: str | None = None  # forward: the implementation's websocket (universal endpoint)
+    host: str = "127.0.0.1"  # reverse: where the daemon listens
+    port: int = 6700
+    path: str = "/onebot/v11/ws"
+    access_token: str = attrs.field(default="", repr=False)
+    part_limit: int = DEFAULT_PART_LIMIT
+    api_timeout: float = 15.0
+    connect_timeout: float = 15.0
+    ping_interval: float = 20.0  # websocket ping; no pong within this -> reconnect
+    reconnect_base: float = 1.0
+    reconnect_cap: float = 60.0
+    fetch_missed: bool = True
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], *, token: str, config_file: Path | None = None) -> OneBotSettings:
+        unknown = sorted(set(table) - KEYS)
+        if unknown:
+            raise ConfigError(f"channels.{TABLE}.{unknown[0]}", "unknown key; see docs/channels/qq-onebot.md")
+
+        def duration(key: str, default: float) -> float:
+            try:
+                return parse_duration(table.get(key, default))
+            except ValueError as exc:
+                raise ConfigError(f"channels.{TABLE}.{key}", str(exc)) from None
+
+        url, listen = table.get("url"), table.get("listen")
+        if url and listen:
+            raise ConfigError(f"channels.{TABLE}.listen", "set url (forward websocket) or listen (reverse), not both")
+        host, port = "127.0.0.1", 6700
+        if url:
+            url = str(url)
+            if urlsplit(url).scheme not in ("ws", "wss"):
+                raise ConfigError(f"channels.{TABLE}.url", f"must be a ws:// or wss:// URL, got {url!r}")
+        if listen:
+            host, _, raw_port = str(listen).rpartition(":")
+            try:
+                port = int(raw_port)
+            except ValueError:
+                raise ConfigError(f"channels.{TABLE}.listen", f'must be "HOST:PORT", got {listen!r}') from None
+            host = host.strip("[]") or "127.0.0.1"
+        path = str(table.get("path", cls.path))
+        try:
+            part_limit = int(table.get("part_limit", DEFAULT_PART_LIMIT))
+            fetch = parse_bool(table.get("fetch_missed", True))
+        except ValueError as exc:
+            raise ConfigError(f"channels.{TABLE}", str(exc)) from None
+        if not 100 <= part_limit <= 10_000:
+            raise ConfigError(f"channels.{TABLE}.part_limit", f"must be between 100 and 10000, got {part_limit}")
+        return cls(
+            mode="reverse" if listen else "forward",
+            url=url or None,
+            host=host,
+            port=port,
+            path=path if path.startswith("/") else "/" + path,
+            access_token=token,
+            part_limit=part_limit,
+            api_timeout=duration("api_timeout", 15.0),
+            connect_timeout=duration("connect_timeout", 15.0),
+            ping_interval=duration("ping_interval", 20.0),
+            reconnect_base=duration("reconnect_base", 1.0),
+            reconnect_cap=duration("reconnect_cap", 60.0),
+            fetch_missed=fetch,
+        )
+
+
+def from_config(config: Any, env: Mapping[str, str] | None = None) -> OneBotChannel | None:
+    """The QQ channel this configuration asks for, or None (one log line) when it lacks its token or
+    its url/listen. The token: NGB_ONEBOT_ACCESS_TOKEN, or ``access_token`` put into the table by the
+    environment, or ``access_token_file`` (mode 600)."""
+    env = os.environ if env is None else env
+    tables: Mapping[str, Any] = getattr(config, "channels", {}) or {}
+    table = tables.get(TABLE)
+    token = env.get(TOKEN_ENV, "").strip()
+    if table is None and not token:
+        return None
+    table = dict(table or {})
+    if not parse_bool(table.get("enabled", True)):
+        return None
+    config_file = getattr(config, "config_file", None)
+    if not token:
+        token = str(table.get("access_token") or "").strip()
+    if not token and table.get("access_token_file"):
+        path = Path(str(table["access_token_file"])).expanduser()
+        if not path.is_absolute() and config_file is not None:
+            path = config_file.parent / path
+        token = read_secret_file(path, f"channels.{TABLE}.access_token_file")
+    if not table.get("url") and not table.get("listen"):
+        log.warning("channel qq: off (set channels.qq.url for a forward websocket or channels.qq.listen for reverse)")
+        return None
+    if not token:
+        log.warning("channel qq: off (no access token: set %s or channels.qq.access_token_file)", TOKEN_ENV)
+        return None
+    settings = OneBotSettings.from_table(table, token=token, config_file=config_file)
+    return OneBotChannel(settings, trigger=getattr(config, "trigger", ""))
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+@contextlib.contextmanager
+def one_error() -> Iterator[None]:
+    """Nurseries wrap a task's failure in an ExceptionGroup; a session that failed for one reason
+    raises that reason (so AuthError stays recognisable and the logged error stays readable)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
+
+
+# -- messages: CQ codes and segments -------------------------------------------------------------------
+_CQ = re.compile(r"\[CQ:([A-Za-z0-9_.-]+)((?:,[^,\]]*)*)\]")
+
+
+def cq_unescape(text: str, *, in_param: bool = False) -> str:
+    if in_param:
+        text = text.replace("&#44;", ",")
+    return text.replace("&#91;", "[").replace("&#93;", "]").replace("&amp;", "&")
+
+
+def cq_escape(text: str, *, in_param: bool = False) -> str:
+    text = text.replace("&", "&amp;").replace("[", "&#91;").replace("]", "&#93;")
+    return text.replace(",", "&#44;") if in_param else text
+
+
+def parse_cq(text: str) -> list[dict[str, Any]]:
+    """A CQ-code string -> message segments: "hi [CQ:at,qq=1] x" -> text, at, text."""
+    segments: list[dict[str, Any]] = []
+    pos = 0
+    for m in _CQ.finditer(text):
+        if m.start() > pos:
+            segments.append({"type": "text", "data": {"text": cq_unescape(text[pos:m.start()])}})
+        data: dict[str, str] = {}
+        for param in m.group(2).split(",")[1:]:
+            key, _, value = param.partition("=")
+            data[key.strip()] = cq_unescape(value, in_param=True)
+        segments.append({"type": m.group(1), "data": data})
+        pos = m.end()
+    if pos < len(text):
+        segments.append({"type": "text", "data": {"text": cq_unescape(text[pos:])}})
+    return segments
+
+
+def to_segments(message: Any) -> list[dict[str, Any]]:
+    """An event's ``message`` (segment array, one segment, or CQ string) -> segments."""
+    if isinstance(message, str):
+        return parse_cq(message)
+    if isinstance(message, dict):
+        message = [message]
+    if not isinstance(message, list):
+        raise ValueError(f"message must be a list of segments or a CQ string, got {type(message).__name__}")
+    out = []
+    for seg in message:
+        if not isinstance(seg, dict) or not isinstance(seg.get("type"), str):
+            raise ValueError(f"not a message segment: {seg!r:.80}")
+        data = seg.get("data") or {}
+        out.append({"type": seg["type"], "data": data if isinstance(data, dict) else {}})
+    return out
+
+
+_PLACEHOLDERS = {"image": "[image]", "record": "[voice]", "video": "[video]", "file": "[file]", "face": "[face]",
+                 "mface": "[sticker]", "dice": "[dice]", "rps": "[rock-paper-scissors]", "poke": "[poke]",
+                 "location": "[location]", "contact": "[contact]", "music": "[music]", "forward": "[forwarded messages]",
+                 "json": "[card]", "xml": "[card]", "share": "[link]", "markdown": "[markdown]"}
+
+
+@attrs.frozen
+class Rendered:
+    text: str
+    mentions_self: bool
+    reply_id: str | None
+
+
+def render(segments: list[dict[str, Any]], self_id: str, bot_name: str) -> Rendered:
+    """Segments -> the text a person reads, whether the bot was @-mentioned, and the quoted message."""
+    parts: list[str] = []
+    mentioned = False
+    reply: str | None = None
+    for seg in segments:
+        kind, data = seg["type"], seg["data"]
+        if kind == "text":
+            parts.append(str(data.get("text", "")))
+        elif kind == "at":
+            qq = str(data.get("qq", ""))
+            if self_id and qq == self_id:
+                mentioned = True
+                parts.append(f"@{bot_name or qq}")
+            elif qq == "all":
+                parts.append("@all")
+            else:
+                parts.append(f"@{data.get('name') or qq}")
+        elif kind == "reply":
+            reply = str(data.get("id", "")) or None
+        elif kind == "share" and data.get("url"):
+            parts.append(f"[link: {data.get('title') or ''} {data['url']}]".replace(":  ", ": "))
+        elif kind == "image" and data.get("summary"):
+            parts.append(f"[image: {data['summary']}]")
+        else:
+            parts.append(_PLACEHOLDERS.get(kind, f"[{kind}]"))
+    text = "".join(parts)
+    # a leading at-mention is usually followed by a space; keep the text tidy either way
+    return Rendered(re.sub(r"[ \t]{2,}", " ", text).strip(), mentioned, reply)
+
+
+# -- Markdown -> plain text (QQ renders no Markdown in normal messages) ------------------------------------
+_MD_FENCE = re.compile(r"^[ \t]*```[\w+-]*[ \t]*$\n?", re.MULTILINE)
+_MD_INLINE_CODE = re.compile(r"`([^`\n]+)`")
+_MD_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
+_MD_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__", re.DOTALL)
+_MD_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_MD_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_MD_BULLET = re.compile(r"^([ \t]*)[-*+][ \t]+", re.MULTILINE)
+
+
+def markdown_to_plain(text: str) -> str:
+    """Common Markdown -> readable plain text: markers dropped, links as "label (url)", bullets as •.
+    Code (fenced or inline) is kept verbatim, only its fences and backticks go."""
+    held: list[str] = []
+
+    def hold(s: str) -> str:
+        held.append(s)
+        return f"\x00{len(held) - 1}\x00"
+
+    # code first, so nothing inside it is touched
+    text = re.sub(r"```[\w+-]*[ \t]*\n?(.*?)```", lambda m: hold(m.group(1).rstrip("\n")), text, flags=re.DOTALL)
+    text = _MD_INLINE_CODE.sub(lambda m: hold(m.group(1)), text)
+    text = _MD_LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", text)
+    text = _MD_HEADING.sub(lambda m: m.group(1), text)
+    text = _MD_BULLET.sub(lambda m: f"{m.group(1)}• ", text)
+    text = _MD_BOLD.sub(lambda m: m.group(1) or m.group(2), text)
+    text = _MD_ITALIC.sub(lambda m: m.group(1), text)
+    text = _MD_STRIKE.sub(lambda m: m.group(1), text)
+    text = _MD_FENCE.sub("", text)  # a stray, unbalanced fence line
+    return re.sub(r"\x00(\d+)\x00", lambda m: held[int(m.group(1))], text)
+
+
+# -- chats -----------------------------------------------------------------------------------------------
+def qq_chat(kind: str, target: int | str) -> str:
+    return f"{PREFIX}:{kind}:{target}"
+
+
+def parse_chat(chat: str) -> tuple[str, int]:
+    """"qq:group:123" -> ("group", 123); ChannelError (not retryable) for anything else."""
+    prefix, _, rest = chat.partition(":")
+    kind, _, target = rest.partition(":")
+    if prefix != PREFIX or kind not in ("group", "private") or not target.isdigit():
+        raise ChannelError(f"not a QQ chat: {chat!r} (expected qq:group:<group id> or qq:private:<user id>)",
+                           retryable=False)
+    return kind, int(target)
+
+
+class _Lru(OrderedDict[str, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class ActionFailed(Exception):
+    def __init__(self, action: str, retcode: Any, message: str) -> None:
+        super().__init__(f"{action}: retcode {retcode}: {message}")
+        self.retcode = retcode
+
+
+class _Connection:
+    """One open websocket to a OneBot implementation: API calls matched to responses by ``echo``,
+    events handed to a memory channel in arrival order."""
+
+    def __init__(self, ws: Any, label: str) -> None:
+        self.ws = ws
+        self.label = label
+        self._echo = itertools.count(1)
+        self._pending: dict[str, list[Any]] = {}  # echo -> [trio.Event, response]
+        self.closed = trio.Event()
+        self.events_in, self.events_out = trio.open_memory_channel[dict[str, Any]](math.inf)
+        self.malformed = 0
+        self.last_heartbeat: float | None = None
+
+    async def call(self, action: str, params: dict[str, Any], timeout: float) -> Any:
+        """Run an action; its ``data`` on success, ActionFailed otherwise. ConnectionError when the
+        socket goes away first, TimeoutError when no answer comes in time."""
+        from trio_websocket import ConnectionClosed
+
+        echo = f"ngb-{next(self._echo)}"
+        slot: list[Any] = [trio.Event(), None]
+        self._pending[echo] = slot
+        try:
+            if self.closed.is_set():
+                raise ConnectionError(f"{self.label} closed")
+            try:
+                await self.ws.send_message(json.dumps({"action": action, "params": params, "echo": echo},
+                                                      ensure_ascii=False))
+            except ConnectionClosed as exc:
+                raise ConnectionError(f"{self.label} closed: {exc.reason}") from None
+            with trio.fail_after(timeout):
+                await slot[0].wait()
+        finally:
+            self._pending.pop(echo, None)
+        response = slot[1]
+        if response is None:
+            raise ConnectionError(f"{self.label} closed before {action} was answered")
+        status, retcode = response.get("status"), response.get("retcode")
+        if status == "ok" or retcode == 0:
+            return response.get("data")
+        if status == "async" or retcode == 1:
+            return None  # accepted, done later: no id
+        raise ActionFailed(action, retcode, str(response.get("wording") or response.get("msg") or status))
+
+    async def reader(self) -> None:
+        """Until the socket closes: responses to their callers, events to events_in."""
+        from trio_websocket import ConnectionClosed
+
+        try:
+            while True:
+                try:
+                    raw = await self.ws.get_message()
+                except ConnectionClosed:
+                    return
+                try:
+                    frame = json.loads(raw)
+                    if not isinstance(frame, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as exc:
+                    self.malformed += 1
+                    log.warning("qq: malformed frame from %s ignored (%s): %.200r", self.label, exc, raw)
+                    continue
+                if "post_type" in frame:
+                    self.events_in.send_nowait(frame)
+                elif "echo" in frame and ("status" in frame or "retcode" in frame):
+                    slot = self._pending.get(str(frame["echo"]))
+                    if slot is not None:
+                        slot[1] = frame
+                        slot[0].set()
+                    else:
+                        log.debug("qq: response to an unknown or late call: %.200r", raw)
+                else:
+                    self.malformed += 1
+                    log.warning("qq: frame from %s is neither an event nor a response, ignored: %.200r", self.label, raw)
+        finally:
+            self.closed.set()
+            self.events_in.close()
+            for slot in self._pending.values():
+                slot[0].set()  # response None: the callers see ConnectionError
+
+
+class OneBotChannel:
+    name = PREFIX
+
+    def __init__(self, settings: OneBotSettings, *, trigger: str = "") -> None:
+        self.settings = settings
+        self.trigger = trigger
+        self.status = ChannelStatus(PREFIX)
+        self.status.secrets = [settings.access_token]
+        redact_in_logs(settings.access_token, ("trio-websocket", "trio_websocket", "ngb"))
+        self._conn: _Connection | None = None
+        self.self_id: str = ""
+        self.nickname: str = ""
+        self.sessions = 0
+        self.received = 0
+        self.fetched = 0
+        self.malformed = 0
+        self.rejected = 0  # reverse mode: connections refused for a bad token
+        self.listening_port: int | None = None  # reverse mode: the bound port (listen = "host:0" in tests)
+        self._partial = PartialSends()
+        self._last_trigger = LastTrigger()
+        self._ours = _Lru(4096)  # platform ids of the bot's own messages (a reply to one is a mention)
+        self._newest: dict[str, float] = {}  # chat -> time of the newest message seen (for catch-up)
+        self._seen_chats: set[str] = set()
+        self._history_unsupported: set[str] = set()
+        self._listening = False
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    def describe(self) -> dict[str, Any]:
+        out = self.status.describe()
+        live = self._conn.malformed if self._conn is not None else 0
+        out.update(mode=self.settings.mode, self_id=self.self_id or None, received=self.received,
+                   fetched=self.fetched, malformed=self.malformed + live, rejected=self.rejected)
+        return out
+
+    # -- connecting ------------------------------------------------------------------------------------
+    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        session = self._forward if self.settings.mode == "forward" else self._reverse
+        try:
+            await reconnect_forever(self.status, lambda: session(submit), base=self.settings.reconnect_base,
+                                    cap=self.settings.reconnect_cap)
+        finally:
+            self.status.set(STOPPED)
+            self._conn = None
+
+    async def _forward(self, submit: Submit) -> None:
+        from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
+
+        url = self.settings.url or ""
+        headers = [(b"Authorization", f"Bearer {self.settings.access_token}".encode())]
+        try:
+            with one_error():
+                async with open_websocket_url(url, extra_headers=headers, connect_timeout=self.settings.connect_timeout,
+                                              disconnect_timeout=2, max_message_size=16 * 1024 * 1024) as ws:
+                    await self._serve(ws, submit, url)
+        except ConnectionRejected as exc:
+            if exc.status_code in (401, 403):
+                raise AuthError(f"the OneBot implementation refused the access token (HTTP {exc.status_code})") from None
+            raise ConnectionError(f"handshake refused with HTTP {exc.status_code}") from None
+        except HandshakeError as exc:
+            raise ConnectionError(f"websocket handshake failed: {type(exc).__name__}: {exc}") from None
+        raise ConnectionError("the OneBot implementation closed the connection")
+
+    async def _reverse(self, submit: Submit) -> None:
+        from trio_websocket import serve_websocket
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(
+                serve_websocket, partial(self._accept, submit), self.settings.host, self.settings.port, None,
+                handler_nursery=nursery, connect_timeout=self.settings.connect_timeout, disconnect_timeout=2,
+                max_message_size=16 * 1024 * 1024))
+            self.listening_port = server.port
+            log.info("qq: waiting for the OneBot implementation on ws://%s:%d%s", self.settings.host, server.port,
+                     self.settings.path)
+            await trio.sleep_forever()
+
+    def _token_ok(self, request: Any) -> bool | None:
+        """True: right token; False: wrong one; None: none given."""
+        given: str | None = None
+        for key, value in request.headers:
+            if key.decode("latin-1").lower() == "authorization":
+                scheme, _, rest = value.decode("latin-1").strip().partition(" ")
+                given = rest.strip() if scheme.lower() in ("bearer", "token") else value.decode("latin-1").strip()
+        if given is None:
+            query = dict(parse_qsl(urlsplit(request.path).query))
+            given = query.get("access_token")
+        if given is None:
+            return None
+        return hmac.compare_digest(given.encode(), self.settings.access_token.encode())
+
+    async def _accept(self, submit: Submit, request: Any) -> None:
+        """Reverse mode: one connection from the implementation."""
+        path = urlsplit(request.path).path
+        if path.rstrip("/") != self.settings.path.rstrip("/"):
+            await request.reject(404, body=b"not found")
+            return
+        ok = self._token_ok(request)
+        if not ok:
+            self.rejected += 1
+            code = 401 if ok is None else 403
+            await request.reject(code, body=b"bad access token")
+            reason = "no access token" if ok is None else "a wrong access token"
+            log.error("qq: refused a OneBot connection with %s (HTTP %d)", reason, code)
+            if self._conn is None:
+                self.status.set(UNAUTHORIZED, f"the OneBot implementation connected with {reason}")
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        role = headers.get("x-client-role", "Universal")
+        if role.lower() != "universal":
+            await request.reject(400, body=b"only the Universal client role is supported")
+            log.error("qq: refused a OneBot connection with X-Client-Role %s (configure one universal reverse "
+                      "websocket)", role)
+            return
+        ws = await request.accept()
+        old = self._conn
+        if old is not None:
+            log.info("qq: a new OneBot connection replaces the old one")
+            with trio.move_on_after(1):
+                await old.ws.aclose()
+        try:
+            await self._serve(ws, submit, f"reverse connection (self id {headers.get('x-self-id', '?')})")
+        except Exception as exc:  # noqa: BLE001 - one connection's failure is not the listener's
+            log.warning("qq: reverse connection ended: %s", self.status.redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            if self._conn is None:
+                self.status.set(DISCONNECTED, "the OneBot implementation disconnected; waiting for it to reconnect")
+
+    async def _serve(self, ws: Any, submit: Submit, label: str) -> None:
+        """One live connection: read, learn who we are, catch up on missed messages, pump events."""
+        conn = _Connection(ws, label)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.reader)
+                try:
+                    login = await conn.call("get_login_info", {}, self.settings.api_timeout) or {}
+                except ActionFailed as exc:
+                    log.warning("qq: get_login_info failed (%s); learning the bot's id from events", exc)
+                    login = {}
+                if login.get("user_id"):
+                    self.self_id = str(login["user_id"])
+                    self.nickname = str(login.get("nickname") or "")
+                self.sessions += 1
+                self._conn = conn
+                self.status.set(CONNECTED)
+                log.info("qq: connected to OneBot (%s) as %s (%s)", label, self.nickname or "?", self.self_id or "?")
+                if self.sessions > 1 and self.settings.fetch_missed:
+                    await self._fetch_missed(conn, submit)
+                nursery.start_soon(self._pump, conn, submit)
+                nursery.start_soon(self._keepalive, conn)
+                await conn.closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.malformed += conn.malformed
+            if self._conn is conn:
+                self._conn = None
+
+    async def _keepalive(self, conn: _Connection) -> None:
+        while True:
+            await trio.sleep(self.settings.ping_interval)
+            try:
+                with trio.fail_after(self.settings.ping_interval):
+                    await conn.ws.ping()
+            except Exception as exc:  # noqa: BLE001 - TooSlowError, ConnectionClosed: the socket is dead
+                log.warning("qq: no pong from %s (%s); reconnecting", conn.label, type(exc).__name__)
+                with trio.move_on_after(1):
+                    await conn.ws.aclose()
+                conn.closed.set()
+                return
+
+    # -- inbound ---------------------------------------------------------------------------------------
+    async def _pump(self, conn: _Connection, submit: Submit) -> None:
+        async for event in conn.events_out:
+            await self._event(event, submit)
+
+    async def _event(self, event: dict[str, Any], submit: Submit, *, fetched: bool = False) -> None:
+        kind = event.get("post_type")
+        if kind == "meta_event":
+            if event.get("meta_event_type") == "heartbeat":
+                if self._conn is not None:
+                    self._conn.last_heartbeat = trio.current_time()
+            elif event.get("meta_event_type") == "lifecycle" and event.get("self_id") and not self.self_id:
+                self.self_id = str(event["self_id"])
+            return
+        if kind != "message":
+            return  # notice, request, message_sent (our own messages echoed back)
+        try:
+            inbound = self.to_inbound(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.malformed += 1
+            log.warning("qq: malformed message event ignored (%s): %.300r", exc, event)
+            return
+        if inbound is None:
+            return
+        await self._submit(submit, inbound, fetched=fetched)
+
+    async def _submit(self, submit: Submit, inbound: InboundMessage, *, fetched: bool = False) -> None:
+        from ..router import MessageRejected
+
+        self.received += 1
+        if fetched:
+            self.fetched += 1
+        stamp = inbound.time.timestamp()
+        if stamp > self._newest.get(inbound.chat, 0.0):
+            self._newest[inbound.chat] = stamp
+        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
+            self._seen_chats.add(inbound.chat)
+            log.info("qq: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
+                     inbound.chat, inbound.chat)
+        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
+            self._last_trigger.note(inbound.chat, inbound.platform_id)
+        try:
+            await submit(inbound)
+        except MessageRejected as exc:
+            log.warning("qq: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+
+    def to_inbound(self, event: dict[str, Any]) -> InboundMessage | None:
+        """A OneBot v11 message event -> InboundMessage (None: not a user's message we keep)."""
+        mtype = event.get("message_type")
+        if mtype not in ("group", "private"):
+            return None
+        self_id = str(event.get("self_id") or self.self_id or "")
+        user_id = str(event["user_id"])
+        if self_id and user_id == self_id:
+            return None  # our own message (history, or a message_sent reported as message)
+        message_id = str(event["message_id"])
+        target = str(event["group_id"]) if mtype == "group" else user_id
+        if not target.lstrip("-").isdigit() or not message_id.lstrip("-").isdigit():
+            raise ValueError("group_id/user_id/message_id must be numbers")
+        segments = to_segments(event.get("message", event.get("raw_message", "")))
+        rendered = render(segments, self_id, self.nickname)
+        if not rendered.text:
+            return None
+        sender_info = event.get("sender") if isinstance(event.get("sender"), dict) else {}
+        anonymous = event.get("anonymous") if isinstance(event.get("anonymous"), dict) else None
+        if anonymous:
+            sender = str(anonymous.get("name") or "anonymous")
+        else:
+            sender = str(sender_info.get("card") or sender_info.get("nickname") or user_id)
+        chat = qq_chat(mtype, target)
+        platform_id = f"{mtype}:{target}:{message_id}"
+        reply_to = f"{mtype}:{target}:{rendered.reply_id}" if rendered.reply_id else None
+        mentions = mtype == "private" or rendered.mentions_self or (reply_to is not None and reply_to in self._ours)
+        stamp = event.get("time")
+        when = datetime.fromtimestamp(float(stamp), UTC) if isinstance(stamp, int | float) else datetime.now(UTC)
+        return InboundMessage(chat=chat, sender=sender, text=rendered.text, platform_id=platform_id, time=when,
+                              sender_id=user_id, mentions_bot=mentions, reply_to=reply_to)
+
+    async def _fetch_missed(self, conn: _Connection, submit: Submit) -> None:
+        """After a reconnect: what was said meanwhile in the chats seen in this run (best effort)."""
+        for chat, newest in list(self._newest.items()):
+            kind, target = parse_chat(chat)
+            action, key = (("get_group_msg_history", "group_id") if kind == "group"
+                           else ("get_friend_msg_history", "user_id"))
+            if action in self._history_unsupported:
+                continue
+            try:
+                data = await conn.call(action, {key: target, "count": 50}, self.settings.api_timeout) or {}
+            except ActionFailed as exc:
+                if exc.retcode in FATAL_RETCODES:
+                    self._history_unsupported.add(action)
+                    log.info("qq: the implementation has no %s; messages sent while disconnected are not fetched",
+                             action)
+                else:
+                    log.warning("qq: could not fetch missed messages of %s: %s", chat, exc)
+                continue
+            except (TimeoutError, trio.TooSlowError) as exc:
+                log.warning("qq: could not fetch missed messages of %s: %s", chat, type(exc).__name__)
+                continue
+            messages = data.get("messages") if isinstance(data, dict) else None
+            for event in sorted((m for m in messages or [] if isinstance(m, dict)),
+                                key=lambda m: m.get("time") if isinstance(m.get("time"), int | float) else 0):
+                if isinstance(event.get("time"), int | float) and event["time"] < newest:
+                    continue  # older than what we saw: not missed
+                event.setdefault("post_type", "message")
+                event.setdefault("message_type", kind)
+                if kind == "group":
+                    event.setdefault("group_id", target)
+                await self._event(event, submit, fetched=True)
+
+    # -- outbound --------------------------------------------------------------------------------------
+    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+        kind, target = parse_chat(chat)
+        conn = self._conn
+        if conn is None:
+            raise ChannelError(f"qq is {self.state}", retryable=True)
+        quote = _message_id_in(reply_to or self._last_trigger.get(chat), kind, target)
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(markdown_to_plain(text), self.settings.part_limit)
+        for index in range(len(ids), len(parts)):
+            message: list[dict[str, Any]] = []
+            if index == 0 and quote:
+                message.append({"type": "reply", "data": {"id": quote}})
+            message.append({"type": "text", "data": {"text": parts[index]}})
+            params: dict[str, Any] = {"message_type": kind, "message": message}
+            params["group_id" if kind == "group" else "user_id"] = target
+            try:
+                data = await conn.call("send_msg", params, self.settings.api_timeout)
+            except ActionFailed as exc:
+                raise ChannelError(f"qq: {exc}", retryable=exc.retcode not in FATAL_RETCODES) from None
+            except (TimeoutError, trio.TooSlowError):
+                raise ChannelError("qq: send_msg got no answer in time", retryable=True) from None
+            except ConnectionError as exc:
+                raise ChannelError(f"qq: {exc}", retryable=True) from None
+            message_id = data.get("message_id") if isinstance(data, dict) else None
+            platform_id = f"{kind}:{target}:{message_id}" if message_id is not None else ""
+            if platform_id:
+                self._ours.put(platform_id, True)
+            ids.append(platform_id)
+            self._partial.record(key, platform_id)
+        self._partial.finish(key)
+        return next((i for i in ids if i), None)
+
+
+def _message_id_in(platform_id: str | None, kind: str, target: int) -> str | None:
+    """The message id inside "group:<id>:<message id>" when it belongs to this chat."""
+    if not platform_id:
+        return None
+    pkind, _, rest = platform_id.partition(":")
+    ptarget, _, message_id = rest.partition(":")
+    if pkind != kind or ptarget != str(target) or not message_id.lstrip("-").isdigit():
+        return None
+    return message_id

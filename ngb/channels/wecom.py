@@ -1,0 +1,456 @@
+"""WeCom (WeChat Work) intelligent robot (智能机器人) over its long connection: JSON frames over a
+websocket the daemon opens to ``wss://openws.work.weixin.qq.com`` (trio-websocket; no SDK, no
+public callback URL, no AES).
+
+Frames are ``{"cmd": ..., "headers": {"req_id": ...}, "body": {...}}``; every command we send is
+acknowledged with ``{"headers": {"req_id": <same>}, "errcode": 0, "errmsg": "ok"}``.
+
+- ``aibot_subscribe`` (bot_id + secret) first; a non-zero errcode (853000: invalid bot_id or secret)
+  is a rejected credential: state ``unauthorized``, retried slowly, never fatal.
+- ``ping`` every ``heartbeat_interval``; no ack in time -> reconnect (backoff + jitter, forever).
+- ``aibot_msg_callback``: a user's message (single chat, or a group message that @-mentions the
+  robot: WeCom pushes only those). Stored first, in arrival order, keyed on ``msgid``, so a pushed-
+  again message is stored and answered once.
+- ``aibot_event_callback``: ``enter_chat``, ``disconnected_event`` (another connection took over).
+- Replies: the first part answers the triggering callback (``aibot_respond_msg`` with its
+  ``req_id``, a finished ``stream``: WeCom shows it as the answer to that message) while that
+  req_id is fresh; other parts and later messages are pushed with ``aibot_send_msg`` (markdown).
+
+Chats are ``wecom:<chatid>``: a group's chatid, or the user's userid for a single chat (the id
+``aibot_send_msg`` takes). See docs/channels/wecom.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+
+from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..records import InboundMessage
+from .base import ChannelError, Submit
+from .common import (
+    CONNECTED,
+    STOPPED,
+    AuthError,
+    ChannelStatus,
+    LastTrigger,
+    PartialSends,
+    reconnect_forever,
+    redact_in_logs,
+    split_text,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "wecom"
+DEFAULT_URL = "wss://openws.work.weixin.qq.com"
+BOT_ID_ENV = "NGB_WECOM_BOT_ID"
+SECRET_ENV = "NGB_WECOM_SECRET"
+DEFAULT_PART_BYTES = 4000  # markdown messages stop at 4,096 bytes (a stream takes 20,480)
+AUTH_ERRCODES = {853000, 40001, 40014, 42001, 41001}
+KEYS = {"url", "bot_id", "secret", "secret_file", "part_bytes", "reply_window", "heartbeat_interval",
+        "request_timeout", "connect_timeout", "reconnect_base", "reconnect_cap", "enabled"}
+
+
+@attrs.frozen
+class WeComSettings:
+    bot_id: str
+    secret: str = attrs.field(repr=False)
+    url: str = DEFAULT_URL
+    part_bytes: int = DEFAULT_PART_BYTES
+    reply_window: float = 300.0  # a callback's req_id can be answered this long (then: aibot_send_msg)
+    heartbeat_interval: float = 30.0
+    request_timeout: float = 15.0
+    connect_timeout: float = 15.0
+    reconnect_base: float = 1.0
+    reconnect_cap: float = 60.0
+
+
+def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComChannel | None:
+    """The WeCom channel, or None (one log line) when its bot id or secret is missing.
+    Secret: NGB_WECOM_SECRET, ``secret`` put into the table by the environment, or ``secret_file``."""
+    env = os.environ if env is None else env
+    table = (getattr(config, "channels", {}) or {}).get(PREFIX)
+    secret = env.get(SECRET_ENV, "").strip()
+    if table is None and not secret:
+        return None
+    table = dict(table or {})
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        raise ConfigError(f"channels.wecom.{unknown[0]}", "unknown key; see docs/channels/wecom.md")
+    if not parse_bool(table.get("enabled", True)):
+        return None
+    config_file = getattr(config, "config_file", None)
+    secret = secret or str(table.get("secret") or "").strip()
+    if not secret and table.get("secret_file"):
+        path = Path(str(table["secret_file"])).expanduser()
+        if not path.is_absolute() and config_file is not None:
+            path = config_file.parent / path
+        secret = read_secret_file(path, "channels.wecom.secret_file")
+    bot_id = env.get(BOT_ID_ENV, "").strip() or str(table.get("bot_id") or "").strip()
+    if not bot_id or not secret:
+        missing = " and ".join(n for n, v in (("bot_id (or NGB_WECOM_BOT_ID)", bot_id),
+                                              (f"{SECRET_ENV} (or channels.wecom.secret_file)", secret)) if not v)
+        log.warning("channel wecom: off (set %s)", missing)
+        return None
+
+    def duration(key: str, default: float) -> float:
+        try:
+            return parse_duration(table.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
+
+    url = str(table.get("url", DEFAULT_URL))
+    if urlsplit(url).scheme not in ("ws", "wss"):
+        raise ConfigError("channels.wecom.url", f"must be a ws:// or wss:// URL, got {url!r}")
+    try:
+        part_bytes = int(table.get("part_bytes", DEFAULT_PART_BYTES))
+    except ValueError:
+        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
+    if not 200 <= part_bytes <= 20_000:
+        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and 20000, got {part_bytes}")
+    settings = WeComSettings(
+        bot_id=bot_id, secret=secret, url=url, part_bytes=part_bytes,
+        reply_window=duration("reply_window", 300.0), heartbeat_interval=duration("heartbeat_interval", 30.0),
+        request_timeout=duration("request_timeout", 15.0), connect_timeout=duration("connect_timeout", 15.0),
+        reconnect_base=duration("reconnect_base", 1.0), reconnect_cap=duration("reconnect_cap", 60.0))
+    return WeComChannel(settings)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+@contextlib.contextmanager
+def one_error() -> Iterator[None]:
+    """Nurseries wrap a task's failure in an ExceptionGroup; a session that failed for one reason
+    raises that reason (so AuthError stays recognisable and the logged error stays readable)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
+
+
+def wecom_chat(chatid: str) -> str:
+    return f"{PREFIX}:{chatid}"
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+class CommandFailed(Exception):
+    def __init__(self, cmd: str, errcode: Any, errmsg: str) -> None:
+        super().__init__(f"{cmd}: errcode {errcode}: {errmsg}")
+        self.errcode = errcode
+
+
+class _Lru(OrderedDict[str, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class _Connection:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self._pending: dict[str, list[Any]] = {}
+        self.closed = trio.Event()
+        self.frames_in, self.frames_out = trio.open_memory_channel[dict[str, Any]](math.inf)
+        self.malformed = 0
+
+    def req_id(self, prefix: str) -> str:
+        return f"{prefix}_{int(time.time() * 1000)}_{next(self._ids)}"
+
+    async def command(self, cmd: str, body: dict[str, Any] | None, timeout: float, req_id: str | None = None) -> Any:
+        """Send a command and wait for its ack (matched on req_id); CommandFailed on errcode != 0."""
+        from trio_websocket import ConnectionClosed
+
+        req_id = req_id or self.req_id(cmd)
+        slot: list[Any] = [trio.Event(), None]
+        key = f"{cmd}|{req_id}"
+        self._pending[key] = slot
+        frame: dict[str, Any] = {"cmd": cmd, "headers": {"req_id": req_id}}
+        if body is not None:
+            frame["body"] = body
+        try:
+            if self.closed.is_set():
+                raise ConnectionError("the WeCom connection is closed")
+            try:
+                await self.ws.send_message(json.dumps(frame, ensure_ascii=False))
+            except ConnectionClosed as exc:
+                raise ConnectionError(f"the WeCom connection closed: {exc.reason}") from None
+            with trio.fail_after(timeout):
+                await slot[0].wait()
+        finally:
+            self._pending.pop(key, None)
+        ack = slot[1]
+        if ack is None:
+            raise ConnectionError(f"the WeCom connection closed before {cmd} was acknowledged")
+        errcode = ack.get("errcode", 0)
+        if errcode not in (0, None):
+            raise CommandFailed(cmd, errcode, str(ack.get("errmsg") or ""))
+        return ack.get("body")
+
+    async def reader(self) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            while True:
+                try:
+                    raw = await self.ws.get_message()
+                except ConnectionClosed:
+                    return
+                try:
+                    frame = json.loads(raw)
+                    if not isinstance(frame, dict) or not isinstance(frame.get("headers", {}), dict):
+                        raise ValueError("not a JSON object with headers")
+                except ValueError as exc:
+                    self.malformed += 1
+                    log.warning("wecom: malformed frame ignored (%s): %.200r", exc, raw)
+                    continue
+                cmd = frame.get("cmd")
+                req_id = str((frame.get("headers") or {}).get("req_id", ""))
+                if cmd in ("aibot_msg_callback", "aibot_event_callback"):
+                    self.frames_in.send_nowait(frame)
+                    continue
+                # An ack: it echoes our req_id (and sometimes our cmd).
+                matched = [k for k in self._pending if k.endswith("|" + req_id) and (not cmd or k.startswith(cmd + "|"))]
+                if matched:
+                    slot = self._pending[matched[0]]
+                    slot[1] = frame
+                    slot[0].set()
+                elif "errcode" in frame:
+                    log.debug("wecom: ack for an unknown or late command: %.200r", raw)
+                else:
+                    self.malformed += 1
+                    log.warning("wecom: unexpected frame ignored: %.200r", raw)
+        finally:
+            self.closed.set()
+            self.frames_in.close()
+            for slot in self._pending.values():
+                slot[0].set()
+
+
+class WeComChannel:
+    name = PREFIX
+
+    def __init__(self, settings: WeComSettings) -> None:
+        self.settings = settings
+        self.status = ChannelStatus(PREFIX)
+        self.status.secrets = [settings.secret]
+        redact_in_logs(settings.secret, ("trio-websocket", "ngb"))
+        self._conn: _Connection | None = None
+        self._callbacks = _Lru(4096)  # msgid -> (req_id, monotonic time received)
+        self._last_trigger = LastTrigger()
+        self._partial = PartialSends()
+        self._seen_chats: set[str] = set()
+        self.sessions = 0
+        self.received = 0
+        self.malformed = 0
+        self.kicked = 0
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    def describe(self) -> dict[str, Any]:
+        out = self.status.describe()
+        live = self._conn.malformed if self._conn is not None else 0
+        out.update(bot_id=self.settings.bot_id, received=self.received, malformed=self.malformed + live,
+                   kicked=self.kicked)
+        return out
+
+    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            await reconnect_forever(self.status, lambda: self._session(submit), base=self.settings.reconnect_base,
+                                    cap=self.settings.reconnect_cap)
+        finally:
+            self.status.set(STOPPED)
+            self._conn = None
+
+    async def _session(self, submit: Submit) -> None:
+        from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
+
+        try:
+            with one_error():
+                async with open_websocket_url(self.settings.url, connect_timeout=self.settings.connect_timeout,
+                                              disconnect_timeout=2, max_message_size=16 * 1024 * 1024) as ws:
+                    conn = _Connection(ws)
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(conn.reader)
+                            try:
+                                await conn.command("aibot_subscribe", {"bot_id": self.settings.bot_id,
+                                                                       "secret": self.settings.secret},
+                                                   self.settings.request_timeout)
+                            except CommandFailed as exc:
+                                if exc.errcode in AUTH_ERRCODES:
+                                    raise AuthError(f"WeCom refused the bot id or secret ({exc})") from None
+                                raise ConnectionError(str(exc)) from None
+                            self.sessions += 1
+                            self._conn = conn
+                            self.status.set(CONNECTED)
+                            log.info("wecom: subscribed as robot %s", self.settings.bot_id)
+                            nursery.start_soon(self._pump, conn, submit)
+                            nursery.start_soon(self._heartbeat, conn)
+                            await conn.closed.wait()
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        self.malformed += conn.malformed
+                        if self._conn is conn:
+                            self._conn = None
+        except ConnectionRejected as exc:
+            if exc.status_code in (401, 403):
+                raise AuthError(f"WeCom refused the connection (HTTP {exc.status_code})") from None
+            raise ConnectionError(f"handshake refused with HTTP {exc.status_code}") from None
+        except HandshakeError as exc:
+            raise ConnectionError(f"websocket handshake failed: {type(exc).__name__}: {exc}") from None
+        raise ConnectionError("the WeCom connection ended")
+
+    async def _heartbeat(self, conn: _Connection) -> None:
+        while True:
+            await trio.sleep(self.settings.heartbeat_interval)
+            try:
+                await conn.command("ping", None, self.settings.heartbeat_interval)
+            except Exception as exc:  # noqa: BLE001 - no ack: the connection is dead
+                log.warning("wecom: heartbeat failed (%s); reconnecting", type(exc).__name__)
+                with trio.move_on_after(1):
+                    await conn.ws.aclose()
+                conn.closed.set()
+                return
+
+    async def _pump(self, conn: _Connection, submit: Submit) -> None:
+        async for frame in conn.frames_out:
+            try:
+                if frame.get("cmd") == "aibot_event_callback":
+                    await self._event(conn, frame)
+                    continue
+                inbound = self.to_inbound(frame)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.malformed += 1
+                log.warning("wecom: malformed callback ignored (%s): %.300r", exc, frame)
+                continue
+            if inbound is not None:
+                await self._submit(submit, inbound)
+
+    async def _event(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        event = (frame.get("body") or {}).get("event") or {}
+        kind = event.get("eventtype") or (frame.get("body") or {}).get("eventtype")
+        if kind == "disconnected_event":
+            self.kicked += 1
+            log.warning("wecom: WeCom closed this connection because another one subscribed as robot %s "
+                        "(only one connection per robot)", self.settings.bot_id)
+            with trio.move_on_after(1):
+                await conn.ws.aclose()
+            conn.closed.set()
+        else:
+            log.debug("wecom: event %s", kind)
+
+    def to_inbound(self, frame: dict[str, Any]) -> InboundMessage | None:
+        body = frame["body"]
+        req_id = str(frame["headers"]["req_id"])
+        msgid = str(body["msgid"])
+        user = str((body.get("from") or {})["userid"])
+        chattype = body.get("chattype", "single")
+        chatid = str(body.get("chatid") or "") if chattype == "group" else user
+        if not chatid:
+            raise ValueError("group callback without chatid")
+        msgtype = body.get("msgtype")
+        if msgtype == "text":
+            text = str((body.get("text") or {}).get("content", ""))
+        elif msgtype == "voice":
+            text = str((body.get("voice") or {}).get("content", "")) or "[voice]"
+        elif msgtype == "mixed":
+            items = (body.get("mixed") or {}).get("msg_item") or []
+            text = " ".join(str((i.get("text") or {}).get("content", "")) if i.get("msgtype") == "text" else "[image]"
+                            for i in items)
+        else:
+            text = f"[{msgtype}]"
+        quote = body.get("quote")
+        if isinstance(quote, dict) and quote.get("msgtype") == "text":
+            text = f"> {(quote.get('text') or {}).get('content', '')}\n{text}"
+        if not text.strip():
+            return None
+        self._callbacks.put(msgid, (req_id, time.monotonic()))
+        return InboundMessage(chat=wecom_chat(chatid), sender=user, text=text.strip(), platform_id=msgid,
+                              sender_id=user, mentions_bot=True)  # WeCom pushes only messages for the robot
+
+    async def _submit(self, submit: Submit, inbound: InboundMessage) -> None:
+        from ..router import MessageRejected
+
+        self.received += 1
+        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
+            self._seen_chats.add(inbound.chat)
+            log.info("wecom: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
+                     inbound.chat, inbound.chat)
+        self._last_trigger.note(inbound.chat, inbound.platform_id)
+        try:
+            await submit(inbound)
+        except MessageRejected as exc:
+            log.warning("wecom: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+
+    # -- outbound --------------------------------------------------------------------------------------
+    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+        prefix, _, chatid = chat.partition(":")
+        if prefix != PREFIX or not chatid:
+            raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<chatid or userid>)", retryable=False)
+        conn = self._conn
+        if conn is None:
+            raise ChannelError(f"wecom is {self.state}", retryable=True)
+        trigger = reply_to or self._last_trigger.get(chat)
+        callback = self._callbacks.get(trigger) if trigger else None
+        fresh = callback is not None and time.monotonic() - callback[1] < self.settings.reply_window
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(text, self.settings.part_bytes, measure=utf8_len)
+        for index in range(len(ids), len(parts)):
+            try:
+                if index == 0 and fresh:
+                    assert callback is not None
+                    stream_id = conn.req_id("stream")
+                    await conn.command("aibot_respond_msg", {"msgtype": "stream", "stream": {
+                        "id": stream_id, "finish": True, "content": parts[index]}},
+                        self.settings.request_timeout, req_id=callback[0])
+                    platform_id = stream_id
+                else:
+                    platform_id = conn.req_id("send")
+                    await conn.command("aibot_send_msg", {"chatid": chatid, "msgtype": "markdown",
+                                                          "markdown": {"content": parts[index]}},
+                                       self.settings.request_timeout, req_id=platform_id)
+            except CommandFailed as exc:
+                raise ChannelError(f"wecom: {exc}", retryable=exc.errcode not in (40003, 40058, 93006)) from None
+            except (TimeoutError, trio.TooSlowError):
+                raise ChannelError("wecom: no acknowledgement in time", retryable=True) from None
+            except ConnectionError as exc:
+                raise ChannelError(f"wecom: {exc}", retryable=True) from None
+            ids.append(platform_id)
+            self._partial.record(key, platform_id)
+        self._partial.finish(key)
+        return ids[0] if ids else None

@@ -1,0 +1,130 @@
+"""A fake WeCom intelligent-robot long-connection gateway (openws.work.weixin.qq.com) on loopback:
+JSON frames over a websocket (trio-websocket). The client must ``aibot_subscribe`` first with the
+right bot_id/secret (else errcode 853000 and the socket is closed); every command is acked with
+``{"headers": {"req_id": ...}, "errcode": 0, "errmsg": "ok"}``. ``user_message`` pushes an
+``aibot_msg_callback``; replies arrive as ``aibot_respond_msg`` / ``aibot_send_msg``. Like the real
+gateway it does not keep messages for a disconnected robot. ``drop()`` cuts connections."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from functools import partial
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+
+class FakeWeCom:
+    def __init__(self, *, bot_id: str, secret: str) -> None:
+        self.bot_id = bot_id
+        self.secret = secret
+        self.port = 0
+        self.clients: list[WebSocketConnection] = []  # subscribed ones
+        self._scopes: set[trio.CancelScope] = set()
+        self._ids = itertools.count(1)
+        self.responses: list[dict[str, Any]] = []  # aibot_respond_msg frames
+        self.pushes: list[dict[str, Any]] = []  # aibot_send_msg frames
+        self.sent: list[dict[str, Any]] = []  # both, in arrival order
+        self.pings = 0
+        self.auth_failures = 0
+        self.subscriptions = 0
+        self.callback_req_ids: set[str] = set()
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, **kwargs: Any) -> FakeWeCom:
+        fake = cls(**kwargs)
+        server = await nursery.start(partial(serve_websocket, fake._handle, "127.0.0.1", 0, None,
+                                             handler_nursery=nursery, disconnect_timeout=1))
+        fake.port = server.port
+        return fake
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def drop(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                await self._serve(ws)
+            except ConnectionClosed:
+                pass
+            finally:
+                self._scopes.discard(scope)
+                if ws in self.clients:
+                    self.clients.remove(ws)
+        with contextlib.suppress(Exception), trio.move_on_after(0.2) as cleanup:
+            cleanup.shield = True
+            await ws.aclose()
+
+    async def _serve(self, ws: WebSocketConnection) -> None:
+        first = json.loads(await ws.get_message())
+        ack = {"headers": {"req_id": first.get("headers", {}).get("req_id", "")}}
+        body = first.get("body") or {}
+        if first.get("cmd") != "aibot_subscribe" or body.get("bot_id") != self.bot_id or \
+                body.get("secret") != self.secret:
+            self.auth_failures += 1
+            await ws.send_message(json.dumps({**ack, "errcode": 853000, "errmsg": "invalid bot_id or secret"}))
+            await ws.aclose()
+            return
+        self.subscriptions += 1
+        await ws.send_message(json.dumps({**ack, "errcode": 0, "errmsg": "ok"}))
+        self.clients.append(ws)
+        while True:
+            frame = json.loads(await ws.get_message())
+            cmd, req_id = frame.get("cmd"), frame.get("headers", {}).get("req_id")
+            if cmd == "ping":
+                self.pings += 1
+            elif cmd == "aibot_respond_msg":
+                if req_id not in self.callback_req_ids:
+                    await ws.send_message(json.dumps({"headers": {"req_id": req_id}, "errcode": 40058,
+                                                      "errmsg": "invalid req_id"}))
+                    continue
+                self.responses.append(frame)
+                self.sent.append(frame)
+            elif cmd == "aibot_send_msg":
+                self.pushes.append(frame)
+                self.sent.append(frame)
+            else:
+                await ws.send_message(json.dumps({"headers": {"req_id": req_id}, "errcode": 40003,
+                                                  "errmsg": f"unknown cmd {cmd}"}))
+                continue
+            await ws.send_message(json.dumps({"headers": {"req_id": req_id}, "errcode": 0, "errmsg": "ok"}))
+
+    async def user_message(self, content: str, *, user: str = "zhangsan", chatid: str | None = None,
+                           msgid: str | None = None) -> dict[str, Any]:
+        """A user writes to the robot (in a group when chatid is given: an @-mention of it)."""
+        n = next(self._ids)
+        body: dict[str, Any] = {"msgid": msgid or f"msg{n:06d}", "aibotid": self.bot_id,
+                                "chattype": "group" if chatid else "single", "from": {"userid": user},
+                                "msgtype": "text", "text": {"content": content}}
+        if chatid:
+            body["chatid"] = chatid
+        frame = {"cmd": "aibot_msg_callback", "headers": {"req_id": f"cb{n:06d}"}, "body": body}
+        await self.push(frame)
+        return frame
+
+    async def push(self, frame: dict[str, Any]) -> None:
+        self.callback_req_ids.add(frame.get("headers", {}).get("req_id", ""))
+        await self.send_raw(json.dumps(frame, ensure_ascii=False))
+
+    async def send_raw(self, text: str) -> None:
+        for ws in list(self.clients):
+            with contextlib.suppress(ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                await ws.send_message(text)
+
+    def texts(self) -> list[str]:
+        """Every text the robot sent, in order (stream answers and pushes)."""
+        out = []
+        for frame in self.sent:
+            body = frame["body"]
+            out.append(body["stream"]["content"] if body["msgtype"] == "stream" else body["markdown"]["content"])
+        return out

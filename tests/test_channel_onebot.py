@@ -1,0 +1,328 @@
+"""QQ over OneBot v11 through the real daemon (in-process, fake agent) and the real channel code,
+against tests/fakes/onebot.py (a OneBot v11 implementation speaking the wire protocol on loopback),
+in forward mode (the daemon connects) and reverse mode (the implementation connects)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+
+import ngb.daemon as daemon_module
+from ngb.channels import onebot
+from ngb.channels.onebot import OneBotChannel, markdown_to_plain, parse_cq, render, to_segments
+from ngb.config import ConfigError, load_config
+from ngb.records import Group
+from tests.conftest import free_port
+from tests.fakes.agent import FakeBehaviour
+from tests.fakes.onebot import FakeOneBot, at, reply, text
+
+TOKEN = "onebot-secret-token-1"
+SELF = 10000
+GROUP = 123456
+USER = 777
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOneBot]:
+    async with trio.open_nursery() as nursery:
+        bot = await FakeOneBot.start(nursery, access_token=TOKEN, self_id=SELF, nickname="Andy", heartbeat_interval=0.2)
+        yield bot
+        nursery.cancel_scope.cancel()
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
+    with trio.fail_after(timeout):
+        while not (value := predicate()):
+            await trio.sleep(0.01)
+        return value
+
+
+async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, table: dict[str, Any],
+                behaviour: FakeBehaviour | None = None, *, token: str = TOKEN, wait: str | None = "connected") -> Any:
+    """A daemon whose channels include QQ, built by onebot.from_config from [channels.qq] + env."""
+    table = {"ping_interval": "1", "reconnect_base": "0.05", "reconnect_cap": "0.3", "api_timeout": "3", **table}
+    original = daemon_module.build_channels
+
+    def build(config: Any) -> dict[str, Any]:
+        channels = original(config)
+        channel = onebot.from_config(config, env={"NGB_ONEBOT_ACCESS_TOKEN": token})
+        assert channel is not None
+        channels[channel.name] = channel
+        return channels
+
+    monkeypatch.setattr(daemon_module, "build_channels", build)
+    d = await run_daemon(behaviour, NGB_CHANNELS=json.dumps({"qq": table}))
+    if wait:
+        await wait_until(lambda: d.daemon.channels["qq"].state == wait)
+    return d
+
+
+async def stored(d: Any, chat: str) -> list[Any]:
+    return await d.daemon.store.messages_after(chat, 0)
+
+
+def echo_each(prompt: str) -> list[str]:
+    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
+
+
+# -- end to end, forward websocket ------------------------------------------------------------------------
+async def test_triggered_group_message_gets_one_threaded_reply_with_context(run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url})
+    await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup"))
+    await fake.group_message(GROUP, [text("the build is red since 9am")], user_id=501, nickname="bob", card="Bob B.")
+    await wait_until(lambda: d.daemon.channels["qq"].received == 1)
+    await trio.sleep(0.2)
+    assert fake.sent == [] and d.launcher.started == 0  # untriggered: stored, not answered
+
+    trigger = await fake.group_message(GROUP, [at(SELF), text(" why is the build red?")], user_id=502)
+    await wait_until(lambda: fake.sent)
+    await trio.sleep(0.3)
+    assert len(fake.sent) == 1
+    sent = fake.sent[0]
+    assert sent["kind"] == "group" and sent["target"] == GROUP
+    assert sent["message"][0] == {"type": "reply", "data": {"id": str(trigger["message_id"])}}
+    assert fake.texts_sent() == ["Echo: @Andy why is the build red?"]
+    assert "the build is red since 9am" in d.launcher.prompts[-1][2]  # context
+    msgs = await stored(d, f"qq:group:{GROUP}")
+    assert [(m.sender, m.sender_id, m.mentions_bot, m.from_bot) for m in msgs] == [
+        ("Bob B.", "501", False, False), ("bob", "502", True, False), ("Andy", "", False, True)]
+    assert msgs[1].platform_id == f"group:{GROUP}:{trigger['message_id']}"
+    assert msgs[2].platform_id == f"group:{GROUP}:{sent['message_id']}"
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["qq"]["state"] == "connected"
+    assert fake.actions[0][0] == "get_login_info"
+
+
+async def test_cq_string_mention_and_reply_to_the_bot_trigger(run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url})
+    await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup"))
+    await fake.group_message(GROUP, "[CQ:at,qq=99] not for the bot &#91;x&#93;")
+    await fake.group_message(GROUP, f"[CQ:at,qq={SELF}] hi &#91;all&#93;")
+    await wait_until(lambda: fake.sent)
+    assert fake.texts_sent() == ["Echo: @Andy hi [all]"]
+    msgs = await stored(d, f"qq:group:{GROUP}")
+    assert msgs[0].text == "@99 not for the bot [x]" and not msgs[0].mentions_bot
+    # Quoting the bot's own message (no @) addresses it too.
+    await fake.group_message(GROUP, [reply(fake.sent[0]["message_id"]), text("and what else?")])
+    await wait_until(lambda: len(fake.sent) == 2)
+    assert fake.texts_sent()[1] == "Echo: and what else?"
+    # The trigger word works as everywhere else.
+    await fake.group_message(GROUP, "@Andy third")
+    await wait_until(lambda: len(fake.sent) == 3)
+
+
+async def test_private_message_needs_no_trigger(run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url})
+    await d.daemon.registry.add(Group(chat=f"qq:private:{USER}", folder="carol"))
+    event = await fake.private_message(USER, [text("what's on today?")], nickname="carol")
+    await wait_until(lambda: fake.sent)
+    assert fake.sent[0]["kind"] == "private" and fake.sent[0]["target"] == USER
+    assert fake.sent[0]["message"] == [reply(event["message_id"]), text("Echo: what's on today?")]
+    msgs = await stored(d, f"qq:private:{USER}")
+    assert msgs[0].sender == "carol" and msgs[0].mentions_bot
+
+
+async def test_long_reply_is_split_in_order_under_the_limit(run_daemon, monkeypatch, fake) -> None:
+    paragraphs = [f"**Part {i}.** " + " ".join(f"Sentence {i}.{j} says a few words." for j in range(12))
+                  for i in range(30)]
+    long_text = "\n\n".join(paragraphs)
+    assert len(long_text) > 10_000
+    d = await start(run_daemon, monkeypatch, {"url": fake.url}, FakeBehaviour(reply=lambda p: [long_text]))
+    await d.daemon.registry.add(Group(chat=f"qq:private:{USER}", folder="carol"))
+    await fake.private_message(USER, "tell me everything")
+    await wait_until(lambda: d.daemon.outbox.delivered >= 1)
+    parts = fake.texts_sent()
+    assert len(parts) >= 4 and all(len(p) <= 3000 for p in parts)
+    assert [s["message"][0]["type"] for s in fake.sent] == ["reply"] + ["text"] * (len(parts) - 1)  # quote once
+    assert parts[0].startswith("Part 0. Sentence 0.0")  # Markdown flattened
+    assert all(p.endswith("words.") for p in parts)  # cut at paragraph/sentence ends
+    assert "\n\n".join(parts) == long_text.replace("**", "")
+    stored_bot = [m for m in await stored(d, f"qq:private:{USER}") if m.from_bot]
+    assert len(stored_bot) == 1 and stored_bot[0].platform_id == f"private:{USER}:{fake.sent[0]['message_id']}"
+
+
+async def test_disconnect_reconnect_delivers_missed_once_and_redelivery_is_not_answered_twice(
+        run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url}, FakeBehaviour(reply=echo_each))
+    channel: OneBotChannel = d.daemon.channels["qq"]
+    await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup", requires_trigger=False))
+    first = await fake.group_message(GROUP, "before the outage")
+    await wait_until(lambda: len(fake.sent) == 1)
+
+    fake.down()
+    await wait_until(lambda: channel.state in ("disconnected", "connecting"))
+    missed = await fake.group_message(GROUP, "said while the daemon was away")  # no client: history only
+    assert fake.clients == []
+    fake.up()
+    await wait_until(lambda: len(fake.sent) == 2)
+    assert channel.state == "connected" and channel.sessions == 2 and channel.fetched >= 1
+    await fake.push(missed)  # the implementation redelivers an event we already have
+    await fake.push(first)
+    await trio.sleep(0.5)
+    assert fake.texts_sent() == ["Echo: before the outage", "Echo: said while the daemon was away"]
+    texts = [m.text for m in await stored(d, f"qq:group:{GROUP}") if not m.from_bot]
+    assert texts == ["before the outage", "said while the daemon was away"]
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["qq"]["state"] == "connected"
+
+
+async def test_reply_made_while_disconnected_waits_and_arrives_once(run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url}, FakeBehaviour(delay=0.4))
+    channel: OneBotChannel = d.daemon.channels["qq"]
+    await d.daemon.registry.add(Group(chat=f"qq:private:{USER}", folder="carol"))
+    await fake.private_message(USER, "answer me later")
+    await trio.sleep(0.05)
+    fake.down()  # the agent is still thinking
+    await wait_until(lambda: d.daemon.outbox.retries >= 1)  # "qq is disconnected": kept, retried
+    assert fake.sent == []
+    fake.up()
+    await wait_until(lambda: fake.sent, timeout=15)
+    await trio.sleep(0.3)
+    assert fake.texts_sent() == ["Echo: answer me later"] and channel.state == "connected"
+
+
+async def test_without_history_api_reconnect_still_works(run_daemon, monkeypatch) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await FakeOneBot.start(nursery, access_token=TOKEN, self_id=SELF, history=False)
+        d = await start(run_daemon, monkeypatch, {"url": fake.url})
+        channel: OneBotChannel = d.daemon.channels["qq"]
+        await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup", requires_trigger=False))
+        await fake.group_message(GROUP, "one")
+        await wait_until(lambda: len(fake.sent) == 1)
+        fake.drop()
+        await wait_until(lambda: channel.sessions == 2 and channel.state == "connected")
+        assert ("get_group_msg_history", {"group_id": GROUP, "count": 50}) in fake.actions  # asked, got 1404
+        await fake.group_message(GROUP, "two")
+        await wait_until(lambda: len(fake.sent) == 2)
+        assert fake.texts_sent() == ["Echo: one", "Echo: two"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_refused_send_is_retried_and_arrives_once(run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url})
+    await d.daemon.registry.add(Group(chat=f"qq:private:{USER}", folder="carol"))
+    fake.fail_sends = 1  # the implementation refuses the first send (retcode 100): retried by the outbox
+    await fake.private_message(USER, "hello?")
+    await wait_until(lambda: d.daemon.outbox.retries >= 1)
+    await wait_until(lambda: fake.sent, timeout=15)
+    await trio.sleep(0.3)
+    assert fake.texts_sent() == ["Echo: hello?"]
+
+
+async def test_bad_token_is_unauthorized_and_other_channels_work(run_daemon, monkeypatch, fake) -> None:
+    d = await start(run_daemon, monkeypatch, {"url": fake.url}, token="wrong-token-000", wait="unauthorized")
+    assert 403 in fake.rejected and fake.connections == 0
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["qq"]["state"] == "unauthorized"
+    assert "wrong-token-000" not in json.dumps(d.daemon.channels["qq"].describe())
+    await d.post("main", "local still works")
+    bot = await d.wait_bot_replies("main", 1)
+    assert bot[0]["text"] == "Echo: local still works"
+
+
+async def test_token_in_query_string_is_accepted_by_the_fake(fake) -> None:
+    from trio_websocket import open_websocket_url
+
+    async with open_websocket_url(fake.url + f"?access_token={TOKEN}") as ws:
+        assert json.loads(await ws.get_message())["meta_event_type"] == "lifecycle"
+
+
+async def test_malformed_frames_are_logged_not_fatal(run_daemon, monkeypatch, fake, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="ngb.channels.onebot")
+    d = await start(run_daemon, monkeypatch, {"url": fake.url})
+    channel: OneBotChannel = d.daemon.channels["qq"]
+    await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup"))
+    await fake.send_raw("this is not json")
+    await fake.send_raw("[1, 2, 3]")
+    await fake.send_raw(json.dumps({"hello": "world"}))
+    await fake.send_raw(json.dumps({"post_type": "message", "message_type": "group", "self_id": SELF}))
+    await fake.send_raw(json.dumps({"post_type": "message", "message_type": "group", "self_id": SELF,
+                                    "group_id": GROUP, "user_id": 5, "message_id": 1, "message": 42}))
+    await fake.group_message(GROUP, [at(SELF), text(" still alive?")])
+    await wait_until(lambda: fake.sent)
+    assert fake.texts_sent() == ["Echo: @Andy still alive?"]
+    assert channel.state == "connected" and channel.sessions == 1
+    assert channel.describe()["malformed"] == 5
+    assert sum("malformed" in r.getMessage() or "neither an event" in r.getMessage() for r in caplog.records) >= 5
+
+
+# -- reverse websocket ----------------------------------------------------------------------------------
+async def test_reverse_websocket_checks_the_token_then_works(run_daemon, monkeypatch, fake) -> None:
+    port = free_port()
+    d = await start(run_daemon, monkeypatch, {"listen": f"127.0.0.1:{port}", "path": "/onebot/v11/ws"},
+                    wait="connecting")
+    channel: OneBotChannel = d.daemon.channels["qq"]
+    url = f"ws://127.0.0.1:{port}/onebot/v11/ws"
+    await wait_until(lambda: channel.listening_port == port)
+
+    forger = FakeOneBot(access_token="", self_id=SELF)
+    forger._nursery = fake._nursery
+    forger.connect_reverse(url, token="forged")
+    await wait_until(lambda: forger.rejected)
+    assert forger.rejected[0] == 403 and channel.state == "unauthorized" and channel.rejected >= 1
+    forger.down()
+
+    fake.connect_reverse(url)
+    await wait_until(lambda: channel.state == "connected")
+    await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup"))
+    trigger = await fake.group_message(GROUP, [at(SELF), text(" reverse hello")])
+    await wait_until(lambda: fake.sent)
+    assert fake.sent[0]["message"][0] == reply(trigger["message_id"])
+
+    fake.drop()  # the implementation goes away and comes back by itself
+    await wait_until(lambda: channel.state == "disconnected")
+    await wait_until(lambda: channel.state == "connected")
+    await fake.group_message(GROUP, [at(SELF), text(" again")])
+    await wait_until(lambda: len(fake.sent) == 2)
+    assert fake.texts_sent() == ["Echo: @Andy reverse hello", "Echo: @Andy again"]
+
+
+# -- units ---------------------------------------------------------------------------------------------
+def test_cq_codes_parse_and_unescape() -> None:
+    segs = parse_cq("[CQ:reply,id=55][CQ:at,qq=10000] a&#44;b &#91;1&#93; [CQ:image,file=x.jpg,url=http://h/a&#44;b]")
+    assert [s["type"] for s in segs] == ["reply", "at", "text", "image"]
+    assert segs[2]["data"]["text"] == " a&#44;b [1] "  # &#44; is only an escape inside CQ parameters
+    assert segs[3]["data"] == {"file": "x.jpg", "url": "http://h/a,b"}
+    rendered = render(segs, "10000", "Andy")
+    assert rendered == onebot.Rendered("@Andy a&#44;b [1] [image]", True, "55")
+    assert not render(to_segments([at("all"), text(" hi")]), "10000", "Andy").mentions_self
+    with pytest.raises(ValueError):
+        to_segments([{"no": "type"}])
+
+
+def test_markdown_is_flattened_for_qq() -> None:
+    md = "# Title\n\n**bold** and *it* and `co*de*`\n- item\n\n[site](https://x.org)\n\n```py\nx = 1 ** 2\n```"
+    assert markdown_to_plain(md) == "Title\n\nbold and it and co*de*\n• item\n\nsite (https://x.org)\n\nx = 1 ** 2"
+
+
+def test_from_config(tmp_path, caplog) -> None:
+    def config(table: dict[str, Any] | None) -> Any:
+        env = {"NGB_STATE_DIR": str(tmp_path)}
+        if table is not None:
+            env["NGB_CHANNELS"] = json.dumps({"qq": table})
+        return load_config(None, env=env)
+
+    assert onebot.from_config(config(None), env={}) is None  # not configured: silent
+    with caplog.at_level(logging.WARNING):
+        assert onebot.from_config(config({"url": "ws://127.0.0.1:1/"}), env={}) is None
+        assert onebot.from_config(config({}), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"}) is None
+    assert [r.getMessage() for r in caplog.records if "qq" in r.getMessage()] == [
+        "channel qq: off (no access token: set NGB_ONEBOT_ACCESS_TOKEN or channels.qq.access_token_file)",
+        "channel qq: off (set channels.qq.url for a forward websocket or channels.qq.listen for reverse)"]
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    secret.chmod(0o600)
+    ch = onebot.from_config(config({"listen": "0.0.0.0:6700", "access_token_file": str(secret)}), env={})
+    assert ch is not None and ch.settings.mode == "reverse" and ch.settings.access_token == "from-file"
+    assert ch.settings.host == "0.0.0.0" and ch.settings.port == 6700 and "from-file" not in repr(ch.settings)
+    assert onebot.from_config(config({"url": "ws://h/", "enabled": False}), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"}) is None
+    for bad in ({"url": "http://h/"}, {"url": "ws://h/", "listen": "h:1"}, {"url": "ws://h/", "colour": 1},
+                {"listen": "nope"}):
+        with pytest.raises(ConfigError):
+            onebot.from_config(config(bad), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"})
