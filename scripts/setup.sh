@@ -71,7 +71,14 @@ if [ ! -e "$stamp" ]; then
   rm -f "$VENV"/.ngb-lock-*; touch "$stamp"
 fi
 
-# 4. The agent image (skipped in a second when it is current) -------------------------------------
+# 4. The WhatsApp bridge's Node.js dependencies (npm ci; skipped in a blink when current) ---------
+if command -v node >/dev/null 2>&1; then
+  bash bridge/install.sh || echo "setup: WhatsApp bridge not installed (needs Node.js >= 20); the whatsapp channel will not start" >&2
+else
+  echo "setup: no Node.js: the WhatsApp bridge is not installed (every other channel works)" >&2
+fi
+
+# 5. The agent image (skipped in a second when it is current) -------------------------------------
 if [ "${NGB_SKIP_IMAGE:-0}" != "1" ]; then
   "$VENV/bin/python" -m ngb.sandbox.image
 fi

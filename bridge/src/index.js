@@ -1,0 +1,170 @@
+'use strict';
+// NanoGridBot's WhatsApp bridge. Holds the WhatsApp Web session and talks to the daemon over one
+// local websocket (PROTOCOL.md). Normally started and supervised by the daemon
+// (ngb/channels/whatsapp.py); environment:
+//   NGB_WA_DAEMON_URL  ws://127.0.0.1:<port>/whatsapp   the daemon's endpoint (required)
+//   NGB_WA_TOKEN       the shared secret, sent as "Authorization: Bearer <token>" (required)
+//   NGB_WA_STATE_DIR   <state>/whatsapp: auth/ (credentials, 0600) and inbox/ (unacked messages)
+//   NGB_WA_FAKE=1      use fake-socket.js instead of Baileys (tests, demos)
+//   NGB_WA_EXIT_ON_STDIN_EOF=1  exit when the parent closes our stdin (set by the daemon, so a
+//                      killed daemon never leaves a second session holder behind)
+
+const fs = require('fs');
+const path = require('path');
+const WebSocket = require('ws');
+const { InboundBuffer } = require('./buffer');
+const { normalize } = require('./normalize');
+
+const PROTOCOL_VERSION = 1;
+
+function log(msg) { process.stderr.write(`[wa-bridge] ${msg}\n`); }
+
+function main() {
+  const url = process.env.NGB_WA_DAEMON_URL;
+  const token = process.env.NGB_WA_TOKEN;
+  const stateDir = path.resolve(process.env.NGB_WA_STATE_DIR || 'state/whatsapp');
+  if (!url || !token) { log('NGB_WA_DAEMON_URL and NGB_WA_TOKEN are required'); process.exit(2); }
+  process.umask(0o077); // every file we (and Baileys) create: owner only
+  const authDir = path.join(stateDir, 'auth');
+  fs.mkdirSync(authDir, { recursive: true, mode: 0o700 });
+  for (const d of [stateDir, authDir]) fs.chmodSync(d, 0o700);
+  for (const name of fs.readdirSync(authDir)) fs.chmodSync(path.join(authDir, name), 0o600); // older files too
+  const buffer = new InboundBuffer(path.join(stateDir, 'inbox'));
+  const recent = new Map(); // WhatsApp id -> raw WAMessage, for quoting replies (bounded)
+
+  let waState = 'connecting';
+  let waInfo = {};
+  let lastQr = null;
+  let ws = null;
+  let authed = false;
+
+  const adapter = (process.env.NGB_WA_FAKE === '1' ? require('./fake-socket') : require('./baileys-socket'));
+  const sock = adapter.createSocket({
+    authDir,
+    log,
+    onState(state, info = {}) {
+      waState = state;
+      waInfo = info;
+      if (state !== 'qr' && state !== 'connecting') lastQr = state === 'open' ? null : lastQr;
+      log(`whatsapp: ${state}${info.reason ? ` (${info.reason})` : ''}`);
+      frame({ type: 'state', state, reason: info.reason || null, me: sock ? sock.me() : null });
+      if (state === 'open') fixPermissions();
+    },
+    onQr(qr) {
+      lastQr = qr;
+      waState = 'qr';
+      frame({ type: 'state', state: 'qr', reason: null, me: null });
+      frame({ type: 'qr', qr });
+    },
+    onMessages(raws) {
+      for (const raw of raws) {
+        let fields = null;
+        try { fields = normalize(raw, sock.me()); } catch (err) { log(`skipped a message: ${err.message}`); }
+        if (!fields) continue;
+        remember(raw);
+        const entry = buffer.put(fields, raw); // on disk before anyone sees it
+        if (entry) frame({ type: 'message', ...entry.frame });
+      }
+      fixPermissions();
+    },
+  });
+
+  function fixPermissions() {
+    try { for (const name of fs.readdirSync(authDir)) fs.chmodSync(path.join(authDir, name), 0o600); } catch (err) { /* best effort */ }
+  }
+
+  function remember(raw) {
+    if (!raw || !raw.key || !raw.key.id) return;
+    recent.set(raw.key.id, raw);
+    if (recent.size > 1000) recent.delete(recent.keys().next().value);
+  }
+
+  function frame(obj) {
+    if (ws && authed && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  }
+
+  function quotedFor(msg) {
+    if (!msg.quoted_id) return undefined;
+    const known = recent.get(msg.quoted_id) || (buffer.entries.get(msg.quoted_id) || {}).raw;
+    if (known) return known;
+    const group = String(msg.chat).endsWith('@g.us');
+    return {
+      key: { remoteJid: msg.chat, id: msg.quoted_id, fromMe: false, participant: group ? (msg.quoted_sender || undefined) : undefined },
+      message: { conversation: msg.quoted_text || '' },
+    };
+  }
+
+  async function handle(msg) {
+    switch (msg.type) {
+      case 'ack':
+        buffer.ack(msg.id);
+        break;
+      case 'send': {
+        try {
+          const id = await sock.send(msg.chat, msg.text, quotedFor(msg));
+          frame({ type: 'sent', req: msg.req, id });
+        } catch (err) {
+          const retryable = err.retryable !== false;
+          frame({ type: 'send_error', req: msg.req, error: String(err.message || err), retryable });
+        }
+        break;
+      }
+      case 'presence':
+        try { await sock.presence(msg.chat, msg.state || 'composing'); } catch (err) { /* cosmetic */ }
+        break;
+      case 'ping':
+        frame({ type: 'pong', t: msg.t || null });
+        break;
+      default:
+        log(`unknown frame type ${JSON.stringify(msg.type)}`);
+    }
+  }
+
+  let attempt = 0;
+  function connectDaemon() {
+    const socket = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false });
+    ws = socket;
+    socket.on('open', () => {
+      attempt = 0;
+      authed = true;
+      frame({ type: 'hello', version: PROTOCOL_VERSION, bridge: `ngb-whatsapp-bridge/${require('../package.json').version}`, adapter: adapter.name, state: waState, reason: waInfo.reason || null, me: sock.me(), pending: buffer.size });
+      if (waState === 'qr' && lastQr) frame({ type: 'qr', qr: lastQr });
+      for (const entry of buffer.pending()) frame({ type: 'message', ...entry.frame }); // redelivery
+    });
+    socket.on('message', (data) => {
+      let msg;
+      try { msg = JSON.parse(String(data)); } catch (err) { log('a frame that is not JSON'); return; }
+      handle(msg).catch((err) => log(`frame ${msg.type} failed: ${err.message}`));
+    });
+    socket.on('unexpected-response', (req, res) => {
+      log(`the daemon refused the connection: HTTP ${res.statusCode}`);
+      if (res.statusCode === 401 || res.statusCode === 403) process.exit(3); // wrong token: a restart by the daemon fixes it
+    });
+    socket.on('error', (err) => { if (attempt < 3) log(`daemon link: ${err.message}`); });
+    socket.on('close', () => {
+      authed = false;
+      if (ws !== socket) return;
+      const delay = Math.min(5000, 100 * 2 ** Math.min(attempt++, 6));
+      setTimeout(connectDaemon, delay);
+    });
+  }
+
+  async function shutdown(code) {
+    try { await sock.stop(); } catch (err) { /* exiting anyway */ }
+    try { if (ws) ws.close(1001, 'bridge stopping'); } catch (err) { /* exiting anyway */ }
+    setTimeout(() => process.exit(code), 50);
+  }
+  process.on('SIGTERM', () => shutdown(0));
+  process.on('SIGINT', () => shutdown(0));
+  if (process.env.NGB_WA_EXIT_ON_STDIN_EOF === '1') {
+    process.stdin.on('end', () => { log('the daemon went away; stopping'); shutdown(0); });
+    process.stdin.on('error', () => shutdown(0));
+    process.stdin.resume();
+  }
+
+  log(`starting (${adapter.name}; state ${stateDir}; ${buffer.size} unacked message(s) buffered)`);
+  connectDaemon();
+  sock.start().catch((err) => { log(`whatsapp socket failed to start: ${err.stack || err}`); process.exit(1); });
+}
+
+main();

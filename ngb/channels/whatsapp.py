@@ -1,0 +1,458 @@
+"""WhatsApp: the Node.js bridge (bridge/, Baileys) holds the WhatsApp Web session; this channel
+starts and supervises it and talks to it over one local websocket (bridge/PROTOCOL.md).
+
+The daemon side is the websocket *server* on 127.0.0.1 (an ephemeral port unless ``port`` is set);
+the bridge connects with ``Authorization: Bearer <token>`` (a fresh random token per start when
+the daemon runs the bridge). The bridge writes every inbound message to disk before offering it
+and forgets it only when this side acks it, and this side acks only after the router stored the
+message: a bridge or daemon that dies at any point loses nothing, and the redelivery hits the
+store's key on (channel, platform id), so nothing is doubled.
+
+Chats are ``whatsapp:<jid>`` (``whatsapp:120363041234567890@g.us`` for a group,
+``whatsapp:4915112345678@s.whatsapp.net`` for a person); a message's platform id is WhatsApp's
+message id. Mentions of the bot, replies quoting the bot and every private chat set
+``mentions_bot``. Replies quote the triggering message. Configuration: docs/channels/whatsapp.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import subprocess
+from collections import OrderedDict
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..records import InboundMessage
+from ..triggers import starts_with_trigger
+from .base import ChannelError, Submit
+from .common import (
+    CONNECTED,
+    CONNECTING,
+    DISCONNECTED,
+    STOPPED,
+    ChannelStatus,
+    LastTrigger,
+    PartialSends,
+    backoff,
+    split_text,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "whatsapp"
+PART_LIMIT = 4000  # WhatsApp takes ~65k characters, but long walls of text read badly on a phone
+QR = "qr"  # waiting for the phone to scan the QR code
+LOGGED_OUT = "logged_out"  # the phone unlinked this device: pairing again needs a human
+BRIDGE_DIR = Path(__file__).resolve().parents[2] / "bridge"
+_PASS_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+             "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE"}
+# the bridge's WhatsApp states -> the channel state /status shows
+_STATES = {"open": CONNECTED, "connecting": CONNECTING, "qr": QR, "closed": DISCONNECTED, "logged_out": LOGGED_OUT}
+
+
+@attrs.frozen
+class WhatsAppSettings:
+    state_dir: Path  # <state>/whatsapp: auth/ (credentials, 0600) and inbox/ (unacked messages)
+    bridge_dir: Path = BRIDGE_DIR
+    node: str = "node"
+    manage_bridge: bool = True  # False: the bridge runs elsewhere (its own service) and connects here
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port (only when the daemon runs the bridge)
+    token: str | None = attrs.field(default=None, repr=False)  # None: a fresh one per start
+    send_timeout: float = 30.0
+    restart_base: float = 1.0
+    restart_cap: float = 60.0
+    stable_after: float = 30.0
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], state_dir: Path, config_file: Path | None = None) -> WhatsAppSettings:
+        known = {"enabled", "token", "bridge_dir", "node", "manage_bridge", "port", "token_file", "send_timeout",
+                 "restart_base", "restart_cap", "state_dir"}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"channels.whatsapp.{unknown[0]}", "unknown key; see docs/channels/whatsapp.md")
+
+        def path(key: str, default: Path) -> Path:
+            value = Path(str(table.get(key, default))).expanduser()
+            if not value.is_absolute() and config_file is not None and key in table:
+                value = config_file.parent / value
+            return value.absolute()
+
+        def duration(key: str, default: float) -> float:
+            try:
+                return parse_duration(table.get(key, default))
+            except ValueError as exc:
+                raise ConfigError(f"channels.whatsapp.{key}", str(exc)) from None
+
+        # "token" can only come from the environment (config.py refuses secrets in the file)
+        token = str(table.get("token") or "").strip() or os.environ.get("NGB_WHATSAPP_TOKEN", "").strip() or None
+        if token is None and table.get("token_file"):
+            token = read_secret_file(path("token_file", Path()), "channels.whatsapp.token_file")
+        manage = parse_bool(table.get("manage_bridge", True))
+        try:
+            port = int(table.get("port", 0))
+            if not 0 <= port <= 65535:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError("channels.whatsapp.port", f"must be a port number, got {table.get('port')!r}") from None
+        if not manage and (not port or not token):
+            raise ConfigError("channels.whatsapp.manage_bridge",
+                              "a bridge run elsewhere needs a fixed port and token_file (or NGB_WHATSAPP_TOKEN)")
+        return cls(
+            state_dir=path("state_dir", state_dir / "whatsapp"),
+            bridge_dir=path("bridge_dir", BRIDGE_DIR),
+            node=str(table.get("node", "node")),
+            manage_bridge=manage,
+            port=port,
+            token=token,
+            send_timeout=duration("send_timeout", 30.0),
+            restart_base=duration("restart_base", 1.0),
+            restart_cap=duration("restart_cap", 60.0),
+        )
+
+
+def from_config(config: Any) -> WhatsAppChannel | None:
+    """The channel when ``[channels.whatsapp]`` exists (and is not ``enabled = false``) or
+    NGB_WHATSAPP=1; None otherwise (with one log line)."""
+    tables: dict[str, dict[str, Any]] = dict(getattr(config, "channels", {}) or {})
+    table = tables.get(PREFIX)
+    env_on = parse_bool(os.environ.get("NGB_WHATSAPP", "0") or "0")
+    if table is None and not env_on:
+        log.info("channel whatsapp: off (no [channels.whatsapp] table and NGB_WHATSAPP is not 1)")
+        return None
+    table = dict(table or {})
+    if not parse_bool(table.get("enabled", True)):
+        log.info("channel whatsapp: off (enabled = false)")
+        return None
+    settings = WhatsAppSettings.from_table(table, Path(config.state_dir), getattr(config, "config_file", None))
+    return WhatsAppChannel(settings, trigger=getattr(config, "trigger", ""))
+
+
+def whatsapp_chat(jid: str) -> str:
+    return f"{PREFIX}:{jid}"
+
+
+class WhatsAppChannel:
+    name = PREFIX
+
+    def __init__(self, settings: WhatsAppSettings, *, trigger: str = "") -> None:
+        self.settings = settings
+        self.trigger = trigger
+        self.token = settings.token or secrets.token_urlsafe(32)
+        self.status = ChannelStatus(PREFIX)
+        self.status.secrets = [self.token]
+        self.port: int | None = None
+        self.qr: str | None = None  # the latest QR payload while pairing (for the dashboard)
+        self.me: dict[str, Any] | None = None
+        self.bridge_pid: int | None = None
+        self.bridge_starts = 0
+        self.bridge_connected = False
+        self.received = 0
+        self.acked = 0
+        self._ws: WebSocketConnection | None = None
+        self._submit: Submit | None = None
+        self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
+        self._req = itertools.count(1)
+        self._partial = PartialSends()
+        self._last_trigger = LastTrigger()
+        self._quotable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (sender jid, text)
+        self._seen_chats: set[str] = set()
+        self._wa_state = "closed"
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._submit = submit
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(s.state_dir, 0o700)
+        self.status.set(CONNECTING)
+        try:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    partial(serve_websocket, self._serve, s.host, s.port, None, handler_nursery=nursery,
+                            message_queue_size=64, max_message_size=8 * 1024 * 1024)
+                )
+                self.port = server.port
+                log.info("whatsapp: bridge endpoint ws://%s:%d/whatsapp", s.host, self.port)
+                if s.manage_bridge:
+                    nursery.start_soon(self._supervise_bridge)
+                task_status.started()
+        finally:
+            self.status.set(STOPPED)
+
+    async def _supervise_bridge(self) -> None:
+        attempt = 0
+        while True:
+            started = trio.current_time()
+            try:
+                reason = await self._run_bridge()
+            except OSError as exc:  # node missing, bridge dir missing...
+                reason = f"could not start the bridge: {exc}"
+            if trio.current_time() - started >= self.settings.stable_after:
+                attempt = 0
+            attempt += 1
+            delay = backoff(attempt, base=self.settings.restart_base, cap=self.settings.restart_cap)
+            self.bridge_connected = False
+            if self.state not in (LOGGED_OUT,):
+                self.status.set(DISCONNECTED, f"bridge {reason}")
+            log.warning("whatsapp: bridge %s; restarting in %.1fs", reason, delay)
+            await trio.sleep(delay)
+
+    async def _run_bridge(self) -> str:
+        s = self.settings
+        script = s.bridge_dir / "src" / "index.js"
+        if not (s.bridge_dir / "node_modules").is_dir() and os.environ.get("NGB_WA_FAKE") != "1":
+            log.error("whatsapp: %s/node_modules is missing; run bridge/install.sh", s.bridge_dir)
+        # Only what Node needs: never the daemon's own secrets (model key, API token, other tokens).
+        env = {
+            **{k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(("NGB_WA_", "NODE_"))},
+            "NGB_WA_DAEMON_URL": f"ws://127.0.0.1:{self.port}/whatsapp",
+            "NGB_WA_TOKEN": self.token,
+            "NGB_WA_STATE_DIR": str(s.state_dir),
+            "NGB_WA_EXIT_ON_STDIN_EOF": "1",
+        }
+        proc = await trio.lowlevel.open_process(
+            [s.node, str(script)], env=env, cwd=str(s.bridge_dir), stdin=subprocess.PIPE, start_new_session=True
+        )
+        self.bridge_pid = proc.pid
+        self.bridge_starts += 1
+        log.info("whatsapp: bridge started (pid %d)", proc.pid)
+        try:
+            code = await proc.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                    with trio.move_on_after(3):
+                        await proc.wait()
+                    if proc.returncode is None:
+                        proc.kill()
+                        await proc.wait()
+                if proc.stdin is not None:
+                    await proc.stdin.aclose()
+            self.bridge_pid = None
+        return f"exited with code {code}"
+
+    # -- the websocket ---------------------------------------------------------------------------------
+    async def _serve(self, request: WebSocketRequest) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if request.path != "/whatsapp" or not hmac.compare_digest(given.encode(), self.token.encode()):
+            log.warning("whatsapp: refused a bridge connection (bad token or path)")
+            await request.reject(401, body=b"bad token\n")
+            return
+        ws = await request.accept()
+        old, self._ws = self._ws, ws
+        if old is not None:
+            await old.aclose(1000, "replaced by a newer bridge connection")
+        self.bridge_connected = True
+        log.info("whatsapp: bridge connected")
+        # Inbound messages are handled in order by one worker, so a slow store never holds up
+        # the control frames (send answers, state) read here.
+        inbound_in, inbound_out = trio.open_memory_channel[dict[str, Any]](math.inf)
+        try:
+            async with trio.open_nursery() as conn:
+                conn.start_soon(self._inbound_worker, ws, inbound_out)
+                while True:
+                    try:
+                        frame = json.loads(await ws.get_message())
+                    except ConnectionClosed:
+                        break
+                    except ValueError:
+                        log.warning("whatsapp: a bridge frame that is not JSON")
+                        continue
+                    if isinstance(frame, dict) and frame.get("type") == "message":
+                        inbound_in.send_nowait(frame)
+                    elif isinstance(frame, dict):
+                        self._frame(frame)
+                conn.cancel_scope.cancel()  # unacked messages are offered again on the next connection
+        finally:
+            if self._ws is ws:
+                self._ws = None
+                self.bridge_connected = False
+                self._fail_pending("the bridge connection closed")
+                if self.state not in (LOGGED_OUT,):
+                    self.status.set(DISCONNECTED, "the bridge connection closed")
+
+    async def _inbound_worker(self, ws: WebSocketConnection, frames: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        async for frame in frames:
+            await self._inbound(ws, frame)
+
+    def _frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind in ("sent", "send_error"):
+            pending = self._pending.get(str(frame.get("req")))
+            if pending is not None:
+                pending[1].append(frame)
+                pending[0].set()
+        elif kind in ("state", "hello"):
+            self._set_wa_state(str(frame.get("state") or "connecting"), frame.get("reason"), frame.get("me"))
+            if kind == "hello":
+                log.info("whatsapp: %s (%s), %s buffered", frame.get("bridge"), frame.get("adapter"), frame.get("pending"))
+        elif kind == "qr":
+            self.qr = str(frame.get("qr") or "") or None
+            self._set_wa_state("qr", None, None)
+            log.warning("whatsapp: waiting for pairing: scan the QR code printed by the bridge "
+                        "(WhatsApp > Settings > Linked devices > Link a device)")
+        elif kind == "pong":
+            pass
+        else:
+            log.debug("whatsapp: unknown frame %r", kind)
+
+    def _set_wa_state(self, state: str, reason: Any, me: Any) -> None:
+        self._wa_state = state
+        if isinstance(me, dict) and me.get("id"):
+            self.me = me
+        if state != "qr":
+            self.qr = None if state == "open" else self.qr
+        self.status.set(_STATES.get(state, DISCONNECTED), str(reason) if reason else None)
+
+    async def _inbound(self, ws: WebSocketConnection, frame: dict[str, Any]) -> None:
+        from ..router import MessageRejected
+
+        inbound = self.to_inbound(frame)
+        if inbound is None:
+            await self._ack(ws, str(frame.get("id")))
+            return
+        self.received += 1
+        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
+            self._seen_chats.add(inbound.chat)
+            log.info("whatsapp: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
+                     inbound.chat, inbound.chat)
+        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
+            self._last_trigger.note(inbound.chat, inbound.platform_id)
+        self._quotable[inbound.platform_id] = (str(frame.get("sender") or ""), inbound.text[:200])
+        while len(self._quotable) > 4096:
+            self._quotable.popitem(last=False)
+        try:
+            await self._deliver(inbound)
+        except MessageRejected as exc:  # never stored, by design; redelivering would not help
+            log.warning("whatsapp: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+        await self._ack(ws, inbound.platform_id)
+
+    async def _deliver(self, inbound: InboundMessage) -> None:
+        """Hand the message to the router (stored when this returns)."""
+        assert self._submit is not None
+        await self._submit(inbound)
+
+    async def _ack(self, ws: WebSocketConnection, message_id: str) -> None:
+        try:
+            await ws.send_message(json.dumps({"type": "ack", "id": message_id}))
+            self.acked += 1
+        except ConnectionClosed:
+            pass  # not acked: the bridge offers it again and the store drops the repeat
+
+    def to_inbound(self, frame: dict[str, Any]) -> InboundMessage | None:
+        chat, msg_id, text = frame.get("chat"), frame.get("id"), frame.get("text")
+        if not chat or not msg_id or not isinstance(text, str) or not text:
+            return None
+        try:
+            when = datetime.fromtimestamp(float(frame.get("time") or 0), UTC) if frame.get("time") else datetime.now(UTC)
+        except (TypeError, ValueError, OverflowError):
+            when = datetime.now(UTC)
+        sender = str(frame.get("sender") or "")
+        return InboundMessage(
+            chat=whatsapp_chat(str(chat)),
+            sender=str(frame.get("sender_name") or sender.split("@")[0] or "unknown"),
+            text=text,
+            platform_id=str(msg_id),
+            time=when,
+            sender_id=sender,
+            mentions_bot=bool(frame.get("mentions_bot")),
+            reply_to=str(frame["quoted_id"]) if frame.get("quoted_id") else None,
+        )
+
+    # -- outbound ------------------------------------------------------------------------------------
+    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+        jid = _jid(chat)
+        quote = reply_to or self._last_trigger.get(chat)
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(text, PART_LIMIT)
+        for index in range(len(ids), len(parts)):
+            ids.append(await self._send_part(jid, parts[index], quote if index == 0 else None))
+            self._partial.record(key, ids[-1])
+        self._partial.finish(key)
+        return ids[0] if ids else None
+
+    async def _send_part(self, jid: str, text: str, quote: str | None) -> str:
+        ws = self._ws
+        if ws is None or self._wa_state != "open":
+            raise ChannelError(f"whatsapp is {self.state}", retryable=True)
+        req = str(next(self._req))
+        frame: dict[str, Any] = {"type": "send", "req": req, "chat": jid, "text": text}
+        if quote:
+            sender, quoted_text = self._quotable.get(quote, ("", ""))
+            frame.update(quoted_id=quote, quoted_sender=sender or None, quoted_text=quoted_text)
+        done, result = trio.Event(), []
+        self._pending[req] = (done, result)
+        try:
+            try:
+                await ws.send_message(json.dumps(frame))
+            except ConnectionClosed:
+                raise ChannelError("whatsapp: the bridge connection closed", retryable=True) from None
+            with trio.move_on_after(self.settings.send_timeout):
+                await done.wait()
+        finally:
+            self._pending.pop(req, None)
+        if not result:
+            raise ChannelError("whatsapp: no answer from the bridge in time", retryable=True)
+        answer = result[0]
+        if answer.get("type") == "closed":
+            raise ChannelError(f"whatsapp: {answer.get('error')}", retryable=True)
+        if answer.get("type") != "sent" or not answer.get("id"):
+            raise ChannelError(f"whatsapp: {answer.get('error') or 'send failed'}",
+                               retryable=bool(answer.get("retryable", True)))
+        return str(answer["id"])
+
+    def _fail_pending(self, why: str) -> None:
+        for done, result in list(self._pending.values()):
+            result.append({"type": "closed", "error": why})
+            done.set()
+
+    async def typing(self, chat: str) -> None:
+        """Show "typing..." (best effort)."""
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            await ws.send_message(json.dumps({"type": "presence", "chat": _jid(chat), "state": "composing"}))
+        except (ConnectionClosed, ChannelError):
+            log.debug("whatsapp: typing indicator failed", exc_info=True)
+
+    def describe(self) -> dict[str, Any]:
+        out = self.status.describe()
+        out.update(
+            qr=self.qr,
+            me=(self.me or {}).get("id"),
+            bridge_pid=self.bridge_pid,
+            bridge_connected=self.bridge_connected,
+            bridge_starts=self.bridge_starts,
+            received=self.received,
+        )
+        return out
+
+
+def _jid(chat: str) -> str:
+    prefix, _, jid = chat.partition(":")
+    if prefix != PREFIX or "@" not in jid:
+        raise ChannelError(f"not a WhatsApp chat: {chat!r} (expected whatsapp:<jid>)", retryable=False)
+    return jid

@@ -1,0 +1,394 @@
+"""WhatsApp through the real daemon (in-process, fake agent) and the real Node bridge process
+(bridge/src/index.js) with its fake WhatsApp socket (NGB_WA_FAKE=1, bridge/src/fake-socket.js).
+Everything between the daemon and the bridge is real: the process supervision, the websocket,
+the token, the on-disk buffer, the acks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import ngb.daemon
+from ngb.channels import build_channels
+from ngb.channels.whatsapp import WhatsAppChannel, from_config
+from ngb.daemon import Daemon
+from ngb.records import Group
+from tests.conftest import make_config
+from tests.fakes.agent import FakeBehaviour, FakeLauncher
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js (the bridge)")
+
+BOT = "15550001111"  # the fake socket's own number (NGB_WA_FAKE_ME)
+GROUP = "120363000000000001@g.us"
+ALICE = "4915100000001@s.whatsapp.net"
+_ids = itertools.count(1)
+
+
+class FakeWhatsApp:
+    """The test's handle on bridge/src/fake-socket.js: its control folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "inbox").mkdir(parents=True, exist_ok=True)
+        self._n = itertools.count(1)
+
+    def message(self, chat: str, text: str, *, sender: str = ALICE, name: str = "Alice", mention_bot: bool = False,
+                quoted: str | None = None) -> dict[str, Any]:
+        return wa_message(chat, text, sender=sender, name=name, mention_bot=mention_bot, quoted=quoted)
+
+    def push(self, *messages: dict[str, Any]) -> None:
+        """Hand messages to the fake socket (one upsert event), like WhatsApp delivering them."""
+        path = self.folder / "inbox" / f"{next(self._n):06d}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(messages)))
+        tmp.rename(path)
+
+    def say(self, chat: str, text: str, **kw: Any) -> dict[str, Any]:
+        m = self.message(chat, text, **kw)
+        self.push(m)
+        return m
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        path = self.folder / "sent.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wa_message(chat: str, text: str, *, sender: str = ALICE, name: str = "Alice", mention_bot: bool = False,
+               quoted: str | None = None) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    if mention_bot:
+        context["mentionedJid"] = [f"{BOT}@s.whatsapp.net"]
+    if quoted:
+        context.update(stanzaId=quoted, participant=f"{BOT}@s.whatsapp.net")
+    key = {"remoteJid": chat, "id": f"3A{next(_ids):014X}", "fromMe": False}
+    if chat.endswith("@g.us"):
+        key["participant"] = sender
+    body = {"extendedTextMessage": {"text": text, "contextInfo": context}} if context else {"conversation": text}
+    return {"key": key, "pushName": name, "messageTimestamp": 1764000000, "message": body}
+
+
+@pytest.fixture
+def fake_wa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeWhatsApp:
+    fake = FakeWhatsApp(tmp_path / "fake-wa")
+    monkeypatch.setenv("NGB_WA_FAKE", "1")
+    monkeypatch.setenv("NGB_WA_FAKE_DIR", str(fake.folder))
+    monkeypatch.setenv("NGB_WA_FAKE_ME", f"{BOT}:7@s.whatsapp.net")
+
+    def with_whatsapp(config: Any) -> dict[str, Any]:  # until build_channels calls from_config itself
+        channels = build_channels(config)
+        if "whatsapp" not in channels:
+            channel = from_config(config)
+            if channel is not None:
+                channels["whatsapp"] = channel
+        return channels
+
+    monkeypatch.setattr(ngb.daemon, "build_channels", with_whatsapp)
+    return fake
+
+
+WA_TABLE = {"restart_base": "0.05", "restart_cap": "0.3", "send_timeout": "5"}
+WA_ENV = {"NGB_CHANNELS": json.dumps({"whatsapp": WA_TABLE})}
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15) -> Any:
+    with trio.fail_after(timeout):
+        while not (value := predicate()):
+            await trio.sleep(0.01)
+        return value
+
+
+async def start(run_daemon: Any, behaviour: FakeBehaviour | None = None, **env: str) -> tuple[Any, WhatsAppChannel]:
+    d = await run_daemon(behaviour, **{**WA_ENV, **env})
+    channel = d.daemon.channels["whatsapp"]
+    await wait_until(lambda: channel.state == "connected")
+    return d, channel
+
+
+def inbox(state: Path) -> list[str]:
+    folder = state / "whatsapp" / "inbox"
+    return sorted(p.name for p in folder.glob("*.json")) if folder.exists() else []
+
+
+def echo_each(prompt: str) -> list[str]:
+    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
+
+
+def gate(channel: WhatsAppChannel, opened: trio.Event) -> None:
+    """Hold every inbound message before the router sees it (so none is stored or acked)."""
+    original = channel._deliver
+
+    async def held(inbound: Any) -> None:
+        await opened.wait()
+        await original(inbound)
+
+    channel._deliver = held  # type: ignore[method-assign]
+
+
+async def test_triggered_group_message_gets_one_quoted_reply_and_context(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    d, channel = await start(run_daemon)
+    chat = f"whatsapp:{GROUP}"
+    await d.daemon.registry.add(Group(chat=chat, folder="family"))
+
+    fake_wa.say(GROUP, "the meeting moved to 3pm", sender="4915100000002@s.whatsapp.net", name="Bob")
+    await wait_until(lambda: channel.acked >= 1)
+    msgs = await d.daemon.store.messages_after(chat, 0)
+    assert [(m.text, m.sender, m.sender_id, m.mentions_bot) for m in msgs] == [
+        ("the meeting moved to 3pm", "Bob", "4915100000002@s.whatsapp.net", False)
+    ]
+    trigger = fake_wa.say(GROUP, f"@{BOT} when is the meeting?", mention_bot=True)
+    sent = await wait_until(lambda: fake_wa.sent)
+    await trio.sleep(0.5)
+    assert len(fake_wa.sent) == 1  # exactly one reply
+    assert sent[0]["jid"] == GROUP and sent[0]["text"] == f"Echo: @{BOT} when is the meeting?"
+    assert sent[0]["quoted_id"] == trigger["key"]["id"]  # quotes the triggering message
+    assert sent[0]["quoted_participant"] == ALICE
+    assert "the meeting moved to 3pm" in d.launcher.prompts[-1][2]  # the untriggered one went as context
+    msgs = await d.daemon.store.messages_after(chat, 0)
+    assert [m.from_bot for m in msgs] == [False, False, True]
+    assert msgs[1].platform_id == trigger["key"]["id"] and msgs[2].platform_id == sent[0]["id"]
+    assert inbox(d.daemon.config.state_dir) == []  # everything acked
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["whatsapp"]["state"] == "connected"
+
+
+async def test_private_chat_and_trigger_word_and_long_reply(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    long_text = "\n\n".join(f"Paragraph {i}. " + "word " * 150 for i in range(12))  # ~9000 chars
+    d, channel = await start(run_daemon, FakeBehaviour(reply=lambda p: [long_text] if "long" in p else [f"Echo: {p[-40:]}"]))
+    await d.daemon.registry.add(Group(chat=f"whatsapp:{ALICE}", folder="alice"))
+    first = fake_wa.say(ALICE, "tell me something long")  # a private chat needs no trigger
+    await wait_until(lambda: d.daemon.outbox.delivered >= 1)
+    parts = fake_wa.sent
+    assert len(parts) >= 3 and all(len(p["text"]) <= 4096 for p in parts)
+    assert parts[0]["quoted_id"] == first["key"]["id"] and all(p["quoted_id"] is None for p in parts[1:])
+    assert "\n\n".join(p["text"] for p in parts).split() == long_text.split()  # in order, all of it, once
+
+
+async def test_untriggered_group_message_is_stored_only(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    d, channel = await start(run_daemon)
+    await d.daemon.registry.add(Group(chat=f"whatsapp:{GROUP}", folder="family"))
+    fake_wa.say(GROUP, "just chatting")
+    fake_wa.say("120363000000000999@g.us", f"@{BOT} unregistered group", mention_bot=True)
+    await wait_until(lambda: channel.acked >= 2)
+    await trio.sleep(0.5)
+    assert [m.text for m in await d.daemon.store.messages_after(f"whatsapp:{GROUP}", 0)] == ["just chatting"]
+    assert fake_wa.sent == []
+
+
+async def test_bridge_kill_9_is_restarted_and_unacked_messages_arrive_once(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    d, channel = await start(run_daemon, FakeBehaviour(reply=echo_each))
+    state = d.daemon.config.state_dir
+    chat = f"whatsapp:{GROUP}"
+    await d.daemon.registry.add(Group(chat=chat, folder="family", requires_trigger=False))
+    fake_wa.say(GROUP, "before")
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+
+    opened = trio.Event()
+    gate(channel, opened)  # the daemon receives but does not store (so does not ack) for now
+    received = channel.received
+    fake_wa.push(*(wa_message(GROUP, f"during {i}") for i in range(3)))
+    await wait_until(lambda: len(inbox(state)) == 3 and channel.received > received)
+    old_pid = channel.bridge_pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)  # mid-conversation, with three messages unacked
+    killed = trio.current_time()
+    await wait_until(lambda: channel.bridge_pid not in (None, old_pid) and channel.state == "connected")
+    print(f"bridge kill -9 -> restarted and connected: {trio.current_time() - killed:.3f}s")
+    assert channel.bridge_starts == 2
+    opened.set()
+    await wait_until(lambda: sum("during" in s["text"] for s in fake_wa.sent) == 3)
+    await wait_until(lambda: inbox(state) == [])  # all acked in the end
+    fake_wa.say(GROUP, "after")
+    await wait_until(lambda: any(s["text"] == "Echo: after" for s in fake_wa.sent))
+    await trio.sleep(0.5)
+    texts = [m.text for m in await d.daemon.store.messages_after(chat, 0) if not m.from_bot]
+    assert texts == ["before", "during 0", "during 1", "during 2", "after"]  # each stored once, in order
+    replies = sorted(s["text"] for s in fake_wa.sent)
+    assert replies == sorted(f"Echo: {t}" for t in texts)  # each answered exactly once
+
+
+async def test_daemon_restart_while_bridge_buffers_delivers_once(tmp_path: Path, fake_wa: FakeWhatsApp) -> None:
+    chat = f"whatsapp:{GROUP}"
+
+    async def run_one(nursery: trio.Nursery) -> tuple[Daemon, trio.CancelScope]:
+        config = make_config(tmp_path, **WA_ENV)
+        daemon = Daemon(config, launcher_factory=lambda d: FakeLauncher(FakeBehaviour(reply=echo_each)))
+        scope = trio.CancelScope()
+
+        async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await daemon.run(task_status=task_status)
+
+        await nursery.start(runner)
+        await wait_until(lambda: daemon.channels["whatsapp"].state == "connected")
+        return daemon, scope
+
+    async with trio.open_nursery() as nursery:
+        first, scope = await run_one(nursery)
+        state = first.config.state_dir
+        await first.registry.add(Group(chat=chat, folder="family", requires_trigger=False))
+        channel = first.channels["whatsapp"]
+        gate(channel, trio.Event())  # this daemon never stores them
+        fake_wa.push(*(wa_message(GROUP, f"buffered {i}") for i in range(3)))
+        await wait_until(lambda: len(inbox(state)) == 3 and channel.received >= 1)
+        bridge_pid = channel.bridge_pid
+        scope.cancel()  # the daemon stops (and stops its bridge); the buffer stays on disk
+        await wait_until(lambda: channel.bridge_pid is None)
+        with pytest.raises(ProcessLookupError):
+            os.kill(bridge_pid, 0)
+        assert len(inbox(state)) == 3 and fake_wa.sent == []
+
+        second, scope2 = await run_one(nursery)
+        await wait_until(lambda: sum("buffered" in s["text"] for s in fake_wa.sent) == 3)
+        await wait_until(lambda: inbox(state) == [])
+        await trio.sleep(0.5)
+        texts = [m.text for m in await second.store.messages_after(chat, 0) if not m.from_bot]
+        assert texts == ["buffered 0", "buffered 1", "buffered 2"]
+        assert sorted(s["text"] for s in fake_wa.sent) == [f"Echo: buffered {i}" for i in range(3)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_pairing_shows_qr_and_credentials_are_owner_only(run_daemon: Any, fake_wa: FakeWhatsApp,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NGB_WA_FAKE_PAIR_AFTER_MS", "1500")
+    d = await run_daemon(None, **WA_ENV)
+    channel = d.daemon.channels["whatsapp"]
+    await wait_until(lambda: channel.state == "qr")
+    assert channel.qr and channel.qr.startswith("2@FAKE-QR-")
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["whatsapp"]["state"] == "qr"
+    await wait_until(lambda: channel.state == "connected")
+    assert channel.qr is None and channel.me and channel.me["id"].startswith(BOT)
+    wa = d.daemon.config.state_dir / "whatsapp"
+    files = [p for p in (wa / "auth").iterdir()]
+    assert {p.name for p in files} >= {"creds.json"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    for folder in (wa, wa / "auth", wa / "inbox"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+async def test_wrong_token_is_refused(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    from trio_websocket import HandshakeError, open_websocket_url
+
+    d, channel = await start(run_daemon)
+    url = f"ws://127.0.0.1:{channel.port}/whatsapp"
+    with pytest.raises(HandshakeError):
+        async with open_websocket_url(url, extra_headers=[(b"Authorization", b"Bearer wrong")]):
+            pass
+    assert channel.state == "connected"  # the real bridge's connection is untouched
+
+
+async def test_send_while_logged_out_is_retryable_and_state_shows_it(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    from ngb.channels.base import ChannelError
+
+    d, channel = await start(run_daemon)
+    fake_wa.push({"op": "logout"})  # type: ignore[arg-type]
+    await wait_until(lambda: channel.state == "logged_out")
+    with pytest.raises(ChannelError) as err:
+        await channel.send(f"whatsapp:{GROUP}", "hello")
+    assert err.value.retryable
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["whatsapp"]["state"] == "logged_out"
+
+
+async def test_permanent_send_failure_is_not_retryable(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    from ngb.channels.base import ChannelError
+
+    d, channel = await start(run_daemon)
+    with pytest.raises(ChannelError) as err:
+        await channel.send(f"whatsapp:{GROUP}", "FAKE-FAIL-PERMANENT")
+    assert not err.value.retryable and "refused" in str(err.value)
+    assert await channel.send(f"whatsapp:{GROUP}", "fine") == fake_wa.sent[-1]["id"]
+
+
+async def test_burst_is_stored_once_in_order(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    d, channel = await start(run_daemon)
+    chat = "120363000000000777@g.us"
+    messages = [wa_message(chat, f"burst {i}") for i in range(300)]
+    begin = trio.current_time()
+    fake_wa.push(*messages[:150])
+    fake_wa.push(*messages[100:])  # 50 repeats, as after a reconnect
+    # a repeat still in the bridge's buffer is dropped there; one already acked is offered again
+    await wait_until(lambda: channel.acked >= 300 and not list((fake_wa.folder / "inbox").glob("*.json"))
+                     and inbox(d.daemon.config.state_dir) == [], timeout=30)
+    elapsed = trio.current_time() - begin
+    print(f"300 messages (+50 repeats) buffered, stored and acked in {elapsed:.2f}s")
+    await trio.sleep(0.3)
+    stored = await d.daemon.store.messages_after(f"whatsapp:{chat}", 0, limit=1000)
+    assert [m.text for m in stored] == [f"burst {i}" for i in range(300)]
+
+
+def test_off_without_table_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("NGB_WHATSAPP", raising=False)
+    caplog.set_level("INFO")
+    assert from_config(make_config(tmp_path)) is None
+    assert "channel whatsapp: off" in caplog.text
+    monkeypatch.setenv("NGB_WHATSAPP", "1")
+    assert isinstance(from_config(make_config(tmp_path)), WhatsAppChannel)
+    monkeypatch.delenv("NGB_WHATSAPP")
+    assert from_config(make_config(tmp_path, NGB_CHANNELS='{"whatsapp": {"enabled": false}}')) is None
+
+
+async def test_bridge_run_elsewhere_connects_with_the_configured_token(
+    run_daemon: Any, fake_wa: FakeWhatsApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import free_port
+
+    port, token = free_port(), "a-long-shared-secret-for-the-bridge"
+    monkeypatch.setenv("NGB_WHATSAPP_TOKEN", token)
+    table = {**WA_TABLE, "manage_bridge": False, "port": port}
+    d = await run_daemon(None, NGB_CHANNELS=json.dumps({"whatsapp": table}))
+    channel = d.daemon.channels["whatsapp"]
+    await d.daemon.registry.add(Group(chat=f"whatsapp:{ALICE}", folder="alice"))
+    assert channel.port == port and channel.bridge_pid is None  # the daemon started no bridge
+    bridge = Path(__file__).resolve().parents[1] / "bridge"
+    env = {**os.environ, "NGB_WA_DAEMON_URL": f"ws://127.0.0.1:{port}/whatsapp", "NGB_WA_TOKEN": token,
+           "NGB_WA_STATE_DIR": str(tmp_path / "elsewhere")}
+    proc = await trio.lowlevel.open_process(["node", str(bridge / "src" / "index.js")], env=env)
+    try:
+        await wait_until(lambda: channel.state == "connected")
+        fake_wa.say(ALICE, "hello from afar")
+        sent = await wait_until(lambda: fake_wa.sent)
+        assert sent[0]["text"] == "Echo: hello from afar"
+    finally:
+        proc.terminate()
+        with trio.move_on_after(3):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def test_bridge_exits_when_the_daemon_goes_away(tmp_path: Path, fake_wa: FakeWhatsApp) -> None:
+    """A daemon killed with -9 closes the bridge's stdin; the bridge must not outlive it (a
+    restarted daemon would start a second process holding the same WhatsApp session)."""
+    bridge = Path(__file__).resolve().parents[1] / "bridge"
+    env = {**os.environ, "NGB_WA_DAEMON_URL": "ws://127.0.0.1:9/whatsapp", "NGB_WA_TOKEN": "x",
+           "NGB_WA_STATE_DIR": str(tmp_path / "wa"), "NGB_WA_EXIT_ON_STDIN_EOF": "1"}
+    proc = await trio.lowlevel.open_process(["node", str(bridge / "src" / "index.js")], env=env,
+                                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        await trio.sleep(0.5)
+        assert proc.returncode is None
+        started = trio.current_time()
+        assert proc.stdin is not None
+        await proc.stdin.aclose()  # what the kernel does when the daemon dies
+        with trio.fail_after(5):
+            assert await proc.wait() == 0
+        print(f"bridge exit after stdin EOF: {trio.current_time() - started:.3f}s")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
