@@ -3,6 +3,7 @@ acknowledged it, and retries with backoff until it is."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 
@@ -84,7 +85,11 @@ class OutboxSender:
             await self._failed(item, f"channel {channel_of(item.chat)!r} is not configured", retryable=True)
             return False
         try:
-            platform_id = await channel.send(item.chat, item.text, item.reply_to)
+            if _takes_idempotency_key(channel):
+                # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
+                platform_id = await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
+            else:
+                platform_id = await channel.send(item.chat, item.text, item.reply_to)
         except ChannelError as exc:
             await self._failed(item, str(exc), retryable=exc.retryable)
             return False
@@ -108,3 +113,10 @@ class OutboxSender:
         delay = backoff_delay(item.attempts + 1, base=self._retry_base, cap=self._retry_cap)
         self._not_before[item.chat] = trio.current_time() + delay
         log.warning("outbox: send to %s failed (%s); retry in %.1fs", item.chat, error, delay)
+
+
+def _takes_idempotency_key(channel: Channel) -> bool:
+    try:
+        return "idempotency_key" in inspect.signature(channel.send).parameters
+    except (TypeError, ValueError):
+        return False

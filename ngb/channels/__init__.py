@@ -33,6 +33,33 @@ def build_channels(config: Any) -> dict[str, Channel]:
         if settings.off_reason:
             log.warning("channel telegram: off (%s)", settings.off_reason)
         channels["telegram"] = TelegramChannel(settings, trigger=trigger)
+
+    table = tables.get("slack")
+    if table is not None and _enabled(table):
+        from .slack import SlackChannel, SlackSettings
+
+        slack = SlackSettings.from_table(table, config_file)
+        if slack.off_reason:
+            log.warning("channel slack: off (%s)", slack.off_reason)
+        channels["slack"] = SlackChannel(slack, trigger=trigger)
+
+    table = tables.get("discord")
+    if table is not None and _enabled(table):
+        from .discord import DiscordChannel, DiscordSettings
+
+        discord = DiscordSettings.from_table(table, config_file)
+        if discord.off_reason:
+            log.warning("channel discord: off (%s)", discord.off_reason)
+        channels["discord"] = DiscordChannel(discord, trigger=trigger)
+
+    # Channels that read their own section and environment (each logs one line when it is off).
+    from .onebot import from_config as onebot_from_config
+    from .wecom import from_config as wecom_from_config
+    from .whatsapp import from_config as whatsapp_from_config
+
+    for extra in (onebot_from_config(config), wecom_from_config(config), whatsapp_from_config(config)):
+        if extra is not None:
+            channels[extra.name] = extra
     return channels
 
 

@@ -79,7 +79,7 @@ class TelegramSettings:
             if not path.is_absolute() and config_file is not None:
                 path = config_file.parent / path
             token = read_secret_file(path, "channels.telegram.token_file")
-        base_url = str(table.get("base_url", cls.base_url)).rstrip("/")
+        base_url = str(table.get("base_url", "https://api.telegram.org/bot")).rstrip("/")  # not cls.base_url: a slot descriptor
         if not base_url.endswith("/bot") and "{token}" not in base_url:
             base_url += "/bot"  # "https://tg.example" -> "https://tg.example/bot"
         base_file_url = str(table.get("base_file_url") or base_url.replace("/bot", "/file/bot"))

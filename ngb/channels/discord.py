@@ -1,0 +1,451 @@
+"""Discord: discord.py (its ``Client``, unchanged) over the shared asyncio bridge.
+
+The connection is driven the way ``Client.connect()`` drives it (``DiscordWebSocket.from_client``
+then ``poll_event`` until the socket ends), but the loop around it is ours: ``reconnect_forever``
+(common.py) gives backoff with jitter, forever, and the state /status shows. After a lost
+connection the next one RESUMEs the gateway session (Discord replays the events we missed); when
+Discord refuses the resume (INVALID_SESSION) we IDENTIFY afresh and fetch the missed messages of
+the channels seen in this run from the REST history. The store is idempotent on the message id
+(snowflakes are unique across Discord), so a replayed or refetched message is stored and answered
+once.
+
+Chats are ``discord:<channel id>`` (guild text channels, threads and DMs alike); a message's
+platform id is its snowflake. Mentions of the bot (``<@id>``), a reply to one of the bot's
+messages, and every DM set ``mentions_bot``. Replies reference the triggering message. Each
+message the bot sends carries a ``nonce`` with ``enforce_nonce`` when the caller passes an
+idempotency key (the outbox row id), so Discord drops a resend of the same row. Reading what
+people write needs the privileged **Message Content** intent (docs/channels/discord.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
+from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..records import InboundMessage
+from ..triggers import starts_with_trigger
+from .base import ChannelError, Submit
+from .common import (
+    CONNECTED,
+    OFF,
+    STOPPED,
+    AuthError,
+    ChannelStatus,
+    LastTrigger,
+    PartialSends,
+    reconnect_forever,
+    redact_in_logs,
+    split_text,
+    utf16_len,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "discord"
+TEXT_LIMIT = 2000
+PART_LIMIT = 1990
+KEYS = {"token", "token_file", "api_base", "gateway_url", "message_content", "connect_timeout",
+        "fetch_missed", "reconnect_base", "reconnect_cap", "enabled"}
+NONCE_MAX = 25
+API_BASE = "https://discord.com/api/v10"
+GATEWAY_URL = "wss://gateway.discord.gg/"  # Discord's limit on a nonce string
+
+
+@attrs.frozen
+class DiscordSettings:
+    token: str | None = attrs.field(default=None, repr=False)
+    api_base: str = API_BASE
+    gateway_url: str = GATEWAY_URL
+    message_content: bool = True  # ask for the privileged Message Content intent
+    connect_timeout: float = 60.0
+    fetch_missed: bool = True
+    reconnect_base: float = 1.0
+    reconnect_cap: float = 60.0
+    off_reason: str | None = None
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> DiscordSettings:
+        unknown = sorted(set(table) - KEYS)
+        if unknown:
+            raise ConfigError(f"channels.discord.{unknown[0]}", "unknown key; see docs/channels/discord.md")
+        token = table.get("token") or None
+        if token is None and table.get("token_file"):
+            path = Path(str(table["token_file"])).expanduser()
+            if not path.is_absolute() and config_file is not None:
+                path = config_file.parent / path
+            token = read_secret_file(path, "channels.discord.token_file")
+
+        def duration(key: str, default: float) -> float:
+            try:
+                return parse_duration(table.get(key, default))
+            except ValueError as exc:
+                raise ConfigError(f"channels.discord.{key}", str(exc)) from None
+
+        def boolean(key: str, default: bool) -> bool:
+            try:
+                return parse_bool(table.get(key, default))
+            except ValueError as exc:
+                raise ConfigError(f"channels.discord.{key}", str(exc)) from None
+
+        api_base = str(table.get("api_base", API_BASE)).rstrip("/")
+        gateway = str(table.get("gateway_url", GATEWAY_URL))
+        if not gateway.startswith(("ws://", "wss://")):
+            raise ConfigError("channels.discord.gateway_url", f"must be a ws:// or wss:// URL, got {gateway!r}")
+        return cls(
+            token=str(token) if token else None,
+            api_base=api_base,
+            gateway_url=gateway,
+            message_content=boolean("message_content", True),
+            connect_timeout=duration("connect_timeout", 60.0),
+            fetch_missed=boolean("fetch_missed", True),
+            reconnect_base=duration("reconnect_base", 1.0),
+            reconnect_cap=duration("reconnect_cap", 60.0),
+            off_reason=None if token else "no token: set NGB_DISCORD_TOKEN (or token_file)",
+        )
+
+
+def discord_chat(channel_id: int | str) -> str:
+    return f"{PREFIX}:{channel_id}"
+
+
+class DiscordChannel:
+    name = PREFIX
+
+    def __init__(self, settings: DiscordSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE) -> None:
+        self.settings = settings
+        self.trigger = trigger
+        self.bridge = bridge
+        self.status = ChannelStatus(PREFIX)
+        self.status.secrets = [settings.token or ""]
+        redact_in_logs(settings.token or "", ("discord", "aiohttp", "ngb"))
+        self.client: Any = None
+        self._queue: asyncio.Queue[Any] | None = None
+        self._ready: asyncio.Event | None = None
+        self._resume: dict[str, Any] | None = None  # sequence/session/gateway of the last session
+        self._resumed = False
+        self._partial = PartialSends()
+        self._last_trigger = LastTrigger()
+        self._newest: dict[int, int] = {}  # channel id -> newest message id seen
+        self._seen_chats: set[str] = set()
+        self._warned_content = False
+        self.sessions = 0
+        self.received = 0
+        self.fetched = 0
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    @property
+    def me(self) -> Any:
+        return self.client.user if self.client is not None else None
+
+    # -- inbound -------------------------------------------------------------------------------------
+    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if not self.settings.token:
+            self.status.set(OFF, self.settings.off_reason)
+            task_status.started()
+            await trio.sleep_forever()
+        async with self.bridge.attach():
+            task_status.started()
+            try:
+                await reconnect_forever(
+                    self.status,
+                    lambda: self._session(submit),
+                    base=self.settings.reconnect_base,
+                    cap=self.settings.reconnect_cap,
+                )
+            finally:
+                self.status.set(STOPPED)
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    client, self.client = self.client, None
+                    if client is not None and self.bridge.running:
+                        try:
+                            await self.bridge.call(client.close)
+                        except Exception:  # noqa: BLE001 - closing on the way out
+                            log.debug("discord: error while closing the client", exc_info=True)
+
+    def _make_client(self) -> Any:  # on the asyncio loop thread
+        import discord
+        from discord.http import Route
+
+        Route.BASE = self.settings.api_base  # process-wide: one Discord bot per daemon
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_messages = True
+        intents.dm_messages = True
+        intents.message_content = self.settings.message_content
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here: no warning
+        client = discord.Client(intents=intents, chunk_guilds_at_startup=False, max_messages=None)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        ready = asyncio.Event()
+
+        async def on_message(message: Any) -> None:
+            queue.put_nowait(message)  # in gateway order; the trio side stores them one by one
+
+        async def on_ready() -> None:
+            self._resumed = False
+            ready.set()
+
+        async def on_resumed() -> None:
+            self._resumed = True
+            ready.set()
+
+        client.event(on_message)
+        client.event(on_ready)
+        client.event(on_resumed)
+        self._queue, self._ready = queue, ready
+        return client
+
+    async def _login(self) -> None:
+        import discord
+
+        if self.client is None:
+            self.client = await self.bridge.call_sync(self._make_client)
+        if self.client.user is None:
+            try:
+                await self.bridge.call(self.client.login, self.settings.token or "")
+            except discord.LoginFailure as exc:
+                raise AuthError(f"login: {exc}") from None
+
+    async def _session(self, submit: Submit) -> None:
+        await self._login()
+        ready = self._ready
+        assert ready is not None
+        await self.bridge.call_sync(ready.clear)
+
+        async def when_ready() -> None:
+            await self.bridge.call(ready.wait)
+            self.sessions += 1
+            self.status.set(CONNECTED)
+            log.info("discord: %s as %s (id %s)", "resumed" if self._resumed else "connected",
+                     self.me, getattr(self.me, "id", "?"))
+            if self.sessions > 1 and not self._resumed and self.settings.fetch_missed:
+                await self._fetch_missed(submit)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, submit)
+                nursery.start_soon(when_ready)
+                await self.bridge.call(self._gateway)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _leaf(group) from None  # reconnect_forever must see AuthError itself
+        raise ConnectionError("the gateway connection ended")
+
+    async def _gateway(self) -> None:  # on the asyncio loop: one gateway connection, until it ends
+        import aiohttp
+        import yarl
+        from discord.errors import ConnectionClosed
+        from discord.gateway import DiscordWebSocket, ReconnectWebSocket
+
+        client = self.client
+        params: dict[str, Any] = {"initial": self.sessions == 0, "shard_id": None,
+                                  "gateway": yarl.URL(self.settings.gateway_url)}
+        if self._resume is not None:
+            params.update(resume=True, **self._resume)
+        client.ws = None
+        try:
+            client.ws = await asyncio.wait_for(DiscordWebSocket.from_client(client, **params),
+                                               timeout=self.settings.connect_timeout)
+            while True:
+                await client.ws.poll_event()
+        except ReconnectWebSocket as exc:
+            self._keep_resume(client.ws, exc.resume)
+            raise ConnectionError(f"the gateway asked to {exc.op}" if exc.resume else "the gateway session was invalidated") from None
+        except ConnectionClosed as exc:
+            if exc.code == 4004:
+                raise AuthError("the gateway rejected the token (4004)") from None
+            if exc.code == 4014:
+                raise AuthError("the bot is not allowed the Message Content intent (4014): enable it in the "
+                                "Developer Portal (Bot -> Privileged Gateway Intents) or set message_content = false") from None
+            self._keep_resume(client.ws, exc.code not in (4007, 4009, 4010, 4011, 4012, 4013))
+            raise
+        except (TimeoutError, OSError, aiohttp.ClientError):
+            self._keep_resume(client.ws, True)
+            raise
+
+    def _keep_resume(self, ws: Any, resume: bool) -> None:
+        if resume and ws is not None and ws.session_id:
+            self._resume = {"sequence": ws.sequence, "session": ws.session_id, "gateway": ws.gateway}
+        elif not resume:
+            self._resume = None
+
+    async def _pump(self, submit: Submit) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            message = await self.bridge.call(queue.get)
+            inbound = self.to_inbound(message)
+            if inbound is not None:
+                await self._submit(submit, inbound, message)
+
+    async def _fetch_missed(self, submit: Submit) -> None:
+        """After a fresh IDENTIFY (no resume): messages posted meanwhile in the channels seen."""
+        import discord
+
+        async def history(channel_id: int, after: int) -> list[Any]:
+            channel = self.client.get_partial_messageable(channel_id)
+            return [m async for m in channel.history(limit=200, after=discord.Object(id=after), oldest_first=True)]
+
+        for channel_id, newest in list(self._newest.items()):
+            try:
+                messages = await self.bridge.call(history, channel_id, newest)
+            except Exception as exc:  # noqa: BLE001 - best effort
+                log.warning("discord: could not fetch missed messages of %s: %s", channel_id, self.status.redact(str(exc)))
+                continue
+            for message in messages:
+                inbound = self.to_inbound(message)
+                if inbound is not None:
+                    self.fetched += 1
+                    await self._submit(submit, inbound, message)
+
+    async def _submit(self, submit: Submit, inbound: InboundMessage, message: Any) -> None:
+        from ..router import MessageRejected
+
+        self.received += 1
+        channel_id = int(message.channel.id)
+        self._newest[channel_id] = max(self._newest.get(channel_id, 0), int(message.id))
+        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
+            self._seen_chats.add(inbound.chat)
+            log.info("discord: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
+                     inbound.chat, inbound.chat)
+        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
+            self._last_trigger.note(inbound.chat, inbound.platform_id)
+        try:
+            await submit(inbound)
+        except MessageRejected as exc:
+            log.warning("discord: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+
+    def to_inbound(self, message: Any) -> InboundMessage | None:
+        """A discord.Message -> InboundMessage, or None for what is not a person's message."""
+        import discord
+
+        me = self.me
+        author = message.author
+        if author.bot or (me is not None and author.id == me.id):
+            return None  # bots, ourselves included
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return None  # joins, pins, boosts...
+        text = message.clean_content if message.content else ""
+        if not text.strip():
+            text = " ".join(f"[file: {a.filename}]" for a in message.attachments) or (
+                "[sticker]" if message.stickers else "")
+            if not text:
+                if message.guild is not None and not self._warned_content:
+                    self._warned_content = True
+                    log.warning("discord: a guild message arrived without content: turn on the Message Content "
+                                "intent for the bot (docs/channels/discord.md)")
+                return None
+        mentions = message.guild is None  # a DM is addressed to the bot
+        if me is not None and any(u.id == me.id for u in message.mentions):
+            mentions = True
+        ref = message.reference
+        resolved = getattr(ref, "resolved", None) if ref is not None else None
+        if me is not None and isinstance(resolved, discord.Message) and resolved.author.id == me.id:
+            mentions = True
+        return InboundMessage(
+            chat=discord_chat(message.channel.id),
+            sender=author.display_name or author.name,
+            text=text,
+            platform_id=str(message.id),
+            time=message.created_at,
+            sender_id=str(author.id),
+            mentions_bot=mentions,
+            reply_to=str(ref.message_id) if ref is not None and ref.message_id else None,
+        )
+
+    # -- outbound ------------------------------------------------------------------------------------
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *,
+                   idempotency_key: str | None = None) -> str | None:
+        """Send ``text`` (split under 2,000 characters), the first part referencing ``reply_to`` (or
+        the chat's newest trigger). ``idempotency_key`` (the outbox row id) becomes each part's
+        ``nonce`` with ``enforce_nonce``: Discord answers a resend with the message it already made."""
+        channel_id = _channel_id(chat)
+        if self.client is None or self.client.user is None:
+            raise ChannelError(f"discord is {self.state}", retryable=True)
+        target = reply_to or self._last_trigger.get(chat)
+        reference = int(target) if target and target.isdigit() else None
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(text, PART_LIMIT, measure=utf16_len)
+        for index in range(len(ids), len(parts)):
+            nonce = f"{idempotency_key}.{index}"[-NONCE_MAX:] if idempotency_key else None
+            message_id = await self._send_part(channel_id, parts[index], reference if index == 0 else None, nonce)
+            ids.append(message_id)
+            self._partial.record(key, message_id)
+        self._partial.finish(key)
+        return ids[0] if ids else None
+
+    async def _send_part(self, channel_id: int, part: str, reference: int | None, nonce: str | None) -> str:
+        import aiohttp
+        import discord
+
+        async def post() -> Any:
+            channel = self.client.get_partial_messageable(channel_id)
+            kwargs: dict[str, Any] = {}
+            if reference is not None:
+                kwargs["reference"] = discord.MessageReference(message_id=reference, channel_id=channel_id,
+                                                               fail_if_not_exists=False)
+            if nonce is not None:
+                kwargs["nonce"] = nonce  # discord.py adds enforce_nonce=true
+            return await channel.send(part, **kwargs)
+
+        try:
+            sent = await self.bridge.call(post)
+            return str(sent.id)
+        except discord.Forbidden as exc:
+            raise ChannelError(f"discord: forbidden: {exc.text} (the bot cannot write there: check its "
+                               "permissions, or the user closed DMs)", retryable=False) from None
+        except discord.NotFound as exc:
+            raise ChannelError(f"discord: not found: {exc.text} (unknown channel)", retryable=False) from None
+        except discord.DiscordServerError as exc:
+            raise ChannelError(f"discord: server error {exc.status}", retryable=True) from None
+        except discord.HTTPException as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise ChannelError(f"discord: HTTP {exc.status}", retryable=True) from None
+            raise ChannelError(self.status.redact(f"discord: HTTP {exc.status}: {exc.text}"), retryable=False) from None
+        except (TimeoutError, BridgeClosed, OSError, aiohttp.ClientError) as exc:
+            raise ChannelError(self.status.redact(f"discord: {type(exc).__name__}: {exc}"), retryable=True) from None
+
+    async def typing(self, chat: str) -> None:
+        """Show "typing..." for ~10 seconds (best effort)."""
+        if self.client is None or self.client.user is None:
+            return
+        try:
+            channel_id = _channel_id(chat)
+
+            async def trigger() -> None:
+                await self.client.http.send_typing(channel_id)
+
+            await self.bridge.call(trigger)
+        except Exception:  # noqa: BLE001 - cosmetic
+            log.debug("discord: typing indicator failed", exc_info=True)
+
+    def describe(self) -> dict[str, Any]:
+        out = self.status.describe()
+        out["bot"] = str(self.me) if self.me is not None else None
+        out["received"] = self.received
+        return out
+
+
+def _leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first real exception in a (nested) exception group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _channel_id(chat: str) -> int:
+    prefix, _, raw = chat.partition(":")
+    if prefix != PREFIX or not raw.isdigit():
+        raise ChannelError(f"not a Discord chat: {chat!r} (expected discord:<channel id>)", retryable=False)
+    return int(raw)

@@ -1,0 +1,284 @@
+"""A local fake of Slack: the Web API and a Socket Mode websocket on one loopback port, speaking
+their real wire formats, so slack-sdk's ``AsyncWebClient`` and its aiohttp ``SocketModeClient``
+talk to it unchanged (``AsyncWebClient(token, base_url=fake.base_url)``).
+
+Web API (POST/GET, form or JSON, ``Authorization: Bearer``; errors are HTTP 200 with
+``{"ok": false, "error": ...}`` like Slack): auth.test, apps.connections.open (app token) ->
+``ws://.../link/?ticket=...``, chat.postMessage (40,000-character hard limit, thread_ts),
+conversations.history (oldest/latest/inclusive/limit, newest first, thread replies excluded),
+conversations.replies, users.info; anything else ``{"ok": true}``.
+
+Socket Mode: on connect ``hello``; events as ``events_api`` envelopes that the client must ack
+with ``{"envelope_id": ...}``. Unacked envelopes are redelivered on the next connection with
+``retry_attempt`` + 1 (as Slack retries); events posted while no socket is open wait for one.
+``disconnect(reason)`` sends a ``disconnect`` message (Slack's "refresh_requested"), ``drop()``
+cuts every connection (RST), ``down()``/``up()`` refuse new ones.
+
+Scripting::
+
+    fake = await FakeSlack.start(nursery)
+    fake.user_message("C1", "hi <@UBOT>")      # message (+ app_mention) events
+    fake.sent                                  # chat.postMessage calls
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+import uuid
+from typing import Any
+
+import trio
+
+from .wsserver import HttpRequest, HttpWsServer, WebSocket
+
+HARD_LIMIT = 40_000
+AUTH_ERRORS = "invalid_auth"
+
+
+class FakeSlack(HttpWsServer):
+    def __init__(self, *, bot_token: str = "xoxb-test", app_token: str = "xapp-test",
+                 bot_user: str = "UBOT", bot_name: str = "andy") -> None:
+        super().__init__()
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.bot_user = bot_user
+        self.bot_id = "BBOT"
+        self.bot_name = bot_name
+        self.team = "T0001"
+        self.sent: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.history: dict[str, list[dict[str, Any]]] = {}  # channel -> messages (oldest first)
+        self.users: dict[str, dict[str, Any]] = {}
+        self.pending: list[dict[str, Any]] = []  # envelopes not yet acked, in order
+        self.acked: list[str] = []
+        self.delivered = 0  # envelopes written to a socket
+        self.hellos = 0
+        self.redeliver_unacked = True
+        self._failures: dict[str, list[str]] = {}
+        self._ts = itertools.count(1)
+        self._changed = trio.Event()
+        self._ws: WebSocket | None = None
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, **kw: Any) -> FakeSlack:
+        fake = cls(**kw)
+        await nursery.start(fake.serve)
+        return fake
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.http_base}/api/"
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def fail_next(self, method: str, error: str, times: int = 1) -> None:
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    # -- users' traffic --------------------------------------------------------------------------
+    def next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    def add_user(self, user_id: str, name: str) -> None:
+        self.users[user_id] = {"id": user_id, "name": name.lower(), "real_name": name,
+                               "profile": {"display_name": name, "real_name": name}}
+
+    def user_message(self, channel: str, text: str, *, user: str = "U1001", thread_ts: str | None = None,
+                     channel_type: str | None = None, mention_event: bool = True) -> dict[str, Any]:
+        """A user posts: stored in the channel's history; a ``message`` event (and an
+        ``app_mention`` event when the text mentions the bot, as Slack sends both) is queued."""
+        if user not in self.users:
+            self.add_user(user, "Alice" if user == "U1001" else user)
+        channel_type = channel_type or ("im" if channel.startswith("D") else "channel")
+        ts = self.next_ts()
+        message: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts, "team": self.team,
+                                   "client_msg_id": str(uuid.uuid4())}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.history.setdefault(channel, []).append(message)
+        event = {**message, "channel": channel, "event_ts": ts, "channel_type": channel_type}
+        self.push_event(event)
+        if mention_event and f"<@{self.bot_user}>" in text and channel_type != "im":
+            self.push_event({**{k: v for k, v in event.items() if k != "channel_type"}, "type": "app_mention"})
+        return event
+
+    def push_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "payload": {"token": "verification", "team_id": self.team, "api_app_id": "A0001", "event": event,
+                        "type": "event_callback", "event_id": "Ev" + uuid.uuid4().hex[:10].upper(),
+                        "event_time": int(time.time())},
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        self.pending.append(envelope)
+        self._notify()
+        return envelope
+
+    def redeliver(self, envelope: dict[str, Any]) -> None:
+        """Send an envelope again (as Slack does when it saw no ack in time)."""
+        again = {**envelope, "retry_attempt": envelope["retry_attempt"] + 1, "retry_reason": "timeout"}
+        self.pending.append(again)
+        self._notify()
+
+    async def disconnect(self, reason: str = "refresh_requested") -> None:
+        if self._ws is not None:
+            await self._ws.send_json({"type": "disconnect", "reason": reason,
+                                      "debug_info": {"host": "fake-slack"}})
+
+    # -- Socket Mode -------------------------------------------------------------------------------
+    async def websocket(self, ws: WebSocket) -> None:
+        if not ws.path.startswith("/link") or ws.query.get("ticket") is None:
+            await ws.close(4001, "bad ticket")
+            return
+        previous, self._ws = self._ws, ws
+        if previous is not None:
+            await previous.close(1000)
+        self.hellos += 1
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+                            "connection_info": {"app_id": "A0001"}})
+        written: set[str] = set()  # envelope ids written on this connection
+        if self.redeliver_unacked:
+            for env in self.pending:
+                if env.get("_written"):
+                    env["retry_attempt"] += 1
+                    env["retry_reason"] = "timeout"
+        async with trio.open_nursery() as nursery:
+
+            async def read_acks() -> None:
+                while (raw := await ws.receive()) is not None:
+                    msg = json.loads(raw)
+                    eid = msg.get("envelope_id")
+                    if eid:
+                        self.acked.append(eid)
+                        self.pending = [e for e in self.pending if e["envelope_id"] != eid]
+                        self._notify()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(read_acks)
+            while not ws.closed and self._ws is ws:
+                for env in list(self.pending):
+                    if env["envelope_id"] in written:
+                        continue
+                    written.add(env["envelope_id"])
+                    env["_written"] = True
+                    await ws.send_json({k: v for k, v in env.items() if not k.startswith("_")})
+                    self.delivered += 1
+                with trio.move_on_after(0.5):
+                    await self._changed.wait()
+            nursery.cancel_scope.cancel()
+        if self._ws is ws:
+            self._ws = None
+
+    # -- Web API -------------------------------------------------------------------------------------
+    async def http(self, request: HttpRequest) -> tuple[int, Any]:
+        if not request.path.startswith("/api/"):
+            return 404, {"ok": False, "error": "unknown_method"}
+        method = request.path[len("/api/"):]
+        params = request.params()
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or params.get("token", "")
+        self.requests.append((method, params))
+        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
+        if not token:
+            return 200, {"ok": False, "error": "not_authed"}
+        if token != wanted:
+            return 200, {"ok": False, "error": AUTH_ERRORS}
+        failures = self._failures.get(method)
+        if failures:
+            error = failures.pop(0)
+            if error == "ratelimited":
+                return 429, ({"ok": False, "error": "ratelimited"}, [("retry-after", "1")])
+            if error.isdigit():
+                return int(error), {"ok": False, "error": "fatal_error"}
+            return 200, {"ok": False, "error": error}
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return 200, {"ok": True}
+        return await handler(params)
+
+    async def _m_auth_test(self, params: dict[str, Any]) -> tuple[int, Any]:
+        return 200, {"ok": True, "url": "https://fake.slack.com/", "team": "Fake Team", "user": self.bot_name,
+                     "team_id": self.team, "user_id": self.bot_user, "bot_id": self.bot_id, "is_enterprise_install": False}
+
+    async def _m_apps_connections_open(self, params: dict[str, Any]) -> tuple[int, Any]:
+        return 200, {"ok": True, "url": f"{self.ws_base}/link/?ticket={uuid.uuid4()}&app_id=A0001"}
+
+    async def _m_chat_postMessage(self, params: dict[str, Any]) -> tuple[int, Any]:
+        channel = str(params.get("channel", ""))
+        text = str(params.get("text") or "")
+        if not channel:
+            return 200, {"ok": False, "error": "channel_not_found"}
+        if not text.strip() and not params.get("blocks"):
+            return 200, {"ok": False, "error": "no_text"}
+        if len(text) > HARD_LIMIT:
+            return 200, {"ok": False, "error": "msg_too_long"}
+        ts = self.next_ts()
+        message: dict[str, Any] = {"type": "message", "user": self.bot_user, "bot_id": self.bot_id, "text": text,
+                                   "ts": ts, "team": self.team}
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts:
+            message["thread_ts"] = str(thread_ts)
+        self.history.setdefault(channel, []).append(message)
+        self.sent.append({"params": params, "channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts})
+        self._notify()
+        return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    async def _m_conversations_history(self, params: dict[str, Any]) -> tuple[int, Any]:
+        channel = str(params.get("channel", ""))
+        if channel not in self.history:
+            return 200, {"ok": False, "error": "channel_not_found"}
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params.get("latest") or 1e12)
+        inclusive = str(params.get("inclusive", "false")).lower() in ("1", "true")
+        limit = int(params.get("limit") or 100)
+        msgs = [m for m in self.history[channel]
+                if (not m.get("thread_ts") or m["thread_ts"] == m["ts"])
+                and (oldest <= float(m["ts"]) <= latest if inclusive else oldest < float(m["ts"]) < latest)]
+        msgs = sorted(msgs, key=lambda m: float(m["ts"]), reverse=True)
+        return 200, {"ok": True, "messages": msgs[:limit], "has_more": len(msgs) > limit}
+
+    async def _m_conversations_replies(self, params: dict[str, Any]) -> tuple[int, Any]:
+        channel = str(params.get("channel", ""))
+        ts = str(params.get("ts", ""))
+        found = [m for m in self.history.get(channel, []) if m["ts"] == ts]
+        if not found:
+            return 200, {"ok": False, "error": "thread_not_found"}
+        root = found[0].get("thread_ts", ts)
+        thread = [m for m in self.history[channel] if m["ts"] == root or m.get("thread_ts") == root]
+        return 200, {"ok": True, "messages": thread if found[0]["ts"] == root else [found[0]], "has_more": False}
+
+    async def _m_users_info(self, params: dict[str, Any]) -> tuple[int, Any]:
+        user = self.users.get(str(params.get("user", "")))
+        if user is None:
+            return 200, {"ok": False, "error": "user_not_found"}
+        return 200, {"ok": True, "user": user}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="fake Slack Web API + Socket Mode")
+    parser.add_argument("--port", type=int, default=8082)
+    args = parser.parse_args()
+
+    async def run() -> None:
+        fake = FakeSlack()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: fake.serve(port=args.port, task_status=task_status))
+            print(f"fake Slack: NGB_SLACK_BOT_TOKEN={fake.bot_token} NGB_SLACK_APP_TOKEN={fake.app_token} "
+                  f"NGB_CHANNELS='{{\"slack\": {{\"base_url\": \"{fake.base_url}\"}}}}'", flush=True)
+
+    trio.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Slack through the real daemon (in-process, fake agent) and the real slack-sdk (AsyncWebClient +
+aiohttp SocketModeClient), against tests/fakes/slack.py (Web API + Socket Mode) on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from ngb.channels.slack import SlackChannel, SlackSettings
+from ngb.config import ConfigError, load_config
+from ngb.records import Group
+from tests.fakes.agent import FakeBehaviour
+from tests.fakes.slack import FakeSlack
+
+BOT, APP = "xoxb-1-TEST", "xapp-1-TEST"
+CHAN = "C0123"
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    async with trio.open_nursery() as nursery:
+        fake = await FakeSlack.start(nursery, bot_token=BOT, app_token=APP)
+        yield fake
+        nursery.cancel_scope.cancel()
+
+
+def slack_env(fake: FakeSlack, bot: str = BOT, app: str = APP, **table: Any) -> dict[str, str]:
+    settings = {"base_url": fake.base_url, "ping_interval": "0.5", "reconnect_base": "0.05", "reconnect_cap": "0.3",
+                "connect_timeout": "3", **table}
+    return {"NGB_SLACK_BOT_TOKEN": bot, "NGB_SLACK_APP_TOKEN": app, "NGB_CHANNELS": json.dumps({"slack": settings})}
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
+    with trio.fail_after(timeout):
+        while not (value := predicate()):
+            await trio.sleep(0.01)
+        return value
+
+
+async def stored(d: Any, chat: str) -> list[Any]:
+    return await d.daemon.store.messages_after(chat, 0)
+
+
+async def start(run_daemon: Any, fake: FakeSlack, behaviour: FakeBehaviour | None = None, **table: Any) -> Any:
+    d = await run_daemon(behaviour, **slack_env(fake, **table))
+    channel = d.daemon.channels["slack"]
+    await wait_until(lambda: channel.state == "connected")
+    return d
+
+
+def echo_each(prompt: str) -> list[str]:
+    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
+
+
+async def test_channel_trigger_context_and_one_reply(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack)
+    await d.daemon.registry.add(Group(chat=f"slack:{CHAN}", folder="team"))
+    fake_slack.add_user("U7", "Bob")
+    fake_slack.user_message(CHAN, "the deploy is at 3pm", user="U7")
+    await wait_until(lambda: not fake_slack.pending)  # stored, then acked
+    msgs = await stored(d, f"slack:{CHAN}")
+    assert [(m.text, m.sender, m.sender_id, m.mentions_bot) for m in msgs] == [("the deploy is at 3pm", "Bob", "U7", False)]
+
+    fake_slack.user_message(CHAN, "<@UBOT> when is the deploy?")  # message + app_mention events
+    sent = await wait_until(lambda: fake_slack.sent)
+    await trio.sleep(0.3)
+    assert len(fake_slack.sent) == 1  # the two events of one message: answered once
+    assert sent[0]["channel"] == CHAN and sent[0]["thread_ts"] is None  # trigger not in a thread
+    assert sent[0]["text"] == "Echo: @andy when is the deploy?"
+    assert "the deploy is at 3pm" in d.launcher.prompts[-1][2]  # context
+    msgs = await stored(d, f"slack:{CHAN}")
+    assert [m.from_bot for m in msgs] == [False, False, True]
+    assert msgs[1].mentions_bot and msgs[2].platform_id == f"{CHAN}:{sent[0]['ts']}"
+    assert not fake_slack.pending and len(fake_slack.acked) == 3  # every envelope acked
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["slack"]["state"] == "connected"
+
+
+async def test_reply_goes_into_the_thread_of_the_trigger(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack)
+    await d.daemon.registry.add(Group(chat=f"slack:{CHAN}", folder="team"))
+    parent = fake_slack.user_message(CHAN, "a question for later")
+    fake_slack.user_message(CHAN, "<@UBOT> what do you think?", thread_ts=parent["ts"])
+    await wait_until(lambda: fake_slack.sent)
+    assert fake_slack.sent[0]["thread_ts"] == parent["ts"]
+    fake_slack.user_message(CHAN, "@Andy and top level?")  # the trigger word, not in a thread
+    await wait_until(lambda: len(fake_slack.sent) == 2)
+    assert fake_slack.sent[1]["thread_ts"] is None
+
+
+async def test_reply_in_thread_always(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack, reply_in_thread="always")
+    await d.daemon.registry.add(Group(chat=f"slack:{CHAN}", folder="team"))
+    trigger = fake_slack.user_message(CHAN, "<@UBOT> hi")
+    await wait_until(lambda: fake_slack.sent)
+    assert fake_slack.sent[0]["thread_ts"] == trigger["ts"]
+
+
+async def test_dm_needs_no_mention(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack)
+    await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))
+    fake_slack.user_message("D42", "what's up")
+    await wait_until(lambda: fake_slack.sent)
+    assert fake_slack.sent[0]["channel"] == "D42" and fake_slack.sent[0]["text"] == "Echo: what's up"
+
+
+async def test_long_reply_is_split_in_order_with_mrkdwn(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    paragraphs = [f"**Part {i}.** " + " ".join(f"Sentence {i}.{j} says a few words." for j in range(12)) for i in range(30)]
+    long_text = "\n\n".join(paragraphs)
+    assert len(long_text) > 10_000
+    d = await start(run_daemon, fake_slack, FakeBehaviour(reply=lambda p: [long_text]))
+    await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))
+    fake_slack.user_message("D42", "tell me everything")
+    await wait_until(lambda: d.daemon.outbox.delivered >= 1)
+    parts = fake_slack.sent
+    assert len(parts) >= 3 and all(len(p["text"]) <= 4000 for p in parts)
+    assert parts[0]["text"].startswith("*Part 0.*")  # Markdown bold -> mrkdwn bold
+    assert "\n\n".join(p["text"] for p in parts).replace("*", "") == long_text.replace("**", "")
+    assert parts[-1]["text"].endswith("Sentence 29.11 says a few words.")
+
+
+async def test_redelivered_envelope_is_stored_and_answered_once(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack, FakeBehaviour(reply=echo_each))
+    await d.daemon.registry.add(Group(chat=f"slack:{CHAN}", folder="team", requires_trigger=False))
+    fake_slack.user_message(CHAN, "only once")
+    await wait_until(lambda: fake_slack.sent)
+    envelope = {"envelope_id": "again-1", "payload": {"event": {**fake_slack.history[CHAN][0], "channel": CHAN,
+                "channel_type": "channel"}}, "type": "events_api", "accepts_response_payload": False,
+                "retry_attempt": 0, "retry_reason": ""}
+    fake_slack.redeliver(envelope)  # Slack sends the same event again (retry_attempt 1)
+    await wait_until(lambda: "again-1" in fake_slack.acked)
+    await trio.sleep(0.3)
+    assert [m.text for m in await stored(d, f"slack:{CHAN}") if not m.from_bot] == ["only once"]
+    assert [s["text"] for s in fake_slack.sent] == ["Echo: only once"]
+
+
+async def test_outage_then_reconnect_answers_each_message_once(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack, FakeBehaviour(reply=echo_each))
+    channel = d.daemon.channels["slack"]
+    await d.daemon.registry.add(Group(chat=f"slack:{CHAN}", folder="team", requires_trigger=False))
+    fake_slack.user_message(CHAN, "before")
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+
+    fake_slack.down()  # the websocket dies; new connections refused
+    await wait_until(lambda: channel.state in ("disconnected", "connecting"))
+    for i in range(3):
+        fake_slack.user_message(CHAN, f"during outage {i}")
+    await trio.sleep(0.5)
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["slack"]["state"] in ("disconnected", "connecting")
+    assert channel.status.reconnects >= 1
+    fake_slack.up()
+    await wait_until(lambda: channel.state == "connected")
+    await wait_until(lambda: sum("during outage" in s["text"] for s in fake_slack.sent) == 3, timeout=15)
+    # the events were both redelivered on the new socket and fetched with conversations.history
+    assert any(m == "conversations.history" for m, _ in fake_slack.requests)
+
+    # Slack asks for a refresh ("disconnect" message): the SDK moves to a new socket, nothing lost
+    hellos = fake_slack.hellos
+    await fake_slack.disconnect()
+    await wait_until(lambda: fake_slack.hellos > hellos)
+    fake_slack.user_message(CHAN, "after refresh")
+    # and an abrupt drop
+    await wait_until(lambda: any(s["text"] == "Echo: after refresh" for s in fake_slack.sent), timeout=15)
+    fake_slack.drop()
+    fake_slack.user_message(CHAN, "after drop")
+    await wait_until(lambda: any(s["text"] == "Echo: after drop" for s in fake_slack.sent), timeout=15)
+    await trio.sleep(0.5)
+    texts = [m.text for m in await stored(d, f"slack:{CHAN}") if not m.from_bot]
+    assert texts == ["before", "during outage 0", "during outage 1", "during outage 2", "after refresh", "after drop"]
+    replies = [s["text"] for s in fake_slack.sent]
+    assert sorted(replies) == sorted(f"Echo: {t}" for t in texts)  # each answered exactly once
+
+
+async def test_failed_send_is_retried_and_delivered_once(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack)
+    await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))
+    fake_slack.fail_next("chat.postMessage", "500")
+    fake_slack.user_message("D42", "hello")
+    await wait_until(lambda: fake_slack.sent, timeout=15)
+    await trio.sleep(0.3)
+    assert [s["text"] for s in fake_slack.sent] == ["Echo: hello"]
+    assert d.daemon.outbox.retries == 1
+
+
+async def test_not_in_channel_is_not_retried(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    d = await start(run_daemon, fake_slack)
+    await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))
+    fake_slack.fail_next("chat.postMessage", "not_in_channel")
+    fake_slack.user_message("D42", "hello")
+    await wait_until(lambda: d.daemon.outbox.retries == 1)
+    await trio.sleep(0.5)
+    assert fake_slack.sent == []
+
+
+@pytest.mark.parametrize("which", ["bot", "app"])
+async def test_rejected_token_is_reported_and_local_chat_keeps_working(
+    run_daemon: Any, fake_slack: FakeSlack, caplog: Any, which: str
+) -> None:
+    env = slack_env(fake_slack, bot="xoxb-WRONG") if which == "bot" else slack_env(fake_slack, app="xapp-WRONG")
+    d = await run_daemon(**env)
+    channel = d.daemon.channels["slack"]
+    await wait_until(lambda: channel.state == "unauthorized")
+    status = (await d.http.get("/status")).json()
+    assert status["channels"]["slack"]["state"] == "unauthorized"
+    assert "invalid_auth" in (channel.status.last_error or "")
+    assert ("app token" in channel.status.last_error) == (which == "app")
+    await d.post("main", "still there?")
+    replies = await d.wait_bot_replies("main", 1)
+    assert replies[0]["text"] == "Echo: still there?"
+    assert not any("WRONG" in r.getMessage() for r in caplog.records)
+
+
+async def test_missing_app_token_means_off(run_daemon: Any, fake_slack: FakeSlack, caplog: Any) -> None:
+    d = await run_daemon(NGB_SLACK_BOT_TOKEN=BOT, NGB_CHANNELS=json.dumps({"slack": {"base_url": fake_slack.base_url}}))
+    assert d.daemon.channels["slack"].state == "off"
+    assert sum("channel slack: off" in r.getMessage() and "NGB_SLACK_APP_TOKEN" in r.getMessage()
+               for r in caplog.records) == 1
+    assert fake_slack.requests == []
+
+
+def test_settings_from_config(tmp_path: Any) -> None:
+    cfg = load_config(None, env={"NGB_SLACK_BOT_TOKEN": "xoxb-1", "NGB_SLACK_APP_TOKEN": "xapp-1",
+                                 "NGB_STATE_DIR": str(tmp_path)})
+    assert cfg.channels == {"slack": {"bot_token": "xoxb-1", "app_token": "xapp-1"}}
+    s = SlackSettings.from_table({"bot_token": "xoxb-1", "app_token": "xapp-1", "base_url": "http://127.0.0.1:9/api"})
+    assert (s.base_url, s.off_reason, s.reply_in_thread) == ("http://127.0.0.1:9/api/", None, "auto")
+    assert SlackSettings.from_table({"bot_token": "xoxb-1", "app_token": "xapp-1"}).base_url == "https://slack.com/api/"
+    with pytest.raises(ConfigError, match="channels.slack.app_token"):
+        SlackSettings.from_table({"bot_token": "xoxb-1", "app_token": "xoxb-2"})
+    with pytest.raises(ConfigError, match="channels.slack.reply_in_thraed: unknown key"):
+        SlackSettings.from_table({"reply_in_thraed": "always"})
+
+
+def test_to_inbound() -> None:
+    channel = SlackChannel(SlackSettings(bot_token="xoxb-1", app_token="xapp-1"))
+    channel.me = {"user_id": "UBOT", "user": "andy"}
+    base = {"type": "message", "channel": "C1", "user": "U9", "ts": "1700000000.000100"}
+    m = channel.to_inbound({**base, "text": "hey <@UBOT> see <https://x.org|this> &amp; <#C2|general>"})
+    assert m is not None and m.mentions_bot and m.platform_id == "C1:1700000000.000100" and m.chat == "slack:C1"
+    assert m.text == "hey @andy see this (https://x.org) & #general"
+    assert channel.to_inbound({**base, "text": "hi", "bot_id": "B1"}) is None
+    assert channel.to_inbound({**base, "text": "hi", "subtype": "message_changed"}) is None
+    assert channel.to_inbound({**base, "user": "UBOT", "text": "mine"}) is None
+    m = channel.to_inbound({**base, "text": "in thread", "thread_ts": "1699999999.000001"})
+    assert m is not None and m.reply_to == "C1:1699999999.000001" and not m.mentions_bot
+    m = channel.to_inbound({**base, "channel": "D1", "channel_type": "im", "text": "dm"})
+    assert m is not None and m.mentions_bot
