@@ -156,7 +156,10 @@ def parse_size(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE_RE.fullmatch(value.strip())):
-        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        number = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+        if not math.isfinite(number):  # "1111...1" (400 digits) is inf: int() would raise OverflowError
+            raise ValueError(f"is too large, got {_got(value)}")
+        size = int(number)
     else:
         raise ValueError(f'must be a size like "512m" or "2g", got {_got(value)}')
     return size
@@ -238,7 +241,10 @@ def _path(value: Any) -> Path:
         raise ValueError(f"must be a file system path, got {_got(value)}")
     if "\x00" in text:
         raise ValueError("must be a file system path without NUL characters")
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~nobody-here/x": no such user (was an uncaught RuntimeError)
+        raise ValueError(f"names a home folder that does not exist, got {_got(value)}") from None
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -609,7 +615,10 @@ def _find_file(path: Path | None, env: Mapping[str, str]) -> tuple[Path | None, 
     if path is not None:
         return Path(path).expanduser(), "--config"
     if env.get("NGB_CONFIG"):
-        return Path(env["NGB_CONFIG"]).expanduser(), "NGB_CONFIG"
+        try:
+            return Path(env["NGB_CONFIG"]).expanduser(), "NGB_CONFIG"
+        except RuntimeError:
+            raise ConfigError("NGB_CONFIG", f"names a home folder that does not exist, got {_got(env['NGB_CONFIG'])}") from None
     if DEFAULT_FILE.is_file():
         return DEFAULT_FILE, "./ngb.toml"
     return None, ""

@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 16000
 MAX_SCRIPT = 4000
+MAX_ID = 200  # longer request ids are not echoed
+MAX_ERROR = 2000  # error texts sent back (and logged) are cut to this
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """Agent-controlled text in a log line or an error: bounded, so a request cannot make the
+    answer bigger than a frame or flood the log."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 class Refused(Exception):
@@ -45,7 +53,7 @@ class ToolService:
     async def call(self, caller: Group, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, f"_tool_{tool}", None)
         if handler is None or tool.startswith("_"):
-            raise Refused(f"unknown tool {tool!r}")
+            raise Refused(f"unknown tool {_short(tool)!r}")
         return await handler(caller, args)
 
     # -- helpers -------------------------------------------------------------------------
@@ -220,12 +228,19 @@ async def serve_requests(
         writer = FrameWriter(stream)
         async with stream:
             while True:
-                frame = await reader.next_frame()
+                try:
+                    frame = await reader.next_frame()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the agent reset the connection: only this connection ends
                 if frame is None:
                     return
                 reply = await _answer(frame)
                 try:
-                    await writer.send(reply)
+                    try:
+                        await writer.send(reply)
+                    except ValueError as exc:  # the answer does not fit in a frame
+                        log.warning("tools[%s]: answer not sendable: %s", caller().folder, _short(str(exc)))
+                        await writer.send({"id": None, "ok": False, "error": "the answer is too large to send"})
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
 
@@ -235,8 +250,8 @@ async def serve_requests(
             log.warning("tools[%s]: malformed request: %s", group.folder, frame.reason)
             return {"id": None, "ok": False, "error": f"malformed request: {frame.reason}"}
         request_id = frame.get("id")
-        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
-            request_id = None
+        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or len(str(request_id)) > MAX_ID:
+            request_id = None  # an id is echoed back: only short ones
         tool, args = frame.get("tool"), frame.get("args", {})
         if not isinstance(tool, str) or not isinstance(args, dict):
             return {"id": request_id, "ok": False, "error": "a request needs 'tool' (string) and 'args' (object)"}
@@ -244,10 +259,10 @@ async def serve_requests(
             result = await service.call(group, tool, args)
         except Refused as exc:
             service.refusals += 1
-            log.warning("tools[%s]: refused %s: %s", group.folder, tool, exc)
-            return {"id": request_id, "ok": False, "error": str(exc)}
+            log.warning("tools[%s]: refused %s: %s", group.folder, _short(tool), _short(str(exc)))
+            return {"id": request_id, "ok": False, "error": _short(str(exc), MAX_ERROR)}
         except Exception as exc:  # noqa: BLE001 - a tool bug answers an error, never kills the daemon
-            log.exception("tools[%s]: %s failed", group.folder, tool)
+            log.exception("tools[%s]: %s failed", group.folder, _short(tool))
             return {"id": request_id, "ok": False, "error": f"internal error: {type(exc).__name__}"}
         return {"id": request_id, "ok": True, "result": result}
 

@@ -43,12 +43,14 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         chat = str_arg("chat", max_len=300)
         limit = int_arg("limit", 20, lo=1, hi=MAX_PAGE)
         offset = int_arg("offset", 0, lo=0, hi=100_000)
-        found, total = await queries.search(daemon.store, q, chat=chat, limit=limit, offset=offset)
+        found, total, exact = await queries.search(daemon.store, q, chat=chat, limit=limit, offset=offset)
+        more = offset + len(found) < total if exact else len(found) == limit
         return {
             "query": q,
             "chat": chat,
             "total": total,
+            "total_exact": exact,
             "offset": offset,
             "messages": [message_json_full(m) for m in found],
-            "next_offset": offset + len(found) if offset + len(found) < total else None,
+            "next_offset": offset + len(found) if more else None,
         }

@@ -72,6 +72,14 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.after_request
     async def count(response: Any) -> Any:
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # Read what is left of the body before answering. A handler that refuses a request
+            # early (bad chat name, no auth) leaves it unread, and then a keep-alive connection
+            # could stall on its next request (found by tests/test_fuzz_api.py).
+            try:
+                await request.get_data(cache=False)
+            except Exception:  # noqa: BLE001 - too large / broken: the answer is already decided
+                response.headers["Connection"] = "close"  # the rest of that body is not read
         begun = getattr(g, "started", None)
         if begun is not None:
             metrics.http_latency.observe(trio.current_time() - begun)
@@ -84,7 +92,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.errorhandler(413)
     async def too_large(_exc: Any) -> Any:
-        return error(413, f"request body over {daemon.config.max_body_bytes} bytes")
+        # The rest of the body stays unread: close the connection rather than parse it as the
+        # next request (a kept-alive connection stalled there; tests/test_fuzz_api.py).
+        body, status = error(413, f"request body over {daemon.config.max_body_bytes} bytes")
+        return body, status, {"Connection": "close"}
 
     @app.errorhandler(404)
     async def not_found(_exc: Any) -> Any:

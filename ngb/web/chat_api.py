@@ -23,7 +23,7 @@ from ..channels.local import local_chat
 from ..records import InboundMessage
 from ..router import MessageRejected
 from . import queries
-from .common import ApiError, error, message_json
+from .common import ApiError, error, message_json, read_json
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -31,10 +31,16 @@ if TYPE_CHECKING:
 CHAT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def _number(raw: str) -> bool:
+    """ASCII digits only, and not absurdly long: "²".isdigit() is True but int("²") raises, and
+    int() refuses more than 4,300 digits (both were a 500)."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18
+
+
 def local_chat_of(name: str) -> str:
     if name.startswith("local:"):
         name = name[len("local:") :]
-    if not CHAT_NAME_RE.match(name):
+    if not CHAT_NAME_RE.fullmatch(name):  # fullmatch: "$" would let "main\n" through
         raise ApiError(400, "chat names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return local_chat(name)
 
@@ -65,7 +71,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     @app.post("/api/chats/<name>/messages")
     async def post_message(name: str) -> Any:
         chat = local_chat_of(name)
-        body = await request.get_json(silent=True)
+        body = await read_json()
         if not isinstance(body, dict):
             return error(400, 'body must be a JSON object {"sender": "...", "text": "..."}')
         sender, text = body.get("sender"), body.get("text")
@@ -96,7 +102,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         chat = local_chat_of(name)
         after = request.args.get("after", "0")
         limit = request.args.get("limit", "200")
-        if not after.isdigit() or not limit.isdigit():
+        if not _number(after) or not _number(limit):
             return error(400, "'after' and 'limit' must be non-negative integers")
         if int(after) == 0 and not await queries.chat_known(daemon.store, chat):
             return error(404, f"no chat {chat}")
@@ -107,7 +113,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def events(name: str) -> Any:
         chat = local_chat_of(name)
         after = request.args.get("after", "0")
-        if not after.isdigit():
+        if not _number(after):
             return error(400, "'after' must be a non-negative integer")
         receive = daemon.events.subscribe(chat)
         backlog = await daemon.store.messages_after(chat, int(after), 200) if int(after) > 0 else []

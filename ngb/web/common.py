@@ -3,6 +3,7 @@ argument parsing. Every error the API returns is JSON: {"error": "<what to fix>"
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
@@ -89,9 +90,23 @@ def structure(data: Any, cls: type[T]) -> T:
         raise ApiError(400, str(exc)[:500]) from None
 
 
+async def read_json() -> Any:
+    """The request's JSON body, or None when it is not JSON. Quart's `silent=True` only covers
+    JSON syntax errors: bytes that are not UTF-8 raised UnicodeDecodeError (a 500), and very deep
+    nesting RecursionError, and lone surrogates UnicodeEncodeError later in the store: all of them are
+    a bad body, not a server error."""
+    try:
+        data = await request.get_json(silent=True)
+        # JSON may spell lone surrogates ("\\ud800"), which no UTF-8 store or socket accepts.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError):
+        return None
+    return data
+
+
 async def json_body(cls: type[T]) -> tuple[T, dict[str, Any]]:
     """The request's JSON body as a record, plus the raw dict (to tell 'absent' from 'null')."""
-    data = await request.get_json(silent=True)
+    data = await read_json()
     if data is None:
         raise ApiError(400, "the body must be a JSON object (Content-Type: application/json)")
     return structure(data, cls), data
@@ -101,7 +116,7 @@ def int_arg(name: str, default: int, *, lo: int = 0, hi: int | None = None) -> i
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit(), yet int("²") raises
         raise ApiError(400, f"'{name}' must be a non-negative integer")
     value = int(raw)
     if value < lo or (hi is not None and value > hi):

@@ -13,7 +13,8 @@ from ..store import Store, _message
 def fts_phrase(query: str) -> str:
     """User text as an FTS5 query that never errors: each word a quoted prefix-free token, all
     required (AND). 'deploy friday' finds messages that contain both words."""
-    words = [w for w in query.split() if w]
+    # NUL ends an SQL string inside FTS5's parser ("unterminated string", a 500): it is a blank here.
+    words = [w for w in query.replace("\x00", " ").split() if w]
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
@@ -34,24 +35,37 @@ async def message_page(store: Store, chat: str, *, before: int | None, limit: in
     return await store.run(q)
 
 
+SEARCH_COUNT_CAP = 1000
+
+
 async def search(
     store: Store, query: str, *, chat: str | None, limit: int, offset: int
-) -> tuple[list[Message], int]:
-    """Full-text search over the FTS index, newest first, with the total number of hits."""
+) -> tuple[list[Message], int, bool]:
+    """Full-text search over the FTS index, newest first, with the number of hits: exact up to
+    SEARCH_COUNT_CAP, else that cap and False (counting every hit of a common word costs a walk
+    of its whole posting list; a page costs only the page)."""
     phrase = fts_phrase(query)
 
-    def q(c: sqlite3.Connection) -> tuple[list[Message], int]:
-        where = "messages_fts MATCH ?" + (" AND m.chat = ?" if chat else "")
-        args: tuple[Any, ...] = (phrase, chat) if chat else (phrase,)
-        total = c.execute(
-            f"SELECT COUNT(*) FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE {where}", args
-        ).fetchone()[0]
+    def q(c: sqlite3.Connection) -> tuple[list[Message], int, bool]:
+        # Newest first straight from the index (FTS5 walks rowids in descending order and stops at
+        # the page); CROSS JOIN keeps the index as the outer loop when filtering by chat.
+        if chat:
+            hits = (
+                "SELECT f.rowid AS id FROM messages_fts f CROSS JOIN messages m ON m.id = f.rowid"
+                " WHERE messages_fts MATCH ? AND m.chat = ?"
+            )
+            args: tuple[Any, ...] = (phrase, chat)
+        else:
+            hits = "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ?"
+            args = (phrase,)
+        total = c.execute(f"SELECT COUNT(*) FROM ({hits} LIMIT ?)", (*args, SEARCH_COUNT_CAP + 1)).fetchone()[0]
         rows = c.execute(
-            f"SELECT m.* FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE {where}"
-            " ORDER BY m.id DESC LIMIT ? OFFSET ?",
+            f"SELECT m.* FROM ({hits} ORDER BY id DESC LIMIT ? OFFSET ?) h JOIN messages m ON m.id = h.id"
+            " ORDER BY m.id DESC",
             (*args, limit, offset),
         ).fetchall()
-        return [_message(r) for r in rows], int(total)
+        exact = total <= SEARCH_COUNT_CAP
+        return [_message(r) for r in rows], int(min(total, SEARCH_COUNT_CAP)), exact
 
     return await store.run(q)
 

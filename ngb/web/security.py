@@ -27,7 +27,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from ..config import is_loopback_host
-from .common import error
+from .common import error, read_json
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -130,7 +130,7 @@ def install(app: QuartTrio, daemon: Daemon, static: Path) -> None:
 
     @app.post("/api/login")
     async def login() -> Any:
-        body = await request.get_json(silent=True)
+        body = await read_json()
         given = body.get("token") if isinstance(body, dict) else None
         if not token:
             return {"ok": True}

@@ -192,7 +192,7 @@
     const items = r.messages.map((m) => renderMessage(m, words));
     if (offset) $("messages").append(...items); else $("messages").replaceChildren(...items);
     state.search = r;
-    $("search-info").textContent = `${r.total} message${r.total === 1 ? "" : "s"} match “${q}”`;
+    $("search-info").textContent = `${r.total}${r.total_exact === false ? "+" : ""} message${r.total === 1 ? "" : "s"} match “${q}”`;
     $("older").hidden = r.next_offset == null;
     $("older").textContent = r.next_offset == null ? "Older…" : "More results…";
   }
