@@ -78,6 +78,8 @@ class Group:
     allowed_senders: tuple[str, ...] = ()  # empty: everyone
     mounts: tuple[dict[str, Any], ...] = ()  # MountRequest fields, validated at container start
     added_at: datetime = attrs.field(factory=utcnow)
+    sender_rate_per_minute: int | None = None  # None: the daemon's default; 0: no limit
+    group_rate_per_minute: int | None = None
 
 
 @attrs.frozen

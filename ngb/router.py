@@ -72,10 +72,10 @@ class Router:
             log.info("router: shutting down; %s message %d will be answered after restart", message.chat, message.id)
             return "deferred"
         sender_key = f"{message.chat}|{message.sender_id or message.sender}"
-        if not self.sender_limit.allow(sender_key):
+        if not self.sender_limit.allow(sender_key, group.sender_rate_per_minute):
             self._limited(group.folder, message, sender_key, self.sender_limit.retry_after(sender_key), "you are")
             return "rate_limited"
-        if not self.group_limit.allow(message.chat):
+        if not self.group_limit.allow(message.chat, group.group_rate_per_minute):
             self._limited(group.folder, message, message.chat, self.group_limit.retry_after(message.chat), "this chat is")
             return "rate_limited"
         self._wake(group.folder, message.id)

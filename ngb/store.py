@@ -158,6 +158,11 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX task_runs_slot ON task_runs(task_id, scheduled_for);
     CREATE INDEX task_runs_open ON task_runs(outcome, task_id) WHERE outcome IN ('queued', 'running');
     """,
+    # 4: per-group rate limits (NULL: the daemon's defaults)
+    """
+    ALTER TABLE groups ADD COLUMN sender_rate_per_minute INTEGER;
+    ALTER TABLE groups ADD COLUMN group_rate_per_minute INTEGER;
+    """,
 ]
 
 RETRYABLE = ("database is locked", "database or disk is full", "disk I/O error", "database table is locked")

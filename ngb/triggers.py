@@ -45,14 +45,16 @@ class RateLimiter:
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
 
-    def allow(self, key: str) -> bool:
-        if self.per_minute <= 0:
+    def allow(self, key: str, limit: int | None = None) -> bool:
+        """Record a hit for key if it is under `limit` (default: this limiter's) per window."""
+        per_minute = self.per_minute if limit is None else limit
+        if per_minute <= 0:
             return True
         now = self._clock()
         hits = self._hits.setdefault(key, deque())
         while hits and now - hits[0] >= self.window:
             hits.popleft()
-        if len(hits) >= self.per_minute:
+        if len(hits) >= per_minute:
             return False
         hits.append(now)
         if len(self._hits) > 10_000:  # bounded memory under a flood of distinct senders

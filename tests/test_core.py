@@ -335,3 +335,27 @@ async def test_locked_database_is_waited_out_and_nothing_is_lost(run_daemon) -> 
     thread.join()
     bot = await d.wait_bot_replies("main", 1)
     assert bot[0]["text"] == "Echo: written while locked"
+
+
+async def test_per_group_rate_limit_overrides_the_default(run_daemon) -> None:
+    d = await run_daemon(NGB_SENDER_RATE_PER_MINUTE="100", NGB_IDLE_TIMEOUT="5")
+    r = await d.http.post("/api/groups", json={"chat": "local:strict", "folder": "strict", "requires_trigger": False})
+    assert r.status_code == 201, r.text
+    r = await d.http.patch("/api/groups/local:strict", json={"sender_rate_per_minute": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["sender_rate_per_minute"] == 1
+    r = await d.http.patch("/api/groups/local:strict", json={"sender_rate_per_minute": -3})
+    assert r.status_code == 400
+    for i in range(3):
+        await d.post("strict", f"s{i}")
+    await trio.sleep(0.5)
+    texts = [m["text"] for m in await d.history("strict")]
+    assert sum(1 for t in texts if t.startswith("⏳ Slow down")) == 1
+    # The main chat keeps the daemon's default (100/min): no notice there.
+    for i in range(3):
+        await d.post("main", f"m{i}")
+    await trio.sleep(0.5)
+    assert not any(m["text"].startswith("⏳") for m in await d.history("main"))
+    # The setting survives a reload from the store.
+    stored = await d.daemon.store.group("local:strict")
+    assert stored is not None and stored.sender_rate_per_minute == 1

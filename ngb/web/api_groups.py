@@ -4,7 +4,7 @@
     POST   /api/groups                   register a chat: GroupCreate -> 201 Group
     GET    /api/groups/<chat>            one group with its actor summary
     PATCH  /api/groups/<chat>            settings: GroupSettings (trigger, requires_trigger,
-                                         allowed_senders, mounts) -> Group
+                                         allowed_senders, mounts, sender/group rate limits) -> Group
     DELETE /api/groups/<chat>            unregister (the folder stays on disk) -> Group
     GET    /api/sessions                 folder -> stored session id
     DELETE /api/sessions/<folder>        forget the group's session: the next turn starts fresh
@@ -48,6 +48,8 @@ class GroupCreate:
     trigger: str | None = None
     allowed_senders: list[str] = attrs.field(factory=list)
     mounts: list[MountSpec] = attrs.field(factory=list)
+    sender_rate_per_minute: int | None = None
+    group_rate_per_minute: int | None = None
 
 
 @frozen
@@ -58,6 +60,15 @@ class GroupSettings:
     trigger: str | None = None
     allowed_senders: list[str] | None = None
     mounts: list[MountSpec] | None = None
+    sender_rate_per_minute: int | None = None
+    group_rate_per_minute: int | None = None
+
+
+def check_rate(key: str, value: int | None) -> int | None:
+    """A per-group rate limit: null (the daemon's default), 0 (no limit) or 1-10000 a minute."""
+    if value is not None and (isinstance(value, bool) or not 0 <= value <= 10_000):
+        raise ApiError(400, f"'{key}' must be null, 0 (no limit) or a number of messages a minute up to 10000")
+    return value
 
 
 def check_settings(trigger: str | None, senders: list[str] | None, mounts: list[MountSpec] | None) -> None:
@@ -145,6 +156,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 trigger=body.trigger.strip() if body.trigger else None,
                 allowed_senders=tuple(s.strip() for s in body.allowed_senders),
                 mounts=mount_dicts(body.mounts),
+                sender_rate_per_minute=check_rate("sender_rate_per_minute", body.sender_rate_per_minute),
+                group_rate_per_minute=check_rate("group_rate_per_minute", body.group_rate_per_minute),
             )
             await daemon.registry.add(group)
         except ValueError as exc:
@@ -171,8 +184,15 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
             changes["allowed_senders"] = tuple(s.strip() for s in body.allowed_senders or ())
         if "mounts" in raw:
             changes["mounts"] = mount_dicts(body.mounts or [])
+        for key in ("sender_rate_per_minute", "group_rate_per_minute"):
+            if key in raw:
+                changes[key] = check_rate(key, getattr(body, key))
         if not changes:
-            raise ApiError(400, "nothing to change: send requires_trigger, trigger, allowed_senders or mounts")
+            raise ApiError(
+                400,
+                "nothing to change: send requires_trigger, trigger, allowed_senders, mounts,"
+                " sender_rate_per_minute or group_rate_per_minute",
+            )
         new = attrs.evolve(group, **changes)
         await apply_group(daemon, new)
         log.info("group %s: settings changed (%s)", chat, ", ".join(sorted(changes)))
