@@ -31,7 +31,6 @@ sentence boundaries and a retried reply resumes at the part that failed. See doc
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import itertools
 import json
@@ -40,7 +39,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -51,6 +50,7 @@ import attrs
 import trio
 
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..errors import one_error
 from ..records import InboundMessage
 from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
@@ -177,25 +177,6 @@ def from_config(config: Any, env: Mapping[str, str] | None = None) -> OneBotChan
         return None
     settings = OneBotSettings.from_table(table, token=token, config_file=config_file)
     return OneBotChannel(settings, trigger=getattr(config, "trigger", ""))
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
-@contextlib.contextmanager
-def one_error() -> Iterator[None]:
-    """Nurseries wrap a task's failure in an ExceptionGroup; a session that failed for one reason
-    raises that reason (so AuthError stays recognisable and the logged error stays readable)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], Exception):
-            raise leaves[0] from None
-        raise
 
 
 # -- messages: CQ codes and segments -------------------------------------------------------------------

@@ -22,7 +22,6 @@ Chats are ``wecom:<chatid>``: a group's chatid, or the user's userid for a singl
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -30,7 +29,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +38,7 @@ import attrs
 import trio
 
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..errors import one_error
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -128,25 +128,6 @@ def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComChann
         request_timeout=duration("request_timeout", 15.0), connect_timeout=duration("connect_timeout", 15.0),
         reconnect_base=duration("reconnect_base", 1.0), reconnect_cap=duration("reconnect_cap", 60.0))
     return WeComChannel(settings)
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
-@contextlib.contextmanager
-def one_error() -> Iterator[None]:
-    """Nurseries wrap a task's failure in an ExceptionGroup; a session that failed for one reason
-    raises that reason (so AuthError stays recognisable and the logged error stays readable)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], Exception):
-            raise leaves[0] from None
-        raise
 
 
 def wecom_chat(chatid: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from .. import errors
 from ..actor import ExitInfo, TurnFailed
 from ..framing import FrameError, FrameWriter, LineReader
 from ..records import Group
@@ -110,7 +111,7 @@ class DockerLauncher:
             async with self._session(group) as conn:
                 yield conn
         except BaseExceptionGroup as group_exc:
-            single = _single(group_exc)
+            single = errors.single(group_exc)
             if single is None:
                 raise
             raise single from None
@@ -237,17 +238,3 @@ def _chown_agent(path: Path) -> None:
     except PermissionError:
         pass
 
-
-def _single(group: BaseExceptionGroup) -> BaseException | None:
-    """The one leaf exception of a nested group, or None when there are several."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else None
