@@ -134,6 +134,9 @@ async def turns(fake: FakeAnthropic, runs: int) -> dict[str, Any]:
             for i in range(runs):
                 # cold: make sure no container runs
                 actor = daemon.supervisor.actors["main"].actor
+                with trio.fail_after(60):  # the last turn's result closes its batch first
+                    while actor is not None and actor.busy():
+                        await trio.sleep(0.005)
                 if actor is not None and actor._deadline is not None:
                     actor._deadline.deadline = trio.current_time()
                 with trio.fail_after(60):

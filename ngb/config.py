@@ -414,7 +414,9 @@ class Config:
     image: str = _field("nanogridbot-agent:latest", _image)
     container_memory: str = _field("1g", _memory)
     container_pids: int = _field(256, _int_range(16, 100_000))
-    container_cpus: float = _field(1.0, _float_range(0.0, 1024.0))
+    # Two CPUs let the runner import the SDK while the CLI boots (a cold turn ~0.8 s instead of
+    # ~1.0 s); never more than the host has, or Docker refuses to start the container.
+    container_cpus: float = _field(float(min(2, os.cpu_count() or 1)), _float_range(0.0, 1024.0))
     idle_timeout: float = _field(300.0, _duration())
     turn_timeout: float = _field(900.0, _duration())
     start_timeout: float = _field(60.0, _duration())

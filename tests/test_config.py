@@ -52,7 +52,7 @@ def test_defaults_without_file(tmp_path: Path) -> None:
     assert config.model_upstream == "https://api.anthropic.com"
     assert config.image == "nanogridbot-agent:latest"
     assert config.container_memory == "1g" and config.container_memory_bytes == 1024**3
-    assert (config.container_pids, config.container_cpus) == (256, 1.0)
+    assert (config.container_pids, config.container_cpus) == (256, float(min(2, os.cpu_count() or 1)))
     assert (config.idle_timeout, config.turn_timeout, config.shutdown_grace) == (300.0, 900.0, 30.0)
     assert (config.sender_rate_per_minute, config.group_rate_per_minute) == (20, 60)
     assert (config.max_message_chars, config.max_body_bytes) == (16000, 65536)
