@@ -9,6 +9,7 @@ ConfigError (the daemon refuses to start with a clear line, like any other bad s
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -16,6 +17,14 @@ from .base import Channel
 from .local import LocalChannel
 
 log = logging.getLogger(__name__)
+
+# Channels built from a [channels.NAME] table (or their token variable): name, module, classes.
+# Imported only when configured, so an unused SDK costs nothing at start.
+_ASYNCIO_CHANNELS = (
+    ("telegram", "telegram", "TelegramChannel", "TelegramSettings"),
+    ("slack", "slack", "SlackChannel", "SlackSettings"),
+    ("discord", "discord", "DiscordChannel", "DiscordSettings"),
+)
 
 
 def build_channels(config: Any) -> dict[str, Channel]:
@@ -25,32 +34,15 @@ def build_channels(config: Any) -> dict[str, Channel]:
     trigger = getattr(config, "trigger", "")
     config_file = getattr(config, "config_file", None)
 
-    table = tables.get("telegram")
-    if table is not None and _enabled(table):
-        from .telegram import TelegramChannel, TelegramSettings
-
-        settings = TelegramSettings.from_table(table, config_file)
+    for name, module, channel_cls, settings_cls in _ASYNCIO_CHANNELS:
+        table = tables.get(name)
+        if table is None or not _enabled(table):
+            continue
+        mod = importlib.import_module(f".{module}", __name__)
+        settings = getattr(mod, settings_cls).from_table(table, config_file)
         if settings.off_reason:
-            log.warning("channel telegram: off (%s)", settings.off_reason)
-        channels["telegram"] = TelegramChannel(settings, trigger=trigger)
-
-    table = tables.get("slack")
-    if table is not None and _enabled(table):
-        from .slack import SlackChannel, SlackSettings
-
-        slack = SlackSettings.from_table(table, config_file)
-        if slack.off_reason:
-            log.warning("channel slack: off (%s)", slack.off_reason)
-        channels["slack"] = SlackChannel(slack, trigger=trigger)
-
-    table = tables.get("discord")
-    if table is not None and _enabled(table):
-        from .discord import DiscordChannel, DiscordSettings
-
-        discord = DiscordSettings.from_table(table, config_file)
-        if discord.off_reason:
-            log.warning("channel discord: off (%s)", discord.off_reason)
-        channels["discord"] = DiscordChannel(discord, trigger=trigger)
+            log.warning("channel %s: off (%s)", name, settings.off_reason)
+        channels[name] = getattr(mod, channel_cls)(settings, trigger=trigger)
 
     # Channels that read their own section and environment (each logs one line when it is off).
     from .onebot import from_config as onebot_from_config
