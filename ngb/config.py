@@ -557,6 +557,8 @@ CHANNEL_SECRET_ENV: dict[str, dict[str, str]] = {
     "telegram": {"token": "NGB_TELEGRAM_TOKEN"},
     "slack": {"bot_token": "NGB_SLACK_BOT_TOKEN", "app_token": "NGB_SLACK_APP_TOKEN"},
     "discord": {"token": "NGB_DISCORD_TOKEN"},
+    "lark": {"app_id": "NGB_LARK_APP_ID", "app_secret": "NGB_LARK_APP_SECRET"},
+    "dingtalk": {"client_id": "NGB_DINGTALK_CLIENT_ID", "client_secret": "NGB_DINGTALK_CLIENT_SECRET"},
 }
 
 

@@ -24,6 +24,8 @@ _ASYNCIO_CHANNELS = (
     ("telegram", "telegram", "TelegramChannel", "TelegramSettings"),
     ("slack", "slack", "SlackChannel", "SlackSettings"),
     ("discord", "discord", "DiscordChannel", "DiscordSettings"),
+    ("lark", "lark", "LarkChannel", "LarkSettings"),
+    ("dingtalk", "dingtalk", "DingTalkChannel", "DingTalkSettings"),
 )
 
 
