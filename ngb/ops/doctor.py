@@ -8,7 +8,8 @@ edit to make. Nothing here changes anything, and no secret is ever printed.
 Checks: the state folder is writable; disk space (state folder, Docker's data root); the database
 (integrity check, migrations current); the mount allowlist; Docker reachable; the agent image built
 and current (its ``ngb.agent.hash`` label against ``agent/``); the model key or upstream answering;
-the clock (against the upstream's ``Date`` header and the NTP status); whether the daemon runs.
+the clock (against the upstream's ``Date`` header and the NTP status); whether the daemon runs;
+each configured channel's token (ngb/ops/channel_checks.py).
 """
 
 from __future__ import annotations
@@ -400,6 +401,7 @@ class Doctor:
     docker_factory: Callable[[], Any] = default_docker_factory
     model_transport: httpx.BaseTransport | None = None
     web_transport: httpx.BaseTransport | None = None
+    channel_transport: httpx.BaseTransport | None = None
     agent_dir: Path | None = None
     offline: bool = False
     now: Callable[[], float] = time.time
@@ -425,6 +427,9 @@ class Doctor:
             yield model
         yield check_clock(server_time, self.now(), _ntp_synchronized())
         yield check_daemon(cfg, self.web_transport)
+        from .channel_checks import check_channels
+
+        yield from check_channels(cfg, self.channel_transport, self.web_transport, offline=self.offline)
 
 
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
