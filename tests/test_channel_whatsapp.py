@@ -269,8 +269,20 @@ async def test_pairing_shows_qr_and_credentials_are_owner_only(run_daemon: Any, 
     assert channel.qr and channel.qr.startswith("2@FAKE-QR-")
     status = (await d.http.get("/status")).json()
     assert status["channels"]["whatsapp"]["state"] == "qr"
+    # The dashboard shows it as an image: the current payload, never cached.
+    from ngb.web.api_channels import qr_svg
+
+    shown = channel.qr
+    r = await d.http.get("/api/channels/whatsapp/qr.svg")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert r.headers["cache-control"] == "no-store" and r.content.lstrip().startswith(b"<svg")
+    assert r.content == qr_svg(shown) != qr_svg(shown + "x")
+    assert (await d.http.get("/api/channels")).json()["whatsapp"]["pairing"] is True
     await wait_until(lambda: channel.state == "connected")
     assert channel.qr is None and channel.me and channel.me["id"].startswith(BOT)
+    gone = await d.http.get("/api/channels/whatsapp/qr.svg")
+    assert gone.status_code == 404 and "not waiting to be paired" in gone.json()["error"]
+    assert (await d.http.get("/api/channels")).json()["whatsapp"]["pairing"] is False
     wa = d.daemon.config.state_dir / "whatsapp"
     files = [p for p in (wa / "auth").iterdir()]
     assert {p.name for p in files} >= {"creds.json"}

@@ -27,7 +27,7 @@ from quart import g, request, send_from_directory
 from quart_trio import QuartTrio
 
 from ..store import StoreUnavailable
-from . import api_groups, api_messages, chat_api, security, status
+from . import api_channels, api_groups, api_messages, chat_api, security, status
 from .common import ApiError, error, message_json
 from .status import actor_json, task_tree, to_json_view
 
@@ -139,6 +139,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     chat_api.register(app, daemon)
     api_groups.register(app, daemon)
     api_messages.register(app, daemon)
+    api_channels.register(app, daemon)
     app.config["NGB_API_TASKS_ADDED"] = _register_tasks(app, daemon)
     return app
 
