@@ -40,6 +40,7 @@ from .sandbox.tools import ToolContext, ToolService
 from .scheduler import Scheduler
 from .store import Store
 from .supervisor import Supervisor
+from .typing_indicator import TypingIndicator
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Daemon:
             self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered
         )
         self.supervisor = Supervisor(self._make_actor, on_crash=self._actor_crashed)
+        self.typing = TypingIndicator(self.channels, self._chat_of)
         self.router = Router(
             self.store,
             self.registry,
@@ -139,6 +141,10 @@ class Daemon:
         if self.supervisor.running:
             self.supervisor.start_actor(group)
 
+    def _chat_of(self, folder: str) -> str | None:
+        group = self.registry.by_folder(folder)
+        return group.chat if group is not None else None
+
     def _group_removed(self, group: Group) -> None:
         if self._root is not None:
             self._root.start_soon(self.supervisor.stop_actor, group.folder)
@@ -174,6 +180,7 @@ class Daemon:
 
     def _actor_event(self, folder: str, kind: str, data: dict[str, Any]) -> None:
         now = trio.current_time()
+        self.typing.event(folder, kind, data)
         if kind == "slot_acquired":
             self.metrics.slot_wait.observe(data["wait"])
         elif kind == "container_started":
@@ -226,6 +233,7 @@ class Daemon:
                 await root.start(run_notifier, self.ready)
                 await root.start(self.supervisor.run)
                 await root.start(self.outbox.run)
+                await root.start(self.typing.run)
                 for channel in self.channels.values():
                     await root.start(channel.run, self.router.handle)
                 for group in self.registry.all():

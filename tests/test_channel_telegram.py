@@ -273,3 +273,17 @@ def test_to_inbound_mentions() -> None:
     assert m is not None and m.mentions_bot
     m = channel.to_inbound(update("hi", chat_id=77))
     assert m is not None and m.mentions_bot  # private chat
+
+
+async def test_typing_shown_while_the_agent_works_and_stops_with_the_reply(run_daemon: Any, fake_tg: FakeTelegram) -> None:
+    d = await start(run_daemon, fake_tg, FakeBehaviour(delay=1.5))
+    d.daemon.typing.interval = 0.4  # Telegram shows one "typing" for ~5 s; refreshed every 4 s normally
+    await d.daemon.registry.add(Group(chat="telegram:4242", folder="alice"))
+    fake_tg.user_message(4242, "think hard", user_id=4242)
+    await wait_until(lambda: fake_tg.sent, timeout=15)
+    before_reply = [a for a in fake_tg.actions if a["sent_before"] == 0]
+    assert len(before_reply) >= 2, fake_tg.actions  # shown at once, then refreshed while it works
+    assert all(a["chat_id"] == 4242 and a["action"] == "typing" for a in before_reply)
+    count = len(fake_tg.actions)
+    await trio.sleep(1.0)
+    assert len(fake_tg.actions) == count  # the reply is out: no more "typing..."

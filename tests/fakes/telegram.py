@@ -99,6 +99,7 @@ class FakeTelegram:
         self.port = 0
         self.updates: list[dict[str, Any]] = []  # not yet confirmed
         self.sent: list[dict[str, Any]] = []  # every successful sendMessage (params + the message)
+        self.actions: list[dict[str, Any]] = []  # sendChatAction calls ("typing...")
         self.requests: list[tuple[str, dict[str, Any]]] = []  # (method, params)
         self.poll_count = 0
         self._update_ids = itertools.count(1)
@@ -383,6 +384,8 @@ class FakeTelegram:
         return 200, {"ok": True, "result": message}
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.actions.append({"chat_id": int(params["chat_id"]), "action": params.get("action"), "at": trio.current_time(),
+                             "sent_before": len(self.sent)})
         return 200, {"ok": True, "result": True}
 
     async def _m_getWebhookInfo(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
