@@ -343,3 +343,42 @@ class LastTrigger:
 
     def get(self, chat: str) -> str | None:
         return self._ids.get(chat)
+
+
+class InboundGate:
+    """The steps every channel takes with a message it has parsed, before the router: count it; the
+    first time a chat is seen, log how to register it; remember a triggering message (replies are
+    threaded to it); hand it to the router. A refusal (rate limit, oversize...) is a log line, never
+    an exception that would stall the platform's event stream: such a message is stored nowhere by
+    design, and redelivering it would not help."""
+
+    def __init__(self, name: str, trigger: str = "", *, max_chats: int = 10_000) -> None:
+        self.name = name
+        self.trigger = trigger
+        self.received = 0
+        self.last_trigger = LastTrigger()
+        self._seen_chats: set[str] = set()
+        self._max_chats = max_chats
+
+    def is_trigger(self, inbound: Any) -> bool:
+        from ..triggers import starts_with_trigger
+
+        return bool(inbound.mentions_bot) or starts_with_trigger(inbound.text, self.trigger)
+
+    async def submit(self, submit: Callable[[Any], Awaitable[Any]], inbound: Any, *, triggered: bool | None = None) -> bool:
+        """Pass inbound to the router; False when the router refused it (logged)."""
+        from ..router import MessageRejected
+
+        self.received += 1
+        if inbound.chat not in self._seen_chats and len(self._seen_chats) < self._max_chats:
+            self._seen_chats.add(inbound.chat)
+            log.info("%s: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
+                     self.name, inbound.chat, inbound.chat)
+        if self.is_trigger(inbound) if triggered is None else triggered:
+            self.last_trigger.note(inbound.chat, inbound.platform_id)
+        try:
+            await submit(inbound)
+        except MessageRejected as exc:
+            log.warning("%s: message %s in %s refused: %s", self.name, inbound.platform_id, inbound.chat, exc)
+            return False
+        return True

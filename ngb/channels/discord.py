@@ -30,7 +30,6 @@ import trio
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..records import InboundMessage
-from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
 from .common import (
     CONNECTED,
@@ -38,7 +37,7 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -131,12 +130,11 @@ class DiscordChannel:
         self._resume: dict[str, Any] | None = None  # sequence/session/gateway of the last session
         self._resumed = False
         self._partial = PartialSends()
-        self._last_trigger = LastTrigger()
+        self._gate = InboundGate(PREFIX, trigger)
+        self._last_trigger = self._gate.last_trigger
         self._newest: dict[int, int] = {}  # channel id -> newest message id seen
-        self._seen_chats: set[str] = set()
         self._warned_content = False
         self.sessions = 0
-        self.received = 0
         self.fetched = 0
 
     @property
@@ -308,21 +306,13 @@ class DiscordChannel:
                     await self._submit(submit, inbound, message)
 
     async def _submit(self, submit: Submit, inbound: InboundMessage, message: Any) -> None:
-        from ..router import MessageRejected
-
-        self.received += 1
         channel_id = int(message.channel.id)
         self._newest[channel_id] = max(self._newest.get(channel_id, 0), int(message.id))
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("discord: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
-            self._last_trigger.note(inbound.chat, inbound.platform_id)
-        try:
-            await submit(inbound)
-        except MessageRejected as exc:
-            log.warning("discord: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+        await self._gate.submit(submit, inbound)
+
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     def to_inbound(self, message: Any) -> InboundMessage | None:
         """A discord.Message -> InboundMessage, or None for what is not a person's message."""

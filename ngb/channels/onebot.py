@@ -52,7 +52,6 @@ import trio
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..errors import one_error
 from ..records import InboundMessage
-from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
 from .common import (
     CONNECTED,
@@ -61,7 +60,7 @@ from .common import (
     UNAUTHORIZED,
     AuthError,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -433,16 +432,15 @@ class OneBotChannel:
         self.self_id: str = ""
         self.nickname: str = ""
         self.sessions = 0
-        self.received = 0
         self.fetched = 0
         self.malformed = 0
         self.rejected = 0  # reverse mode: connections refused for a bad token
         self.listening_port: int | None = None  # reverse mode: the bound port (listen = "host:0" in tests)
         self._partial = PartialSends()
-        self._last_trigger = LastTrigger()
+        self._gate = InboundGate(PREFIX, trigger)
+        self._last_trigger = self._gate.last_trigger
         self._ours = _Lru(4096)  # platform ids of the bot's own messages (a reply to one is a mention)
         self._newest: dict[str, float] = {}  # chat -> time of the newest message seen (for catch-up)
-        self._seen_chats: set[str] = set()
         self._history_unsupported: set[str] = set()
         self._listening = False
 
@@ -619,24 +617,16 @@ class OneBotChannel:
         await self._submit(submit, inbound, fetched=fetched)
 
     async def _submit(self, submit: Submit, inbound: InboundMessage, *, fetched: bool = False) -> None:
-        from ..router import MessageRejected
-
-        self.received += 1
         if fetched:
             self.fetched += 1
         stamp = inbound.time.timestamp()
         if stamp > self._newest.get(inbound.chat, 0.0):
             self._newest[inbound.chat] = stamp
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("qq: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
-            self._last_trigger.note(inbound.chat, inbound.platform_id)
-        try:
-            await submit(inbound)
-        except MessageRejected as exc:
-            log.warning("qq: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+        await self._gate.submit(submit, inbound)
+
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     def to_inbound(self, event: dict[str, Any]) -> InboundMessage | None:
         """A OneBot v11 message event -> InboundMessage (None: not a user's message we keep)."""

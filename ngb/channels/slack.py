@@ -39,7 +39,6 @@ import trio
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..records import InboundMessage
-from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
 from .common import (
     CONNECTED,
@@ -47,7 +46,7 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
     PartialSends,
     markdown_to_slack_mrkdwn,
     reconnect_forever,
@@ -168,13 +167,12 @@ class SlackChannel:
         self._queue: asyncio.Queue[Any] | None = None  # SocketModeRequests, on the asyncio loop
         self._hello: asyncio.Event | None = None
         self._partial = PartialSends()
-        self._last_trigger = LastTrigger()
+        self._gate = InboundGate(PREFIX, trigger)
+        self._last_trigger = self._gate.last_trigger
         self._threads: _Lru = _Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
         self._newest: dict[str, str] = {}  # conversation -> newest ts seen (for fetching missed ones)
         self._users: _Lru = _Lru(4096)  # user id -> display name
-        self._seen_chats: set[str] = set()
         self.sessions = 0
-        self.received = 0
         self.fetched = 0
 
     @property
@@ -338,9 +336,6 @@ class SlackChannel:
                     await self._submit(submit, inbound, event)
 
     async def _submit(self, submit: Submit, inbound: InboundMessage, event: dict[str, Any]) -> None:
-        from ..router import MessageRejected
-
-        self.received += 1
         user = event.get("user") or ""
         if user and user not in self._users:
             self._users.put(user, await self._user_name(user))
@@ -349,16 +344,11 @@ class SlackChannel:
         channel = event["channel"]
         if float(event["ts"]) > float(self._newest.get(channel, "0")):
             self._newest[channel] = event["ts"]
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("slack: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
-            self._last_trigger.note(inbound.chat, inbound.platform_id)
-        try:
-            await submit(inbound)
-        except MessageRejected as exc:
-            log.warning("slack: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+        await self._gate.submit(submit, inbound)
+
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     async def _user_name(self, user: str) -> str:
         try:

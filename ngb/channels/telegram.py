@@ -25,7 +25,6 @@ import trio
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..config import ConfigError, parse_duration, read_secret_file
 from ..records import InboundMessage
-from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
 from .common import (
     CONNECTED,
@@ -33,7 +32,7 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
     PartialSends,
     markdown_to_telegram_html,
     reconnect_forever,
@@ -124,9 +123,8 @@ class TelegramChannel:
         self.me: Any = None
         self._offset: int | None = None
         self._partial = PartialSends()
-        self._last_trigger = LastTrigger()
-        self.received = 0
-        self._seen_chats: set[str] = set()
+        self._gate = InboundGate(PREFIX, trigger)
+        self._last_trigger = self._gate.last_trigger
         self.duplicates_skipped = 0
 
     @property
@@ -208,19 +206,11 @@ class TelegramChannel:
                 self._offset = update.update_id + 1  # confirmed with the next getUpdates
 
     async def _submit(self, submit: Submit, inbound: InboundMessage) -> None:
-        from ..router import MessageRejected
+        await self._gate.submit(submit, inbound)
 
-        self.received += 1
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("telegram: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
-            self._last_trigger.note(inbound.chat, inbound.platform_id)
-        try:
-            await submit(inbound)
-        except MessageRejected as exc:  # stored nowhere, by design; never block the stream on it
-            log.warning("telegram: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     def to_inbound(self, update: Any) -> InboundMessage | None:
         """An Update -> InboundMessage, or None for what is not a user's message."""

@@ -37,7 +37,6 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..records import InboundMessage
-from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
 from .common import (
     CONNECTED,
@@ -45,7 +44,7 @@ from .common import (
     DISCONNECTED,
     STOPPED,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
     PartialSends,
     backoff,
     split_text,
@@ -161,16 +160,15 @@ class WhatsAppChannel:
         self.bridge_pid: int | None = None
         self.bridge_starts = 0
         self.bridge_connected = False
-        self.received = 0
         self.acked = 0
         self._ws: WebSocketConnection | None = None
         self._submit: Submit | None = None
         self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
         self._req = itertools.count(1)
         self._partial = PartialSends()
-        self._last_trigger = LastTrigger()
+        self._gate = InboundGate(PREFIX, trigger)
+        self._last_trigger = self._gate.last_trigger
         self._quotable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (sender jid, text)
-        self._seen_chats: set[str] = set()
         self._wa_state = "closed"
 
     @property
@@ -326,27 +324,20 @@ class WhatsAppChannel:
         self.status.set(_STATES.get(state, DISCONNECTED), str(reason) if reason else None)
 
     async def _inbound(self, ws: WebSocketConnection, frame: dict[str, Any]) -> None:
-        from ..router import MessageRejected
 
         inbound = self.to_inbound(frame)
         if inbound is None:
             await self._ack(ws, str(frame.get("id")))
             return
-        self.received += 1
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("whatsapp: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
-            self._last_trigger.note(inbound.chat, inbound.platform_id)
         self._quotable[inbound.platform_id] = (str(frame.get("sender") or ""), inbound.text[:200])
         while len(self._quotable) > 4096:
             self._quotable.popitem(last=False)
-        try:
-            await self._deliver(inbound)
-        except MessageRejected as exc:  # never stored, by design; redelivering would not help
-            log.warning("whatsapp: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+        await self._gate.submit(self._deliver, inbound)
         await self._ack(ws, inbound.platform_id)
+
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     async def _deliver(self, inbound: InboundMessage) -> None:
         """Hand the message to the router (stored when this returns)."""
