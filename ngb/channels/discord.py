@@ -28,7 +28,6 @@ import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
-from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -44,6 +43,7 @@ from .common import (
     split_text,
     utf16_len,
 )
+from .settings import ChannelTable
 
 log = logging.getLogger(__name__)
 
@@ -71,41 +71,17 @@ class DiscordSettings:
 
     @classmethod
     def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> DiscordSettings:
-        unknown = sorted(set(table) - KEYS)
-        if unknown:
-            raise ConfigError(f"channels.discord.{unknown[0]}", "unknown key; see docs/channels/discord.md")
-        token = table.get("token") or None
-        if token is None and table.get("token_file"):
-            path = Path(str(table["token_file"])).expanduser()
-            if not path.is_absolute() and config_file is not None:
-                path = config_file.parent / path
-            token = read_secret_file(path, "channels.discord.token_file")
-
-        def duration(key: str, default: float) -> float:
-            try:
-                return parse_duration(table.get(key, default))
-            except ValueError as exc:
-                raise ConfigError(f"channels.discord.{key}", str(exc)) from None
-
-        def boolean(key: str, default: bool) -> bool:
-            try:
-                return parse_bool(table.get(key, default))
-            except ValueError as exc:
-                raise ConfigError(f"channels.discord.{key}", str(exc)) from None
-
-        api_base = str(table.get("api_base", API_BASE)).rstrip("/")
-        gateway = str(table.get("gateway_url", GATEWAY_URL))
-        if not gateway.startswith(("ws://", "wss://")):
-            raise ConfigError("channels.discord.gateway_url", f"must be a ws:// or wss:// URL, got {gateway!r}")
+        t = ChannelTable(PREFIX, table, config_file, KEYS)
+        token = t.secret("token")
         return cls(
-            token=str(token) if token else None,
-            api_base=api_base,
-            gateway_url=gateway,
-            message_content=boolean("message_content", True),
-            connect_timeout=duration("connect_timeout", 60.0),
-            fetch_missed=boolean("fetch_missed", True),
-            reconnect_base=duration("reconnect_base", 1.0),
-            reconnect_cap=duration("reconnect_cap", 60.0),
+            token=token,
+            api_base=t.url("api_base", API_BASE).rstrip("/"),
+            gateway_url=t.url("gateway_url", GATEWAY_URL, schemes=("ws", "wss")),
+            message_content=t.boolean("message_content", True),
+            connect_timeout=t.duration("connect_timeout", 60.0),
+            fetch_missed=t.boolean("fetch_missed", True),
+            reconnect_base=t.duration("reconnect_base", 1.0),
+            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=None if token else "no token: set NGB_DISCORD_TOKEN (or token_file)",
         )
 

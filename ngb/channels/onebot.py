@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import trio
 
-from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..config import parse_bool, read_secret_file
 from ..errors import one_error
 from ..records import InboundMessage
 from .base import ChannelError, Submit
@@ -66,12 +66,14 @@ from .common import (
     redact_in_logs,
     split_text,
 )
+from .settings import ChannelTable
 
 log = logging.getLogger(__name__)
 
 PREFIX = "qq"
 TABLE = "qq"  # [channels.qq]
 TOKEN_ENV = "NGB_ONEBOT_ACCESS_TOKEN"
+DEFAULT_PATH = "/onebot/v11/ws"  # reverse mode: where the implementation connects
 DEFAULT_PART_LIMIT = 3000  # QQ cuts text messages around 4,500 characters; stay well under
 KEYS = {"url", "listen", "path", "access_token", "access_token_file", "part_limit", "api_timeout",
         "connect_timeout", "ping_interval", "reconnect_base", "reconnect_cap", "fetch_missed", "enabled"}
@@ -85,7 +87,7 @@ class OneBotSettings:
     url: str | None = None  # forward: the implementation's websocket (universal endpoint)
     host: str = "127.0.0.1"  # reverse: where the daemon listens
     port: int = 6700
-    path: str = "/onebot/v11/ws"
+    path: str = DEFAULT_PATH
     access_token: str = attrs.field(default="", repr=False)
     part_limit: int = DEFAULT_PART_LIMIT
     api_timeout: float = 15.0
@@ -97,39 +99,21 @@ class OneBotSettings:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, token: str, config_file: Path | None = None) -> OneBotSettings:
-        unknown = sorted(set(table) - KEYS)
-        if unknown:
-            raise ConfigError(f"channels.{TABLE}.{unknown[0]}", "unknown key; see docs/channels/qq-onebot.md")
-
-        def duration(key: str, default: float) -> float:
-            try:
-                return parse_duration(table.get(key, default))
-            except ValueError as exc:
-                raise ConfigError(f"channels.{TABLE}.{key}", str(exc)) from None
-
-        url, listen = table.get("url"), table.get("listen")
+        t = ChannelTable(TABLE, table, config_file, KEYS, doc="qq-onebot")
+        url, listen = t.get("url"), t.get("listen")
         if url and listen:
-            raise ConfigError(f"channels.{TABLE}.listen", "set url (forward websocket) or listen (reverse), not both")
+            raise t.error("listen", "set url (forward websocket) or listen (reverse), not both")
         host, port = "127.0.0.1", 6700
         if url:
-            url = str(url)
-            if urlsplit(url).scheme not in ("ws", "wss"):
-                raise ConfigError(f"channels.{TABLE}.url", f"must be a ws:// or wss:// URL, got {url!r}")
+            url = t.url("url", "", schemes=("ws", "wss"))
         if listen:
             host, _, raw_port = str(listen).rpartition(":")
             try:
                 port = int(raw_port)
             except ValueError:
-                raise ConfigError(f"channels.{TABLE}.listen", f'must be "HOST:PORT", got {listen!r}') from None
+                raise t.error("listen", f'must be "HOST:PORT", got {listen!r}') from None
             host = host.strip("[]") or "127.0.0.1"
-        path = str(table.get("path", cls.path))
-        try:
-            part_limit = int(table.get("part_limit", DEFAULT_PART_LIMIT))
-            fetch = parse_bool(table.get("fetch_missed", True))
-        except ValueError as exc:
-            raise ConfigError(f"channels.{TABLE}", str(exc)) from None
-        if not 100 <= part_limit <= 10_000:
-            raise ConfigError(f"channels.{TABLE}.part_limit", f"must be between 100 and 10000, got {part_limit}")
+        path = t.string("path", DEFAULT_PATH)  # not cls.path: a slot descriptor
         return cls(
             mode="reverse" if listen else "forward",
             url=url or None,
@@ -137,13 +121,13 @@ class OneBotSettings:
             port=port,
             path=path if path.startswith("/") else "/" + path,
             access_token=token,
-            part_limit=part_limit,
-            api_timeout=duration("api_timeout", 15.0),
-            connect_timeout=duration("connect_timeout", 15.0),
-            ping_interval=duration("ping_interval", 20.0),
-            reconnect_base=duration("reconnect_base", 1.0),
-            reconnect_cap=duration("reconnect_cap", 60.0),
-            fetch_missed=fetch,
+            part_limit=t.integer("part_limit", DEFAULT_PART_LIMIT, lo=100, hi=10_000),
+            api_timeout=t.duration("api_timeout", 15.0),
+            connect_timeout=t.duration("connect_timeout", 15.0),
+            ping_interval=t.duration("ping_interval", 20.0),
+            reconnect_base=t.duration("reconnect_base", 1.0),
+            reconnect_cap=t.duration("reconnect_cap", 60.0),
+            fetch_missed=t.boolean("fetch_missed", True),
         )
 
 

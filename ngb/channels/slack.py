@@ -37,7 +37,6 @@ import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
-from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -53,6 +52,7 @@ from .common import (
     redact_in_logs,
     split_text,
 )
+from .settings import ChannelTable
 
 log = logging.getLogger(__name__)
 
@@ -88,48 +88,23 @@ class SlackSettings:
 
     @classmethod
     def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> SlackSettings:
-        unknown = sorted(set(table) - KEYS)
-        if unknown:
-            raise ConfigError(f"channels.slack.{unknown[0]}", "unknown key; see docs/channels/slack.md")
-
-        def secret(key: str) -> str | None:
-            value = table.get(key) or None
-            if value is None and table.get(f"{key}_file"):
-                path = Path(str(table[f"{key}_file"])).expanduser()
-                if not path.is_absolute() and config_file is not None:
-                    path = config_file.parent / path
-                value = read_secret_file(path, f"channels.slack.{key}_file")
-            return str(value) if value else None
-
-        def duration(key: str, default: float) -> float:
-            try:
-                return parse_duration(table.get(key, default))
-            except ValueError as exc:
-                raise ConfigError(f"channels.slack.{key}", str(exc)) from None
-
-        bot, app = secret("bot_token"), secret("app_token")
+        t = ChannelTable(PREFIX, table, config_file, KEYS)
+        bot, app = t.secret("bot_token"), t.secret("app_token")
         if app and not app.startswith("xapp-"):
-            raise ConfigError("channels.slack.app_token", "must be an app-level token (xapp-...), see docs/channels/slack.md")
-        mode = str(table.get("reply_in_thread", "auto")).lower()
-        if mode not in ("auto", "always"):
-            raise ConfigError("channels.slack.reply_in_thread", f'must be "auto" or "always", got "{mode}"')
-        try:
-            fetch = parse_bool(table.get("fetch_missed", True))
-        except ValueError as exc:
-            raise ConfigError("channels.slack.fetch_missed", str(exc)) from None
+            raise t.error("app_token", "must be an app-level token (xapp-...), see docs/channels/slack.md")
         missing = [name for name, value in (("NGB_SLACK_BOT_TOKEN", bot), ("NGB_SLACK_APP_TOKEN", app)) if not value]
-        base_url = str(table.get("base_url", BASE_URL))
+        base_url = t.string("base_url", BASE_URL)
         return cls(
             bot_token=bot,
             app_token=app,
             base_url=base_url if base_url.endswith("/") else base_url + "/",
-            reply_in_thread=mode,
-            ping_interval=duration("ping_interval", 5.0),
-            request_timeout=duration("request_timeout", 30.0),
-            connect_timeout=duration("connect_timeout", 15.0),
-            fetch_missed=fetch,
-            reconnect_base=duration("reconnect_base", 1.0),
-            reconnect_cap=duration("reconnect_cap", 60.0),
+            reply_in_thread=t.choice("reply_in_thread", "auto", ("auto", "always")),
+            ping_interval=t.duration("ping_interval", 5.0),
+            request_timeout=t.duration("request_timeout", 30.0),
+            connect_timeout=t.duration("connect_timeout", 15.0),
+            fetch_missed=t.boolean("fetch_missed", True),
+            reconnect_base=t.duration("reconnect_base", 1.0),
+            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=f"no token: set {' and '.join(missing)} (or *_token_file)" if missing else None,
         )
 

@@ -23,7 +23,6 @@ import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
-from ..config import ConfigError, parse_duration, read_secret_file
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -40,6 +39,7 @@ from .common import (
     split_text,
     utf16_len,
 )
+from .settings import ChannelTable
 
 log = logging.getLogger(__name__)
 
@@ -67,40 +67,21 @@ class TelegramSettings:
 
     @classmethod
     def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> TelegramSettings:
-        known = {"token", "token_file", "base_url", "base_file_url", "poll_timeout", "request_timeout",
-                 "parse_mode", "reconnect_base", "reconnect_cap", "enabled"}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(f"channels.telegram.{unknown[0]}", "unknown key; see docs/channels/telegram.md")
-        token = table.get("token") or None
-        if token is None and table.get("token_file"):
-            path = Path(str(table["token_file"])).expanduser()
-            if not path.is_absolute() and config_file is not None:
-                path = config_file.parent / path
-            token = read_secret_file(path, "channels.telegram.token_file")
-        base_url = str(table.get("base_url", "https://api.telegram.org/bot")).rstrip("/")  # not cls.base_url: a slot descriptor
+        t = ChannelTable(PREFIX, table, config_file, {"token", "token_file", "base_url", "base_file_url", "poll_timeout",
+                                                       "request_timeout", "parse_mode", "reconnect_base", "reconnect_cap"})
+        token = t.secret("token")
+        base_url = t.string("base_url", "https://api.telegram.org/bot").rstrip("/")  # not cls.base_url: a slot descriptor
         if not base_url.endswith("/bot") and "{token}" not in base_url:
             base_url += "/bot"  # "https://tg.example" -> "https://tg.example/bot"
-        base_file_url = str(table.get("base_file_url") or base_url.replace("/bot", "/file/bot"))
-        parse_mode = str(table.get("parse_mode", "html")).lower()
-        if parse_mode not in ("html", "none"):
-            raise ConfigError("channels.telegram.parse_mode", f'must be "html" or "none", got "{parse_mode}"')
-
-        def duration(key: str, default: float) -> float:
-            try:
-                return parse_duration(table.get(key, default))
-            except ValueError as exc:
-                raise ConfigError(f"channels.telegram.{key}", str(exc)) from None
-
         return cls(
             token=token,
             base_url=base_url,
-            base_file_url=base_file_url,
-            poll_timeout=duration("poll_timeout", 30.0),
-            request_timeout=duration("request_timeout", 20.0),
-            parse_mode=parse_mode,
-            reconnect_base=duration("reconnect_base", 1.0),
-            reconnect_cap=duration("reconnect_cap", 60.0),
+            base_file_url=str(t.get("base_file_url") or base_url.replace("/bot", "/file/bot")),
+            poll_timeout=t.duration("poll_timeout", 30.0),
+            request_timeout=t.duration("request_timeout", 20.0),
+            parse_mode=t.choice("parse_mode", "html", ("html", "none")),
+            reconnect_base=t.duration("reconnect_base", 1.0),
+            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=None if token else "no token: set NGB_TELEGRAM_TOKEN (or token_file)",
         )
 

@@ -35,7 +35,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..config import parse_bool
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -49,6 +49,7 @@ from .common import (
     backoff,
     split_text,
 )
+from .settings import ChannelTable
 
 log = logging.getLogger(__name__)
 
@@ -79,48 +80,24 @@ class WhatsAppSettings:
 
     @classmethod
     def from_table(cls, table: dict[str, Any], state_dir: Path, config_file: Path | None = None) -> WhatsAppSettings:
-        known = {"enabled", "token", "bridge_dir", "node", "manage_bridge", "port", "token_file", "send_timeout",
-                 "restart_base", "restart_cap", "state_dir"}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(f"channels.whatsapp.{unknown[0]}", "unknown key; see docs/channels/whatsapp.md")
-
-        def path(key: str, default: Path) -> Path:
-            value = Path(str(table.get(key, default))).expanduser()
-            if not value.is_absolute() and config_file is not None and key in table:
-                value = config_file.parent / value
-            return value.absolute()
-
-        def duration(key: str, default: float) -> float:
-            try:
-                return parse_duration(table.get(key, default))
-            except ValueError as exc:
-                raise ConfigError(f"channels.whatsapp.{key}", str(exc)) from None
-
+        t = ChannelTable(PREFIX, table, config_file, {"token", "bridge_dir", "node", "manage_bridge", "port", "token_file",
+                                                       "send_timeout", "restart_base", "restart_cap", "state_dir"})
         # "token" can only come from the environment (config.py refuses secrets in the file)
-        token = str(table.get("token") or "").strip() or os.environ.get("NGB_WHATSAPP_TOKEN", "").strip() or None
-        if token is None and table.get("token_file"):
-            token = read_secret_file(path("token_file", Path()), "channels.whatsapp.token_file")
-        manage = parse_bool(table.get("manage_bridge", True))
-        try:
-            port = int(table.get("port", 0))
-            if not 0 <= port <= 65535:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ConfigError("channels.whatsapp.port", f"must be a port number, got {table.get('port')!r}") from None
+        token = t.secret("token", env="NGB_WHATSAPP_TOKEN")
+        manage = t.boolean("manage_bridge", True)
+        port = t.integer("port", 0, lo=0, hi=65535)
         if not manage and (not port or not token):
-            raise ConfigError("channels.whatsapp.manage_bridge",
-                              "a bridge run elsewhere needs a fixed port and token_file (or NGB_WHATSAPP_TOKEN)")
+            raise t.error("manage_bridge", "a bridge run elsewhere needs a fixed port and token_file (or NGB_WHATSAPP_TOKEN)")
         return cls(
-            state_dir=path("state_dir", state_dir / "whatsapp"),
-            bridge_dir=path("bridge_dir", BRIDGE_DIR),
-            node=str(table.get("node", "node")),
+            state_dir=t.path("state_dir", state_dir / "whatsapp"),
+            bridge_dir=t.path("bridge_dir", BRIDGE_DIR),
+            node=t.string("node", "node"),
             manage_bridge=manage,
             port=port,
             token=token,
-            send_timeout=duration("send_timeout", 30.0),
-            restart_base=duration("restart_base", 1.0),
-            restart_cap=duration("restart_cap", 60.0),
+            send_timeout=t.duration("send_timeout", 30.0),
+            restart_base=t.duration("restart_base", 1.0),
+            restart_cap=t.duration("restart_cap", 60.0),
         )
 
 
