@@ -28,6 +28,7 @@ import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
+from ..errors import leaves
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -211,7 +212,7 @@ class DiscordChannel:
                 await self.bridge.call(self._gateway)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _leaf(group) from None  # reconnect_forever must see AuthError itself
+            raise leaves(group)[0] from None  # reconnect_forever must see AuthError itself
         raise ConnectionError("the gateway connection ended")
 
     async def _gateway(self) -> None:  # on the asyncio loop: one gateway connection, until it ends
@@ -401,13 +402,6 @@ class DiscordChannel:
         out["received"] = self.received
         return out
 
-
-def _leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first real exception in a (nested) exception group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _channel_id(chat: str) -> int:

@@ -37,6 +37,7 @@ import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
+from ..errors import leaves
 from ..records import InboundMessage
 from .base import ChannelError, Submit
 from .common import (
@@ -250,7 +251,7 @@ class SlackChannel:
                 await self.bridge.call(self._wait_closed, socket)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _leaf(group) from None  # reconnect_forever must see the error itself
+            raise leaves(group)[0] from None  # reconnect_forever must see the error itself
         raise ConnectionError("the Socket Mode connection was lost")
 
     async def _wait_closed(self, socket: Any) -> None:  # on the asyncio loop: until the socket is gone
@@ -488,13 +489,6 @@ def _header(exc: Any, name: str) -> str | None:
     except Exception:  # noqa: BLE001
         return None
 
-
-def _leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first real exception in a (nested) exception group."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _channel_id(chat: str) -> str:
