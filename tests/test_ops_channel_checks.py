@@ -145,3 +145,23 @@ def test_doctor_exit_status_counts_a_refused_channel(tmp_path: Path, capsys: pyt
     assert d.cmd_doctor(config, parser.parse_args(["doctor", "--json"]), doctor) == 1
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["channel telegram"]["status"] == "fail"
+
+
+async def test_wecom_callback_mode_app_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.wecom_callback import FakeWeComApp
+
+    corp, key = "wwDoctorCorp01", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    monkeypatch.setenv("NGB_WECOM_TOKEN", "cbTok3n")
+    monkeypatch.setenv("NGB_WECOM_ENCODING_AES_KEY", key)
+    async with trio.open_nursery() as nursery:
+        fake = await FakeWeComApp.start(nursery, corp_id=corp, agent_id=1000002, corp_secret="right-secret",
+                                        token="cbTok3n", encoding_aes_key=key)
+        table = {"wecom": {"mode": "callback", "corp_id": corp, "agent_id": 1000002, "api_base": fake.api_base}}
+        monkeypatch.setenv("NGB_WECOM_CORP_SECRET", "right-secret")
+        good = await checks_for(cfg(tmp_path, table))
+        monkeypatch.setenv("NGB_WECOM_CORP_SECRET", "wrong-secret")
+        bad = await checks_for(cfg(tmp_path, table))
+        nursery.cancel_scope.cancel()
+    assert good["channel wecom"].status == "ok", good
+    assert bad["channel wecom"].status == "fail" and "NGB_WECOM_CORP_SECRET" in (bad["channel wecom"].fix or "")
+    assert "wrong-secret" not in bad["channel wecom"].detail

@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -53,6 +53,9 @@ from .common import (
     split_text,
 )
 
+if TYPE_CHECKING:
+    from .wecom_callback import WeComCallbackChannel
+
 log = logging.getLogger(__name__)
 
 PREFIX = "wecom"
@@ -63,6 +66,7 @@ DEFAULT_PART_BYTES = 4000  # markdown messages stop at 4,096 bytes (a stream tak
 AUTH_ERRCODES = {853000, 40001, 40014, 42001, 41001}
 KEYS = {"url", "bot_id", "secret", "secret_file", "part_bytes", "reply_window", "heartbeat_interval",
         "request_timeout", "connect_timeout", "reconnect_base", "reconnect_cap", "enabled"}
+CALLBACK_ONLY = ("corp_id", "agent_id", "token", "encoding_aes_key", "corp_secret", "api_base", "msgtype")
 
 
 @attrs.frozen
@@ -79,18 +83,27 @@ class WeComSettings:
     reconnect_cap: float = 60.0
 
 
-def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComChannel | None:
+def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComChannel | WeComCallbackChannel | None:
     """The WeCom channel, or None (one log line) when its bot id or secret is missing.
-    Secret: NGB_WECOM_SECRET, ``secret`` put into the table by the environment, or ``secret_file``."""
+    Secret: NGB_WECOM_SECRET, ``secret`` put into the table by the environment, or ``secret_file``.
+    ``mode = "callback"`` makes the self-built app's callback channel instead (wecom_callback.py)."""
     env = os.environ if env is None else env
     table = (getattr(config, "channels", {}) or {}).get(PREFIX)
     secret = env.get(SECRET_ENV, "").strip()
     if table is None and not secret:
         return None
     table = dict(table or {})
+    mode = str(table.pop("mode", "robot")).strip().lower()
+    if mode == "callback":
+        from .wecom_callback import from_config as callback_from_config
+
+        return callback_from_config(config, env)
+    if mode != "robot":
+        raise ConfigError("channels.wecom.mode", f'must be "robot" or "callback", got {mode!r}')
     unknown = sorted(set(table) - KEYS)
     if unknown:
-        raise ConfigError(f"channels.wecom.{unknown[0]}", "unknown key; see docs/channels/wecom.md")
+        hint = ' (a callback-mode key: add mode = "callback")' if unknown[0].startswith(CALLBACK_ONLY) else ""
+        raise ConfigError(f"channels.wecom.{unknown[0]}", f"unknown key{hint}; see docs/channels/wecom.md")
     if not parse_bool(table.get("enabled", True)):
         return None
     config_file = getattr(config, "config_file", None)

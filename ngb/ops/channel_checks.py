@@ -36,7 +36,7 @@ Probe = Callable[[Any, httpx.Client], Check]
 # Channels whose token variables are not in config.CHANNEL_SECRET_ENV (they read their own).
 _OTHER_TOKEN_ENV = {
     "qq": "NGB_ONEBOT_ACCESS_TOKEN",
-    "wecom": "NGB_WECOM_BOT_ID and NGB_WECOM_SECRET",
+    "wecom": "NGB_WECOM_BOT_ID and NGB_WECOM_SECRET (robot mode) or NGB_WECOM_CORP_SECRET (callback mode)",
 }
 
 
@@ -174,6 +174,23 @@ def probe_dingtalk(config: Config, settings: Any, http: httpx.Client) -> Check:
     return _refused(config, "dingtalk", f"DingTalk refused client {client_id} ({why})")
 
 
+def probe_wecom_callback(config: Config, settings: Any, http: httpx.Client) -> Check:
+    secret = settings.corp_secret or ""
+    base = str(settings.api_base).rstrip("/")
+    url = f"{base}/cgi-bin/gettoken"
+    try:
+        r = http.get(url, params={"corpid": settings.corp_id, "corpsecret": secret})
+    except httpx.HTTPError as exc:
+        return _unreachable("wecom", url, exc, [secret])
+    data = _json(r)
+    if r.status_code == 200 and data.get("errcode") == 0 and data.get("access_token"):
+        return Check("channel wecom", "ok", f"app secret accepted for corp {settings.corp_id} (callback mode)")
+    if r.status_code >= 500:
+        return Check("channel wecom", "warn", f"{url} answered HTTP {r.status_code}; the daemon retries")
+    why = _redact(str(data.get("errmsg") or f"HTTP {r.status_code}"), [secret])
+    return _refused(config, "wecom", f"WeCom refused corp {settings.corp_id}'s app secret (errcode {data.get('errcode')}: {why})")
+
+
 PROBES: dict[str, Callable[[Config, Any, httpx.Client], Check]] = {
     "telegram": probe_telegram,
     "slack": probe_slack,
@@ -273,6 +290,8 @@ def check_channels(
                 checks.append(Check(f"channel {name}", "fail", f"off: {off}", _token_fix(config, name)))
                 continue
             probe = PROBES.get(name)
+            if name == "wecom" and hasattr(settings, "corp_secret"):
+                probe = probe_wecom_callback  # callback mode answers requests; robot mode keeps a socket
             if probe is not None and settings is not None:
                 if offline:
                     checks.append(Check(f"channel {name}", "skip", "--offline: not asked"))

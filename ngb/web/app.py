@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from quart import g, request, send_from_directory
+from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 
 from ..store import StoreUnavailable
@@ -67,6 +67,20 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.before_request
     async def started() -> None:
         g.started = trio.current_time()
+
+    # Platform callbacks (WeCom callback mode: /channels/wecom/callback). Answered before the API
+    # guard: the platform cannot send our API token, and behind a reverse proxy the Host is the
+    # public name; each request proves itself with the platform's signature instead.
+    callbacks = {path: c for c in daemon.channels.values() if (path := getattr(c, "callback_path", None))}
+
+    @app.before_request
+    async def platform_callback() -> Any:
+        channel = callbacks.get(request.path)
+        if channel is None:
+            return None
+        body = await request.get_data() if request.method == "POST" else b""
+        code, text = await channel.handle_callback(request.method, request.args, body, request.remote_addr)
+        return Response(text, status=code, content_type="text/plain; charset=utf-8")
 
     security.install(app, daemon, STATIC)
 

@@ -1,0 +1,516 @@
+"""WeCom (企业微信) callback mode: a self-built app (自建应用) whose messages WeCom POSTs, encrypted,
+to a URL of the daemon's web server, answered through the app message API.
+
+Inbound (``handle_callback``, served at ``CALLBACK_PATH`` by ngb/web/app.py before its API guard:
+WeCom cannot send the API token, every request proves itself with WeCom's signature instead):
+
+- ``GET ?msg_signature&timestamp&nonce&echostr``: the URL check WeCom makes when the callback is
+  saved in the admin console: signature, decrypt, answer the plain echostr.
+- ``POST ?msg_signature&timestamp&nonce`` with ``<xml><Encrypt>..</Encrypt></xml>``: signature over
+  the ciphertext, timestamp within ``timestamp_window``, decrypt (padding, corp id), parse the inner
+  XML (MsgType text/image/voice/video/file/location/link/event, FromUserName, MsgId, AgentID,
+  ChatId when WeCom gives one). The message is stored (keyed on MsgId) *before* the empty 200 goes
+  back; WeCom retries after 5 s up to 3 times, and a retry is stored and answered once.
+- Forged or broken requests (bad signature, wrong corp id, stale timestamp, bad padding, not XML)
+  are refused with 403/400 and a log line (throttled per reason); nothing is stored.
+
+Outbound (``send``): ``gettoken`` (corp id + the app's Secret; cached until shortly before
+``expires_in``, refetched at once on errcode 40014/42001), then ``message/send`` (``touser`` + the
+app's ``agentid``) for a user, or ``appchat/send`` for a group chat the app created (a chat id seen
+in a callback's ChatId, or one ``message/send`` refuses as a user with 81013). Markdown (or text)
+parts of at most ``part_bytes`` UTF-8 bytes; a retry resumes at the part that failed.
+
+State: ``connected`` once a gettoken succeeded (replies can go out), ``unauthorized`` when WeCom
+refuses the corp id / Secret / server IP (retried slowly), ``disconnected`` when the API cannot be
+reached. Callbacks are accepted in every state. Crypto: ngb/channels/wecom_crypto.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+
+from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..records import InboundMessage
+from .base import ChannelError, Submit
+from .common import (
+    _REDACT,
+    CONNECTED,
+    STOPPED,
+    AuthError,
+    ChannelStatus,
+    PartialSends,
+    reconnect_forever,
+    redact_in_logs,
+    split_text,
+)
+from .wecom_crypto import CallbackRefused, WeComCrypto, decode_aes_key, parse_xml
+
+log = logging.getLogger(__name__)
+
+PREFIX = "wecom"
+CALLBACK_PATH = "/channels/wecom/callback"
+DEFAULT_API = "https://qyapi.weixin.qq.com"
+DEFAULT_PART_BYTES = 2000  # text and markdown app messages stop at 2,048 bytes
+ENV = {  # key -> environment variable (the variable wins over the table)
+    "corp_id": "NGB_WECOM_CORP_ID",
+    "agent_id": "NGB_WECOM_AGENT_ID",
+    "token": "NGB_WECOM_TOKEN",
+    "encoding_aes_key": "NGB_WECOM_ENCODING_AES_KEY",
+    "corp_secret": "NGB_WECOM_CORP_SECRET",
+}
+SECRETS = ("token", "encoding_aes_key", "corp_secret")
+KEYS = {"mode", "corp_id", "agent_id", *SECRETS, *(f"{k}_file" for k in SECRETS), "api_base", "msgtype",
+        "part_bytes", "timestamp_window", "request_timeout", "reconnect_base", "reconnect_cap", "enabled"}
+ROBOT_KEYS = {"bot_id", "secret", "secret_file", "url", "reply_window", "heartbeat_interval", "connect_timeout"}
+
+TOKEN_ERRCODES = {40014, 42001}  # invalid / expired access_token: fetch a new one and try again
+AUTH_ERRCODES = {40001, 40013, 40091, 41002, 41004, 60020, 48002, 301002}  # secret, corp id, IP, API refused
+BUSY_ERRCODES = {-1, 45009, 45033}  # system busy, rate limits
+NOT_A_USER = 81013  # message/send: no valid recipient (the id may be an app group chat)
+NO_SUCH_CHAT = 86003  # appchat/send: no such app group chat
+LOG_EVERY = 10.0  # seconds between two log lines for the same refusal reason
+
+
+@attrs.frozen
+class WeComCallbackSettings:
+    corp_id: str
+    agent_id: int
+    token: str = attrs.field(repr=False)
+    encoding_aes_key: str = attrs.field(repr=False)
+    corp_secret: str = attrs.field(repr=False)
+    api_base: str = DEFAULT_API
+    msgtype: str = "markdown"
+    part_bytes: int = DEFAULT_PART_BYTES
+    timestamp_window: float = 300.0
+    request_timeout: float = 15.0
+    reconnect_base: float = 1.0
+    reconnect_cap: float = 60.0
+
+
+def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComCallbackChannel | None:
+    """The callback-mode channel for ``[channels.wecom]`` with ``mode = "callback"``, or None (one
+    log line) when a required value is missing. Secrets: NGB_WECOM_TOKEN / _ENCODING_AES_KEY /
+    _CORP_SECRET, or ``token_file`` / ``encoding_aes_key_file`` / ``corp_secret_file``."""
+    env = os.environ if env is None else env
+    table = dict((getattr(config, "channels", {}) or {}).get(PREFIX) or {})
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        hint = ' (a robot-mode key; this table has mode = "callback")' if unknown[0] in ROBOT_KEYS else ""
+        raise ConfigError(f"channels.wecom.{unknown[0]}", f"unknown key{hint}; see docs/channels/wecom.md")
+    if not parse_bool(table.get("enabled", True)):
+        return None
+    config_file = getattr(config, "config_file", None)
+    values: dict[str, str] = {}
+    for key, var in ENV.items():
+        value = env.get(var, "").strip() or str(table.get(key) or "").strip()
+        if not value and key in SECRETS and table.get(f"{key}_file"):
+            path = Path(str(table[f"{key}_file"])).expanduser()
+            if not path.is_absolute() and config_file is not None:
+                path = config_file.parent / path
+            value = read_secret_file(path, f"channels.wecom.{key}_file")
+        values[key] = value
+    missing = [f"{k} (or {ENV[k]})" if k not in SECRETS else f"{ENV[k]} (or channels.wecom.{k}_file)"
+               for k in ENV if not values[k]]
+    if missing:
+        log.warning("channel wecom: off (callback mode; set %s)", ", ".join(missing))
+        return None
+
+    def duration(key: str, default: float) -> float:
+        try:
+            return parse_duration(table.get(key, default))
+        except ValueError as exc:
+            raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
+
+    try:
+        agent_id = int(values["agent_id"])
+    except ValueError:
+        raise ConfigError("channels.wecom.agent_id", f"must be the app's AgentId (a number), got {values['agent_id']!r}") from None
+    try:
+        decode_aes_key(values["encoding_aes_key"])
+    except ValueError as exc:
+        raise ConfigError("channels.wecom.encoding_aes_key", f"the EncodingAESKey {exc}") from None
+    api_base = str(table.get("api_base", DEFAULT_API)).rstrip("/")
+    if urlsplit(api_base).scheme not in ("http", "https") or not urlsplit(api_base).netloc:
+        raise ConfigError("channels.wecom.api_base", f"must be an http:// or https:// URL, got {api_base!r}")
+    msgtype = str(table.get("msgtype", "markdown"))
+    if msgtype not in ("markdown", "text"):
+        raise ConfigError("channels.wecom.msgtype", f'must be "markdown" or "text", got {msgtype!r}')
+    try:
+        part_bytes = int(table.get("part_bytes", DEFAULT_PART_BYTES))
+    except ValueError:
+        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
+    if not 200 <= part_bytes <= 2048:
+        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and 2048, got {part_bytes}")
+    settings = WeComCallbackSettings(
+        corp_id=values["corp_id"], agent_id=agent_id, token=values["token"],
+        encoding_aes_key=values["encoding_aes_key"], corp_secret=values["corp_secret"], api_base=api_base,
+        msgtype=msgtype, part_bytes=part_bytes, timestamp_window=duration("timestamp_window", 300.0),
+        request_timeout=duration("request_timeout", 15.0), reconnect_base=duration("reconnect_base", 1.0),
+        reconnect_cap=duration("reconnect_cap", 60.0))
+    return WeComCallbackChannel(settings)
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+class ApiFailed(Exception):
+    """The app API answered with an errcode (or could not be asked: ``errcode`` None)."""
+
+    def __init__(self, what: str, errcode: int | None, errmsg: str) -> None:
+        super().__init__(f"{what}: errcode {errcode}: {errmsg}" if errcode is not None else f"{what}: {errmsg}")
+        self.errcode = errcode
+
+    @property
+    def auth(self) -> bool:
+        return self.errcode in AUTH_ERRCODES
+
+    @property
+    def retryable(self) -> bool:
+        return self.errcode is None or self.errcode in AUTH_ERRCODES | TOKEN_ERRCODES | BUSY_ERRCODES
+
+
+class _Seen(OrderedDict[str, None]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def add(self, key: str) -> None:
+        self[key] = None
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class WeComCallbackChannel:
+    name = PREFIX
+    mode = "callback"
+    callback_path = CALLBACK_PATH
+
+    def __init__(self, settings: WeComCallbackSettings) -> None:
+        self.settings = settings
+        self.crypto = WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
+        self.status = ChannelStatus(PREFIX)
+        self.status.secrets = [settings.token, settings.encoding_aes_key, settings.corp_secret]
+        for secret in self.status.secrets:
+            redact_in_logs(secret, ("httpx", "httpcore", "ngb"))
+        self._submit: Submit | None = None
+        self._http: Any = None  # httpx.AsyncClient while running
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._token_lock = trio.Lock()
+        self._trouble = trio.Event()
+        self._trouble_error: Exception | None = None
+        self._seen = _Seen(4096)  # MsgIds stored (a WeCom retry is answered from here)
+        self._app_chats: set[str] = set()  # ids that are app group chats (appchat/send), not users
+        self._seen_chats: set[str] = set()
+        self._partial = PartialSends()
+        self._last_refusal_log: dict[str, float] = {}
+        self.received = 0
+        self.duplicates = 0
+        self.events = 0
+        self.malformed = 0
+        self.refused: dict[str, int] = {}
+        self.sent = 0
+        self.token_fetches = 0
+        self.url_checks = 0
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    def describe(self) -> dict[str, Any]:
+        out = self.status.describe()
+        out.update(mode=self.mode, corp_id=self.settings.corp_id, agent_id=self.settings.agent_id,
+                   callback_path=self.callback_path, received=self.received, duplicates=self.duplicates,
+                   events=self.events, malformed=self.malformed, refused=dict(self.refused), sent=self.sent,
+                   token_fetches=self.token_fetches, url_checks=self.url_checks)
+        return out
+
+    # -- life cycle: the API client and the credential check ----------------------------------------
+    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        import httpx
+
+        # HTTPS_PROXY is honoured: WeCom only answers API calls from the app's trusted IPs (企业可信IP),
+        # which may mean a proxy with a fixed address.
+        async with httpx.AsyncClient(timeout=self.settings.request_timeout) as http:
+            self._http = http
+            self._submit = submit
+            task_status.started()
+            try:
+                await reconnect_forever(self.status, self._session, base=self.settings.reconnect_base,
+                                        cap=self.settings.reconnect_cap)
+            finally:
+                self.status.set(STOPPED)
+                self._submit = None
+                self._http = None
+
+    async def _session(self) -> None:
+        """Fetch a token (are the corp id, Secret and this server's IP accepted?), then stay
+        connected until a send reports that WeCom refused or could not be reached."""
+        self._trouble = trio.Event()
+        self._trouble_error = None
+        try:
+            await self._access_token(force=True)
+        except ApiFailed as exc:
+            if exc.auth:
+                raise AuthError(f"WeCom refused the corp id or app Secret ({exc})") from None
+            raise ConnectionError(str(exc)) from None
+        self.status.set(CONNECTED)
+        log.info("wecom: callback mode, app %s of corp %s; WeCom must reach %s", self.settings.agent_id,
+                 self.settings.corp_id, self.callback_path)
+        await self._trouble.wait()
+        assert self._trouble_error is not None
+        raise self._trouble_error
+
+    def _flag(self, error: Exception) -> None:
+        if self.status.state == CONNECTED and not self._trouble.is_set():
+            self._trouble_error = error
+            self._trouble.set()
+
+    # -- inbound ------------------------------------------------------------------------------------
+    async def handle_callback(self, method: str, args: Mapping[str, str], body: bytes,
+                              remote: str | None = None) -> tuple[int, bytes]:
+        """One HTTP request to the callback URL -> (status, body). Never raises."""
+        try:
+            if method == "GET":
+                return self._verify_url(args)
+            if method == "POST":
+                return await self._message(args, body)
+            return 405, b"method not allowed"
+        except CallbackRefused as exc:
+            self._refuse(exc.reason, remote)
+            return exc.status, b""
+        except Exception:  # noqa: BLE001 - e.g. the store is down: WeCom retries what is not a 200
+            log.exception("wecom: callback failed; WeCom will retry it")
+            return 500, b""
+
+    def _refuse(self, reason: str, remote: str | None) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last_refusal_log.get(reason, -1e9) >= LOG_EVERY:
+            self._last_refusal_log[reason] = now
+            log.warning("wecom: callback refused from %s: %s (%d so far); nothing stored", remote or "?", reason,
+                        self.refused[reason])
+
+    @staticmethod
+    def _params(args: Mapping[str, str], *names: str) -> list[str]:
+        values = [str(args.get(n) or "") for n in names]
+        missing = [n for n, v in zip(names, values, strict=True) if not v]
+        if missing:
+            raise CallbackRefused(400, f"missing {', '.join(missing)}")
+        return values
+
+    def _check_time(self, timestamp: str) -> None:
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            raise CallbackRefused(400, "timestamp is not a number") from None
+        if abs(time.time() - sent) > self.settings.timestamp_window:
+            raise CallbackRefused(403, "timestamp outside the window (a replay, or this clock is off)")
+
+    def _verify_url(self, args: Mapping[str, str]) -> tuple[int, bytes]:
+        sig, timestamp, nonce, echostr = self._params(args, "msg_signature", "timestamp", "nonce", "echostr")
+        plain = self.crypto.verify_url(sig, timestamp, nonce, echostr)
+        self._check_time(timestamp)
+        self.url_checks += 1
+        log.info("wecom: callback URL verified by WeCom")
+        return 200, plain.encode("utf-8")
+
+    async def _message(self, args: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        sig, timestamp, nonce = self._params(args, "msg_signature", "timestamp", "nonce")
+        inner = self.crypto.decrypt_message(sig, timestamp, nonce, body)  # signature first, then decrypt
+        self._check_time(timestamp)
+        try:
+            xml = parse_xml(inner)
+        except CallbackRefused as exc:  # signed by WeCom but unreadable: retrying will not help
+            self.malformed += 1
+            log.warning("wecom: signed callback ignored (%s): %.300r", exc.reason, inner)
+            return 200, b""
+        agent = (xml.findtext("AgentID") or "").strip()
+        if agent and agent != str(self.settings.agent_id):
+            self._refuse("for another app (its AgentID is not agent_id)", None)
+            return 200, b""  # authentic, just not ours: do not make WeCom retry
+        msgtype = (xml.findtext("MsgType") or "").strip()
+        if msgtype == "event":
+            self.events += 1
+            log.debug("wecom: event %s from %s", xml.findtext("Event"), xml.findtext("FromUserName"))
+            return 200, b""
+        inbound = self.to_inbound(xml)
+        if inbound is None:
+            self.malformed += 1
+            log.warning("wecom: callback without sender or MsgId ignored: %.300r", inner)
+            return 200, b""
+        if inbound.platform_id in self._seen:
+            self.duplicates += 1
+            log.info("wecom: message %s delivered again (a WeCom retry); already stored", inbound.platform_id)
+            return 200, b""
+        submit = self._submit
+        if submit is None:
+            return 503, b""  # not running yet: WeCom retries
+        await self._store(submit, inbound)
+        self._seen.add(inbound.platform_id)
+        return 200, b""
+
+    def to_inbound(self, xml: Any) -> InboundMessage | None:
+        def field(name: str) -> str:
+            return (xml.findtext(name) or "").strip()
+
+        user, msgid, msgtype = field("FromUserName"), field("MsgId"), field("MsgType")
+        if not user or not msgid:
+            return None
+        chat_id = field("ChatId")
+        if chat_id:
+            self._app_chats.add(chat_id)
+        if msgtype == "text":
+            text = xml.findtext("Content") or ""
+        elif msgtype == "voice":
+            text = field("Recognition") or "[voice]"
+        elif msgtype == "location":
+            text = f"[location] {field('Label')} ({field('Location_X')}, {field('Location_Y')})"
+        elif msgtype == "link":
+            text = f"[link] {field('Title')} {field('Url')}".rstrip()
+        else:  # image, video, file, ...: the media stays on WeCom (download not done)
+            text = f"[{msgtype or 'message'}]"
+        return InboundMessage(chat=f"{PREFIX}:{chat_id or user}", sender=user, text=text.strip(),
+                              platform_id=msgid, sender_id=user,
+                              mentions_bot=not chat_id)  # a 1:1 message to the app is addressed to it
+
+    async def _store(self, submit: Submit, inbound: InboundMessage) -> None:
+        from ..router import MessageRejected
+
+        self.received += 1
+        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
+            self._seen_chats.add(inbound.chat)
+            log.info("wecom: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
+                     inbound.chat, inbound.chat)
+        try:
+            await submit(inbound)  # stored when this returns; a failure answers 500 and WeCom retries
+        except MessageRejected as exc:
+            log.warning("wecom: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+
+    # -- the app API ------------------------------------------------------------------------------
+    async def _call(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        import httpx
+
+        http = self._http
+        if http is None:
+            raise ApiFailed(what, None, f"wecom is {self.state}")
+        try:
+            response = await http.request(method, self.settings.api_base + path, **kwargs)
+        except httpx.TimeoutException:
+            raise ApiFailed(what, None, "no answer in time") from None
+        except httpx.HTTPError as exc:  # the text of some of these quotes the URL (and its token)
+            raise ApiFailed(what, None, f"cannot reach {self.settings.api_base} ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise ApiFailed(what, None, f"HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ApiFailed(what, None, "not a JSON object")
+        return data
+
+    async def _access_token(self, *, force: bool = False) -> str:
+        async with self._token_lock:
+            now = trio.current_time()
+            if self._token and not force and now < self._token_until:
+                return self._token
+            data = await self._call("gettoken", "GET", "/cgi-bin/gettoken",
+                                    params={"corpid": self.settings.corp_id, "corpsecret": self.settings.corp_secret})
+            errcode = int(data.get("errcode") or 0)
+            token = str(data.get("access_token") or "")
+            if errcode or not token:
+                raise ApiFailed("gettoken", errcode, self.status.redact(str(data.get("errmsg") or "")))
+            self.token_fetches += 1
+            try:
+                expires_in = max(1.0, float(data.get("expires_in") or 7200))
+            except (TypeError, ValueError):
+                expires_in = 7200.0
+            if token != self._token:
+                if self._token:
+                    _REDACT.secrets.discard(self._token)  # the filter keeps the live token only
+                redact_in_logs(token, ("httpx", "httpcore", "ngb"))
+            self.status.secrets = self.status.secrets[:3] + [token]
+            self._token = token
+            self._token_until = now + expires_in - min(300.0, expires_in / 10)  # refresh a little early
+            return token
+
+    def _drop_token(self, token: str) -> None:
+        if self._token == token:
+            self._token = None
+
+    async def _post(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with a token; on 40014/42001 once more with a fresh one. ApiFailed on errcode != 0."""
+        for attempt in (1, 2):
+            token = await self._access_token()
+            data = await self._call(what, "POST", path, params={"access_token": token}, json=body)
+            errcode = int(data.get("errcode") or 0)
+            if errcode in TOKEN_ERRCODES and attempt == 1:
+                log.info("wecom: access token %s (errcode %d); fetching a new one",
+                         "expired" if errcode == 42001 else "refused", errcode)
+                self._drop_token(token)
+                continue
+            if errcode:
+                raise ApiFailed(what, errcode, str(data.get("errmsg") or ""))
+            return data
+        raise AssertionError("unreachable")
+
+    async def _send_part(self, target: str, content: str) -> str:
+        kind = self.settings.msgtype
+        if target not in self._app_chats:
+            body = {"touser": target, "agentid": self.settings.agent_id, "msgtype": kind, kind: {"content": content},
+                    "safe": 0}
+            try:
+                data = await self._post("message/send", "/cgi-bin/message/send", body)
+            except ApiFailed as exc:
+                if exc.errcode != NOT_A_USER:
+                    raise
+                data = None
+            if data is not None and target not in str(data.get("invaliduser") or "").split("|"):
+                return str(data.get("msgid") or "")
+            log.info("wecom: %s is not a user of the app; sending to it as an app group chat", target)
+        try:
+            data = await self._post("appchat/send", "/cgi-bin/appchat/send",
+                                    {"chatid": target, "msgtype": kind, kind: {"content": content}, "safe": 0})
+        except ApiFailed as exc:
+            if exc.errcode == NO_SUCH_CHAT and target not in self._app_chats:
+                raise ApiFailed("message/send", NOT_A_USER, f"{target!r} is neither a user who can see the app "
+                                "nor a group chat the app created") from None
+            raise
+        self._app_chats.add(target)
+        return str(data.get("msgid") or "")
+
+    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+        prefix, _, target = chat.partition(":")
+        if prefix != PREFIX or not target:
+            raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<userid or chatid>)", retryable=False)
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(text, self.settings.part_bytes, measure=utf8_len)
+        for index in range(len(ids), len(parts)):
+            try:
+                platform_id = await self._send_part(target, parts[index])
+            except ApiFailed as exc:
+                error = self.status.redact(str(exc))
+                if exc.errcode is None:
+                    self._flag(ConnectionError(error))
+                elif exc.auth:
+                    self._flag(AuthError(f"WeCom refused the app's credentials or this server ({error})"))
+                raise ChannelError(f"wecom: {error}", retryable=exc.retryable) from None
+            self.sent += 1
+            ids.append(platform_id)
+            self._partial.record(key, platform_id)
+        self._partial.finish(key)
+        return next((i for i in ids if i), None)
