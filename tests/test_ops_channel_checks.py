@@ -165,3 +165,17 @@ async def test_wecom_callback_mode_app_secret(tmp_path: Path, monkeypatch: pytes
     assert good["channel wecom"].status == "ok", good
     assert bad["channel wecom"].status == "fail" and "NGB_WECOM_CORP_SECRET" in (bad["channel wecom"].fix or "")
     assert "wrong-secret" not in bad["channel wecom"].detail
+
+
+async def test_dingtalk_client_secret(tmp_path: Path) -> None:
+    from tests.fakes.dingtalk import FakeDingTalk
+
+    async with trio.open_nursery() as nursery:
+        fake = await FakeDingTalk.start(nursery, client_id="dingdoctor", client_secret="right-secret")
+        table = {"dingtalk": {"gateway_url": fake.gateway_url, "api_base": fake.api_base}}
+        good = await checks_for(cfg(tmp_path, table, NGB_DINGTALK_CLIENT_ID="dingdoctor", NGB_DINGTALK_CLIENT_SECRET="right-secret"))
+        bad = await checks_for(cfg(tmp_path, table, NGB_DINGTALK_CLIENT_ID="dingdoctor", NGB_DINGTALK_CLIENT_SECRET="wrong-secret"))
+        nursery.cancel_scope.cancel()
+    assert good["channel dingtalk"].status == "ok", good
+    assert bad["channel dingtalk"].status == "fail" and "NGB_DINGTALK_CLIENT_SECRET" in (bad["channel dingtalk"].fix or "")
+    assert "wrong-secret" not in bad["channel dingtalk"].detail
