@@ -190,6 +190,7 @@ class GroupActor:
         view: ActorView | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         draining: Callable[[], bool] = lambda: False,
+        plugins: Any = None,
     ) -> None:
         self.group = group
         self.store = store
@@ -200,6 +201,8 @@ class GroupActor:
         self.view = view or ActorView(folder=group.folder, chat=group.chat)
         self._on_event = on_event or (lambda kind, data: None)
         self._draining = draining
+        self._plugins = plugins  # ngb.plugins.PluginManager: before_turn, extra tools
+        self._decided: tuple[tuple[int, int], Any] | None = None  # the last before_turn answer
         self._failures: dict[int, int] = {}
         self._deadline: trio.CancelScope | None = None
         self._batches: dict[int, int] = {}
@@ -231,6 +234,9 @@ class GroupActor:
                 self.view.state = "idle"
                 await trio.sleep_forever()
             pending = await self._triggered_pending()
+            if pending is not None and (await self._decide(pending)) is not None:
+                await self.store.advance_cursor(self.folder, pending[-1].id)  # vetoed: seen, not answered
+                pending = None
             queued = await self.store.queued_runs(self.folder)
             in_group = [q for q in queued if q[1].context_mode != "isolated"]
             if pending is not None or in_group:
@@ -331,6 +337,8 @@ class GroupActor:
         if not isolated:
             self.view.session_id = session_id
         start: dict[str, Any] = {"type": "start", "session_id": session_id, "group": self.folder, "is_main": self.group.is_main}
+        if self._plugins is not None and self._plugins.tool_specs(self.group):
+            start["tools"] = self._plugins.tool_specs(self.group)  # the plugins' extra tools
         if isolated:
             start["isolated"] = True
         await conn.send(start)
@@ -372,6 +380,11 @@ class GroupActor:
         pending = await self.store.pending_input(self.folder, self.group.chat, after=self._sent_upto)
         if not pending or not any(is_triggered(self.group, m, self.settings.trigger) for m in pending):
             return False
+        if await self._decide(pending) is not None:  # a plugin vetoed: seen, not answered
+            self._sent_upto = pending[-1].id
+            if not self._batches:
+                await self.store.advance_cursor(self.folder, pending[-1].id)
+            return False
         batch = self._next_batch
         self._next_batch += 1
         self._batches[batch] = pending[-1].id
@@ -381,8 +394,18 @@ class GroupActor:
         self.view.turns += 1
         self._arm(busy=True)
         self._on_event("batch_sent", {"batch": batch, "first_message": pending[0].id, "count": len(pending)})
-        await conn.send({"type": "input", "batch": batch, "prompt": format_prompt(pending)})
+        prefix = self._decided[1].prefix() if self._plugins is not None and self._decided else ""
+        await conn.send({"type": "input", "batch": batch, "prompt": prefix + format_prompt(pending)})
         return True
+
+    async def _decide(self, pending: list[Message]) -> str | None:
+        """Ask the plugins' before_turn about this batch (once per batch); the veto reason or None."""
+        if self._plugins is None:
+            return None
+        key = (pending[0].id, pending[-1].id)
+        if self._decided is None or self._decided[0] != key:
+            self._decided = (key, await self._plugins.before_turn(self.group, pending))
+        return self._decided[1].veto  # type: ignore[no-any-return]
 
     async def _follow_ups(self, conn: AgentConnection, inbox: trio.MemoryReceiveChannel[Wake]) -> None:
         async for _wake in inbox:

@@ -1,4 +1,4 @@
-"""The `ngb` command: run, chat, groups, tasks, image."""
+"""The `ngb` command: run, chat, groups, tasks, image, backup, restore."""
 
 from __future__ import annotations
 
@@ -52,10 +52,12 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             ensure_image(config.image, progress=lambda line: print(line, file=sys.stderr, flush=True))
         except ImageBuildError as exc:
             return fail(f"cannot build the agent image: {exc}")
+    from .ops.backup import BackupError
+
     daemon = Daemon(config)
     try:
         trio.run(daemon.run)
-    except OSError as exc:
+    except (OSError, BackupError) as exc:  # BackupError: no copy before a pending migration
         return fail(f"cannot start: {exc}", 1)
     except KeyboardInterrupt:
         return 130
@@ -160,11 +162,12 @@ def _poke_scheduler(config: Config) -> None:
     client = _daemon_up(config)
     if client is None:
         return
-    with client:
-        try:
-            client.post("/api/tasks/changed", json={})
-        except httpx.HTTPError:
-            pass
+    try:  # (not `with client`: httpx refuses to enter a client that has already sent a request)
+        client.post("/api/tasks/changed", json={})
+    except httpx.HTTPError:
+        pass
+    finally:
+        client.close()
 
 
 def _task_line(t: Any) -> str:
@@ -337,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("action", choices=["build"])
     image.add_argument("--force", action="store_true", help="rebuild even when current")
     image.set_defaults(fn=cmd_image)
+
+    from .ops.backup import add_arguments as add_backup_commands
+
+    add_backup_commands(sub)  # backup, restore
 
     from .cli_ops import add_ops_commands
 

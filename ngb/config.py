@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .budgets import parse_model_prices, parse_usd
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -384,6 +386,24 @@ def _channels(value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?")
+
+
+def _module_list(value: Any) -> tuple[str, ...]:
+    """Plugin module paths: a list (TOML) or a comma-separated string (environment)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"must be a list of module paths, got {_got(value)}")
+    out = []
+    for item in items:
+        if isinstance(value, str) and not item.strip():
+            continue  # "a,,b" and a trailing comma
+        if not isinstance(item, str) or not _MODULE_RE.fullmatch(item.strip()):
+            raise ValueError(f'must be a list of module paths like "my_plugin" or "pkg.mod:attr", got {_got(item)}')
+        out.append(item.strip())
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------------------------------
 # The Config record.
 
@@ -436,8 +456,16 @@ class Config:
         ),
     )
     model_retries: int = _field(3, _int_range(0, 10))
+    # Spending (docs/budgets.md): USD caps, 0 = no cap; model prices in USD per million tokens.
+    budget_daily_usd: float = _field(0.0, parse_usd)
+    budget_monthly_usd: float = _field(0.0, parse_usd)
+    budget_global_daily_usd: float = _field(0.0, parse_usd)
+    budget_global_monthly_usd: float = _field(0.0, parse_usd)
+    model_prices: dict[str, dict[str, float]] = _field(attrs.Factory(dict), parse_model_prices)
     container_network: str = _field("none", _network)
     main_chat: str = _field("local:main", _chat)
+    plugins: tuple[str, ...] = _field((), _module_list)  # docs/plugins.md
+    plugin_timeout: float = _field(10.0, _duration())
     channels: dict[str, dict[str, Any]] = _field(attrs.Factory(dict), _channels)
     # Not settable: where the values came from (load_config fills them in).
     config_file: Path | None = attrs.field(default=None, metadata={"internal": True})

@@ -24,6 +24,7 @@ import trio
 
 from . import __version__
 from .actor import ActorSettings, ActorView, GroupActor, Launcher, Wake
+from .budgets import Budgets
 from .channels import build_channels
 from .channels.base import Channel
 from .channels.local import local_chat
@@ -31,8 +32,10 @@ from .config import Config
 from .events import ChatEvents
 from .groups import GroupRegistry
 from .metrics import Metrics
+from .ops.backup import StateLock
 from .ops.sdnotify import run_notifier
 from .outbox import OutboxSender
+from .plugins import PluginManager
 from .records import Group, Message, channel_of
 from .router import Router
 from .sandbox.model_proxy import ModelProxy, Usage
@@ -59,6 +62,9 @@ class Daemon:
         self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir)
         self.slots = trio.CapacityLimiter(config.max_containers)
         self.channels: dict[str, Channel] = build_channels(config)
+        self.plugins = PluginManager(config)  # docs/plugins.md
+        self.plugins.load()
+        self.channels.update(self.plugins.build_channels(config, taken=self.channels))
         self.outbox = OutboxSender(
             self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered
         )
@@ -85,10 +91,16 @@ class Daemon:
                 config.trigger,
                 min_interval=config.min_task_interval,
                 on_tasks_changed=self.scheduler.poke,
+                plugins=self.plugins,
             )
         )
+        self.budgets = Budgets(self.store, config, notify=self._budget_notice)
         self.proxy = ModelProxy(
-            config.model_upstream, config.anthropic_api_key, retries=config.model_retries, on_usage=self._usage
+            config.model_upstream,
+            config.anthropic_api_key,
+            retries=config.model_retries,
+            on_usage=self._usage,
+            admit=self.budgets.admit,
         )
         self._launcher_factory = launcher_factory
         self.launcher: Launcher | None = None
@@ -135,6 +147,7 @@ class Daemon:
             view=view,
             on_event=lambda kind, data: self._actor_event(group.folder, kind, data),
             draining=lambda: self.supervisor.draining,
+            plugins=self.plugins,
         )
 
     def _group_added(self, group: Group) -> None:
@@ -158,6 +171,7 @@ class Daemon:
             self._root.start_soon(queue)
 
     def _routed(self, message: Message, outcome: str) -> None:
+        self.plugins.message_stored(message)  # every new inbound message, once, after its commit
         self.metrics.messages_in.labels(channel_of(message.chat)).inc()
         self.metrics.routed.labels(outcome).inc()
         if outcome == "triggered":
@@ -167,11 +181,18 @@ class Daemon:
 
     def _delivered(self, message: Message) -> None:
         self.events.publish(message)
+        self.plugins.reply_delivered(self.registry.get(message.chat), message)
         self.metrics.messages_out.labels(channel_of(message.chat)).inc()
 
     def _usage(self, group: str, usage: Usage) -> None:
         self.metrics.model_tokens.labels(group, "input").inc(usage.input_tokens)
         self.metrics.model_tokens.labels(group, "output").inc(usage.output_tokens)
+        self.budgets.record(group, usage)
+
+    def _budget_notice(self, folder: str, text: str) -> None:
+        group = self.registry.by_folder(folder)
+        if group is not None:
+            self._notify(group.folder, group.chat, text)
 
     def _actor_crashed(self, folder: str, exc: BaseException) -> None:
         self.metrics.actor_restarts.labels(folder).inc()
@@ -218,6 +239,11 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from .web.app import serve_web
 
+        self.state_lock = StateLock(self.config.run_dir)  # `ngb restore` refuses while it is held
+        if not self.state_lock.acquire():
+            log.warning("another daemon holds %s: two daemons on one state directory will get in each other's way",
+                        self.state_lock.path)
+        self.plugins.host.store, self.plugins.host.outbox_wake = self.store, self.outbox.wake
         await self.open()
         self.launcher = self._launcher_factory(self) if self._launcher_factory else self._default_launcher()
         if self.runtime is not None:
@@ -231,8 +257,10 @@ class Daemon:
                 self._root = root
                 root.start_soon(self._signals, root)
                 await root.start(run_notifier, self.ready)
+                await root.start(self.budgets.run)  # before any container can use the model
                 await root.start(self.supervisor.run)
                 await root.start(self.outbox.run)
+                await root.start(self.plugins.run)
                 await root.start(self.typing.run)
                 for channel in self.channels.values():
                     await root.start(channel.run, self.router.handle)
@@ -248,6 +276,7 @@ class Daemon:
             self._root = None
             with trio.CancelScope(shield=True):
                 await self.store.close()
+            self.state_lock.release()
             log.info("NanoGridBot stopped")
 
     async def _gauges(self) -> None:

@@ -163,6 +163,35 @@ MIGRATIONS: list[str] = [
     ALTER TABLE groups ADD COLUMN sender_rate_per_minute INTEGER;
     ALTER TABLE groups ADD COLUMN group_rate_per_minute INTEGER;
     """,
+    # 5: model token usage per UTC day, group and model (upsert-added by ngb/budgets.py); per-group
+    # spending cap overrides (folder '*': the global caps; NULL: the config default; 0: no cap);
+    # the budget notices already sent (one per group, cap and period)
+    """
+    CREATE TABLE usage (
+        day TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, folder, model)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_folder_day ON usage(folder, day);
+    CREATE TABLE budget_caps (
+        folder TEXT PRIMARY KEY,
+        daily_usd REAL,
+        monthly_usd REAL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE budget_notices (
+        folder TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        sent_at TEXT NOT NULL,
+        PRIMARY KEY (folder, notice)
+    );
+    """,
 ]
 
 RETRYABLE = ("database is locked", "database or disk is full", "disk I/O error", "database table is locked")
@@ -227,6 +256,8 @@ def _task_row(task: Task) -> dict[str, Any]:
 class Store:
     """The daemon's only door to SQLite."""
 
+    backup_before_migrate = True  # see _migrate and ngb/ops/backup.py
+
     def __init__(self, path: Path, *, retries: int = 8, retry_base: float = 0.05) -> None:
         self.path = path
         self._retries = retries
@@ -274,6 +305,11 @@ class Store:
     def _migrate(self) -> None:
         assert self._conn is not None
         current = self.schema_version
+        if 0 < current < len(MIGRATIONS) and self.backup_before_migrate:
+            # A copy of the database (only) in state/backups/ first; no copy, no migration.
+            from .ops.backup import pre_migration_backup
+
+            pre_migration_backup(self._conn, self.path, current, len(MIGRATIONS))
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= current:
                 continue

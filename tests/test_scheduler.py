@@ -400,3 +400,24 @@ def test_cli_tasks_add_list_pause_resume_cancel_runs(tmp_path: Path, monkeypatch
     assert "no runs yet" in capsys.readouterr().out
     assert cli.main(["tasks", "list", "--group", "fam"]) == 0
     assert capsys.readouterr().out.count("fam") == 3
+
+
+async def test_cli_tasks_with_the_daemon_running_pokes_its_scheduler(run_daemon, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`ngb tasks add` next to a running daemon: exit 0 and the daemon's scheduler hears of it at
+    once (it used to crash at the end: httpx refuses to re-enter a client that was used)."""
+    from ngb import cli
+
+    d = await run_daemon()
+    cfg = d.daemon.config
+    monkeypatch.setenv("NGB_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("NGB_WEB_PORT", str(cfg.web_port))
+    monkeypatch.setenv("NGB_MOUNT_ALLOWLIST", str(tmp_path / "none.toml"))
+    pokes: list[int] = []
+    original = d.daemon.scheduler.poke
+    monkeypatch.setattr(d.daemon.scheduler, "poke", lambda *a, **k: (pokes.append(1), original(*a, **k))[1])
+    code = await trio.to_thread.run_sync(cli.main, ["tasks", "add", "main", "--every", "1h", "--prompt", "hourly check"])
+    assert code == 0, capsys.readouterr().err
+    with trio.fail_after(5):
+        while not pokes:
+            await trio.sleep(0.02)
+    assert [t.prompt for t in await d.daemon.store.tasks()] == ["hourly check"]

@@ -18,7 +18,11 @@ Per request the proxy:
 * retries 429 / 503 / 529 responses and connection failures that happened before any byte went
   back to the client, ``retries`` times with exponential backoff and jitter (``retry-after`` is
   honoured, capped), then passes the last error response through;
-* closes the client connection if the upstream drops mid-stream (the CLI sees a truncated body).
+* closes the client connection if the upstream drops mid-stream (the CLI sees a truncated body);
+* asks ``admit(group)`` (the daemon's budgets, ngb/budgets.py) before forwarding a request that
+  costs money (anything but GET/HEAD and ``count_tokens``): a refusal is answered at once with the
+  Anthropic spend-limit error (400 ``invalid_request_error``, ``x-should-retry: false``) and nothing
+  goes upstream.
 
 The real key is never logged, and any occurrence of it in upstream response headers or bodies is
 masked with ``*`` before it reaches the container (same length, so framing is unchanged).
@@ -38,6 +42,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket as _socket
 import stat
 import time
@@ -106,6 +111,8 @@ class Usage:
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     requests: int = 0
+    # The model that answered (response ``model``, else the request's); "" in running totals.
+    model: str = attrs.field(default="", eq=False)
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
@@ -116,6 +123,18 @@ class Usage:
 
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
+FREE_PATH_SUFFIXES = ("/count_tokens",)  # requests that cost nothing: never refused over a budget
+
+
+def _request_model(body: bytes) -> str:
+    """The request's ``model`` (a fallback for responses that do not name theirs)."""
+    m = MODEL_RE.search(body)
+    return m.group(1).decode("utf-8", "replace") if m else ""
+
+
+def _model_from(obj: Any) -> str | None:
+    return obj[:200] if isinstance(obj, str) and obj else None
 
 
 def _usage_from(obj: Any, into: dict[str, int]) -> None:
@@ -135,6 +154,7 @@ class _UsageMeter:
         ct = content_type.split(";", 1)[0].strip().lower()
         self.mode = "sse" if ct == "text/event-stream" else "json" if ct.endswith("json") else None
         self.counts: dict[str, int] = {}
+        self.model = ""
         self.complete = False  # the usage is final (JSON body all here, or SSE message_stop seen)
         self._expected = content_length
         self._buf = bytearray()
@@ -162,8 +182,9 @@ class _UsageMeter:
                 body = None
             if isinstance(body, dict):
                 _usage_from(body.get("usage"), self.counts)
+                self.model = _model_from(body.get("model")) or self.model
             self._buf = bytearray()
-        return Usage(**{name: self.counts.get(name, 0) for name in USAGE_FIELDS}, requests=1)
+        return Usage(**{name: self.counts.get(name, 0) for name in USAGE_FIELDS}, requests=1, model=self.model)
 
     def _feed_sse(self, chunk: bytes) -> None:
         buf = self._buf
@@ -215,6 +236,7 @@ class _UsageMeter:
             self.complete = True
         elif kind == "message_start" and isinstance(obj.get("message"), dict):
             _usage_from(obj["message"].get("usage"), self.counts)
+            self.model = _model_from(obj["message"].get("model")) or self.model
         elif kind == "message_delta":
             _usage_from(obj.get("usage"), self.counts)
 
@@ -345,6 +367,7 @@ class ModelProxy:
         retries: int = 3,
         backoff_base: float = 0.5,
         on_usage: Callable[[str, Usage], None] | None = None,
+        admit: Callable[[str], str | None] | None = None,
         client: httpx.AsyncClient | None = None,
         max_body: int = MAX_BODY,
         max_retry_after: float = MAX_RETRY_AFTER,
@@ -360,6 +383,7 @@ class ModelProxy:
         self.max_body = max_body
         self.max_retry_after = max_retry_after
         self.on_usage = on_usage
+        self.admit = admit  # group -> None (forward) or the refusal message (budgets)
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=timeout or httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0),
@@ -368,6 +392,7 @@ class ModelProxy:
         )
         self._usage: dict[str, Usage] = {}
         self.rejected: dict[str, int] = {}  # per group: requests refused (bad key, bad request, too big)
+        self.refused_budget: dict[str, int] = {}  # per group: requests refused over a budget cap
 
     def __repr__(self) -> str:  # never show the key
         return f"ModelProxy(upstream={self.upstream!r}, api_key={'set' if self._api_key else 'none'})"
@@ -497,6 +522,17 @@ class ModelProxy:
             self._reject(group, f"refused {method}: request target is not an origin path")
             await conn.send_simple(400, _error_body(400, "request target must be a path"))
             return True
+        if self.admit is not None and method not in ("GET", "HEAD") and not path.endswith(FREE_PATH_SUFFIXES):
+            try:
+                refusal = self.admit(group.name)
+            except Exception:  # a bug in the budget check must not open the tap: refuse
+                log.exception("model proxy: group %s: the budget check failed", group.name)
+                refusal = "the spending check failed; see the daemon's log"
+            if refusal is not None:
+                self.refused_budget[group.name] = self.refused_budget.get(group.name, 0) + 1
+                log.info("model proxy: group %s: refused %s %s over budget", group.name, method, path)
+                await conn.send_simple(400, _error_body(400, refusal), extra=[(b"x-should-retry", b"false")])
+                return True
         return await self._forward(conn, request, body, group, method, path)
 
     # -- upstream ------------------------------------------------------------------------------
@@ -567,7 +603,7 @@ class ModelProxy:
                 continue
             break
         try:
-            keep, usage = await self._relay(conn, response, group)
+            keep, usage = await self._relay(conn, response, group, body)
         finally:
             await response.aclose()
         log.debug("model proxy: group %s: %s %s -> %d in %.2fs (in %d, out %d)%s", group.name, method, path,
@@ -582,7 +618,9 @@ class ModelProxy:
         await conn.send_simple(status, _error_body(status, message))
         return True
 
-    async def _relay(self, conn: _HttpConnection, response: httpx.Response, group: _Group) -> tuple[bool, Usage]:
+    async def _relay(
+        self, conn: _HttpConnection, response: httpx.Response, group: _Group, request_body: bytes = b""
+    ) -> tuple[bool, Usage]:
         """Pass the response through as it arrives; count its usage (before the final chunk goes
         out, so a client that has the whole response also sees the counts). Returns (keep the
         connection, this response's usage)."""
@@ -607,18 +645,18 @@ class ModelProxy:
             async for chunk in response.aiter_raw():
                 meter.feed(chunk)
                 if meter.complete and usage is None:
-                    usage = self._count(group.name, meter.finish())
+                    usage = self._count(group.name, _finish(meter, request_body))
                 await conn.send(h11.Data(data=masker.mask(chunk)))
             if usage is None:
-                usage = self._count(group.name, meter.finish())
+                usage = self._count(group.name, _finish(meter, request_body))
             await conn.send(h11.EndOfMessage())
         except _ClientGone:
             log.info("model proxy: group %s: client went away mid-response", group.name)
-            return False, usage or self._count(group.name, meter.finish())
+            return False, usage or self._count(group.name, _finish(meter, request_body))
         except (httpx.HTTPError, h11.LocalProtocolError) as exc:
             log.warning("model proxy: group %s: upstream response broke off (%s); closing the connection",
                         group.name, type(exc).__name__)
-            return False, usage or self._count(group.name, meter.finish())
+            return False, usage or self._count(group.name, _finish(meter, request_body))
         return True, usage
 
     def _count(self, group: str, usage: Usage) -> Usage:
@@ -629,6 +667,13 @@ class ModelProxy:
             except Exception:
                 log.exception("model proxy: on_usage callback failed")
         return usage
+
+
+def _finish(meter: _UsageMeter, request_body: bytes) -> Usage:
+    usage = meter.finish()
+    if not usage.model and request_body:
+        usage.model = _request_model(request_body)
+    return usage
 
 
 async def _bind_unix(path: Path) -> tuple[trio.socket.SocketType, int]:

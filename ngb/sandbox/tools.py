@@ -43,6 +43,7 @@ class ToolContext:
     trigger: str
     min_interval: float = 60.0
     on_tasks_changed: Callable[[], None] = lambda: None
+    plugins: Any = None  # ngb.plugins.PluginManager: the plugins' extra tools
 
 
 class ToolService:
@@ -53,6 +54,9 @@ class ToolService:
     async def call(self, caller: Group, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, f"_tool_{tool}", None)
         if handler is None or tool.startswith("_"):
+            if self.ctx.plugins is not None and self.ctx.plugins.has_tool(tool):
+                # Same door, same caller identity: the plugin's handler gets the calling group.
+                return await self.ctx.plugins.call_tool(caller, tool, args)  # type: ignore[no-any-return]
             raise Refused(f"unknown tool {_short(tool)!r}")
         return await handler(caller, args)
 

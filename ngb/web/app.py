@@ -10,6 +10,7 @@ for systemd and load balancers. The modules:
     chat_api.py      the local chat API (/api/info, /api/chats/...)
     api_groups.py    /api/groups, /api/sessions
     api_messages.py  /api/messages, /api/search
+    api_usage.py     /api/usage, /api/budgets (docs/budgets.md)
     tasks_api.py     the scheduler's task routes (list, one, runs, /api/tasks/changed)
     api_tasks.py     the other task routes (create, update, cancel, pause, resume)
 """
@@ -27,7 +28,7 @@ from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 
 from ..store import StoreUnavailable
-from . import api_channels, api_groups, api_messages, chat_api, security, status
+from . import api_channels, api_groups, api_messages, api_usage, chat_api, security, status
 from .common import ApiError, error, message_json
 from .status import actor_json, task_tree, to_json_view
 
@@ -153,6 +154,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     chat_api.register(app, daemon)
     api_groups.register(app, daemon)
     api_messages.register(app, daemon)
+    api_usage.register(app, daemon)
     api_channels.register(app, daemon)
     app.config["NGB_API_TASKS_ADDED"] = _register_tasks(app, daemon)
     return app

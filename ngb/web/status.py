@@ -52,6 +52,15 @@ class Cached:
         self._at = -1e9
 
 
+def usage_json(daemon: Daemon) -> dict[str, Any] | None:
+    """Model usage and cost per group and in total, today and this month, with the caps in force
+    (from the budgets' in-memory tallies: every response counted so far, no query)."""
+    budgets = getattr(daemon, "budgets", None)
+    if budgets is None:
+        return None
+    return budgets.summary(g.folder for g in daemon.registry.all())
+
+
 def live_containers(daemon: Daemon) -> int:
     return sum(1 for h in daemon.supervisor.actors.values() if h.view.container_id)
 
@@ -179,6 +188,8 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             "outbox_retries": daemon.outbox.retries,
             "delivered": daemon.outbox.delivered,
             "last_error": daemon.last_error,
+            "usage": usage_json(daemon),
+            "plugins": daemon.plugins.plugins,
         }
 
     status_snapshot = Cached(status_body, ttl=SNAPSHOT_TTL)

@@ -38,6 +38,8 @@
   const td = (text, cls) => el("td", { text: text ?? "", class: cls || "" });
   const fmtAge = (s) => s == null ? "" : s < 60 ? `${s.toFixed(1)}s` : s < 3600 ? `${Math.floor(s / 60)}m ${Math.round(s % 60)}s` : `${(s / 3600).toFixed(1)}h`;
   const fmtTime = (iso) => iso ? new Date(iso).toLocaleString() : "";
+  const usd = (n) => n == null ? "none" : n === 0 || n >= 0.01 ? `$${n.toFixed(2)}` : `$${n.toPrecision(2)}`;
+  const num = (n) => (n ?? 0).toLocaleString();
   const short = (s, n = 12) => s ? (s.length > n ? s.slice(0, n) + "…" : s) : "";
   function banner(text) { $("banner").hidden = !text; $("banner-text").textContent = text || ""; }
   function live(ok) { $("live").dataset.state = ok ? "live" : "error"; }
@@ -80,6 +82,22 @@
          el("td", {}, el("span", { class: "pill", text: a.state, "data-state": a.state })))) :
       [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "no container running" }))]));
     $("last-error").textContent = status.last_error || "none";
+    usage(status.usage);
+  }
+  function usage(u) {
+    if (!u) return;
+    const t = u.total;
+    $("spend-today").textContent = usd(t.today.cost_usd) + (t.daily_cap_usd ? ` / ${usd(t.daily_cap_usd)}` : "");
+    $("spend-month").textContent = `${usd(t.month.cost_usd)} this month${t.monthly_cap_usd ? ` of ${usd(t.monthly_cap_usd)}` : ""} · ${t.today.requests} calls today`;
+    $("usage-day").textContent = `(UTC day ${u.day})`;
+    const row = (name, s, label) => el("tr", { "data-folder": name },
+      td(label || name), td(usd(s.today.cost_usd), "spend-today"), td(num(s.today.requests)),
+      td(`${num(s.today.input_tokens)} / ${num(s.today.output_tokens)}`, "mono"),
+      td(`${num(s.today.cache_read_tokens)} / ${num(s.today.cache_creation_tokens)}`, "mono"),
+      td(usd(s.month.cost_usd), "spend-month"), td(`${usd(s.daily_cap_usd)} / ${usd(s.monthly_cap_usd)}`),
+      el("td", { class: "budget" }, el("span", { class: "pill", "data-state": s.blocked ? "blocked" : "ok",
+        text: s.blocked ? `${s.blocked.replace("_", " ")} cap reached` : "ok" })));
+    $("usage").replaceChildren(...Object.entries(u.groups).map(([name, s]) => row(name, s)), row("*", t, "all groups"));
   }
 
   // -------------------------------------------------------------- groups

@@ -1,0 +1,33 @@
+"""The dashboard's usage card and table (ngb/web/static/dashboard.*) in headless Chromium, fed by
+/status's `usage` (the budgets' tallies)."""
+
+from __future__ import annotations
+
+import json
+
+from ngb.sandbox.model_proxy import Usage
+from tests.test_chat_page import open_page
+
+
+def q(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+async def test_dashboard_shows_spend_and_a_reached_cap(run_daemon, tmp_path) -> None:
+    d = await run_daemon(NGB_BUDGET_GLOBAL_DAILY_USD="100")
+    budgets = d.daemon.budgets
+    # 1M input + 100k output tokens of Sonnet: $3 + $1.50
+    budgets.record("main", Usage(1_000_000, 100_000, 0, 0, 1, model="claude-sonnet-4-5-20250929"))
+    await budgets.set_caps("main", daily=4)
+    base = str(d.http.base_url).rstrip("/")
+    async with open_page(tmp_path) as page:
+        await page.goto(base + "/dashboard")
+        await page.wait_js(f"{q('#spend-today')}.textContent === '$4.50 / $100.00'")
+        row = "#usage tr[data-folder=main]"
+        assert await page.js(f"{q(row + ' .spend-today')}.textContent") == "$4.50"
+        assert await page.js(f"{q(row + ' .budget span')}.textContent") == "daily cap reached"
+        assert await page.js(f"{q(row + ' .budget span')}.dataset.state") == "blocked"
+        await budgets.set_caps("main", daily=10)
+        await page.wait_js(f"{q(row + ' .budget span')}.textContent === 'ok'")
+        total = q('#usage tr[data-folder="*"] td')
+        assert await page.js(f"{total}.textContent") == "all groups"
