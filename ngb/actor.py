@@ -191,6 +191,7 @@ class GroupActor:
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         draining: Callable[[], bool] = lambda: False,
         plugins: Any = None,
+        budgets: Any = None,
     ) -> None:
         self.group = group
         self.store = store
@@ -202,6 +203,7 @@ class GroupActor:
         self._on_event = on_event or (lambda kind, data: None)
         self._draining = draining
         self._plugins = plugins  # ngb.plugins.PluginManager: before_turn, extra tools
+        self._budgets = budgets  # ngb.budgets.Budgets: a group over its spend cap gets no turn
         self._decided: tuple[tuple[int, int], Any] | None = None  # the last before_turn answer
         self._failures: dict[int, int] = {}
         self._deadline: trio.CancelScope | None = None
@@ -399,7 +401,12 @@ class GroupActor:
         return True
 
     async def _decide(self, pending: list[Message]) -> str | None:
-        """Ask the plugins' before_turn about this batch (once per batch); the veto reason or None."""
+        """Whether this batch gets a turn: the veto reason, or None. A group over its spend cap gets
+        none (its chat was told once, by the budgets, and no container is started for nothing);
+        then the plugins' before_turn is asked (once per batch)."""
+        if self._budgets is not None and self._budgets.admit(self.folder) is not None:
+            log.info("group %s: spend cap reached; messages up to %d seen, not answered", self.folder, pending[-1].id)
+            return "spend cap reached"
         if self._plugins is None:
             return None
         key = (pending[0].id, pending[-1].id)
@@ -532,7 +539,7 @@ class GroupActor:
                     await self._save_session(session_id)
                 await self._task_results(frame)
                 if cursor_to is not None:
-                    if frame.get("is_error") and batch not in batch_had_output:
+                    if frame.get("is_error") and batch not in batch_had_output and not self._over_budget():
                         error = str(frame.get("error") or "the agent reported an error")
                         self.view.last_turn_error = error
                         await self.store.record_failed_turn(
@@ -597,6 +604,11 @@ class GroupActor:
             for b in covered:
                 del self._batches[b]
         return cursor_to
+
+    def _over_budget(self) -> bool:
+        """The proxy refused this turn's model call for the spend cap: the budget notice already
+        told the chat, so no second "could not answer" message."""
+        return self._budgets is not None and self._budgets.blocked(self.folder) is not None
 
     async def _save_session(self, session_id: str) -> None:
         if session_id != self.view.session_id:

@@ -148,6 +148,7 @@ class Daemon:
             on_event=lambda kind, data: self._actor_event(group.folder, kind, data),
             draining=lambda: self.supervisor.draining,
             plugins=self.plugins,
+            budgets=self.budgets,
         )
 
     def _group_added(self, group: Group) -> None:

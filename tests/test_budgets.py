@@ -530,3 +530,29 @@ async def test_ngb_budget_goes_through_a_running_daemon(run_daemon, monkeypatch:
     assert d.daemon.budgets.caps("main").daily == 7.5  # in force at once, no restart
     code = await trio.to_thread.run_sync(cli.main, ["usage", "--days", "1"])
     assert code == 0
+
+
+async def test_a_group_over_its_cap_gets_no_turn_and_one_notice(run_daemon) -> None:
+    """Over the cap, a message starts no container and brings no "could not answer" message: the
+    chat sees the one budget notice. Raising the cap answers the next message."""
+    from ngb.sandbox.model_proxy import Usage
+
+    d = await run_daemon(NGB_BUDGET_DAILY_USD="0.01")
+    await d.post("main", "first")
+    await d.wait_bot_replies("main", 1)
+    started = d.launcher.started
+    d.daemon.budgets.record("main", Usage(input_tokens=0, output_tokens=10_000, requests=1, model="claude-sonnet-4-5"))
+    for text in ("second", "third"):
+        await d.post("main", text)
+    with trio.fail_after(5):
+        while len([m for m in await d.history("main") if m["from_bot"]]) < 2:
+            await trio.sleep(0.02)
+    await trio.sleep(0.5)
+    bot = [m["text"] for m in await d.history("main") if m["from_bot"]]
+    assert len(bot) == 2 and bot[1].startswith("⚠️ budget reached: $"), bot
+    assert d.launcher.started == started  # no container for a turn that could not call the model
+    r = await d.http.patch("/api/budgets/main", json={"daily_usd": 50})
+    assert r.status_code == 200
+    await d.post("main", "fourth")
+    replies = await d.wait_bot_replies("main", 3)
+    assert replies[-1]["text"] == "Echo: fourth"  # the earlier two were seen while over the cap, not answered
