@@ -23,6 +23,7 @@ import gc
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -784,7 +785,30 @@ def tool_result_text(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_mcp_server(requests: HostRequests, is_main: bool) -> Any:
+MAX_EXTRA_TOOLS = 50
+_EXTRA_TOOL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def extra_tool_problem(spec: Any) -> str | None:
+    """Why a plugin tool spec from the start frame is unusable (None: it is fine)."""
+    if not isinstance(spec, dict):
+        return "a tool spec must be an object"
+    name = spec.get("name")
+    if not isinstance(name, str) or not _EXTRA_TOOL_NAME.fullmatch(name):
+        return f"tool name {str(name)[:70]!r} must match [a-z][a-z0-9_]{{0,63}}"
+    if any(name == builtin[0] for builtin in TOOL_SPECS):
+        return f"tool {name}: a built-in tool has that name"
+    if not isinstance(spec.get("description", ""), str):
+        return f"tool {name}: description must be a string"
+    schema = spec.get("input_schema", {"type": "object"})
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        return f"tool {name}: input_schema must be a JSON schema of type object"
+    return None
+
+
+def build_mcp_server(requests: HostRequests, is_main: bool, extra: list[dict[str, Any]] | None = None) -> Any:
+    """The ``ngb`` MCP server: the host's built-in tools, plus the plugins' tools the start frame
+    named (``extra``; the host authorizes and validates every call of either kind)."""
     from claude_agent_sdk import create_sdk_mcp_server, tool
 
     tools = []
@@ -801,6 +825,18 @@ def build_mcp_server(requests: HostRequests, is_main: bool) -> Any:
             return handler
 
         tools.append(tool(name, description, schema)(make()))
+    for spec in extra or []:
+        if spec.get("main_only") and not is_main:
+            continue
+
+        def make_extra(name: str = spec["name"]) -> Any:
+            async def handler(args: dict[str, Any]) -> dict[str, Any]:
+                return tool_result_text(await requests.call(name, dict(args or {})))
+
+            return handler
+
+        schema = spec.get("input_schema") or {"type": "object", "properties": {}}
+        tools.append(tool(spec["name"], str(spec.get("description") or spec["name"]), schema)(make_extra()))
     return create_sdk_mcp_server(name="ngb", version="1.0.0", tools=tools)
 
 
@@ -817,6 +853,7 @@ class Runner:
         self.client: Any = None
         self.group = cfg.env_group or "group"
         self.is_main = bool(cfg.env_is_main)
+        self.extra_tools: list[dict[str, Any]] = []  # the plugins' tools (start.tools)
         self.want_session: str | None = None
         self.resumed = False
         self.fresh_note: str | None = None
@@ -905,6 +942,13 @@ class Runner:
             if self.cfg.env_is_main is not None and frame["is_main"] != self.cfg.env_is_main:
                 await self.log("warning", "start.is_main disagrees with NGB_IS_MAIN; using start.is_main")
             self.is_main = frame["is_main"]
+        self.extra_tools = []
+        for spec in frame.get("tools") or []:
+            problem = extra_tool_problem(spec)
+            if problem is not None:
+                await self.log("warning", f"plugin tool left out: {problem}")
+            elif len(self.extra_tools) < MAX_EXTRA_TOOLS:
+                self.extra_tools.append(spec)
         return True
 
     def cli_base(self) -> tuple[dict[str, str], str]:
@@ -933,7 +977,7 @@ class Runner:
         from claude_agent_sdk import ClaudeAgentOptions
 
         env, append = self.cli_base()
-        server = build_mcp_server(self.requests, self.is_main)
+        server = build_mcp_server(self.requests, self.is_main, self.extra_tools)
         server = {**server, **MCP_EXTRA}
         return ClaudeAgentOptions(
             cwd=str(self.cfg.cwd),
@@ -1348,6 +1392,8 @@ def validate_host_frame(frame: dict[str, Any]) -> str | None:
             return "start.group must be a string"
         if "is_main" in frame and not isinstance(frame["is_main"], bool):
             return "start.is_main must be a boolean"
+        if "tools" in frame and not isinstance(frame["tools"], list):
+            return "start.tools must be a list"
         return None
     if kind == "input":
         batch = frame.get("batch")

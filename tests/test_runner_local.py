@@ -275,6 +275,7 @@ async def running(
     base: Path | None = None,
     group_memory: str | None = "# Group memory\nGROUP-MEMORY-MARKER-7f3a\n",
     global_memory: str | None = "GLOBAL-MEMORY-MARKER-91c2\n",
+    tools: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[Host]:
     keep = base is not None  # a caller-owned folder survives, so a later run can resume from it
     if base is None:
@@ -300,9 +301,10 @@ async def running(
             hello = await control.expect("hello")
             assert hello == {"type": "hello", "version": 1}
             if send_start:
-                await control.send(
-                    {"type": "start", "session_id": session_id, "group": "testgroup", "is_main": is_main}
-                )
+                start = {"type": "start", "session_id": session_id, "group": "testgroup", "is_main": is_main}
+                if tools is not None:
+                    start["tools"] = tools
+                await control.send(start)
             try:
                 yield host
                 ok = True
@@ -444,6 +446,35 @@ async def test_tool_calls_go_to_requests_sock_and_back(fake: FakeAnthropic) -> N
         ]
         assert results[-1].get("is_error") is True
         assert "not allowed for this group" in json.dumps(results[-1])
+        assert await host.stop() == 0
+
+
+@needs_cli
+async def test_plugin_tools_from_the_start_frame_are_offered_and_go_to_the_host(fake: FakeAnthropic) -> None:
+    tools = [
+        {"name": "chat_stats", "description": "Counts messages.", "input_schema": {
+            "type": "object", "properties": {"days": {"type": "integer"}}, "required": ["days"]}},
+        {"name": "admin_only", "description": "x", "input_schema": {"type": "object"}, "main_only": True},
+        {"name": "send_message", "description": "a plugin may not replace a built-in"},
+        {"name": "Bad Name!", "description": "refused"},
+    ]
+    fake.script(tool_call("mcp__ngb__chat_stats", {"days": 7}, then="stats done"))
+    async with running(fake, tools=tools) as host:
+        control = host.control
+        assert control is not None
+        host.answer = lambda req: {"id": req["id"], "ok": True, "result": {"messages": 12}}
+        await control.send({"type": "input", "batch": 1, "prompt": "how chatty were we?"})
+        req = await host.wait_request(1)
+        assert req["tool"] == "chat_stats" and req["args"] == {"days": 7}  # to the host, as the agent gave it
+        assert (await control.expect("output", batch=1))["text"] == "stats done"
+        await control.expect("result", batch=1)
+        offered = {t["name"]: t for t in fake.agent_requests[0].json["tools"]}
+        assert "mcp__ngb__chat_stats" in offered and offered["mcp__ngb__chat_stats"]["input_schema"]["required"] == ["days"]
+        assert "mcp__ngb__admin_only" not in offered  # main-only, and this is not the main group
+        assert offered["mcp__ngb__send_message"]["description"].startswith("Send a message")  # the built-in kept
+        assert not any("Bad" in name for name in offered)
+        warnings = [f["message"] for f in control.frames if f.get("type") == "log"]
+        assert any("send_message" in w for w in warnings) and any("Bad Name" in w for w in warnings)
         assert await host.stop() == 0
 
 
