@@ -31,3 +31,28 @@ async def test_dashboard_shows_spend_and_a_reached_cap(run_daemon, tmp_path) -> 
         await page.wait_js(f"{q(row + ' .budget span')}.textContent === 'ok'")
         total = q('#usage tr[data-folder="*"] td')
         assert await page.js(f"{total}.textContent") == "all groups"
+
+
+async def test_dashboard_shows_the_pairing_qr_while_a_channel_waits_for_a_scan(run_daemon, tmp_path) -> None:
+    """The WhatsApp bridge reports state "qr" with a payload: the overview shows it as an image (the
+    real route, rendered by the browser), and hides it once the channel is paired."""
+
+    class Pairing:  # stands in for the WhatsApp channel's state (tests/test_channel_whatsapp.py drives the real one)
+        name, state, qr = "whatsapp", "qr", "2@TEST-QR-PAYLOAD,abc,def"
+
+        async def run(self, submit, *, task_status) -> None:
+            task_status.started()
+
+        async def send(self, chat, text, reply_to=None):
+            return None
+
+    d = await run_daemon()
+    channel = Pairing()
+    d.daemon.channels["whatsapp"] = channel
+    base = str(d.http.base_url).rstrip("/")
+    async with open_page(tmp_path) as page:
+        await page.goto(base + "/dashboard")
+        await page.wait_js(f"!{q('#pairing')}.hidden && {q('#pairing-qr')}.complete && {q('#pairing-qr')}.naturalWidth > 100")
+        assert await page.js(f"{q('#pairing-name')}.textContent") == "whatsapp"
+        channel.state, channel.qr = "connected", None
+        await page.wait_js(f"{q('#pairing')}.hidden")

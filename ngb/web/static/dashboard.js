@@ -76,6 +76,7 @@
     $("uptime").textContent = `up ${fmtAge(status.uptime_seconds)}`;
     $("channels").replaceChildren(...Object.entries(status.channels).map(([name, c]) =>
       el("tr", { "data-channel": name }, td(name), el("td", {}, el("span", { text: c.state, "data-state": c.state })))));
+    pairing(Object.keys(status.channels).find((name) => status.channels[name].state === "qr"));
     const running = actors.filter((a) => a.container_id);
     $("live-containers").replaceChildren(...(running.length ? running.map((a) =>
       el("tr", { "data-folder": a.folder }, td(a.folder), td(a.container_id, "mono"), td(fmtAge(a.container_age_seconds)),
@@ -83,6 +84,18 @@
       [el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "no container running" }))]));
     $("last-error").textContent = status.last_error || "none";
     usage(status.usage);
+  }
+  // A channel waiting for a QR scan (WhatsApp): show the code; it rotates, so reload it every few seconds.
+  const QR_RELOAD_MS = 4000;
+  function pairing(name) {
+    const img = $("pairing-qr");
+    $("pairing").hidden = !name;
+    if (!name) { state.qrAt = 0; img.removeAttribute("src"); return; }
+    $("pairing-name").textContent = name;
+    if (!state.qrAt || Date.now() - state.qrAt >= QR_RELOAD_MS) {
+      state.qrAt = Date.now();
+      img.src = `/api/channels/${encodeURIComponent(name)}/qr.svg?t=${state.qrAt}`;
+    }
   }
   function usage(u) {
     if (!u) return;
