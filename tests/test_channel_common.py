@@ -118,3 +118,16 @@ def test_partial_sends_resume() -> None:
     assert p.done(k) == []
     with pytest.raises(ValueError):
         split_text("x", 3)
+
+
+def test_a_too_short_secret_does_not_shred_every_log_line(caplog) -> None:
+    import logging
+
+    from ngb.channels.common import redact_in_logs
+
+    redact_in_logs("s")  # (a test's placeholder secret once redacted every "s" of every later log line)
+    redact_in_logs("long-secret-value-42")
+    log = logging.getLogger("ngb.channels.test")
+    with caplog.at_level(logging.WARNING):
+        log.warning("channel discord: off (token long-secret-value-42)")
+    assert caplog.records[-1].getMessage() == "channel discord: off (token <redacted>)"

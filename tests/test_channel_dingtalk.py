@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ from ngb.aio_bridge import BRIDGE
 from ngb.channels.dingtalk import DingTalkChannel, DingTalkSettings
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import echo_each, stored, wait_until
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.dingtalk import FakeDingTalk
 
@@ -41,26 +41,11 @@ def dt_env(fake: FakeDingTalk, secret: str = SECRET, **table: Any) -> dict[str, 
             "NGB_CHANNELS": json.dumps({"dingtalk": settings})}
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
-
-
-async def stored(d: Any, chat: str) -> list[Any]:
-    return await d.daemon.store.messages_after(chat, 0)
-
-
 async def start(run_daemon: Any, fake: FakeDingTalk, behaviour: FakeBehaviour | None = None, **table: Any) -> Any:
     d = await run_daemon(behaviour, **dt_env(fake, **table))
     channel = d.daemon.channels["dingtalk"]
     await wait_until(lambda: channel.state == "connected")
     return d
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 # -- end to end --------------------------------------------------------------------------------------

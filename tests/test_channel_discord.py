@@ -4,8 +4,7 @@ tests/fakes/discord.py (REST + gateway) on loopback."""
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import trio
 from ngb.channels.discord import DiscordChannel, DiscordSettings
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import echo_each, stored, wait_until
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.discord import BOT_ID, FakeDiscord
 
@@ -36,26 +36,11 @@ def dc_env(fake: FakeDiscord, token: str = TOKEN, **table: Any) -> dict[str, str
     return {"NGB_DISCORD_TOKEN": token, "NGB_CHANNELS": json.dumps({"discord": settings})}
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
-
-
-async def stored(d: Any, chat: str) -> list[Any]:
-    return await d.daemon.store.messages_after(chat, 0)
-
-
 async def start(run_daemon: Any, fake: FakeDiscord, behaviour: FakeBehaviour | None = None, **table: Any) -> Any:
     d = await run_daemon(behaviour, **dc_env(fake, **table))
     channel = d.daemon.channels["discord"]
     await wait_until(lambda: channel.state == "connected")
     return d
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 async def test_guild_trigger_context_and_one_threaded_reply(run_daemon: Any, fake_dc: FakeDiscord) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from ngb.channels import onebot
 from ngb.channels.onebot import OneBotChannel, markdown_to_plain, parse_cq, render, to_segments
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import echo_each, stored, wait_until
 from tests.conftest import free_port
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.onebot import FakeOneBot, at, reply, text
@@ -34,13 +34,6 @@ async def fake() -> AsyncIterator[FakeOneBot]:
         bot = await FakeOneBot.start(nursery, access_token=TOKEN, self_id=SELF, nickname="Andy", heartbeat_interval=0.2)
         yield bot
         nursery.cancel_scope.cancel()
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
 
 
 async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, table: dict[str, Any],
@@ -61,14 +54,6 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, table: dict[st
     if wait:
         await wait_until(lambda: d.daemon.channels["qq"].state == wait)
     return d
-
-
-async def stored(d: Any, chat: str) -> list[Any]:
-    return await d.daemon.store.messages_after(chat, 0)
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 # -- end to end, forward websocket ------------------------------------------------------------------------

@@ -4,8 +4,7 @@ aiohttp SocketModeClient), against tests/fakes/slack.py (Web API + Socket Mode) 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import trio
 from ngb.channels.slack import SlackChannel, SlackSettings
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import echo_each, stored, wait_until
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.slack import FakeSlack
 
@@ -35,26 +35,11 @@ def slack_env(fake: FakeSlack, bot: str = BOT, app: str = APP, **table: Any) -> 
     return {"NGB_SLACK_BOT_TOKEN": bot, "NGB_SLACK_APP_TOKEN": app, "NGB_CHANNELS": json.dumps({"slack": settings})}
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
-
-
-async def stored(d: Any, chat: str) -> list[Any]:
-    return await d.daemon.store.messages_after(chat, 0)
-
-
 async def start(run_daemon: Any, fake: FakeSlack, behaviour: FakeBehaviour | None = None, **table: Any) -> Any:
     d = await run_daemon(behaviour, **slack_env(fake, **table))
     channel = d.daemon.channels["slack"]
     await wait_until(lambda: channel.state == "connected")
     return d
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 async def test_channel_trigger_context_and_one_reply(run_daemon: Any, fake_slack: FakeSlack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import trio
 from ngb.channels.telegram import TelegramChannel, TelegramSettings
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import stored, wait_until
 from tests.fakes.agent import FakeBehaviour, last_text
 from tests.fakes.telegram import FakeTelegram
 
@@ -32,17 +33,6 @@ async def fake_tg() -> AsyncIterator[FakeTelegram]:
 def tg_env(fake: FakeTelegram, token: str = TOKEN, **table: Any) -> dict[str, str]:
     settings = {"base_url": fake.base_url, "poll_timeout": 2, "reconnect_base": "0.05", "reconnect_cap": "0.3", **table}
     return {"NGB_TELEGRAM_TOKEN": token, "NGB_CHANNELS": json.dumps({"telegram": settings})}
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
-
-
-async def stored(d: Any, chat: str) -> list[Any]:
-    return await d.daemon.store.messages_after(chat, 0)
 
 
 async def start(run_daemon: Any, fake: FakeTelegram, behaviour: FakeBehaviour | None = None, **env: str) -> Any:

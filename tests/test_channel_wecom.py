@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from ngb.channels import wecom
 from ngb.channels.wecom import WeComChannel
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import echo_each, wait_until
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.wecom import FakeWeCom
 
@@ -30,13 +30,6 @@ async def fake() -> AsyncIterator[FakeWeCom]:
         gw = await FakeWeCom.start(nursery, bot_id=BOT, secret=SECRET)
         yield gw
         nursery.cancel_scope.cancel()
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
 
 
 async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCom,
@@ -57,10 +50,6 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCo
     d = await run_daemon(behaviour, NGB_CHANNELS=json.dumps({"wecom": table}))
     await wait_until(lambda: d.daemon.channels["wecom"].state == wait)
     return d
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 async def test_group_mention_gets_one_answer_to_its_callback(run_daemon, monkeypatch, fake) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from ngb.channels.wecom_callback import CALLBACK_PATH, WeComCallbackChannel
 from ngb.channels.wecom_crypto import CallbackRefused, WeComCrypto, decode_aes_key, signature
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import echo_each, wait_until
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.wecom_callback import FakeWeComApp, _badly_padded
 
@@ -128,13 +128,6 @@ async def fake() -> AsyncIterator[FakeWeComApp]:
         nursery.cancel_scope.cancel()
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    with trio.fail_after(timeout):
-        while not (value := predicate()):
-            await trio.sleep(0.01)
-        return value
-
-
 async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeComApp,
                 behaviour: FakeBehaviour | None = None, *, secret: str = SECRET, wait: str = "connected",
                 daemon_env: dict[str, str] | None = None, **table: Any) -> Any:
@@ -154,10 +147,6 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCo
     fake.attach(f"http://127.0.0.1:{d.daemon.config.web_port}{CALLBACK_PATH}")
     await wait_until(lambda: d.daemon.channels["wecom"].state == wait)
     return d
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 async def test_url_verification_also_behind_a_reverse_proxy(run_daemon, monkeypatch, fake) -> None:

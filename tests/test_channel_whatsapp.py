@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import stat
@@ -25,6 +24,7 @@ from ngb.channels import build_channels
 from ngb.channels.whatsapp import WhatsAppChannel, from_config
 from ngb.daemon import Daemon
 from ngb.records import Group
+from tests.channel_helpers import echo_each
 from tests.conftest import make_config
 from tests.fakes.agent import FakeBehaviour, FakeLauncher
 
@@ -120,10 +120,6 @@ async def start(run_daemon: Any, behaviour: FakeBehaviour | None = None, **env: 
 def inbox(state: Path) -> list[str]:
     folder = state / "whatsapp" / "inbox"
     return sorted(p.name for p in folder.glob("*.json")) if folder.exists() else []
-
-
-def echo_each(prompt: str) -> list[str]:
-    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt)]
 
 
 def gate(channel: WhatsAppChannel, opened: trio.Event) -> None:

@@ -93,12 +93,16 @@ class _RedactSecrets(logging.Filter):
 
 
 _REDACT = _RedactSecrets()
+MIN_REDACTED = 6
 
 
 def redact_in_logs(secret: str, loggers: tuple[str, ...] = ("httpx", "httpcore", "telegram", "ngb")) -> None:
     """Never let ``secret`` reach a log line written through these loggers (or their children that
-    propagate to them: the filter sits on each named logger and on the root handlers)."""
-    if not secret:
+    propagate to them: the filter sits on each named logger and on the root handlers).
+
+    Secrets shorter than MIN_REDACTED characters are not redacted: no real token is that short,
+    and replacing every "s" or "ab" in every log line would make the logs useless."""
+    if len(secret) < MIN_REDACTED:
         return
     _REDACT.secrets.add(secret)
     for name in loggers:
