@@ -23,12 +23,13 @@ from ..framing import FrameError, FrameWriter, LineReader
 from ..records import Group
 from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
-from .runtime import BindMount, ContainerSpec, DockerRuntime
+from .runtime import BindMount, ContainerSpec, DockerRuntime, RuntimeUnavailable
 from .tools import ToolService, serve_requests
 
 log = logging.getLogger(__name__)
 
 MODEL_PORT = 8787
+ENGINE_WAIT = 30.0  # how long a container start waits for a Docker engine that does not answer
 
 
 class DockerConnection:
@@ -152,10 +153,7 @@ class DockerLauncher:
                     cpus=cfg.container_cpus,
                     network=cfg.container_network,
                 )
-                try:
-                    container_id = await self.runtime.start(spec)
-                except Exception as exc:  # noqa: BLE001 - image missing, engine down, bad mount
-                    raise TurnFailed(f"the agent container could not start: {exc}") from exc
+                container_id = await self._start(spec)
                 conn = await self._accept(control, container_id, nursery)
                 try:
                     yield conn
@@ -182,6 +180,21 @@ class DockerLauncher:
                             (run_dir / name).unlink()
                         except FileNotFoundError:
                             pass
+
+    async def _start(self, spec: ContainerSpec) -> str:
+        """Start the container. An engine that does not answer (restarting for an upgrade, or after
+        a crash) is not the turn's fault: wait up to ENGINE_WAIT for it before giving up. Any other
+        failure (image missing, bad mount) fails the turn at once."""
+        deadline = trio.current_time() + ENGINE_WAIT
+        while True:
+            try:
+                return await self.runtime.start(spec)
+            except Exception as exc:  # noqa: BLE001 - image missing, engine down, bad mount
+                if not _engine_unreachable(exc) or trio.current_time() >= deadline:
+                    raise TurnFailed(f"the agent container could not start: {exc}") from exc
+                log.warning("launcher: the Docker engine does not answer (%s); waiting for it", exc)
+                await trio.sleep(1.0)
+                await self.runtime.wait_reachable(max(0.0, deadline - trio.current_time()))
 
     async def _accept(self, control: trio.SocketListener, container_id: str, nursery: trio.Nursery) -> DockerConnection:
         """Wait for the runner to connect and say hello, or for the container to die trying."""
@@ -230,6 +243,13 @@ async def _listen(path: Path) -> trio.SocketListener:
     os.chmod(path, 0o666)  # uid 1000 in the container connects; the folder is mounted only there
     sock.listen(16)
     return trio.SocketListener(sock)
+
+
+def _engine_unreachable(exc: BaseException) -> bool:
+    """The engine's socket refused, vanished or timed out (it is restarting or down)."""
+    import requests
+
+    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, RuntimeUnavailable))
 
 
 def _chown_agent(path: Path) -> None:

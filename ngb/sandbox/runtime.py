@@ -134,9 +134,34 @@ class DockerRuntime:
             init=True,
             stdin_open=False,
         )
-        container = await self._call(self.client.containers.run, **kwargs)
+
+        def run() -> Any:
+            self._remove_leftovers_sync(spec.folder)
+            return self.client.containers.run(**kwargs)
+
+        container = await self._call(run)
         log.info("runtime: started %s for group %s (%s)", name, spec.folder, container.short_id)
         return str(container.id)
+
+    def _remove_leftovers_sync(self, folder: str) -> None:
+        """A group has at most one container, and the actor starts one only when it has none: any
+        container of this instance and group still there is a leftover (its removal failed while
+        the engine was down or restarting) and goes now, not at the daemon's next start."""
+        labels = [f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_GROUP}={folder}"]
+        for c in self.client.containers.list(all=True, filters={"label": labels}):
+            try:
+                c.remove(force=True)
+                log.warning("runtime: removed leftover container %s of group %s", c.name, folder)
+            except docker.errors.NotFound:
+                pass
+
+    async def wait_reachable(self, timeout: float) -> bool:
+        """Wait (pinging every half second) until the engine answers; False after `timeout`."""
+        with trio.move_on_after(timeout):
+            while not await self.ping():  # noqa: ASYNC110 - polling another process; no event to wait on
+                await trio.sleep(0.5)
+            return True
+        return False
 
     async def wait(self, container_id: str) -> ExitInfo:
         """Block (abandonably) until the container exits; report how it ended."""
@@ -157,6 +182,8 @@ class DockerRuntime:
             state = self.client.api.inspect_container(container_id)["State"]
         except docker.errors.NotFound:
             return ExitInfo(error="the agent container disappeared")
+        except Exception as exc:  # noqa: BLE001 - the engine is down or restarting
+            return ExitInfo(error=f"lost track of the agent container: {exc}")
         return ExitInfo(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
 
     async def exit_info(self, container_id: str) -> ExitInfo:
@@ -175,6 +202,8 @@ class DockerRuntime:
                 self.client.api.remove_container(container_id, force=True)
             except docker.errors.NotFound:
                 pass
+            except Exception as exc:  # noqa: BLE001 - engine down: the group's next start removes it
+                log.warning("runtime: removal of %s failed: %s", container_id[:12], exc)
             return info
 
         return await self._call(stop)
