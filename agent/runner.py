@@ -64,6 +64,11 @@ QUIET_ENV = {
     "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
     "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
     "CLAUDE_CODE_ENABLE_TELEMETRY": "0",
+    # The host's model proxy already retries 429/529/overloaded (model_retries, 3 by default) with
+    # backoff; the CLI's own 10 retries on top made a rate-limited API see up to 44 calls for one
+    # request. Two CLI retries still cover a stream that breaks after its first bytes (which the
+    # proxy cannot retry): at most 3 x 4 = 12 calls.
+    "CLAUDE_CODE_MAX_RETRIES": "2",
 }
 
 RUNNER_NOTE = """\

@@ -456,6 +456,7 @@ class Config:
         ),
     )
     model_retries: int = _field(3, _int_range(0, 10))
+    model_stall_timeout: float = _field(120.0, _duration(allow_zero=True))
     # Spending (docs/budgets.md): USD caps, 0 = no cap; model prices in USD per million tokens.
     budget_daily_usd: float = _field(0.0, parse_usd)
     budget_monthly_usd: float = _field(0.0, parse_usd)

@@ -99,6 +99,7 @@ class Daemon:
             config.model_upstream,
             config.anthropic_api_key,
             retries=config.model_retries,
+            stall_timeout=config.model_stall_timeout,
             on_usage=self._usage,
             admit=self.budgets.admit,
         )

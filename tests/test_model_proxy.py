@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ngb.sandbox.model_proxy import ModelProxy, Usage, _Masker, _UsageMeter
-from tests.fakes.anthropic import FakeAnthropic, drop, error_reply, text_reply
+from tests.fakes.anthropic import FakeAnthropic, drop, error_reply, stall, text_reply
 
 KEY = "sk-ant-api03-REAL-secret-0123456789abcdef"
 PH_A = "ngb-placeholder-group-a-xxxxxxxxxxxx"
@@ -252,6 +252,30 @@ async def test_no_retry_when_upstream_says_so(env: Env) -> None:
     async with env.client(env.sock_a) as c:
         r = await env.post(c, body())
     assert r.status_code == 429 and len(env.fake.message_requests) == 1
+
+
+async def test_a_stalled_stream_is_cut_so_the_client_asks_again(env: Env) -> None:
+    """No byte for stall_timeout in a streamed answer: the proxy cuts it (the CLI then retries)
+    rather than leave the turn hanging until the turn timeout. A slow non-streamed answer is not cut."""
+    env.proxy.stall_timeout = 0.5
+    env.fake.script(stall(None), text_reply("second answer"))
+    async with env.client(env.sock_a) as c:
+        t0 = trio.current_time()
+        got = b""
+        with pytest.raises(httpx.TransportError):
+            async with c.stream("POST", "/v1/messages", json=body(stream=True)) as r:
+                assert r.status_code == 200
+                async for chunk in r.aiter_raw():
+                    got += chunk
+        assert b"message_start" in got and 0.5 <= trio.current_time() - t0 < 5
+        r = await env.post(c, body(stream=True))
+        assert r.status_code == 200 and b"second answer" in r.content
+    assert env.proxy.stalled == 1
+    env.fake.script(stall(1.0, text="slow but whole"))
+    async with env.client(env.sock_a) as c:
+        r = await env.post(c, body())  # not streamed: the stall timeout does not apply
+        assert r.status_code == 200 and "slow but whole" in r.text
+    assert env.proxy.stalled == 1
 
 
 async def test_drop_mid_stream_closes_client_and_keeps_serving(env: Env) -> None:

@@ -62,6 +62,10 @@ MAX_HEAD = 64 * 1024
 RECEIVE_SIZE = 64 * 1024
 RETRY_STATUSES = frozenset({429, 503, 529})
 MAX_RETRY_AFTER = 30.0
+# A streamed (SSE) answer that sends no byte for this long is cut: the client sees the stream break
+# and asks again (the CLI retries), instead of the turn hanging until the turn timeout. The API
+# sends ping events while a long answer is produced, so silence this long means a stuck connection.
+STALL_TIMEOUT = 120.0
 MAX_BACKOFF = 30.0
 JSON_USAGE_CAP = 16 * 1024 * 1024  # bigger JSON bodies are passed through but not parsed for usage
 SSE_LINE_CAP = 1024 * 1024
@@ -372,6 +376,7 @@ class ModelProxy:
         max_body: int = MAX_BODY,
         max_retry_after: float = MAX_RETRY_AFTER,
         timeout: httpx.Timeout | None = None,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
         if not upstream.startswith(("http://", "https://")):
             raise ValueError(f"model upstream must be an http(s) URL, got {upstream!r}")
@@ -382,6 +387,8 @@ class ModelProxy:
         self.backoff_base = backoff_base
         self.max_body = max_body
         self.max_retry_after = max_retry_after
+        self.stall_timeout = stall_timeout  # a streamed answer silent this long is cut (0: never)
+        self.stalled = 0
         self.on_usage = on_usage
         self.admit = admit  # group -> None (forward) or the refusal message (budgets)
         self._own_client = client is None
@@ -642,7 +649,18 @@ class ModelProxy:
         try:
             await conn.send(h11.Response(status_code=response.status_code, headers=out_headers,
                                          reason=_reason(response)))
-            async for chunk in response.aiter_raw():
+            chunks = response.aiter_raw()
+            idle = self.stall_timeout if meter.mode == "sse" and self.stall_timeout > 0 else math.inf
+            while True:
+                with trio.move_on_after(idle) as silent:
+                    chunk = await anext(chunks, None)
+                if silent.cancelled_caught:
+                    self.stalled += 1
+                    log.warning("model proxy: group %s: the streamed answer sent nothing for %.0fs; cutting it "
+                                "(the agent asks again)", group.name, idle)
+                    return False, usage or self._count(group.name, _finish(meter, request_body))
+                if chunk is None:
+                    break
                 meter.feed(chunk)
                 if meter.complete and usage is None:
                     usage = self._count(group.name, _finish(meter, request_body))

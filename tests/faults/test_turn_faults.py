@@ -63,9 +63,10 @@ def _requests_with(live: Live, tag: str) -> list:
 
 async def test_model_api_faults_each_give_an_answer_or_one_error(tmp_path: Path, agent_image: str) -> None:
     """429 (twice, then fine), a stream cut mid-SSE, an `overloaded_error` event mid-stream, and a
-    stream that stalls (no byte after message_start) past the turn timeout."""
+    stream that stalls (no byte after message_start): the proxy cuts it after the stall timeout
+    (well before the turn timeout) and the CLI asks again."""
     async with trio.open_nursery() as nursery:
-        live = await _start(tmp_path, nursery, NGB_TURN_TIMEOUT="12")
+        live = await _start(tmp_path, nursery, NGB_TURN_TIMEOUT="12", NGB_MODEL_STALL_TIMEOUT="3")
         seen: dict[str, str] = {}
 
         t0 = time.monotonic()
@@ -91,9 +92,20 @@ async def test_model_api_faults_each_give_an_answer_or_one_error(tmp_path: Path,
         live.fake.script(stall(None, match="tagstall"))
         reply = await _one_answer(live, "tagstall please", "tagstall", timeout=150)
         n = len(_requests_with(live, "tagstall"))
-        # The stalled turn hits the turn timeout, is retried once in a fresh container, answered.
-        assert "Echo: tagstall" in reply and n == 2, (reply, n)
+        took = time.monotonic() - t0
+        # Cut by the proxy after 3 s of silence; the CLI asked again in the same turn: answered
+        # before the 12 s turn timeout, with no turn failure.
+        assert "Echo: tagstall" in reply and n == 2 and took < 12, (reply, n, took)
+        assert live.daemon.proxy.stalled == 1
         seen["stalled stream"] = f"{reply[:60]!r} in {time.monotonic() - t0:.1f} s, {n} model calls"
+
+        # A rate limit that does not end: one clear error, and a bounded number of calls (the
+        # proxy's 3 retries times the CLI's 2; the CLI's default 10 made that 44 calls and 3 min).
+        t0 = time.monotonic()
+        reply = await _one_answer(live, "tagrate [[status:429]]", "tagrate", timeout=150)
+        n = len(_requests_with(live, "tagrate"))
+        assert "could not answer" in reply and n <= 12, (reply, n)
+        seen["429 forever"] = f"{reply[:60]!r} in {time.monotonic() - t0:.1f} s, {n} model calls"
 
         reply = await _one_answer(live, "tagnext all good?", "tagnext")
         assert "Echo: tagnext" in reply
