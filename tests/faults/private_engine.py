@@ -33,8 +33,13 @@ class PrivateEngine:
         if not config.exists():
             config.write_text("{}")
         log = (self.root / "dockerd.log").open("ab")
+        # In a network namespace of its own: a dockerd started with `--bridge none` deletes the
+        # host's `docker0` (libnetwork removes the default bridge interface it was told not to use),
+        # which broke every container of the machine's engine after this test. Its containers need
+        # no network (the agent runs with network "none"); its API is a unix socket on disk.
         self.proc = subprocess.Popen(
             [
+                shutil.which("unshare") or "unshare", "--net",
                 shutil.which("dockerd") or "dockerd",
                 "--config-file", str(config),
                 "--host", self.host,
