@@ -37,6 +37,9 @@ async def test_agent_schedules_a_once_task_that_fires_and_replies_in_the_chat(li
     assert task.schedule_kind is ScheduleKind.ONCE
     bot = await live.bot_replies("main", 2, timeout=90)
     assert "say the stand-up is now" in bot[1]["text"]
+    with trio.fail_after(30):  # the reply is delivered as it is written; the run is closed at the turn's end
+        while [r["outcome"] for r in await live.daemon.store.task_run_rows(task.id)] == ["running"]:
+            await trio.sleep(0.05)
     runs = await live.daemon.store.task_run_rows(task.id)
     assert [r["outcome"] for r in runs] == ["ok"]
     assert (await live.daemon.store.task(task.id)).status.value == "completed"

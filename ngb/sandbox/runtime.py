@@ -90,12 +90,9 @@ class DockerRuntime:
 
         def clean() -> list[str]:
             removed = []
-            for c in self.client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}):
-                try:
-                    c.remove(force=True)
-                    removed.append(c.name)
-                except docker.errors.NotFound:
-                    pass
+            for c in self._list([f"{LABEL_INSTANCE}={self.instance}"], all=True):
+                if self._remove_quietly(c["Id"]):
+                    removed.append(_name(c))
             return removed
 
         removed = await self._call(clean)
@@ -147,13 +144,25 @@ class DockerRuntime:
         """A group has at most one container, and the actor starts one only when it has none: any
         container of this instance and group still there is a leftover (its removal failed while
         the engine was down or restarting) and goes now, not at the daemon's next start."""
-        labels = [f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_GROUP}={folder}"]
-        for c in self.client.containers.list(all=True, filters={"label": labels}):
-            try:
-                c.remove(force=True)
-                log.warning("runtime: removed leftover container %s of group %s", c.name, folder)
-            except docker.errors.NotFound:
-                pass
+        for c in self._list([f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_GROUP}={folder}"], all=True):
+            if self._remove_quietly(c["Id"]):
+                log.warning("runtime: removed leftover container %s of group %s", _name(c), folder)
+
+    def _list(self, labels: list[str], *, all: bool) -> list[dict[str, Any]]:  # noqa: A002 - Docker's name
+        """Containers with these labels, as the engine lists them (one call: no inspect per container,
+        so one that goes away meanwhile cannot make the listing fail)."""
+        return list(self.client.api.containers(all=all, filters={"label": labels}))
+
+    def _remove_quietly(self, container_id: str) -> bool:
+        try:
+            self.client.api.remove_container(container_id, force=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # removal already in progress
+                return False
+            raise
 
     async def wait_reachable(self, timeout: float) -> bool:
         """Wait (pinging every half second) until the engine answers; False after `timeout`."""
@@ -211,8 +220,15 @@ class DockerRuntime:
     async def live_containers(self) -> list[dict[str, str]]:
         def ls() -> list[dict[str, str]]:
             return [
-                {"id": c.short_id, "name": c.name, "group": c.labels.get(LABEL_GROUP, ""), "status": c.status}
-                for c in self.client.containers.list(filters={"label": f"{LABEL_INSTANCE}={self.instance}"})
+                {"id": c["Id"][:12], "name": _name(c), "group": (c.get("Labels") or {}).get(LABEL_GROUP, ""),
+                 "status": c.get("State", "")}
+                for c in self._list([f"{LABEL_INSTANCE}={self.instance}"], all=False)
             ]
 
         return await self._call(ls)
+
+
+def _name(listed: dict[str, Any]) -> str:
+    """A listed container's name (the engine lists them as ["/name"])."""
+    names = listed.get("Names") or []
+    return str(names[0]).lstrip("/") if names else str(listed.get("Id", ""))[:12]

@@ -85,7 +85,8 @@ class DaemonProcess:
             return None
 
     def containers(self) -> list[Any]:
-        return self.docker.containers.list(all=True, filters={"label": f"ngb.instance={self.instance}"})
+        # sparse: one listing call, no inspect per container (one removed meanwhile would 404)
+        return self.docker.containers.list(all=True, sparse=True, filters={"label": f"ngb.instance={self.instance}"})
 
     def remove_containers(self) -> None:
         for c in self.containers():
