@@ -179,3 +179,17 @@ async def test_dingtalk_client_secret(tmp_path: Path) -> None:
     assert good["channel dingtalk"].status == "ok", good
     assert bad["channel dingtalk"].status == "fail" and "NGB_DINGTALK_CLIENT_SECRET" in (bad["channel dingtalk"].fix or "")
     assert "wrong-secret" not in bad["channel dingtalk"].detail
+
+
+async def test_lark_app_secret(tmp_path: Path) -> None:
+    from tests.fakes.lark import FakeLark
+
+    async with trio.open_nursery() as nursery:
+        fake = await FakeLark.start(nursery, app_id="cli_doctor", app_secret="right-secret")
+        table = {"lark": {"domain": fake.domain}}
+        good = await checks_for(cfg(tmp_path, table, NGB_LARK_APP_ID="cli_doctor", NGB_LARK_APP_SECRET="right-secret"))
+        bad = await checks_for(cfg(tmp_path, table, NGB_LARK_APP_ID="cli_doctor", NGB_LARK_APP_SECRET="wrong-secret"))
+        nursery.cancel_scope.cancel()
+    assert good["channel lark"].status == "ok", good
+    assert bad["channel lark"].status == "fail" and "NGB_LARK_APP_SECRET" in (bad["channel lark"].fix or "")
+    assert "wrong-secret" not in bad["channel lark"].detail
