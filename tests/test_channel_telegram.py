@@ -78,7 +78,10 @@ async def test_trigger_word_and_reply_to_bot_thread_too(run_daemon: Any, fake_tg
     second = fake_tg.user_message(GROUP, "and tomorrow?", reply_to=bot_message)  # a reply to the bot
     await wait_until(lambda: len(fake_tg.sent) == 2)
     assert fake_tg.sent[1]["reply_to"] == second["message_id"]
-    msgs = await stored(d, f"telegram:{GROUP}")
+    # a bot message is stored when its send returns, just after the fake has recorded it
+    with trio.fail_after(5):
+        while len(msgs := await stored(d, f"telegram:{GROUP}")) < 4:
+            await trio.sleep(0.01)
     assert msgs[-2].mentions_bot and msgs[-2].text == "and tomorrow?"
 
 
