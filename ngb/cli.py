@@ -37,7 +37,7 @@ def fail(message: str, code: int = 2) -> int:
 
 # -- run ----------------------------------------------------------------------------------
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .daemon import Daemon, StateDirBusy
 
     setup_logging(config.log_level)
     if not config.anthropic_api_key and "anthropic.com" in config.model_upstream:
@@ -57,7 +57,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     daemon = Daemon(config)
     try:
         trio.run(daemon.run)
-    except (OSError, BackupError) as exc:  # BackupError: no copy before a pending migration
+    except (OSError, BackupError, StateDirBusy) as exc:  # BackupError: no copy before a pending migration
         return fail(f"cannot start: {exc}", 1)
     except KeyboardInterrupt:
         return 130

@@ -32,7 +32,7 @@ from .config import Config
 from .events import ChatEvents
 from .groups import GroupRegistry
 from .metrics import Metrics
-from .ops.backup import StateLock
+from .ops.backup import StateLock, daemon_holding
 from .ops.sdnotify import run_notifier
 from .outbox import OutboxSender
 from .plugins import PluginManager
@@ -48,6 +48,10 @@ from .typing_indicator import TypingIndicator
 log = logging.getLogger(__name__)
 
 MAIN_FOLDER = "main"
+
+
+class StateDirBusy(RuntimeError):
+    """Another daemon holds this state directory's lock."""
 
 
 class Daemon:
@@ -241,10 +245,15 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from .web.app import serve_web
 
-        self.state_lock = StateLock(self.config.run_dir)  # `ngb restore` refuses while it is held
+        # One daemon per state directory: two would each run an actor per group and answer every
+        # message twice. (`ngb restore` refuses while the lock is held, too.)
+        self.state_lock = StateLock(self.config.run_dir)
         if not self.state_lock.acquire():
-            log.warning("another daemon holds %s: two daemons on one state directory will get in each other's way",
-                        self.state_lock.path)
+            holder = daemon_holding(self.config.run_dir) or "another process"
+            raise StateDirBusy(
+                f"another daemon ({holder}) already runs on {self.config.state_dir}; stop it first "
+                "(systemctl stop nanogridbot), or give this one its own state_dir"
+            )
         self.plugins.host.store, self.plugins.host.outbox_wake = self.store, self.outbox.wake
         await self.open()
         self.launcher = self._launcher_factory(self) if self._launcher_factory else self._default_launcher()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -194,13 +195,29 @@ async def test_restart_answers_what_was_left(tmp_path: Path, run_daemon) -> None
     d1.daemon.router.accepting = True
     await d1.daemon.router.handle(InboundMessage(chat="local:main", sender="a", text="still there?", platform_id="x1"))
     await d1.http.aclose()
-    # Second daemon on the same state (new port) answers it exactly once.
+    # Second daemon on the same state (new port) answers it exactly once. (The first "dies": its
+    # store closes and its state lock goes, as the kernel drops a dead process's lock.)
     await d1.daemon.store.close()
+    d1.daemon.state_lock.release()
     d2 = await run_daemon(state=tmp_path)
     bot = await d2.wait_bot_replies("main", 1)
     assert bot[0]["text"] == "Echo: still there?"
     await trio.sleep(0.3)
     assert len([m for m in await d2.history("main") if m["from_bot"]]) == 1
+
+
+async def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path, run_daemon) -> None:
+    """Two daemons on one state would each run an actor per group and answer everything twice."""
+    from ngb.daemon import Daemon, StateDirBusy
+    from tests.conftest import make_config
+
+    d1 = await run_daemon(state=tmp_path)
+    second = Daemon(make_config(tmp_path))
+    with pytest.raises(StateDirBusy, match=f"pid {os.getpid()}.* already runs on"):
+        await second.run()
+    await d1.post("main", "still one daemon")
+    bot = await d1.wait_bot_replies("main", 1)
+    assert [b["text"] for b in bot] == ["Echo: still one daemon"]
 
 
 async def test_redelivered_platform_message_is_stored_and_answered_once(run_daemon) -> None:
