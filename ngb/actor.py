@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from .framing import FrameError
+from .logs import CHAT, GROUP
 from .records import Group, Message, Task, TaskStatus
 from .store import Store
 from .triggers import is_triggered
@@ -226,6 +227,8 @@ class GroupActor:
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self, inbox: trio.MemoryReceiveChannel[Wake]) -> None:
+        GROUP.set(self.folder)  # every log line of this actor's task tree names its group (ngb/logs.py)
+        CHAT.set(self.group.chat)
         # A run handed to an agent of an earlier actor (or daemon) is over: never run it twice.
         interrupted = await self.store.interrupt_runs(self.folder)
         if interrupted:

@@ -19,17 +19,6 @@ from .config import Config, ConfigError, load_config
 log = logging.getLogger("ngb")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore", "docker", "urllib3", "hypercorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def fail(message: str, code: int = 2) -> int:
     print(f"ngb: {message}", file=sys.stderr)
     return code
@@ -38,8 +27,9 @@ def fail(message: str, code: int = 2) -> int:
 # -- run ----------------------------------------------------------------------------------
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from .daemon import Daemon, StateDirBusy
+    from .logs import setup_logging
 
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     if not config.anthropic_api_key and "anthropic.com" in config.model_upstream:
         log.warning(
             "no ANTHROPIC_API_KEY set: the agent cannot reach the model. Set it, or point NGB_MODEL_UPSTREAM at "

@@ -455,6 +455,7 @@ class Config:
             r"debug|info|warning|error|critical", "one of debug, info, warning, error, critical", lower=True
         ),
     )
+    log_format: str = _field("auto", _string(r"auto|text|json|journal", "one of auto, text, json, journal", lower=True))
     model_retries: int = _field(3, _int_range(0, 10))
     model_stall_timeout: float = _field(120.0, _duration(allow_zero=True))
     # Spending (docs/budgets.md): USD caps, 0 = no cap; model prices in USD per million tokens.

@@ -11,6 +11,7 @@ import trio
 
 from .actor import backoff_delay
 from .channels.base import Channel, ChannelError
+from .logs import log_context
 from .records import Message, OutboxItem, channel_of
 from .store import Store, StoreUnavailable
 
@@ -79,6 +80,10 @@ class OutboxSender:
         return next_try
 
     async def _deliver(self, item: OutboxItem) -> bool:
+        with log_context(chat=item.chat):
+            return await self._deliver_one(item)
+
+    async def _deliver_one(self, item: OutboxItem) -> bool:
         channel = self.channels.get(channel_of(item.chat))
         if channel is None:
             log.error("outbox: no channel %r for chat %s; message %d kept pending", channel_of(item.chat), item.chat, item.id)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from .events import ChatEvents
 from .groups import GroupRegistry
+from .logs import log_context
 from .records import InboundMessage, Message
 from .store import Store
 from .triggers import RateLimiter, is_triggered
@@ -49,6 +50,10 @@ class Router:
         self.accepting = True
 
     async def handle(self, inbound: InboundMessage) -> Message:
+        with log_context(chat=inbound.chat):
+            return await self._handle(inbound)
+
+    async def _handle(self, inbound: InboundMessage) -> Message:
         if not inbound.text.strip():
             raise MessageRejected("the message is empty")
         if len(inbound.text) > self.max_message_chars:
