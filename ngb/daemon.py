@@ -200,6 +200,11 @@ class Daemon:
         if group is not None:
             self._notify(group.folder, group.chat, text)
 
+    def turn_running_since(self, folder: str) -> float | None:
+        """When the group's oldest open batch went to its agent (trio clock), or None."""
+        starts = [sent for (f, _batch), (sent, _arrived) in list(self._batch_started.items()) if f == folder]
+        return min(starts) if starts else None
+
     def _actor_crashed(self, folder: str, exc: BaseException) -> None:
         self.metrics.actor_restarts.labels(folder).inc()
         self.metrics.errors.labels("actor_crash").inc()

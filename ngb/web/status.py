@@ -79,13 +79,12 @@ def actor_json(daemon: Daemon, folder: str, pending: dict[str, Any] | None = Non
     data["inbox_depth"] = handle.inbox_depth()
     data["container_age_seconds"] = round(now - view.container_started, 2) if view.container_started else None
     data["slot_wait_seconds"] = round(now - view.slot_wait_started, 2) if view.slot_wait_started else None
-    started = getattr(daemon, "_batch_started", {})
-    turn_starts = [t[0] for (f, _b), t in list(started.items()) if f == folder]
+    since = daemon.turn_running_since(folder)
     data["current_turn"] = (
         {
             "batches": data["current_batches"],
             "up_to_message": max(view.current_batches.values()) if view.current_batches else None,
-            "running_seconds": round(now - min(turn_starts), 2) if turn_starts else None,
+            "running_seconds": round(now - since, 2) if since is not None else None,
         }
         if view.current_batches
         else None
