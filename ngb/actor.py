@@ -136,6 +136,16 @@ def format_task_prompt(task: Task, data: Any = None) -> str:
     return "\n".join(lines)
 
 
+def interrupted_notice(task_ids: list[str]) -> str:
+    """What the chat is told about scheduled runs cut short by a restart (they are not repeated)."""
+    ids = ", ".join(dict.fromkeys(task_ids))
+    one = len(task_ids) == 1
+    runs = "A scheduled task run was" if one else f"{len(task_ids)} scheduled task runs were"
+    return (f"⚠️ {runs} interrupted by a restart ({ids}) and not repeated, since "
+            f"{'it' if one else 'they'} may have partly run. `ngb tasks runs <id>` shows what happened; "
+            "the schedule goes on.")
+
+
 def interpret_prescript(frame: dict[str, Any]) -> tuple[bool, Any, str | None]:
     """A prescript_result frame -> (wake the agent?, data, error). A script that failed to run,
     exited non-zero, timed out or did not print one JSON object with a boolean wakeAgent is an
@@ -230,10 +240,12 @@ class GroupActor:
         GROUP.set(self.folder)  # every log line of this actor's task tree names its group (ngb/logs.py)
         CHAT.set(self.group.chat)
         # A run handed to an agent of an earlier actor (or daemon) is over: never run it twice.
-        interrupted = await self.store.interrupt_runs(self.folder)
+        interrupted = await self.store.interrupt_runs(self.folder, (self.group.chat, interrupted_notice))
         if interrupted:
-            log.warning("group %s: %d task run(s) interrupted by a restart recorded as failed", self.folder, interrupted)
-            self._on_event("task_run_finished", {"outcome": "error", "count": interrupted})
+            log.warning("group %s: %d task run(s) interrupted by a restart recorded as failed", self.folder,
+                        len(interrupted))
+            self._on_event("task_run_finished", {"outcome": "error", "count": len(interrupted)})
+            self.outbox_wake()
         while True:
             if self._draining():
                 self.view.state = "idle"

@@ -926,21 +926,34 @@ class Store:
 
         await self.run(q)
 
-    async def interrupt_runs(self, folder: str | None = None) -> int:
+    async def interrupt_runs(
+        self, folder: str | None = None, notice: tuple[str, Callable[[list[str]], str]] | None = None
+    ) -> list[str]:
         """Runs handed to an agent that is gone (the daemon or the actor restarted) are over: they
-        are recorded as failed, never run again. Queued runs (never handed over) stay queued."""
+        are recorded as failed, never run again. Queued runs (never handed over) stay queued.
+        Returns the interrupted runs' task ids. ``notice`` (chat, text for those ids) queues a
+        message to that chat in the same transaction, so the group hears of it exactly once."""
 
-        def q(c: sqlite3.Connection) -> int:
-            sql = (
-                "UPDATE task_runs SET outcome = 'error', ended_at = ?,"
-                " error = 'interrupted: the daemon or the agent stopped before the run finished'"
-                " WHERE outcome = 'running'"
-            )
-            args: tuple[Any, ...] = (format_time(utcnow()),)
+        def q(c: sqlite3.Connection) -> list[str]:
+            where = " WHERE outcome = 'running'"
+            args: tuple[Any, ...] = ()
             if folder is not None:
-                sql += " AND task_id IN (SELECT id FROM tasks WHERE folder = ?)"
-                args += (folder,)
-            return int(c.execute(sql, args).rowcount)
+                where += " AND task_id IN (SELECT id FROM tasks WHERE folder = ?)"
+                args = (folder,)
+            ids = [str(r[0]) for r in c.execute("SELECT task_id FROM task_runs" + where + " ORDER BY id", args)]
+            if not ids:
+                return []
+            c.execute(
+                "UPDATE task_runs SET outcome = 'error', ended_at = ?,"
+                " error = 'interrupted: the daemon or the agent stopped before the run finished'" + where,
+                (format_time(utcnow()), *args),
+            )
+            if notice is not None and folder is not None:
+                c.execute(
+                    "INSERT INTO outbox (folder, chat, text, created_at) VALUES (?, ?, ?, ?)",
+                    (folder, notice[0], notice[1](ids), format_time(utcnow())),
+                )
+            return ids
 
         return await self.run(q)
 

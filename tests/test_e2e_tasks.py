@@ -131,6 +131,7 @@ async def test_kill_9_around_task_runs_each_slot_runs_at_most_once(tmp_path: Pat
                 bot = [m["text"] for m in msgs if m["from_bot"]]
                 assert sum("missed task" in t for t in bot) == 1, bot
                 assert not any("slow task" in t for t in bot), bot
+                assert sum("interrupted by a restart (slow)" in t for t in bot) == 1, bot  # told once
                 slow_requests = [r for r in fake.agent_requests if "slow task" in r.last_user_text()]
                 assert len(slow_requests) == 1, "the interrupted run was sent to the model again"
             finally:
