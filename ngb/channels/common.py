@@ -349,6 +349,20 @@ class LastTrigger:
         return self._ids.get(chat)
 
 
+class Lru(OrderedDict[str, Any]):
+    """A dict that keeps its ``size`` most recently put keys (message ids seen, names, threads...)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 class InboundGate:
     """The steps every channel takes with a message it has parsed, before the router: count it; the
     first time a chat is seen, log how to register it; remember a triggering message (replies are

@@ -38,7 +38,6 @@ import logging
 import platform
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +67,8 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
+    InboundGate,
+    Lru,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -148,18 +149,6 @@ class _Conversation:
     webhook: str | None = None
     webhook_expires: float = 0.0  # epoch seconds
     newest: int = 0  # createAt (ms) of the message these come from
-
-
-class _Lru(OrderedDict[str, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 class _QuietPings(logging.Filter):
@@ -274,14 +263,13 @@ class DingTalkChannel:
         self.http: httpx.AsyncClient | None = None
         self._submit: Submit | None = None
         self._portal: Portal | None = None
-        self._seen: _Lru = _Lru(4096)  # msgIds stored in this run
-        self._convs: _Lru = _Lru(4096)  # chat -> _Conversation
-        self._seen_chats: set[str] = set()
+        self._seen: Lru = Lru(4096)  # msgIds stored in this run
+        self._convs: Lru = Lru(4096)  # chat -> _Conversation
+        self._gate = InboundGate(PREFIX, trigger)
         self._partial = PartialSends()
         self._token: tuple[str, float] | None = None  # access token, expiry (monotonic)
         self._token_lock = trio.Lock()
         self.sessions = 0
-        self.received = 0
         self.duplicates = 0
         self.refused = 0
         self.sent_by_webhook = 0
@@ -290,6 +278,10 @@ class DingTalkChannel:
     @property
     def state(self) -> str:
         return self.status.state
+
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     # -- inbound -------------------------------------------------------------------------------------
     async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -340,7 +332,6 @@ class DingTalkChannel:
 
     async def _on_callback(self, data: dict[str, Any]) -> tuple[int, str]:
         """A robot message (trio side): check it is ours, store it, then tell the SDK to ack it."""
-        from ..router import MessageRejected
 
         robot = data.get("robotCode")
         if robot is not None and robot != self.settings.robot_code:
@@ -363,16 +354,8 @@ class DingTalkChannel:
             return AckMessage.STATUS_OK, "OK"
         if inbound is None:
             return AckMessage.STATUS_OK, "OK"
-        self.received += 1
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("dingtalk: message from chat %s (%s; register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, data.get("conversationTitle") or "1:1", inbound.chat)
         assert self._submit is not None
-        try:
-            await self._submit(inbound)
-        except MessageRejected as exc:
-            log.warning("dingtalk: message %s in %s refused: %s", msg_id, inbound.chat, exc)
+        await self._gate.submit(self._submit, inbound)
         self._seen.put(msg_id, True)
         return AckMessage.STATUS_OK, "OK"
 

@@ -45,7 +45,6 @@ import logging
 import re
 import threading
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -59,7 +58,6 @@ from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..config import ConfigError
 from ..errors import one_error
 from ..records import InboundMessage
-from ..triggers import starts_with_trigger
 from .base import ChannelError, Submit
 from .common import (
     CONNECTED,
@@ -67,7 +65,8 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
+    Lru,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -211,18 +210,6 @@ def sdk() -> SimpleNamespace:
     return _SDK or _import_sdk(None)
 
 
-class _Lru(OrderedDict[str, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class ApiError(Exception):
     def __init__(self, what: str, code: Any, msg: str, status: int = 200) -> None:
         super().__init__(f"{what}: code {code}: {msg}" + (f" (HTTP {status})" if status != 200 else ""))
@@ -254,15 +241,14 @@ class LarkChannel:
         self._dispatcher: Any = None
         self._decoded: list[Any] = []
         self._chunks: dict[str, tuple[float, list[bytes | None]]] = {}
-        self._seen = _Lru(8192)  # message ids already stored (redeliveries are acked, not resubmitted)
-        self._threads = _Lru(8192)  # message id -> its thread id ("" when not in a thread)
-        self._names = _Lru(4096)  # open_id -> display name
+        self._seen = Lru(8192)  # message ids already stored (redeliveries are acked, not resubmitted)
+        self._threads = Lru(8192)  # message id -> its thread id ("" when not in a thread)
+        self._names = Lru(4096)  # open_id -> display name
         self._names_warned = False
         self._partial = PartialSends()
-        self._last_trigger = LastTrigger()
-        self._seen_chats: set[str] = set()
+        self._gate = InboundGate(PREFIX, trigger)
+        self._last_trigger = self._gate.last_trigger
         self.sessions = 0
-        self.received = 0
         self.duplicates = 0
         self.refused = 0
         self.pings = 0
@@ -271,6 +257,10 @@ class LarkChannel:
     @property
     def state(self) -> str:
         return self.status.state
+
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     def describe(self) -> dict[str, Any]:
         out = self.status.describe()
@@ -532,7 +522,6 @@ class LarkChannel:
 
     # -- inbound events ----------------------------------------------------------------------------------
     async def _on_event(self, payload: bytes, submit: Submit) -> None:
-        from ..router import MessageRejected
 
         data = json.loads(payload)
         if isinstance(data, dict) and data.get("encrypt"):
@@ -566,20 +555,10 @@ class LarkChannel:
             self.duplicates += 1
             log.debug("lark: message %s delivered again; already stored", inbound.platform_id)
             return
-        self.received += 1
         sender_id = inbound.sender_id
         if self.settings.resolve_names and sender_id:
             inbound = attrs.evolve(inbound, sender=await self._name(sender_id))
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("lark: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        if inbound.mentions_bot or starts_with_trigger(inbound.text, self.trigger):
-            self._last_trigger.note(inbound.chat, inbound.platform_id)
-        try:
-            await submit(inbound)
-        except MessageRejected as exc:
-            log.warning("lark: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+        await self._gate.submit(submit, inbound)
         self._seen.put(inbound.platform_id, True)
 
     async def _name(self, open_id: str) -> str:

@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
@@ -61,6 +60,7 @@ from .common import (
     AuthError,
     ChannelStatus,
     InboundGate,
+    Lru,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -304,18 +304,6 @@ def parse_chat(chat: str) -> tuple[str, int]:
     return kind, int(target)
 
 
-class _Lru(OrderedDict[str, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class ActionFailed(Exception):
     def __init__(self, action: str, retcode: Any, message: str) -> None:
         super().__init__(f"{action}: retcode {retcode}: {message}")
@@ -423,7 +411,7 @@ class OneBotChannel:
         self._partial = PartialSends()
         self._gate = InboundGate(PREFIX, trigger)
         self._last_trigger = self._gate.last_trigger
-        self._ours = _Lru(4096)  # platform ids of the bot's own messages (a reply to one is a mention)
+        self._ours = Lru(4096)  # platform ids of the bot's own messages (a reply to one is a mention)
         self._newest: dict[str, float] = {}  # chat -> time of the newest message seen (for catch-up)
         self._history_unsupported: set[str] = set()
         self._listening = False

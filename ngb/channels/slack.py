@@ -28,7 +28,6 @@ import asyncio
 import html
 import logging
 import re
-from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from .common import (
     AuthError,
     ChannelStatus,
     InboundGate,
+    Lru,
     PartialSends,
     markdown_to_slack_mrkdwn,
     reconnect_forever,
@@ -114,18 +114,6 @@ def slack_chat(channel_id: str) -> str:
     return f"{PREFIX}:{channel_id}"
 
 
-class _Lru(OrderedDict[str, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class SlackChannel:
     name = PREFIX
 
@@ -145,9 +133,9 @@ class SlackChannel:
         self._partial = PartialSends()
         self._gate = InboundGate(PREFIX, trigger)
         self._last_trigger = self._gate.last_trigger
-        self._threads: _Lru = _Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
+        self._threads: Lru = Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
         self._newest: dict[str, str] = {}  # conversation -> newest ts seen (for fetching missed ones)
-        self._users: _Lru = _Lru(4096)  # user id -> display name
+        self._users: Lru = Lru(4096)  # user id -> display name
         self.sessions = 0
         self.fetched = 0
 

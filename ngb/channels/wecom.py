@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,8 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
-    LastTrigger,
+    InboundGate,
+    Lru,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -157,18 +157,6 @@ class CommandFailed(Exception):
         self.errcode = errcode
 
 
-class _Lru(OrderedDict[str, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class _Connection:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
@@ -260,12 +248,11 @@ class WeComChannel:
         self.status.secrets = [settings.secret]
         redact_in_logs(settings.secret, ("trio-websocket", "ngb"))
         self._conn: _Connection | None = None
-        self._callbacks = _Lru(4096)  # msgid -> (req_id, monotonic time received)
-        self._last_trigger = LastTrigger()
+        self._callbacks = Lru(4096)  # msgid -> (req_id, monotonic time received)
+        self._gate = InboundGate(PREFIX, "")
+        self._last_trigger = self._gate.last_trigger
         self._partial = PartialSends()
-        self._seen_chats: set[str] = set()
         self.sessions = 0
-        self.received = 0
         self.malformed = 0
         self.kicked = 0
 
@@ -397,18 +384,11 @@ class WeComChannel:
                               sender_id=user, mentions_bot=True)  # WeCom pushes only messages for the robot
 
     async def _submit(self, submit: Submit, inbound: InboundMessage) -> None:
-        from ..router import MessageRejected
+        await self._gate.submit(submit, inbound, triggered=True)  # WeCom pushes only messages for the robot
 
-        self.received += 1
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("wecom: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        self._last_trigger.note(inbound.chat, inbound.platform_id)
-        try:
-            await submit(inbound)
-        except MessageRejected as exc:
-            log.warning("wecom: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     # -- outbound --------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:

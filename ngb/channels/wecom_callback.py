@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,8 @@ from .common import (
     STOPPED,
     AuthError,
     ChannelStatus,
+    InboundGate,
+    Lru,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -180,18 +181,6 @@ class ApiFailed(Exception):
         return self.errcode is None or self.errcode in AUTH_ERRCODES | TOKEN_ERRCODES | BUSY_ERRCODES
 
 
-class _Seen(OrderedDict[str, None]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def add(self, key: str) -> None:
-        self[key] = None
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class WeComCallbackChannel:
     name = PREFIX
     mode = "callback"
@@ -211,12 +200,11 @@ class WeComCallbackChannel:
         self._token_lock = trio.Lock()
         self._trouble = trio.Event()
         self._trouble_error: Exception | None = None
-        self._seen = _Seen(4096)  # MsgIds stored (a WeCom retry is answered from here)
+        self._seen = Lru(4096)  # MsgIds stored (a WeCom retry is answered from here)
         self._app_chats: set[str] = set()  # ids that are app group chats (appchat/send), not users
-        self._seen_chats: set[str] = set()
+        self._gate = InboundGate(PREFIX, "")
         self._partial = PartialSends()
         self._last_refusal_log: dict[str, float] = {}
-        self.received = 0
         self.duplicates = 0
         self.events = 0
         self.malformed = 0
@@ -359,7 +347,7 @@ class WeComCallbackChannel:
         if submit is None:
             return 503, b""  # not running yet: WeCom retries
         await self._store(submit, inbound)
-        self._seen.add(inbound.platform_id)
+        self._seen.put(inbound.platform_id, None)
         return 200, b""
 
     def to_inbound(self, xml: Any) -> InboundMessage | None:
@@ -387,17 +375,12 @@ class WeComCallbackChannel:
                               mentions_bot=not chat_id)  # a 1:1 message to the app is addressed to it
 
     async def _store(self, submit: Submit, inbound: InboundMessage) -> None:
-        from ..router import MessageRejected
+        # stored when this returns; a failure (not a refusal) answers 500 and WeCom retries
+        await self._gate.submit(submit, inbound)
 
-        self.received += 1
-        if inbound.chat not in self._seen_chats and len(self._seen_chats) < 10_000:
-            self._seen_chats.add(inbound.chat)
-            log.info("wecom: message from chat %s (register it with `ngb groups add %s --folder NAME`)",
-                     inbound.chat, inbound.chat)
-        try:
-            await submit(inbound)  # stored when this returns; a failure answers 500 and WeCom retries
-        except MessageRejected as exc:
-            log.warning("wecom: message %s in %s refused: %s", inbound.platform_id, inbound.chat, exc)
+    @property
+    def received(self) -> int:
+        return self._gate.received
 
     # -- the app API ------------------------------------------------------------------------------
     async def _call(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
