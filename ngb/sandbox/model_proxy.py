@@ -19,6 +19,8 @@ Per request the proxy:
   back to the client, ``retries`` times with exponential backoff and jitter (``retry-after`` is
   honoured, capped), then passes the last error response through;
 * closes the client connection if the upstream drops mid-stream (the CLI sees a truncated body);
+* cuts a streamed (SSE) answer that sends nothing for ``stall_timeout`` seconds (the CLI sees a
+  truncated body and asks again) instead of letting the turn hang until the turn timeout;
 * asks ``admit(group)`` (the daemon's budgets, ngb/budgets.py) before forwarding a request that
   costs money (anything but GET/HEAD and ``count_tokens``): a refusal is answered at once with the
   Anthropic spend-limit error (400 ``invalid_request_error``, ``x-should-retry: false``) and nothing
