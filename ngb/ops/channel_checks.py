@@ -21,6 +21,7 @@ No secret is printed: tokens are redacted from every detail text.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,9 @@ def _env_file(config: Config) -> Path:
 
 
 def _token_fix(config: Config, name: str) -> str:
-    return (f"put {_token_vars(name)}=... in {_env_file(config)} (mode 600, read by the service), "
+    keys = CHANNEL_SECRET_ENV.get(name)
+    assignments = " and ".join(f"{var}=..." for var in keys.values()) if keys else _token_vars(name)
+    return (f"put {assignments} in {_env_file(config)} (mode 600, read by the service), "
             f"then restart the daemon; see docs/channels/{name}.md")
 
 
@@ -267,11 +270,16 @@ def check_channels(
     """One check per configured channel (none when only the local chat is on)."""
     from ..channels import build_channels
 
+    quiet = logging.getLogger("ngb.channels")  # its "off (...)" lines are this check's own findings
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         channels = build_channels(config)
     except ConfigError as exc:
         where = config.config_file or "ngb.toml"
         return [Check("channels", "fail", str(exc), f"edit {where} (see docs/channels/)")]
+    finally:
+        quiet.setLevel(level)
     checks: list[Check] = []
     tables = _configured_tables(config)
     for name in sorted(tables):  # a table's name is its channel's chat prefix ([channels.qq] -> qq:...)
