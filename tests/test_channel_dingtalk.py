@@ -63,6 +63,7 @@ async def test_group_mention_gets_one_reply_through_the_session_webhook(
     assert sent[0]["msgtype"] == "markdown" and sent[0]["text"] == "Echo: when is the deploy?"
     assert sent[0]["title"] == "Echo: when is the deploy?"
     assert fake_dt.api_calls == [] and fake_dt.token_requests == 0  # the webhook needs no token
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # the reply is stored before this counts
     msgs = await stored(d, f"dingtalk:{GROUP}")
     assert [(m.text, m.sender, m.sender_id, m.mentions_bot, m.from_bot) for m in msgs[:1]] == [
         ("when is the deploy?", "Bob", "bob01", True, False)]

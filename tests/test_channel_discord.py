@@ -60,6 +60,7 @@ async def test_guild_trigger_context_and_one_threaded_reply(run_daemon: Any, fak
     assert sent[0]["reply_to"] == int(trigger["id"])  # references the trigger
     assert sent[0]["content"] == "Echo: @Andy when is the raid?"
     assert "the raid starts at 9" in d.launcher.prompts[-1][2]
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # the reply is stored before this counts
     msgs = await stored(d, f"discord:{CHAN}")
     assert [m.from_bot for m in msgs] == [False, False, True]
     assert msgs[1].mentions_bot and msgs[2].platform_id == sent[0]["message"]["id"]

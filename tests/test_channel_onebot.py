@@ -74,6 +74,7 @@ async def test_triggered_group_message_gets_one_threaded_reply_with_context(run_
     assert sent["message"][0] == {"type": "reply", "data": {"id": str(trigger["message_id"])}}
     assert fake.texts_sent() == ["Echo: @Andy why is the build red?"]
     assert "the build is red since 9am" in d.launcher.prompts[-1][2]  # context
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # the reply is stored before this counts
     msgs = await stored(d, f"qq:group:{GROUP}")
     assert [(m.sender, m.sender_id, m.mentions_bot, m.from_bot) for m in msgs] == [
         ("Bob B.", "501", False, False), ("bob", "502", True, False), ("Andy", "", False, True)]

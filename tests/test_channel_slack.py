@@ -58,6 +58,7 @@ async def test_channel_trigger_context_and_one_reply(run_daemon: Any, fake_slack
     assert sent[0]["channel"] == CHAN and sent[0]["thread_ts"] is None  # trigger not in a thread
     assert sent[0]["text"] == "Echo: @andy when is the deploy?"
     assert "the deploy is at 3pm" in d.launcher.prompts[-1][2]  # context
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # the reply is stored before this counts
     msgs = await stored(d, f"slack:{CHAN}")
     assert [m.from_bot for m in msgs] == [False, False, True]
     assert msgs[1].mentions_bot and msgs[2].platform_id == f"{CHAN}:{sent[0]['ts']}"

@@ -152,6 +152,7 @@ async def test_triggered_group_message_gets_one_quoted_reply_and_context(run_dae
     assert sent[0]["quoted_id"] == trigger["key"]["id"]  # quotes the triggering message
     assert sent[0]["quoted_participant"] == ALICE
     assert "the meeting moved to 3pm" in d.launcher.prompts[-1][2]  # the untriggered one went as context
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # the reply is stored before this counts
     msgs = await d.daemon.store.messages_after(chat, 0)
     assert [m.from_bot for m in msgs] == [False, False, True]
     assert msgs[1].platform_id == trigger["key"]["id"] and msgs[2].platform_id == sent[0]["id"]
