@@ -83,7 +83,7 @@ class Page:
             raise CDPError(f"{expression!r}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def wait_js(self, expression: str, seconds: float = 10) -> object:
+    async def wait_js(self, expression: str, seconds: float = 20) -> object:
         """Evaluate ``expression`` until it is truthy; fail after ``seconds``."""
         with trio.move_on_after(seconds):
             while True:
