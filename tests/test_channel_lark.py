@@ -232,6 +232,18 @@ async def test_wrong_app_secret_is_unauthorized_and_the_daemon_stays_up(
     assert fake_lark.connections == 0
 
 
+async def test_sdk_log_lines_go_through_the_daemon_logs_not_stdout(
+    run_daemon: Any, fake_lark: FakeLark, caplog: Any, capfd: Any
+) -> None:
+    d = await run_daemon(**lark_env(fake_lark))
+    await wait_until(lambda: d.daemon.channels["lark"].state == "connected")
+    secret = d.daemon.channels["lark"].settings.app_secret
+    logging.getLogger("Lark").warning("sdk says: token %s rejected", secret)
+    assert "[Lark]" not in capfd.readouterr().out  # the SDK's own stdout handler is gone
+    (record,) = [r for r in caplog.records if r.name == "Lark" and "sdk says" in r.getMessage()]
+    assert secret not in record.getMessage()  # and the daemon's redaction applies to it
+
+
 async def test_handshake_refusals(run_daemon: Any, fake_lark: FakeLark) -> None:
     fake_lark.reject_handshake = (514, "too many connections", 1000040350)
     d = await run_daemon(**lark_env(fake_lark))

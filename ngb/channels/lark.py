@@ -171,6 +171,16 @@ _SDK: SimpleNamespace | None = None
 _SDK_LOCK = threading.Lock()
 
 
+def _quiet_sdk_stdout_handler() -> None:
+    """lark_oapi.core.log adds a handler of its own that prints to stdout ("[Lark] [time] ..."):
+    under systemd each SDK line would reach the journal twice, once unstructured. Remove it; the
+    records propagate to the daemon's handlers (journal/JSON/text, with secrets redacted)."""
+    from lark_oapi.core import log as sdk_log
+
+    sdk_log.logger.removeHandler(sdk_log.handler)
+    sdk_log.logger.propagate = True
+
+
 def _import_sdk(loop: asyncio.AbstractEventLoop | None) -> SimpleNamespace:
     """Import what we use of lark_oapi (in a worker thread). lark_oapi.ws.client calls
     asyncio.get_event_loop() at import time: with the bridge's loop as this thread's current loop it
@@ -196,6 +206,7 @@ def _import_sdk(loop: asyncio.AbstractEventLoop | None) -> SimpleNamespace:
         finally:
             if loop is not None:
                 asyncio.set_event_loop(None)
+        _quiet_sdk_stdout_handler()
         _SDK = SimpleNamespace(
             lark=lark_oapi, UTF_8=UTF_8, AccessTokenType=AccessTokenType, HttpMethod=HttpMethod, Transport=Transport,
             BaseRequest=BaseRequest, RequestOption=RequestOption, AESCipher=AESCipher,
