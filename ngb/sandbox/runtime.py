@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ from docker.types import Mount as DockerMount
 from ..actor import ExitInfo
 
 log = logging.getLogger(__name__)
+
+OOM_SETTLE = 2.0  # seconds to wait for the engine's OOM event after a SIGKILL exit (see _exit_info_sync)
 
 LABEL_INSTANCE = "ngb.instance"
 LABEL_GROUP = "ngb.group"
@@ -186,27 +189,44 @@ class DockerRuntime:
 
         return await self._call(wait_sync, abandon=True)
 
-    def _exit_info_sync(self, container_id: str) -> ExitInfo:
+    def _exit_info_sync(self, container_id: str, *, settle: bool = True) -> ExitInfo:
+        """How the container ended. The engine learns of an OOM kill from a separate event that
+        can arrive just after the exit itself: a container that died of SIGKILL (137) on its own
+        is inspected again for up to OOM_SETTLE seconds before we say it was not the memory
+        limit (settle=False when we sent the kill ourselves)."""
+        deadline = time.monotonic() + (OOM_SETTLE if settle else 0.0)
+        while True:
+            try:
+                state = self.client.api.inspect_container(container_id)["State"]
+            except docker.errors.NotFound:
+                return ExitInfo(error="the agent container disappeared")
+            except Exception as exc:  # noqa: BLE001 - the engine is down or restarting
+                return ExitInfo(error=f"lost track of the agent container: {exc}")
+            info = ExitInfo(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
+            killed = not state.get("Running") and info.exit_code == 137
+            if info.oom_killed or not killed or time.monotonic() >= deadline:
+                return info
+            time.sleep(0.05)
+
+    def _ended_by_itself(self, container_id: str) -> bool:
         try:
-            state = self.client.api.inspect_container(container_id)["State"]
-        except docker.errors.NotFound:
-            return ExitInfo(error="the agent container disappeared")
-        except Exception as exc:  # noqa: BLE001 - the engine is down or restarting
-            return ExitInfo(error=f"lost track of the agent container: {exc}")
-        return ExitInfo(exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")))
+            return not self.client.api.inspect_container(container_id)["State"].get("Running")
+        except Exception:  # noqa: BLE001 - gone or engine down: stop() says which
+            return False
 
     async def exit_info(self, container_id: str) -> ExitInfo:
         return await self._call(self._exit_info_sync, container_id)
 
     async def stop_and_remove(self, container_id: str, grace: float = 5.0) -> ExitInfo:
         def stop() -> ExitInfo:
+            ended = self._ended_by_itself(container_id)  # before our stop can be the cause
             try:
                 self.client.api.stop(container_id, timeout=max(0, int(grace)))
             except docker.errors.NotFound:
                 return ExitInfo(error="the agent container disappeared")
             except Exception as exc:  # noqa: BLE001 - fall through to a forced removal
                 log.warning("runtime: stop of %s failed: %s", container_id[:12], exc)
-            info = self._exit_info_sync(container_id)
+            info = self._exit_info_sync(container_id, settle=ended)
             try:
                 self.client.api.remove_container(container_id, force=True)
             except docker.errors.NotFound:
