@@ -32,13 +32,10 @@ sentence boundaries and a retried reply resumes at the part that failed. See doc
 from __future__ import annotations
 
 import hmac
-import itertools
-import json
 import logging
-import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -67,6 +64,7 @@ from .common import (
     split_text,
 )
 from .settings import ChannelTable
+from .ws_rpc import JsonRpcSocket, Route
 
 log = logging.getLogger(__name__)
 
@@ -310,41 +308,19 @@ class ActionFailed(Exception):
         self.retcode = retcode
 
 
-class _Connection:
+class _Connection(JsonRpcSocket):
     """One open websocket to a OneBot implementation: API calls matched to responses by ``echo``,
     events handed to a memory channel in arrival order."""
 
     def __init__(self, ws: Any, label: str) -> None:
-        self.ws = ws
-        self.label = label
-        self._echo = itertools.count(1)
-        self._pending: dict[str, list[Any]] = {}  # echo -> [trio.Event, response]
-        self.closed = trio.Event()
-        self.events_in, self.events_out = trio.open_memory_channel[dict[str, Any]](math.inf)
-        self.malformed = 0
+        super().__init__(ws, label)
         self.last_heartbeat: float | None = None
 
     async def call(self, action: str, params: dict[str, Any], timeout: float) -> Any:
         """Run an action; its ``data`` on success, ActionFailed otherwise. ConnectionError when the
         socket goes away first, TimeoutError when no answer comes in time."""
-        from trio_websocket import ConnectionClosed
-
-        echo = f"ngb-{next(self._echo)}"
-        slot: list[Any] = [trio.Event(), None]
-        self._pending[echo] = slot
-        try:
-            if self.closed.is_set():
-                raise ConnectionError(f"{self.label} closed")
-            try:
-                await self.ws.send_message(json.dumps({"action": action, "params": params, "echo": echo},
-                                                      ensure_ascii=False))
-            except ConnectionClosed as exc:
-                raise ConnectionError(f"{self.label} closed: {exc.reason}") from None
-            with trio.fail_after(timeout):
-                await slot[0].wait()
-        finally:
-            self._pending.pop(echo, None)
-        response = slot[1]
+        echo = f"ngb-{self.next_serial()}"
+        response = await self.request(echo, {"action": action, "params": params, "echo": echo}, timeout)
         if response is None:
             raise ConnectionError(f"{self.label} closed before {action} was answered")
         status, retcode = response.get("status"), response.get("retcode")
@@ -354,41 +330,21 @@ class _Connection:
             return None  # accepted, done later: no id
         raise ActionFailed(action, retcode, str(response.get("wording") or response.get("msg") or status))
 
-    async def reader(self) -> None:
-        """Until the socket closes: responses to their callers, events to events_in."""
-        from trio_websocket import ConnectionClosed
+    def route(self, frame: dict[str, Any]) -> Hashable:
+        if "post_type" in frame:
+            return Route.EVENT
+        if "echo" in frame and ("status" in frame or "retcode" in frame):
+            return str(frame["echo"])
+        return Route.UNEXPECTED
 
-        try:
-            while True:
-                try:
-                    raw = await self.ws.get_message()
-                except ConnectionClosed:
-                    return
-                try:
-                    frame = json.loads(raw)
-                    if not isinstance(frame, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
-                    self.malformed += 1
-                    log.warning("qq: malformed frame from %s ignored (%s): %.200r", self.label, exc, raw)
-                    continue
-                if "post_type" in frame:
-                    self.events_in.send_nowait(frame)
-                elif "echo" in frame and ("status" in frame or "retcode" in frame):
-                    slot = self._pending.get(str(frame["echo"]))
-                    if slot is not None:
-                        slot[1] = frame
-                        slot[0].set()
-                    else:
-                        log.debug("qq: response to an unknown or late call: %.200r", raw)
-                else:
-                    self.malformed += 1
-                    log.warning("qq: frame from %s is neither an event nor a response, ignored: %.200r", self.label, raw)
-        finally:
-            self.closed.set()
-            self.events_in.close()
-            for slot in self._pending.values():
-                slot[0].set()  # response None: the callers see ConnectionError
+    def malformed_frame(self, raw: Any, reason: ValueError) -> None:
+        log.warning("qq: malformed frame from %s ignored (%s): %.200r", self.label, reason, raw)
+
+    def unexpected_frame(self, raw: Any) -> None:
+        log.warning("qq: frame from %s is neither an event nor a response, ignored: %.200r", self.label, raw)
+
+    def late_response(self, raw: Any) -> None:
+        log.debug("qq: response to an unknown or late call: %.200r", raw)
 
 
 class OneBotChannel:
@@ -557,9 +513,7 @@ class OneBotChannel:
                     await conn.ws.ping()
             except Exception as exc:  # noqa: BLE001 - TooSlowError, ConnectionClosed: the socket is dead
                 log.warning("qq: no pong from %s (%s); reconnecting", conn.label, type(exc).__name__)
-                with trio.move_on_after(1):
-                    await conn.ws.aclose()
-                conn.closed.set()
+                await conn.give_up()
                 return
 
     # -- inbound ---------------------------------------------------------------------------------------

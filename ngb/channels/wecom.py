@@ -22,13 +22,10 @@ Chats are ``wecom:<chatid>``: a group's chatid, or the user's userid for a singl
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -52,6 +49,7 @@ from .common import (
     redact_in_logs,
     split_text,
 )
+from .ws_rpc import JsonRpcSocket, Route
 
 if TYPE_CHECKING:
     from .wecom_callback import WeComCallbackChannel
@@ -157,41 +155,23 @@ class CommandFailed(Exception):
         self.errcode = errcode
 
 
-class _Connection:
+class _Connection(JsonRpcSocket):
+    """The long connection: commands matched to their acks by ``headers.req_id`` (and ``cmd``),
+    callbacks handed to a memory channel in arrival order."""
+
     def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self._ids = itertools.count(1)
-        self._pending: dict[str, list[Any]] = {}
-        self.closed = trio.Event()
-        self.frames_in, self.frames_out = trio.open_memory_channel[dict[str, Any]](math.inf)
-        self.malformed = 0
+        super().__init__(ws, "the WeCom connection")
 
     def req_id(self, prefix: str) -> str:
-        return f"{prefix}_{int(time.time() * 1000)}_{next(self._ids)}"
+        return f"{prefix}_{int(time.time() * 1000)}_{self.next_serial()}"
 
     async def command(self, cmd: str, body: dict[str, Any] | None, timeout: float, req_id: str | None = None) -> Any:
         """Send a command and wait for its ack (matched on req_id); CommandFailed on errcode != 0."""
-        from trio_websocket import ConnectionClosed
-
         req_id = req_id or self.req_id(cmd)
-        slot: list[Any] = [trio.Event(), None]
-        key = f"{cmd}|{req_id}"
-        self._pending[key] = slot
         frame: dict[str, Any] = {"cmd": cmd, "headers": {"req_id": req_id}}
         if body is not None:
             frame["body"] = body
-        try:
-            if self.closed.is_set():
-                raise ConnectionError("the WeCom connection is closed")
-            try:
-                await self.ws.send_message(json.dumps(frame, ensure_ascii=False))
-            except ConnectionClosed as exc:
-                raise ConnectionError(f"the WeCom connection closed: {exc.reason}") from None
-            with trio.fail_after(timeout):
-                await slot[0].wait()
-        finally:
-            self._pending.pop(key, None)
-        ack = slot[1]
+        ack = await self.request((cmd, req_id), frame, timeout)
         if ack is None:
             raise ConnectionError(f"the WeCom connection closed before {cmd} was acknowledged")
         errcode = ack.get("errcode", 0)
@@ -199,44 +179,28 @@ class _Connection:
             raise CommandFailed(cmd, errcode, str(ack.get("errmsg") or ""))
         return ack.get("body")
 
-    async def reader(self) -> None:
-        from trio_websocket import ConnectionClosed
+    def route(self, frame: dict[str, Any]) -> Hashable:
+        if not isinstance(frame.get("headers", {}), dict):
+            raise ValueError("not a JSON object with headers")
+        cmd = frame.get("cmd")
+        if cmd in ("aibot_msg_callback", "aibot_event_callback"):
+            return Route.EVENT
+        # An ack: it echoes our req_id (and sometimes our cmd).
+        req_id = str((frame.get("headers") or {}).get("req_id", ""))
+        for key in self.pending.keys():
+            pending_cmd, pending_req_id = key
+            if pending_req_id == req_id and (not cmd or pending_cmd == cmd):
+                return key
+        return Route.LATE if "errcode" in frame else Route.UNEXPECTED
 
-        try:
-            while True:
-                try:
-                    raw = await self.ws.get_message()
-                except ConnectionClosed:
-                    return
-                try:
-                    frame = json.loads(raw)
-                    if not isinstance(frame, dict) or not isinstance(frame.get("headers", {}), dict):
-                        raise ValueError("not a JSON object with headers")
-                except ValueError as exc:
-                    self.malformed += 1
-                    log.warning("wecom: malformed frame ignored (%s): %.200r", exc, raw)
-                    continue
-                cmd = frame.get("cmd")
-                req_id = str((frame.get("headers") or {}).get("req_id", ""))
-                if cmd in ("aibot_msg_callback", "aibot_event_callback"):
-                    self.frames_in.send_nowait(frame)
-                    continue
-                # An ack: it echoes our req_id (and sometimes our cmd).
-                matched = [k for k in self._pending if k.endswith("|" + req_id) and (not cmd or k.startswith(cmd + "|"))]
-                if matched:
-                    slot = self._pending[matched[0]]
-                    slot[1] = frame
-                    slot[0].set()
-                elif "errcode" in frame:
-                    log.debug("wecom: ack for an unknown or late command: %.200r", raw)
-                else:
-                    self.malformed += 1
-                    log.warning("wecom: unexpected frame ignored: %.200r", raw)
-        finally:
-            self.closed.set()
-            self.frames_in.close()
-            for slot in self._pending.values():
-                slot[0].set()
+    def malformed_frame(self, raw: Any, reason: ValueError) -> None:
+        log.warning("wecom: malformed frame ignored (%s): %.200r", reason, raw)
+
+    def unexpected_frame(self, raw: Any) -> None:
+        log.warning("wecom: unexpected frame ignored: %.200r", raw)
+
+    def late_response(self, raw: Any) -> None:
+        log.debug("wecom: ack for an unknown or late command: %.200r", raw)
 
 
 class WeComChannel:
@@ -322,13 +286,11 @@ class WeComChannel:
                 await conn.command("ping", None, self.settings.heartbeat_interval)
             except Exception as exc:  # noqa: BLE001 - no ack: the connection is dead
                 log.warning("wecom: heartbeat failed (%s); reconnecting", type(exc).__name__)
-                with trio.move_on_after(1):
-                    await conn.ws.aclose()
-                conn.closed.set()
+                await conn.give_up()
                 return
 
     async def _pump(self, conn: _Connection, submit: Submit) -> None:
-        async for frame in conn.frames_out:
+        async for frame in conn.events_out:
             try:
                 if frame.get("cmd") == "aibot_event_callback":
                     await self._event(conn, frame)
@@ -348,9 +310,7 @@ class WeComChannel:
             self.kicked += 1
             log.warning("wecom: WeCom closed this connection because another one subscribed as robot %s "
                         "(only one connection per robot)", self.settings.bot_id)
-            with trio.move_on_after(1):
-                await conn.ws.aclose()
-            conn.closed.set()
+            await conn.give_up()
         else:
             log.debug("wecom: event %s", kind)
 
