@@ -317,7 +317,12 @@ class GroupActor:
             for turn in open_runs:
                 await self._finish_run(turn, "error", error=f"the run did not finish: {why}")
             if outstanding:
-                await self._turn_failed(outstanding, why)
+                # An OOM kill would only happen again in a fresh container of the same size: no retry.
+                oom = exit_info is not None and exit_info.oom_killed
+                if oom:
+                    log.warning("group %s: the agent was killed at the memory limit; raise container_memory "
+                                "(NGB_CONTAINER_MEMORY) if this group needs more", self.folder)
+                await self._turn_failed(outstanding, why, retry=not oom)
 
     def _taken_runs(self) -> list[TaskTurn]:
         turns = {id(t): t for t in [*self._tasks.values(), *self._prescripts.values()]}
@@ -630,14 +635,14 @@ class GroupActor:
             self.view.session_id = session_id
             await self.store.set_session(self.folder, session_id)
 
-    async def _turn_failed(self, outstanding: dict[int, int], reason: str) -> None:
+    async def _turn_failed(self, outstanding: dict[int, int], reason: str, *, retry: bool = True) -> None:
         up_to = max(outstanding.values())
         self.view.last_turn_error = reason
         tries = self._failures.get(up_to, 0) + 1
         self._failures[up_to] = tries
         log.warning("group %s: turn failed (%s), try %d", self.folder, reason, tries)
         self._on_event("turn_failed", {"reason": reason, "try": tries})
-        if tries < 2:
+        if tries < 2 and retry:
             return  # retried once in a fresh container: the cursor did not move
         self._failures.pop(up_to, None)
         await self.store.record_failed_turn(

@@ -298,6 +298,8 @@ async def test_out_of_memory_agent_gets_a_clear_error(tmp_path: Path, agent_imag
         assert "ran out of memory" in bot[0]["text"]
         failed = await live.daemon.store.failed_turns("main")
         assert len(failed) == 1
+        # not retried: a fresh container of the same size would be killed again (and bill again)
+        assert live.daemon.metrics.container_starts.labels("main")._value.get() == 1
         await live.http.aclose()
         nursery.cancel_scope.cancel()
 
