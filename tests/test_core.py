@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ngb.actor import ExitInfo
 from ngb.records import Group, InboundMessage
 from ngb.store import Store
 from ngb.triggers import RateLimiter, starts_with_trigger
@@ -130,7 +131,7 @@ async def test_crashed_turn_is_retried_once_then_reported(run_daemon) -> None:
     d = await run_daemon(FakeBehaviour(crash_on=crash))
     await d.post("main", "boom")
     bot = await d.wait_bot_replies("main", 1)
-    assert "could not answer" in bot[0]["text"] and "memory" in bot[0]["text"]
+    assert "could not answer" in bot[0]["text"] and "exited with status 1" in bot[0]["text"]
     assert len(attempts) == 2, "retried once in a fresh container"
     assert d.launcher.started == 2
     # The group keeps working.
@@ -138,7 +139,19 @@ async def test_crashed_turn_is_retried_once_then_reported(run_daemon) -> None:
     bot = await d.wait_bot_replies("main", 2)
     assert bot[1]["text"] == "Echo: fine now"
     failed = await d.daemon.store.failed_turns("main")
-    assert len(failed) == 1 and "memory" in failed[0]["reason"]
+    assert len(failed) == 1 and "exited with status 1" in failed[0]["reason"]
+
+
+async def test_out_of_memory_turn_is_reported_without_a_retry(run_daemon) -> None:
+    oom = ExitInfo(exit_code=137, oom_killed=True)
+    d = await run_daemon(FakeBehaviour(crash_on=lambda prompt: "big" in last_text(prompt), crash_exit=oom))
+    await d.post("main", "something big")
+    bot = await d.wait_bot_replies("main", 1)
+    assert bot[0]["text"] == "⚠️ Sorry, I could not answer: the agent ran out of memory."
+    assert d.launcher.started == 1  # the same limit would kill a second container too
+    await d.post("main", "small")
+    bot = await d.wait_bot_replies("main", 2)
+    assert bot[1]["text"] == "Echo: small"
 
 
 async def test_supervisor_restarts_a_crashed_actor_and_keeps_its_messages(run_daemon) -> None:

@@ -24,6 +24,7 @@ class FakeBehaviour:
     reply: Callable[[str], list[str]] = lambda prompt: [f"Echo: {last_text(prompt)}"]
     delay: float = 0.0  # seconds before answering each batch
     crash_on: Callable[[str], bool] = lambda prompt: False  # exit mid-turn without a result
+    crash_exit: ExitInfo = ExitInfo(exit_code=1)  # how a crash ends (ExitInfo(137, oom_killed=True): OOM)
     fail_start: bool = False
 
 
@@ -104,7 +105,7 @@ class FakeLauncher:
                 if b.delay:
                     await trio.sleep(b.delay)
                 if b.crash_on(prompt):
-                    conn.exit_info = ExitInfo(exit_code=137, oom_killed=True)
+                    conn.exit_info = b.crash_exit
                     await conn.to_host_send.send(None)
                     return
                 for text in b.reply(prompt):
