@@ -108,6 +108,12 @@ class MemoChannel:
         self.sent.append((chat, text))
         return f"memo-{len(self.sent)}"
 
+    callback_path = "/channels/memo/hook"
+
+    async def handle_callback(self, method: str, args: Any, body: bytes, remote: str | None) -> tuple[int, bytes]:
+        """A platform callback with the signature from before headers were passed."""
+        return 200, b"memo got " + body
+
 
 class BrokenChannel:
     name = "broken"
@@ -330,6 +336,8 @@ async def test_extra_channel_end_to_end_and_a_broken_one_stays_inside_its_plugin
     history = await d.daemon.store.messages_after("memo:room", 0)
     assert [(m.text, m.from_bot) for m in history] == [("hi there", False), ("Echo: hi there", True)]
     assert history[0].id == stored.id and history[1].platform_id == "memo-1"
+    hook = await d.http.post("/channels/memo/hook", content=b"ping")  # served through its plugin
+    assert (hook.status_code, hook.text) == (200, "memo got ping")
     # The broken channel's replies wait in the outbox (never lost), and the rest keeps working.
     await d.daemon.registry.add(Group(chat="broken:x", folder="bx", requires_trigger=False))
     await d.daemon.store.queue_message("bx", "broken:x", "for later")

@@ -267,9 +267,10 @@ class WeComCallbackChannel:
             self._trouble.set()
 
     # -- inbound ------------------------------------------------------------------------------------
-    async def handle_callback(self, method: str, args: Mapping[str, str], body: bytes,
-                              remote: str | None = None) -> tuple[int, bytes]:
-        """One HTTP request to the callback URL -> (status, body). Never raises."""
+    async def handle_callback(self, method: str, args: Mapping[str, str], body: bytes, remote: str | None = None,
+                              headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """One HTTP request to the callback URL -> (status, body). Never raises. ``headers`` is not
+        used: WeCom's signature is in the query."""
         try:
             if method == "GET":
                 return self._verify_url(args)

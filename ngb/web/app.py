@@ -17,6 +17,7 @@ for systemd and load balancers. The modules:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,9 +70,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
     async def started() -> None:
         g.started = trio.current_time()
 
-    # Platform callbacks (WeCom callback mode: /channels/wecom/callback). Answered before the API
-    # guard: the platform cannot send our API token, and behind a reverse proxy the Host is the
-    # public name; each request proves itself with the platform's signature instead.
+    # Platform callbacks (WeCom callback mode: /channels/wecom/callback; Telegram webhook mode: the
+    # path of its webhook_url). Answered before the API guard: the platform cannot send our API
+    # token, and behind a reverse proxy the Host is the public name; each request proves itself with
+    # the platform's signature (WeCom) or secret header (Telegram) instead.
     callbacks = {path: c for c in daemon.channels.values() if (path := getattr(c, "callback_path", None))}
 
     @app.before_request
@@ -80,7 +82,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
         if channel is None:
             return None
         body = await request.get_data() if request.method == "POST" else b""
-        code, text = await channel.handle_callback(request.method, request.args, body, request.remote_addr)
+        extra = {"headers": request.headers} if _takes_headers(channel.handle_callback) else {}
+        code, text = await channel.handle_callback(request.method, request.args, body, request.remote_addr, **extra)
         return Response(text, status=code, content_type="text/plain; charset=utf-8")
 
     security.install(app, daemon, STATIC)
@@ -171,3 +174,12 @@ async def serve_web(daemon: Daemon, *, task_status: trio.TaskStatus[None] = trio
     cfg.keep_alive_timeout = 30
     cfg.backlog = 1024
     await serve(app, cfg, shutdown_trigger=trio.sleep_forever, task_status=task_status)  # type: ignore[arg-type]
+
+
+def _takes_headers(handler: Any) -> bool:
+    """Whether a channel's handle_callback accepts the request headers (a plugin's older one may not)."""
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "headers" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -5,12 +5,20 @@ HTTP/1.1 on a raw trio socket (h11), so the fake controls the connections: ``dro
 open connection (a long poll in flight sees the socket die) and ``down()`` / ``up()`` refuse new
 ones meanwhile (accepted, then closed at once), like a network outage.
 
-Methods: getMe, getUpdates (long poll: offset confirms, limit, timeout, allowed_updates),
-sendMessage (parse_mode HTML checked like Telegram does: unknown/unbalanced tags are
-"can't parse entities"; 4096-character limit after entity parsing; reply_parameters;
-message_thread_id), sendChatAction, deleteWebhook, getWebhookInfo, setMyCommands; anything else is
-answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
+Methods: getMe, getUpdates (long poll: offset confirms, limit, timeout, allowed_updates; 409
+Conflict while a webhook is set, like Telegram), sendMessage (parse_mode HTML checked like Telegram
+does: unknown/unbalanced tags are "can't parse entities"; 4096-character limit after entity
+parsing; reply_parameters; message_thread_id), sendChatAction, setWebhook / deleteWebhook /
+getWebhookInfo (recorded in ``webhook_calls``, secret_token included), setMyCommands; anything else
+is answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
 Requests may be form-encoded (what PTB sends) or JSON.
+
+Webhook: while one is set (``webhook``), queued updates are not handed to getUpdates but POSTed,
+one at a time and in order, as JSON to its URL with the ``X-Telegram-Bot-Api-Secret-Token`` header
+(when a secret_token was set), like Telegram does. An update leaves the queue only on a 2xx answer;
+any other answer (or no connection) is retried after ``retry_delay`` and reported by getWebhookInfo
+(``last_error_message``). Every attempt is in ``deliveries``; ``lose_next_ack()`` makes the fake
+act as if the next 2xx never arrived (a cut connection), so that update is delivered again.
 
 Scripting from a test::
 
@@ -20,6 +28,9 @@ Scripting from a test::
     fake.sent                                                            # sendMessage calls
     await fake.wait_for_sent(lambda s: len(s) >= 2)
     fake.drop(); fake.down(); ...; fake.up()
+    fake.webhook                     # {"url", "secret_token", ...} once setWebhook was called, else None
+    fake.deliveries                  # webhook POSTs: update_id, status (None: no connection), secret
+    fake.lose_next_ack()             # the next delivered update is delivered once more
 
 Run by hand: ``python -m tests.fakes.telegram --port 8081 --token 123:abc``; it then also serves
 ``POST /_fake/message`` (JSON: chat_id, text, chat_type, user_id, first_name) and ``GET /_fake/sent``.
@@ -41,6 +52,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
+import httpx
 import trio
 
 TEXT_LIMIT = 4096
@@ -112,6 +124,12 @@ class FakeTelegram:
         self._down = False
         self._cancel: trio.CancelScope | None = None
         self.connections_accepted = 0
+        self.webhook: dict[str, Any] | None = None  # what setWebhook set (url, secret_token, ...)
+        self.webhook_calls: list[tuple[str, dict[str, Any]]] = []  # setWebhook / deleteWebhook, in order
+        self.deliveries: list[dict[str, Any]] = []  # each webhook POST: update_id, status, error, secret
+        self.retry_delay = 0.05  # seconds before a failed webhook delivery is tried again
+        self.webhook_error: tuple[int, str] | None = None  # (unix time, message) of the last failed delivery
+        self._lose_acks = 0
 
     # -- life cycle ----------------------------------------------------------------------------------
     @classmethod
@@ -130,6 +148,7 @@ class FakeTelegram:
         with trio.CancelScope() as scope:
             self._cancel = scope
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._deliver_webhooks)
                 task_status.started(self)
                 await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
 
@@ -230,6 +249,49 @@ class FakeTelegram:
     async def wait_for_polls(self, count: int) -> None:
         while self.poll_count < count:
             await self._changed.wait()
+
+    # -- webhook delivery ------------------------------------------------------------------------------
+    def lose_next_ack(self, times: int = 1) -> None:
+        """The next ``times`` 2xx answers to a webhook POST are treated as lost: redelivered."""
+        self._lose_acks += times
+
+    def delivered(self, update_id: int) -> list[dict[str, Any]]:
+        """The webhook POSTs of one update so far."""
+        return [d for d in self.deliveries if d["update_id"] == update_id]
+
+    async def _deliver_webhooks(self) -> None:
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            while True:
+                hook = self.webhook
+                if hook is None or not self.updates:
+                    await self._changed.wait()
+                    continue
+                update = self.updates[0]
+                headers = {"Content-Type": "application/json"}
+                if hook.get("secret_token"):
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = str(hook["secret_token"])
+                attempt: dict[str, Any] = {"update_id": update["update_id"], "status": None, "error": None,
+                                           "secret": hook.get("secret_token"), "url": hook["url"]}
+                self.deliveries.append(attempt)
+                try:
+                    response = await client.post(hook["url"], content=json.dumps(update).encode(), headers=headers)
+                    attempt["status"] = response.status_code
+                except httpx.HTTPError as exc:
+                    attempt["error"] = f"{type(exc).__name__}: {exc}"
+                ok = attempt["status"] is not None and 200 <= attempt["status"] < 300
+                if ok and self._lose_acks:
+                    self._lose_acks -= 1
+                    attempt["ack_lost"] = True
+                    ok = False
+                if ok:
+                    if self.updates and self.updates[0] is update:
+                        self.updates.pop(0)
+                else:
+                    why = attempt["error"] or f"Wrong response from the webhook: {attempt['status']}"
+                    self.webhook_error = (int(time.time()), "Connection lost" if attempt.get("ack_lost") else why)
+                self._notify()
+                if not ok:
+                    await trio.sleep(self.retry_delay)
 
     # -- HTTP ------------------------------------------------------------------------------------------
     async def _connection(self, stream: trio.SocketStream) -> None:
@@ -340,6 +402,9 @@ class FakeTelegram:
         return 200, {"ok": True, "result": self.bot}
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.webhook is not None:
+            return 409, {"ok": False, "error_code": 409, "description": "Conflict: can't use getUpdates method while "
+                         "webhook is active; use deleteWebhook to delete the webhook first"}
         offset = int(params.get("offset") or 0)
         limit = int(params.get("limit") or 100)
         timeout = float(params.get("timeout") or 0)
@@ -388,8 +453,41 @@ class FakeTelegram:
                              "sent_before": len(self.sent)})
         return 200, {"ok": True, "result": True}
 
+    async def _m_setWebhook(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.webhook_calls.append(("setWebhook", dict(params)))
+        url = str(params.get("url") or "")
+        secret = params.get("secret_token")
+        if not url:  # Telegram's way of deleting it
+            return await self._m_deleteWebhook(params, record=False)
+        if not url.startswith(("https://", "http://127.", "http://localhost")):
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: bad webhook: HTTPS url must be provided for webhook"}
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: secret token contains unallowed characters"}
+        if params.get("drop_pending_updates"):
+            self.updates.clear()
+        self.webhook = {"url": url, "secret_token": None if secret is None else str(secret),
+                        "allowed_updates": params.get("allowed_updates"), "max_connections": params.get("max_connections")}
+        self.webhook_error = None
+        self._notify()
+        return 200, {"ok": True, "result": True, "description": "Webhook was set"}
+
+    async def _m_deleteWebhook(self, params: dict[str, Any], *, record: bool = True) -> tuple[int, dict[str, Any]]:
+        if record:
+            self.webhook_calls.append(("deleteWebhook", dict(params)))
+        if params.get("drop_pending_updates"):
+            self.updates.clear()
+        self.webhook = None
+        self._notify()
+        return 200, {"ok": True, "result": True, "description": "Webhook was deleted"}
+
     async def _m_getWebhookInfo(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {"ok": True, "result": {"url": "", "has_custom_certificate": False, "pending_update_count": len(self.updates)}}
+        info: dict[str, Any] = {"url": self.webhook["url"] if self.webhook else "", "has_custom_certificate": False,
+                                "pending_update_count": len(self.updates)}
+        if self.webhook is not None:
+            info["allowed_updates"] = self.webhook.get("allowed_updates") or []
+            if self.webhook_error is not None:
+                info["last_error_date"], info["last_error_message"] = self.webhook_error
+        return 200, {"ok": True, "result": info}
 
 
 def main() -> None:
