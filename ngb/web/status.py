@@ -191,11 +191,15 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             "plugins": daemon.plugins.plugins,
         }
 
-    status_snapshot = Cached(status_body, ttl=SNAPSHOT_TTL)
+    async def status_encoded() -> bytes:
+        return (app.json.dumps(await status_body()) + "\n").encode()
+
+    # The encoded body is what is shared: fifty dashboards polling cost one encoding per snapshot.
+    status_snapshot = Cached(status_encoded, ttl=SNAPSHOT_TTL)
 
     @app.get("/status")
     async def status() -> Any:
-        return await status_snapshot.get()
+        return Response(await status_snapshot.get(), content_type="application/json")
 
     async def metrics_body() -> bytes:
         actors = list(daemon.supervisor.actors.items())
