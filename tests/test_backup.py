@@ -116,6 +116,8 @@ async def test_round_trip_through_the_cli_restores_db_and_folders_without_secret
     (state / "sessions" / "main" / "s.jsonl").write_text("{}")
     (state / "sessions" / "main" / ".credentials.json").write_text("{}")
     (state / "ngb.env").write_text("ANTHROPIC_API_KEY=sk")
+    (state / "channels").mkdir()
+    (state / "channels" / "dingtalk-conversations.json").write_text('{"version": 1}')
 
     archive = tmp_path / "b.tar.gz"
     folder = tmp_path / "b-dir"
@@ -126,7 +128,7 @@ async def test_round_trip_through_the_cli_restores_db_and_folders_without_secret
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     assert {"manifest.json", "ngb.db", "groups/main/CLAUDE.md", "groups/main/sub/notes.txt", "global/CLAUDE.md",
-            "sessions/main/s.jsonl", "groups/main/link.md"} <= names
+            "sessions/main/s.jsonl", "groups/main/link.md", "channels/dingtalk-conversations.json"} <= names
     assert not {n for n in names if n.endswith((".env", ".key", "credentials.json"))}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema_version"] == len(MIGRATIONS) and manifest["ngb_version"] and manifest["created_at"]
@@ -140,6 +142,7 @@ async def test_round_trip_through_the_cli_restores_db_and_folders_without_secret
     await store.close()
     (state / "groups" / "main" / "CLAUDE.md").write_text("changed")
     (state / "global" / "CLAUDE.md").unlink()
+    (state / "channels" / "dingtalk-conversations.json").write_text("changed")
     for source in (archive, folder):
         assert await trio.to_thread.run_sync(main, ["restore", str(source)]) == 0
         conn = check_db(config.db_path)
@@ -150,6 +153,7 @@ async def test_round_trip_through_the_cli_restores_db_and_folders_without_secret
         assert os.readlink(state / "groups" / "main" / "link.md") == "CLAUDE.md"
         assert (state / "global" / "CLAUDE.md").read_text() == "global memory"
         assert (state / "sessions" / "main" / "s.jsonl").exists()
+        assert (state / "channels" / "dingtalk-conversations.json").read_text() == '{"version": 1}'
         assert not (state / "groups" / "main" / ".env").exists()
         assert (state / "ngb.env").exists(), "files outside the backed-up folders are left alone"
     out = capsys.readouterr().out

@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
 from dingtalk_stream import ChatbotMessage
 
 from ngb.aio_bridge import BRIDGE
+from ngb.channels import dingtalk
 from ngb.channels.dingtalk import DingTalkChannel, DingTalkSettings
 from ngb.config import ConfigError, load_config
+from ngb.daemon import Daemon
 from ngb.records import Group
 from tests.channel_helpers import echo_each, stored, wait_until
-from tests.fakes.agent import FakeBehaviour
+from tests.conftest import make_config
+from tests.fakes.agent import FakeBehaviour, FakeLauncher
 from tests.fakes.dingtalk import FakeDingTalk
 
 CLIENT_ID, SECRET = "dingapp0001", "s3cret-DT-0001"
@@ -374,6 +380,211 @@ async def test_opening_a_connection_does_not_block_the_shared_loop(run_daemon: A
         await trio.sleep(0.1)
     assert channel.state == "connecting"
     await wait_until(lambda: channel.state == "connected")
+
+
+# -- conversations kept across restarts ------------------------------------------------------------
+BATCH = "/v1.0/robot/oToMessages/batchSend"
+
+
+def conversations_file(state_dir: Path) -> Path:
+    return state_dir / "channels" / "dingtalk-conversations.json"
+
+
+class Stoppable:
+    """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, state: Path, fake: FakeDingTalk) -> Stoppable:
+        running = cls(Daemon(make_config(state, **dt_env(fake)), launcher_factory=lambda d: FakeLauncher(None)))
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with running.scope:
+                    await running.daemon.run(task_status=task_status)
+            finally:
+                running.stopped.set()
+
+        await nursery.start(run)
+        await wait_until(lambda: running.daemon.channels["dingtalk"].state == "connected")
+        return running
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        with trio.fail_after(10):
+            await self.stopped.wait()
+
+
+async def test_reply_pending_across_a_restart_reaches_the_1to1_chat_without_a_new_message(
+    tmp_path: Path, fake_dt: FakeDingTalk
+) -> None:
+    chat = f"dingtalk:{DM}"
+    async with trio.open_nursery() as nursery:
+        first = await Stoppable.start(nursery, tmp_path, fake_dt)
+        await first.daemon.registry.add(Group(chat=chat, folder="alice"))
+        fake_dt.direct_message(DM, "hello", staff_id="alice01")
+        await wait_until(lambda: first.daemon.outbox.delivered == 1)
+        assert fake_dt.sent[0]["via"] == "webhook"
+        # Alice's next message comes with an expired webhook while the robot API is down: its reply
+        # stays in the outbox, and the daemon is stopped before it goes out
+        fake_dt.fail_next(BATCH, 503, "ServiceUnavailable", times=1000)
+        fake_dt.direct_message(DM, "are you there?", staff_id="alice01", webhook_ttl=0)
+        await wait_until(lambda: first.daemon.outbox.retries >= 1)
+        assert await first.daemon.store.outbox_depth() == 1
+        await first.stop()
+        assert [s["text"] for s in fake_dt.sent] == ["Echo: hello"]
+        fake_dt.expire_webhooks()  # every session webhook is gone too
+        fake_dt.clear_failures()  # and the robot API is back
+        delivered = fake_dt.deliveries
+
+        second = await Stoppable.start(nursery, tmp_path, fake_dt)
+        await wait_until(lambda: len(fake_dt.sent) == 2, timeout=20)
+        assert {k: fake_dt.sent[1][k] for k in ("via", "user", "text")} == {
+            "via": "batch", "user": "alice01", "text": "Echo: are you there?"}
+        # a message produced after the restart (a scheduled task's, a tool's) goes the same way
+        await second.daemon.store.queue_message("alice", chat, "standup in 5 minutes")
+        second.daemon.outbox.wake()
+        await wait_until(lambda: len(fake_dt.sent) == 3)
+        assert {k: fake_dt.sent[2][k] for k in ("via", "user", "text")} == {
+            "via": "batch", "user": "alice01", "text": "standup in 5 minutes"}
+        assert fake_dt.deliveries == delivered  # Alice did not write again
+        assert {c["path"] for c in fake_dt.api_calls} == {BATCH}  # never tried as a group
+        assert all(c["body"]["userIds"] == ["alice01"] for c in fake_dt.api_calls)
+        await wait_until(lambda: second.daemon.outbox.delivered == 2)
+        assert await second.daemon.store.outbox_depth() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_conversations_file_is_private_holds_no_webhook_and_is_written_on_change(
+    run_daemon: Any, fake_dt: FakeDingTalk
+) -> None:
+    d = await start(run_daemon, fake_dt)
+    channel = d.daemon.channels["dingtalk"]
+    path = conversations_file(d.daemon.config.state_dir)
+    assert channel.settings.state_dir == d.daemon.config.state_dir  # from build_channels
+    assert not path.exists()  # nothing to keep yet
+    pushed = [fake_dt.group_message(GROUP, "hi all", staff_id="bob01"),
+              fake_dt.direct_message(DM, "hi", staff_id="alice01")]
+    await wait_until(lambda: len(fake_dt.acks) == 2 and not fake_dt.pending)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+    raw = path.read_text()
+    assert json.loads(raw) == {"version": 1, "conversations": {
+        f"dingtalk:{GROUP}": {"kind": "2"}, f"dingtalk:{DM}": {"kind": "1", "staff_id": "alice01"}}}
+    for data in pushed:  # a session webhook lets anyone post to the chat: never on disk
+        assert data["sessionWebhook"] not in raw and data["sessionWebhook"].rpartition("session=")[2] not in raw
+    assert "session" not in raw.lower() and "http" not in raw
+
+    # the same chats again (new webhooks, same facts): nothing is written; nor for someone from
+    # outside the organization (no staff id: the robot API cannot reach them anyway)
+    writes, before = channel._conv_file.writes, path.stat()
+    assert writes == 2
+    fake_dt.direct_message(DM, "again", staff_id="alice01")
+    fake_dt.group_message(GROUP, "again", staff_id="carol01")
+    fake_dt.direct_message("cidDirectGuest1==", "hello?", staff_id="")
+    await wait_until(lambda: len(fake_dt.acks) == 5 and not fake_dt.pending)
+    after = path.stat()
+    assert channel._conv_file.writes == 2 and (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # a new chat is
+    fake_dt.direct_message("cidDirectCarol1==", "hi", staff_id="carol01")
+    await wait_until(lambda: len(fake_dt.acks) == 6 and not fake_dt.pending)
+    assert channel._conv_file.writes == 3
+    assert json.loads(path.read_text())["conversations"] == {
+        f"dingtalk:{GROUP}": {"kind": "2"}, f"dingtalk:{DM}": {"kind": "1", "staff_id": "alice01"},
+        "dingtalk:cidDirectCarol1==": {"kind": "1", "staff_id": "carol01"}}
+
+
+def direct_settings(fake: FakeDingTalk, state_dir: Path | None) -> DingTalkSettings:
+    settings = DingTalkSettings.from_table({"client_id": CLIENT_ID, "client_secret": SECRET,
+                                            "gateway_url": fake.gateway_url, "api_base": fake.api_base,
+                                            "reconnect_base": "0.05", "reconnect_cap": "0.3"})
+    return attrs.evolve(settings, state_dir=state_dir)
+
+
+async def ignore(inbound: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize("content", [
+    b'{"version": 1, "conversations": {"dingtalk:cidDirectAlice01==": {"kind": "1", "staff_',  # cut short
+    b"\xff\xfe\x00 not text",
+    b'["dingtalk:cidDirectAlice01=="]',
+    b'{"version": 1, "conversations": {"dingtalk:cidDirectAlice01==": {"kind": "9", "staff_id": "alice01"}}}',
+    b'{"version": 7, "conversations": {}}',
+], ids=["cut-short", "not-utf8", "not-an-object", "bad-kind", "other-version"])
+async def test_corrupt_conversations_file_is_logged_once_and_ignored(
+    tmp_path: Path, fake_dt: FakeDingTalk, caplog: Any, content: bytes
+) -> None:
+    path = conversations_file(tmp_path)
+    path.parent.mkdir()
+    path.write_bytes(content)
+    channel = DingTalkChannel(direct_settings(fake_dt, tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run, ignore)
+        await wait_until(lambda: channel.state == "connected")
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and str(path) in r.getMessage()]
+        assert len(warnings) == 1 and "ignored" in warnings[0].getMessage()
+        assert len(channel._convs) == 0  # started empty
+        fake_dt.direct_message(DM, "hi", staff_id="alice01")
+        await wait_until(lambda: fake_dt.acks and not fake_dt.pending)
+        assert json.loads(path.read_bytes())["conversations"] == {f"dingtalk:{DM}": {"kind": "1", "staff_id": "alice01"}}
+        nursery.cancel_scope.cancel()
+    assert sum(str(path) in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING) == 1
+
+
+async def test_conversations_are_bounded_oldest_out(
+    tmp_path: Path, fake_dt: FakeDingTalk, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(dingtalk, "MAX_CONVERSATIONS", 3)
+    path = conversations_file(tmp_path)
+    path.parent.mkdir(mode=0o700)
+    old = {f"dingtalk:cidOld{i}==": {"kind": "1", "staff_id": f"old{i}"} for i in range(5)}  # oldest first
+    path.write_text(json.dumps({"version": 1, "conversations": old}))
+    channel = DingTalkChannel(direct_settings(fake_dt, tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run, ignore)
+        await wait_until(lambda: channel.state == "connected")
+        assert list(channel._convs) == ["dingtalk:cidOld2==", "dingtalk:cidOld3==", "dingtalk:cidOld4=="]
+        assert channel._conv_file.writes == 0  # loading writes nothing
+        fake_dt.direct_message(DM, "hi", staff_id="alice01")
+        await wait_until(lambda: fake_dt.acks and not fake_dt.pending)
+        saved = json.loads(path.read_text())["conversations"]
+        assert list(saved) == ["dingtalk:cidOld3==", "dingtalk:cidOld4==", f"dingtalk:{DM}"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_without_a_state_dir_conversations_stay_in_memory(tmp_path: Path, fake_dt: FakeDingTalk) -> None:
+    channel = DingTalkChannel(direct_settings(fake_dt, None))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run, ignore)
+        await wait_until(lambda: channel.state == "connected")
+        fake_dt.direct_message(DM, "hi", staff_id="alice01")
+        await wait_until(lambda: fake_dt.acks and not fake_dt.pending)
+        assert f"dingtalk:{DM}" in channel._convs and channel._conv_file is None
+        nursery.cancel_scope.cancel()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_unwritable_conversations_file_is_logged_once_and_replies_still_work(
+    tmp_path: Path, fake_dt: FakeDingTalk, caplog: Any
+) -> None:
+    (tmp_path / "channels").write_text("")  # where the directory should be
+    channel = DingTalkChannel(direct_settings(fake_dt, tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run, ignore)
+        await wait_until(lambda: channel.state == "connected")
+        fake_dt.direct_message(DM, "hi", staff_id="alice01", webhook_ttl=0)
+        fake_dt.direct_message("cidDirectCarol1==", "hi", staff_id="carol01")
+        await wait_until(lambda: len(fake_dt.acks) == 2 and not fake_dt.pending)  # stored and acked all the same
+        await channel.send(f"dingtalk:{DM}", "hello Alice")
+        assert fake_dt.sent[0]["via"] == "batch" and fake_dt.sent[0]["user"] == "alice01"
+        nursery.cancel_scope.cancel()
+    assert sum("cannot write" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING) == 1
 
 
 # -- settings and parsing --------------------------------------------------------------------------

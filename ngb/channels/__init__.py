@@ -5,13 +5,18 @@ built when it has a ``[channels.NAME]`` table or its token variable is set (conf
 ``NGB_TELEGRAM_TOKEN`` into ``channels.telegram.token``); one whose token is missing stays in the
 list with state ``off`` (one log line), so /status says why it is silent. A bad table raises
 ConfigError (the daemon refuses to start with a clear line, like any other bad setting).
+A channel named in ``_KEEPS_STATE`` gets the daemon's state dir in its settings (``state_dir``)
+for the little it keeps across restarts (under ``<state_dir>/channels/``).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from .base import Channel
 from .local import LocalChannel
@@ -27,6 +32,8 @@ _ASYNCIO_CHANNELS = (
     ("lark", "lark", "LarkChannel", "LarkSettings"),
     ("dingtalk", "dingtalk", "DingTalkChannel", "DingTalkSettings"),
 )
+# Those whose settings have a ``state_dir`` field, set to the daemon's (dingtalk: its conversations).
+_KEEPS_STATE = frozenset({"dingtalk"})
 
 
 def build_channels(config: Any) -> dict[str, Channel]:
@@ -35,6 +42,7 @@ def build_channels(config: Any) -> dict[str, Channel]:
     tables: dict[str, dict[str, Any]] = dict(getattr(config, "channels", {}) or {})
     trigger = getattr(config, "trigger", "")
     config_file = getattr(config, "config_file", None)
+    state_dir = getattr(config, "state_dir", None)
 
     for name, module, channel_cls, settings_cls in _ASYNCIO_CHANNELS:
         table = tables.get(name)
@@ -42,6 +50,8 @@ def build_channels(config: Any) -> dict[str, Channel]:
             continue
         mod = importlib.import_module(f".{module}", __name__)
         settings = getattr(mod, settings_cls).from_table(table, config_file)
+        if name in _KEEPS_STATE and state_dir is not None:
+            settings = attrs.evolve(settings, state_dir=Path(state_dir))
         if settings.off_reason:
             log.warning("channel %s: off (%s)", name, settings.off_reason)
         channels[name] = getattr(mod, channel_cls)(settings, trigger=trigger)

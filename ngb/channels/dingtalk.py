@@ -28,15 +28,25 @@ Replies go through the ``sessionWebhook`` of the chat's latest message while it 
 (``sessionWebhookExpiredTime``); after that, or when the webhook refuses, through the robot API
 with an access token from ``/v1.0/oauth2/accessToken``: groups by ``groupMessages/send``
 (``openConversationId``), 1:1 by ``oToMessages/batchSend`` to the sender's staff id. Markdown (or
-plain text), split in parts of at most 6,000 UTF-8 bytes. Configuration: docs/channels/dingtalk.md.
+plain text), split in parts of at most 6,000 UTF-8 bytes.
+
+What the robot API needs to reach a chat (1:1 or group, and a 1:1 chat's staff id) is kept across
+restarts in ``<state_dir>/channels/dingtalk-conversations.json`` (``_ConversationFile``; mode 0600,
+written atomically off the trio loop, only when a chat's facts change), so a reply still pending
+after a restart reaches a 1:1 chat without waiting for the person to write again. Session webhooks
+are never written anywhere: they let anyone holding one post to the chat. Configuration:
+docs/channels/dingtalk.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import platform
 import re
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -82,6 +92,8 @@ PREFIX = "dingtalk"
 GATEWAY_URL = "https://api.dingtalk.com/v1.0/gateway/connections/open"
 API_BASE = "https://api.dingtalk.com"
 TOPIC_ROBOT = ChatbotMessage.TOPIC  # "/v1.0/im/bot/messages/get"
+MAX_CONVERSATIONS = 4096  # chats whose reply facts are kept, in memory and in the file (oldest go first)
+CONVERSATIONS_FILE = Path("channels") / "dingtalk-conversations.json"  # under the daemon's state dir
 PART_BYTES = 6000  # a robot message may carry 20,000 bytes; long ones are folded by the client anyway
 KEYS = {"client_id", "client_secret", "client_secret_file", "robot_code", "chatbot_user_id", "gateway_url",
         "api_base", "message_type", "connect_timeout", "request_timeout", "ping_interval", "webhook_margin",
@@ -106,6 +118,7 @@ class DingTalkSettings:
     reconnect_base: float = 1.0
     reconnect_cap: float = 60.0
     off_reason: str | None = None
+    state_dir: Path | None = None  # the daemon's (build_channels sets it); None: conversations kept in memory only
 
     @classmethod
     def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> DingTalkSettings:
@@ -149,6 +162,77 @@ class _Conversation:
     webhook: str | None = None
     webhook_expires: float = 0.0  # epoch seconds
     newest: int = 0  # createAt (ms) of the message these come from
+
+
+class _ConversationFile:
+    """The facts the robot API needs per chat, kept across restarts: ``{"version": 1, "conversations":
+    {chat: {"kind": "1"|"2", "staff_id": ...}}}``, least recently seen first. Never a session webhook
+    (a credential: whoever holds one can post to the chat until it expires). Its methods block: they
+    run in a worker thread."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writes = 0
+
+    def load(self) -> list[tuple[str, str, str | None]]:
+        """(chat, kind, staff id), oldest first; a missing file is empty, a bad one too (one warning)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.warning("dingtalk: cannot read %s (%s); starting without the conversations it held", self.path, exc)
+            return []
+        try:
+            return self.parse(raw)
+        except Exception as exc:  # noqa: BLE001 - whatever is in the file, the channel starts
+            log.warning("dingtalk: %s is not a conversations file (%s: %s); ignored, starting without it "
+                        "(it is rewritten when a chat writes)", self.path, type(exc).__name__, exc)
+            return []
+
+    @classmethod
+    def parse(cls, raw: bytes) -> list[tuple[str, str, str | None]]:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("version") != cls.VERSION:
+            raise ValueError(f"no version {cls.VERSION} object")
+        conversations = data.get("conversations")
+        if not isinstance(conversations, dict):
+            raise ValueError("no conversations object")
+        out: list[tuple[str, str, str | None]] = []
+        for chat, facts in conversations.items():
+            if not isinstance(facts, dict) or facts.get("kind") not in ("1", "2") or not chat.startswith(f"{PREFIX}:"):
+                raise ValueError(f"bad entry {chat[:80]!r}")
+            staff = facts.get("staff_id")
+            if staff is not None and not (isinstance(staff, str) and staff):
+                raise ValueError(f"bad staff id for {chat[:80]!r}")
+            if facts["kind"] == "1" and staff is None:
+                continue  # nothing the robot API can use (never written so; tolerated)
+            out.append((chat, facts["kind"], staff if facts["kind"] == "1" else None))
+        return out
+
+    def save(self, entries: list[tuple[str, str, str | None]]) -> None:
+        """Replace the file with ``entries`` (oldest first): a temp file (0600) in the same directory
+        (0700), fsynced, then renamed over it, so a crash leaves the old file or the new one."""
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)  # whatever the umask, or an older directory's mode
+        conversations = {chat: {"kind": kind, **({"staff_id": staff} if staff else {})} for chat, kind, staff in entries}
+        body = json.dumps({"version": self.VERSION, "conversations": conversations}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.writes += 1
 
 
 class _QuietPings(logging.Filter):
@@ -264,7 +348,10 @@ class DingTalkChannel:
         self._submit: Submit | None = None
         self._portal: Portal | None = None
         self._seen: Lru = Lru(4096)  # msgIds stored in this run
-        self._convs: Lru = Lru(4096)  # chat -> _Conversation
+        self._convs: Lru = Lru(MAX_CONVERSATIONS)  # chat -> _Conversation
+        self._conv_file = _ConversationFile(settings.state_dir / CONVERSATIONS_FILE) if settings.state_dir else None
+        self._conv_lock = trio.Lock()
+        self._conv_save_failed = False
         self._gate = InboundGate(PREFIX, trigger)
         self._partial = PartialSends()
         self._token: tuple[str, float] | None = None  # access token, expiry (monotonic)
@@ -290,6 +377,8 @@ class DingTalkChannel:
             task_status.started()
             await trio.sleep_forever()
         self._submit = submit
+        if self._conv_file is not None:  # before sends can start (they need self.http)
+            self._restore(self._conv_file.path, await trio.to_thread.run_sync(self._conv_file.load))
         async with self.bridge.attach() as portal, httpx.AsyncClient(timeout=self.settings.request_timeout) as http:
             self.http, self._portal = http, portal
             task_status.started()
@@ -347,7 +436,8 @@ class DingTalkChannel:
             inbound = self.to_inbound(message)
         except Exception as exc:  # noqa: BLE001 - a malformed message is not pushed again
             return self._refuse(data, f"malformed ({type(exc).__name__}: {exc})")
-        self.remember(message)
+        if self.remember(message):
+            await self._save_conversations()  # before the ack: a restart finds what replying needs
         if msg_id in self._seen:
             self.duplicates += 1
             log.debug("dingtalk: message %s again (redelivered); already stored", msg_id)
@@ -365,20 +455,53 @@ class DingTalkChannel:
                     data.get("msgId"), data.get("conversationId"), why)
         return AckMessage.STATUS_OK, "refused"  # acked: pushing it again would not change the answer
 
-    def remember(self, message: ChatbotMessage) -> None:
-        """Keep what replying to this chat needs (the newest message's session webhook)."""
+    def remember(self, message: ChatbotMessage) -> bool:
+        """Keep what replying to this chat needs (the newest message's session webhook). True when
+        what the robot API needs (kind, staff id) changed, or the chat is new: it is to be saved."""
         if not message.conversation_id:
-            return
+            return False
         chat = dingtalk_chat(message.conversation_id)
         created = int(message.create_at or 0)
         conv = self._convs.get(chat)
         if conv is not None and created < conv.newest:
-            return
+            return False
         kind = "1" if str(message.conversation_type) == "1" else "2"
         expires = (message.session_webhook_expired_time or 0) / 1000
         staff = message.sender_staff_id or (conv.staff_id if conv else None)
-        self._convs.put(chat, _Conversation(kind=kind, staff_id=staff if kind == "1" else None,
-                                            webhook=message.session_webhook, webhook_expires=expires, newest=created))
+        new = _Conversation(kind=kind, staff_id=staff if kind == "1" else None, webhook=message.session_webhook,
+                            webhook_expires=expires, newest=created)
+        self._convs.put(chat, new)
+        return _kept(conv) != _kept(new)
+
+    def _restore(self, path: Path, entries: list[tuple[str, str, str | None]]) -> None:
+        """Conversations from the file, older than any seen in this run."""
+        if not entries:
+            return
+        seen = list(self._convs.items())
+        self._convs.clear()
+        for chat, kind, staff in entries:
+            self._convs.put(chat, _Conversation(kind=kind, staff_id=staff))
+        for chat, conv in seen:
+            self._convs.put(chat, conv)
+        log.info("dingtalk: %d conversation(s) known from %s", len(entries), path)
+
+    async def _save_conversations(self) -> None:
+        """Write every chat's kind and staff id (no webhooks) to the file, in a worker thread."""
+        if self._conv_file is None:
+            return
+        async with self._conv_lock:  # one write at a time, each with what is known when it starts
+            entries = [(chat, *kept) for chat, conv in self._convs.items() if (kept := _kept(conv)) is not None]
+            try:
+                await trio.to_thread.run_sync(self._conv_file.save, entries)
+            except OSError as exc:  # replies still work in this run; a restart may have to wait for a message
+                if not self._conv_save_failed:
+                    log.warning("dingtalk: cannot write %s (%s); conversations are kept in memory only until it works",
+                                self._conv_file.path, exc)
+                self._conv_save_failed = True
+                return
+            if self._conv_save_failed:
+                log.info("dingtalk: %s written again", self._conv_file.path)
+            self._conv_save_failed = False
 
     def to_inbound(self, message: ChatbotMessage) -> InboundMessage | None:
         """A robot message -> InboundMessage (None when it carries nothing to read)."""
@@ -520,8 +643,8 @@ class DingTalkChannel:
             if status == 403:
                 raise ChannelError(what + " (grant the app the robot message permission, see docs/channels/dingtalk.md)",
                                    retryable=False)
-            if conv is None:  # a chat not seen since start: perhaps 1:1, whose staff id we do not know yet
-                raise ChannelError(what + f" (no message from {chat} seen since start; held until one arrives)",
+            if conv is None:  # a chat never seen (or not kept): perhaps 1:1, whose staff id we do not know
+                raise ChannelError(what + f" (no message from {chat} seen yet; held until one arrives)",
                                    retryable=True)
             raise ChannelError(what, retryable=False)
         raise ChannelError(f"dingtalk: {path}: the access token was refused twice", retryable=True)
@@ -552,6 +675,15 @@ class DingTalkChannel:
         out.update(robot=self.settings.robot_code, received=self.received, duplicates=self.duplicates,
                    refused=self.refused, sent_by_webhook=self.sent_by_webhook, sent_by_api=self.sent_by_api)
         return out
+
+
+def _kept(conv: _Conversation | None) -> tuple[str, str | None] | None:
+    """What the conversations file keeps of a chat: (kind, staff id). None for a 1:1 chat without a
+    staff id (someone from outside the organization): the robot API cannot reach them, so after a
+    restart a reply to them waits for their next message (and its webhook), as for an unknown chat."""
+    if conv is None or (conv.kind == "1" and not conv.staff_id):
+        return None
+    return conv.kind, conv.staff_id
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -7,8 +7,9 @@ A backup holds:
 * ``ngb.db``: the database, copied with SQLite's online backup API in one step, so it is one
   consistent snapshot even while the daemon writes (WAL: the copy reads, the daemon keeps writing);
   the copy is checked with ``PRAGMA integrity_check`` before the backup is called done;
-* ``groups/``, ``global/`` and ``sessions/`` (the agents' conversation transcripts, so a restored
-  session id can be resumed): files as they are at copy time;
+* ``groups/``, ``global/``, ``sessions/`` (the agents' conversation transcripts, so a restored
+  session id can be resumed) and ``channels/`` (what a channel keeps to reach its chats, e.g.
+  DingTalk's 1:1 staff ids; never a credential): files as they are at copy time;
 * ``manifest.json``: format, ngb version, schema version, time, the database's SHA-256, what was
   left out.
 
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MANIFEST = "manifest.json"
 DB_NAME = "ngb.db"
-FOLDERS = ("groups", "global", "sessions")
+FOLDERS = ("groups", "global", "sessions", "channels")
 LOCK_NAME = "daemon.lock"
 PRE_MIGRATION_PREFIX = "pre-migration-"
 PRE_MIGRATION_KEEP = 5

@@ -19,7 +19,8 @@ formats, so the dingtalk-stream SDK (and our channel around it) talk to it uncha
   group) and ``/v1.0/robot/oToMessages/batchSend`` (``userIds``; unknown ones come back in
   ``invalidStaffIdList``), both -> ``{processQueryKey}``; ``robotCode`` must be ours.
 * Session webhooks ``/robot/sendBySession?session=...`` (one per pushed message, valid until its
-  ``sessionWebhookExpiredTime``): ``{errcode: 0}`` or ``{errcode: 300001, errmsg: "session 不存在"}``.
+  ``sessionWebhookExpiredTime``): ``{errcode: 0}`` or ``{errcode: 300001, errmsg: "session 不存在"}``;
+  ``expire_webhooks()`` ends them all at once.
 
 Every robot message that reached a chat is in ``sent`` (``via`` webhook / group / batch).
 
@@ -113,6 +114,14 @@ class FakeDingTalk(HttpWsServer):
     def fail_next(self, path: str, status: int, code: str = "", times: int = 1) -> None:
         """The next ``times`` calls to ``path`` (e.g. "/v1.0/robot/groupMessages/send") answer ``status``."""
         self._failures.setdefault(path, []).extend([(status, code)] * times)
+
+    def clear_failures(self) -> None:
+        """Forget the injected failures not used yet."""
+        self._failures.clear()
+
+    def expire_webhooks(self) -> None:
+        """Every session webhook handed out so far is gone (``300001 session 不存在``)."""
+        self._sessions.clear()
 
     # -- users' traffic ------------------------------------------------------------------------------
     def group_message(self, conversation_id: str, text: str = "", **kw: Any) -> dict[str, Any]:
