@@ -111,6 +111,7 @@ class Daemon:
         self.launcher: Launcher | None = None
         self.runtime: Any = None
         self.ready = trio.Event()
+        self.stopped = trio.Event()  # set when run() has ended and let go of the state dir
         self.last_error: str | None = None
         self.shutting_down = False
         self._batch_started: dict[tuple[str, int], tuple[float, float]] = {}
@@ -293,6 +294,7 @@ class Daemon:
             with trio.CancelScope(shield=True):
                 await self.store.close()
             self.state_lock.release()
+            self.stopped.set()
             log.info("NanoGridBot stopped")
 
     async def _gauges(self) -> None:

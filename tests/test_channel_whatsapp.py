@@ -219,14 +219,19 @@ async def test_bridge_kill_9_is_restarted_and_unacked_messages_arrive_once(run_d
 async def test_daemon_restart_while_bridge_buffers_delivers_once(tmp_path: Path, fake_wa: FakeWhatsApp) -> None:
     chat = f"whatsapp:{GROUP}"
 
+    stopped = trio.Event()
+
     async def run_one(nursery: trio.Nursery) -> tuple[Daemon, trio.CancelScope]:
         config = make_config(tmp_path, **WA_ENV)
         daemon = Daemon(config, launcher_factory=lambda d: FakeLauncher(FakeBehaviour(reply=echo_each)))
         scope = trio.CancelScope()
 
         async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                await daemon.run(task_status=task_status)
+            try:
+                with scope:
+                    await daemon.run(task_status=task_status)
+            finally:
+                stopped.set()
 
         await nursery.start(runner)
         await wait_until(lambda: daemon.channels["whatsapp"].state == "connected")
@@ -246,6 +251,8 @@ async def test_daemon_restart_while_bridge_buffers_delivers_once(tmp_path: Path,
         with pytest.raises(ProcessLookupError):
             os.kill(bridge_pid, 0)
         assert len(inbox(state)) == 3 and fake_wa.sent == []
+        with trio.fail_after(10):
+            await stopped.wait()  # the first daemon has let go of the state dir
 
         second, scope2 = await run_one(nursery)
         await wait_until(lambda: sum("buffered" in s["text"] for s in fake_wa.sent) == 3)

@@ -92,8 +92,7 @@ async def test_shutdown_during_five_turns_lets_them_finish(run_daemon) -> None:
         r = await d.http.post("/api/chats/t0/messages", json={"sender": "a", "text": "late"})
         assert r.status_code == 503
         with trio.fail_after(5 + 3):
-            while d.daemon._root is not None:
-                await trio.sleep(0.02)
+            await d.daemon.stopped.wait()
     took = trio.current_time() - t0
     assert took < 5, f"shutdown took {took:.1f}s with a 5s grace"
     assert d.launcher.live == 0, "every container stopped"
@@ -118,8 +117,7 @@ async def test_shutdown_past_the_grace_hands_turns_back(run_daemon, tmp_path: Pa
     async with trio.open_nursery() as nursery:
         nursery.start_soon(d.daemon.shutdown, root)
         with trio.fail_after(1 + 5):
-            while d.daemon._root is not None:
-                await trio.sleep(0.02)
+            await d.daemon.stopped.wait()  # ended, and let go of the state dir
     took = trio.current_time() - t0
     assert took < 1 + 3, f"shutdown took {took:.1f}s with a 1s grace"
     assert d.launcher.live == 0
