@@ -2,13 +2,18 @@
 # Set up what is missing (Docker engine, Python deps, agent image), then run the whole test suite,
 # then the short benchmark (bench/short.py, < 1 minute), which fails when a figure is past its goal
 # by more than its margin. The benchmark runs after a full run (no arguments) or with NGB_BENCH=1;
-# NGB_BENCH=0 skips it.
+# NGB_BENCH=0 skips it. Then, likewise (NGB_COMPAT=0/1), scripts/compat.sh runs the quick tests
+# again under each newer Python found (3.12, 3.13, ...), each in a venv of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NGB_EXTRA_PACKAGES="chromium systemd docker-compose ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
 VENV=${NGB_VENV:-.venv}
 "$VENV/bin/ruff" check .
 "$VENV/bin/python" -m pytest "$@"
-if [ "${NGB_BENCH:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = "1" ]; then
-  exec "$VENV/bin/python" -m bench --short --check
+full=$([ $# -eq 0 ] && echo 1 || echo 0)
+if [ "${NGB_BENCH:-$full}" = "1" ]; then
+  "$VENV/bin/python" -m bench --short --check
+fi
+if [ "${NGB_COMPAT:-$full}" = "1" ]; then
+  NGB_COMPAT=1 bash scripts/compat.sh  # the quick tests again under Python 3.12+ when present
 fi

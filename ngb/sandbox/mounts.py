@@ -42,6 +42,7 @@ open it later.
 from __future__ import annotations
 
 import difflib
+import errno
 import fnmatch
 import logging
 import os
@@ -442,9 +443,11 @@ def _resolve_one(
         real = Path(expanded).resolve(strict=True)
     except FileNotFoundError:
         raise _Refused("the path does not exist") from None
-    except RuntimeError:
+    except RuntimeError:  # Python 3.11/3.12 report a loop so
         raise _Refused("the path is a symlink loop") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # Python 3.13+
+            raise _Refused("the path is a symlink loop") from None
         raise _Refused(f"the path cannot be resolved ({exc.strerror or exc})") from None
 
     hit = blocked_match(_checked_parts(real, homes), patterns)
