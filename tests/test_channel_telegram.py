@@ -24,10 +24,8 @@ GROUP = -100123
 
 @pytest.fixture
 async def fake_tg() -> AsyncIterator[FakeTelegram]:
-    async with trio.open_nursery() as nursery:
-        fake = await FakeTelegram.start(nursery, token=TOKEN)
+    async with FakeTelegram.serving(token=TOKEN) as fake:
         yield fake
-        nursery.cancel_scope.cancel()
 
 
 def tg_env(fake: FakeTelegram, token: str = TOKEN, **table: Any) -> dict[str, str]:

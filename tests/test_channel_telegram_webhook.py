@@ -32,10 +32,8 @@ HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 @pytest.fixture
 async def fake_tg() -> AsyncIterator[FakeTelegram]:
-    async with trio.open_nursery() as nursery:
-        fake = await FakeTelegram.start(nursery, token=TOKEN)
+    async with FakeTelegram.serving(token=TOKEN) as fake:
         yield fake
-        nursery.cancel_scope.cancel()
 
 
 async def start(run_daemon: Any, fake: FakeTelegram, behaviour: FakeBehaviour | None = None,

@@ -47,7 +47,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -137,6 +137,14 @@ class FakeTelegram:
         fake = cls(**kw)
         await nursery.start(fake.serve)
         return fake
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def serving(cls, **kw: Any) -> AsyncIterator[FakeTelegram]:
+        """The fake, served for the length of the block (what a test fixture yields)."""
+        async with trio.open_nursery() as nursery:
+            yield await cls.start(nursery, **kw)
+            nursery.cancel_scope.cancel()
 
     @property
     def base_url(self) -> str:
