@@ -115,6 +115,11 @@ class MemoChannel:
         return 200, b"memo got " + body
 
 
+class BrokenStatus:
+    def describe(self) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+
 class BrokenChannel:
     name = "broken"
     state = "connecting"
@@ -338,6 +343,13 @@ async def test_extra_channel_end_to_end_and_a_broken_one_stays_inside_its_plugin
     assert history[0].id == stored.id and history[1].platform_id == "memo-1"
     hook = await d.http.post("/channels/memo/hook", content=b"ping")  # served through its plugin
     assert (hook.status_code, hook.text) == (200, "memo got ping")
+    # A plugin channel whose status breaks leaves /status answering, with the reason.
+    channel.status = BrokenStatus()
+    await trio.sleep(0.3)  # past the /status snapshot's quarter second
+    status = await d.http.get("/status")
+    assert status.status_code == 200
+    assert status.json()["channels"]["memo"] == {"last_error": "describe() failed: RuntimeError: boom",
+                                                 "state": "connected", "pairing": False}
     # The broken channel's replies wait in the outbox (never lost), and the rest keeps working.
     await d.daemon.registry.add(Group(chat="broken:x", folder="bx", requires_trigger=False))
     await d.daemon.store.queue_message("bx", "broken:x", "for later")

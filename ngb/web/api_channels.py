@@ -38,7 +38,10 @@ def qr_svg(payload: str) -> bytes:
 def channel_json(channel: Any) -> dict[str, Any]:
     status = getattr(channel, "status", None)
     describe = getattr(status, "describe", None)
-    data: dict[str, Any] = dict(describe()) if callable(describe) else {}
+    try:
+        data: dict[str, Any] = dict(describe()) if callable(describe) else {}
+    except Exception as exc:  # noqa: BLE001 - a plugin channel's bug must not take /status down
+        data = {"last_error": f"describe() failed: {type(exc).__name__}: {exc}"}
     data["state"] = getattr(channel, "state", data.get("state", "unknown"))
     data["pairing"] = bool(getattr(channel, "qr", None))
     return data

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from .. import __version__
 from ..records import parse_time, utcnow
 from . import queries
+from .api_channels import channel_json
 from .common import ApiError
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(daemon.started_at)),
             "uptime_seconds": round(time.time() - daemon.started_at, 1),
             "shutting_down": daemon.shutting_down,
-            "channels": {name: {"state": c.state} for name, c in daemon.channels.items()},
+            "channels": {name: channel_json(c) for name, c in daemon.channels.items()},
             "groups": [
                 {
                     "chat": g.chat,
