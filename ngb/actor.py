@@ -26,7 +26,7 @@ from .framing import FrameError
 from .logs import CHAT, GROUP
 from .records import Group, Message, Task, TaskStatus
 from .store import Store
-from .triggers import is_triggered
+from .triggers import is_triggered, sender_allowed
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +176,28 @@ def interpret_prescript(frame: dict[str, Any]) -> tuple[bool, Any, str | None]:
     return verdict["wakeAgent"], verdict.get("data"), None
 
 
-def format_prompt(messages: list[Message]) -> str:
-    """The batch handed to the agent: every message since it last answered, oldest first."""
+def format_prompt(messages: list[Message], unlisted: frozenset[int] = frozenset()) -> str:
+    """The batch handed to the agent: every message since it last answered, oldest first; those
+    whose id is in `unlisted` are marked as from a sender not on the group's allow-list."""
     lines = ["<messages>"]
     for m in messages:
+        mark = ' unlisted="true"' if m.id in unlisted else ""
         lines.append(
-            f'<message sender="{html.escape(m.sender, quote=True)}" time="{m.time.isoformat(timespec="seconds")}">'
+            f'<message sender="{html.escape(m.sender, quote=True)}"{mark} time="{m.time.isoformat(timespec="seconds")}">'
             f"{html.escape(m.text, quote=False)}</message>"
         )
     lines.append("</messages>")
     return "\n".join(lines)
+
+
+def prompt_messages(group: Group, pending: list[Message]) -> tuple[list[Message], frozenset[int]]:
+    """What of `pending` reaches the agent: by default only messages of allowed senders (a sender
+    not on the allow-list never reaches the prompt, even riding along with an allowed one's); with
+    the group's `unlisted_context` on, theirs too, marked. Returns (shown, ids marked unlisted)."""
+    unlisted = frozenset(m.id for m in pending if not sender_allowed(group, m))
+    if group.unlisted_context:
+        return pending, unlisted
+    return [m for m in pending if m.id not in unlisted], frozenset()
 
 
 class GroupActor:
@@ -402,7 +414,8 @@ class GroupActor:
         pending = await self.store.pending_input(self.folder, self.group.chat, after=self._sent_upto)
         if not pending or not any(is_triggered(self.group, m, self.settings.trigger) for m in pending):
             return False
-        if await self._decide(pending) is not None:  # a plugin vetoed: seen, not answered
+        shown, unlisted = prompt_messages(self.group, pending)
+        if await self._decide(shown) is not None:  # a plugin vetoed: seen, not answered
             self._sent_upto = pending[-1].id
             if not self._batches:
                 await self.store.advance_cursor(self.folder, pending[-1].id)
@@ -417,7 +430,7 @@ class GroupActor:
         self._arm(busy=True)
         self._on_event("batch_sent", {"batch": batch, "first_message": pending[0].id, "count": len(pending)})
         prefix = self._decided[1].prefix() if self._plugins is not None and self._decided else ""
-        await conn.send({"type": "input", "batch": batch, "prompt": prefix + format_prompt(pending)})
+        await conn.send({"type": "input", "batch": batch, "prompt": prefix + format_prompt(shown, unlisted)})
         return True
 
     async def _decide(self, pending: list[Message]) -> str | None:

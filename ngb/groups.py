@@ -11,6 +11,8 @@ from pathlib import Path
 import attrs
 
 from .folders import validate_folder
+from .hostperms import DEFAULT_AGENT_UID, share_dir, share_file
+from .identity import invalid_sender_ids, normalise_sender_ids
 from .records import Group
 from .store import Store
 
@@ -24,8 +26,9 @@ write down what it should remember about this group (people, preferences, ongoin
 
 
 class GroupRegistry:
-    def __init__(self, store: Store, groups_dir: Path, global_dir: Path) -> None:
+    def __init__(self, store: Store, groups_dir: Path, global_dir: Path, *, agent_uid: int = DEFAULT_AGENT_UID) -> None:
         self.store = store
+        self.agent_uid = agent_uid  # who owns the group folders (ngb/hostperms.py)
         self.groups_dir = groups_dir
         self.global_dir = global_dir
         self._by_chat: dict[str, Group] = {}
@@ -37,6 +40,8 @@ class GroupRegistry:
         self.global_dir.mkdir(parents=True, exist_ok=True)
         for group in self._by_chat.values():
             self.ensure_folder(group.folder)
+            for _entry, reason in invalid_sender_ids(group):
+                log.error("group %s: %s; this entry matches nobody until it is replaced by an id", group.chat, reason)
 
     def get(self, chat: str) -> Group | None:
         return self._by_chat.get(chat)
@@ -61,11 +66,11 @@ class GroupRegistry:
         return path
 
     def ensure_folder(self, folder: str) -> Path:
-        """Create the group's folder and its CLAUDE.md, owned by the agent's uid. The agent can
+        """Create the group's folder and its CLAUDE.md, opened to the agent's uid only. The agent can
         replace anything inside with a symlink, so nothing here follows one."""
         path = self.folder_path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        _lchown_agent(path)
+        share_dir(path, self.agent_uid)
         memory = path / "CLAUDE.md"
         try:
             fd = os.open(memory, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -73,16 +78,14 @@ class GroupRegistry:
             return path
         with os.fdopen(fd, "w") as fh:
             fh.write(DEFAULT_MEMORY.format(folder=folder))
-            try:
-                os.fchown(fh.fileno(), 1000, 1000)
-            except PermissionError:
-                pass
+            share_file(fh.fileno(), self.agent_uid)
         return path
 
     async def add(self, group: Group) -> Group:
         validate_folder(group.folder)
         if not group.chat or ":" not in group.chat:
             raise ValueError(f"chat {group.chat!r} must look like <channel>:<id>, e.g. local:family")
+        group = attrs.evolve(group, allowed_senders=normalise_sender_ids(group.chat, group.allowed_senders))
         await self.store.add_group(group)
         self.ensure_folder(group.folder)
         if group.is_main:
@@ -104,9 +107,3 @@ class GroupRegistry:
                 callback(group)
         return group
 
-
-def _lchown_agent(path: Path) -> None:
-    try:
-        os.lchown(path, 1000, 1000)
-    except PermissionError:
-        pass

@@ -75,11 +75,23 @@ class Group:
     is_main: bool = False
     requires_trigger: bool = True
     trigger: str | None = None  # None: the daemon's trigger
-    allowed_senders: tuple[str, ...] = ()  # empty: everyone
+    allowed_senders: tuple[str, ...] = ()  # platform user ids (ngb/identity.py); empty: everyone
     mounts: tuple[dict[str, Any], ...] = ()  # MountRequest fields, validated at container start
     added_at: datetime = attrs.field(factory=utcnow)
     sender_rate_per_minute: int | None = None  # None: the daemon's default; 0: no limit
     group_rate_per_minute: int | None = None
+    # Messages of senders not on allowed_senders reach the prompt, marked as unlisted (never wake it)
+    unlisted_context: bool = False
+
+
+@attrs.frozen
+class SenderSummary:
+    """One sender seen in a chat: the id an allow-list takes, and the name they showed last."""
+
+    sender_id: str
+    name: str
+    messages: int
+    last_time: datetime
 
 
 @attrs.frozen

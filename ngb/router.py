@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import attrs
+
 from .events import ChatEvents
 from .groups import GroupRegistry
 from .logs import log_context
@@ -19,6 +21,20 @@ log = logging.getLogger(__name__)
 
 class MessageRejected(ValueError):
     """The message was refused before it was stored (too large, empty)."""
+
+
+class MessageDropped(MessageRejected):
+    """A message of a chat nobody registered, past the unregistered quota: counted, not stored,
+    not logged one by one (the router logs once per chat and hour)."""
+
+
+@attrs.frozen
+class UnregisteredQuota:
+    """How much of chats that nobody registered is stored (config: unregistered_*)."""
+
+    per_chat_per_hour: int = 30
+    per_hour: int = 600
+    keep: int = 5000  # rows of unregistered chats kept in the store, newest first
 
 
 class Router:
@@ -35,6 +51,8 @@ class Router:
         sender_rate_per_minute: int,
         group_rate_per_minute: int,
         on_routed: Callable[[Message, str], None] | None = None,
+        unregistered: UnregisteredQuota | None = None,
+        on_dropped: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -48,6 +66,13 @@ class Router:
         self._warned: dict[str, float] = {}
         self._on_routed = on_routed or (lambda m, outcome: None)
         self.accepting = True
+        self.quota = unregistered or UnregisteredQuota()
+        self._unregistered_chat = RateLimiter(self.quota.per_chat_per_hour, window=3600.0)
+        self._unregistered_all = RateLimiter(self.quota.per_hour, window=3600.0)
+        self._on_dropped = on_dropped or (lambda chat: None)
+        self.dropped_unregistered = 0
+        self._stored_since_prune = 0
+        self._drop_logged: dict[str, float] = {}
 
     async def handle(self, inbound: InboundMessage) -> Message:
         with log_context(chat=inbound.chat):
@@ -60,12 +85,49 @@ class Router:
             raise MessageRejected(
                 f"the message has {len(inbound.text)} characters; the limit is {self.max_message_chars}"
             )
+        unregistered = self.registry.get(inbound.chat) is None and inbound.channel != "local"
+        if unregistered:
+            self._admit_unregistered(inbound)
         message, is_new = await self.store.ingest(inbound)
         if not is_new:
             return message  # a redelivery: stored and routed the first time
+        if unregistered:
+            await self._prune_now_and_then()
         self.events.publish(message)
         self._on_routed(message, self._route(message))
         return message
+
+    def _admit_unregistered(self, inbound: InboundMessage) -> None:
+        """Anyone can write to the bot from a chat nobody registered; such a chat is stored (so it
+        can be registered with its history) only up to the quota. The local chat (behind the API
+        token) is exempt."""
+        if self._unregistered_chat.allow(inbound.chat) and self._unregistered_all.allow("*"):
+            return
+        self.dropped_unregistered += 1
+        self._on_dropped(inbound.chat)
+        now = time.monotonic()
+        key = inbound.chat if len(self._drop_logged) < 1000 else "*"
+        if now - self._drop_logged.get(key, -1e9) >= 3600:
+            self._drop_logged[key] = now
+            log.warning(
+                "router: unregistered chat %s is past its quota (%d/chat, %d in all per hour); its further "
+                "messages this hour are dropped (counted in ngb_unregistered_dropped)",
+                inbound.chat if key != "*" else "(many chats)", self.quota.per_chat_per_hour, self.quota.per_hour,
+            )
+        if len(self._drop_logged) > 2000:
+            self._drop_logged = {k: t for k, t in self._drop_logged.items() if now - t < 3600}
+        raise MessageDropped(f"chat {inbound.chat} is not registered and past its quota")
+
+    async def _prune_now_and_then(self) -> None:
+        """Keep the store's share of unregistered chats bounded: prune after every tenth of the
+        kept count stored (one DELETE per few hundred messages, never per message)."""
+        self._stored_since_prune += 1
+        if self._stored_since_prune < max(1, self.quota.keep // 10):
+            return
+        self._stored_since_prune = 0
+        gone = await self.store.prune_unregistered(self.quota.keep, max(1, self.quota.keep // 10))
+        if gone:
+            log.info("router: pruned %d old messages of unregistered chats (unregistered_keep=%d)", gone, self.quota.keep)
 
     def _route(self, message: Message) -> str:
         group = self.registry.get(message.chat)
@@ -76,7 +138,7 @@ class Router:
         if not self.accepting:
             log.info("router: shutting down; %s message %d will be answered after restart", message.chat, message.id)
             return "deferred"
-        sender_key = f"{message.chat}|{message.sender_id or message.sender}"
+        sender_key = f"{message.chat}|{message.sender_id}"  # the id, never the display name
         if not self.sender_limit.allow(sender_key, group.sender_rate_per_minute):
             self._limited(group.folder, message, sender_key, self.sender_limit.retry_after(sender_key), "you are")
             return "rate_limited"

@@ -7,7 +7,10 @@ import time
 from collections import deque
 from functools import lru_cache
 
+from .identity import sender_allowed
 from .records import Group, Message
+
+__all__ = ["RateLimiter", "is_triggered", "sender_allowed", "starts_with_trigger"]
 
 
 @lru_cache(maxsize=64)
@@ -19,12 +22,6 @@ def _trigger_re(trigger: str) -> re.Pattern[str]:
 
 def starts_with_trigger(text: str, trigger: str) -> bool:
     return bool(trigger) and _trigger_re(trigger).match(text) is not None
-
-
-def sender_allowed(group: Group, message: Message) -> bool:
-    if not group.allowed_senders:
-        return True
-    return message.sender_id in group.allowed_senders or message.sender in group.allowed_senders
 
 
 def is_triggered(group: Group, message: Message, default_trigger: str) -> bool:

@@ -6,6 +6,8 @@
     PATCH  /api/groups/<chat>            settings: GroupSettings (trigger, requires_trigger,
                                          allowed_senders, mounts, sender/group rate limits) -> Group
     DELETE /api/groups/<chat>            unregister (the folder stays on disk) -> Group
+    GET    /api/senders?chat=<chat>      who wrote in a chat lately: id (what allow-lists take),
+                                         name, count, last time, allowed by the group or not
     GET    /api/sessions                 folder -> stored session id
     DELETE /api/sessions/<folder>        forget the group's session: the next turn starts fresh
 """
@@ -20,8 +22,9 @@ import trio
 from quart_trio import QuartTrio
 
 from ..folders import validate_folder
-from ..records import Group, to_json
-from .common import ApiError, check_text, frozen, json_body
+from ..identity import SenderIdError, normalise_sender_ids, sender_allowed
+from ..records import Group, Message, to_json
+from .common import ApiError, check_text, frozen, json_body, str_arg
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -50,6 +53,7 @@ class GroupCreate:
     mounts: list[MountSpec] = attrs.field(factory=list)
     sender_rate_per_minute: int | None = None
     group_rate_per_minute: int | None = None
+    unlisted_context: bool = False
 
 
 @frozen
@@ -62,6 +66,7 @@ class GroupSettings:
     mounts: list[MountSpec] | None = None
     sender_rate_per_minute: int | None = None
     group_rate_per_minute: int | None = None
+    unlisted_context: bool | None = None
 
 
 def check_rate(key: str, value: int | None) -> int | None:
@@ -92,6 +97,14 @@ def check_settings(trigger: str | None, senders: list[str] | None, mounts: list[
                 check_text("mounts[].container_name", m.container_name, max_len=64)
                 if "/" in m.container_name or m.container_name in (".", ".."):
                     raise ApiError(400, "'mounts[].container_name' must be a plain name")
+
+
+def sender_ids(chat: str, senders: list[str]) -> tuple[str, ...]:
+    """The allow-list as platform user ids (ngb/identity.py); a name is a 400."""
+    try:
+        return normalise_sender_ids(chat, senders)
+    except SenderIdError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def mount_dicts(mounts: list[MountSpec]) -> tuple[dict[str, Any], ...]:
@@ -154,7 +167,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
                 is_main=body.is_main,
                 requires_trigger=body.requires_trigger,
                 trigger=body.trigger.strip() if body.trigger else None,
-                allowed_senders=tuple(s.strip() for s in body.allowed_senders),
+                allowed_senders=sender_ids(body.chat, body.allowed_senders),
+                unlisted_context=bool(body.unlisted_context),
                 mounts=mount_dicts(body.mounts),
                 sender_rate_per_minute=check_rate("sender_rate_per_minute", body.sender_rate_per_minute),
                 group_rate_per_minute=check_rate("group_rate_per_minute", body.group_rate_per_minute),
@@ -181,7 +195,11 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if "trigger" in raw:
             changes["trigger"] = body.trigger.strip() if body.trigger else None
         if "allowed_senders" in raw:
-            changes["allowed_senders"] = tuple(s.strip() for s in body.allowed_senders or ())
+            changes["allowed_senders"] = sender_ids(chat, body.allowed_senders or [])
+        if "unlisted_context" in raw:
+            if body.unlisted_context is None:
+                raise ApiError(400, "'unlisted_context' must be true or false")
+            changes["unlisted_context"] = body.unlisted_context
         if "mounts" in raw:
             changes["mounts"] = mount_dicts(body.mounts or [])
         for key in ("sender_rate_per_minute", "group_rate_per_minute"):
@@ -190,8 +208,8 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if not changes:
             raise ApiError(
                 400,
-                "nothing to change: send requires_trigger, trigger, allowed_senders, mounts,"
-                " sender_rate_per_minute or group_rate_per_minute",
+                "nothing to change: send requires_trigger, trigger, allowed_senders, unlisted_context,"
+                " mounts, sender_rate_per_minute or group_rate_per_minute",
             )
         new = attrs.evolve(group, **changes)
         await apply_group(daemon, new)
@@ -204,6 +222,21 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if group is None:
             raise ApiError(404, f"no group for chat {chat}")
         return to_json(group)
+
+    @app.get("/api/senders")
+    async def senders() -> Any:
+        chat = str_arg("chat", max_len=300, required=True)
+        assert chat is not None
+        if ":" not in chat:
+            raise ApiError(400, "'chat' must look like <channel>:<id>, e.g. telegram:-1001234")
+        group = daemon.registry.get(chat)
+        out = []
+        for s in await daemon.store.recent_senders(chat):
+            data = to_json(s)
+            probe = Message(id=0, chat=chat, sender=s.name, text="", time=s.last_time, sender_id=s.sender_id)
+            data["allowed"] = None if group is None else sender_allowed(group, probe)
+            out.append(data)
+        return out
 
     @app.get("/api/sessions")
     async def sessions() -> Any:

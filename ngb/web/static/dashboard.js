@@ -55,7 +55,11 @@
     ev.preventDefault();
     const res = await fetch("/api/login", { method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("token").value }) });
-    if (!res.ok) { $("login-error").textContent = "That token is not right."; return; }
+    if (!res.ok) {
+      let msg = "That token is not right.";
+      if (res.status === 429) { try { msg = (await res.json()).error || msg; } catch { /* keep it */ } }
+      $("login-error").textContent = msg; return;
+    }
     state.needLogin = false;
     $("login").close();
     $("token").value = "";
@@ -171,12 +175,28 @@
       $("set-trigger").placeholder = `(daemon default: ${g.effective_trigger})`;
       $("set-requires").checked = g.requires_trigger;
       $("set-senders").value = (g.allowed_senders || []).join("\n");
+      $("set-unlisted").checked = !!g.unlisted_context;
+      await loadSenders();
       $("settings-msg").textContent = ""; $("session-msg").textContent = "";
       state.search = null; $("search-q").value = ""; $("search-info").textContent = "";
       await loadMessages(true);
     } else if (!state.search) {
       await loadMessages(false);
     }
+  }
+  async function loadSenders() {
+    const rows = await api(`/api/senders?chat=${encodeURIComponent(state.group.chat)}`);
+    $("senders").replaceChildren(...rows.map((s) => {
+      const add = el("button", { class: "btn", type: "button", text: "allow" });
+      add.hidden = s.allowed !== false;
+      add.addEventListener("click", () => {
+        const box = $("set-senders");
+        const ids = box.value.split("\n").map((x) => x.trim()).filter(Boolean);
+        if (!ids.includes(s.sender_id)) box.value = [...ids, s.sender_id].join("\n");
+      });
+      return el("tr", {}, el("td", { class: "mono", text: s.sender_id || "(none)" }), el("td", { text: s.name }),
+        el("td", { text: String(s.messages) }), el("td", { text: s.allowed == null ? "-" : (s.allowed ? "yes" : "no") }), el("td", {}, add));
+    }));
   }
   function renderMessage(m, words) {
     const text = el("div", { class: "text" });
@@ -237,8 +257,10 @@
     try {
       const senders = $("set-senders").value.split("\n").map((s) => s.trim()).filter(Boolean);
       const g = await send("PATCH", `/api/groups/${encodeURIComponent(state.group.chat)}`, {
-        trigger: $("set-trigger").value.trim() || null, requires_trigger: $("set-requires").checked, allowed_senders: senders });
+        trigger: $("set-trigger").value.trim() || null, requires_trigger: $("set-requires").checked, allowed_senders: senders,
+        unlisted_context: $("set-unlisted").checked });
       state.group = g;
+      await loadSenders();
       $("settings-msg").textContent = "saved";
     } catch (e) { $("settings-msg").textContent = e.message; }
   });
