@@ -39,8 +39,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRICE_FIELDS = ("input", "output", "cache_read", "cache_write")
+# Prices: USD per million tokens, except web_search and web_fetch: USD per 1000 requests.
+PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "web_search", "web_fetch")
+PER_REQUEST_PRICES = ("web_search", "web_fetch")
+# The usage table's count columns, in the order counts travel in (Tally.add, write_usage):
+# cache_creation_tokens holds cache writes of both lifetimes, cache_creation_1h_tokens the 1-hour share.
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+EXTRA_FIELDS = ("cache_creation_1h_tokens", "web_search_requests", "web_fetch_requests")
+COUNT_FIELDS = (*TOKEN_FIELDS, "requests", *EXTRA_FIELDS)
+WEB_SEARCH_USD_PER_1000 = 10.0  # the API's price of server-side web searches
+WEB_FETCH_USD_PER_1000 = 0.0  # web fetches cost only the tokens they add
 NANO = 1_000_000_000
 MAX_PRICE = 100_000.0  # USD per million tokens
 MAX_USD = 1_000_000_000.0
@@ -49,8 +57,8 @@ GLOBAL = "*"  # the budget_caps row of the global caps
 FLUSH_INTERVAL = 1.0
 CAPS_RELOAD_INTERVAL = 5.0  # picks up caps written straight to the database (`ngb budget` offline)
 
-# USD per million tokens: input, output, cache read, cache write (5-minute cache). A model name
-# matches the longest key it equals or starts with followed by "-" (so dated snapshots such as
+# USD per million tokens: input, output, cache read, cache write (5-minute cache; 1-hour cache
+# writes cost 2 x input unless a [model_prices] table says otherwise). A model name matches the longest key it equals or starts with followed by "-" (so dated snapshots such as
 # claude-sonnet-4-5-20250929 match claude-sonnet-4-5); the family keys (claude-opus, ...) catch
 # newer models of a family; "default" prices anything else.
 DEFAULT_PRICES: dict[str, tuple[float, float, float, float]] = {
@@ -114,10 +122,12 @@ def parse_usd(value: Any) -> float:
 
 
 def parse_model_prices(value: Any) -> dict[str, dict[str, float]]:
-    """The `[model_prices]` table: model name -> {input, output, cache_read, cache_write} in USD per
-    million tokens. A model with a built-in price may give only the fields it changes; a new model
-    needs input and output (cache_read then defaults to 0.1 x input, cache_write to 1.25 x input).
-    A JSON object string is accepted too (the NGB_MODEL_PRICES environment variable)."""
+    """The `[model_prices]` table: model name -> {input, output, cache_read, cache_write,
+    cache_write_1h} in USD per million tokens and {web_search, web_fetch} in USD per 1000 requests.
+    A model with a built-in price may give only the fields it changes; a new model needs input and
+    output (cache_read then defaults to 0.1 x input, cache_write to 1.25 x input, cache_write_1h to
+    2 x input, web_search to 10, web_fetch to 0). A JSON object string is accepted too (the
+    NGB_MODEL_PRICES environment variable)."""
     if isinstance(value, str) and value.strip().startswith("{"):
         try:
             value = json.loads(value)
@@ -140,9 +150,8 @@ def parse_model_prices(value: Any) -> dict[str, dict[str, float]]:
                 raise ValueError(f"{name}.{key} is not a price field{hint}")
             number = _number(amount)
             if number is None or number < 0 or number > MAX_PRICE:
-                raise ValueError(
-                    f"{name}.{key} must be a number of USD per million tokens >= 0, got {_shown(amount)}"
-                )
+                unit = "USD per 1000 requests" if key in PER_REQUEST_PRICES else "USD per million tokens"
+                raise ValueError(f"{name}.{key} must be a number of {unit} >= 0, got {_shown(amount)}")
             prices[key] = number
         if name not in DEFAULT_PRICES and not {"input", "output"} <= prices.keys():
             raise ValueError(f"{name} needs at least input and output (USD per million tokens)")
@@ -154,43 +163,76 @@ def parse_model_prices(value: Any) -> dict[str, dict[str, float]]:
 # Prices.
 
 
+def _derived(input: float, output: float, cache_read: float | None = None,  # noqa: A002
+             cache_write: float | None = None) -> dict[str, float]:
+    """A full price entry (USD) from the input and output prices: the API's multipliers for the
+    cache (reads 0.1 x input, 5-minute writes 1.25 x, 1-hour writes 2 x) and its server tool prices."""
+    return {
+        "input": input,
+        "output": output,
+        "cache_read": input * 0.1 if cache_read is None else cache_read,
+        "cache_write": input * 1.25 if cache_write is None else cache_write,
+        "cache_write_1h": input * 2,
+        "web_search": WEB_SEARCH_USD_PER_1000,
+        "web_fetch": WEB_FETCH_USD_PER_1000,
+    }
+
+
 @attrs.frozen
 class Price:
-    """Nano-USD per token (= USD per million tokens x 1000)."""
+    """Nano-USD per token (= USD per million tokens x 1000), and nano-USD per server tool request
+    (= USD per 1000 requests x 1,000,000)."""
 
     input: int
     output: int
     cache_read: int
-    cache_write: int
+    cache_write: int  # 5-minute cache writes
+    cache_write_1h: int = 0
+    web_search: int = 0
+    web_fetch: int = 0
 
     @classmethod
-    def from_usd_per_million(cls, input: float, output: float, cache_read: float, cache_write: float) -> Price:  # noqa: A002
-        return cls(*(round(v * 1000) for v in (input, output, cache_read, cache_write)))
+    def from_usd_per_million(
+        cls, input: float, output: float, cache_read: float, cache_write: float,  # noqa: A002
+        cache_write_1h: float | None = None, web_search: float = WEB_SEARCH_USD_PER_1000,
+        web_fetch: float = WEB_FETCH_USD_PER_1000,
+    ) -> Price:
+        """Token prices in USD per million tokens; web_search / web_fetch in USD per 1000 requests."""
+        if cache_write_1h is None:
+            cache_write_1h = 2 * input
+        tokens = (round(v * 1000) for v in (input, output, cache_read, cache_write, cache_write_1h))
+        return cls(*tokens, round(web_search * 1_000_000), round(web_fetch * 1_000_000))
 
     def usd_per_million(self) -> dict[str, float]:
-        return {name: getattr(self, name) / 1000 for name in PRICE_FIELDS}
+        """The prices as configured (web_search and web_fetch per 1000 requests)."""
+        return {
+            name: getattr(self, name) / (1_000_000 if name in PER_REQUEST_PRICES else 1000) for name in PRICE_FIELDS
+        }
 
-    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_creation_tokens: int) -> int:
-        """Nano-USD."""
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_creation_tokens: int,
+        cache_creation_1h_tokens: int = 0, web_search_requests: int = 0, web_fetch_requests: int = 0,
+    ) -> int:
+        """Nano-USD. cache_creation_tokens counts writes of both lifetimes; the 1-hour share of them
+        (cache_creation_1h_tokens) is priced at cache_write_1h, the rest at cache_write."""
+        one_hour = min(cache_creation_1h_tokens, cache_creation_tokens)
         return (
             input_tokens * self.input
             + output_tokens * self.output
             + cache_read_tokens * self.cache_read
-            + cache_creation_tokens * self.cache_write
+            + (cache_creation_tokens - one_hour) * self.cache_write
+            + one_hour * self.cache_write_1h
+            + web_search_requests * self.web_search
+            + web_fetch_requests * self.web_fetch
         )
 
 
 class PriceTable:
     def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
-        table: dict[str, dict[str, float]] = {
-            name: dict(zip(PRICE_FIELDS, values, strict=True)) for name, values in DEFAULT_PRICES.items()
-        }
+        table: dict[str, dict[str, float]] = {name: _derived(*values[:2], *values[2:])
+                                              for name, values in DEFAULT_PRICES.items()}
         for name, given in (overrides or {}).items():
-            base = table.get(name)
-            if base is None:
-                base = {"input": given["input"], "output": given["output"]}
-                base["cache_read"] = given["input"] * 0.1
-                base["cache_write"] = given["input"] * 1.25
+            base = table.get(name) or _derived(given["input"], given["output"])
             table[name] = {**base, **given}
         self.prices = {name: Price.from_usd_per_million(**p) for name, p in table.items()}
         self._keys = sorted((k for k in self.prices if k != FALLBACK), key=len, reverse=True)
@@ -218,8 +260,14 @@ class PriceTable:
     def price(self, model: str) -> Price:
         return self.prices[self.key(model)]
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int) -> int:
-        return self.price(model).cost(input_tokens, output_tokens, cache_read, cache_creation)
+    def cost(self, model: str, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int,
+             cache_creation_1h: int = 0, web_search: int = 0, web_fetch: int = 0) -> int:
+        return self.price(model).cost(input_tokens, output_tokens, cache_read, cache_creation, cache_creation_1h,
+                                      web_search, web_fetch)
+
+    def counts_cost(self, model: str, counts: list[int]) -> int:
+        """The cost of a list of counts in COUNT_FIELDS order (requests, the 5th, costs nothing)."""
+        return self.price(model).cost(*counts[:4], *counts[5:8])
 
     def describe(self) -> dict[str, dict[str, float]]:
         return {name: p.usd_per_million() for name, p in self.prices.items()}
@@ -237,14 +285,14 @@ class Tally:
     cache_creation_tokens: int = 0
     requests: int = 0
     cost_nanos: int = 0
+    cache_creation_1h_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
 
     def add(self, counts: Iterable[int], cost_nanos: int) -> None:
-        a, b, c, d, r = counts
-        self.input_tokens += a
-        self.output_tokens += b
-        self.cache_read_tokens += c
-        self.cache_creation_tokens += d
-        self.requests += r
+        """Counts in COUNT_FIELDS order (the trailing ones may be left out: zero)."""
+        for name, n in zip(COUNT_FIELDS, counts, strict=False):
+            setattr(self, name, getattr(self, name) + n)
         self.cost_nanos += cost_nanos
 
     def to_json(self) -> dict[str, Any]:
@@ -253,6 +301,9 @@ class Tally:
             "output_tokens": self.output_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_creation_tokens": self.cache_creation_tokens,
+            "cache_creation_1h_tokens": self.cache_creation_1h_tokens,
+            "web_search_requests": self.web_search_requests,
+            "web_fetch_requests": self.web_fetch_requests,
             "requests": self.requests,
             "cost_usd": usd(self.cost_nanos),
         }
@@ -335,19 +386,23 @@ class Block:
 # SQL (sync, on a store connection: `store.run(lambda c: ...)`).
 
 UPSERT_USAGE = (
-    "INSERT INTO usage (day, folder, model, input_tokens, output_tokens, cache_read_tokens,"
-    " cache_creation_tokens, requests) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT(day, folder, model) DO UPDATE SET"
-    " input_tokens = input_tokens + excluded.input_tokens,"
-    " output_tokens = output_tokens + excluded.output_tokens,"
-    " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,"
-    " cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,"
-    " requests = requests + excluded.requests"
+    f"INSERT INTO usage (day, folder, model, {', '.join(COUNT_FIELDS)})"
+    f" VALUES (?, ?, ?, {', '.join('?' * len(COUNT_FIELDS))})"
+    " ON CONFLICT(day, folder, model) DO UPDATE SET "
+    + ", ".join(f"{f} = {f} + excluded.{f}" for f in COUNT_FIELDS)
 )
 
 
 def write_usage(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-    conn.executemany(UPSERT_USAGE, list(rows))
+    """Upsert-add rows of (day, folder, model, counts...) in COUNT_FIELDS order; rows with fewer
+    counts get zeros for the missing trailing ones."""
+    width = 3 + len(COUNT_FIELDS)
+    conn.executemany(UPSERT_USAGE, [tuple(r) + (0,) * (width - len(r)) for r in rows])
+
+
+def row_counts(row: Mapping[str, Any]) -> list[int]:
+    """A usage row's counts in COUNT_FIELDS order (columns a database not yet migrated lacks: 0)."""
+    return [int(row.get(f) or 0) for f in COUNT_FIELDS]
 
 
 def usage_rows(
@@ -410,14 +465,13 @@ def report(
     total = Tally()
     out_rows = []
     for r in rows:
-        counts = [int(r[f]) for f in TOKEN_FIELDS] + [int(r["requests"])]
+        counts = row_counts(r)
         key = prices.key(r["model"])
-        cost = prices.prices[key].cost(*counts[:4])
+        cost = prices.prices[key].cost(*counts[:4], *counts[5:])
         groups.setdefault(r["folder"], Tally()).add(counts, cost)
         total.add(counts, cost)
         out_rows.append({**{k: r[k] for k in ("day", "folder", "model")}, "price": key,
-                         **{f: int(r[f]) for f in TOKEN_FIELDS}, "requests": int(r["requests"]),
-                         "cost_usd": usd(cost)})
+                         **dict(zip(COUNT_FIELDS, counts, strict=True)), "cost_usd": usd(cost)})
     return {
         "from": since,
         "to": day_of(now),
@@ -456,7 +510,7 @@ class Budgets:
         self.refused: dict[str, int] = {}  # per group: calls refused over a budget
         self.write_errors = 0
         self._tallies: dict[tuple[str, str], Tally] = {}  # (folder | GLOBAL, day | month) -> tally
-        self._pending: dict[tuple[str, str, str], list[int]] = {}  # (day, folder, model) -> 5 counts
+        self._pending: dict[tuple[str, str, str], list[int]] = {}  # (day, folder, model) -> COUNT_FIELDS
         self._noticed: set[tuple[str, str]] = set()  # (folder, notice key)
         self._period = ("", "")
         self._notices_in, self._notices_out = trio.open_memory_channel[tuple[str, str, str]](256)
@@ -483,8 +537,8 @@ class Budgets:
         self._tallies.clear()
         self._period = (day_of(now), month_of(now))
         for r in rows:
-            counts = [int(r[f]) for f in TOKEN_FIELDS] + [int(r["requests"])]
-            self._tally(r["folder"], r["day"], month_of(now), counts, self.prices.cost(r["model"], *counts[:4]))
+            counts = row_counts(r)
+            self._tally(r["folder"], r["day"], month_of(now), counts, self.prices.counts_cost(r["model"], counts))
         self._noticed |= noticed
         self._loaded = True
 
@@ -503,14 +557,17 @@ class Budgets:
             int(usage.cache_read_input_tokens),
             int(usage.cache_creation_input_tokens),
             int(usage.requests),
+            int(getattr(usage, "cache_creation_1h_input_tokens", 0)),
+            int(getattr(usage, "web_search_requests", 0)),
+            int(getattr(usage, "web_fetch_requests", 0)),
         ]
         model = str(getattr(usage, "model", "") or "unknown")[:200]
         now = self.clock()
         self._roll(now)
         day, month = self._period
-        cost = self.prices.cost(model, *counts[:4])
+        cost = self.prices.counts_cost(model, counts)
         self._tally(folder, day, month, counts, cost)
-        pending = self._pending.setdefault((day, folder, model), [0, 0, 0, 0, 0])
+        pending = self._pending.setdefault((day, folder, model), [0] * len(COUNT_FIELDS))
         for i, n in enumerate(counts):
             pending[i] += n
 
@@ -647,7 +704,7 @@ class Budgets:
                 await self.store.run(lambda c: write_usage(c, rows))
             except BaseException as exc:
                 for key, counts in batch.items():  # merge back: nothing is lost or counted twice
-                    pending = self._pending.setdefault(key, [0, 0, 0, 0, 0])
+                    pending = self._pending.setdefault(key, [0] * len(COUNT_FIELDS))
                     for i, n in enumerate(counts):
                         pending[i] += n
                 if not isinstance(exc, Exception):

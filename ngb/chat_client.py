@@ -71,11 +71,14 @@ class _StreamUnavailable(Exception):
 class _Api:
     """Thin wrapper around the daemon's HTTP API that turns failures into ChatError."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, chat: str, token: str | None):
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, chat: str, token: str | None, token_hint: str | None = None
+    ):
         self.client = client
         self.base_url = base_url
         self.chat = chat
         self.token = token
+        self.token_hint = token_hint  # why no token was found, when none was
         self.chat_path = f"/api/chats/{quote(chat, safe='')}"
 
     def unreachable(self) -> ChatError:
@@ -91,8 +94,11 @@ class _Api:
                     f"the daemon at {self.base_url} rejected the API token: check NGB_API_TOKEN ({detail})",
                     "auth",
                 )
+            if self.token_hint:
+                raise ChatError(f"the daemon at {self.base_url} needs its API token: {self.token_hint}", "auth")
             raise ChatError(
-                f"the daemon at {self.base_url} needs an API token: set NGB_API_TOKEN (or pass --token)",
+                f"the daemon at {self.base_url} needs its API token: run ngb as the daemon's user "
+                "(it reads the token from the state dir), or set NGB_API_TOKEN (or pass --token)",
                 "auth",
             )
         if resp.status_code == 403:
@@ -352,6 +358,7 @@ async def run_chat(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     history: int = DEFAULT_HISTORY,
+    token_hint: str | None = None,
 ) -> int:
     """Interactive chat: print recent history, then send stdin lines and print new messages.
 
@@ -371,7 +378,7 @@ async def run_chat(
 
     try:
         async with _make_client(base_url, token) as client:
-            api = _Api(client, base_url, chat, token)
+            api = _Api(client, base_url, chat, token, token_hint)
             info = await api.info()
             trigger = str(info.get("trigger") or "@Andy")
             assistant = str(info.get("assistant") or trigger.lstrip("@"))
@@ -457,6 +464,7 @@ async def send_and_wait(
     settle: float = DEFAULT_SETTLE,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    token_hint: str | None = None,
 ) -> int:
     """Post one message and print the bot replies that follow it.
 
@@ -472,7 +480,7 @@ async def send_and_wait(
 
     try:
         async with _make_client(base_url, token) as client:
-            api = _Api(client, base_url, chat, token)
+            api = _Api(client, base_url, chat, token, token_hint)
             msg_id = await api.post(sender, text)
             if wait <= 0:
                 return EXIT_NO_REPLY
@@ -521,7 +529,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='name to send as (default: $NGB_CHAT_SENDER or "me")',
     )
     parser.add_argument(
-        "--token", default=None, help="API token (default: $NGB_API_TOKEN or the configured one)"
+        "--token",
+        default=None,
+        help="API token (default: $NGB_API_TOKEN, the configured one, or the one the daemon generated "
+        "into its state dir)",
     )
     parser.add_argument("--url", default=None, help="daemon base URL (default: from the config)")
     parser.add_argument(
@@ -563,7 +574,8 @@ def base_url_for(host: str | None, port: int | str) -> str:
 
 
 def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
-    """Run ``ngb chat`` from parsed arguments; config_like has web_host, web_port, api_token."""
+    """Run ``ngb chat`` from parsed arguments; config_like has web_host, web_port, api_token and
+    (a Config) state_dir, where the daemon keeps the token it generated."""
     url = getattr(args, "url", None) or base_url_for(
         getattr(config_like, "web_host", None), getattr(config_like, "web_port", 8080)
     )
@@ -573,6 +585,14 @@ def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
         or getattr(config_like, "api_token", None)
         or None
     )
+    token_hint = None
+    if token is None and getattr(config_like, "state_dir", None) is not None:
+        from .api_token import TokenUnavailable, client_token
+
+        try:
+            token = client_token(config_like)
+        except TokenUnavailable as exc:
+            token_hint = str(exc)  # said only if the daemon asks for a token
     sender = getattr(args, "sender", None) or os.environ.get("NGB_CHAT_SENDER") or "me"
     chat = normalize_chat(getattr(args, "name", None) or "main")
     if not chat:
@@ -586,10 +606,14 @@ def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
             if wait is None or not math.isfinite(wait):
                 wait = DEFAULT_WAIT
             return trio.run(
-                lambda: send_and_wait(url, chat, send, sender=sender, token=token, wait=wait, settle=settle)
+                lambda: send_and_wait(
+                    url, chat, send, sender=sender, token=token, wait=wait, settle=settle, token_hint=token_hint
+                )
             )
         history = getattr(args, "history", DEFAULT_HISTORY)
-        return trio.run(lambda: run_chat(url, chat, sender=sender, token=token, history=history))
+        return trio.run(
+            lambda: run_chat(url, chat, sender=sender, token=token, history=history, token_hint=token_hint)
+        )
     except KeyboardInterrupt:
         return EXIT_OK if send is None else EXIT_NO_REPLY
     except BaseExceptionGroup as group:

@@ -29,7 +29,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from .daemon import Daemon, StateDirBusy
     from .logs import setup_logging
 
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, secrets=[config.anthropic_api_key, config.api_token])
     if not config.anthropic_api_key and "anthropic.com" in config.model_upstream:
         log.warning(
             "no ANTHROPIC_API_KEY set: the agent cannot reach the model. Set it, or point NGB_MODEL_UPSTREAM at "
@@ -47,18 +47,39 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     daemon = Daemon(config)
     try:
         trio.run(daemon.run)
-    except (OSError, BackupError, StateDirBusy) as exc:  # BackupError: no copy before a pending migration
-        return fail(f"cannot start: {exc}", 1)
+    except (OSError, BackupError, StateDirBusy, ConfigError) as exc:  # BackupError: no copy before a pending
+        return fail(f"cannot start: {exc}", 1)  # migration; ConfigError: the generated API token's file
     except KeyboardInterrupt:
         return 130
     return 0
 
 
 # -- groups -------------------------------------------------------------------------------
+class ApiRefused(Exception):
+    """The running daemon wants a token this command does not have (one line for the user)."""
+
+
 def _api(config: Config) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {config.api_token}"} if config.api_token else {}
-    host = f"[{config.web_host}]" if ":" in config.web_host else config.web_host
-    return httpx.Client(base_url=f"http://{host}:{config.web_port}", headers=headers, timeout=10)
+    """A client for the running daemon, with its token: NGB_API_TOKEN / the configured one, else the
+    one the daemon generated into its state dir (ngb/api_token.py)."""
+    from .api_token import TokenUnavailable, base_url, client_token
+
+    url = base_url(config)
+    try:
+        headers, problem = {"Authorization": f"Bearer {client_token(config)}"}, ""
+    except TokenUnavailable as exc:
+        headers, problem = {}, str(exc)
+
+    def refused(response: httpx.Response) -> None:
+        if response.status_code == 401:
+            raise ApiRefused(
+                f"the daemon at {url} needs its API token: {problem}"
+                if problem
+                else f"the daemon at {url} refused the API token (NGB_API_TOKEN, the configured one, or the "
+                "state dir's): check it, and that this is that daemon's state_dir"
+            )
+
+    return httpx.Client(base_url=url, headers=headers, timeout=10, event_hooks={"response": [refused]})
 
 
 def _with_store(config: Config, fn: Any) -> Any:
@@ -70,13 +91,17 @@ def _with_store(config: Config, fn: Any) -> Any:
         store = Store(config.db_path)
         await store.open()
         try:
-            registry = GroupRegistry(store, config.groups_dir, config.global_dir)
+            registry = GroupRegistry(store, config.groups_dir, config.global_dir, agent_uid=config.agent_uid)
             await registry.load()
             return await fn(registry)
         finally:
             await store.close()
 
-    return trio.run(main)
+    previous = os.umask(0o077)  # what this writes is the daemon's state: never readable by the host's others
+    try:
+        return trio.run(main)
+    finally:
+        os.umask(previous)
 
 
 def _daemon_up(config: Config) -> httpx.Client | None:
@@ -91,6 +116,7 @@ def _daemon_up(config: Config) -> httpx.Client | None:
 
 def cmd_groups(config: Config, args: argparse.Namespace) -> int:
     from .folders import validate_folder
+    from .identity import normalise_sender_ids
     from .records import Group, to_json
 
     client = _daemon_up(config)
@@ -115,15 +141,21 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
             return fail(str(exc))
         if ":" not in args.chat:
             return fail(f"chat {args.chat!r} must look like <channel>:<id>, e.g. local:family or telegram:-1001234")
+        try:
+            allowed = normalise_sender_ids(args.chat, args.allow)
+        except ValueError as exc:
+            return fail(str(exc))
         if client:
             r = client.post(
                 "/api/groups",
-                json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger},
+                json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger,
+                      "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context},
             )
             if r.status_code >= 400:
                 return fail(r.json().get("error", r.text))
         else:
-            group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger)
+            group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger,
+                          allowed_senders=allowed, unlisted_context=args.unlisted_context)
             try:
                 _with_store(config, lambda r: r.add(group))
             except ValueError as exc:
@@ -139,7 +171,86 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
             return fail(f"no group for chat {args.chat}", 1)
         print(f"removed {args.chat} (its folder stays on disk)")
         return 0
-    return fail("usage: ngb groups list|add|remove")
+    if args.groups_cmd == "senders":
+        return _groups_senders(config, client, args)
+    if args.groups_cmd in ("allow", "disallow"):
+        return _groups_allow(config, client, args)
+    return fail("usage: ngb groups list|add|remove|senders|allow|disallow")
+
+
+def _groups_senders(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
+    from .identity import sender_allowed
+    from .records import Message, to_json
+
+    if ":" not in args.chat:
+        return fail(f"chat {args.chat!r} must look like <channel>:<id>, e.g. telegram:-1001234")
+    if client:
+        r = client.get("/api/senders", params={"chat": args.chat})
+        if r.status_code >= 400:
+            return fail(r.json().get("error", r.text))
+        rows = r.json()
+    else:
+        async def read(registry: Any) -> list[dict[str, Any]]:
+            group = registry.get(args.chat)
+            out = []
+            for s in await registry.store.recent_senders(args.chat):
+                data = to_json(s)
+                probe = Message(id=0, chat=args.chat, sender=s.name, text="", time=s.last_time, sender_id=s.sender_id)
+                data["allowed"] = None if group is None else sender_allowed(group, probe)
+                out.append(data)
+            return out
+
+        rows = _with_store(config, read)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no messages from anyone in {args.chat} yet")
+        return 0
+    print(f"{'SENDER ID (for allow-lists)':<40} {'NAME (shown only)':<24} {'MSGS':>5}  LAST              ALLOWED")
+    for row in rows:
+        allowed = {None: "-", True: "yes", False: "no"}[row["allowed"]]
+        print(f"{row['sender_id'] or '(none)':<40} {row['name'][:24]:<24} {row['messages']:>5}  {row['last_time'][:16]}  {allowed}")
+    return 0
+
+
+def _groups_allow(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
+    import attrs
+
+    from .identity import normalise_sender_ids
+
+    try:
+        ids = normalise_sender_ids(args.chat, args.sender_ids)
+    except ValueError as exc:
+        return fail(str(exc))
+
+    def changed(current: tuple[str, ...] | list[str]) -> list[str]:
+        if args.groups_cmd == "allow":
+            return list(dict.fromkeys([*current, *ids]))
+        return [s for s in current if s not in ids]
+
+    if client:
+        r = client.get(f"/api/groups/{args.chat}")
+        if r.status_code == 404:
+            return fail(f"no group for chat {args.chat}", 1)
+        new = changed(r.json()["allowed_senders"])
+        r = client.patch(f"/api/groups/{args.chat}", json={"allowed_senders": new})
+        if r.status_code >= 400:
+            return fail(r.json().get("error", r.text))
+    else:
+        async def edit(registry: Any) -> list[str] | None:
+            group = registry.get(args.chat)
+            if group is None:
+                return None
+            new = changed(group.allowed_senders)
+            await registry.store.update_group(attrs.evolve(group, allowed_senders=tuple(new)))
+            return new
+
+        new = _with_store(config, edit)
+        if new is None:
+            return fail(f"no group for chat {args.chat}", 1)
+    print(f"{args.chat}: " + (f"allowed senders: {', '.join(new)}" if new else "everyone may use the bot (no allow-list)"))
+    return 0
 
 
 async def _async(value: Any) -> Any:
@@ -154,7 +265,7 @@ def _poke_scheduler(config: Config) -> None:
         return
     try:  # (not `with client`: httpx refuses to enter a client that has already sent a request)
         client.post("/api/tasks/changed", json={})
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ApiRefused):
         pass
     finally:
         client.close()
@@ -298,8 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--folder", required=True, help="the group's folder name under state/groups/")
     ga.add_argument("--main", action="store_true", help="make this the main (admin) group")
     ga.add_argument("--no-trigger", action="store_true", help="answer every message, not only ones with the trigger")
+    ga.add_argument("--allow", action="append", default=[], metavar="SENDER_ID",
+                    help="only this sender (the platform's user id, never a name) may use the bot; repeatable")
+    ga.add_argument("--unlisted-context", action="store_true",
+                    help="show other senders' messages to the agent as context, marked as unlisted")
     gr = gsub.add_parser("remove")
     gr.add_argument("chat")
+    gs = gsub.add_parser("senders", help="who wrote in a chat lately: the ids allow-lists take, with names")
+    gs.add_argument("chat")
+    gs.add_argument("--json", action="store_true")
+    for name, helptext in (("allow", "add sender ids to a group's allow-list"),
+                           ("disallow", "remove sender ids from a group's allow-list (empty list: everyone)")):
+        gp = gsub.add_parser(name, help=helptext)
+        gp.add_argument("chat")
+        gp.add_argument("sender_ids", nargs="+", metavar="SENDER_ID")
     groups.set_defaults(fn=cmd_groups)
 
     tasks = sub.add_parser("tasks", help="scheduled tasks: list, add, pause, resume, cancel, runs")
@@ -348,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc))
-    return int(args.fn(config, args))
+    try:
+        return int(args.fn(config, args))
+    except ApiRefused as exc:
+        return fail(str(exc), 1)
 
 
 if __name__ == "__main__":

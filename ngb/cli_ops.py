@@ -30,8 +30,23 @@ def cmd_init(config: Config, args: argparse.Namespace) -> int:
     return run(config, args)
 
 
+def cmd_link(config: Config, args: argparse.Namespace) -> int:
+    """Print the web page's login link (it carries the API token, like the daemon's ready line)."""
+    import sys
+
+    from .api_token import TokenUnavailable, WebToken, client_token, login_link
+
+    try:
+        token = WebToken(client_token(config), configured=False)
+    except TokenUnavailable as exc:
+        print(f"ngb: {exc}", file=sys.stderr)
+        return 1
+    print(login_link(config, token, "/dashboard" if args.dashboard else "/"))
+    return 0
+
+
 def add_ops_commands(subparsers: Any) -> None:
-    """Register `service`, `doctor` and `init` on the `ngb` subparsers."""
+    """Register `service`, `doctor`, `init` and `link` on the `ngb` subparsers."""
     from .ops import doctor, init, service
 
     svc = subparsers.add_parser("service", help="install or remove the systemd service")
@@ -45,6 +60,12 @@ def add_ops_commands(subparsers: Any) -> None:
     ini = subparsers.add_parser("init", help="first-run set-up: write ngb.toml and a mode-600 env file for secrets")
     init.add_arguments(ini)
     ini.set_defaults(fn=cmd_init)
+
+    link = subparsers.add_parser(
+        "link", help="print the chat page's login link (it carries the API token: keep it to yourself)"
+    )
+    link.add_argument("--dashboard", action="store_true", help="the dashboard's link instead")
+    link.set_defaults(fn=cmd_link)
 
     add_budget_commands(subparsers)
 
@@ -69,16 +90,15 @@ def _read_db(config: Config, fn: Any) -> Any:
 
 def _spend(conn: Any, config: Config, prices: Any, now: Any) -> dict[str, Any]:
     """Today's and this month's spend per group and in total, with the caps in force."""
-    from .budgets import GLOBAL, Caps, Tally, day_of, month_of, read_caps, usage_rows
+    from .budgets import GLOBAL, Caps, Tally, day_of, month_of, read_caps, row_counts, usage_rows
 
     overrides = read_caps(conn)
     today, month_start = day_of(now), month_of(now) + "-01"
     tallies: dict[tuple[str, str], Tally] = {}
     folders = {str(r[0]) for r in conn.execute("SELECT folder FROM groups")}
     for r in usage_rows(conn, month_start):
-        counts = [int(r[k]) for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")]
-        cost = prices.cost(r["model"], *counts)
-        counts.append(int(r["requests"]))
+        counts = row_counts(r)
+        cost = prices.counts_cost(r["model"], counts)
         folders.add(r["folder"])
         for scope in (r["folder"], GLOBAL):
             for period in ("month", "today") if r["day"] == today else ("month",):

@@ -50,7 +50,7 @@ __all__ = [
 
 ENV_PREFIX = "NGB_"
 DEFAULT_FILE = Path("ngb.toml")
-MIN_EXPOSED_TOKEN_CHARS = 16  # an api_token guarding a non-loopback web server
+MIN_EXPOSED_TOKEN_CHARS = 16  # any api_token (the name predates the rule covering loopback too)
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
@@ -445,6 +445,10 @@ class Config:
     shutdown_grace: float = _field(30.0, _duration(allow_zero=True))
     sender_rate_per_minute: int = _field(20, _int_range(0, 100_000))
     group_rate_per_minute: int = _field(60, _int_range(0, 100_000))
+    # Chats nobody registered (docs/security.md): stored up to these counts, the rest dropped
+    unregistered_per_chat_per_hour: int = _field(30, _int_range(0, 100_000))
+    unregistered_per_hour: int = _field(600, _int_range(0, 1_000_000))
+    unregistered_keep: int = _field(5000, _int_range(0, 10_000_000))
     max_message_chars: int = _field(16000, _int_range(1, 1_000_000))
     max_body_bytes: int = _field(65536, _int_range(1024, 64 * 1024 * 1024))
     mount_allowlist: Path = _field(attrs.Factory(_default_allowlist), _path)
@@ -458,6 +462,7 @@ class Config:
     log_format: str = _field("auto", _string(r"auto|text|json|journal", "one of auto, text, json, journal", lower=True))
     model_retries: int = _field(3, _int_range(0, 10))
     model_stall_timeout: float = _field(120.0, _duration(allow_zero=True))
+    model_max_body_bytes: int = _field(8 * 1024 * 1024, _int_range(64 * 1024, 32 * 1024 * 1024))
     # Spending (docs/budgets.md): USD caps, 0 = no cap; model prices in USD per million tokens.
     budget_daily_usd: float = _field(0.0, parse_usd)
     budget_monthly_usd: float = _field(0.0, parse_usd)
@@ -465,6 +470,9 @@ class Config:
     budget_global_monthly_usd: float = _field(0.0, parse_usd)
     model_prices: dict[str, dict[str, float]] = _field(attrs.Factory(dict), parse_model_prices)
     container_network: str = _field("none", _network)
+    # The uid agent containers run as, and the only host uid besides the daemon's that may reach
+    # a group's sockets and folders (ngb/hostperms.py); never 0.
+    agent_uid: int = _field(1000, _int_range(1, 2**31 - 2))
     main_chat: str = _field("local:main", _chat)
     plugins: tuple[str, ...] = _field((), _module_list)  # docs/plugins.md
     plugin_timeout: float = _field(10.0, _duration())
@@ -511,6 +519,11 @@ class Config:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Secrets the daemon makes itself (mode 700): the generated web API token (ngb/api_token.py)."""
+        return self.state_dir / "secrets"
 
     @property
     def container_memory_bytes(self) -> int:
@@ -562,12 +575,13 @@ def _cross_check(config: Config) -> tuple[str, str] | None:
                 "server refuses to run exposed without one: set NGB_API_TOKEN (or api_token_file) or "
                 'use web_host = "127.0.0.1"',
             )
-        if len(config.api_token) < MIN_EXPOSED_TOKEN_CHARS:
-            return (
-                "api_token",
-                f"must be at least {MIN_EXPOSED_TOKEN_CHARS} characters when web_host is not loopback "
-                "(value not shown); `python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one",
-            )
+    if config.api_token and len(config.api_token) < MIN_EXPOSED_TOKEN_CHARS:
+        return (
+            "api_token",
+            f"must be at least {MIN_EXPOSED_TOKEN_CHARS} characters (value not shown); "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one, or unset it and "
+            "the daemon generates one",
+        )
     return None
 
 

@@ -24,6 +24,7 @@ import trio
 
 from . import __version__
 from .actor import ActorSettings, ActorView, GroupActor, Launcher, Wake
+from .api_token import WebToken, ensure_api_token, login_link
 from .budgets import Budgets
 from .channels import build_channels
 from .channels.base import Channel
@@ -31,13 +32,14 @@ from .channels.local import local_chat
 from .config import Config
 from .events import ChatEvents
 from .groups import GroupRegistry
+from .hostperms import PRIVATE_UMASK, tighten_state
 from .metrics import Metrics
 from .ops.backup import StateLock, daemon_holding
 from .ops.sdnotify import run_notifier
 from .outbox import OutboxSender
 from .plugins import PluginManager
 from .records import Group, Message, channel_of
-from .router import Router
+from .router import Router, UnregisteredQuota
 from .sandbox.model_proxy import ModelProxy, Usage
 from .sandbox.tools import ToolContext, ToolService
 from .scheduler import Scheduler
@@ -63,7 +65,7 @@ class Daemon:
         self.metrics = Metrics()
         self.store = Store(config.db_path)
         self.events = ChatEvents()
-        self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir)
+        self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir, agent_uid=config.agent_uid)
         self.slots = trio.CapacityLimiter(config.max_containers)
         self.channels: dict[str, Channel] = build_channels(config)
         self.plugins = PluginManager(config)  # docs/plugins.md
@@ -85,6 +87,10 @@ class Daemon:
             sender_rate_per_minute=config.sender_rate_per_minute,
             group_rate_per_minute=config.group_rate_per_minute,
             on_routed=self._routed,
+            unregistered=UnregisteredQuota(
+                config.unregistered_per_chat_per_hour, config.unregistered_per_hour, config.unregistered_keep
+            ),
+            on_dropped=lambda chat: self.metrics.unregistered_dropped.labels(channel_of(chat)).inc(),
         )
         self.scheduler = Scheduler(self.store, lambda folder: self.supervisor.wake(folder, Wake("task")))
         self.tools = ToolService(
@@ -104,6 +110,8 @@ class Daemon:
             config.anthropic_api_key,
             retries=config.model_retries,
             stall_timeout=config.model_stall_timeout,
+            max_body=config.model_max_body_bytes,
+            on_refused=lambda group, reason: self.metrics.model_proxy_refused.labels(group, reason).inc(),
             on_usage=self._usage,
             admit=self.budgets.admit,
         )
@@ -111,6 +119,7 @@ class Daemon:
         self.launcher: Launcher | None = None
         self.runtime: Any = None
         self.ready = trio.Event()
+        self.web_token: WebToken | None = None  # the web API's token, set by run() (ngb/api_token.py)
         self.stopped = trio.Event()  # set when run() has ended and let go of the state dir
         self.last_error: str | None = None
         self.shutting_down = False
@@ -241,6 +250,8 @@ class Daemon:
         for path in (self.config.state_dir, self.config.groups_dir, self.config.global_dir, self.config.run_dir):
             path.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        db = self.config.db_path  # an older install's 0755 folder and 0644 database: closed now
+        tighten_state(self.config.state_dir, [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")])
         await self.registry.load()
         if await self.store.meta("seeded") is None:
             if self.registry.get(self.config.main_chat) is None and self.registry.main() is None:
@@ -251,6 +262,14 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from .web.app import serve_web
 
+        # Everything the daemon creates is its own (ngb/hostperms.py); restored when run() ends.
+        umask = os.umask(PRIVATE_UMASK)
+        try:
+            await self._run(serve_web, task_status)
+        finally:
+            os.umask(umask)
+
+    async def _run(self, serve_web: Any, task_status: trio.TaskStatus[None]) -> None:
         # One daemon per state directory: two would each run an actor per group and answer every
         # message twice. (`ngb restore` refuses while the lock is held, too.)
         self.state_lock = StateLock(self.config.run_dir)
@@ -262,6 +281,7 @@ class Daemon:
             )
         self.plugins.host.store, self.plugins.host.outbox_wake = self.store, self.outbox.wake
         await self.open()
+        self.web_token = ensure_api_token(self.config)
         self.launcher = self._launcher_factory(self) if self._launcher_factory else self._default_launcher()
         if self.runtime is not None:
             try:
@@ -287,7 +307,7 @@ class Daemon:
                 await root.start(serve_web, self)
                 root.start_soon(self._gauges)
                 self.ready.set()
-                log.info("NanoGridBot %s ready: chat at http://%s:%d/", __version__, self.config.web_host, self.config.web_port)
+                log.info("NanoGridBot %s ready: chat at %s", __version__, login_link(self.config, self.web_token))
                 task_status.started()
         finally:
             self._root = None

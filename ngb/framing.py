@@ -9,6 +9,12 @@ newline not counted). See docs/agent-protocol.md.
   bytes are discarded up to the next newline; the reader never holds more than ``max_line + 1``
   bytes. Blank lines (only whitespace, e.g. a stray ``\\r\\n``) are skipped silently.
   Transport errors (``trio.BrokenResourceError`` ...) still propagate.
+* A ``strict`` reader (the container sockets) gives up instead: a too-long line, or a line that
+  has not ended ``frame_timeout`` seconds (of waiting for the peer) after its first byte, comes
+  back as a ``fatal`` FrameError and every later call returns None; the caller answers and hangs
+  up. Nothing is buffered past ``max_line + 1`` bytes either way.
+* :func:`peer_uid` says which uid is at the other end of a unix socket (``SO_PEERCRED``), known
+  before a single byte is read.
 * :func:`encode_frame` / :func:`send_frame` write one frame; :class:`FrameWriter` serialises
   concurrent senders on one stream with a ``trio.Lock`` so frames never interleave.
 """
@@ -16,6 +22,8 @@ newline not counted). See docs/agent-protocol.md.
 from __future__ import annotations
 
 import json
+import socket as _socket
+import struct
 from typing import Any
 
 import attrs
@@ -23,15 +31,19 @@ import trio
 
 MAX_FRAME = 1 << 20
 RECEIVE_SIZE = 1 << 16
+FRAME_TIMEOUT = 30.0  # seconds a strict reader waits for the rest of a frame once it has begun
 
-__all__ = ["MAX_FRAME", "FrameError", "FrameWriter", "LineReader", "decode_line", "encode_frame", "send_frame"]
+__all__ = ["FRAME_TIMEOUT", "MAX_FRAME", "FrameError", "FrameWriter", "LineReader", "decode_line", "encode_frame",
+           "peer_uid", "send_frame"]
 
 
 @attrs.frozen
 class FrameError:
-    """A line that could not be turned into a frame; ``reason`` is safe to send back to the peer."""
+    """A line that could not be turned into a frame; ``reason`` is safe to send back to the peer.
+    ``fatal``: the reader has given up on the stream (a strict reader's too-long or unfinished line)."""
 
     reason: str
+    fatal: bool = False
 
 
 def _no_constants(name: str) -> Any:
@@ -59,9 +71,13 @@ class LineReader:
     """Read frames from a trio ``ReceiveStream``, one :meth:`next_frame` call at a time."""
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_line: int = MAX_FRAME, *,
-                 receive_size: int = RECEIVE_SIZE) -> None:
+                 receive_size: int = RECEIVE_SIZE, strict: bool = False, frame_timeout: float | None = None) -> None:
         if max_line < 1:
             raise ValueError("max_line must be at least 1")
+        self._strict = strict
+        self._frame_timeout = frame_timeout
+        self._waited = 0.0  # seconds spent waiting for the peer since the current line began
+        self._done = False  # a fatal error was returned: the stream is given up
         self._stream = stream
         self._max_line = max_line
         self._receive_size = max(1, receive_size)
@@ -77,6 +93,8 @@ class LineReader:
 
     async def next_frame(self) -> dict[str, Any] | FrameError | None:
         """The next frame, a FrameError for a bad line, or None at end of stream."""
+        if self._done:
+            return None
         while True:
             if self._discarding:
                 if not await self._discard_to_newline():
@@ -87,9 +105,10 @@ class LineReader:
                 line = bytes(self._buf[:idx])
                 del self._buf[: idx + 1]
                 self._scanned = 0
+                self._waited = 0.0  # the next line's clock starts now
                 if len(line) > self._max_line:
                     # Only reachable when the cap is crossed within the last read; same answer.
-                    return FrameError(f"line too long (over {self._max_line} bytes)")
+                    return self._too_long()
                 if not line.strip():
                     continue
                 return decode_line(line)
@@ -98,7 +117,7 @@ class LineReader:
                 self._buf.clear()
                 self._scanned = 0
                 self._discarding = True
-                return FrameError(f"line too long (over {self._max_line} bytes)")
+                return self._too_long()
             if self._eof:
                 if self._buf.strip():
                     line = bytes(self._buf)
@@ -108,11 +127,40 @@ class LineReader:
                 self._buf.clear()
                 return None
             want = min(self._receive_size, self._max_line + 1 - len(self._buf))
-            data = await self._stream.receive_some(want)
+            data = await self._receive(want)
+            if data is None:
+                return self._give_up(f"frame not finished within {self._frame_timeout:g}s")
             if not data:
                 self._eof = True
             else:
                 self._buf += data
+
+    async def _receive(self, want: int) -> bytes | None:
+        """The next bytes; None when a begun line has waited out frame_timeout. Only time spent
+        waiting for the peer counts (a caller busy elsewhere between reads is not the peer's fault);
+        waiting for the first byte of a line is never limited (an idle agent is fine)."""
+        if self._frame_timeout is None or not self._buf:
+            self._waited = 0.0
+            return await self._stream.receive_some(want)
+        left = self._frame_timeout - self._waited
+        if left <= 0:
+            return None
+        started = trio.current_time()
+        data: bytes | None = None
+        with trio.move_on_after(left):
+            data = await self._stream.receive_some(want)
+        self._waited += trio.current_time() - started
+        return data
+
+    def _too_long(self) -> FrameError:
+        reason = f"line too long (over {self._max_line} bytes)"
+        return self._give_up(reason) if self._strict else FrameError(reason)
+
+    def _give_up(self, reason: str) -> FrameError:
+        self._done = True
+        self._buf.clear()
+        self._discarding = False
+        return FrameError(reason, fatal=True)
 
     async def _discard_to_newline(self) -> bool:
         """Drop bytes up to and including the next newline; False at end of stream."""
@@ -175,3 +223,14 @@ class FrameWriter:
             finally:
                 if not done:
                     self._broken = True
+
+
+def peer_uid(stream: trio.SocketStream) -> int | None:
+    """The uid of the process at the other end of a connected unix socket (``SO_PEERCRED``, set
+    at connect time: nothing the peer sends can change it); None where it cannot be had."""
+    try:
+        raw = stream.socket.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", raw)
+    except (OSError, AttributeError, struct.error):
+        return None
+    return int(uid)

@@ -17,22 +17,34 @@ Formats (``log_format``, ``NGB_LOG_FORMAT``):
 - ``text``: ``12:00:01 INFO    ngb.actor: [family local:family] message`` on stderr.
 - ``auto`` (the default): ``journal`` when stderr is connected to the journal (systemd sets
   ``JOURNAL_STREAM`` to its device:inode), else ``text``.
+
+Secrets never reach a log line in any format: every formatter passes its whole output (message,
+exception text, traceback with its source lines, chained causes, ``stack_info``) through
+``redact``, which replaces each registered secret (``add_secret``: the channels' tokens, the
+Anthropic key, the API token; ``setup_logging`` also registers the secret-looking ``NGB_*``
+variables and ``ANTHROPIC_API_KEY`` from the environment) and the shapes of well-known tokens
+(Anthropic keys, Telegram bot tokens, Slack tokens, ``Bearer``/``Bot`` header values) with
+``<redacted>``. ``RedactSecrets`` does the same to the record itself, for handlers that format
+with their own formatter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 GROUP: contextvars.ContextVar[str | None] = contextvars.ContextVar("ngb_group", default=None)
 CHAT: contextvars.ContextVar[str | None] = contextvars.ContextVar("ngb_chat", default=None)
@@ -41,6 +53,101 @@ JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 FORMATS = ("auto", "text", "json", "journal")
 NOISY = ("httpx", "httpcore", "docker", "urllib3", "hypercorn.access")
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+# -- redaction -----------------------------------------------------------------------------------------
+REDACTED = "<redacted>"
+MIN_SECRET = 6  # shorter values are not redacted: no real token is that short, and replacing every
+# "s" of every line would make the logs useless
+SECRETS: set[str] = set()  # the registered secrets (add_secret / remove_secret)
+
+# Tokens recognisable by their shape, redacted even when nobody registered them (a key the daemon
+# never loaded, a token quoted by an SDK in another form). The group keeps the harmless prefix.
+_TOKEN_SHAPES = re.compile(
+    r"(sk-ant-)[A-Za-z0-9_\-]{8,}"  # Anthropic API keys
+    r"|(?<![0-9])(\d{5,}:)[A-Za-z0-9_\-]{30,}"  # Telegram bot tokens (bot id : secret), as in API URLs
+    r"|\b(xox[a-z]-|xapp-)[A-Za-z0-9\-]{8,}"  # Slack bot/user/app tokens
+    r"|\b((?:[Bb]earer|BEARER|Bot) +)[A-Za-z0-9][A-Za-z0-9._~+/=\-]{19,}"  # Authorization: Bearer/Bot <token>
+)
+_SECRET_ENV = re.compile(r"(?:^|_)(?:token|key)$|secret|password|passwd", re.IGNORECASE)
+
+
+def add_secret(value: str | None) -> None:
+    """Never write ``value`` to a log line (nor its URL-encoded form)."""
+    if value and len(value) >= MIN_SECRET:
+        SECRETS.add(value)
+
+
+def remove_secret(value: str | None) -> None:
+    """Stop redacting ``value`` (a short-lived access token that was replaced)."""
+    SECRETS.discard(value or "")
+
+
+@functools.lru_cache(maxsize=256)
+def _forms(secret: str) -> tuple[str, ...]:
+    encoded = quote(secret, safe="")
+    return (secret, encoded) if encoded != secret else (secret,)
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    prefix = next((g for g in match.groups() if g), "")
+    return prefix + REDACTED
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret and every well-known token shape replaced."""
+    for secret in sorted(SECRETS, key=len, reverse=True):  # a longer secret that holds a shorter one first
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, REDACTED)
+    return _TOKEN_SHAPES.sub(_keep_prefix, text)
+
+
+def secrets_in_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """The values of ``ANTHROPIC_API_KEY`` and of every ``NGB_*`` variable whose name looks like it
+    holds a secret (``NGB_API_TOKEN``, ``NGB_TELEGRAM_TOKEN``, ``NGB_LARK_APP_SECRET``...; not the
+    ``*_FILE`` names, which hold paths)."""
+    env = os.environ if env is None else env
+    out = []
+    for name, value in env.items():
+        upper = name.upper()
+        if upper.endswith(("_FILE", "_ENV")):
+            continue
+        if upper == "ANTHROPIC_API_KEY" or (upper.startswith("NGB_") and _SECRET_ENV.search(upper[4:])):
+            value = value.strip()
+            if len(value) >= MIN_SECRET:
+                out.append(value)
+    return out
+
+
+def _exception_text(record: logging.LogRecord, formatter: logging.Formatter) -> str:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return record.exc_text or ""
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts a record in place (its message, exception text and stack), for every handler that
+    sees it afterwards, whatever formatter that handler uses."""
+
+    _formatter = logging.Formatter()
+
+    @property
+    def secrets(self) -> set[str]:
+        return SECRETS
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        if record.exc_info or record.exc_text:
+            record.exc_text = redact(_exception_text(record, self._formatter))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+REDACT = RedactSecrets()
 
 
 @contextlib.contextmanager
@@ -76,7 +183,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         parts = [p for p in (getattr(record, "group", None), getattr(record, "chat", None)) if p]
         record.where = f"[{' '.join(parts)}] " if parts else ""
-        return super().format(record)
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,23 +192,27 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for field in ("group", "chat"):
             value = getattr(record, field, None)
             if value:
-                out[field] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+                out[field] = redact(str(value))
+        if record.exc_info or record.exc_text:
+            out["exception"] = redact(_exception_text(record, self))
+        if record.stack_info:
+            out["stack"] = redact(record.stack_info)
         return json.dumps(out, ensure_ascii=False)
 
 
 def journal_fields(record: logging.LogRecord, identifier: str, formatter: logging.Formatter) -> list[tuple[str, str]]:
     message = record.getMessage()
-    if record.exc_info:
-        message += "\n" + formatter.formatException(record.exc_info)
+    if record.exc_info or record.exc_text:
+        message += "\n" + _exception_text(record, formatter)
+    if record.stack_info:
+        message += "\n" + record.stack_info
     fields = [
-        ("MESSAGE", message),
+        ("MESSAGE", redact(message)),
         ("PRIORITY", str(_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3))),
         ("SYSLOG_IDENTIFIER", identifier),
         ("LOGGER", record.name),
@@ -112,7 +223,7 @@ def journal_fields(record: logging.LogRecord, identifier: str, formatter: loggin
     for field in ("group", "chat"):
         value = getattr(record, field, None)
         if value:
-            fields.append((f"NGB_{field.upper()}", str(value)))
+            fields.append((f"NGB_{field.upper()}", redact(str(value))))
     return fields
 
 
@@ -175,8 +286,17 @@ def resolve_format(fmt: str, *, journal_socket: Path = JOURNAL_SOCKET) -> str:
     return "journal" if stderr_is_journal() and journal_socket.exists() else "text"
 
 
-def setup_logging(level: str = "info", fmt: str = "auto", *, journal_socket: Path = JOURNAL_SOCKET) -> logging.Handler:
-    """Configure the root logger once for the daemon; returns the handler it installed."""
+def setup_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    *,
+    journal_socket: Path = JOURNAL_SOCKET,
+    secrets: Iterable[str | None] = (),
+) -> logging.Handler:
+    """Configure the root logger once for the daemon; returns the handler it installed. ``secrets``
+    (and those in the environment, see ``secrets_in_env``) are redacted from every line."""
+    for secret in [*secrets, *secrets_in_env()]:
+        add_secret(secret)
     chosen = resolve_format(fmt, journal_socket=journal_socket)
     handler: logging.Handler
     if chosen == "journal":
@@ -185,6 +305,7 @@ def setup_logging(level: str = "info", fmt: str = "auto", *, journal_socket: Pat
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     handler.addFilter(ContextFields())
+    handler.addFilter(REDACT)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_ngb", False):

@@ -49,6 +49,9 @@ class Metrics:
         self.messages_in = Counter("ngb_messages_in", "Inbound messages stored", ["channel"], registry=r)
         self.messages_out = Counter("ngb_messages_out", "Bot messages delivered", ["channel"], registry=r)
         self.routed = Counter("ngb_messages_routed", "Routing outcomes", ["outcome"], registry=r)
+        self.unregistered_dropped = Counter(
+            "ngb_unregistered_dropped", "Messages of unregistered chats past the quota, not stored", ["channel"], registry=r
+        )
         self.turns = Counter("ngb_turns", "Input batches handed to an agent", ["group"], registry=r)
         self.turn_latency = Histogram(
             "ngb_turn_first_reply_seconds",
@@ -83,6 +86,9 @@ class Metrics:
         self.outbox_retries = Counter("ngb_outbox_retries", "Failed delivery attempts", registry=r)
         # -- model, tasks, channels, errors ----------------------------------------------------
         self.model_tokens = Counter("ngb_model_tokens", "Model tokens", ["group", "kind"], registry=r)
+        self.model_proxy_refused = Counter(
+            "ngb_model_proxy_refused", "Requests and connections the model proxy refused", ["group", "reason"], registry=r
+        )
         self.task_runs = Counter("ngb_task_runs", "Scheduled task runs by outcome", ["outcome"], registry=r)
         self.channel_state = Gauge("ngb_channel_connected", "1 when the channel is connected", ["channel"], registry=r)
         self.errors = Counter("ngb_errors", "Errors by kind", ["kind"], registry=r)

@@ -31,6 +31,7 @@ from .records import (
     Message,
     OutboxItem,
     OutboxState,
+    SenderSummary,
     Task,
     TaskRun,
     TaskStatus,
@@ -192,6 +193,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (folder, notice)
     );
     """,
+    # 6: senders not on a group's allow-list may reach its prompt as marked context (0: never)
+    """
+    ALTER TABLE groups ADD COLUMN unlisted_context INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_chat_sender ON messages(chat, sender_id, id);
+    """,
+    # 7: usage also counts the 1-hour share of the cache writes (priced higher; cache_creation_tokens
+    # stays the total) and server tool requests (web search, web fetch): ngb/budgets.py prices them
+    """
+    ALTER TABLE usage ADD COLUMN cache_creation_1h_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN web_search_requests INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN web_fetch_requests INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 RETRYABLE = ("database is locked", "database or disk is full", "disk I/O error", "database table is locked")
@@ -226,6 +239,7 @@ def _group_row(group: Group) -> dict[str, Any]:
     row = converter.unstructure(group)
     row["is_main"] = int(group.is_main)
     row["requires_trigger"] = int(group.requires_trigger)
+    row["unlisted_context"] = int(group.unlisted_context)
     row["allowed_senders"] = json.dumps(list(group.allowed_senders))
     row["mounts"] = json.dumps(list(group.mounts))
     return row
@@ -561,6 +575,47 @@ class Store:
 
         await self.run(q)
 
+    async def recent_senders(self, chat: str, *, scan: int = 5000, limit: int = 100) -> list[SenderSummary]:
+        """Who wrote in the chat lately (its newest `scan` inbound messages), newest first: each
+        sender id once, with the display name of their newest message."""
+
+        def q(c: sqlite3.Connection) -> list[SenderSummary]:
+            rows = c.execute(
+                "SELECT sender_id, sender, time, MAX(id) AS last_id, COUNT(*) AS n FROM"
+                " (SELECT id, sender_id, sender, time FROM messages WHERE chat = ? AND from_bot = 0"
+                "  ORDER BY id DESC LIMIT ?)"
+                " GROUP BY sender_id ORDER BY last_id DESC LIMIT ?",
+                (chat, scan, limit),
+            ).fetchall()
+            return [
+                SenderSummary(sender_id=r["sender_id"], name=r["sender"], messages=int(r["n"]), last_time=parse_time(r["time"]))
+                for r in rows
+            ]
+
+        return await self.run(q)
+
+    async def prune_unregistered(self, keep: int, keep_per_chat: int) -> int:
+        """Delete the oldest messages of chats that are not registered (the local chat excepted)
+        beyond `keep_per_chat` per chat and `keep` in all; returns how many went."""
+
+        def q(c: sqlite3.Connection) -> int:
+            unregistered = (
+                "SELECT id, chat FROM messages WHERE chat NOT IN (SELECT chat FROM groups)"
+                " AND chat NOT LIKE 'local:%'"
+            )
+            gone = c.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER"
+                f" (PARTITION BY chat ORDER BY id DESC) AS rn FROM ({unregistered})) WHERE rn > ?)",
+                (keep_per_chat,),
+            ).rowcount
+            gone += c.execute(
+                f"DELETE FROM messages WHERE id IN (SELECT id FROM ({unregistered}) ORDER BY id DESC LIMIT -1 OFFSET ?)",
+                (keep,),
+            ).rowcount
+            return int(gone)
+
+        return await self.run(q)
+
     async def update_group(self, group: Group) -> None:
         def q(c: sqlite3.Connection) -> None:
             row = _group_row(group)
@@ -667,6 +722,15 @@ class Store:
     async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
         def q(c: sqlite3.Connection) -> list[OutboxItem]:
             rows = c.execute("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)).fetchall()
+            return [_outbox(dict(r)) for r in rows]
+
+        return await self.run(q)
+
+    async def outbox_items(self, chat: str, limit: int = 100) -> list[OutboxItem]:
+        """The chat's outbox rows in any state (sent, pending, given up), oldest first."""
+
+        def q(c: sqlite3.Connection) -> list[OutboxItem]:
+            rows = c.execute("SELECT * FROM outbox WHERE chat = ? ORDER BY id LIMIT ?", (chat, limit)).fetchall()
             return [_outbox(dict(r)) for r in rows]
 
         return await self.run(q)

@@ -3,12 +3,14 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from ngb.api_token import client_token
 from ngb.config import load_config
 from ngb.daemon import Daemon
 from ngb.sandbox.image import ensure_image
@@ -32,12 +34,33 @@ def make_config(tmp_path: Path, **env: str) -> Any:
     return load_config(None, env=base)
 
 
+def api_headers(config: Any) -> dict[str, str]:
+    """The Authorization header an `ngb` command on this host sends to the daemon of `config` (a
+    Config, or just its state dir): the configured token, else the one the daemon generated into
+    its state dir (so call it after the daemon started)."""
+    if isinstance(config, str | Path):
+        config = SimpleNamespace(state_dir=Path(config), api_token=None)
+    return {"Authorization": f"Bearer {client_token(config, env={})}"}
+
+
 class Running:
+    """A daemon in the test's nursery. `http` is signed in as the local `ngb` commands are (the
+    generated token) unless the test configured its own NGB_API_TOKEN: then it sends none, and
+    the test does what a client of that token would."""
+
     def __init__(self, daemon: Daemon, launcher: FakeLauncher) -> None:
         self.daemon = daemon
         self.launcher = launcher
         cfg = daemon.config
-        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{cfg.web_port}", timeout=10)
+        self.base_url = f"http://127.0.0.1:{cfg.web_port}"
+        assert daemon.web_token is not None
+        self.token = daemon.web_token.value
+        headers = {} if daemon.web_token.configured else {"Authorization": f"Bearer {self.token}"}
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10)
+
+    def anonymous(self) -> httpx.AsyncClient:
+        """A client without the token (the caller closes it)."""
+        return httpx.AsyncClient(base_url=self.base_url, timeout=10)
 
     async def post(self, chat: str, text: str, sender: str = "alice") -> int:
         r = await self.http.post(f"/api/chats/{chat}/messages", json={"sender": sender, "text": text})

@@ -115,6 +115,8 @@ async def test_round_trip_through_the_cli_restores_db_and_folders_without_secret
     (state / "sessions" / "main").mkdir(parents=True)
     (state / "sessions" / "main" / "s.jsonl").write_text("{}")
     (state / "sessions" / "main" / ".credentials.json").write_text("{}")
+    (state / "groups" / "main" / ".aws").mkdir()
+    (state / "groups" / "main" / ".aws" / "credentials").write_text("[default]\naws_secret_access_key = x\n")
     (state / "ngb.env").write_text("ANTHROPIC_API_KEY=sk")
     (state / "channels").mkdir()
     (state / "channels" / "dingtalk-conversations.json").write_text('{"version": 1}')
@@ -123,16 +125,17 @@ async def test_round_trip_through_the_cli_restores_db_and_folders_without_secret
     folder = tmp_path / "b-dir"
     assert await trio.to_thread.run_sync(main, ["backup", str(archive)]) == 0
     assert await trio.to_thread.run_sync(main, ["backup", str(folder)]) == 0
-    assert "3 left out" in capsys.readouterr().out
+    assert "4 left out" in capsys.readouterr().out
     assert archive.stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o777 == 0o700, "owner only"
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     assert {"manifest.json", "ngb.db", "groups/main/CLAUDE.md", "groups/main/sub/notes.txt", "global/CLAUDE.md",
             "sessions/main/s.jsonl", "groups/main/link.md", "channels/dingtalk-conversations.json"} <= names
-    assert not {n for n in names if n.endswith((".env", ".key", "credentials.json"))}
+    assert not {n for n in names if n.endswith((".env", ".key", "credentials.json", "/credentials"))}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema_version"] == len(MIGRATIONS) and manifest["ngb_version"] and manifest["created_at"]
-    assert sorted(manifest["excluded"]) == ["groups/main/.env", "groups/main/api.key", "sessions/main/.credentials.json"]
+    assert sorted(manifest["excluded"]) == ["groups/main/.aws/credentials", "groups/main/.env", "groups/main/api.key",
+                                            "sessions/main/.credentials.json"]
     assert await trio.to_thread.run_sync(main, ["backup", str(folder)]) == 1, "never overwrites a backup"
 
     # Change everything, then restore each form.

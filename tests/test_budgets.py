@@ -66,8 +66,10 @@ def test_price_overrides_from_config() -> None:
         "my-model": {"input": 10, "output": 20},  # new: cache prices from the input price
         "default": {"input": 100, "output": 200, "cache_read": 1, "cache_write": 2},
     }))
-    assert prices.describe()["claude-sonnet-4-5"] == {"input": 2.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75}
-    assert prices.describe()["my-model"] == {"input": 10.0, "output": 20.0, "cache_read": 1.0, "cache_write": 12.5}
+    assert prices.describe()["claude-sonnet-4-5"] == {"input": 2.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75,
+                                                      "cache_write_1h": 6.0, "web_search": 10.0, "web_fetch": 0.0}
+    assert prices.describe()["my-model"] == {"input": 10.0, "output": 20.0, "cache_read": 1.0, "cache_write": 12.5,
+                                             "cache_write_1h": 20.0, "web_search": 10.0, "web_fetch": 0.0}
     assert prices.key("my-model-2026") == "my-model"
     assert prices.cost("mystery", 1_000_000, 0, 0, 0) == 100 * NANO
 
@@ -138,7 +140,8 @@ async def test_usage_rows_per_day_group_and_model_upsert_added(tmp_path: Path) -
     clock.at = T0 + timedelta(days=1)
     b.record("a", usage(9, 9))
     await b.flush()
-    rows = await store.run(lambda c: [dict(r) for r in c.execute("SELECT * FROM usage ORDER BY day, folder, model")])
+    columns = "day, folder, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, requests"
+    rows = await store.run(lambda c: [dict(r) for r in c.execute(f"SELECT {columns} FROM usage ORDER BY day, folder, model")])
     assert rows == [
         {"day": "2026-11-25", "folder": "a", "model": "claude-opus-4-5", "input_tokens": 1, "output_tokens": 1,
          "cache_read_tokens": 0, "cache_creation_tokens": 0, "requests": 1},

@@ -21,7 +21,7 @@ async def test_dashboard_shows_spend_and_a_reached_cap(run_daemon, tmp_path) -> 
     await budgets.set_caps("main", daily=4)
     base = str(d.http.base_url).rstrip("/")
     async with open_page(tmp_path) as page:
-        await page.goto(base + "/dashboard")
+        await page.goto(f"{base}/dashboard?token={d.token}")  # the ready line's login link
         await page.wait_js(f"{q('#spend-today')}.textContent === '$4.50 / $100.00'")
         row = "#usage tr[data-folder=main]"
         assert await page.js(f"{q(row + ' .spend-today')}.textContent") == "$4.50"
@@ -51,7 +51,7 @@ async def test_dashboard_shows_the_pairing_qr_while_a_channel_waits_for_a_scan(r
     d.daemon.channels["whatsapp"] = channel
     base = str(d.http.base_url).rstrip("/")
     async with open_page(tmp_path) as page:
-        await page.goto(base + "/dashboard")
+        await page.goto(f"{base}/dashboard?token={d.token}")  # the ready line's login link
         await page.wait_js(f"!{q('#pairing')}.hidden && {q('#pairing-qr')}.complete && {q('#pairing-qr')}.naturalWidth > 100")
         assert await page.js(f"{q('#pairing-name')}.textContent") == "whatsapp"
         channel.state, channel.qr = "connected", None

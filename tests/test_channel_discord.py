@@ -87,6 +87,26 @@ async def test_dm_needs_no_mention(run_daemon: Any, fake_dc: FakeDiscord) -> Non
     assert fake_dc.sent[0]["channel_id"] == DM and fake_dc.sent[0]["content"] == "Echo: what's up"
 
 
+async def test_a_reply_pings_no_crowd(run_daemon: Any, fake_dc: FakeDiscord) -> None:
+    """The agent repeating (or steered into) @everyone, @here, a role and a user mention: the text goes
+    out as written, and Discord notifies only the person who asked; a message the agent sends on its
+    own (no reply_to) notifies no one."""
+    loud = "@everyone @here <@&950000000000000001> and <@931> look!"
+    d = await start(run_daemon, fake_dc, FakeBehaviour(reply=lambda p: [loud]))
+    await d.daemon.registry.add(Group(chat=f"discord:{CHAN}", folder="guild"))
+    asker = fake_dc.user(932, "carol")
+    trigger = fake_dc.user_message(CHAN, f"<@{BOT_ID}> say it", author=asker)
+    (sent,) = await wait_until(lambda: fake_dc.sent)
+    assert sent["content"] == loud and sent["reply_to"] == int(trigger["id"])
+    assert sent["pinged"] == {"user:932"}  # the asker; not everyone, not the role, not user 931
+    assert sent["body"]["allowed_mentions"] == {"parse": [], "replied_user": True}
+
+    await d.daemon.store.queue_message("guild", f"discord:{CHAN}", loud)  # as the send_message tool does
+    d.daemon.outbox.wake()
+    await wait_until(lambda: len(fake_dc.sent) == 2)
+    assert fake_dc.sent[1]["content"] == loud and fake_dc.sent[1]["pinged"] == set()
+
+
 async def test_long_reply_is_split_in_order(run_daemon: Any, fake_dc: FakeDiscord) -> None:
     paragraphs = [f"**Part {i}.** " + " ".join(f"Sentence {i}.{j} says a few words." for j in range(12)) for i in range(30)]
     long_text = "\n\n".join(paragraphs)

@@ -291,6 +291,26 @@ async def test_page_login_on_401(nursery, tmp_path):
         await page.wait_js(f"{BOT}.length === 1")
 
 
+async def test_login_link_signs_the_browser_in(run_daemon, tmp_path):
+    """The link the daemon's ready line prints (/?token=...) against the real daemon: the browser
+    gets the HttpOnly cookie, the token leaves the address bar, and the chat works."""
+    d = await run_daemon()  # no NGB_API_TOKEN: the generated token
+    async with open_page(tmp_path) as page:
+        await page.goto(f"{d.base_url}/?token={d.token}")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        assert await page.js("location.pathname + location.search") == "/"
+        assert not await page.js("document.getElementById('login').open")
+        cookies = (await page.send("Network.getCookies", {"urls": [d.base_url + "/"]}))["cookies"]
+        assert [(c["name"], c["value"], c["httpOnly"]) for c in cookies] == [("ngb_token", d.token, True)]
+        assert await page.js("document.cookie") == ""  # scripts on the page cannot read it
+        await send_from_page(page, "hello via the link")
+        await page.wait_js(f"{BOT}.length === 1")
+        # without the link (a fresh profile would be the same): the sign-in dialog
+        await page.send("Network.clearBrowserCookies")
+        await page.goto(d.base_url + "/")
+        await page.wait_js("document.getElementById('login').open")
+
+
 async def test_page_falls_back_to_polling(nursery, tmp_path):
     daemon = await serve_fake(nursery, sse=False)
     async with open_page(tmp_path) as page:

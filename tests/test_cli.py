@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,3 +53,46 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
     (tmp_path / "ngb.toml").write_text("web_prot = 8000\n")
     r = ngb(tmp_path, "groups", "list")
     assert r.returncode == 2 and "web_prot" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- the web API's token (docs/api.md, "Security") ----------------------------------------------
+def test_a_short_api_token_is_refused_at_start(tmp_path: Path) -> None:
+    r = ngb(tmp_path, "run", "--no-build", NGB_API_TOKEN="0123456789")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("ngb: NGB_API_TOKEN: must be at least 16 characters") and r.stderr.count("\n") == 1
+    assert "0123456789" not in r.stderr and not (tmp_path / "state").exists()
+
+
+async def _ngb_async(state: Path, port: int, *args: str, user: list[str] | None = None, **env: str) -> Any:
+    full = {k: v for k, v in os.environ.items() if k not in ("NGB_API_TOKEN", "NGB_CONFIG")}
+    full.update(NGB_STATE_DIR=str(state), NGB_WEB_PORT=str(port), PYTHONPATH=str(ROOT), **env)
+    return await trio.run_process(
+        [*(user or []), sys.executable, "-m", "ngb", *args], cwd="/", env=full, check=False,
+        capture_stdout=True, capture_stderr=True,
+    )
+
+
+async def test_commands_use_the_token_the_daemon_generated(run_daemon) -> None:
+    d = await run_daemon()  # no NGB_API_TOKEN anywhere: the daemon generated one
+    cfg = d.daemon.config
+    r = await _ngb_async(cfg.state_dir, cfg.web_port, "chat", "--send", "hi from the shell", "--wait", "10", "--settle", "0")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "Echo: hi from the shell" in r.stdout.decode()
+    r = await _ngb_async(cfg.state_dir, cfg.web_port, "groups", "list")  # through the running daemon's API
+    assert r.returncode == 0 and "local:main" in r.stdout.decode(), r.stderr.decode()
+    r = await _ngb_async(cfg.state_dir, cfg.web_port, "link")
+    assert r.stdout.decode().strip() == f"http://127.0.0.1:{cfg.web_port}/?token={d.token}"
+
+
+async def test_a_user_who_cannot_read_the_token_is_told_why(run_daemon) -> None:
+    d = await run_daemon()
+    cfg = d.daemon.config
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    r = await _ngb_async(cfg.state_dir, cfg.web_port, "chat", "--send", "let me in", "--wait", "1", user=nobody)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.count("\n") == 1, err
+    assert "needs its API token" in err and "permission denied" in err and "NGB_API_TOKEN" in err
+    r = await _ngb_async(cfg.state_dir, cfg.web_port, "groups", "list", user=nobody)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.count("\n") == 1 and "permission denied" in err, err
+    assert d.daemon.store is not None and not [m for m in await d.history("main") if m["text"] == "let me in"]

@@ -275,18 +275,18 @@ async def test_api_bad_input(run_daemon) -> None:
 
 
 async def test_api_token_required_when_set(run_daemon) -> None:
-    d = await run_daemon(NGB_API_TOKEN="s3cret-token")
+    d = await run_daemon(NGB_API_TOKEN="s3cret-token-0123456")
     r = await d.http.get("/api/chats/main/messages")
     assert r.status_code == 401
     r = await d.http.get("/status")
     assert r.status_code == 401
     assert (await d.http.get("/healthz")).status_code == 200
-    d.http.headers["Authorization"] = "Bearer s3cret-token"
+    d.http.headers["Authorization"] = "Bearer s3cret-token-0123456"
     assert (await d.http.get("/api/chats/main/messages")).status_code == 200
     del d.http.headers["Authorization"]
     r = await d.http.post("/api/login", json={"token": "wrong"})
     assert r.status_code == 401
-    r = await d.http.post("/api/login", json={"token": "s3cret-token"})
+    r = await d.http.post("/api/login", json={"token": "s3cret-token-0123456"})
     assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
     assert (await d.http.get("/api/chats/main/messages")).status_code == 200
 
@@ -333,7 +333,7 @@ async def test_terminal_client_talks_to_the_real_daemon(run_daemon) -> None:
     d = await run_daemon()
     out, err = io.StringIO(), io.StringIO()
     code = await send_and_wait(
-        str(d.http.base_url).rstrip("/"), "main", "hi from the terminal", sender="me", token=None, wait=10, settle=0,
+        str(d.http.base_url).rstrip("/"), "main", "hi from the terminal", sender="me", token=d.token, wait=10, settle=0,
         stdout=out, stderr=err,
     )
     assert code == 0, err.getvalue()

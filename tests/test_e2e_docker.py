@@ -18,7 +18,7 @@ import trio
 
 from ngb.daemon import Daemon
 from ngb.records import Group
-from tests.conftest import free_port, make_config
+from tests.conftest import api_headers, free_port, make_config
 from tests.fakes.anthropic import FakeAnthropic
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -31,7 +31,9 @@ class Live:
     def __init__(self, daemon: Daemon, fake: FakeAnthropic) -> None:
         self.daemon = daemon
         self.fake = fake
-        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.config.web_port}", timeout=30)
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{daemon.config.web_port}", headers=api_headers(daemon.config), timeout=30
+        )
 
     async def post(self, chat: str, text: str, sender: str = "alice") -> int:
         r = await self.http.post(f"/api/chats/{chat}/messages", json={"sender": sender, "text": text})
@@ -213,16 +215,19 @@ def _spawn_daemon(state: Path, port: int, upstream: str, instance: str, log: Pat
     )
 
 
-async def _wait_healthy(http: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
+async def _wait_healthy(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], state: Path | None = None) -> None:
+    """Wait for /healthz; with `state`, then sign `http` in with the token the daemon keeps there."""
     with trio.fail_after(30):
         while True:
             assert proc.poll() is None, "the daemon exited"
             try:
                 if (await http.get("/healthz")).status_code == 200:
-                    return
+                    break
             except httpx.TransportError:
                 pass
             await trio.sleep(0.05)
+    if state is not None:
+        http.headers.update(api_headers(state))
 
 
 async def test_kill_9_mid_turn_then_restart_answers_each_message_exactly_once(tmp_path: Path, agent_image: str) -> None:
@@ -238,7 +243,7 @@ async def test_kill_9_mid_turn_then_restart_answers_each_message_exactly_once(tm
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             proc = _spawn_daemon(state, port, fake.url, instance, log)
             try:
-                await _wait_healthy(http, proc)
+                await _wait_healthy(http, proc, state)
                 ids = []
                 for text in ("one [[sleep:4]]", "two"):
                     r = await http.post("/api/chats/main/messages", json={"sender": "a", "text": text})
@@ -250,7 +255,7 @@ async def test_kill_9_mid_turn_then_restart_answers_each_message_exactly_once(tm
                 orphans = client.containers.list(all=True, filters={"label": f"ngb.instance={instance}"})
                 assert orphans, "the killed daemon left its container behind (this is what restart must clean)"
                 proc = _spawn_daemon(state, port, fake.url, instance, log)
-                await _wait_healthy(http, proc)
+                await _wait_healthy(http, proc, state)
                 with trio.fail_after(120):
                     while True:
                         msgs = (await http.get("/api/chats/main/messages", params={"after": 0})).json()
@@ -338,7 +343,7 @@ async def test_sigterm_lets_the_running_turn_finish_and_exits_0(tmp_path: Path, 
         fake = await FakeAnthropic.start(nursery)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             proc = _spawn_daemon(state, port, fake.url, instance, log)
-            await _wait_healthy(http, proc)
+            await _wait_healthy(http, proc, state)
             await http.post("/api/chats/main/messages", json={"sender": "a", "text": "finish me [[sleep:3]]"})
             with trio.fail_after(60):
                 await fake.wait_for(lambda r: "finish me" in r.last_user_text())

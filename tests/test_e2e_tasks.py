@@ -108,7 +108,7 @@ async def test_kill_9_around_task_runs_each_slot_runs_at_most_once(tmp_path: Pat
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             proc = _spawn_daemon(state, port, fake.url, instance, log)
             try:
-                await _wait_healthy(http, proc)
+                await _wait_healthy(http, proc, state)
                 # 1. A run handed to the agent when the daemon dies is never run again.
                 await add(task("slow", "slow task [[sleep:8]]", utcnow()))
                 await http.post("/api/tasks/changed", json={})  # 404 until the lead wires the API: fine
@@ -119,7 +119,7 @@ async def test_kill_9_around_task_runs_each_slot_runs_at_most_once(tmp_path: Pat
                 # 2. A task that falls due while the daemon is down: recorded and run once after.
                 await add(task("missed", "missed task", utcnow() - timedelta(hours=3), value="1h"))
                 proc = _spawn_daemon(state, port, fake.url, instance, log)
-                await _wait_healthy(http, proc)
+                await _wait_healthy(http, proc, state)
                 with trio.fail_after(120):
                     while True:
                         msgs = (await http.get("/api/chats/main/messages", params={"after": 0})).json()

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import free_port
+from tests.conftest import api_headers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +56,7 @@ class Web:
         while True:
             try:
                 if self.http.get("/healthz").status_code == 200:
+                    self.http.headers.update(api_headers(tmp / "state"))  # the token it generated
                     break
             except httpx.TransportError:
                 pass

@@ -85,7 +85,22 @@ def test_a_missing_journal_falls_back_to_stderr(tmp_path: Path, capsys: pytest.C
     assert "ERROR   ngb.x: [g] still said" in capsys.readouterr().err
 
 
-def test_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def root_logging():
+    """setup_logging changes the root logger and the noisy loggers' levels: put them back."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    noisy = {name: logging.getLogger(name).level for name in logs.NOISY}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, value in noisy.items():
+        logging.getLogger(name).setLevel(value)
+
+
+def test_json_lines(capsys: pytest.CaptureFixture[str], root_logging: None) -> None:
     handler = logs.setup_logging("info", "json")
     try:
         with logs.log_context(group="work", chat="slack:C1"):
@@ -140,3 +155,102 @@ async def test_the_daemon_names_group_and_chat_on_its_lines(run_daemon) -> None:
     assert {(r.group, r.chat) for r in failed} == {("main", "local:main")}
     other: Any = [r for r in collect.records if r.name.startswith("ngb.web")]
     assert all(r.group is None for r in other)  # the web server is no group's
+
+
+# -- redaction: no secret in any format, exception text and tracebacks included ---------------------
+SECRET = "ngb-test-secret-Zq81x7Kc"  # a configured secret (no well-known token shape)
+
+
+def _call_upstream() -> None:
+    url = "https://api.example/botngb-test-secret-Zq81x7Kc/getMe"  # this source line shows in the traceback
+    raise ConnectionError(f"All connection attempts failed: {url}")
+
+
+def _fail() -> None:
+    try:
+        _call_upstream()
+    except ConnectionError as exc:
+        exc.add_note(f"headers: Authorization: Bearer {SECRET}")
+        raise RuntimeError(f"telegram: getMe failed with token {SECRET}") from exc
+
+
+def _log_the_failure(log: logging.Logger) -> None:
+    try:
+        _fail()
+    except RuntimeError:
+        log.exception("upstream failed for %s", SECRET, stack_info=True)  # ngb-test-secret-Zq81x7Kc
+
+
+def _assert_redacted(out: str) -> None:
+    assert SECRET not in out
+    # what helps debugging is all still there
+    for kept in ("upstream failed for <redacted>", "RuntimeError: telegram: getMe failed with token <redacted>",
+                 "ConnectionError: All connection attempts failed: https://api.example/bot<redacted>/getMe",
+                 "direct cause", "Authorization: Bearer <redacted>", "Stack (most recent call last)"):
+        assert kept in out, kept
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_secret_in_an_exception_or_traceback_is_redacted(fmt: str, capsys: pytest.CaptureFixture[str],
+                                                            root_logging: None) -> None:
+    handler = logs.setup_logging("info", fmt, secrets=[SECRET])
+    try:
+        _log_the_failure(logging.getLogger("somesdk.client"))  # any logger, not only ours
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logs.remove_secret(SECRET)
+    err = capsys.readouterr().err
+    if fmt == "json":
+        (line,) = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        err = "\n".join([line["message"], line["exception"], line["stack"]])
+    _assert_redacted(err)
+
+
+def test_a_secret_in_an_exception_is_redacted_in_the_journal(journal) -> None:
+    path, sock = journal
+    handler = logs.JournalHandler(path)
+    handler.addFilter(logs.ContextFields())
+    log = logging.getLogger("ngb.test.journal_redact")
+    log.addHandler(handler)
+    log.propagate = False
+    logs.add_secret(SECRET)
+    try:
+        _log_the_failure(log)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        logs.remove_secret(SECRET)
+    data = sock.recv(1 << 20)
+    assert SECRET.encode() not in data
+    _assert_redacted(parse_journal(data)["MESSAGE"])
+
+
+def test_other_handlers_see_the_record_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """pytest's handler, a plugin's handler: the filter redacts the record itself, exception text too."""
+    from ngb.channels.common import redact_in_logs
+
+    redact_in_logs(SECRET)
+    try:
+        with caplog.at_level(logging.ERROR):
+            _log_the_failure(logging.getLogger("ngb.test.caplog"))
+    finally:
+        logs.remove_secret(SECRET)
+    _assert_redacted(caplog.text)
+
+
+def test_secrets_from_the_environment_and_well_known_token_shapes(monkeypatch, capsys, root_logging: None) -> None:
+    monkeypatch.setenv("NGB_TELEGRAM_TOKEN", "env-telegram-token-9f8e7d")
+    monkeypatch.setenv("NGB_API_TOKEN_FILE", "/etc/ngb/api-token")  # a path, not a secret
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "plain-anthropic-key-123456")
+    handler = logs.setup_logging("info", "text")
+    try:
+        log = logging.getLogger("ngb.test.env")
+        log.warning("token env-telegram-token-9f8e7d, key plain-anthropic-key-123456, file /etc/ngb/api-token")
+        log.warning("never configured: sk-ant-api03-abcdefghijklmnop and bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for value in ("env-telegram-token-9f8e7d", "plain-anthropic-key-123456"):
+            logs.remove_secret(value)
+    err = capsys.readouterr().err
+    assert "token <redacted>, key <redacted>, file /etc/ngb/api-token" in err
+    assert "never configured: sk-ant-<redacted> and bot123456789:<redacted>" in err

@@ -44,7 +44,7 @@ def make_db(config: Any) -> None:
 def test_state_dir_ok_missing_and_broken(tmp_path: Path) -> None:
     c = cfg(tmp_path)
     assert d.check_state_dir(c).status == "ok"  # missing but creatable
-    c.state_dir.mkdir()
+    c.state_dir.mkdir(mode=0o700)
     assert d.check_state_dir(c).status == "ok"
     assert not list(c.state_dir.iterdir())  # the probe file is gone
 
@@ -78,6 +78,57 @@ def test_state_dir_world_writable_warns(tmp_path: Path) -> None:
     os.chmod(c.state_dir, 0o777)
     check = d.check_state_dir(c)
     assert check.status == "warn" and check.fix == f"chmod o-w {c.state_dir}"
+
+
+def test_state_dir_open_to_other_users_warns(tmp_path: Path) -> None:
+    c = cfg(tmp_path)
+    c.state_dir.mkdir()
+    os.chmod(c.state_dir, 0o755)  # as an older daemon made it
+    check = d.check_state_dir(c)
+    assert check.status == "warn" and "other users" in check.detail and "0755" in check.detail
+    assert check.fix == f"chmod 700 {c.state_dir}"
+
+
+# -- the agents' uid ------------------------------------------------------------------------------
+class _Entry:
+    def __init__(self, name: str, members: list[str] | None = None) -> None:
+        self.pw_name = self.gr_name = name
+        self.gr_mem = members or []
+
+
+def _lookup(table: dict[int, _Entry]) -> Any:
+    def get(n: int) -> _Entry:
+        if n not in table:
+            raise KeyError(n)
+        return table[n]
+
+    return get
+
+
+def test_agent_uid_owned_by_a_host_account_warns_naming_it(tmp_path: Path) -> None:
+    c = cfg(tmp_path)  # agent_uid 1000
+    users = {1000: _Entry("alice"), 2000: _Entry("bob")}
+    check = d.check_agent_uid(c, getpwuid=_lookup(users), getgrgid=_lookup({2001: _Entry("g")}), euid=0, egid=0)
+    assert check.status == "warn" and "'alice'" in check.detail and "uid 1000" in check.detail
+    assert check.fix.startswith("set NGB_AGENT_UID=2002 ")  # the first uid and gid nobody uses
+
+    c2 = cfg(tmp_path, NGB_AGENT_UID="3000")
+    check = d.check_agent_uid(c2, getpwuid=_lookup(users), getgrgid=_lookup({}), euid=0, egid=0)
+    assert check.status == "ok" and "3000" in check.detail
+
+    # the daemon's own account is the agents' uid: named as such
+    check = d.check_agent_uid(c, getpwuid=_lookup(users), getgrgid=_lookup({}), euid=1000, egid=1000)
+    assert check.status == "warn" and "the daemon's own account 'alice'" in check.detail
+
+
+def test_agent_uid_daemon_group_with_other_members_warns(tmp_path: Path) -> None:
+    c = cfg(tmp_path, NGB_AGENT_UID="3000")
+    groups = {998: _Entry("nanogridbot", ["carol"])}
+    check = d.check_agent_uid(c, getpwuid=_lookup({}), getgrgid=_lookup(groups), euid=998, egid=998)
+    assert check.status == "warn" and "carol" in check.detail and "'nanogridbot'" in check.detail
+    assert "useradd --system" in check.fix
+    check = d.check_agent_uid(c, getpwuid=_lookup({}), getgrgid=_lookup({998: _Entry("nanogridbot")}), euid=998, egid=998)
+    assert check.status == "ok"
 
 
 # -- database -------------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import stat
 from typing import Any
 
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from ngb.config import ConfigError
 from ngb.records import InboundMessage
 from ngb.store import StoreUnavailable
 from ngb.web.security import inline_script_hashes
@@ -157,16 +159,107 @@ async def test_every_route_needs_the_token_when_set(run_daemon) -> None:
     assert (await d.http.get("/api/tasks")).status_code == 401
 
 
-async def test_open_when_no_token_but_only_for_loopback_hosts(run_daemon) -> None:
-    d = await run_daemon()
-    for path in PROTECTED_GETS:
-        assert (await d.http.get(path)).status_code == 200, path
-    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 must not drive the API
+async def test_without_a_configured_token_one_is_generated_and_required(run_daemon) -> None:
+    d = await run_daemon()  # no NGB_API_TOKEN
+    path = d.daemon.config.state_dir / "secrets" / "api_token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.read_text().strip() == d.token and len(d.token) >= 40
+    async with d.anonymous() as anon:
+        for p in PROTECTED_GETS:
+            r = await anon.get(p)
+            assert r.status_code == 401 and "token" in r.json()["error"], p
+        r = await anon.get("/api/groups", headers={"Authorization": "Bearer not-the-token-0123456789"})
+        assert r.status_code == 401
+        assert (await anon.get("/healthz")).status_code == 200 and (await anon.get("/")).status_code == 200
+    for p in PROTECTED_GETS:
+        assert (await d.http.get(p)).status_code == 200, p  # Bearer <the generated token>
+    # the generated token makes no exposed server: DNS rebinding (a page on evil.example resolving to
+    # 127.0.0.1) is still refused on the Host header, whatever the token
     r = await d.http.get("/api/groups", headers={"Host": "evil.example:8640"})
     assert r.status_code == 421
-    r = await d.http.post("/api/tasks/x/pause", content=b"", headers={"content-type": "text/plain"})
-    assert r.status_code == 415
     assert (await d.http.get("/api/groups", headers={"Host": "localhost"})).status_code == 200
+
+
+def test_the_generated_token_is_kept_and_never_overwritten(tmp_path) -> None:
+    from ngb.api_token import ensure_api_token
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path)
+    first = ensure_api_token(config)
+    assert not first.configured and ensure_api_token(config).value == first.value  # the next start
+    first.path.chmod(0o644)  # someone loosened it: refuse rather than serve a token others read
+    with pytest.raises(ConfigError, match="chmod 600"):
+        ensure_api_token(config)
+    assert ensure_api_token(make_config(tmp_path, NGB_API_TOKEN=TOKEN)).value == TOKEN  # the env wins
+
+
+async def test_login_is_rate_limited_per_address(run_daemon) -> None:
+    d = await run_daemon()
+    async with d.anonymous() as anon:
+        for i in range(5):
+            r = await anon.post("/api/login", json={"token": "wrong"})
+            assert r.status_code == 401, i
+        r = await anon.post("/api/login", json={"token": "wrong"})
+        assert r.status_code == 429 and "try again" in r.json()["error"]
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        # while locked, not even the right token is looked at by the login...
+        r = await anon.post("/api/login", json={"token": d.token})
+        assert r.status_code == 429 and "set-cookie" not in r.headers
+        r = await anon.get("/", params={"token": d.token})
+        assert r.status_code == 429 and "set-cookie" not in r.headers
+    # ...but the API with its right token still answers (other local users cannot lock `ngb` out)
+    assert (await d.http.get("/api/groups")).status_code == 200
+    assert re.search(r'ngb_errors_total\{kind="web_auth"\} 5\.0', (await d.http.get("/metrics")).text)
+
+
+async def test_bearer_guessing_counts_and_a_stale_cookie_does_not_lock_the_login(run_daemon) -> None:
+    d = await run_daemon()
+    async with d.anonymous() as anon:
+        stale = {"Cookie": "ngb_token=an-old-token-from-a-previous-install"}
+        for _ in range(8):  # one stale value, sent by every page request: one mistake
+            assert (await anon.get("/api/chats", headers=stale)).status_code == 401
+        r = await anon.post("/api/login", json={"token": d.token})
+        assert r.status_code == 200
+        assert (await anon.get("/api/chats")).status_code == 200
+    async with d.anonymous() as guesser:
+        for i in range(5):  # distinct guesses count
+            r = await guesser.get("/api/chats", headers={"Authorization": f"Bearer guess-{i:02d}-0123456789"})
+            assert r.status_code == 401
+        r = await guesser.post("/api/login", json={"token": d.token})
+        assert r.status_code == 429  # the login is locked for that address now
+
+
+async def test_a_login_link_signs_in_and_drops_the_token_from_the_address(run_daemon) -> None:
+    d = await run_daemon()
+    async with d.anonymous() as browser:
+        r = await browser.get("/", params={"token": d.token})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and d.token.lower() in cookie
+        assert (await browser.get("/api/chats")).status_code == 200  # the cookie
+        r = await browser.get("/dashboard", params={"token": d.token, "x": "1"})
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard?x=1"
+    async with d.anonymous() as stranger:
+        r = await stranger.get("/", params={"token": "not-the-token-0123456789"})
+        assert r.status_code == 303 and r.headers["location"] == "/" and "set-cookie" not in r.headers
+        assert (await stranger.get("/api/chats")).status_code == 401
+
+
+def test_wrong_tokens_window_frees_up() -> None:
+    from ngb.web.security import WrongTokens
+
+    now = [0.0]
+    w = WrongTokens(limit=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        w.record("a", "x")
+    assert w.retry_after("a") == 60 and w.retry_after("b") is None
+    now[0] = 30.0
+    assert w.retry_after("a") == 30
+    now[0] = 60.0
+    assert w.retry_after("a") is None
+    assert w.record("c", "same", distinct=True) == (1, True)
+    assert w.record("c", "same", distinct=True) == (1, False)
+    assert w.record("c", "same") == (2, True)
 
 
 async def test_security_headers_and_csp_covers_inline_scripts(run_daemon) -> None:

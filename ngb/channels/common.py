@@ -14,6 +14,9 @@ from typing import Any
 
 import trio
 
+from ..logs import MIN_SECRET, REDACT, add_secret
+from ..logs import redact as redact_known
+
 log = logging.getLogger(__name__)
 
 # -- channel states (what /status shows as channels[name].state) -----------------------------------
@@ -45,7 +48,7 @@ class ChannelStatus:
         for secret in self.secrets:
             if secret:
                 text = text.replace(secret, "<redacted>")
-        return text
+        return redact_known(text)
 
     def set(self, state: str, error: str | None = None) -> None:
         if error is not None:
@@ -74,44 +77,29 @@ class ChannelStatus:
         }
 
 
-class _RedactSecrets(logging.Filter):
-    """Removes secrets from records of SDK and HTTP loggers (httpx logs every request URL at INFO,
-    and the Telegram Bot API puts the token in the URL)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            text = record.getMessage()
-            if any(secret in text for secret in self.secrets):
-                for secret in self.secrets:
-                    text = text.replace(secret, "<redacted>")
-                record.msg, record.args = text, None
-        return True
-
-
-_REDACT = _RedactSecrets()
-MIN_REDACTED = 6
+# The daemon's redaction lives in ngb.logs (every formatter redacts its whole output, exception
+# text and tracebacks included); channels register their tokens through redact_in_logs.
+_REDACT = REDACT
+MIN_REDACTED = MIN_SECRET
 
 
 def redact_in_logs(secret: str, loggers: tuple[str, ...] = ("httpx", "httpcore", "telegram", "ngb")) -> None:
-    """Never let ``secret`` reach a log line written through these loggers (or their children that
-    propagate to them: the filter sits on each named logger and on the root handlers).
+    """Never let ``secret`` reach a log line: the daemon's formatters (text, JSON, journal) redact it
+    from every line, exception text and traceback; the filter on these loggers and on the root
+    handlers also redacts the record itself, for handlers with formatters of their own.
 
     Secrets shorter than MIN_REDACTED characters are not redacted: no real token is that short,
     and replacing every "s" or "ab" in every log line would make the logs useless."""
     if len(secret) < MIN_REDACTED:
         return
-    _REDACT.secrets.add(secret)
+    add_secret(secret)
     for name in loggers:
         logger = logging.getLogger(name)
-        if _REDACT not in logger.filters:
-            logger.addFilter(_REDACT)
+        if REDACT not in logger.filters:
+            logger.addFilter(REDACT)
     for handler in logging.getLogger().handlers:
-        if _REDACT not in handler.filters:
-            handler.addFilter(_REDACT)
+        if REDACT not in handler.filters:
+            handler.addFilter(REDACT)
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> float:
@@ -385,7 +373,7 @@ class InboundGate:
 
     async def submit(self, submit: Callable[[Any], Awaitable[Any]], inbound: Any, *, triggered: bool | None = None) -> bool:
         """Pass inbound to the router; False when the router refused it (logged)."""
-        from ..router import MessageRejected
+        from ..router import MessageDropped, MessageRejected
 
         self.received += 1
         if inbound.chat not in self._seen_chats and len(self._seen_chats) < self._max_chats:
@@ -396,6 +384,8 @@ class InboundGate:
             self.last_trigger.note(inbound.chat, inbound.platform_id)
         try:
             await submit(inbound)
+        except MessageDropped:
+            return False  # an unregistered chat past its quota: counted and logged by the router
         except MessageRejected as exc:
             log.warning("%s: message %s in %s refused: %s", self.name, inbound.platform_id, inbound.chat, exc)
             return False

@@ -15,6 +15,14 @@ messages, and every DM set ``mentions_bot``. Replies reference the triggering me
 message the bot sends carries a ``nonce`` with ``enforce_nonce`` when the caller passes an
 idempotency key (the outbox row id), so Discord drops a resend of the same row. Reading what
 people write needs the privileged **Message Content** intent (docs/channels/discord.md).
+
+Nothing the bot sends pings a crowd: every message carries ``allowed_mentions`` with an empty
+``parse`` list, so ``@everyone``, ``@here``, role mentions ``<@&id>`` and user mentions ``<@id>``
+in the text (the agent repeating what someone wrote, or steered into it) show as text and notify
+no one. The one notification kept is Discord's usual one for a reply: the answer to a message
+(``reply_to``) notifies that message's author, who asked. A message the agent sends on its own
+(``send_message``) references the chat's newest trigger without notifying anyone. The client's
+default is the same ``AllowedMentions.none()``, for any send that does not say.
 """
 
 from __future__ import annotations
@@ -158,7 +166,8 @@ class DiscordChannel:
         intents.dm_messages = True
         intents.message_content = self.settings.message_content
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here: no warning
-        client = discord.Client(intents=intents, chunk_guilds_at_startup=False, max_messages=None)
+        client = discord.Client(intents=intents, chunk_guilds_at_startup=False, max_messages=None,
+                                allowed_mentions=discord.AllowedMentions.none())
         queue: asyncio.Queue[Any] = asyncio.Queue()
         ready = asyncio.Event()
 
@@ -345,19 +354,24 @@ class DiscordChannel:
         parts = split_text(text, PART_LIMIT, measure=utf16_len)
         for index in range(len(ids), len(parts)):
             nonce = f"{idempotency_key}.{index}"[-NONCE_MAX:] if idempotency_key else None
-            message_id = await self._send_part(channel_id, parts[index], reference if index == 0 else None, nonce)
+            message_id = await self._send_part(channel_id, parts[index], reference if index == 0 else None, nonce,
+                                               ping_author=bool(reply_to))
             ids.append(message_id)
             self._partial.record(key, message_id)
         self._partial.finish(key)
         return ids[0] if ids else None
 
-    async def _send_part(self, channel_id: int, part: str, reference: int | None, nonce: str | None) -> str:
+    async def _send_part(self, channel_id: int, part: str, reference: int | None, nonce: str | None, *,
+                         ping_author: bool = False) -> str:
         import aiohttp
         import discord
 
         async def post() -> Any:
             channel = self.client.get_partial_messageable(channel_id)
-            kwargs: dict[str, Any] = {}
+            # no @everyone/@here, no roles, no users from the text; the replied-to author only for an answer
+            mentions = discord.AllowedMentions(everyone=False, users=False, roles=False,
+                                               replied_user=ping_author and reference is not None)
+            kwargs: dict[str, Any] = {"allowed_mentions": mentions}
             if reference is not None:
                 kwargs["reference"] = discord.MessageReference(message_id=reference, channel_id=channel_id,
                                                                fail_if_not_exists=False)

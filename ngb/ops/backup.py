@@ -13,9 +13,10 @@ A backup holds:
 * ``manifest.json``: format, ngb version, schema version, time, the database's SHA-256, what was
   left out.
 
-Never in a backup: environment files (``*.env``, ``.env*``), credential files (``.credentials.json``
-and the like), the secret files the configuration names (``api_token_file``, ``*_file`` of channel
-tables), sockets, ``run/``, ``logs/``, ``backups/``. What was left out is listed in the manifest.
+Never in a backup: environment files (``*.env``, ``.env*``), credential files (``credentials`` as in
+``~/.aws``, ``.credentials.json`` and the like), the secret files the configuration names
+(``api_token_file``, ``*_file`` of channel tables), sockets, ``run/``, ``logs/``, ``backups/``. What
+was left out is listed in the manifest.
 
 A backup is a directory, or a ``.tar.gz`` / ``.tgz`` file. Either is written under a temporary name
 and renamed into place when complete, so a half-written backup never looks like a backup.
@@ -58,7 +59,8 @@ PRE_MIGRATION_PREFIX = "pre-migration-"
 PRE_MIGRATION_KEEP = 5
 
 # File names never copied into a backup (secrets), matched case-insensitively.
-_SECRET_EXACT = {".env", "ngb.env", ".credentials.json", "credentials.json", ".netrc", ".pgpass", ".git-credentials"}
+_SECRET_EXACT = {".env", "ngb.env", ".credentials.json", "credentials.json", "credentials", ".netrc", ".pgpass",
+                 ".git-credentials"}  # credentials: ~/.aws/credentials and the like
 _SECRET_SUFFIXES = (".env", ".pem", ".key", ".p12", ".pfx")
 _SECRET_PREFIXES = (".env.", "id_rsa", "id_ed25519", "id_ecdsa")
 

@@ -8,7 +8,8 @@ edit to make. Nothing here changes anything, and no secret is ever printed.
 Checks: the state folder is writable; disk space (state folder, Docker's data root); the database
 (integrity check, migrations current); the mount allowlist; Docker reachable; the agent image built
 and current (its ``ngb.agent.hash`` label against ``agent/``); the model key or upstream answering;
-the clock (against the upstream's ``Date`` header and the NTP status); whether the daemon runs;
+the clock (against the upstream's ``Date`` header and the NTP status); whether a host account
+shares the agents' uid (or, for a daemon not running as root, the daemon's group); whether the daemon runs;
 each configured channel's token (ngb/ops/channel_checks.py).
 """
 
@@ -112,7 +113,67 @@ def check_state_dir(config: Config) -> Check:
     mode = stat.S_IMODE(state.stat().st_mode)
     if mode & 0o002:
         return Check("state dir", "warn", f"{state} is writable by everyone (mode {mode:04o})", f"chmod o-w {q}")
+    if mode & 0o077:
+        return Check("state dir", "warn", f"{state} is open to the host's other users (mode {mode:04o}): they can read "
+                     "the chat history (the daemon closes it at its next start)", f"chmod 700 {q}")
     return Check("state dir", "ok", f"{state} is writable")
+
+
+# -- the agents' uid ----------------------------------------------------------------------------------
+def _free_uid(taken: Callable[[int], bool], start: int = 2000) -> int:
+    uid = start
+    while taken(uid) and uid < start + 100_000:
+        uid += 1
+    return uid
+
+
+def check_agent_uid(
+    config: Config,
+    getpwuid: Callable[[int], Any] = pwd.getpwuid,
+    getgrgid: Callable[[int], Any] | None = None,
+    euid: int | None = None,
+    egid: int | None = None,
+) -> Check:
+    """A host account with the agents' uid is, to the kernel, every group's agent: it can connect
+    to each group's sockets and write each group's folder. A daemon not running as root opens
+    those to its own group instead: members of that group are in the same position."""
+    import grp
+
+    getgrgid = getgrgid or grp.getgrgid
+    euid = os.geteuid() if euid is None else euid
+    egid = os.getegid() if egid is None else egid
+    uid = config.agent_uid
+
+    def taken(n: int) -> bool:
+        for lookup in (getpwuid, getgrgid):
+            try:
+                lookup(n)
+                return True
+            except KeyError:
+                pass
+        return False
+
+    fix = f"set NGB_AGENT_UID={_free_uid(taken)} (or agent_uid in the config file; any uid no account uses), then restart the daemon"
+    try:
+        account = getpwuid(uid).pw_name
+    except KeyError:
+        account = None
+    if account is not None:
+        who = "the daemon's own account" if uid == euid else "host account"
+        return Check("agent uid", "warn", f"{who} {account!r} has uid {uid}, the uid agent containers run as: "
+                     "it can reach every group's sockets and folders", fix)
+    if euid != 0:
+        try:
+            group = getgrgid(egid)
+        except KeyError:
+            group = None
+        members = sorted(set(group.gr_mem) - {_user()}) if group is not None else []
+        if members:
+            return Check("agent uid", "warn", f"the daemon's group {group.gr_name!r} (gid {egid}) also has "
+                         f"{', '.join(members)}: agent containers run with this group, so they can reach "
+                         "every group's sockets", "run the daemon as a user with a group of its own "
+                         "(useradd --system nanogridbot)")
+    return Check("agent uid", "ok", f"no host account has uid {uid} (the agents' uid)")
 
 
 # -- disk --------------------------------------------------------------------------------------------
@@ -196,6 +257,39 @@ def check_database(config: Config) -> Check:
 
 
 # -- mount allowlist ---------------------------------------------------------------------------------
+def check_allow_lists(config: Config) -> Check:
+    """Allow-list entries stored before names were refused (ngb/identity.py): each matches nobody."""
+    from ..identity import invalid_sender_ids
+    from ..records import Group
+
+    db = config.db_path
+    if not db.exists():
+        return Check("allow-lists", "ok", "no groups yet")
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            groups = [
+                Group(chat=r["chat"], folder=r["folder"], allowed_senders=tuple(json.loads(r["allowed_senders"])))
+                for r in conn.execute("SELECT chat, folder, allowed_senders FROM groups")
+            ]
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, KeyError) as exc:
+        return Check("allow-lists", "skip", f"cannot read the groups: {exc}")
+    bad = [(g.chat, entry) for g in groups for entry, _ in invalid_sender_ids(g)]
+    if bad:
+        shown = ", ".join(f"{chat}: {entry!r}" for chat, entry in bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        chat = bad[0][0]
+        return Check(
+            "allow-lists", "warn",
+            f"entries that are names, not the platform's user ids, match nobody: {shown}",
+            f"ngb groups senders {shlex.quote(chat)}   (copy the id), then: ngb groups allow {shlex.quote(chat)} ID && "
+            f"ngb groups disallow {shlex.quote(chat)} {shlex.quote(bad[0][1])}",
+        )
+    return Check("allow-lists", "ok", f"{sum(len(g.allowed_senders) for g in groups)} allowed sender id(s) in {len(groups)} group(s)")
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -409,7 +503,9 @@ class Doctor:
     def run(self) -> Iterator[Check]:
         cfg = self.config
         yield check_state_dir(cfg)
+        yield check_agent_uid(cfg)
         yield check_database(cfg)
+        yield check_allow_lists(cfg)
         yield check_allowlist(cfg)
         docker_check, client = check_docker(self.docker_factory)
         yield docker_check

@@ -3,6 +3,10 @@
 On enter: the group's run folder gets fresh sockets (control, requests, model), the container is
 started with that folder mounted at /run/ngb, and the runner's `hello` is awaited. On exit: `stop`
 is sent, the container gets a grace period, then it is stopped and removed; the sockets go away.
+
+The run folder and its sockets are reachable by the daemon and the agent's uid only
+(ngb/hostperms.py); the control socket takes the first connection whose peer is the agent's uid
+and reads it strictly (a too-long or unfinished frame ends the session), see ngb/framing.py.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,8 @@ import trio
 
 from .. import errors
 from ..actor import ExitInfo, TurnFailed
-from ..framing import FrameError, FrameWriter, LineReader
+from ..framing import FRAME_TIMEOUT, FrameError, FrameWriter, LineReader, peer_uid
+from ..hostperms import DEFAULT_AGENT_UID, allowed_peer, container_user, share_dir, share_socket, socket_dir
 from ..records import Group
 from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
@@ -37,7 +43,7 @@ class DockerConnection:
         self.container_id = container_id
         self.exit_info: ExitInfo | None = None
         self._stream = stream
-        self._reader = LineReader(stream)
+        self._reader = LineReader(stream, strict=True, frame_timeout=FRAME_TIMEOUT)
         self._writer = FrameWriter(stream)
         self.closed = False
 
@@ -71,15 +77,17 @@ class DockerLauncher:
         self.tools = tools
         self.config = config
         self._current_group = current_group
+        self.agent_uid: int = getattr(config, "agent_uid", DEFAULT_AGENT_UID)
 
     def _mounts(self, group: Group, run_dir: Path) -> list[BindMount]:
         cfg = self.config
         group_dir = (cfg.groups_dir / group.folder).resolve()
         session_dir = (cfg.state_dir / "sessions" / group.folder).resolve()
         session_dir.mkdir(parents=True, exist_ok=True)
-        _chown_agent(session_dir)
+        share_dir(session_dir, self.agent_uid)
         global_dir = cfg.global_dir.resolve()
         global_dir.mkdir(parents=True, exist_ok=True)
+        share_dir(global_dir, self.agent_uid)  # main writes it; the others read it
         mounts = [
             BindMount(str(group_dir), "/workspace/group", read_only=False),
             BindMount(str(global_dir), "/workspace/global", read_only=not group.is_main),
@@ -121,19 +129,25 @@ class DockerLauncher:
     async def _session(self, group: Group) -> AsyncIterator[DockerConnection]:
         cfg = self.config
         run_dir = cfg.run_dir / group.folder
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o755)
+        try:
+            socket_dir(run_dir, self.agent_uid)
+        except OSError as exc:
+            raise TurnFailed(f"the group's socket folder {run_dir} cannot be made private: {exc}") from exc
         placeholder = "ngb-placeholder-" + secrets.token_urlsafe(24)
         folder = group.folder
         container_id: str | None = None
         async with trio.open_nursery() as nursery:
             try:
-                control = await _listen(run_dir / "control.sock")
-                requests = await _listen(run_dir / "requests.sock")
+                control = await _listen(run_dir / "control.sock", self.agent_uid)
+                requests = await _listen(run_dir / "requests.sock", self.agent_uid)
                 await nursery.start(
-                    serve_requests, requests, lambda: self._current_group(folder) or group, self.tools
+                    partial(serve_requests, agent_uid=self.agent_uid),
+                    requests,
+                    lambda: self._current_group(folder) or group,
+                    self.tools,
                 )
                 await nursery.start(self.proxy.serve_group, folder, run_dir / "model.sock", placeholder)
+                share_socket(run_dir / "model.sock", self.agent_uid)
                 spec = ContainerSpec(
                     image=cfg.image,
                     folder=folder,
@@ -152,9 +166,10 @@ class DockerLauncher:
                     pids=cfg.container_pids,
                     cpus=cfg.container_cpus,
                     network=cfg.container_network,
+                    user=container_user(self.agent_uid),
                 )
                 container_id = await self._start(spec)
-                conn = await self._accept(control, container_id, nursery)
+                conn = await self._accept(control, container_id, nursery, folder)
                 try:
                     yield conn
                 finally:
@@ -196,7 +211,9 @@ class DockerLauncher:
                 await trio.sleep(1.0)
                 await self.runtime.wait_reachable(max(0.0, deadline - trio.current_time()))
 
-    async def _accept(self, control: trio.SocketListener, container_id: str, nursery: trio.Nursery) -> DockerConnection:
+    async def _accept(
+        self, control: trio.SocketListener, container_id: str, nursery: trio.Nursery, folder: str = "?"
+    ) -> DockerConnection:
         """Wait for the runner to connect and say hello, or for the container to die trying."""
         exited: list[ExitInfo] = []
         accepted: list[trio.SocketStream] = []
@@ -208,7 +225,15 @@ class DockerLauncher:
                     race.cancel_scope.cancel()
 
                 async def accept() -> None:
-                    accepted.append(await control.accept())
+                    while True:
+                        stream = await control.accept()
+                        uid = peer_uid(stream)
+                        if allowed_peer(uid, self.agent_uid):
+                            break
+                        log.warning("control[%s]: connection from uid %s refused (only the agent's uid %d)",
+                                    folder, uid, self.agent_uid)
+                        await stream.aclose()  # nothing read from it
+                    accepted.append(stream)
                     race.cancel_scope.cancel()
 
                 race.start_soon(watch)
@@ -235,13 +260,17 @@ class DockerLauncher:
         raise TurnFailed("the agent connected but did not say hello")
 
 
-async def _listen(path: Path) -> trio.SocketListener:
+async def _listen(path: Path, agent_uid: int) -> trio.SocketListener:
     if path.exists() or path.is_symlink():
         path.unlink()
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    await sock.bind(str(path))
-    os.chmod(path, 0o666)  # uid 1000 in the container connects; the folder is mounted only there
-    sock.listen(16)
+    try:
+        await sock.bind(str(path))
+        share_socket(path, agent_uid)  # the agent's uid and the daemon only
+        sock.listen(16)
+    except BaseException:
+        sock.close()
+        raise
     return trio.SocketListener(sock)
 
 
@@ -251,10 +280,4 @@ def _engine_unreachable(exc: BaseException) -> bool:
 
     return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, RuntimeUnavailable))
 
-
-def _chown_agent(path: Path) -> None:
-    try:
-        os.chown(path, 1000, 1000)
-    except PermissionError:
-        pass
 

@@ -4,27 +4,47 @@ The Claude Code CLI in a container speaks plain HTTP/1.1 (Anthropic Messages API
 ``stream: true`` server-sent events) to ``127.0.0.1:$NGB_MODEL_PORT``; the runner pipes every TCP
 connection byte for byte to the group's unix socket, which this module serves.
 
-Per request the proxy:
+The proxy is a door, not a tunnel. Per connection and request it:
 
-* checks the caller's key (``x-api-key`` or ``Authorization: Bearer``) against the placeholder
-  issued for that socket's group: the socket is the identity, the placeholder only proves the
-  caller is that group's container (401 with an Anthropic-shaped error otherwise);
+* takes at most ``max_connections`` (8) connections per group socket at once; a further one waits
+  up to ``slot_wait`` seconds for a slot (an idle keep-alive connection is closed to make room),
+  at most ``max_connections`` of them wait, and the rest are answered at once with a 429
+  ``rate_limit_error`` and closed;
+* cuts a connection that dribbles: a request head must be complete ``head_timeout`` (30 s) after
+  the connection opens (or after the first byte of a keep-alive request), a request body must
+  make progress every ``body_timeout`` (30 s) and be complete within ``body_deadline``; an idle
+  keep-alive connection is closed after ``idle_timeout``;
+* decides from the request head alone, before any body byte is read: the caller's key
+  (``x-api-key`` or ``Authorization: Bearer``) must be the placeholder issued for that socket's
+  group (401 ``authentication_error``; the socket is the identity, the placeholder only proves the
+  caller is that group's container); the method and path must be exactly ``POST /v1/messages`` or
+  ``POST /v1/messages/count_tokens`` (any query string), compared byte for byte on the raw
+  request target, so a fragment (``#``), any percent-encoding (``%2f``, ``%6d``...), ``//``,
+  ``.``/``..`` segments, a trailing slash or another case is refused: 403 ``permission_error``,
+  one log line naming the group, and ``on_refused(group, reason)`` (the daemon's
+  ``ngb_model_proxy_refused_total{group,reason}``); a ``Content-Length`` over ``max_body``
+  (8 MiB, the ``model_max_body_bytes`` setting) is refused with 413 ``request_too_large``;
+  ``POST /v1/messages`` (the billed route) asks ``admit(group)`` (the daemon's budgets,
+  ngb/budgets.py): a refusal is answered with the Anthropic spend-limit error (400
+  ``invalid_request_error``, ``x-should-retry: false``); ``count_tokens`` is free and not checked;
+* only then reads the body (a chunked body is cut with 413 as soon as it passes ``max_body``);
 * drops hop-by-hop and client auth headers, asks for an identity body (so SSE can be parsed on
   the fly), sets the real ``x-api-key`` (none when no key is configured, for keyless local
-  upstreams) and forwards method, path, query and body to the upstream with httpx;
+  upstreams) and forwards the route, query and body to the upstream with httpx;
 * streams the response back as it arrives (headers first, then every chunk; never the whole
-  body buffered) while counting tokens per group from ``message_start`` / ``message_delta`` SSE
-  events or a JSON body's ``usage`` object;
+  body buffered) while counting usage per group from ``message_start`` / ``message_delta`` SSE
+  events or a JSON body's ``usage`` object: input and output tokens, cache reads, cache writes
+  (with the 1-hour share of ``cache_creation``) and server tool uses (web search / web fetch);
 * retries 429 / 503 / 529 responses and connection failures that happened before any byte went
   back to the client, ``retries`` times with exponential backoff and jitter (``retry-after`` is
   honoured, capped), then passes the last error response through;
 * closes the client connection if the upstream drops mid-stream (the CLI sees a truncated body);
 * cuts a streamed (SSE) answer that sends nothing for ``stall_timeout`` seconds (the CLI sees a
-  truncated body and asks again) instead of letting the turn hang until the turn timeout;
-* asks ``admit(group)`` (the daemon's budgets, ngb/budgets.py) before forwarding a request that
-  costs money (anything but GET/HEAD and ``count_tokens``): a refusal is answered at once with the
-  Anthropic spend-limit error (400 ``invalid_request_error``, ``x-should-retry: false``) and nothing
-  goes upstream.
+  truncated body and asks again) instead of letting the turn hang until the turn timeout.
+
+A refused request whose body was not read gets ``connection: close``; the proxy then reads and
+discards what the client still sends for a moment (never keeping it) so the client sees the
+answer instead of a reset. Every refusal is an Anthropic-shaped JSON error.
 
 The real key is never logged, and any occurrence of it in upstream response headers or bodies is
 masked with ``*`` before it reaches the container (same length, so framing is unchanged).
@@ -59,9 +79,22 @@ import trio
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 32 * 1024 * 1024
+MAX_BODY = 8 * 1024 * 1024  # the model_max_body_bytes setting's default
 MAX_HEAD = 64 * 1024
 RECEIVE_SIZE = 64 * 1024
+MAX_CONNECTIONS = 8  # per group socket at once; as many more may wait SLOT_WAIT for a slot
+SLOT_WAIT = 5.0
+HEAD_TIMEOUT = 30.0  # a request head must be complete this long after its first byte (or the connect)
+BODY_TIMEOUT = 30.0  # a request body must make progress at least this often ...
+BODY_DEADLINE = 120.0  # ... and be complete within this
+IDLE_TIMEOUT = 60.0  # a keep-alive connection with no new request for this long is closed
+LINGER = 1.0  # after refusing a request whose body was not read: discard what still comes this long
+LINGER_BYTES = 4 * 1024 * 1024  # ... or up to this much
+SKIP_BODY = 64 * 1024  # a refused request's body up to this size is read and dropped (keep-alive)
+# The only routes forwarded, matched byte for byte on the raw request target's path (POST only).
+ROUTES = {b"/v1/messages": "messages", b"/v1/messages/count_tokens": "count_tokens"}
+ROUTE_PATHS = {name: path.decode() for path, name in ROUTES.items()}
+BILLED_ROUTES = frozenset({"messages"})  # count_tokens costs nothing: never refused over a budget
 RETRY_STATUSES = frozenset({429, 503, 529})
 MAX_RETRY_AFTER = 30.0
 # A streamed (SSE) answer that sends no byte for this long is cut: the client sees the stream break
@@ -96,15 +129,18 @@ RETRYABLE_ERRORS = (httpx.NetworkError, httpx.ConnectTimeout, httpx.PoolTimeout,
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
+    408: "timeout_error",
     413: "request_too_large",
+    429: "rate_limit_error",
     431: "invalid_request_error",
     501: "invalid_request_error",
     502: "api_error",
     504: "api_error",
 }
-REASONS = {400: b"Bad Request", 401: b"Unauthorized", 413: b"Payload Too Large",
-           431: b"Request Header Fields Too Large", 501: b"Not Implemented", 502: b"Bad Gateway",
+REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 408: b"Request Timeout",
+           413: b"Payload Too Large", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 501: b"Not Implemented", 502: b"Bad Gateway",
            504: b"Gateway Timeout"}
 
 
@@ -115,22 +151,25 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
+    # Cache writes of both lifetimes; the 1-hour ones (priced higher) are also in the next field.
     cache_creation_input_tokens: int = 0
     requests: int = 0
     # The model that answered (response ``model``, else the request's); "" in running totals.
     model: str = attrs.field(default="", eq=False)
+    cache_creation_1h_input_tokens: int = 0  # usage.cache_creation.ephemeral_1h_input_tokens
+    web_search_requests: int = 0  # usage.server_tool_use.web_search_requests
+    web_fetch_requests: int = 0  # usage.server_tool_use.web_fetch_requests
 
     def add(self, other: Usage) -> None:
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_read_input_tokens += other.cache_read_input_tokens
-        self.cache_creation_input_tokens += other.cache_creation_input_tokens
-        self.requests += other.requests
+        for name in COUNT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+CACHE_CREATION_FIELDS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")  # usage.cache_creation
+SERVER_TOOL_FIELDS = ("web_search_requests", "web_fetch_requests")  # usage.server_tool_use
+COUNT_FIELDS = (*USAGE_FIELDS, "requests", "cache_creation_1h_input_tokens", *SERVER_TOOL_FIELDS)
 MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
-FREE_PATH_SUFFIXES = ("/count_tokens",)  # requests that cost nothing: never refused over a budget
 
 
 def _request_model(body: bytes) -> str:
@@ -143,14 +182,43 @@ def _model_from(obj: Any) -> str | None:
     return obj[:200] if isinstance(obj, str) and obj else None
 
 
-def _usage_from(obj: Any, into: dict[str, int]) -> None:
-    """Copy the token fields of a ``usage`` object (later values win: message_delta is cumulative)."""
+def _copy_counts(obj: Any, names: Iterable[str], into: dict[str, int]) -> None:
     if not isinstance(obj, dict):
         return
-    for name in USAGE_FIELDS:
+    for name in names:
         value = obj.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             into[name] = value
+
+
+def _usage_from(obj: Any, into: dict[str, int]) -> None:
+    """Copy the billable fields of a ``usage`` object (later values win: message_delta is
+    cumulative): the token counts, the ``cache_creation`` split by lifetime and the
+    ``server_tool_use`` request counts."""
+    if not isinstance(obj, dict):
+        return
+    _copy_counts(obj, USAGE_FIELDS, into)
+    _copy_counts(obj.get("cache_creation"), CACHE_CREATION_FIELDS, into)
+    _copy_counts(obj.get("server_tool_use"), SERVER_TOOL_FIELDS, into)
+
+
+def _usage_of(counts: dict[str, int], model: str) -> Usage:
+    """One response's Usage from the fields seen. Cache writes: the total the API reports, or the
+    sum of the per-lifetime split if that is larger (the total then includes the 1-hour share)."""
+    split_5m = counts.get("ephemeral_5m_input_tokens", 0)
+    split_1h = counts.get("ephemeral_1h_input_tokens", 0)
+    creation = max(counts.get("cache_creation_input_tokens", 0), split_5m + split_1h)
+    return Usage(
+        input_tokens=counts.get("input_tokens", 0),
+        output_tokens=counts.get("output_tokens", 0),
+        cache_read_input_tokens=counts.get("cache_read_input_tokens", 0),
+        cache_creation_input_tokens=creation,
+        cache_creation_1h_input_tokens=split_1h,
+        web_search_requests=counts.get("web_search_requests", 0),
+        web_fetch_requests=counts.get("web_fetch_requests", 0),
+        requests=1,
+        model=model,
+    )
 
 
 class _UsageMeter:
@@ -190,7 +258,7 @@ class _UsageMeter:
                 _usage_from(body.get("usage"), self.counts)
                 self.model = _model_from(body.get("model")) or self.model
             self._buf = bytearray()
-        return Usage(**{name: self.counts.get(name, 0) for name in USAGE_FIELDS}, requests=1, model=self.model)
+        return _usage_of(self.counts, self.model)
 
     def _feed_sse(self, chunk: bytes) -> None:
         buf = self._buf
@@ -317,12 +385,78 @@ class _ClientGone(Exception):
     """The client connection broke; nothing more can be said to it."""
 
 
+REFUSAL_TEXT = {
+    "fragment": "a fragment (#) in the request target",
+    "not_a_path": "the request target is not a path",
+    "encoded": "a percent-encoded character in the path",
+    "double_slash": "an empty path segment (//)",
+    "dot_segment": "a . or .. path segment",
+    "variant": "not the exact route (case or trailing slash)",
+    "path": "not a route the agent may use",
+    "method": "only POST is forwarded",
+}
+
+
+def _target_route(method: bytes, target: bytes) -> tuple[str | None, str]:
+    """(route name, "") for a request the proxy forwards, else (None, why it is refused).
+
+    The path is compared byte for byte with the routes: there is nothing to decode or normalise,
+    and anything that an upstream or a gateway could decode or normalise differently (a fragment,
+    percent-encoding, ``//``, dot segments, case, a trailing slash) is refused outright."""
+    if b"#" in target:
+        return None, "fragment"
+    if not target.startswith(b"/"):
+        return None, "not_a_path"
+    path = target.split(b"?", 1)[0]
+    if b"%" in path:
+        return None, "encoded"
+    if b"//" in path:
+        return None, "double_slash"
+    if any(segment in (b".", b"..") for segment in path.split(b"/")):
+        return None, "dot_segment"
+    route = ROUTES.get(path)
+    if route is None:
+        return None, "variant" if path.lower().rstrip(b"/") in ROUTES else "path"
+    if method != b"POST":
+        return None, "method"
+    return route, ""
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:  # h11 has checked it: digits, one value
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def _raw_response(status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole closing response, for when no request was parsed (h11 cannot answer then)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"")), b"content-type: application/json",
+             b"content-length: %d" % len(body), b"connection: close"]
+    lines += [name + b": " + value for name, value in extra]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
 class _HttpConnection:
     """One client connection: h11 state plus the trio stream."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.idle_scope: trio.CancelScope | None = None  # set while waiting for a request to start
+        self.evicted = False
+
+    def buffered(self) -> bool:
+        """Bytes (or the end) of the next request already received."""
+        data, closed = self.h11.trailing_data
+        return bool(data) or closed
+
+    async def receive(self) -> None:
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ClientGone() from exc
+        self.h11.receive_data(data)
 
     async def next_event(self) -> Any:
         while True:
@@ -331,19 +465,18 @@ class _HttpConnection:
                 return event
             if self.h11.they_are_waiting_for_100_continue:
                 await self.send(h11.InformationalResponse(status_code=100, headers=[]))
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise _ClientGone() from exc
-            self.h11.receive_data(data)
+            await self.receive()
 
     async def send(self, event: Any) -> None:
         data = self.h11.send(event)
         if data:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise _ClientGone() from exc
+            await self.send_raw(data)
+
+    async def send_raw(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ClientGone() from exc
 
     async def send_simple(self, status: int, body: bytes, *, close: bool = False,
                           extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
@@ -355,11 +488,40 @@ class _HttpConnection:
         await self.send(h11.Data(data=body))
         await self.send(h11.EndOfMessage())
 
+    async def linger(self) -> None:
+        """After a closing answer to a request whose body was not read: say we are done sending,
+        then read and drop what the client still sends, briefly (never kept), so it reads the
+        answer rather than a connection reset."""
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await send_eof()
+        got = 0
+        with trio.move_on_after(LINGER):
+            while got < LINGER_BYTES:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+                if not data:
+                    return
+                got += len(data)
 
-@attrs.define
+
+@attrs.define(eq=False)
 class _Group:
     name: str
     placeholder: bytes
+    slots: trio.Semaphore
+    waiting: int = 0  # connections waiting for a slot
+    idle: dict[int, _HttpConnection] = attrs.Factory(dict)  # keep-alive, between requests; oldest first
+    log_window: float = -math.inf  # refusal log lines: at most LOG_LINES per LOG_WINDOW seconds
+    log_lines: int = 0
+    log_skipped: int = 0
+
+
+LOG_LINES = 30
+LOG_WINDOW = 60.0
 
 
 class ModelProxy:
@@ -379,6 +541,13 @@ class ModelProxy:
         max_retry_after: float = MAX_RETRY_AFTER,
         timeout: httpx.Timeout | None = None,
         stall_timeout: float = STALL_TIMEOUT,
+        on_refused: Callable[[str, str], None] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        slot_wait: float = SLOT_WAIT,
+        head_timeout: float = HEAD_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        body_deadline: float = BODY_DEADLINE,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         if not upstream.startswith(("http://", "https://")):
             raise ValueError(f"model upstream must be an http(s) URL, got {upstream!r}")
@@ -393,6 +562,13 @@ class ModelProxy:
         self.stalled = 0
         self.on_usage = on_usage
         self.admit = admit  # group -> None (forward) or the refusal message (budgets)
+        self.on_refused = on_refused  # (group, reason): every refusal, for the metric
+        self.max_connections = max(1, max_connections)  # per group socket at once (as many more may wait)
+        self.slot_wait = slot_wait
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.body_deadline = body_deadline
+        self.idle_timeout = idle_timeout
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=timeout or httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0),
@@ -400,7 +576,8 @@ class ModelProxy:
             follow_redirects=False,
         )
         self._usage: dict[str, Usage] = {}
-        self.rejected: dict[str, int] = {}  # per group: requests refused (bad key, bad request, too big)
+        self.rejected: dict[str, int] = {}  # per group: refusals other than over a budget
+        self.refusals: dict[tuple[str, str], int] = {}  # (group, reason) -> refusals, budget included
         self.refused_budget: dict[str, int] = {}  # per group: requests refused over a budget cap
 
     def __repr__(self) -> str:  # never show the key
@@ -430,7 +607,7 @@ class ModelProxy:
             raise ValueError("a placeholder key is required")
         if self._api_key is not None and hmac.compare_digest(placeholder_key.encode(), self._key_bytes or b""):
             raise ValueError("the placeholder must not be the real key")
-        state = _Group(group, placeholder_key.encode())
+        state = _Group(group, placeholder_key.encode(), trio.Semaphore(self.max_connections))
         socket_path = Path(socket_path)
         sock, inode = await _bind_unix(socket_path)
         try:
@@ -453,22 +630,12 @@ class ModelProxy:
         conn = _HttpConnection(stream)
         try:
             async with stream:
-                while True:
-                    try:
-                        event = await conn.next_event()
-                    except h11.RemoteProtocolError as exc:
-                        self._reject(group, f"malformed HTTP: {exc}")
-                        if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                            status = exc.error_status_hint if exc.error_status_hint in REASONS else 400
-                            await conn.send_simple(status, _error_body(status, "malformed HTTP request"), close=True)
-                        return
-                    if not isinstance(event, h11.Request):
-                        return  # ConnectionClosed (or anything unexpected): done
-                    if not await self._handle(conn, event, group):
-                        return
-                    if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
-                        return
-                    conn.h11.start_next_cycle()
+                if not await self._take_slot(conn, group):
+                    return
+                try:
+                    await self._serve_requests(conn, group)
+                finally:
+                    group.slots.release()
         except _ClientGone:
             pass
         except h11.ProtocolError as exc:
@@ -476,25 +643,140 @@ class ModelProxy:
         except Exception:  # a bug here must cost one connection, never the group's socket
             log.exception("model proxy: group %s: connection handler failed", group.name)
 
-    async def _read_body(self, conn: _HttpConnection, request: h11.Request) -> bytes | None:
-        """The whole request body, or None after answering 413 (the connection must then close)."""
-        for name, value in request.headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                await conn.send_simple(413, _error_body(413, f"request body over {self.max_body} bytes"), close=True)
-                return None
-        body = bytearray()
+    async def _take_slot(self, conn: _HttpConnection, group: _Group) -> bool:
+        """One of the group's connection slots, or False after refusing the connection (429)."""
+        try:
+            group.slots.acquire_nowait()
+            return True
+        except trio.WouldBlock:
+            pass
+        if group.waiting < self.max_connections:
+            for other in group.idle.values():  # the oldest idle keep-alive connection makes room
+                other.evicted = True
+                if other.idle_scope is not None:
+                    other.idle_scope.cancel()
+                break
+            group.waiting += 1
+            try:
+                with trio.move_on_after(self.slot_wait):
+                    await group.slots.acquire()
+                    return True
+            finally:
+                group.waiting -= 1
+        why = f"more than {self.max_connections} connections at once on this group's model socket"
+        self._refused(group, "connections", f"refused a connection: {why}")
+        body = _error_body(429, f"too many connections: {why}; try again shortly")
+        await conn.send_raw(_raw_response(429, body, [(b"retry-after", b"1")]))
+        return False
+
+    async def _serve_requests(self, conn: _HttpConnection, group: _Group) -> None:
+        first = True
         while True:
-            event = await conn.next_event()
+            # The first request's head must be complete head_timeout after the connect; a later
+            # one may start within idle_timeout, then has head_timeout for the rest of its head.
+            now = trio.current_time()
+            deadline = now + (self.head_timeout if first else self.idle_timeout)
+            if not conn.buffered():
+                with trio.CancelScope(deadline=deadline) as waiting:
+                    conn.idle_scope = waiting
+                    if not first:  # between keep-alive requests: may be closed to make room
+                        group.idle[id(conn)] = conn
+                    try:
+                        await conn.receive()
+                    finally:
+                        group.idle.pop(id(conn), None)
+                        conn.idle_scope = None
+                if waiting.cancelled_caught:
+                    if first and not conn.evicted:
+                        self._refused(group, "timeout", f"no request within {self.head_timeout:g}s; connection closed")
+                    return  # an idle keep-alive connection (or one evicted to make room): close quietly
+                if not first:
+                    deadline = trio.current_time() + self.head_timeout
+            elif not first:
+                deadline = now + self.head_timeout
+            with trio.CancelScope(deadline=deadline) as head:
+                try:
+                    event = await conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._refused(group, "malformed", f"malformed HTTP: {exc}")
+                    if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        status = exc.error_status_hint if exc.error_status_hint in REASONS else 400
+                        await conn.send_simple(status, _error_body(status, "malformed HTTP request"), close=True)
+                    return
+            if head.cancelled_caught:
+                self._refused(group, "timeout", f"request head not complete within {self.head_timeout:g}s; "
+                              "connection cut")
+                await conn.send_raw(_raw_response(408, _error_body(408, "request head not complete in time")))
+                return
+            if not isinstance(event, h11.Request):
+                return  # ConnectionClosed (or anything unexpected): done
+            if not await self._handle(conn, event, group):
+                return
+            if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
+                return
+            conn.h11.start_next_cycle()
+            first = False
+
+    async def _read_body(self, conn: _HttpConnection, group: _Group) -> bytes | None:
+        """The whole request body, or None after refusing it (the connection must then close):
+        413 as soon as it passes max_body, 408 when it stalls for body_timeout or is not complete
+        within body_deadline."""
+        body = bytearray()
+        deadline = trio.current_time() + self.body_deadline
+        while True:
+            wait = min(self.body_timeout, deadline - trio.current_time())
+            with trio.move_on_after(max(0.0, wait)) as stalled:
+                event = await conn.next_event()
+            if stalled.cancelled_caught:
+                self._refused(group, "timeout", f"request body stalled ({len(body)} bytes in); connection cut")
+                await conn.send_simple(408, _error_body(408, "request body not complete in time"), close=True)
+                return None
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.max_body:
-                    await conn.send_simple(413, _error_body(413, f"request body over {self.max_body} bytes"),
-                                           close=True)
+                    del body[:]
+                    await self._refuse(conn, group, 413, "too_large", "refused a request body over "
+                                       f"{self.max_body} bytes", self._too_large_message(), keep_alive=False)
                     return None
             elif isinstance(event, h11.EndOfMessage):
                 return bytes(body)
             else:  # ConnectionClosed mid-body
                 raise _ClientGone()
+
+    def _too_large_message(self) -> str:
+        return f"request body over {self.max_body} bytes (the daemon's model_max_body_bytes setting)"
+
+    async def _skip_body(self, conn: _HttpConnection, request: h11.Request) -> bool:
+        """Read and drop a refused request's small body so the connection can stay; False: it must
+        close (body big, chunked, slow, or not sent yet because the client awaits 100-continue)."""
+        if conn.h11.their_state is h11.DONE:
+            return True
+        if conn.h11.their_state is not h11.SEND_BODY or conn.h11.they_are_waiting_for_100_continue:
+            return False
+        length = _content_length(request)
+        if length is None or length > SKIP_BODY:
+            return False
+        with trio.move_on_after(self.body_timeout):
+            while True:
+                event = await conn.next_event()
+                if isinstance(event, h11.EndOfMessage):
+                    return True
+                if not isinstance(event, h11.Data):
+                    return False
+        return False
+
+    async def _refuse(self, conn: _HttpConnection, group: _Group, status: int, reason: str, why: str | None,
+                      message: str, *, request: h11.Request | None = None, keep_alive: bool = True,
+                      extra: Iterable[tuple[bytes, bytes]] = ()) -> bool:
+        """Answer a refusal (Anthropic-shaped JSON); True if the connection can be kept."""
+        if why is not None:
+            self._refused(group, reason, why)
+        keep = keep_alive and request is not None and await self._skip_body(conn, request)
+        pending = conn.h11.their_state is h11.SEND_BODY
+        await conn.send_simple(status, _error_body(status, message), close=not keep, extra=extra)
+        if not keep and pending:
+            await conn.linger()
+        return keep
 
     def _authorized(self, request: h11.Request, group: _Group) -> bool:
         ok = False
@@ -508,30 +790,52 @@ class ModelProxy:
             ok = ok or hmac.compare_digest(candidate, group.placeholder)
         return ok
 
-    def _reject(self, group: _Group, why: str) -> None:
-        self.rejected[group.name] = self.rejected.get(group.name, 0) + 1
-        log.warning("model proxy: group %s: %s", group.name, why)
+    def _refused(self, group: _Group, reason: str, why: str) -> None:
+        """Count a refusal (and tell on_refused); log it, at most LOG_LINES a minute per group."""
+        if reason != "budget":
+            self.rejected[group.name] = self.rejected.get(group.name, 0) + 1
+        key = (group.name, reason)
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+        if self.on_refused is not None:
+            try:
+                self.on_refused(group.name, reason)
+            except Exception:
+                log.exception("model proxy: on_refused callback failed")
+        now = time.monotonic()
+        if now - group.log_window >= LOG_WINDOW:
+            group.log_window, group.log_lines = now, 0
+        if group.log_lines >= LOG_LINES:
+            group.log_skipped += 1
+            return
+        group.log_lines += 1
+        skipped, group.log_skipped = group.log_skipped, 0
+        more = f" ({skipped} more refusals were not logged)" if skipped else ""
+        level = logging.INFO if reason == "budget" else logging.WARNING
+        log.log(level, "model proxy: group %s: %s%s", group.name, why, more)
 
     async def _handle(self, conn: _HttpConnection, request: h11.Request, group: _Group) -> bool:
-        """Answer one request; False if the connection must close afterwards."""
-        body = await self._read_body(conn, request)
-        if body is None:
-            self._reject(group, "request body too large")
-            return False
+        """Answer one request; False if the connection must close afterwards. Everything is decided
+        from the head; the body is read only for a request that will be forwarded."""
         method = request.method.decode("ascii", "replace")
-        target = request.target
-        path = target.split(b"?", 1)[0].decode("ascii", "replace")[:200]
+        shown = request.target.decode("ascii", "replace")[:200]
         if not self._authorized(request, group):
-            self._reject(group, f"refused {method} {path}: missing or wrong API key for this group")
-            await conn.send_simple(
-                401, _error_body(401, "invalid x-api-key: this key is not valid on this model socket")
+            return await self._refuse(
+                conn, group, 401, "auth", f"refused {method} {shown}: missing or wrong API key for this group",
+                "invalid x-api-key: this key is not valid on this model socket", request=request,
             )
-            return True
-        if not target.startswith(b"/") or target.startswith(b"//"):
-            self._reject(group, f"refused {method}: request target is not an origin path")
-            await conn.send_simple(400, _error_body(400, "request target must be a path"))
-            return True
-        if self.admit is not None and method not in ("GET", "HEAD") and not path.endswith(FREE_PATH_SUFFIXES):
+        route, reason = _target_route(request.method, request.target)
+        if route is None:
+            return await self._refuse(
+                conn, group, 403, reason, f"refused {method} {shown}: {REFUSAL_TEXT[reason]}",
+                f"{method} {shown} is not allowed on this model socket: only POST /v1/messages and "
+                "POST /v1/messages/count_tokens are forwarded", request=request,
+            )
+        length = _content_length(request)
+        if length is not None and length > self.max_body:
+            return await self._refuse(conn, group, 413, "too_large",
+                                      f"refused {method} {shown}: Content-Length {length} over {self.max_body}",
+                                      self._too_large_message(), request=request, keep_alive=False)
+        if route in BILLED_ROUTES and self.admit is not None:
             try:
                 refusal = self.admit(group.name)
             except Exception:  # a bug in the budget check must not open the tap: refuse
@@ -539,10 +843,12 @@ class ModelProxy:
                 refusal = "the spending check failed; see the daemon's log"
             if refusal is not None:
                 self.refused_budget[group.name] = self.refused_budget.get(group.name, 0) + 1
-                log.info("model proxy: group %s: refused %s %s over budget", group.name, method, path)
-                await conn.send_simple(400, _error_body(400, refusal), extra=[(b"x-should-retry", b"false")])
-                return True
-        return await self._forward(conn, request, body, group, method, path)
+                return await self._refuse(conn, group, 400, "budget", f"refused {method} {shown} over budget",
+                                          refusal, request=request, extra=[(b"x-should-retry", b"false")])
+        body = await self._read_body(conn, group)
+        if body is None:
+            return False
+        return await self._forward(conn, request, body, group, method, route)
 
     # -- upstream ------------------------------------------------------------------------------
 
@@ -570,16 +876,18 @@ class ModelProxy:
         return base / 2 + random.uniform(0, base / 2)
 
     async def _forward(
-        self, conn: _HttpConnection, request: h11.Request, body: bytes, group: _Group, method: str, path: str
+        self, conn: _HttpConnection, request: h11.Request, body: bytes, group: _Group, method: str, route: str
     ) -> bool:
-        url = self.upstream + request.target.decode("ascii")
+        path = ROUTE_PATHS[route]
+        _, query_mark, query = request.target.partition(b"?")
+        url = self.upstream + path + (query_mark + query).decode("ascii")
         headers = self._upstream_headers(request)
         started = time.monotonic()
         attempt = 0
         try:
             upstream_request = self._client.build_request(method, url, headers=headers, content=body)
         except (httpx.InvalidURL, httpx.HTTPError, ValueError, TypeError) as exc:
-            self._reject(group, f"refused {method} {path}: cannot forward ({type(exc).__name__})")
+            self._refused(group, "bad_request", f"refused {method} {path}: cannot forward ({type(exc).__name__})")
             await conn.send_simple(400, _error_body(400, "request cannot be forwarded"))
             return True
         while True:

@@ -1,6 +1,6 @@
 """The container runtime: the docker SDK, always called off the trio loop.
 
-Every agent container runs as uid 1000 with a read-only root filesystem, all capabilities dropped,
+Every agent container runs as the agent's uid (``agent_uid``, default 1000; ngb/hostperms.py) with a read-only root filesystem, all capabilities dropped,
 no-new-privileges, memory/pids/cpu limits, no network, and labels naming the daemon instance and
 group so that containers orphaned by a killed daemon are found and removed at start.
 """
@@ -53,6 +53,7 @@ class ContainerSpec:
     network: str = "none"
     tmpfs_home_size: str = "256m"
     tmpfs_tmp_size: str = "128m"
+    user: str = "1000:1000"  # uid:gid, never root (hostperms.container_user)
 
 
 class DockerRuntime:
@@ -111,15 +112,18 @@ class DockerRuntime:
             # Non-recursive: a filesystem mounted below a read-only source must not appear writable.
             mount["BindOptions"] = {"NonRecursive": True}
             mounts.append(mount)
+        uid, _, gid = spec.user.partition(":")
+        if not uid.isdigit() or not gid.isdigit() or int(uid) == 0:
+            raise ValueError(f"agent containers run as a numeric non-root uid:gid, not {spec.user!r}")
         kwargs: dict[str, Any] = dict(
             image=spec.image,
             name=name,
             detach=True,
-            user="1000:1000",
+            user=spec.user,
             read_only=True,
             tmpfs={
                 "/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_tmp_size},mode=1777",
-                "/home/agent": f"rw,nosuid,nodev,size={spec.tmpfs_home_size},uid=1000,gid=1000,mode=0700",
+                "/home/agent": f"rw,nosuid,nodev,size={spec.tmpfs_home_size},uid={uid},gid={gid},mode=0700",
             },
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

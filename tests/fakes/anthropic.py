@@ -106,9 +106,19 @@ ERROR_MESSAGES = {
 # ---------------------------------------------------------------- response specs
 
 
-def text_reply(text: str, *, delay: float = 0.0, chunk: int = 16, match: str | None = None) -> dict:
-    """A plain text answer, streamed in ``chunk``-character deltas ``delay`` seconds apart."""
-    return _spec({"kind": "text", "text": text, "delay": delay, "chunk": chunk}, match)
+def text_reply(
+    text: str, *, delay: float = 0.0, chunk: int = 16, match: str | None = None, usage: dict | None = None
+) -> dict:
+    """A plain text answer, streamed in ``chunk``-character deltas ``delay`` seconds apart.
+
+    ``usage``: fields merged into the answer's ``usage`` object (e.g. ``cache_creation`` by
+    lifetime, ``cache_read_input_tokens``, ``server_tool_use``), as the API reports them: in a
+    JSON body; streamed, the input-side fields in ``message_start`` and all of them (the final,
+    cumulative counts) in ``message_delta``."""
+    spec = _spec({"kind": "text", "text": text, "delay": delay, "chunk": chunk}, match)
+    if usage is not None:
+        spec["usage"] = usage
+    return spec
 
 
 def tool_call(
@@ -586,7 +596,7 @@ class FakeAnthropic:
                     "content": content,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
-                    "usage": _usage(input_tokens, output_tokens),
+                    "usage": {**_usage(input_tokens, output_tokens), **(spec.get("usage") or {})},
                 },
             )
         await send(
@@ -609,6 +619,7 @@ class FakeAnthropic:
             input_tokens,
             output_tokens,
             chunk=int(spec.get("chunk") or 16),
+            extra_usage=spec.get("usage"),
         )
         delay = float(spec.get("delay") or 0)
         for n, (name, data) in enumerate(events):
@@ -678,7 +689,10 @@ def _stream_events(
     input_tokens: int,
     output_tokens: int,
     chunk: int = 16,
+    extra_usage: dict | None = None,
 ) -> list[tuple[str, dict]]:
+    extra_usage = extra_usage or {}
+    start_usage = {k: v for k, v in extra_usage.items() if k not in ("server_tool_use", "output_tokens")}
     events: list[tuple[str, dict]] = [
         (
             "message_start",
@@ -692,7 +706,7 @@ def _stream_events(
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": _usage(input_tokens, 1),
+                    "usage": {**_usage(input_tokens, 1), **start_usage},
                 },
             },
         ),
@@ -773,6 +787,7 @@ def _stream_events(
                     "output_tokens": output_tokens,
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,
+                    **extra_usage,
                 },
             },
         )

@@ -13,6 +13,10 @@ content, as Discord does; ``privileged_intents_allowed = False`` closes with 401
 REST: GET /users/@me, GET /oauth2/applications/@me, GET /gateway/bot, POST /channels/{id}/messages (2,000-character limit,
 ``nonce`` + ``enforce_nonce``: a repeated nonce returns the first message and creates none),
 GET /channels/{id}/messages (after/before/limit, newest first), POST /channels/{id}/typing.
+Each created message's ``pinged`` is who Discord would notify, by its rules for ``allowed_mentions``
+(``pinged()``): without it, every ``@everyone``/``@here``, role ``<@&id>`` and user ``<@id>`` in the
+content pings, and a reply pings the replied-to author; with it, only what its ``parse`` list,
+``users``/``roles`` lists and ``replied_user`` allow.
 
 Scripting::
 
@@ -309,7 +313,8 @@ class FakeDiscord(HttpWsServer):
         if nonce is not None:
             self.nonces[str(nonce)] = message
         self.sent.append({"channel_id": channel_id, "content": content, "body": body, "message": message,
-                          "reply_to": int(ref["message_id"]) if ref else None})
+                          "reply_to": int(ref["message_id"]) if ref else None,
+                          "pinged": pinged(content, body.get("allowed_mentions"), reply)})
         self.dispatch("MESSAGE_CREATE", message)  # the bot sees its own messages, as on Discord
         return 200, message
 
@@ -325,6 +330,27 @@ class FakeDiscord(HttpWsServer):
         else:
             msgs = msgs[-limit:]
         return 200, list(reversed(msgs))  # ... newest first, as Discord answers
+
+
+def pinged(content: str, allowed: dict[str, Any] | None, reply_to: dict[str, Any] | None = None) -> set[str]:
+    """Who a message notifies, as Discord decides it: ``"everyone"``, ``"role:<id>"``, ``"user:<id>"``
+    (the bot is taken to hold Mention Everyone and every role to be mentionable: the worst case)."""
+    users = set(re.findall(r"<@!?(\d+)>", content))
+    roles = set(re.findall(r"<@&(\d+)>", content))
+    everyone = bool(re.search(r"@(everyone|here)\b", content))
+    replied = str(reply_to["author"]["id"]) if reply_to is not None else None
+    if allowed is None:  # no allowed_mentions: everything in the content pings, and the replied-to author
+        out = {f"user:{u}" for u in users} | {f"role:{r}" for r in roles} | ({"everyone"} if everyone else set())
+        return out | ({f"user:{replied}"} if replied else set())
+    parse = set(allowed.get("parse") or [])
+    out = set()
+    out |= {f"user:{u}" for u in users if "users" in parse or u in {str(x) for x in allowed.get("users") or []}}
+    out |= {f"role:{r}" for r in roles if "roles" in parse or r in {str(x) for x in allowed.get("roles") or []}}
+    if everyone and "everyone" in parse:
+        out.add("everyone")
+    if replied and allowed.get("replied_user"):
+        out.add(f"user:{replied}")
+    return out
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import docker
 import httpx
 import trio
 
-from tests.conftest import free_port
+from tests.conftest import api_headers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REAL_KEY = "sk-ant-test-REAL-KEY-must-never-leak-0123456789"
@@ -45,6 +45,7 @@ class DaemonProcess:
                 assert self.proc is not None and self.proc.poll() is None, f"the daemon exited: {self.tail()}"
                 try:
                     if (await self.http.get("/healthz")).status_code == 200:
+                        self.http.headers.update(api_headers(self.state))  # the token it generated
                         return
                 except httpx.TransportError:
                     pass

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import api_headers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -44,6 +44,7 @@ def test_sigterm_during_five_turns_exits_0_within_grace(tmp_path: Path, delay: f
         while True:
             try:
                 if http.get("/healthz").status_code == 200:
+                    http.headers.update(api_headers(tmp_path / "state"))  # the token it generated
                     break
             except httpx.TransportError:
                 pass
