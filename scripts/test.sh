@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up what is missing (Docker engine, Python deps, agent image), then run the whole test suite,
+# Set up what is missing (Docker engine, Python deps, Node.js, agent image), then run the WhatsApp
+# bridge's tests (node --test bridge/test) and the whole test suite,
 # then the short benchmark (bench/short.py, < 1 minute), which fails when a figure is past its goal
 # by more than its margin. The benchmark runs after a full run (no arguments) or with NGB_BENCH=1;
 # NGB_BENCH=0 skips it. Then, likewise (NGB_COMPAT=0/1), scripts/compat.sh runs the quick tests
@@ -9,6 +10,11 @@ cd "$(dirname "$0")/.."
 NGB_EXTRA_PACKAGES="chromium systemd docker-compose ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
 VENV=${NGB_VENV:-.venv}
 "$VENV/bin/ruff" check .
+# The WhatsApp bridge's own tests (bridge/test), on the Node the daemon runs; no Node is a failure.
+NGB_NODE=$("$VENV/bin/python" -c 'from ngb.channels.whatsapp import find_node; print(find_node() or "")')
+[ -n "$NGB_NODE" ] || { echo "test: no Node.js >= 20 for the WhatsApp bridge (scripts/setup.sh installs one)" >&2; exit 1; }
+export NGB_NODE
+(cd bridge && "$NGB_NODE" --test --test-reporter=spec test/*.test.js)
 "$VENV/bin/python" -m pytest "$@"
 full=$([ $# -eq 0 ] && echo 1 || echo 0)
 if [ "${NGB_BENCH:-$full}" = "1" ]; then

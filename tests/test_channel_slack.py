@@ -4,6 +4,7 @@ aiohttp SocketModeClient), against tests/fakes/slack.py (Web API + Socket Mode) 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,14 @@ def slack_env(fake: FakeSlack, bot: str = BOT, app: str = APP, **table: Any) -> 
     return {"NGB_SLACK_BOT_TOKEN": bot, "NGB_SLACK_APP_TOKEN": app, "NGB_CHANNELS": json.dumps({"slack": settings})}
 
 
+async def settled(d: Any, folder: str, chat: str) -> None:
+    """Wait until the group has nothing left to answer and nothing waits in the outbox: no turn can
+    follow, so what was sent by now is all that will be sent."""
+    with trio.fail_after(10):
+        while await d.daemon.store.pending_input(folder, chat) or await d.daemon.store.outbox_depth():
+            await trio.sleep(0.02)
+
+
 async def start(run_daemon: Any, fake: FakeSlack, behaviour: FakeBehaviour | None = None, **table: Any) -> Any:
     d = await run_daemon(behaviour, **slack_env(fake, **table))
     channel = d.daemon.channels["slack"]
@@ -53,7 +62,8 @@ async def test_channel_trigger_context_and_one_reply(run_daemon: Any, fake_slack
 
     fake_slack.user_message(CHAN, "<@UBOT> when is the deploy?")  # message + app_mention events
     sent = await wait_until(lambda: fake_slack.sent)
-    await trio.sleep(0.3)
+    await wait_until(lambda: not fake_slack.pending)  # both events (message, app_mention) stored and acked
+    await settled(d, "team", f"slack:{CHAN}")
     assert len(fake_slack.sent) == 1  # the two events of one message: answered once
     assert sent[0]["channel"] == CHAN and sent[0]["thread_ts"] is None  # trigger not in a thread
     assert sent[0]["text"] == "Echo: @andy when is the deploy?"
@@ -119,9 +129,9 @@ async def test_redelivered_envelope_is_stored_and_answered_once(run_daemon: Any,
                 "channel_type": "channel"}}, "type": "events_api", "accepts_response_payload": False,
                 "retry_attempt": 0, "retry_reason": ""}
     fake_slack.redeliver(envelope)  # Slack sends the same event again (retry_attempt 1)
-    await wait_until(lambda: "again-1" in fake_slack.acked)
-    await trio.sleep(0.3)
+    await wait_until(lambda: "again-1" in fake_slack.acked)  # acked only after the store took it
     assert [m.text for m in await stored(d, f"slack:{CHAN}") if not m.from_bot] == ["only once"]
+    await settled(d, "team", f"slack:{CHAN}")
     assert [s["text"] for s in fake_slack.sent] == ["Echo: only once"]
 
 
@@ -136,10 +146,9 @@ async def test_outage_then_reconnect_answers_each_message_once(run_daemon: Any, 
     await wait_until(lambda: channel.state in ("disconnected", "connecting"))
     for i in range(3):
         fake_slack.user_message(CHAN, f"during outage {i}")
-    await trio.sleep(0.5)
+    await wait_until(lambda: channel.status.reconnects >= 1)
     status = (await d.http.get("/status")).json()
     assert status["channels"]["slack"]["state"] in ("disconnected", "connecting")
-    assert channel.status.reconnects >= 1
     fake_slack.up()
     await wait_until(lambda: channel.state == "connected")
     await wait_until(lambda: sum("during outage" in s["text"] for s in fake_slack.sent) == 3, timeout=15)
@@ -156,7 +165,8 @@ async def test_outage_then_reconnect_answers_each_message_once(run_daemon: Any, 
     fake_slack.drop()
     fake_slack.user_message(CHAN, "after drop")
     await wait_until(lambda: any(s["text"] == "Echo: after drop" for s in fake_slack.sent), timeout=15)
-    await trio.sleep(0.5)
+    await wait_until(lambda: channel.catch_ups == channel.sessions - 1)  # every catch-up has run
+    await settled(d, "team", f"slack:{CHAN}")
     texts = [m.text for m in await stored(d, f"slack:{CHAN}") if not m.from_bot]
     assert texts == ["before", "during outage 0", "during outage 1", "during outage 2", "after refresh", "after drop"]
     replies = [s["text"] for s in fake_slack.sent]
@@ -168,8 +178,9 @@ async def test_failed_send_is_retried_and_delivered_once(run_daemon: Any, fake_s
     await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))
     fake_slack.fail_next("chat.postMessage", "500")
     fake_slack.user_message("D42", "hello")
-    await wait_until(lambda: fake_slack.sent, timeout=15)
-    await trio.sleep(0.3)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=15)
+    (row,) = await d.daemon.store.outbox_items("slack:D42")
+    assert (row.state, row.attempts) == ("sent", 2)  # failed once, then sent: nothing left to send
     assert [s["text"] for s in fake_slack.sent] == ["Echo: hello"]
     assert d.daemon.outbox.retries == 1
 
@@ -179,9 +190,97 @@ async def test_not_in_channel_is_not_retried(run_daemon: Any, fake_slack: FakeSl
     await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))
     fake_slack.fail_next("chat.postMessage", "not_in_channel")
     fake_slack.user_message("D42", "hello")
-    await wait_until(lambda: d.daemon.outbox.retries == 1)
-    await trio.sleep(0.5)
-    assert fake_slack.sent == []
+
+    async def settled_rows() -> list[Any]:
+        with trio.fail_after(10):
+            while not (rows := await d.daemon.store.outbox_items("slack:D42")) or any(r.state == "pending" for r in rows):
+                await trio.sleep(0.02)
+            return rows
+
+    (row,) = await settled_rows()
+    assert row.state == "failed"  # the outbox gave the reply up in the store: it is never tried again
+    assert row.attempts == 1 and "not_in_channel" in (row.last_error or "") and "/invite" in (row.last_error or "")
+    assert await d.daemon.store.outbox_depth() == 0
+    assert fake_slack.sent == [] and d.daemon.outbox.retries == 1
+
+
+def texts_of(msgs: list[Any]) -> list[str]:
+    return [m.text for m in msgs if not m.from_bot]
+
+
+async def test_catch_up_pages_until_caught_up_and_reads_the_bots_threads(
+    run_daemon: Any, fake_slack: FakeSlack, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="ngb.channels.slack")
+    d = await start(run_daemon, fake_slack)
+    channel = d.daemon.channels["slack"]
+    chat = f"slack:{CHAN}"
+    await d.daemon.registry.add(Group(chat=chat, folder="team"))
+    fake_slack.max_page = 15  # Slack's limit for apps outside the Marketplace since 2025
+    topic = fake_slack.user_message(CHAN, "a thread about the release")
+    fake_slack.user_message(CHAN, "<@UBOT> what do you think?", thread_ts=topic["ts"])
+    await wait_until(lambda: fake_slack.sent)
+    assert fake_slack.sent[0]["thread_ts"] == topic["ts"]  # the bot is in that thread now
+    await settled(d, "team", chat)
+    before = texts_of(await stored(d, chat))
+
+    # Slack cannot reach the app and gives up on the events: only the Web API knows these messages.
+    fake_slack.lose_events_while_disconnected = True
+    fake_slack.down()
+    await wait_until(lambda: channel.state in ("disconnected", "connecting"))
+    missed = [f"missed {i}" for i in range(40)]  # 3 pages of 15
+    for i, text in enumerate(missed):
+        posted = fake_slack.user_message(CHAN, text)
+        if i == 5:
+            new_thread = posted  # a thread started while away
+    replies = [f"in the bot's thread {i}" for i in range(20)] + ["<@UBOT> and what now?"]
+    for text in replies:
+        fake_slack.user_message(CHAN, text, thread_ts=topic["ts"])
+    for text in ("new thread reply 0", "new thread reply 1"):
+        fake_slack.user_message(CHAN, text, thread_ts=new_thread["ts"])
+    assert fake_slack.events_lost == len(missed) + len(replies) + 2
+    fake_slack.up()
+    await wait_until(lambda: channel.catch_ups == 1, timeout=15)
+
+    # every message once, oldest first (thread replies are newer than the top-level ones here)
+    msgs = await stored(d, chat)
+    expected = before + missed + replies[:-1] + ["@andy and what now?", "new thread reply 0", "new thread reply 1"]
+    assert texts_of(msgs) == expected
+    assert channel.fetched == len(expected) - len(before)
+    # the mention in the bot's thread is answered there
+    sent = await wait_until(lambda: fake_slack.sent[1:])
+    assert sent[0]["thread_ts"] == topic["ts"]
+    history_pages = [p for m, p in fake_slack.requests if m == "conversations.history"]
+    assert len(history_pages) == 3 and "cursor" not in history_pages[0] and history_pages[1]["cursor"]
+    (line,) = [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()]
+    assert line.startswith(f"slack: caught up {CHAN} since ") and f"{len(expected) - len(before)} message(s)" in line
+    assert "2 thread(s) read" in line and "stopped early" not in line
+
+
+async def test_catch_up_is_bounded_and_waits_out_a_rate_limit(
+    run_daemon: Any, fake_slack: FakeSlack, caplog: Any
+) -> None:
+    d = await start(run_daemon, fake_slack, catch_up_pages="2")
+    channel = d.daemon.channels["slack"]
+    chat = f"slack:{CHAN}"
+    await d.daemon.registry.add(Group(chat=chat, folder="team"))
+    fake_slack.max_page = 5
+    fake_slack.user_message(CHAN, "seen live")
+    await wait_until(lambda: not fake_slack.pending)
+    fake_slack.lose_events_while_disconnected = True
+    fake_slack.down()
+    await wait_until(lambda: channel.state in ("disconnected", "connecting"))
+    missed = [f"missed {i}" for i in range(20)]
+    for text in missed:
+        fake_slack.user_message(CHAN, text)
+    fake_slack.fail_next("conversations.history", "ratelimited")  # Retry-After: 1
+    fake_slack.up()
+    await wait_until(lambda: channel.catch_ups == 1, timeout=15)
+    # two pages of five, newest first: the ten newest are stored (oldest first), and the log says so
+    assert texts_of(await stored(d, chat)) == ["seen live"] + missed[10:]
+    assert sum(m == "conversations.history" for m, _ in fake_slack.requests) == 3  # 1 refused, 2 pages
+    (line,) = [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()]
+    assert "10 message(s) in 2 page(s)" in line and "stopped early (page limit (2 pages))" in line
 
 
 @pytest.mark.parametrize("which", ["bot", "app"])

@@ -20,6 +20,7 @@ from tests.fakes.telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token"
 GROUP = -100123
+FORUM = -100777
 
 
 @pytest.fixture
@@ -31,6 +32,14 @@ async def fake_tg() -> AsyncIterator[FakeTelegram]:
 def tg_env(fake: FakeTelegram, token: str = TOKEN, **table: Any) -> dict[str, str]:
     settings = {"base_url": fake.base_url, "poll_timeout": 2, "reconnect_base": "0.05", "reconnect_cap": "0.3", **table}
     return {"NGB_TELEGRAM_TOKEN": token, "NGB_CHANNELS": json.dumps({"telegram": settings})}
+
+
+async def settled(d: Any, folder: str, chat: str) -> None:
+    """Wait until the group has nothing left to answer and nothing waits in the outbox: no turn can
+    follow, so what was sent by now is all that will be sent."""
+    with trio.fail_after(10):
+        while await d.daemon.store.pending_input(folder, chat) or await d.daemon.store.outbox_depth():
+            await trio.sleep(0.02)
 
 
 async def start(run_daemon: Any, fake: FakeTelegram, behaviour: FakeBehaviour | None = None, **env: str) -> Any:
@@ -52,7 +61,7 @@ async def test_group_trigger_context_and_one_threaded_reply(run_daemon: Any, fak
     ]
     trigger = fake_tg.user_message(GROUP, "@andy_bot when is the meeting?")
     sent = await wait_until(lambda: fake_tg.sent)
-    await trio.sleep(0.3)
+    await settled(d, "family", f"telegram:{GROUP}")
     assert len(fake_tg.sent) == 1  # exactly one reply
     assert sent[0]["reply_to"] == trigger["message_id"]  # threaded to the triggering message
     assert sent[0]["text"] == "Echo: @andy_bot when is the meeting?"
@@ -99,10 +108,10 @@ async def test_private_chat_needs_no_trigger(run_daemon: Any, fake_tg: FakeTeleg
 async def test_unregistered_chat_is_stored_only(run_daemon: Any, fake_tg: FakeTelegram) -> None:
     d = await start(run_daemon, fake_tg)
     fake_tg.user_message(-999, "@andy_bot anyone?")
-    await wait_until(lambda: fake_tg.poll_count >= 3)
-    await trio.sleep(0.2)
+    await wait_until(lambda: not fake_tg.updates)  # confirmed to Telegram: stored
     assert [m.text for m in await stored(d, "telegram:-999")] == ["@andy_bot anyone?"]
-    assert fake_tg.sent == []
+    # no group, so no turn: nothing was queued for that chat, and nothing can be
+    assert await d.daemon.store.outbox_items("telegram:-999") == [] and fake_tg.sent == []
 
 
 async def test_long_reply_is_split_in_order_with_markdown(run_daemon: Any, fake_tg: FakeTelegram) -> None:
@@ -141,8 +150,7 @@ async def test_outage_then_reconnect_answers_each_message_once(run_daemon: Any, 
     await wait_until(lambda: channel.state == "disconnected")
     for i in range(3):
         fake_tg.user_message(GROUP, f"during outage {i}")
-    await trio.sleep(0.5)
-    assert channel.status.reconnects >= 1
+    await wait_until(lambda: channel.status.reconnects >= 1)
     status = (await d.http.get("/status")).json()
     assert status["channels"]["telegram"]["state"] in ("disconnected", "connecting")
     fake_tg.up()
@@ -155,7 +163,7 @@ async def test_outage_then_reconnect_answers_each_message_once(run_daemon: Any, 
     fake_tg.drop()
     fake_tg.user_message(GROUP, "after")
     await wait_until(lambda: any(s["text"] == "Echo: after" for s in fake_tg.sent), timeout=15)
-    await trio.sleep(0.5)
+    await settled(d, "family", f"telegram:{GROUP}")
     texts = [m.text for m in await stored(d, f"telegram:{GROUP}") if not m.from_bot]
     assert texts == ["before", "during outage 0", "during outage 1", "during outage 2", "after"]
     replies = [s["text"] for s in fake_tg.sent]
@@ -167,8 +175,7 @@ async def test_redelivered_update_is_stored_once(run_daemon: Any, fake_tg: FakeT
     d = await start(run_daemon, fake_tg)
     message = fake_tg.user_message(-5, "only once")
     fake_tg.push_update({"message": message})  # Telegram sends the same message again
-    await wait_until(lambda: fake_tg.poll_count >= 3)
-    await trio.sleep(0.2)
+    await wait_until(lambda: not fake_tg.updates)  # both confirmed, each only after the store took it
     assert [m.text for m in await stored(d, "telegram:-5")] == ["only once"]
 
 
@@ -177,8 +184,9 @@ async def test_failed_send_is_retried_and_delivered_once(run_daemon: Any, fake_t
     await d.daemon.registry.add(Group(chat="telegram:4242", folder="alice"))
     fake_tg.fail_next("sendMessage", 502, "Bad Gateway")
     fake_tg.user_message(4242, "hello")
-    await wait_until(lambda: fake_tg.sent, timeout=15)
-    await trio.sleep(0.3)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=15)
+    (row,) = await d.daemon.store.outbox_items("telegram:4242")
+    assert (row.state, row.attempts) == ("sent", 2)  # failed once, then sent: nothing left to send
     assert [s["text"] for s in fake_tg.sent] == ["Echo: hello"]
     assert d.daemon.outbox.retries == 1
 
@@ -268,6 +276,20 @@ def test_to_inbound_mentions() -> None:
     assert m is not None and m.mentions_bot
     m = channel.to_inbound(update("hi", chat_id=77))
     assert m is not None and m.mentions_bot  # private chat
+    # In a forum topic the bot opened, every message "replies" to the topic's creation message: that
+    # is no reply to the bot. The topic is kept in the platform id.
+    created = {"message_id": 3, "date": 0, "chat": {"id": -1, "type": "supergroup", "is_forum": True},
+               "from": {"id": 1, "is_bot": True, "first_name": "Andy"}, "message_thread_id": 3,
+               "is_topic_message": True, "forum_topic_created": {"name": "Bot news", "icon_color": 0}}
+    topic_msg = {"message_id": 5, "date": 0, "chat": created["chat"], "text": "hello all",
+                 "from": {"id": 9, "is_bot": False, "first_name": "Zoë"}, "message_thread_id": 3,
+                 "is_topic_message": True, "reply_to_message": created}
+    m = channel.to_inbound(Update.de_json({"update_id": 2, "message": topic_msg}, None))
+    assert m is not None and not m.mentions_bot and m.platform_id == "-1/3:5" and m.reply_to is None
+    # a reply chain in a supergroup that is no forum has a message_thread_id too: not a topic
+    chain = {**topic_msg, "is_topic_message": False, "reply_to_message": {**created, "message_id": 4}}
+    m = channel.to_inbound(Update.de_json({"update_id": 3, "message": chain}, None))
+    assert m is not None and m.mentions_bot and m.platform_id == "-1:5"  # a real reply to the bot
 
 
 async def test_typing_shown_while_the_agent_works_and_stops_with_the_reply(run_daemon: Any, fake_tg: FakeTelegram) -> None:
@@ -279,6 +301,80 @@ async def test_typing_shown_while_the_agent_works_and_stops_with_the_reply(run_d
     before_reply = [a for a in fake_tg.actions if a["sent_before"] == 0]
     assert len(before_reply) >= 2, fake_tg.actions  # shown at once, then refreshed while it works
     assert all(a["chat_id"] == 4242 and a["action"] == "typing" for a in before_reply)
+    typing = d.daemon.typing
+    await wait_until(lambda: not typing.typing_chats() and typing.calls == len(fake_tg.actions))
     count = len(fake_tg.actions)
-    await trio.sleep(1.0)
-    assert len(fake_tg.actions) == count  # the reply is out: no more "typing..."
+    # Another chat's turn keeps the indicator's loop going for a while: it types there, never here.
+    await d.daemon.registry.add(Group(chat="telegram:4343", folder="bob"))
+    fake_tg.user_message(4343, "and me?", user_id=4343)
+    await wait_until(lambda: len(fake_tg.sent) == 2, timeout=15)
+    later = fake_tg.actions[count:]
+    assert len(later) >= 2 and all(a["chat_id"] == 4343 for a in later)  # the reply is out: no more "typing..."
+
+
+async def test_forum_topic_gets_typing_and_every_part_even_when_the_trigger_was_deleted(
+    run_daemon: Any, fake_tg: FakeTelegram
+) -> None:
+    long_text = "\n\n".join(f"Paragraph {i}. " + "word " * 150 for i in range(8))  # two parts
+    trigger: dict[str, Any] = {}
+
+    def answer(prompt: str) -> list[str]:
+        fake_tg.delete_message(FORUM, trigger["message_id"])  # deleted while the agent worked
+        return [long_text]
+
+    d = await start(run_daemon, fake_tg, FakeBehaviour(reply=answer, delay=0.5))
+    d.daemon.typing.interval = 0.2
+    chat = f"telegram:{FORUM}"
+    await d.daemon.registry.add(Group(chat=chat, folder="forum"))
+    topic = fake_tg.create_topic(FORUM, "Release")
+    fake_tg.user_message(FORUM, "in General: the release is Friday")
+    trigger.update(fake_tg.user_message(FORUM, "@andy_bot is it still on?", thread_id=topic))
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=15)
+
+    parts = fake_tg.sent
+    assert len(parts) >= 2 and [p["topic"] for p in parts] == [topic] * len(parts)  # none in General
+    assert parts[0]["reply_to"] is None  # the trigger is gone: no reply to it, still in its topic
+    assert d.daemon.outbox.retries == 0  # and no "message to be replied not found" on the way
+    typing = await wait_until(lambda: [a for a in fake_tg.actions if a["chat_id"] == FORUM])
+    assert [a["topic"] for a in typing] == [topic] * len(typing)
+    msgs = await stored(d, chat)
+    assert [(m.text, m.platform_id, m.mentions_bot) for m in msgs if not m.from_bot] == [
+        ("in General: the release is Friday", f"{FORUM}:{trigger['message_id'] - 1}", False),
+        ("@andy_bot is it still on?", f"{FORUM}/{topic}:{trigger['message_id']}", True),
+    ]
+    assert [m.platform_id for m in msgs if m.from_bot] == [f"{FORUM}/{topic}:{parts[0]['message']['message_id']}"]
+
+
+async def test_reply_queued_before_a_restart_goes_to_the_deleted_triggers_topic(
+    run_daemon: Any, fake_tg: FakeTelegram
+) -> None:
+    d = await start(run_daemon, fake_tg)
+    chat = f"telegram:{FORUM}"
+    await d.daemon.registry.add(Group(chat=chat, folder="forum"))
+    topic = fake_tg.create_topic(FORUM, "Ops")
+    note = fake_tg.user_message(FORUM, "the disk is full again", thread_id=topic)  # no trigger: nothing in memory
+    await wait_until(lambda: not fake_tg.updates)
+    (message,) = await stored(d, chat)
+    fake_tg.delete_message(FORUM, note["message_id"])
+    # What the outbox holds after a restart: a reply to the stored message, and the channel has seen
+    # no trigger in this chat; the topic comes from the stored platform id alone.
+    await d.daemon.store.commit_reply("forum", chat, "On it.", message.id, reply_to=message.platform_id)
+    d.daemon.outbox.wake()
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    (sent,) = fake_tg.sent
+    assert (sent["text"], sent["topic"], sent["reply_to"]) == ("On it.", topic, None)
+
+
+async def test_a_topic_that_is_gone_gets_the_reply_in_general(run_daemon: Any, fake_tg: FakeTelegram,
+                                                               caplog: Any) -> None:
+    d = await start(run_daemon, fake_tg)
+    chat = f"telegram:{FORUM}"
+    await d.daemon.registry.add(Group(chat=chat, folder="forum"))
+    topic = fake_tg.create_topic(FORUM, "Old")
+    fake_tg.user_message(FORUM, "@andy_bot hello", thread_id=topic)
+    del fake_tg.topics[FORUM][topic]  # an admin deletes the topic (and its messages) meanwhile
+    fake_tg.messages = {k: v for k, v in fake_tg.messages.items() if v.get("message_thread_id") != topic}
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    (sent,) = fake_tg.sent
+    assert sent["topic"] is None and sent["text"] == "Echo: @andy_bot hello"
+    assert any(f"topic {topic} of chat {FORUM} is gone" in r.getMessage() for r in caplog.records)

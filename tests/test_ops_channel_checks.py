@@ -123,10 +123,14 @@ async def test_whatsapp_needs_the_bridge_and_pairing(tmp_path: Path) -> None:
     bridge.mkdir()
     table = {"whatsapp": {"bridge_dir": str(bridge), "node": "no-such-node-binary"}}
     missing_node = await checks_for(cfg(tmp_path, table))
-    assert missing_node["channel whatsapp"].status == "fail" and "nodejs" in (missing_node["channel whatsapp"].fix or "")
+    assert missing_node["channel whatsapp"].status == "fail" and "scripts/setup.sh" in (missing_node["channel whatsapp"].fix or "")
 
     (bridge / "node_modules").mkdir()
-    table["whatsapp"]["node"] = "sh"  # any program on PATH stands in for node here
+    from ngb.channels.whatsapp import find_node
+
+    node = find_node()
+    assert node is not None, "no Node.js for the bridge: run scripts/setup.sh"
+    table["whatsapp"]["node"] = node
     unpaired = await checks_for(cfg(tmp_path, table))
     assert unpaired["channel whatsapp"].status == "warn" and "QR" in (unpaired["channel whatsapp"].fix or "")
 

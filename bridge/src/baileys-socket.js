@@ -4,12 +4,15 @@
 //   await sock.start(); await sock.send(jid, text, quoted) -> WhatsApp message id
 //   await sock.presence(jid, 'composing' | 'paused' | 'available'); sock.me(); await sock.stop()
 // onState(state, info) with state in connecting | qr | open | closed | logged_out.
+// `baileys` (optional) stands in for require('baileys'): test/baileys-adapter.test.js passes the
+// real module with only makeWASocket replaced (no network), to check this file's mapping of
+// Baileys' events (connection.update, messages.upsert, creds.update) to the bridge's frames.
 
 const path = require('path');
 
-function createSocket({ authDir, log, onState, onQr, onMessages }) {
-  const baileys = require('baileys');
-  const makeWASocket = baileys.default;
+function createSocket({ authDir, log, onState, onQr, onMessages, baileys = require('baileys'),
+  showQr = (art) => process.stderr.write(art + '\n') }) {
+  const makeWASocket = baileys.makeWASocket || baileys.default;
   const { useMultiFileAuthState, DisconnectReason, Browsers } = baileys;
   const pino = require('pino');
   const qrcode = require('qrcode-terminal');
@@ -35,7 +38,7 @@ function createSocket({ authDir, log, onState, onQr, onMessages }) {
     sock.ev.on('connection.update', (update) => {
       if (update.qr) {
         log(`scan this QR code with WhatsApp (Settings > Linked devices > Link a device):`);
-        qrcode.generate(update.qr, { small: true }, (art) => process.stderr.write(art + '\n'));
+        qrcode.generate(update.qr, { small: true }, showQr);
         onQr(update.qr);
       }
       if (update.connection === 'open') {

@@ -8,6 +8,8 @@
 //   NGB_WA_FAKE=1      use fake-socket.js instead of Baileys (tests, demos)
 //   NGB_WA_EXIT_ON_STDIN_EOF=1  exit when the parent closes our stdin (set by the daemon, so a
 //                      killed daemon never leaves a second session holder behind)
+// startBridge() is the bridge without the process around it (environment, signals, stdin), so a
+// test can run it in-process with any adapter (test/baileys-adapter.test.js: the real Baileys one).
 
 const fs = require('fs');
 const path = require('path');
@@ -16,15 +18,16 @@ const { InboundBuffer } = require('./buffer');
 const { normalize } = require('./normalize');
 
 const PROTOCOL_VERSION = 1;
+const STORE_FAILED = 4000; // the daemon's close code: "could not store a message; offer it again"
 
-function log(msg) { process.stderr.write(`[wa-bridge] ${msg}\n`); }
+function defaultLog(msg) { process.stderr.write(`[wa-bridge] ${msg}\n`); }
 
-function main() {
-  const url = process.env.NGB_WA_DAEMON_URL;
-  const token = process.env.NGB_WA_TOKEN;
-  const stateDir = path.resolve(process.env.NGB_WA_STATE_DIR || 'state/whatsapp');
-  if (!url || !token) { log('NGB_WA_DAEMON_URL and NGB_WA_TOKEN are required'); process.exit(2); }
-  process.umask(0o077); // every file we (and Baileys) create: owner only
+/**
+ * Run the bridge: the WhatsApp socket from `adapter` (fake-socket.js or baileys-socket.js, or
+ * `createSocket` options via `socketOptions`), the on-disk buffer in stateDir, the daemon link.
+ * `exit(code)` is called where the process would exit. Returns {stop, buffer, sock}.
+ */
+function startBridge({ url, token, stateDir, adapter, socketOptions = {}, exit = (code) => process.exit(code), log = defaultLog }) {
   const authDir = path.join(stateDir, 'auth');
   fs.mkdirSync(authDir, { recursive: true, mode: 0o700 });
   for (const d of [stateDir, authDir]) fs.chmodSync(d, 0o700);
@@ -38,8 +41,8 @@ function main() {
   let ws = null;
   let authed = false;
 
-  const adapter = (process.env.NGB_WA_FAKE === '1' ? require('./fake-socket') : require('./baileys-socket'));
   const sock = adapter.createSocket({
+    ...socketOptions,
     authDir,
     log,
     onState(state, info = {}) {
@@ -98,6 +101,7 @@ function main() {
     switch (msg.type) {
       case 'ack':
         buffer.ack(msg.id);
+        storeFailures = 0;
         break;
       case 'send': {
         try {
@@ -121,7 +125,10 @@ function main() {
   }
 
   let attempt = 0;
+  let stopping = false;
+  let storeFailures = 0; // consecutive connections the daemon closed because its store failed
   function connectDaemon() {
+    if (stopping) return;
     const socket = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false });
     ws = socket;
     socket.on('open', () => {
@@ -138,33 +145,53 @@ function main() {
     });
     socket.on('unexpected-response', (req, res) => {
       log(`the daemon refused the connection: HTTP ${res.statusCode}`);
-      if (res.statusCode === 401 || res.statusCode === 403) process.exit(3); // wrong token: a restart by the daemon fixes it
+      if (res.statusCode === 401 || res.statusCode === 403) exit(3); // wrong token: a restart by the daemon fixes it
     });
     socket.on('error', (err) => { if (attempt < 3) log(`daemon link: ${err.message}`); });
-    socket.on('close', () => {
+    socket.on('close', (code, reason) => {
       authed = false;
-      if (ws !== socket) return;
-      const delay = Math.min(5000, 100 * 2 ** Math.min(attempt++, 6));
+      if (ws !== socket || stopping) return;
+      let delay = Math.min(5000, 100 * 2 ** Math.min(attempt++, 6));
+      if (code === STORE_FAILED) { // not stored, so not acked: offer it again, backing off while the store is down
+        delay = Math.min(10000, 250 * 2 ** Math.min(storeFailures++, 6));
+        log(`the daemon could not store a message (${String(reason)}); offering it again in ${delay} ms`);
+      }
       setTimeout(connectDaemon, delay);
     });
   }
 
+  async function stop() {
+    stopping = true;
+    try { await sock.stop(); } catch (err) { /* stopping anyway */ }
+    try { if (ws) ws.close(1001, 'bridge stopping'); } catch (err) { /* stopping anyway */ }
+  }
+
+  log(`starting (${adapter.name}; state ${stateDir}; ${buffer.size} unacked message(s) buffered)`);
+  connectDaemon();
+  sock.start().catch((err) => { log(`whatsapp socket failed to start: ${err.stack || err}`); exit(1); });
+  return { stop, buffer, sock };
+}
+
+function main() {
+  const url = process.env.NGB_WA_DAEMON_URL;
+  const token = process.env.NGB_WA_TOKEN;
+  const stateDir = path.resolve(process.env.NGB_WA_STATE_DIR || 'state/whatsapp');
+  if (!url || !token) { defaultLog('NGB_WA_DAEMON_URL and NGB_WA_TOKEN are required'); process.exit(2); }
+  process.umask(0o077); // every file we (and Baileys) create: owner only
+  const adapter = (process.env.NGB_WA_FAKE === '1' ? require('./fake-socket') : require('./baileys-socket'));
+  const bridge = startBridge({ url, token, stateDir, adapter });
   async function shutdown(code) {
-    try { await sock.stop(); } catch (err) { /* exiting anyway */ }
-    try { if (ws) ws.close(1001, 'bridge stopping'); } catch (err) { /* exiting anyway */ }
+    await bridge.stop();
     setTimeout(() => process.exit(code), 50);
   }
   process.on('SIGTERM', () => shutdown(0));
   process.on('SIGINT', () => shutdown(0));
   if (process.env.NGB_WA_EXIT_ON_STDIN_EOF === '1') {
-    process.stdin.on('end', () => { log('the daemon went away; stopping'); shutdown(0); });
+    process.stdin.on('end', () => { defaultLog('the daemon went away; stopping'); shutdown(0); });
     process.stdin.on('error', () => shutdown(0));
     process.stdin.resume();
   }
-
-  log(`starting (${adapter.name}; state ${stateDir}; ${buffer.size} unacked message(s) buffered)`);
-  connectDaemon();
-  sock.start().catch((err) => { log(`whatsapp socket failed to start: ${err.stack || err}`); process.exit(1); });
 }
 
-main();
+if (require.main === module) main();
+module.exports = { startBridge, STORE_FAILED, PROTOCOL_VERSION };

@@ -7,8 +7,16 @@ loop, in arrival order); a trio task takes them one by one, stores the message t
 and only then acknowledges the envelope (``{"envelope_id": ...}``). An envelope that was not acked
 (connection lost, daemon killed) is sent again by Slack; the store's key on (channel, platform id)
 keeps it exactly once. Slack sends both ``message`` and ``app_mention`` for a message that mentions
-the bot: same platform id, stored once. After a reconnect, messages posted meanwhile in the
-conversations seen in this run are fetched with ``conversations.history``.
+the bot: same platform id, stored once.
+
+After a reconnect, messages posted meanwhile in the conversations seen in this run are caught up:
+``conversations.history`` since the newest message seen there, page by page (``cursor`` /
+``response_metadata.next_cursor``) until ``has_more`` is false, then ``conversations.replies`` of
+the threads the bot is in (it posted or was mentioned there) and of the threads started meanwhile,
+since the same point. Each listing stops at ``catch_up_pages`` pages and the whole catch-up at
+``catch_up_time`` seconds (a rate limit is waited out inside that time); one log line per
+conversation says what was fetched and whether a bound cut it short. Everything fetched is stored
+oldest first; what was also delivered as an event is stored once (the store's key).
 
 The connection is ours to manage: the SDK's own auto-reconnect is off and each session is one
 fresh ``SocketModeClient``; ``reconnect_forever`` (common.py) does backoff and keeps the state
@@ -70,7 +78,9 @@ SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "ch
 BASE_URL = "https://slack.com/api/"
 KEYS = {"bot_token", "app_token", "bot_token_file", "app_token_file", "base_url", "reply_in_thread",
         "ping_interval", "request_timeout", "connect_timeout", "fetch_missed", "reconnect_base",
-        "reconnect_cap", "enabled"}
+        "reconnect_cap", "enabled", "catch_up_pages", "catch_up_time"}
+PAGE_SIZE = 200  # what a catch-up asks per page (Slack may answer fewer: 15 for some apps since 2025)
+CATCH_UP_THREADS = 100  # threads per conversation whose replies one catch-up fetches, newest first
 
 
 @attrs.frozen
@@ -82,7 +92,9 @@ class SlackSettings:
     ping_interval: float = 5.0  # websocket ping; a socket silent for 4x this is reconnected
     request_timeout: float = 30.0
     connect_timeout: float = 15.0  # websocket connect + Slack's hello
-    fetch_missed: bool = True  # conversations.history after a reconnect
+    fetch_missed: bool = True  # conversations.history (+ .replies) after a reconnect
+    catch_up_pages: int = 50  # pages per listing (history, each thread) in one catch-up
+    catch_up_time: float = 120.0  # seconds one catch-up may take, rate-limit waits included
     reconnect_base: float = 1.0
     reconnect_cap: float = 60.0
     off_reason: str | None = None
@@ -104,6 +116,8 @@ class SlackSettings:
             request_timeout=t.duration("request_timeout", 30.0),
             connect_timeout=t.duration("connect_timeout", 15.0),
             fetch_missed=t.boolean("fetch_missed", True),
+            catch_up_pages=t.integer("catch_up_pages", 50, lo=1, hi=10_000),
+            catch_up_time=t.duration("catch_up_time", 120.0),
             reconnect_base=t.duration("reconnect_base", 1.0),
             reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=f"no token: set {' and '.join(missing)} (or *_token_file)" if missing else None,
@@ -135,9 +149,11 @@ class SlackChannel:
         self._last_trigger = self._gate.last_trigger
         self._threads: Lru = Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
         self._newest: dict[str, str] = {}  # conversation -> newest ts seen (for fetching missed ones)
+        self._bot_threads: Lru = Lru(4096)  # "<conversation>:<thread_ts>" of threads the bot is in
         self._users: Lru = Lru(4096)  # user id -> display name
         self.sessions = 0
-        self.fetched = 0
+        self.fetched = 0  # messages a catch-up found (stored, or already there)
+        self.catch_ups = 0  # catch-ups finished
 
     @property
     def state(self) -> str:
@@ -284,20 +300,91 @@ class SlackChannel:
                 log.info("slack: could not ack envelope %s (%s); Slack will redeliver it", request.envelope_id, exc)
 
     async def _fetch_missed(self, submit: Submit) -> None:
-        """Messages posted while we were away, in the conversations seen in this run."""
-        for channel, oldest in list(self._newest.items()):
-            try:
-                answer = await self._api("conversations_history", channel=channel, oldest=oldest, inclusive=False,
-                                         limit=200)
-            except Exception as exc:  # noqa: BLE001 - best effort: Slack also redelivers unacked events
-                log.warning("slack: could not fetch missed messages of %s: %s", channel, self.status.redact(str(exc)))
-                continue
-            for message in sorted(answer.get("messages", []), key=lambda m: float(m.get("ts", 0))):
-                event = {**message, "channel": channel, "channel_type": "im" if channel.startswith("D") else "channel"}
-                inbound = self.to_inbound(event)
-                if inbound is not None:
-                    self.fetched += 1
-                    await self._submit(submit, inbound, event)
+        """Messages posted while we were away, in the conversations seen in this run (bounded)."""
+        deadline = trio.current_time() + self.settings.catch_up_time
+        try:
+            for channel, oldest in list(self._newest.items()):
+                if trio.current_time() >= deadline:
+                    log.warning("slack: catch-up out of time (%.0fs): %s not caught up", self.settings.catch_up_time,
+                                channel)
+                    continue
+                try:
+                    await self._catch_up(submit, channel, oldest, deadline)
+                except AuthError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - best effort: Slack also redelivers unacked events
+                    log.warning("slack: could not fetch missed messages of %s: %s", channel,
+                                self.status.redact(str(exc)))
+        finally:
+            self.catch_ups += 1
+
+    async def _catch_up(self, submit: Submit, channel: str, oldest: str, deadline: float) -> None:
+        started = trio.current_time()
+        found: dict[str, dict[str, Any]] = {}  # ts -> message
+        history, pages, cut = await self._listing("conversations_history", deadline, channel=channel, oldest=oldest)
+        for message in history:
+            found[message["ts"]] = message
+        # Thread replies are not in the history: the threads the bot is in, and those started meanwhile.
+        roots = {m["ts"] for m in history if m.get("reply_count") and m.get("thread_ts") == m["ts"]}
+        roots.update(key.partition(":")[2] for key in self._bot_threads if key.partition(":")[0] == channel)
+        threads = sorted(roots, key=float, reverse=True)[:CATCH_UP_THREADS]
+        for root in threads:
+            if trio.current_time() >= deadline:
+                cut = cut or f"out of time ({self.settings.catch_up_time:.0f}s) before thread {root}"
+                break
+            replies, more, thread_cut = await self._listing("conversations_replies", deadline, channel=channel,
+                                                            ts=root, oldest=oldest)
+            pages += more
+            cut = cut or (f"thread {root}: {thread_cut}" if thread_cut else None)
+            for message in replies:
+                if float(message["ts"]) > float(oldest):  # every page starts with the parent
+                    found.setdefault(message["ts"], message)
+        fetched = 0
+        for message in sorted(found.values(), key=lambda m: float(m["ts"])):
+            event = {**message, "channel": channel, "channel_type": "im" if channel.startswith("D") else "channel"}
+            inbound = self.to_inbound(event)
+            if inbound is not None:
+                fetched += 1
+                await self._submit(submit, inbound, event)
+        self.fetched += fetched
+        line = (f"slack: caught up {channel} since {oldest}: {fetched} message(s) in {pages} page(s), "
+                f"{len(threads)} thread(s) read, {trio.current_time() - started:.1f}s")
+        if cut:
+            log.warning("%s; stopped early (%s): older messages of that listing were not fetched", line, cut)
+        else:
+            log.info("%s", line)
+
+    async def _listing(self, method: str, deadline: float, **kwargs: Any) -> tuple[list[dict[str, Any]], int, str | None]:
+        """Every page of conversations.history/.replies after ``oldest`` (exclusive), within
+        catch_up_pages pages and the deadline: (messages, pages read, why it stopped early or None)."""
+        from slack_sdk.errors import SlackApiError
+
+        messages: list[dict[str, Any]] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            if pages >= self.settings.catch_up_pages:
+                return messages, pages, f"page limit ({pages} pages)"
+            answer = None
+            with trio.move_on_at(deadline):
+                try:
+                    answer = await self._api(method, inclusive=False, limit=PAGE_SIZE, cursor=cursor, **kwargs)
+                except SlackApiError as exc:
+                    if _error_code(exc) != "ratelimited":
+                        raise
+                    wait = float(_header(exc, "retry-after") or 1)
+                    if trio.current_time() + wait >= deadline:
+                        return messages, pages, f"rate limited for {wait:.0f}s"
+                    log.info("slack: %s rate limited; waiting %.0fs", method.replace("_", "."), wait)
+                    await trio.sleep(wait)
+                    continue
+            if answer is None:
+                return messages, pages, f"out of time ({self.settings.catch_up_time:.0f}s)"
+            pages += 1
+            messages.extend(answer.get("messages") or [])
+            cursor = ((answer.get("response_metadata") or {}).get("next_cursor") or None) if answer.get("has_more") else None
+            if not cursor:
+                return messages, pages, None
 
     async def _submit(self, submit: Submit, inbound: InboundMessage, event: dict[str, Any]) -> None:
         user = event.get("user") or ""
@@ -353,6 +440,8 @@ class SlackChannel:
         bot_user = me.get("user_id")
         mentions = (kind == "app_mention" or event.get("channel_type") == "im" or channel.startswith("D")
                     or (bool(bot_user) and f"<@{bot_user}" in raw))
+        if in_thread and mentions:
+            self._bot_threads.put(f"{channel}:{thread_ts}", None)
         return InboundMessage(
             chat=slack_chat(channel),
             sender=self._users.get(user, user),
@@ -393,6 +482,8 @@ class SlackChannel:
             raise ChannelError(f"slack is {self.state}", retryable=True)
         trigger = reply_to or self._last_trigger.get(chat)
         thread_ts = await self._thread_of(channel, trigger) if trigger else None
+        if thread_ts:
+            self._bot_threads.put(f"{channel}:{thread_ts}", None)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT)
@@ -460,6 +551,7 @@ class SlackChannel:
         out = self.status.describe()
         out["bot"] = f"@{self.me['user']}" if self.me else None
         out["received"] = self.received
+        out["caught_up"] = self.fetched
         return out
 
 

@@ -18,10 +18,17 @@ reads getWebhookInfo: the webhook set again if someone changed it, Telegram's de
 logged. Switching back to polling deletes the webhook (getUpdates answers 409 while one is set).
 
 Chats are ``telegram:<chat id>`` (groups are negative: ``telegram:-1001234567890``); a message's
-platform id is ``<chat id>:<message id>`` (message ids are per chat). Mentions of the bot
-(``@username``, a text mention, a reply to one of the bot's messages, ``/command@username``) and
-every message of a private chat set ``mentions_bot``. Replies are threaded to the triggering
-message. Configuration: docs/channels/telegram.md.
+platform id is ``<chat id>:<message id>`` (message ids are per chat), and ``<chat id>/<topic
+id>:<message id>`` for a message in a forum topic. Mentions of the bot (``@username``, a text
+mention, a reply to one of the bot's messages, ``/command@username``) and every message of a
+private chat set ``mentions_bot``. Replies are threaded to the triggering message.
+
+Forum topics: a whole forum is one chat (one group); the topic a trigger came from travels in its
+platform id, which the router stores and the outbox hands back as ``reply_to``, so every part of
+the reply and the "typing..." go to that topic (``message_thread_id``), after a restart too, and
+also when the trigger was deleted meanwhile (``allow_sending_without_reply``: the reply is then no
+reply, but still in the topic). A topic that is gone ("message thread not found") gets the reply
+in the chat's General topic instead, with a log line. Configuration: docs/channels/telegram.md.
 """
 
 from __future__ import annotations
@@ -449,13 +456,16 @@ class TelegramChannel:
             elif entity.type == MessageEntity.BOT_COMMAND and username and value.lower().endswith("@" + username):
                 mentions = True
         reply = m.reply_to_message
+        topic = m.message_thread_id if m.is_topic_message else None  # (in other supergroups: a reply chain)
+        if reply is not None and topic is not None and reply.message_id == topic:
+            reply = None  # the topic's creation message: every message of a topic "replies" to it
         if reply is not None and me is not None and reply.from_user is not None and reply.from_user.id == me.id:
             mentions = True
         return InboundMessage(
             chat=telegram_chat(m.chat.id),
             sender=m.from_user.full_name or m.from_user.username or str(m.from_user.id),
             text=text,
-            platform_id=f"{m.chat.id}:{m.message_id}",
+            platform_id=_platform_id(m.chat.id, m.message_id, topic),
             time=m.date,
             sender_id=str(m.from_user.id),
             mentions_bot=mentions,
@@ -469,18 +479,21 @@ class TelegramChannel:
         if bot is None or self.me is None:
             raise ChannelError(f"telegram is {self.state}", retryable=True)
         thread_to = reply_to or self._last_trigger.get(chat)
-        reply_message_id = _message_id(thread_to, chat_id) if thread_to else None
+        reply_message_id, topic = _target(thread_to, chat_id) if thread_to else (None, None)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT, measure=utf16_len)
         for index in range(len(ids), len(parts)):
-            sent = await self._send_part(bot, chat_id, parts[index], reply_message_id if index == 0 else None)
-            ids.append(f"{chat_id}:{sent.message_id}")
+            sent = await self._send_part(bot, chat_id, parts[index], reply_message_id if index == 0 else None, topic)
+            if topic is not None and sent.message_thread_id != topic:
+                topic = None  # the topic was gone: the other parts follow the first one to General
+            ids.append(_platform_id(chat_id, sent.message_id, topic))
             self._partial.record(key, ids[-1])
         self._partial.finish(key)
         return ids[0] if ids else None
 
-    async def _send_part(self, bot: Any, chat_id: int, part: str, reply_message_id: int | None) -> Any:
+    async def _send_part(self, bot: Any, chat_id: int, part: str, reply_message_id: int | None,
+                         topic: int | None = None) -> Any:
         from telegram import ReplyParameters
         from telegram.error import (
             BadRequest,
@@ -497,8 +510,9 @@ class TelegramChannel:
             try:
                 if html:
                     return await self.bridge.call(bot.send_message, chat_id, markdown_to_telegram_html(part),
-                                                  parse_mode="HTML", reply_parameters=reply)
-                return await self.bridge.call(bot.send_message, chat_id, part, reply_parameters=reply)
+                                                  parse_mode="HTML", reply_parameters=reply, message_thread_id=topic)
+                return await self.bridge.call(bot.send_message, chat_id, part, reply_parameters=reply,
+                                              message_thread_id=topic)
             except RetryAfter as exc:
                 wait = _seconds(exc.retry_after)
                 if wait > 10 or attempt == 2:
@@ -508,6 +522,11 @@ class TelegramChannel:
                 if html and "parse" in str(exc).lower():
                     log.warning("telegram: HTML refused (%s); sending that part as plain text", self.status.redact(str(exc)))
                     html = False
+                    continue
+                if topic is not None and _topic_gone(exc):
+                    log.warning("telegram: topic %s of chat %s is gone (%s); sending to the chat's General topic",
+                                topic, chat_id, self.status.redact(str(exc)))
+                    topic = None
                     continue
                 raise ChannelError(self.status.redact(f"telegram: {exc}"), retryable=False) from None
             except ChatMigrated as exc:
@@ -525,11 +544,15 @@ class TelegramChannel:
         raise ChannelError("telegram: could not send", retryable=True)
 
     async def typing(self, chat: str) -> None:
-        """Show "typing..." for a few seconds (best effort)."""
+        """Show "typing..." for a few seconds (best effort), in the forum topic of the chat's newest
+        trigger (as seen in this run: after a restart, until a new trigger, in the chat itself)."""
         if self.bot is None:
             return
         try:
-            await self.bridge.call(self.bot.send_chat_action, _chat_id(chat), "typing")
+            chat_id = _chat_id(chat)
+            trigger = self._last_trigger.get(chat)
+            topic = _target(trigger, chat_id)[1] if trigger else None
+            await self.bridge.call(self.bot.send_chat_action, chat_id, "typing", message_thread_id=topic)
         except Exception:  # noqa: BLE001 - cosmetic
             log.debug("telegram: typing indicator failed", exc_info=True)
 
@@ -567,11 +590,23 @@ def _chat_id(chat: str) -> int:
         raise ChannelError(f"not a Telegram chat: {chat!r} (expected telegram:<numeric id>)", retryable=False) from None
 
 
-def _message_id(platform_id: str, chat_id: int) -> int | None:
-    chat_part, _, mid = platform_id.rpartition(":")
-    if not mid.isdigit() or (chat_part and chat_part != str(chat_id)):
-        return None
-    return int(mid)
+def _platform_id(chat_id: int, message_id: int, topic: int | None) -> str:
+    """``<chat id>:<message id>``, or ``<chat id>/<topic id>:<message id>`` in a forum topic."""
+    return f"{chat_id}:{message_id}" if topic is None else f"{chat_id}/{topic}:{message_id}"
+
+
+def _target(platform_id: str, chat_id: int) -> tuple[int | None, int | None]:
+    """A platform id of this chat -> (message id, forum topic id); None for what is not there."""
+    head, _, mid = platform_id.rpartition(":")
+    chat_part, _, topic = head.partition("/")
+    if chat_part and chat_part != str(chat_id):
+        return None, None
+    return (int(mid) if mid.isdigit() else None), (int(topic) if topic.isdigit() else None)
+
+
+def _topic_gone(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "thread not found" in text or "topic_deleted" in text
 
 
 def _seconds(value: Any) -> float:

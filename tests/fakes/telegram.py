@@ -13,6 +13,16 @@ getWebhookInfo (recorded in ``webhook_calls``, secret_token included), setMyComm
 is answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
 Requests may be form-encoded (what PTB sends) or JSON.
 
+Forum topics and replies, as Telegram has them: ``create_topic(chat_id, name)`` opens a topic (its
+id is the id of its ``forum_topic_created`` service message); a user's message in a topic carries
+``message_thread_id``, ``is_topic_message`` and, unless it replies to something else, a
+``reply_to_message`` that is the topic's creation message. ``delete_message`` deletes one. A
+sendMessage/sendChatAction with a ``message_thread_id`` that is no open topic of a forum is 400
+"message thread not found"; a reply to a message that does not exist (deleted) is 400 "message to be
+replied not found" unless ``allow_sending_without_reply``, then it is sent as no reply. A sent
+message lands in ``message_thread_id`` if given, else in the topic of the message it replies to,
+else in the chat itself (a forum's General topic): ``sent[i]["topic"]``, ``actions[i]["topic"]``.
+
 Webhook: while one is set (``webhook``), queued updates are not handed to getUpdates but POSTed,
 one at a time and in order, as JSON to its URL with the ``X-Telegram-Bot-Api-Secret-Token`` header
 (when a secret_token was set), like Telegram does. An update leaves the queue only on a 2xx answer;
@@ -116,6 +126,8 @@ class FakeTelegram:
         self.poll_count = 0
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count] = {}
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, message id) -> message, not deleted
+        self.topics: dict[int, dict[int, str]] = {}  # forum chat -> topic id -> name
         self._changed = trio.Event()
         self._failures: dict[str, list[tuple[int, str]]] = {}
         self._pass_first: dict[str, int] = {}
@@ -228,14 +240,37 @@ class FakeTelegram:
             })
         if entities:
             message["entities"] = entities
-        if reply_to is not None:
-            message["reply_to_message"] = reply_to
         if thread_id is not None:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
+            if reply_to is None:  # Telegram: a topic's messages "reply" to its creation message
+                reply_to = self.messages.get((chat_id, thread_id))
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self.messages[(chat_id, message["message_id"])] = message
         self.push_update({"message": message})
         return message
 
+    def create_topic(self, chat_id: int, name: str) -> int:
+        """A forum topic in chat_id (made a forum): returns its id (message_thread_id)."""
+        topic_id = self._next_message_id(chat_id)
+        self.topics.setdefault(chat_id, {})[topic_id] = name
+        self.messages[(chat_id, topic_id)] = {
+            "message_id": topic_id, "message_thread_id": topic_id, "is_topic_message": True,
+            "from": {"id": 1001, "is_bot": False, "first_name": "Alice"}, "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "supergroup", "title": f"Group {chat_id}", "is_forum": True},
+            "forum_topic_created": {"name": name, "icon_color": 7322096},
+        }
+        return topic_id
+
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        self.messages.pop((chat_id, message_id), None)
+
+    def _topic_error(self, chat_id: int, params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        topic = params.get("message_thread_id")
+        if topic is not None and int(topic) not in self.topics.get(chat_id, {}):
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message thread not found"}
+        return None
     def push_update(self, update: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
         self.updates.append({"update_id": update_id, **update})
@@ -435,6 +470,8 @@ class FakeTelegram:
                 return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: can't parse entities: {error}"}
         if not plain.strip():
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}
+        if (error := self._topic_error(chat_id, params)) is not None:
+            return error
         if utf16_len(plain) > TEXT_LIMIT:
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}
         message: dict[str, Any] = {
@@ -445,20 +482,34 @@ class FakeTelegram:
             "text": plain,
         }
         reply = params.get("reply_parameters") or (
-            {"message_id": params["reply_to_message_id"]} if params.get("reply_to_message_id") else None
+            {"message_id": params["reply_to_message_id"],
+             "allow_sending_without_reply": params.get("allow_sending_without_reply")}
+            if params.get("reply_to_message_id") else None
         )
-        if reply:
-            message["reply_to_message"] = {"message_id": int(reply["message_id"]), "chat": message["chat"], "date": 0}
-        if params.get("message_thread_id"):
-            message["message_thread_id"] = int(params["message_thread_id"])
+        target = self.messages.get((chat_id, int(reply["message_id"]))) if reply else None
+        if reply and target is None:
+            if not reply.get("allow_sending_without_reply"):
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message to be replied not found"}
+            reply = None  # sent, as no reply
+        if reply and target is not None:
+            message["reply_to_message"] = target
+        topic = params.get("message_thread_id") or (target or {}).get("message_thread_id")
+        if topic and chat_id in self.topics:
+            message["message_thread_id"] = int(topic)
+            message["is_topic_message"] = True
+        self.messages[(chat_id, message["message_id"])] = message
         self.sent.append({"params": params, "message": message, "text": plain,
-                          "reply_to": int(reply["message_id"]) if reply else None})
+                          "reply_to": int(reply["message_id"]) if reply else None,
+                          "topic": message.get("message_thread_id")})
         self._notify()
         return 200, {"ok": True, "result": message}
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if (error := self._topic_error(int(params["chat_id"]), params)) is not None:
+            return error
+        topic = params.get("message_thread_id")
         self.actions.append({"chat_id": int(params["chat_id"]), "action": params.get("action"), "at": trio.current_time(),
-                             "sent_before": len(self.sent)})
+                             "sent_before": len(self.sent), "topic": int(topic) if topic is not None else None})
         return 200, {"ok": True, "result": True}
 
     async def _m_setWebhook(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
