@@ -13,6 +13,8 @@ fake model. Each figure is printed next to its goal.
 The groups are triggered 20 ms apart (g0 first) so that the waiting order is well defined; the model
 takes `--think` seconds per answer and containers stop after 1 s idle, so the second half waits for
 the first half's slots.
+
+Exit status 1 when a goal is missed or a figure could not be measured (bench/goals.py).
 """
 
 from __future__ import annotations
@@ -34,21 +36,20 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import goals  # noqa: E402
+from bench.goals import Report, expect_status  # noqa: E402
 from ngb.daemon import Daemon  # noqa: E402
 from ngb.records import Group  # noqa: E402
 from ngb.sandbox.image import ensure_image  # noqa: E402
-from tests.conftest import make_config  # noqa: E402
+from tests.conftest import api_headers, make_config  # noqa: E402
 from tests.fakes.anthropic import FakeAnthropic  # noqa: E402
 
 IMAGE = "nanogridbot-agent:latest"
 
 
-def line(name: str, value: str, goal: str = "", verdict: str = "") -> None:
-    print(f"{name:<44} {value:>14}   {goal:<22} {verdict}")
-
-
 async def run(groups: int, cap: int, think: float) -> int:
     ensure_image(IMAGE, progress=lambda s: None)
+    report = Report()
     tmp = Path(tempfile.mkdtemp(prefix="ngb-bench-groups-"))
     instance = f"benchgroups{os.getpid()}"
     client = docker.from_env()
@@ -95,11 +96,13 @@ async def run(groups: int, cap: int, think: float) -> int:
 
         nursery.start_soon(sample)
         nursery.start_soon(sample_daemon)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.web_port}", timeout=60) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{config.web_port}", headers=api_headers(config), timeout=60
+        ) as http:
             t0 = time.perf_counter()
             for name in names:
-                r = await http.post(f"/api/chats/{name}/messages", json={"sender": "bench", "text": f"hi {name} [[sleep:{think}]]"})
-                assert r.status_code == 202, r.text
+                expect_status(await http.post(f"/api/chats/{name}/messages",
+                                              json={"sender": "bench", "text": f"hi {name} [[sleep:{think}]]"}), 202)
                 posted[name] = time.perf_counter()
                 await trio.sleep(0.02)
             with trio.fail_after(300):
@@ -107,7 +110,7 @@ async def run(groups: int, cap: int, think: float) -> int:
                     for name in names:
                         if name in answered:
                             continue
-                        msgs = (await http.get(f"/api/chats/{name}/messages", params={"after": 0})).json()
+                        msgs = expect_status(await http.get(f"/api/chats/{name}/messages", params={"after": 0})).json()
                         bot = [m for m in msgs if m["from_bot"]]
                         if bot:
                             answered[name] = time.perf_counter()
@@ -115,7 +118,7 @@ async def run(groups: int, cap: int, think: float) -> int:
             total = time.perf_counter() - t0
             await trio.sleep(2)  # a duplicate would show up by now
             for name in names:
-                msgs = (await http.get(f"/api/chats/{name}/messages", params={"after": 0})).json()
+                msgs = expect_status(await http.get(f"/api/chats/{name}/messages", params={"after": 0})).json()
                 replies[name] = sum(1 for m in msgs if m["from_bot"])
         done.set()
         nursery.cancel_scope.cancel()
@@ -139,28 +142,32 @@ async def run(groups: int, cap: int, think: float) -> int:
           f"{os.cpu_count()} cores\n")
     worst_engine, worst_daemon = max(engine_samples, default=0), max(daemon_samples, default=0)
     worst_gauge = max(gauge_samples, default=0)
-    ok_cap = worst_engine <= cap and worst_daemon <= cap and worst_gauge <= cap
-    line("live containers, max (docker ps)", f"{worst_engine}", f"<= {cap}", "OK" if worst_engine <= cap else "MISS")
-    line("live containers, max (daemon's view)", f"{worst_daemon}", f"<= {cap}", "OK" if worst_daemon <= cap else "MISS")
-    line("live containers, max (ngb_live_containers)", f"{worst_gauge}", f"<= {cap}", "OK" if worst_gauge <= cap else "MISS")
-    line("   (samples: engine / daemon)", f"{len(engine_samples)} / {len(daemon_samples)}")
-    all_once = all(replies.get(n) == 1 for n in names)
-    line("groups answered exactly once", f"{sum(1 for n in names if replies.get(n) == 1)}/{groups}", f"{groups}/{groups}",
-         "OK" if all_once else "MISS")
-    line("slots taken in waiting order (FIFO)", "yes" if fifo else "no", "yes", "OK" if fifo else "MISS")
-    line("   order", " ".join(by_acquire))
-    line("groups that waited for a slot", f"{len(waiters)}", f">= {max(0, groups - cap)}")
-    line("slot wait, median (all groups)", f"{statistics.median(waits) * 1000:.0f} ms")
-    line("slot wait, median (groups that waited)", f"{statistics.median(waited) * 1000:.0f} ms" if waited else "-")
-    line("slot wait, max", f"{max(waits) * 1000:.0f} ms")
-    line("message -> reply, median", f"{statistics.median(latencies) * 1000:.0f} ms")
+    for name, samples, worst in (("live containers, max (docker ps)", engine_samples, worst_engine),
+                                 ("live containers, max (daemon's view)", daemon_samples, worst_daemon),
+                                 ("live containers, max (ngb_live_containers)", gauge_samples, worst_gauge)):
+        if samples:
+            report.figure(name, worst, "", cap, fmt=".0f")
+        else:
+            report.fail(name, "no samples taken")
+    report.info("   (samples: engine / daemon)", f"{len(engine_samples)} / {len(daemon_samples)}")
+    answered_once = sum(1 for n in names if replies.get(n) == 1)
+    report.check("groups answered exactly once", answered_once == groups, f"{answered_once}/{groups}")
+    report.check("slots taken in waiting order (FIFO)", fifo)
+    report.info("   order", " ".join(by_acquire))
+    report.info("groups that waited for a slot", f"{len(waiters)} (expected >= {max(0, groups - cap)})")
+    report.figure("slot wait, median (all groups)", statistics.median(waits) * 1000, "ms", fmt=".0f")
+    if waited:
+        report.figure("slot wait, median (groups that waited)", statistics.median(waited) * 1000, "ms", fmt=".0f")
+    report.figure("slot wait, max", max(waits) * 1000, "ms", fmt=".0f")
+    report.figure("message -> reply, median", statistics.median(latencies) * 1000, "ms", fmt=".0f")
     direct = [answered[n] - posted[n] for n in names if n in answered and n not in waiters]
     if direct and waiters:
-        line("   groups that got a slot at once, median", f"{statistics.median(direct) * 1000:.0f} ms")
-        line("   groups that waited, median", f"{statistics.median([answered[n] - posted[n] for n in waiters]) * 1000:.0f} ms")
-    line("message -> reply, max", f"{max(latencies) * 1000:.0f} ms")
-    line(f"all {groups} answered after", f"{total * 1000:.0f} ms")
-    return 0 if ok_cap and all_once and fifo else 1
+        report.figure("   groups that got a slot at once, median", statistics.median(direct) * 1000, "ms", fmt=".0f")
+        report.figure("   groups that waited, median",
+                      statistics.median([answered[n] - posted[n] for n in waiters]) * 1000, "ms", fmt=".0f")
+    report.figure("message -> reply, max", max(latencies) * 1000, "ms", fmt=".0f")
+    report.figure(f"all {groups} answered after", total * 1000, "ms", fmt=".0f")
+    return report.exit_code()
 
 
 if __name__ == "__main__":
@@ -169,4 +176,4 @@ if __name__ == "__main__":
     parser.add_argument("--cap", type=int, default=5)
     parser.add_argument("--think", type=float, default=2.0)
     args = parser.parse_args()
-    sys.exit(trio.run(run, args.groups, args.cap, args.think))
+    sys.exit(goals.run(lambda: trio.run(run, args.groups, args.cap, args.think)))

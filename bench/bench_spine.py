@@ -10,6 +10,8 @@
   daemon's own share of it (message in -> input frame written to the runner; goal <= 30 ms);
 - idle daemon RSS (goal <= 100 MB), ready time from `ngb run` to /healthz 200 (goal < 1 s), idle
   agent container memory.
+
+Exit status 1 when a goal is missed or a figure could not be measured (bench/goals.py).
 """
 
 from __future__ import annotations
@@ -33,20 +35,13 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.goals import MeasurementFailed, Report, expect_status, rss_bytes, run, wait_healthz  # noqa: E402
 from ngb.daemon import Daemon  # noqa: E402
 from ngb.sandbox.image import ensure_image  # noqa: E402
-from tests.conftest import free_port, make_config  # noqa: E402
+from tests.conftest import api_headers, free_port, make_config  # noqa: E402
 from tests.fakes.anthropic import FakeAnthropic  # noqa: E402
 
 IMAGE = "nanogridbot-agent:latest"
-
-
-def line(name: str, value: str, goal: str = "", verdict: str = "") -> None:
-    print(f"{name:<44} {value:>14}   {goal:<22} {verdict}")
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 def bare_docker_run(runs: int) -> float:
@@ -111,13 +106,15 @@ async def turns(fake: FakeAnthropic, runs: int) -> dict[str, Any]:
             original(folder, kind, data)
 
         daemon._actor_event = spy  # type: ignore[method-assign]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.web_port}", timeout=60) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{config.web_port}", headers=api_headers(config), timeout=60
+        ) as http:
 
             async def one(text: str) -> tuple[float, float]:
                 before = len(fake.message_requests)
                 t = time.perf_counter()
-                r = await http.post("/api/chats/main/messages", json={"sender": "bench", "text": text})
-                assert r.status_code == 202
+                r = expect_status(await http.post("/api/chats/main/messages",
+                                                  json={"sender": "bench", "text": text}), 202)
                 with trio.fail_after(120):
                     while len(fake.message_requests) == before:
                         await trio.sleep(0.001)
@@ -125,7 +122,8 @@ async def turns(fake: FakeAnthropic, runs: int) -> dict[str, Any]:
                 # wait for the reply, so the next message is a new batch
                 with trio.fail_after(120):
                     while True:
-                        msgs = (await http.get("/api/chats/main/messages", params={"after": r.json()["id"]})).json()
+                        msgs = expect_status(await http.get("/api/chats/main/messages",
+                                                            params={"after": r.json()["id"]})).json()
                         if any(m["from_bot"] for m in msgs):
                             break
                         await trio.sleep(0.01)
@@ -160,6 +158,8 @@ async def turns(fake: FakeAnthropic, runs: int) -> dict[str, Any]:
 
 
 def daemon_rss_and_ready(fake_url: str) -> tuple[float, float]:
+    """Idle RSS of `ngb run` in MB and its ready time in s; MeasurementFailed when it does not come
+    up or dies before its memory is read."""
     tmp = Path(tempfile.mkdtemp())
     port = free_port()
     env = dict(os.environ, NGB_STATE_DIR=str(tmp / "state"), NGB_WEB_PORT=str(port), NGB_MODEL_UPSTREAM=fake_url,
@@ -167,53 +167,58 @@ def daemon_rss_and_ready(fake_url: str) -> tuple[float, float]:
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "ngb", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ready = None
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    ready = time.perf_counter() - t
-                    break
-            except httpx.TransportError:
-                time.sleep(0.01)
+        ready = wait_healthz(proc, port, t)
         time.sleep(3)
-        rss_kb = next(int(x.split()[1]) for x in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                      if x.startswith("VmRSS"))
+        rss = rss_bytes(proc)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    return rss_kb / 1024, ready or float("nan")
+    return rss / 2**20, ready
 
 
-async def main(runs: int) -> None:
+async def main(runs: int) -> int:
     ensure_image(IMAGE, progress=lambda s: None)
     print(f"NanoGridBot spine benchmark ({runs} runs each, medians; {os.cpu_count()} cores)\n")
+    report = Report()
     bare = bare_docker_run(runs)
+    rss: float | MeasurementFailed
     async with trio.open_nursery() as nursery:
         fake = await FakeAnthropic.start(nursery)
         cli = await cli_to_first_request(fake, runs)
         t = await turns(fake, runs)
-        rss, ready = await trio.to_thread.run_sync(daemon_rss_and_ready, fake.url)
+        try:
+            rss, ready = await trio.to_thread.run_sync(daemon_rss_and_ready, fake.url)
+        except MeasurementFailed as exc:
+            rss = ready = exc
         nursery.cancel_scope.cancel()
     floor = bare + cli
-    line("bare docker run --rm IMAGE true", ms(bare))
-    line("CLI alone: start -> first model request", ms(cli))
-    line("floor (sum)", ms(floor))
-    ratio = t["cold"] / floor
-    line("cold turn: message in -> first model request", ms(t["cold"]), "<= 1.5x floor", f"{ratio:.2f}x {'OK' if ratio <= 1.5 else 'MISS'}")
-    line("warm follow-up: message in -> model request", ms(t["warm"]))
-    line("warm follow-up: daemon share (in -> runner)", ms(t["warm_daemon"]), "<= 30 ms",
-         "OK" if t["warm_daemon"] <= 0.030 else "MISS")
-    line("   (max over runs)", ms(t["warm_daemon_max"]))
-    line("idle daemon RSS", f"{rss:.1f} MB", "<= 100 MB", "OK" if rss <= 100 else "MISS")
-    line("ready: ngb run -> /healthz 200 (image built)", ms(ready), "< 1000 ms", "OK" if ready < 1 else "MISS")
+    report.figure("bare docker run --rm IMAGE true", bare * 1000, "ms", fmt=".0f")
+    report.figure("CLI alone: start -> first model request", cli * 1000, "ms", fmt=".0f")
+    report.figure("floor (sum)", floor * 1000, "ms", fmt=".0f")
+    report.figure("cold turn: message in -> first model request", t["cold"] * 1000, "ms", fmt=".0f")
+    report.figure("  cold turn / floor", t["cold"] / floor, "x", 1.5, fmt=".2f")
+    report.figure("warm follow-up: message in -> model request", t["warm"] * 1000, "ms", fmt=".0f")
+    report.figure("warm follow-up: daemon share (in -> runner)", t["warm_daemon"] * 1000, "ms", 30.0)
+    report.figure("  (max over runs)", t["warm_daemon_max"] * 1000, "ms")
+    if isinstance(rss, MeasurementFailed):
+        report.fail("idle daemon RSS", str(rss))
+        report.fail("ready: ngb run -> /healthz 200 (image built)", str(rss))
+    else:
+        report.figure("idle daemon RSS", rss, "MB", 100.0)
+        report.figure("ready: ngb run -> /healthz 200 (image built)", ready * 1000, "ms", 1000.0, fmt=".0f")
     if t["container_mem"] is not None:
-        line("idle agent container memory", f"{t['container_mem'] / 2**20:.1f} MB")
+        report.figure("idle agent container memory", t["container_mem"] / 2**20, "MB")
+    return report.exit_code()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    trio.run(main, parser.parse_args().runs)
+    runs = parser.parse_args().runs
+    sys.exit(run(lambda: trio.run(main, runs)))

@@ -196,7 +196,6 @@ MIGRATIONS: list[str] = [
     # 6: senders not on a group's allow-list may reach its prompt as marked context (0: never)
     """
     ALTER TABLE groups ADD COLUMN unlisted_context INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX messages_chat_sender ON messages(chat, sender_id, id);
     """,
     # 7: usage also counts the 1-hour share of the cache writes (priced higher; cache_creation_tokens
     # stays the total) and server tool requests (web search, web fetch): ngb/budgets.py prices them
