@@ -424,6 +424,8 @@ async def test_search_with_paging_and_chat_filter(run_daemon) -> None:
         assert r.status_code == 200, (q, r.text)
     assert (await d.http.get("/api/search")).status_code == 400
     assert (await d.http.get("/api/search", params={"q": "   "})).status_code == 400
+    assert (await d.http.get("/api/search", params={"q": "\x00"})).status_code == 400  # was a 500 (fuzz)
+    assert (await d.http.get("/api/search", params={"q": " \x00 "})).status_code == 400
     assert (await d.http.get("/api/search", params={"q": "x", "offset": "-1"})).status_code == 400
 
 

@@ -38,7 +38,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
     async def search() -> Any:
         q = str_arg("q", max_len=200, required=True)
         assert q is not None
-        if not q.split():
+        if not queries.fts_phrase(q):  # blanks only (NUL counts as one): nothing to match
             raise ApiError(400, "'q' must contain a word")
         chat = str_arg("chat", max_len=300)
         limit = int_arg("limit", 20, lo=1, hi=MAX_PAGE)
