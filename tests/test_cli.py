@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,7 @@ async def test_commands_use_the_token_the_daemon_generated(run_daemon) -> None:
     assert r.stdout.decode().strip() == f"http://127.0.0.1:{cfg.web_port}/?token={d.token}"
 
 
+@pytest.mark.hostuser
 async def test_a_user_who_cannot_read_the_token_is_told_why(run_daemon) -> None:
     d = await run_daemon()
     cfg = d.daemon.config
