@@ -101,14 +101,19 @@ def client_token(config: Any, env: dict[str, str] | None = None) -> str:
 
 def base_url(config: Any) -> str:
     """The daemon's URL for a client on this host (a wildcard bind becomes loopback)."""
-    host = (config.web_host or "").strip() or "127.0.0.1"
+    return client_url(config.web_host, config.web_port)
+
+
+def client_url(host: str | None, port: int | str) -> str:
+    """A client's URL for the daemon's bind address (wildcards become loopback)."""
+    host = (host or "").strip() or "127.0.0.1"
     if host in ("0.0.0.0", "*"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{config.web_port}"
+    return f"http://{host}:{port}"
 
 
 def login_link(config: Any, token: WebToken, page: str = "/") -> str:

@@ -563,14 +563,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def base_url_for(host: str | None, port: int | str) -> str:
     """Client URL for the daemon's bind address (wildcards become loopback)."""
-    host = (host or "").strip() or "127.0.0.1"
-    if host in ("0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    from .api_token import client_url
+
+    return client_url(host, port)
 
 
 def main_from_args(args: argparse.Namespace, config_like: Any) -> int:

@@ -179,8 +179,8 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
 
 
 def _groups_senders(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
-    from .identity import sender_allowed
-    from .records import Message, to_json
+    from .identity import id_allowed
+    from .records import to_json
 
     if ":" not in args.chat:
         return fail(f"chat {args.chat!r} must look like <channel>:<id>, e.g. telegram:-1001234")
@@ -192,13 +192,7 @@ def _groups_senders(config: Config, client: httpx.Client | None, args: argparse.
     else:
         async def read(registry: Any) -> list[dict[str, Any]]:
             group = registry.get(args.chat)
-            out = []
-            for s in await registry.store.recent_senders(args.chat):
-                data = to_json(s)
-                probe = Message(id=0, chat=args.chat, sender=s.name, text="", time=s.last_time, sender_id=s.sender_id)
-                data["allowed"] = None if group is None else sender_allowed(group, probe)
-                out.append(data)
-            return out
+            return [{**to_json(s), "allowed": id_allowed(group, s.sender_id)} for s in await registry.store.recent_senders(args.chat)]
 
         rows = _with_store(config, read)
     if args.json:

@@ -82,6 +82,13 @@ def invalid_sender_ids(group: Group) -> list[tuple[str, str]]:
 
 def sender_allowed(group: Group, message: Message) -> bool:
     """May this message's sender wake the group's agent and reach its prompt? By id only."""
+    return id_allowed(group, message.sender_id)
+
+
+def id_allowed(group: Group | None, sender_id: str) -> bool | None:
+    """Is this sender id on the group's allow-list (an empty list allows everyone)? None: no group."""
+    if group is None:
+        return None
     if not group.allowed_senders:
         return True
-    return bool(message.sender_id) and message.sender_id in group.allowed_senders
+    return bool(sender_id) and sender_id in group.allowed_senders

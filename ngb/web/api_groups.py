@@ -22,8 +22,8 @@ import trio
 from quart_trio import QuartTrio
 
 from ..folders import validate_folder
-from ..identity import SenderIdError, normalise_sender_ids, sender_allowed
-from ..records import Group, Message, to_json
+from ..identity import SenderIdError, id_allowed, normalise_sender_ids
+from ..records import Group, to_json
 from .common import ApiError, check_text, frozen, json_body, str_arg
 
 if TYPE_CHECKING:
@@ -230,13 +230,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         if ":" not in chat:
             raise ApiError(400, "'chat' must look like <channel>:<id>, e.g. telegram:-1001234")
         group = daemon.registry.get(chat)
-        out = []
-        for s in await daemon.store.recent_senders(chat):
-            data = to_json(s)
-            probe = Message(id=0, chat=chat, sender=s.name, text="", time=s.last_time, sender_id=s.sender_id)
-            data["allowed"] = None if group is None else sender_allowed(group, probe)
-            out.append(data)
-        return out
+        return [{**to_json(s), "allowed": id_allowed(group, s.sender_id)} for s in await daemon.store.recent_senders(chat)]
 
     @app.get("/api/sessions")
     async def sessions() -> Any:
