@@ -10,7 +10,7 @@ test *ARGS:
 
 # fast tests only: no Docker, no browser
 quick:
-    .venv/bin/python -m pytest -q -m "not docker and not slow" --ignore=tests/test_chat_page.py
+    .venv/bin/python -m pytest -q -m "not docker and not slow and not browser"
 
 lint:
     .venv/bin/ruff check .

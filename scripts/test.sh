@@ -7,6 +7,8 @@
 # again under each newer Python found (3.12, 3.13, ...), each in a venv of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
+trap 'echo "test: $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s in all (exit $?)" >&2' EXIT
 NGB_EXTRA_PACKAGES="chromium systemd docker-compose ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
 VENV=${NGB_VENV:-.venv}
 "$VENV/bin/ruff" check .

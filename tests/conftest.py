@@ -121,3 +121,72 @@ def agent_image(docker_client) -> str:
     image_id = ensure_image(progress=lines.append)
     print("\n".join(lines))
     return image_id
+
+
+# -- markers and hangs -----------------------------------------------------------------------------
+# A test that uses the Docker engine or the agent image is marked `docker` (the quick set and the
+# compat runs leave those out): checked at collection, so a forgotten marker is an error.
+_DOCKER_FIXTURES = frozenset({"docker_client", "agent_image", "private_engine"})
+# How long one trio test may run before it is cancelled and reported by name (pyproject's
+# `timeout`, or a test's @pytest.mark.timeout(N)). pytest-timeout's own signal would land inside
+# trio's loop and break every later test, so for trio tests it runs only as a last resort (thread
+# method: every stack, then exit) a minute later, e.g. for a fixture whose teardown hangs.
+_TRIO_HANG_MARGIN = 60.0
+
+
+class TestHung(Exception):
+    """A trio test ran past its time limit (it was cancelled; the message names it)."""
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-trio marked the async tests
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if _DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("docker")]
+    if unmarked:
+        raise pytest.UsageError("tests that use Docker must be marked docker: " + ", ".join(unmarked))
+    for item in items:
+        obj = getattr(item, "obj", None)
+        if item.get_closest_marker("trio") is None or obj is None or hasattr(obj, "hypothesis"):
+            continue
+        limit = _time_limit(item)
+        if limit > 0:
+            item.obj = _cancelled_after(obj, limit, item.nodeid)  # type: ignore[attr-defined]
+            item.add_marker(pytest.mark.timeout(limit + _TRIO_HANG_MARGIN, method="thread"), append=False)
+
+
+def _time_limit(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout") or 0)
+
+
+def _cancelled_after(test: Callable[..., Any], limit: float, nodeid: str) -> Callable[..., Any]:
+    """The test, cancelled after ``limit`` seconds of wall-clock time (a thread keeps the time:
+    tests on trio's mock clock run hours of virtual time in a second)."""
+    import functools
+    import threading
+
+    @functools.wraps(test)
+    async def guarded(**kwargs: Any) -> None:
+        token = trio.lowlevel.current_trio_token()
+        finished, hung = threading.Event(), threading.Event()
+        with trio.CancelScope() as scope:
+
+            def watch() -> None:
+                if not finished.wait(limit):
+                    hung.set()
+                    try:
+                        token.run_sync_soon(scope.cancel)
+                    except trio.RunFinishedError:
+                        pass
+
+            threading.Thread(target=watch, name=f"hang guard {nodeid}", daemon=True).start()
+            try:
+                await test(**kwargs)
+            finally:
+                finished.set()
+        if hung.is_set() and scope.cancelled_caught:
+            raise TestHung(f"{nodeid} still running after {limit:g} s: cancelled (a hang?)")
+
+    return guarded

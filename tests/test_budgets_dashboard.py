@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ngb.sandbox.model_proxy import Usage
 from tests.test_chat_page import open_page
+
+pytestmark = pytest.mark.browser  # headless Chromium
 
 
 def q(selector: str) -> str:

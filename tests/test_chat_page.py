@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -28,8 +29,7 @@ except ImportError:  # tests/ became a package
     from tests.test_chat_client import FakeDaemon, serve_fake
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-if CHROMIUM is None:  # scripts/test.sh installs it; a missing browser is a failure, not a skip
-    raise RuntimeError("these tests need headless Chromium: apt-get install chromium (scripts/test.sh does)")
+pytestmark = pytest.mark.browser  # every test here drives the real page in headless Chromium
 
 WIDTH, HEIGHT = 1180, 760
 
@@ -113,6 +113,8 @@ class Page:
 
 @asynccontextmanager
 async def open_page(tmp_path: Path) -> AsyncIterator[Page]:
+    if CHROMIUM is None:  # scripts/test.sh installs it; a missing browser is a failure, not a skip
+        raise RuntimeError("this test needs headless Chromium: apt-get install chromium (scripts/test.sh does)")
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
     args = [

@@ -423,6 +423,7 @@ def test_exit_status_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert SECRET not in out
 
 
+@pytest.mark.docker
 async def test_against_the_fake_model_and_real_docker(tmp_path: Path, docker_client) -> None:
     """The whole doctor on a fresh state, as CI runs it: the real Docker engine, the fake model."""
     async with trio.open_nursery() as nursery:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ngb.records import InboundMessage
 from tests.fakes.agent import FakeBehaviour
 from tests.test_chat_page import open_page
+
+pytestmark = pytest.mark.browser  # headless Chromium
 
 TOKEN = "dashboard-token-0123456789"
 
