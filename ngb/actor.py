@@ -238,6 +238,27 @@ class GroupActor:
         self._end_when_idle = False
         self._next_batch = 1
         self._sent_upto = 0
+        self._container_gone = trio.Event()  # set when the live container's session ends
+
+    def stop_if_idle(self) -> bool:
+        """Stop the live container now when it is idle (no batch, no task run open): True when it
+        was told to, False when it is working or there is none."""
+        if self._deadline is None or self.busy():
+            return False
+        self._deadline.deadline = trio.current_time()
+        return True
+
+    async def stop_idle_container(self, timeout: float) -> bool:
+        """Stop the idle container and wait until it is gone: True when there is none any more;
+        False when it is working (nothing is stopped) or did not end within ``timeout``."""
+        if self.view.container_id is None:
+            return True
+        gone = self._container_gone
+        if not self.stop_if_idle():
+            return False
+        with trio.move_on_after(timeout):
+            await gone.wait()
+        return self.view.container_id is None
 
     def busy(self) -> bool:
         """A batch or a task run is open in the live container."""
@@ -318,6 +339,8 @@ class GroupActor:
                 self.view.state = "idle"
                 self.view.container_id = None
                 self.view.container_started = None
+                self._container_gone.set()
+                self._container_gone = trio.Event()
                 self.view.current_batches = {}
                 self._batches = {}
                 open_runs = self._taken_runs()

@@ -21,10 +21,7 @@ recorded spend has reached the cap.
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
-import math
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -33,130 +30,34 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .prices import (  # noqa: F401 - re-exported: ngb.budgets is where callers find them
+    DEFAULT_PRICES,
+    FALLBACK,
+    MAX_PRICE,
+    MAX_USD,
+    PER_REQUEST_PRICES,
+    PRICE_FIELDS,
+    WEB_FETCH_USD_PER_1000,
+    WEB_SEARCH_USD_PER_1000,
+    parse_model_prices,
+    parse_usd,
+)
+
 if TYPE_CHECKING:
     from .config import Config
     from .store import Store
 
 log = logging.getLogger(__name__)
 
-# Prices: USD per million tokens, except web_search and web_fetch: USD per 1000 requests.
-PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "web_search", "web_fetch")
-PER_REQUEST_PRICES = ("web_search", "web_fetch")
 # The usage table's count columns, in the order counts travel in (Tally.add, write_usage):
 # cache_creation_tokens holds cache writes of both lifetimes, cache_creation_1h_tokens the 1-hour share.
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 EXTRA_FIELDS = ("cache_creation_1h_tokens", "web_search_requests", "web_fetch_requests")
 COUNT_FIELDS = (*TOKEN_FIELDS, "requests", *EXTRA_FIELDS)
-WEB_SEARCH_USD_PER_1000 = 10.0  # the API's price of server-side web searches
-WEB_FETCH_USD_PER_1000 = 0.0  # web fetches cost only the tokens they add
 NANO = 1_000_000_000
-MAX_PRICE = 100_000.0  # USD per million tokens
-MAX_USD = 1_000_000_000.0
-FALLBACK = "default"
 GLOBAL = "*"  # the budget_caps row of the global caps
 FLUSH_INTERVAL = 1.0
 CAPS_RELOAD_INTERVAL = 5.0  # picks up caps written straight to the database (`ngb budget` offline)
-
-# USD per million tokens: input, output, cache read, cache write (5-minute cache; 1-hour cache
-# writes cost 2 x input unless a [model_prices] table says otherwise). A model name matches the longest key it equals or starts with followed by "-" (so dated snapshots such as
-# claude-sonnet-4-5-20250929 match claude-sonnet-4-5); the family keys (claude-opus, ...) catch
-# newer models of a family; "default" prices anything else.
-DEFAULT_PRICES: dict[str, tuple[float, float, float, float]] = {
-    "claude-opus-4-5": (5.0, 25.0, 0.50, 6.25),
-    "claude-opus-4-1": (15.0, 75.0, 1.50, 18.75),
-    "claude-opus-4-0": (15.0, 75.0, 1.50, 18.75),
-    "claude-opus-4-20250514": (15.0, 75.0, 1.50, 18.75),
-    "claude-3-opus": (15.0, 75.0, 1.50, 18.75),
-    "claude-opus": (5.0, 25.0, 0.50, 6.25),
-    "claude-sonnet-4-5": (3.0, 15.0, 0.30, 3.75),
-    "claude-sonnet-4": (3.0, 15.0, 0.30, 3.75),
-    "claude-3-7-sonnet": (3.0, 15.0, 0.30, 3.75),
-    "claude-3-5-sonnet": (3.0, 15.0, 0.30, 3.75),
-    "claude-sonnet": (3.0, 15.0, 0.30, 3.75),
-    "claude-haiku-4-5": (1.0, 5.0, 0.10, 1.25),
-    "claude-3-5-haiku": (0.80, 4.0, 0.08, 1.0),
-    "claude-3-haiku": (0.25, 1.25, 0.03, 0.30),
-    "claude-haiku": (1.0, 5.0, 0.10, 1.25),
-    FALLBACK: (3.0, 15.0, 0.30, 3.75),
-}
-
-
-# --------------------------------------------------------------------------------------------------
-# Config values (ngb/config.py uses these parsers; ValueError text is the message of a ConfigError).
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:  # an int beyond float
-            return None
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip().removeprefix("$"))
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return repr(value)
-
-
-def parse_usd(value: Any) -> float:
-    """A cap in USD: a number >= 0 (0: no cap)."""
-    number = _number(value)
-    if number is None or number < 0 or number > MAX_USD:
-        raise ValueError(f"must be an amount of US dollars >= 0 (0: no cap), like 5 or 12.50, got {_shown(value)}")
-    return number
-
-
-def parse_model_prices(value: Any) -> dict[str, dict[str, float]]:
-    """The `[model_prices]` table: model name -> {input, output, cache_read, cache_write,
-    cache_write_1h} in USD per million tokens and {web_search, web_fetch} in USD per 1000 requests.
-    A model with a built-in price may give only the fields it changes; a new model needs input and
-    output (cache_read then defaults to 0.1 x input, cache_write to 1.25 x input, cache_write_1h to
-    2 x input, web_search to 10, web_fetch to 0). A JSON object string is accepted too (the
-    NGB_MODEL_PRICES environment variable)."""
-    if isinstance(value, str) and value.strip().startswith("{"):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            raise ValueError("must be a JSON object of model tables, got invalid JSON") from None
-    if not isinstance(value, Mapping):
-        raise ValueError(f'must be a table of [model_prices."MODEL"] tables, got {_shown(value)}')
-    out: dict[str, dict[str, float]] = {}
-    for raw_name, table in value.items():
-        name = str(raw_name).strip().lower()
-        if not name or len(name) > 200 or any(ch.isspace() or not ch.isprintable() for ch in name):
-            raise ValueError(f"model names must be 1-200 characters without spaces, got {_shown(raw_name)}")
-        if not isinstance(table, Mapping):
-            raise ValueError(f"{name} must be a table like {{input = 3, output = 15}}, got {_shown(table)}")
-        prices: dict[str, float] = {}
-        for key, amount in table.items():
-            if key not in PRICE_FIELDS:
-                close = difflib.get_close_matches(str(key), PRICE_FIELDS, n=1, cutoff=0.5)
-                hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(PRICE_FIELDS)})"
-                raise ValueError(f"{name}.{key} is not a price field{hint}")
-            number = _number(amount)
-            if number is None or number < 0 or number > MAX_PRICE:
-                unit = "USD per 1000 requests" if key in PER_REQUEST_PRICES else "USD per million tokens"
-                raise ValueError(f"{name}.{key} must be a number of {unit} >= 0, got {_shown(amount)}")
-            prices[key] = number
-        if name not in DEFAULT_PRICES and not {"input", "output"} <= prices.keys():
-            raise ValueError(f"{name} needs at least input and output (USD per million tokens)")
-        out[name] = prices
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

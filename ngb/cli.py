@@ -14,14 +14,10 @@ import httpx
 import trio
 
 from . import __version__
+from .cli_support import ApiRefused, daemon_client, fail
 from .config import Config, ConfigError, load_config
 
 log = logging.getLogger("ngb")
-
-
-def fail(message: str, code: int = 2) -> int:
-    print(f"ngb: {message}", file=sys.stderr)
-    return code
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -55,33 +51,6 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 # -- groups -------------------------------------------------------------------------------
-class ApiRefused(Exception):
-    """The running daemon wants a token this command does not have (one line for the user)."""
-
-
-def _api(config: Config) -> httpx.Client:
-    """A client for the running daemon, with its token: NGB_API_TOKEN / the configured one, else the
-    one the daemon generated into its state dir (ngb/api_token.py)."""
-    from .api_token import TokenUnavailable, base_url, client_token
-
-    url = base_url(config)
-    try:
-        headers, problem = {"Authorization": f"Bearer {client_token(config)}"}, ""
-    except TokenUnavailable as exc:
-        headers, problem = {}, str(exc)
-
-    def refused(response: httpx.Response) -> None:
-        if response.status_code == 401:
-            raise ApiRefused(
-                f"the daemon at {url} needs its API token: {problem}"
-                if problem
-                else f"the daemon at {url} refused the API token (NGB_API_TOKEN, the configured one, or the "
-                "state dir's): check it, and that this is that daemon's state_dir"
-            )
-
-    return httpx.Client(base_url=url, headers=headers, timeout=10, event_hooks={"response": [refused]})
-
-
 def _with_store(config: Config, fn: Any) -> Any:
     """Run fn(registry) against the state directly (the daemon is not running)."""
     from .groups import GroupRegistry
@@ -104,22 +73,12 @@ def _with_store(config: Config, fn: Any) -> Any:
         os.umask(previous)
 
 
-def _daemon_up(config: Config) -> httpx.Client | None:
-    client = _api(config)
-    try:
-        client.get("/healthz")
-        return client
-    except httpx.TransportError:
-        client.close()
-        return None
-
-
 def cmd_groups(config: Config, args: argparse.Namespace) -> int:
     from .folders import validate_folder
     from .identity import normalise_sender_ids
     from .records import Group, to_json
 
-    client = _daemon_up(config)
+    client = daemon_client(config)
     if args.groups_cmd == "list":
         if client:
             groups = client.get("/api/groups").json()
@@ -254,7 +213,7 @@ async def _async(value: Any) -> Any:
 # -- tasks --------------------------------------------------------------------------------
 def _poke_scheduler(config: Config) -> None:
     """Tell a running daemon that tasks changed (it would notice within a minute anyway)."""
-    client = _daemon_up(config)
+    client = daemon_client(config)
     if client is None:
         return
     try:  # (not `with client`: httpx refuses to enter a client that has already sent a request)

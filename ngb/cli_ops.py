@@ -135,7 +135,7 @@ def cmd_usage(config: Config, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from .budgets import PriceTable, fmt_usd, report
-    from .cli import fail
+    from .cli_support import fail
 
     if not config.db_path.exists():
         return fail(f"no state database at {config.db_path} (nothing recorded yet)", 1)
@@ -197,7 +197,7 @@ def cmd_budget(config: Config, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from .budgets import GLOBAL, PriceTable, write_caps
-    from .cli import _daemon_up, fail
+    from .cli_support import daemon_client, fail
 
     if args.folder and args.global_caps:
         return fail("give a group's folder or --global, not both")
@@ -206,7 +206,7 @@ def cmd_budget(config: Config, args: argparse.Namespace) -> int:
     if changes:
         if scope is None:
             return fail("name the group (its folder) or --global to change caps")
-        client = _daemon_up(config)
+        client = daemon_client(config)
         if client is not None:  # the running daemon applies it at once (and stores it)
             try:
                 r = client.patch(f"/api/budgets/{'global' if scope == GLOBAL else scope}",

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .budgets import parse_model_prices, parse_usd
+from .prices import parse_model_prices, parse_usd
 
 __all__ = [
     "Config",

@@ -128,6 +128,7 @@ class Daemon:
         self._root: trio.Nursery | None = None
         self.registry.on_added.append(self._group_added)
         self.registry.on_removed.append(self._group_removed)
+        self.registry.on_updated.append(self.supervisor.update_group)
 
     # -- wiring ----------------------------------------------------------------------------
     def _default_launcher(self) -> Launcher:

@@ -34,6 +34,7 @@ class GroupRegistry:
         self._by_chat: dict[str, Group] = {}
         self.on_added: list[Callable[[Group], None]] = []
         self.on_removed: list[Callable[[Group], None]] = []
+        self.on_updated: list[Callable[[Group], None]] = []
 
     async def load(self) -> None:
         self._by_chat = {g.chat: g for g in await self.store.groups()}
@@ -95,6 +96,15 @@ class GroupRegistry:
         self._by_chat[group.chat] = group
         log.info("group registered: %s -> folder %s%s", group.chat, group.folder, " (main)" if group.is_main else "")
         for callback in self.on_added:
+            callback(group)
+        return group
+
+    async def update(self, group: Group) -> Group:
+        """Store a registered group's new settings (same chat and folder) and use them at once: the
+        router reads the registry on every message; ``on_updated`` tells the running actor."""
+        await self.store.update_group(group)
+        self._by_chat[group.chat] = group
+        for callback in self.on_updated:
             callback(group)
         return group
 

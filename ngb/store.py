@@ -320,7 +320,7 @@ class Store:
         current = self.schema_version
         if 0 < current < len(MIGRATIONS) and self.backup_before_migrate:
             # A copy of the database (only) in state/backups/ first; no copy, no migration.
-            from .ops.backup import pre_migration_backup
+            from .db_copy import pre_migration_backup
 
             pre_migration_backup(self._conn, self.path, current, len(MIGRATIONS))
         for number, script in enumerate(MIGRATIONS, start=1):

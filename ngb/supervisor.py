@@ -92,13 +92,25 @@ class Supervisor:
             pass  # a wake is already queued; the actor reads the store, so nothing is lost
         return True
 
+    def update_group(self, group: Group) -> None:
+        """A group's settings changed: its actor uses them from now on (its trigger check, the next
+        container's mounts), and looks again at what is stored (a looser trigger may make stored
+        messages answerable)."""
+        handle = self.actors.get(group.folder)
+        if handle is None:
+            return
+        handle.group = group
+        if handle.actor is not None:
+            handle.actor.group = group
+        self.wake(group.folder)
+
     def begin_drain(self) -> None:
         """Stop starting new turns; idle containers stop, busy ones finish their batch."""
         self.draining = True
         for handle in self.actors.values():
             actor = handle.actor
-            if actor is not None and actor._deadline is not None and not actor.busy():
-                actor._deadline.deadline = trio.current_time()
+            if actor is not None:
+                actor.stop_if_idle()
 
     def busy(self) -> int:
         return sum(1 for h in self.actors.values() if h.view.state not in ("idle", "backing_off"))

@@ -47,6 +47,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..db_copy import (  # noqa: F401 - PRE_MIGRATION_*, pre_migration_backup: re-exported
+    PRE_MIGRATION_KEEP,
+    PRE_MIGRATION_PREFIX,
+    BackupError,
+    copy_database,
+    pre_migration_backup,
+)
+from ..db_copy import fsync_dir as _fsync_dir
+from ..db_copy import fsync_file as _fsync
+from ..db_copy import stamp as _stamp
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +65,6 @@ MANIFEST = "manifest.json"
 DB_NAME = "ngb.db"
 FOLDERS = ("groups", "global", "sessions", "channels")
 LOCK_NAME = "daemon.lock"
-PRE_MIGRATION_PREFIX = "pre-migration-"
-PRE_MIGRATION_KEEP = 5
 
 # File names never copied into a backup (secrets), matched case-insensitively.
 _SECRET_EXACT = {".env", "ngb.env", ".credentials.json", "credentials.json", "credentials", ".netrc", ".pgpass",
@@ -65,16 +73,8 @@ _SECRET_SUFFIXES = (".env", ".pem", ".key", ".p12", ".pfx")
 _SECRET_PREFIXES = (".env.", "id_rsa", "id_ed25519", "id_ecdsa")
 
 
-class BackupError(RuntimeError):
-    """A backup or restore could not be done; the text says why (one line)."""
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")  # sorts by time
 
 
 def is_secret_name(name: str) -> bool:
@@ -100,81 +100,12 @@ def secret_paths(config: Any) -> set[Path]:
 
 
 # -- the database ------------------------------------------------------------------------------
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def copy_database(source: sqlite3.Connection | Path, dest: Path) -> int:
-    """Copy a database with the online backup API (one step: one consistent snapshot, while
-    other connections keep writing). The copy is a single file (journal mode DELETE), fsynced,
-    and checked. Returns its schema version."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.unlink(missing_ok=True)
-    own = not isinstance(source, sqlite3.Connection)
-    src = _connect(source) if own else source  # type: ignore[arg-type]
-    try:
-        out = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            src.backup(out)  # pages=-1: every page in one step, under one read transaction
-            out.execute("PRAGMA journal_mode=DELETE")
-            check = out.execute("PRAGMA integrity_check").fetchone()[0]
-            if check != "ok":
-                raise BackupError(f"the copied database fails integrity_check: {check}")
-            version = int(out.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            out.close()
-    finally:
-        if own:
-            src.close()
-    _fsync(tmp)
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-    return version
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync(path)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def pre_migration_backup(conn: sqlite3.Connection, db_path: Path, current: int, target: int) -> Path:
-    """Called by the store before it applies migrations current+1..target to an existing
-    database: copy it to ``<state>/backups/pre-migration-v<current>-<time>.db`` and keep only the
-    newest few such copies. Raises (the migration does not run) when the copy fails."""
-    folder = db_path.parent / "backups"
-    dest = folder / f"{PRE_MIGRATION_PREFIX}v{current}-{_stamp()}.db"
-    log.info("store: schema %d -> %d: backing up the database to %s first", current, target, dest)
-    try:
-        copy_database(conn, dest)
-    except (OSError, sqlite3.Error, BackupError) as exc:
-        raise BackupError(
-            f"cannot back up the database before migrating it (schema {current} -> {target}): {exc}; "
-            f"nothing was changed: free some space or fix the permissions of {folder}, then start again"
-        ) from exc
-    old = sorted(folder.glob(f"{PRE_MIGRATION_PREFIX}*.db"), key=lambda p: p.stat().st_mtime)
-    for stale in old[:-PRE_MIGRATION_KEEP]:
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    return dest
 
 
 # -- the daemon lock ---------------------------------------------------------------------------

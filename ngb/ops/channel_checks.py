@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ..config import CHANNEL_SECRET_ENV, Config, ConfigError, parse_bool
-from .doctor import Check
+from .check import Check
 
 Probe = Callable[[Any, httpx.Client], Check]
 

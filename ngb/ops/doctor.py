@@ -38,6 +38,7 @@ import attrs
 import httpx
 
 from ..config import Config, is_loopback_host
+from .check import Check
 
 GIB = 1024**3
 MIN_FREE = 1 * GIB  # below this: fail (SQLite and Docker start failing in odd ways)
@@ -46,18 +47,6 @@ CLOCK_FAIL = 60.0  # seconds of skew against the upstream: TLS, cron tasks and l
 CLOCK_WARN = 10.0
 PROBE_MODEL = "claude-sonnet-4-5"
 ANTHROPIC_VERSION = "2023-06-01"
-
-
-@attrs.frozen
-class Check:
-    name: str
-    status: str  # ok | warn | fail | skip
-    detail: str
-    fix: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "fail"
 
 
 def _user() -> str:

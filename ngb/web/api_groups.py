@@ -18,7 +18,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 from quart_trio import QuartTrio
 
 from ..folders import validate_folder
@@ -114,15 +113,7 @@ def mount_dicts(mounts: list[MountSpec]) -> tuple[dict[str, Any], ...]:
 async def apply_group(daemon: Daemon, new: Group) -> None:
     """Store new settings and make the running daemon use them at once: the registry (the router
     reads it on every message), the actor (its trigger check) and the next container (mounts)."""
-    await daemon.store.update_group(new)
-    registry = daemon.registry
-    registry._by_chat[new.chat] = new  # GroupRegistry has no update() yet (see the issue note)
-    handle = daemon.supervisor.actors.get(new.folder)
-    if handle is not None:
-        handle.group = new
-        if handle.actor is not None:
-            handle.actor.group = new
-    daemon.supervisor.wake(new.folder)  # a looser trigger may make stored messages answerable
+    await daemon.registry.update(new)  # the daemon hands it to the group's actor and wakes it
 
 
 def group_json(daemon: Daemon, group: Group) -> dict[str, Any]:
@@ -247,15 +238,11 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         handle = daemon.supervisor.actors.get(group.folder)
         if handle is not None and handle.view.container_id:
             actor = handle.actor
-            if actor is None or actor._batches or actor._deadline is None:
+            if actor is None or actor.busy():
                 raise ApiError(409, "the group's agent is answering right now; reset the session when it is idle")
             # Stop the idle container first, or it would save its session id again.
-            actor._deadline.deadline = trio.current_time()
-            with trio.move_on_after(10):
-                while handle.view.container_id:  # noqa: ASYNC110 - bounded wait for the container to stop
-                    await trio.sleep(0.02)
-            if handle.view.container_id:
-                raise ApiError(409, "the group's container did not stop in time; try again")
+            if not await actor.stop_idle_container(timeout=10):
+                raise ApiError(409, "the group's container did not stop in time (or took work); try again")
         previous = await daemon.store.session_id(group.folder)
         await daemon.store.set_session(group.folder, None)
         if handle is not None:
