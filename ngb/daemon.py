@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -67,7 +68,7 @@ class Daemon:
         self.events = ChatEvents()
         self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir, agent_uid=config.agent_uid)
         self.slots = trio.CapacityLimiter(config.max_containers)
-        self.channels: dict[str, Channel] = build_channels(config)
+        self.channels: dict[str, Channel] = build_channels(config, memory=self.store)
         self.plugins = PluginManager(config)  # docs/plugins.md
         self.plugins.load()
         self.channels.update(self.plugins.build_channels(config, taken=self.channels))
@@ -118,6 +119,7 @@ class Daemon:
         self._launcher_factory = launcher_factory
         self.launcher: Launcher | None = None
         self.runtime: Any = None
+        self.daemon_id = ""  # set by open() from the store (the ngb.owner label of our containers)
         self.ready = trio.Event()
         self.web_token: WebToken | None = None  # the web API's token, set by run() (ngb/api_token.py)
         self.stopped = trio.Event()  # set when run() has ended and let go of the state dir
@@ -135,7 +137,7 @@ class Daemon:
         from .sandbox.launcher import DockerLauncher
         from .sandbox.runtime import DockerRuntime
 
-        self.runtime = DockerRuntime(self.config.instance)
+        self.runtime = DockerRuntime(self.config.instance, owner=self.daemon_id)
         return DockerLauncher(
             runtime=self.runtime,
             proxy=self.proxy,
@@ -259,6 +261,12 @@ class Daemon:
                 await self.registry.add(Group(chat=self.config.main_chat, folder=MAIN_FOLDER, is_main=True))
             await self.store.ensure_chat(local_chat("main"), "main")
             await self.store.set_meta("seeded", "1")
+        # Who started a container (its ngb.owner label): one id per state directory, kept with the
+        # state, so two daemons on one host never touch each other's containers (ngb/sandbox/runtime.py).
+        self.daemon_id = await self.store.meta("daemon_id") or ""
+        if not self.daemon_id:
+            self.daemon_id = secrets.token_hex(8)
+            await self.store.set_meta("daemon_id", self.daemon_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from .web.app import serve_web

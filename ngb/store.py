@@ -204,6 +204,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE usage ADD COLUMN web_search_requests INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN web_fetch_requests INTEGER NOT NULL DEFAULT 0;
     """,
+    # 8: per chat, the newest platform message id a channel has stored (moved only after the store),
+    # so its catch-up after a reconnect or a restart starts there (Discord, Slack, QQ)
+    """
+    CREATE TABLE channel_marks (
+        chat TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        mark TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 RETRYABLE = ("database is locked", "database or disk is full", "disk I/O error", "database table is locked")
@@ -630,6 +640,35 @@ class Store:
                 return None
             c.execute("DELETE FROM groups WHERE chat = ?", (chat,))
             return _group(dict(row))
+
+        return await self.run(q)
+
+    # -- what channels keep: the newest stored platform id per chat, the bot's own messages ------
+    async def channel_marks(self, channel: str) -> dict[str, str]:
+        """chat -> the newest platform message id the channel stored there (channels.common.NewestStored)."""
+
+        def q(c: sqlite3.Connection) -> dict[str, str]:
+            rows = c.execute("SELECT chat, mark FROM channel_marks WHERE channel = ?", (channel,)).fetchall()
+            return {str(r[0]): str(r[1]) for r in rows}
+
+        return await self.run(q)
+
+    async def set_channel_mark(self, channel: str, chat: str, mark: str) -> None:
+        """Keep ``mark`` as the chat's newest stored platform id (the channel orders its own ids)."""
+        await self.run(lambda c: c.execute(
+            "INSERT INTO channel_marks (chat, channel, mark, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(chat) DO UPDATE SET channel = excluded.channel, mark = excluded.mark,"
+            " updated_at = excluded.updated_at",
+            (chat, channel, mark, format_time(utcnow())),
+        ))
+
+    async def sent_by_bot(self, channel: str, platform_id: str) -> bool:
+        """Whether the channel's message ``platform_id`` is one the bot sent (a reply to it is a trigger)."""
+
+        def q(c: sqlite3.Connection) -> bool:
+            row = c.execute("SELECT from_bot FROM messages WHERE channel = ? AND platform_id = ?",
+                            (channel, platform_id)).fetchone()
+            return bool(row and row[0])
 
         return await self.run(q)
 

@@ -131,3 +131,68 @@ def test_a_too_short_secret_does_not_shred_every_log_line(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         log.warning("channel discord: off (token long-secret-value-42)")
     assert caplog.records[-1].getMessage() == "channel discord: off (token <redacted>)"
+
+
+# -- NewestStored: where a channel's catch-up starts, kept in the store --------------------------------
+async def test_newest_stored_moves_forward_only_and_survives_a_restart(tmp_path) -> None:
+    from ngb.channels.common import NewestStored
+    from ngb.store import Store
+
+    store = Store(tmp_path / "ngb.db")
+    await store.open()
+    marks = NewestStored("discord", store, order=int)
+    await marks.load()
+    assert marks.get("discord:1") is None
+    assert await marks.advance("discord:1", "900")
+    assert not await marks.advance("discord:1", "120")  # older (ids compare as numbers, not text)
+    assert await marks.advance("discord:1", "1000")
+    assert not await marks.advance("discord:2", "not-a-snowflake")
+    await marks.advance("discord:2", "5")
+    await store.close()
+
+    store = Store(tmp_path / "ngb.db")  # the next run
+    await store.open()
+    again = NewestStored("discord", store, order=int)
+    await again.load()
+    assert dict(again.items()) == {"discord:1": "1000", "discord:2": "5"}
+    assert await store.channel_marks("slack") == {}  # per channel
+    await store.close()
+
+
+async def test_newest_stored_keeps_working_when_the_store_fails(caplog) -> None:
+    from ngb.channels.common import NewestStored
+
+    class Broken:
+        async def channel_marks(self, channel: str) -> dict[str, str]:
+            raise OSError("disk I/O error")
+
+        async def set_channel_mark(self, channel: str, chat: str, mark: str) -> None:
+            raise OSError("database or disk is full")
+
+        async def sent_by_bot(self, channel: str, platform_id: str) -> bool:
+            return False
+
+    marks = NewestStored("slack", Broken(), order=float)
+    await marks.load()  # logged: this run catches up from what it sees
+    assert await marks.advance("slack:C1", "1700000000.000200")
+    assert marks.get("slack:C1") == "1700000000.000200"  # kept in memory all the same
+    assert "could not read" in caplog.text and "could not keep" in caplog.text
+
+
+async def test_sent_by_bot_answers_from_the_store(tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    from ngb.records import InboundMessage, OutboxItem
+    from ngb.store import Store
+
+    store = Store(tmp_path / "ngb.db")
+    await store.open()
+    await store.ingest(InboundMessage(chat="qq:group:1", platform_id="77", sender="bob", sender_id="5",
+                                      text="hi", time=datetime.now(UTC)))
+    item = OutboxItem(id=await store.queue_message("g", "qq:group:1", "hello"), chat="qq:group:1", text="hello",
+                      folder="g", created_at=datetime.now(UTC))
+    await store.deliver(item, "Andy", "78")
+    assert await store.sent_by_bot("qq", "78")
+    assert not await store.sent_by_bot("qq", "77")  # bob's
+    assert not await store.sent_by_bot("qq", "79") and not await store.sent_by_bot("discord", "78")
+    await store.close()

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 import stat
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import pytest
 import trio
 from dingtalk_stream import ChatbotMessage
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
 
 from ngb.aio_bridge import BRIDGE
 from ngb.channels import dingtalk
@@ -54,6 +60,25 @@ async def start(run_daemon: Any, fake: FakeDingTalk, behaviour: FakeBehaviour | 
     return d
 
 
+async def settled(d: Any, folder: str, chat: str) -> None:
+    """Wait until the group has nothing left to answer and nothing waits in the outbox: no turn can
+    follow, so what was sent by now is all that will be sent."""
+    with trio.fail_after(10):
+        while await d.daemon.store.pending_input(folder, chat) or await d.daemon.store.outbox_depth():
+            await trio.sleep(0.02)
+
+
+async def outbox_row(d: Any, chat: str, index: int, state: str, timeout: float = 15) -> Any:
+    """Wait until the chat's outbox row number ``index`` (oldest first) is in ``state``
+    ("sent", or "failed": given up); returns it."""
+    with trio.fail_after(timeout):
+        while True:
+            rows = await d.daemon.store.outbox_items(chat)
+            if len(rows) > index and rows[index].state == state:
+                return rows[index]
+            await trio.sleep(0.02)
+
+
 # -- end to end --------------------------------------------------------------------------------------
 async def test_group_mention_gets_one_reply_through_the_session_webhook(
     run_daemon: Any, fake_dt: FakeDingTalk, caplog: Any
@@ -63,7 +88,7 @@ async def test_group_mention_gets_one_reply_through_the_session_webhook(
     await d.daemon.registry.add(Group(chat=f"dingtalk:{GROUP}", folder="team"))
     data = fake_dt.group_message(GROUP, "when is the deploy?", nick="Bob", staff_id="bob01")
     sent = await wait_until(lambda: fake_dt.sent)
-    await trio.sleep(0.3)
+    await settled(d, "team", f"dingtalk:{GROUP}")
     assert len(fake_dt.sent) == 1  # exactly one reply
     assert sent[0]["via"] == "webhook" and sent[0]["chat"] == GROUP
     assert sent[0]["msgtype"] == "markdown" and sent[0]["text"] == "Echo: when is the deploy?"
@@ -89,11 +114,12 @@ async def test_group_message_not_addressed_to_the_bot_is_context(run_daemon: Any
     d = await start(run_daemon, fake_dt)
     await d.daemon.registry.add(Group(chat=f"dingtalk:{GROUP}", folder="team"))
     fake_dt.group_message(GROUP, "the deploy is at 3pm", in_at_list=False, at_users=[{"dingtalkId": "$:other"}])
-    await wait_until(lambda: not fake_dt.pending)
-    await trio.sleep(0.3)
-    assert fake_dt.sent == []
+    await wait_until(lambda: not fake_dt.pending)  # stored, then acked
     fake_dt.group_message(GROUP, "when is the deploy?")
     await wait_until(lambda: fake_dt.sent)
+    await settled(d, "team", f"dingtalk:{GROUP}")
+    # one turn, for the trigger: a turn for the first message would have been answered before it
+    assert [s["text"] for s in fake_dt.sent] == ["Echo: when is the deploy?"] and len(d.launcher.prompts) == 1
     assert "the deploy is at 3pm" in d.launcher.prompts[-1][2]  # the earlier one went along as context
 
 
@@ -164,7 +190,7 @@ async def test_redelivered_message_is_stored_and_answered_once(run_daemon: Any, 
     fake_dt.redeliver(data)
     await wait_until(lambda: not fake_dt.pending and len(fake_dt.acks) == 3)
     await wait_until(lambda: len(fake_dt.sent) >= 2)
-    await trio.sleep(0.5)
+    await settled(d, "team", f"dingtalk:{GROUP}")
     assert [m.text for m in await stored(d, f"dingtalk:{GROUP}") if not m.from_bot] == ["only once", "also once"]
     assert sorted(s["text"] for s in fake_dt.sent) == ["Echo: also once", "Echo: only once"]
     assert channel.duplicates == 2 and all(a["code"] == 200 for a in fake_dt.acks)
@@ -187,11 +213,16 @@ async def test_message_that_could_not_be_stored_is_not_acked(fake_dt: FakeDingTa
         await wait_until(lambda: channel.state == "connected")
         data = fake_dt.group_message(GROUP, "keep me")
         await wait_until(lambda: calls)
-        await trio.sleep(0.3)
-        assert fake_dt.pending and fake_dt.acks == []  # not stored -> not acked -> DingTalk keeps it
+        # frames are handled one at a time, in order: once the next message is acked, the first
+        # one's answer (if any) is out too
+        later = fake_dt.group_message(GROUP, "and me")
+        await wait_until(lambda: any(a["msgId"] == later["msgId"] for a in fake_dt.acks))
+        assert [a["msgId"] for a in fake_dt.acks] == [later["msgId"]]  # not stored -> not acked
+        assert [p["data"]["msgId"] for p in fake_dt.pending] == [data["msgId"]]  # -> DingTalk keeps it
         fake_dt.drop_websockets()
-        await wait_until(lambda: len(calls) == 2 and not fake_dt.pending)
-        assert calls[1].platform_id == data["msgId"] and fake_dt.acks[0]["code"] == 200
+        await wait_until(lambda: len(calls) == 3 and not fake_dt.pending)
+        assert calls[2].platform_id == data["msgId"] and fake_dt.acks[-1]["msgId"] == data["msgId"]
+        assert all(a["code"] == 200 for a in fake_dt.acks)
         nursery.cancel_scope.cancel()
     assert channel.state == "stopped"
 
@@ -230,8 +261,12 @@ async def test_wrong_secret_is_unauthorized_and_the_daemon_keeps_working(
     await d.post("main", "still there?")
     replies = await d.wait_bot_replies("main", 1)
     assert replies[0]["text"] == "Echo: still there?"
-    await trio.sleep(0.5)
-    assert len(fake_dt.open_requests) == 1  # retried slowly, not hammered
+    # retried slowly, not hammered: the wait it chose is logged before it starts
+    line = await wait_until(lambda: next((r.getMessage() for r in caplog.records
+                                          if "token rejected" in r.getMessage()), None))
+    delay = float(re.search(r"retrying in (\d+(?:\.\d+)?)s", line).group(1))  # type: ignore[union-attr]
+    assert delay >= 15, line
+    assert len(fake_dt.open_requests) == 1
     assert not any("WRONG-secret-42" in r.getMessage() for r in caplog.records)
 
 
@@ -286,9 +321,13 @@ async def test_callback_for_another_robot_is_refused(run_daemon: Any, fake_dt: F
     await d.daemon.registry.add(Group(chat=f"dingtalk:{GROUP}", folder="team"))
     fake_dt.group_message(GROUP, "for someone else", robot_code="dingOTHERapp")
     await wait_until(lambda: not fake_dt.pending)  # acked, so it is not pushed again...
-    await trio.sleep(0.3)
-    assert await stored(d, f"dingtalk:{GROUP}") == [] and fake_dt.sent == []  # ...but not taken
+    assert await stored(d, f"dingtalk:{GROUP}") == []  # ...but not taken (a callback is acked after its store)
     assert channel.refused == 1
+    fake_dt.group_message(GROUP, "for us")  # our robot's next message: its turn is the only one
+    await wait_until(lambda: fake_dt.sent)
+    await settled(d, "team", f"dingtalk:{GROUP}")
+    assert [m.text for m in await stored(d, f"dingtalk:{GROUP}") if not m.from_bot] == ["for us"]
+    assert [s["text"] for s in fake_dt.sent] == ["Echo: for us"] and channel.refused == 1
     assert any("refused a robot callback" in r.getMessage() and "dingOTHERapp" in r.getMessage()
                for r in caplog.records)
 
@@ -354,15 +393,16 @@ async def test_forbidden_send_is_not_retried_and_server_error_is(run_daemon: Any
     await d.daemon.registry.add(Group(chat=f"dingtalk:{GROUP}", folder="team"))
     fake_dt.fail_next("/v1.0/robot/groupMessages/send", 403, "Forbidden.AccessDenied.AccessTokenPermissionDenied")
     fake_dt.group_message(GROUP, "hello", webhook_ttl=0)
-    await wait_until(lambda: d.daemon.outbox.retries == 1)
-    await trio.sleep(0.5)
-    assert fake_dt.sent == [] and d.daemon.outbox.retries == 1  # given up: a permission is missing
+    row = await outbox_row(d, f"dingtalk:{GROUP}", 0, "failed")  # given up: a permission is missing
+    assert row.attempts == 1 and "AccessTokenPermissionDenied" in (row.last_error or "")
+    assert fake_dt.sent == [] and d.daemon.outbox.retries == 1
 
     fake_dt.fail_next("/v1.0/robot/groupMessages/send", 500)
     fake_dt.group_message(GROUP, "again", webhook_ttl=0)
-    await wait_until(lambda: fake_dt.sent, timeout=15)
-    await trio.sleep(0.3)
-    assert [s["text"] for s in fake_dt.sent] == ["Echo: again"] and d.daemon.outbox.retries == 2
+    row = await outbox_row(d, f"dingtalk:{GROUP}", 1, "sent")  # retried, then sent
+    await settled(d, "team", f"dingtalk:{GROUP}")
+    assert row.attempts == 2 and [s["text"] for s in fake_dt.sent] == ["Echo: again"]
+    assert d.daemon.outbox.retries == 2
 
 
 async def test_opening_a_connection_does_not_block_the_shared_loop(run_daemon: Any, fake_dt: FakeDingTalk) -> None:
@@ -380,6 +420,45 @@ async def test_opening_a_connection_does_not_block_the_shared_loop(run_daemon: A
         await trio.sleep(0.1)
     assert channel.state == "connecting"
     await wait_until(lambda: channel.state == "connected")
+
+
+async def leave_mid_backlog(url: str, stuck: Callable[[], bool]) -> None:
+    """Open a websocket to ``url`` as a client that reads next to nothing (a tiny receive buffer),
+    wait until the fake's writer is ``stuck`` in the middle of its backlog, then leave abruptly (RST)."""
+    parts = urlsplit(url)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((parts.hostname, parts.port))
+    stream = trio.SocketStream(sock)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host=parts.netloc, target=f"{parts.path}?{parts.query}")))
+    await stream.receive_some(4096)  # the 101, perhaps a frame
+    await wait_until(stuck)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_fake_outlives_a_client_that_leaves_mid_delivery(run_daemon: Any, fake_dt: FakeDingTalk) -> None:
+    """The fake takes its client leaving at any moment (as every fake must): a connection reset
+    while a backlog is being written ends that connection quietly, nothing is raised into the
+    test, and the unacked messages go to the next connection."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        answer = (await http.post(fake_dt.gateway_url, json={"clientId": CLIENT_ID, "clientSecret": SECRET,
+                                                              "subscriptions": []})).json()
+    backlog = [fake_dt.group_message(GROUP, f"backlog {i} " + "x" * 4000, in_at_list=False, at_users=[])
+               for i in range(300)]  # 1.2 MB, not for the robot: stored only
+    await leave_mid_backlog(f"{answer['endpoint']}?ticket={answer['ticket']}", lambda: fake_dt.deliveries > 0)
+    assert fake_dt.deliveries < len(backlog)  # it cannot all be in flight: the writer is mid-send
+    await wait_until(lambda: not fake_dt.websockets)  # that connection's handler has ended, quietly
+    assert fake_dt.connections == 1 and len(fake_dt.pending) == len(backlog) and fake_dt.acks == []
+
+    fake_dt.gateway_down()  # until the chat is registered (an unregistered one has a quota)
+    d = await run_daemon(**dt_env(fake_dt))
+    await d.daemon.registry.add(Group(chat=f"dingtalk:{GROUP}", folder="team"))
+    fake_dt.gateway_up()
+    await wait_until(lambda: not fake_dt.pending, timeout=30)
+    texts = [m.text for m in await d.daemon.store.messages_after(f"dingtalk:{GROUP}", 0, limit=1000)]
+    assert sorted(texts) == sorted(data["text"]["content"].strip() for data in backlog) and fake_dt.sent == []
 
 
 # -- conversations kept across restarts ------------------------------------------------------------

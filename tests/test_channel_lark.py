@@ -7,13 +7,19 @@ import json
 import logging
 import os
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
 
-from ngb.channels.lark import LarkChannel, LarkSettings, post_text
+from ngb.channels.lark import LarkChannel, LarkSettings, post_text, sdk
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
 from tests.fakes.agent import FakeBehaviour
@@ -25,6 +31,10 @@ GROUP = "oc_group1"
 
 @pytest.fixture
 async def fake_lark() -> AsyncIterator[FakeLark]:
+    # Importing lark_oapi takes seconds of CPU (over ten on a loaded 2-core machine): done here,
+    # once per process and in a worker thread as the channel does it, so that no test's wait for
+    # the channel to connect (or be refused) includes it.
+    await trio.to_thread.run_sync(sdk)
     async with trio.open_nursery() as nursery:
         fake = await FakeLark.start(nursery, app_id=APP_ID, app_secret=SECRET)
         yield fake
@@ -267,6 +277,44 @@ async def test_mismatching_verification_token_is_refused(run_daemon: Any, fake_l
     assert any(r.levelno == logging.WARNING and event_id in r.getMessage() and "verification token" in r.getMessage()
                for r in caplog.records)
     assert d.daemon.channels["lark"].refused == 1
+
+
+async def leave_mid_backlog(url: str, stuck: Callable[[], bool]) -> None:
+    """Open a websocket to ``url`` as a client that reads next to nothing (a tiny receive buffer),
+    wait until the fake's writer is ``stuck`` in the middle of its backlog, then leave abruptly (RST)."""
+    parts = urlsplit(url)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((parts.hostname, parts.port))
+    stream = trio.SocketStream(sock)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host=parts.netloc, target=f"{parts.path}?{parts.query}")))
+    await stream.receive_some(4096)  # the 101, perhaps a frame
+    await wait_until(stuck)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_fake_outlives_a_client_that_leaves_mid_delivery(run_daemon: Any, fake_lark: FakeLark) -> None:
+    """The fake takes its client leaving at any moment (as every fake must): a connection reset
+    while a backlog is being written ends that connection quietly, nothing is raised into the
+    test, and the unanswered events go to the next connection."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        answer = (await http.post(f"{fake_lark.domain}/callback/ws/endpoint",
+                                  json={"AppID": APP_ID, "AppSecret": SECRET})).json()
+    backlog = [fake_lark.user_message(GROUP, f"backlog {i} " + "x" * 4000) for i in range(300)]  # 1.2 MB
+    await leave_mid_backlog(answer["data"]["URL"], lambda: fake_lark.delivered > 0)
+    assert fake_lark.delivered < len(backlog)  # it cannot all be in flight: the writer is mid-send
+    await wait_until(lambda: not fake_lark.websockets)  # that connection's handler has ended, quietly
+    assert fake_lark.connections == 1 and len(fake_lark.pending) == len(backlog) and fake_lark.acks == []
+
+    fake_lark.down()  # until the chat is registered (an unregistered one has a quota)
+    d = await run_daemon(**lark_env(fake_lark))
+    await d.daemon.registry.add(Group(chat=f"lark:{GROUP}", folder="team"))  # no mention: stored only
+    fake_lark.up()
+    await wait_until(lambda: not fake_lark.pending, timeout=30)
+    texts = [m.text for m in await d.daemon.store.messages_after(f"lark:{GROUP}", 0, limit=1000)]
+    assert sorted(texts) == sorted(json.loads(e["event"]["message"]["content"])["text"] for e in backlog)
 
 
 # -- settings and parsing --------------------------------------------------------------------------------

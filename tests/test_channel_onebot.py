@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +17,22 @@ import trio
 
 import ngb.daemon as daemon_module
 from ngb.channels import onebot
-from ngb.channels.onebot import OneBotChannel, markdown_to_plain, parse_cq, render, to_segments
+from ngb.channels.onebot import (
+    OneBotChannel,
+    chat_order,
+    event_mark,
+    mark_order,
+    markdown_to_plain,
+    parse_cq,
+    render,
+    to_segments,
+)
 from ngb.config import ConfigError, load_config
+from ngb.daemon import Daemon
 from ngb.records import Group
 from tests.channel_helpers import echo_each, stored, wait_until
-from tests.conftest import free_port
-from tests.fakes.agent import FakeBehaviour
+from tests.conftest import free_port, make_config
+from tests.fakes.agent import FakeBehaviour, FakeLauncher
 from tests.fakes.onebot import FakeOneBot, at, reply, text
 
 TOKEN = "onebot-secret-token-1"
@@ -42,9 +55,9 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, table: dict[st
     table = {"ping_interval": "1", "reconnect_base": "0.05", "reconnect_cap": "0.3", "api_timeout": "3", **table}
     original = daemon_module.build_channels
 
-    def build(config: Any) -> dict[str, Any]:
-        channels = original(config)
-        channel = onebot.from_config(config, env={"NGB_ONEBOT_ACCESS_TOKEN": token})
+    def build(config: Any, memory: Any = None) -> dict[str, Any]:
+        channels = original(config, memory=memory)
+        channel = onebot.from_config(config, env={"NGB_ONEBOT_ACCESS_TOKEN": token}, memory=memory)
         assert channel is not None
         channels[channel.name] = channel
         return channels
@@ -62,13 +75,11 @@ async def test_triggered_group_message_gets_one_threaded_reply_with_context(run_
     await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup"))
     await fake.group_message(GROUP, [text("the build is red since 9am")], user_id=501, nickname="bob", card="Bob B.")
     await wait_until(lambda: d.daemon.channels["qq"].received == 1)
-    await trio.sleep(0.2)
-    assert fake.sent == [] and d.launcher.started == 0  # untriggered: stored, not answered
 
     trigger = await fake.group_message(GROUP, [at(SELF), text(" why is the build red?")], user_id=502)
-    await wait_until(lambda: fake.sent)
-    await trio.sleep(0.3)
-    assert len(fake.sent) == 1
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    # untriggered: stored, not answered; it rode along with the trigger as context (one turn)
+    assert len(fake.sent) == 1 and d.launcher.started == 1
     sent = fake.sent[0]
     assert sent["kind"] == "group" and sent["target"] == GROUP
     assert sent["message"][0] == {"type": "reply", "data": {"id": str(trigger["message_id"])}}
@@ -139,7 +150,7 @@ async def test_disconnect_reconnect_delivers_missed_once_and_redelivery_is_not_a
     channel: OneBotChannel = d.daemon.channels["qq"]
     await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup", requires_trigger=False))
     first = await fake.group_message(GROUP, "before the outage")
-    await wait_until(lambda: len(fake.sent) == 1)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # its answer reached the daemon: no resend
 
     fake.down()
     await wait_until(lambda: channel.state in ("disconnected", "connecting"))
@@ -150,26 +161,26 @@ async def test_disconnect_reconnect_delivers_missed_once_and_redelivery_is_not_a
     assert channel.state == "connected" and channel.sessions == 2 and channel.fetched >= 1
     await fake.push(missed)  # the implementation redelivers an event we already have
     await fake.push(first)
-    await trio.sleep(0.5)
-    assert fake.texts_sent() == ["Echo: before the outage", "Echo: said while the daemon was away"]
+    await fake.group_message(GROUP, "after")  # answered after anything the redeliveries could start
+    await wait_until(lambda: "Echo: after" in fake.texts_sent())
+    assert fake.texts_sent() == ["Echo: before the outage", "Echo: said while the daemon was away", "Echo: after"]
     texts = [m.text for m in await stored(d, f"qq:group:{GROUP}") if not m.from_bot]
-    assert texts == ["before the outage", "said while the daemon was away"]
+    assert texts == ["before the outage", "said while the daemon was away", "after"]
     status = (await d.http.get("/status")).json()
     assert status["channels"]["qq"]["state"] == "connected"
 
 
 async def test_reply_made_while_disconnected_waits_and_arrives_once(run_daemon, monkeypatch, fake) -> None:
-    d = await start(run_daemon, monkeypatch, {"url": fake.url}, FakeBehaviour(delay=0.4))
+    d = await start(run_daemon, monkeypatch, {"url": fake.url}, FakeBehaviour(delay=1.0))
     channel: OneBotChannel = d.daemon.channels["qq"]
     await d.daemon.registry.add(Group(chat=f"qq:private:{USER}", folder="carol"))
     await fake.private_message(USER, "answer me later")
-    await trio.sleep(0.05)
-    fake.down()  # the agent is still thinking
+    await wait_until(lambda: d.launcher.started == 1)  # stored, and the agent is thinking (1 s)
+    fake.down()
     await wait_until(lambda: d.daemon.outbox.retries >= 1)  # "qq is disconnected": kept, retried
     assert fake.sent == []
     fake.up()
-    await wait_until(lambda: fake.sent, timeout=15)
-    await trio.sleep(0.3)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=15)
     assert fake.texts_sent() == ["Echo: answer me later"] and channel.state == "connected"
 
 
@@ -180,10 +191,11 @@ async def test_without_history_api_reconnect_still_works(run_daemon, monkeypatch
         channel: OneBotChannel = d.daemon.channels["qq"]
         await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup", requires_trigger=False))
         await fake.group_message(GROUP, "one")
-        await wait_until(lambda: len(fake.sent) == 1)
+        await wait_until(lambda: d.daemon.outbox.delivered == 1)  # its answer reached the daemon: no resend
         fake.drop()
         await wait_until(lambda: channel.sessions == 2 and channel.state == "connected")
-        assert ("get_group_msg_history", {"group_id": GROUP, "count": 50}) in fake.actions  # asked, got 1404
+        # the catch-up is asked right after "connected" is shown: wait for the ask (answered 1404)
+        await wait_until(lambda: ("get_group_msg_history", {"group_id": GROUP, "count": 50}) in fake.actions)
         await fake.group_message(GROUP, "two")
         await wait_until(lambda: len(fake.sent) == 2)
         assert fake.texts_sent() == ["Echo: one", "Echo: two"]
@@ -196,8 +208,7 @@ async def test_refused_send_is_retried_and_arrives_once(run_daemon, monkeypatch,
     fake.fail_sends = 1  # the implementation refuses the first send (retcode 100): retried by the outbox
     await fake.private_message(USER, "hello?")
     await wait_until(lambda: d.daemon.outbox.retries >= 1)
-    await wait_until(lambda: fake.sent, timeout=15)
-    await trio.sleep(0.3)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=15)
     assert fake.texts_sent() == ["Echo: hello?"]
 
 
@@ -238,6 +249,212 @@ async def test_malformed_frames_are_logged_not_fatal(run_daemon, monkeypatch, fa
     assert sum("malformed" in r.getMessage() or "neither an event" in r.getMessage() for r in caplog.records) >= 5
 
 
+# -- restarts: the newest stored message per chat is kept in the store --------------------------------------
+class Stoppable:
+    """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again
+    on the same state dir; the QQ channel is built by the daemon itself (token in the environment)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, tmp: Path, fake: FakeOneBot, behaviour: FakeBehaviour) -> Stoppable:
+        table = {"url": fake.url, "ping_interval": "1", "reconnect_base": "0.05", "reconnect_cap": "0.3",
+                 "api_timeout": "3"}
+        config = make_config(tmp, NGB_CHANNELS=json.dumps({"qq": table}))
+        running = cls(Daemon(config, launcher_factory=lambda d: FakeLauncher(behaviour)))
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with running.scope:
+                    await running.daemon.run(task_status=task_status)
+            finally:
+                running.stopped.set()
+
+        await nursery.start(run)
+        await wait_until(lambda: running.daemon.channels["qq"].state == "connected")
+        return running
+
+    @property
+    def channel(self) -> OneBotChannel:
+        return self.daemon.channels["qq"]
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        with trio.fail_after(10):
+            await self.stopped.wait()
+
+
+def echo_asks(prompt: str) -> list[str]:
+    """One "Echo: ..." per message of the batch that asks for an answer."""
+    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt) if "answer me" in t]
+
+
+def user_texts(msgs: list[Any]) -> list[str]:
+    return [m.text for m in msgs if not m.from_bot]
+
+
+async def test_restart_catches_up_every_chat_with_a_mark(tmp_path, monkeypatch, fake) -> None:
+    """Messages said while the daemon was stopped are fetched from the history after the restart,
+    paged back to where the last run got to: each stored once, each trigger answered once."""
+    monkeypatch.setenv(onebot.TOKEN_ENV, TOKEN)
+    fake.page_cap = 3  # short pages (go-cqhttp answers 20 whatever is asked): the catch-up pages back
+    group, private = f"qq:group:{GROUP}", f"qq:private:{USER}"
+    start = int(time.time()) - 600
+    async with trio.open_nursery() as nursery:
+        first = await Stoppable.start(nursery, tmp_path, fake, FakeBehaviour(reply=echo_asks))
+        await first.daemon.registry.add(Group(chat=group, folder="qqgroup"))
+        await first.daemon.registry.add(Group(chat=private, folder="carol"))
+        fake.now = start - 5
+        older = await fake.group_message(GROUP, "before the restart")  # stored, not a trigger
+        fake.now = start
+        await fake.group_message(GROUP, [at(SELF), text(" before: answer me")])
+        await fake.private_message(USER, "private before: answer me")
+        await wait_until(lambda: first.daemon.outbox.delivered == 2)
+        marks = await first.daemon.store.channel_marks("qq")
+        assert set(marks) == {group, private}
+        await first.stop()
+
+        # said while no daemon runs: the implementation keeps them only in its history
+        said: list[dict[str, Any]] = []
+        for i in range(8):
+            fake.now = start + 10 + i
+            message = [at(SELF), text(f" down {i}: answer me")] if i % 3 == 0 else f"down {i}"
+            said.append(await fake.group_message(GROUP, message))
+        fake.now = start + 20
+        said_private = [await fake.private_message(USER, f"private down {i}: answer me") for i in range(2)]
+        assert fake.clients == []
+
+        second = await Stoppable.start(nursery, tmp_path, fake, FakeBehaviour(reply=echo_asks))
+        await wait_until(lambda: second.channel.catch_ups == 1, timeout=15)
+        assert user_texts(await second.daemon.store.messages_after(group, 0)) == [
+            "before the restart", "@Andy before: answer me"] + [
+            f"@Andy down {i}: answer me" if i % 3 == 0 else f"down {i}" for i in range(8)]  # each once, in order
+        assert user_texts(await second.daemon.store.messages_after(private, 0)) == [
+            "private before: answer me", "private down 0: answer me", "private down 1: answer me"]
+        marks = await second.daemon.store.channel_marks("qq")
+        assert marks[group] == event_mark(said[-1])  # the newest stored (time, then id within a second)
+        assert marks[private] == max((event_mark(e) or "" for e in said_private), key=mark_order)
+        history_asks = [params for action, params in fake.actions if action == "get_group_msg_history"]
+        assert any("message_seq" in params for params in history_asks)  # paged back...
+        assert fake.history[("group", GROUP)][0] is older  # ...but not to the start: the mark bounds it
+        assert not any(params.get("message_seq") == older["message_seq"] for params in history_asks)
+
+        # a last trigger, live: once it is answered, every earlier one has had its turn
+        fake.now = None
+        await fake.group_message(GROUP, [at(SELF), text(" the last one: answer me")])
+        await wait_until(lambda: "Echo: @Andy the last one: answer me" in fake.texts_sent(), timeout=15)
+        await wait_until(lambda: "Echo: private down 1: answer me" in fake.texts_sent(), timeout=15)
+        expected = ["@Andy before: answer me", "private before: answer me"]
+        expected += [f"@Andy down {i}: answer me" for i in range(0, 8, 3)]
+        expected += ["private down 0: answer me", "private down 1: answer me", "@Andy the last one: answer me"]
+        assert sorted(fake.texts_sent()) == sorted(f"Echo: {t}" for t in expected)  # each answered once
+        await second.stop()
+        nursery.cancel_scope.cancel()
+
+
+async def test_reply_to_the_bot_counts_after_a_restart(tmp_path, monkeypatch, fake) -> None:
+    """Quoting a message the bot sent before a restart addresses the bot (the store knows it)."""
+    monkeypatch.setenv(onebot.TOKEN_ENV, TOKEN)
+    group = f"qq:group:{GROUP}"
+    async with trio.open_nursery() as nursery:
+        first = await Stoppable.start(nursery, tmp_path, fake, FakeBehaviour())
+        await first.daemon.registry.add(Group(chat=group, folder="qqgroup"))
+        await fake.group_message(GROUP, [at(SELF), text(" first question")])
+        await wait_until(lambda: first.daemon.outbox.delivered == 1)  # the reply is stored with its id
+        bot_message = fake.sent[0]["message_id"]
+        await first.stop()
+
+        second = await Stoppable.start(nursery, tmp_path, fake, FakeBehaviour())
+        quoting = await fake.group_message(GROUP, [reply(bot_message), text("and then?")])  # no @-mention
+        await wait_until(lambda: len(fake.sent) == 2, timeout=15)
+        assert fake.texts_sent() == ["Echo: @Andy first question", "Echo: and then?"]
+        assert fake.sent[1]["message"][0] == reply(quoting["message_id"])
+        msgs = await second.daemon.store.messages_after(group, 0)
+        assert [(m.text, m.mentions_bot) for m in msgs if not m.from_bot][-1] == ("and then?", True)
+        await second.stop()
+        nursery.cancel_scope.cancel()
+
+
+async def test_history_unsupported_after_a_restart_is_one_log_line(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv(onebot.TOKEN_ENV, TOKEN)
+    caplog.set_level(logging.INFO, logger="ngb.channels.onebot")
+    group = f"qq:group:{GROUP}"
+    async with trio.open_nursery() as nursery:
+        fake = await FakeOneBot.start(nursery, access_token=TOKEN, self_id=SELF, history=False)
+        first = await Stoppable.start(nursery, tmp_path, fake, FakeBehaviour())
+        await first.daemon.registry.add(Group(chat=group, folder="qqgroup", requires_trigger=False))
+        await fake.group_message(GROUP, "one")
+        await wait_until(lambda: first.daemon.outbox.delivered == 1)
+        await first.stop()
+
+        await fake.group_message(GROUP, "said while stopped: lost, there is no history to ask")
+        second = await Stoppable.start(nursery, tmp_path, fake, FakeBehaviour())
+        await wait_until(lambda: ("get_group_msg_history", {"group_id": GROUP, "count": 50}) in fake.actions)
+        await wait_until(lambda: second.channel.catch_ups == 1)
+        fake.drop()  # a reconnect: not asked (nor logged) again
+        await wait_until(lambda: second.channel.sessions == 2 and second.channel.catch_ups == 2)
+        await fake.group_message(GROUP, "two")
+        await wait_until(lambda: len(fake.sent) == 2)
+        assert fake.texts_sent() == ["Echo: one", "Echo: two"]
+        asks = [a for a, _ in fake.actions if a == "get_group_msg_history"]
+        assert len(asks) == 1
+        lines = [r.getMessage() for r in caplog.records if "has no get_group_msg_history" in r.getMessage()]
+        assert len(lines) == 1 and "not fetched" in lines[0]
+        assert second.channel.state == "connected"
+        await second.stop()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_message_the_store_failed_on_is_fetched_again(run_daemon, monkeypatch, fake) -> None:
+    """No ack on QQ: when storing a message fails, the connection is dropped and the catch-up after
+    the reconnect fetches it from the history (the mark had not moved)."""
+    d = await start(run_daemon, monkeypatch, {"url": fake.url}, FakeBehaviour(reply=echo_each))
+    channel: OneBotChannel = d.daemon.channels["qq"]
+    await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup", requires_trigger=False))
+    await fake.group_message(GROUP, "one")
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    ingest = d.daemon.store.ingest
+    failed: list[str] = []
+
+    async def flaky(msg: Any) -> Any:
+        if msg.text == "two" and not failed:
+            failed.append(msg.platform_id)
+            raise OSError("disk I/O error")
+        return await ingest(msg)
+
+    monkeypatch.setattr(d.daemon.store, "ingest", flaky)
+    await fake.group_message(GROUP, "two")
+    await wait_until(lambda: len(fake.sent) == 2, timeout=15)
+    assert failed and channel.sessions == 2 and channel.fetched >= 1
+    assert fake.texts_sent() == ["Echo: one", "Echo: two"]
+    assert [m.text for m in await stored(d, f"qq:group:{GROUP}") if not m.from_bot] == ["one", "two"]
+
+
+def test_history_is_put_in_chat_order() -> None:
+    napcat = [{"time": 5, "message_id": 900, "message_seq": 900, "real_seq": "12"},
+              {"time": 5, "message_id": 100, "message_seq": 100, "real_seq": "11"},
+              {"time": 4, "message_id": 500, "message_seq": 500, "real_seq": "10"}]
+    assert [m["real_seq"] for m in chat_order(napcat)] == ["10", "11", "12"]
+    gocq = [{"time": 5, "message_id": -7, "message_seq": 31}, {"time": 5, "message_id": 3, "message_seq": 30}]
+    assert [m["message_seq"] for m in chat_order(gocq)] == [30, 31]
+    unknown = [{"time": 5, "message_id": 9}, {"time": 5, "message_id": 1}, {"time": 4, "message_id": 5}]
+    assert [m["message_id"] for m in chat_order(unknown)] == [5, 9, 1]  # within a second: as answered
+
+
+def test_catch_up_marks_order_by_time_then_id() -> None:
+    assert event_mark({"time": 1700000000, "message_id": -5}) == "1700000000:-5"
+    assert event_mark({"time": 1700000000.9, "message_id": "42"}) == "1700000000:42"
+    assert event_mark({"message_id": 42}) is None and event_mark({"time": True, "message_id": 1}) is None
+    assert event_mark({"time": 1, "message_id": "abc"}) is None
+    # a hash id of a later second is newer, whatever its value
+    assert mark_order("1700000001:5") > mark_order("1700000000:2147483000")
+    with pytest.raises(ValueError):
+        mark_order("12345")
+
+
 # -- reverse websocket ----------------------------------------------------------------------------------
 async def test_reverse_websocket_checks_the_token_then_works(run_daemon, monkeypatch, fake) -> None:
     port = free_port()
@@ -258,12 +475,12 @@ async def test_reverse_websocket_checks_the_token_then_works(run_daemon, monkeyp
     await wait_until(lambda: channel.state == "connected")
     await d.daemon.registry.add(Group(chat=f"qq:group:{GROUP}", folder="qqgroup"))
     trigger = await fake.group_message(GROUP, [at(SELF), text(" reverse hello")])
-    await wait_until(lambda: fake.sent)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
     assert fake.sent[0]["message"][0] == reply(trigger["message_id"])
 
+    connections = fake.connections
     fake.drop()  # the implementation goes away and comes back by itself
-    await wait_until(lambda: channel.state == "disconnected")
-    await wait_until(lambda: channel.state == "connected")
+    await wait_until(lambda: fake.connections > connections and channel.state == "connected")
     await fake.group_message(GROUP, [at(SELF), text(" again")])
     await wait_until(lambda: len(fake.sent) == 2)
     assert fake.texts_sent() == ["Echo: @Andy reverse hello", "Echo: @Andy again"]

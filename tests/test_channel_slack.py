@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +15,11 @@ import trio
 
 from ngb.channels.slack import SlackChannel, SlackSettings
 from ngb.config import ConfigError, load_config
+from ngb.daemon import Daemon
 from ngb.records import Group
 from tests.channel_helpers import echo_each, stored, wait_until
-from tests.fakes.agent import FakeBehaviour
+from tests.conftest import make_config
+from tests.fakes.agent import FakeBehaviour, FakeLauncher
 from tests.fakes.slack import FakeSlack
 
 BOT, APP = "xoxb-1-TEST", "xapp-1-TEST"
@@ -336,3 +340,118 @@ def test_to_inbound() -> None:
     assert m is not None and m.reply_to == "C1:1699999999.000001" and not m.mentions_bot
     m = channel.to_inbound({**base, "channel": "D1", "channel_type": "im", "text": "dm"})
     assert m is not None and m.mentions_bot
+
+
+class Stoppable:
+    """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again
+    on the same state dir."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, tmp: Path, fake: FakeSlack, behaviour: FakeBehaviour) -> Stoppable:
+        config = make_config(tmp, **slack_env(fake))
+        running = cls(Daemon(config, launcher_factory=lambda d: FakeLauncher(behaviour)))
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with running.scope:
+                    await running.daemon.run(task_status=task_status)
+            finally:
+                running.stopped.set()
+
+        await nursery.start(run)
+        await wait_until(lambda: running.daemon.channels["slack"].state == "connected")
+        return running
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        with trio.fail_after(10):
+            await self.stopped.wait()
+
+
+def echo_mentions(prompt: str) -> list[str]:
+    """One "Echo: ..." per message of the batch that mentions the bot."""
+    return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt) if "@andy" in t]
+
+
+async def test_messages_posted_while_the_daemon_was_down_are_caught_up_after_a_restart(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    chat = f"slack:{CHAN}"
+    behaviour = FakeBehaviour(reply=echo_mentions)
+    async with trio.open_nursery() as nursery:
+        first = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        await first.daemon.registry.add(Group(chat=chat, folder="team"))
+        fake_slack.user_message(CHAN, "before the restart")
+        await wait_until(lambda: not fake_slack.pending)  # stored, then acked
+        first_mark = (await first.daemon.store.channel_marks("slack"))[chat]  # moved before the ack
+        await first.stop()
+
+        # Slack gives up on events it cannot deliver: only the history knows what came meanwhile.
+        fake_slack.lose_events_while_disconnected = True
+        fake_slack.max_page = 4
+        while_down = [f"while down {i}" + (" <@UBOT> answer me" if i % 3 == 0 else "") for i in range(10)]
+        posted = [fake_slack.user_message(CHAN, text) for text in while_down]
+        newest = fake_slack.user_message(CHAN, "a reply in a new thread", thread_ts=posted[4]["ts"])
+        assert fake_slack.events_lost == 11
+
+        second = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        channel = second.daemon.channels["slack"]
+        await wait_until(lambda: channel.catch_ups == 1, timeout=15)
+        msgs = await second.daemon.store.messages_after(chat, 0)
+        expected = ["before the restart"] + [t.replace("<@UBOT>", "@andy") for t in while_down]
+        expected += ["a reply in a new thread"]
+        assert texts_of(msgs) == expected  # each once, oldest first
+        assert (await second.daemon.store.channel_marks("slack"))[chat] == newest["ts"]  # the newest stored
+        triggered = [t for t in expected if "@andy" in t]
+        # a last trigger, live: once it is answered, every earlier one has had its turn
+        fake_slack.lose_events_while_disconnected = False
+        last = fake_slack.user_message(CHAN, "<@UBOT> the last one")
+        await wait_until(lambda: any(s["text"] == "Echo: @andy the last one" for s in fake_slack.sent), timeout=15)
+        await wait_until(lambda: not fake_slack.pending)
+        assert sorted(s["text"] for s in fake_slack.sent) == sorted(f"Echo: {t}" for t in [*triggered, "@andy the last one"])
+        # the mark is the newest message stored: the catch-up of the next restart starts there
+        assert first_mark == fake_slack.history[CHAN][0]["ts"]
+        assert (await second.daemon.store.channel_marks("slack"))[chat] == last["ts"]
+        await second.stop()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_catch_up_cut_off_by_a_stop_resumes_where_it_got_to(tmp_path: Path, fake_slack: FakeSlack) -> None:
+    """What the live events store while a catch-up runs does not move the mark past the messages the
+    catch-up has yet to fetch: a daemon stopped (or killed) meanwhile finds them at its next start."""
+    chat = f"slack:{CHAN}"
+    behaviour = FakeBehaviour(reply=echo_mentions)
+    async with trio.open_nursery() as nursery:
+        first = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        await first.daemon.registry.add(Group(chat=chat, folder="team"))
+        fake_slack.user_message(CHAN, "seen live")
+        await wait_until(lambda: not fake_slack.pending)
+        await first.stop()
+
+        fake_slack.lose_events_while_disconnected = True
+        for i in range(3):
+            fake_slack.user_message(CHAN, f"missed {i}")
+        fake_slack.fail_next("conversations.history", "ratelimited", times=1000)  # the catch-up waits
+        second = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        await wait_until(lambda: any(m == "conversations.history" for m, _ in fake_slack.requests))
+        fake_slack.user_message(CHAN, "live during the catch-up")
+        await wait_until(lambda: not fake_slack.pending)  # stored and acked
+        assert texts_of(await second.daemon.store.messages_after(chat, 0)) == ["seen live", "live during the catch-up"]
+        mark = (await second.daemon.store.channel_marks("slack"))[chat]
+        assert mark == fake_slack.history[CHAN][0]["ts"]  # still at "seen live": the missed ones come first
+        await second.stop()
+        assert second.daemon.channels["slack"].catch_ups == 1 and second.daemon.channels["slack"].fetched == 0
+
+        fake_slack.clear_failures()
+        third = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        await wait_until(lambda: third.daemon.channels["slack"].catch_ups == 1, timeout=15)
+        msgs = await third.daemon.store.messages_after(chat, 0)
+        assert sorted(texts_of(msgs)) == sorted(["seen live", "missed 0", "missed 1", "missed 2", "live during the catch-up"])
+        assert (await third.daemon.store.channel_marks("slack"))[chat] == fake_slack.history[CHAN][-1]["ts"]
+        await third.stop()
+        nursery.cancel_scope.cancel()

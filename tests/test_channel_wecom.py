@@ -15,9 +15,11 @@ import ngb.daemon as daemon_module
 from ngb.channels import wecom
 from ngb.channels.wecom import WeComChannel
 from ngb.config import ConfigError, load_config
+from ngb.daemon import Daemon
 from ngb.records import Group
 from tests.channel_helpers import echo_each, wait_until
-from tests.fakes.agent import FakeBehaviour
+from tests.conftest import make_config
+from tests.fakes.agent import FakeBehaviour, FakeLauncher
 from tests.fakes.wecom import FakeWeCom
 
 BOT, SECRET = "aibWeComTestBot", "wecom-secret-1"
@@ -39,9 +41,9 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCo
              "reconnect_cap": "0.3", "request_timeout": "3", **table}
     original = daemon_module.build_channels
 
-    def build(config: Any) -> dict[str, Any]:
-        channels = original(config)
-        channel = wecom.from_config(config, env={"NGB_WECOM_SECRET": secret})
+    def build(config: Any, memory: Any = None) -> dict[str, Any]:
+        channels = original(config, memory=memory)
+        channel = wecom.from_config(config, env={"NGB_WECOM_SECRET": secret}, memory=memory)
         assert channel is not None
         channels[channel.name] = channel
         return channels
@@ -56,8 +58,7 @@ async def test_group_mention_gets_one_answer_to_its_callback(run_daemon, monkeyp
     d = await start(run_daemon, monkeypatch, fake)
     await d.daemon.registry.add(Group(chat=f"wecom:{GROUP}", folder="team"))
     frame = await fake.user_message("@Andy what's the plan?", chatid=GROUP, user="lisi")
-    await wait_until(lambda: fake.sent)
-    await trio.sleep(0.3)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
     assert len(fake.sent) == 1
     answer = fake.sent[0]
     assert answer["cmd"] == "aibot_respond_msg" and answer["headers"]["req_id"] == frame["headers"]["req_id"]
@@ -90,14 +91,13 @@ async def test_reconnect_and_redelivered_callback_answered_once(run_daemon, monk
     channel: WeComChannel = d.daemon.channels["wecom"]
     await d.daemon.registry.add(Group(chat=f"wecom:{GROUP}", folder="team"))
     first = await fake.user_message("@Andy one", chatid=GROUP)
-    await wait_until(lambda: len(fake.sent) == 1)
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)  # acked: not sent again after the drop
     fake.drop()
     await wait_until(lambda: channel.sessions == 2 and channel.state == "connected")
     again = {**first, "headers": {"req_id": "cb-retry"}}  # the same msgid pushed again
     await fake.push(again)
     await fake.user_message("@Andy two", chatid=GROUP)
-    await wait_until(lambda: len(fake.sent) == 2)
-    await trio.sleep(0.3)
+    await wait_until(lambda: "Echo: @Andy two" in fake.texts())  # a stored duplicate is answered before
     assert fake.texts() == ["Echo: @Andy one", "Echo: @Andy two"]
 
 
@@ -131,6 +131,52 @@ async def test_disconnected_event_reconnects(run_daemon, monkeypatch, fake) -> N
                      "body": {"msgid": "ev1", "aibotid": BOT, "msgtype": "event",
                               "event": {"eventtype": "disconnected_event"}}})
     await wait_until(lambda: channel.kicked == 1 and channel.sessions == 2 and channel.state == "connected")
+
+
+async def test_callback_pushed_again_after_a_restart_is_stored_and_answered_once(tmp_path, monkeypatch,
+                                                                                 fake) -> None:
+    """The long connection has no history to catch up and no ack of a callback; what it has is the
+    msgid: a message pushed again, even to the next run of the daemon, is stored and answered once
+    (the store's key, not memory)."""
+    monkeypatch.setenv(wecom.SECRET_ENV, SECRET)
+    table = {"url": fake.url, "bot_id": BOT, "heartbeat_interval": "0.3", "reconnect_base": "0.05",
+             "reconnect_cap": "0.3", "request_timeout": "3"}
+    chat = f"wecom:{GROUP}"
+
+    async def run(nursery: trio.Nursery, scope: trio.CancelScope, stopped: trio.Event) -> Daemon:
+        daemon = Daemon(make_config(tmp_path, NGB_CHANNELS=json.dumps({"wecom": table})),
+                        launcher_factory=lambda d: FakeLauncher(FakeBehaviour(reply=echo_each)))
+
+        async def main(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await daemon.run(task_status=task_status)
+            finally:
+                stopped.set()
+
+        await nursery.start(main)
+        await wait_until(lambda: daemon.channels["wecom"].state == "connected")
+        return daemon
+
+    async with trio.open_nursery() as nursery:
+        first_scope, first_stopped = trio.CancelScope(), trio.Event()
+        first = await run(nursery, first_scope, first_stopped)
+        await first.registry.add(Group(chat=chat, folder="team"))
+        frame = await fake.user_message("@Andy one", chatid=GROUP)
+        await wait_until(lambda: first.outbox.delivered == 1)
+        first_scope.cancel()
+        with trio.fail_after(10):
+            await first_stopped.wait()
+
+        second = await run(nursery, trio.CancelScope(), trio.Event())
+        await fake.push({**frame, "headers": {"req_id": "cb-after-restart"}})  # the same msgid again
+        await fake.user_message("@Andy two", chatid=GROUP)
+        await wait_until(lambda: "Echo: @Andy two" in fake.texts())  # a stored duplicate is answered before
+        assert fake.texts() == ["Echo: @Andy one", "Echo: @Andy two"]
+        msgs = await second.store.messages_after(chat, 0)
+        assert [m.text for m in msgs if not m.from_bot] == ["@Andy one", "@Andy two"]
+        assert [m.platform_id for m in msgs if not m.from_bot][0] == frame["body"]["msgid"]
+        nursery.cancel_scope.cancel()
 
 
 def test_from_config(tmp_path, caplog) -> None:

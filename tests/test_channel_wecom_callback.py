@@ -135,9 +135,9 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCo
              "reconnect_base": "0.05", "reconnect_cap": "0.3", "request_timeout": "3", **table}
     original = daemon_module.build_channels
 
-    def build(config: Any) -> dict[str, Any]:
-        channels = original(config)
-        channel = wecom.from_config(config, env={**SECRETS, "NGB_WECOM_CORP_SECRET": secret})
+    def build(config: Any, memory: Any = None) -> dict[str, Any]:
+        channels = original(config, memory=memory)
+        channel = wecom.from_config(config, env={**SECRETS, "NGB_WECOM_CORP_SECRET": secret}, memory=memory)
         assert isinstance(channel, WeComCallbackChannel)
         channels[channel.name] = channel
         return channels
@@ -147,6 +147,25 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCo
     fake.attach(f"http://127.0.0.1:{d.daemon.config.web_port}{CALLBACK_PATH}")
     await wait_until(lambda: d.daemon.channels["wecom"].state == wait)
     return d
+
+
+async def settled(d: Any, folder: str, chat: str) -> None:
+    """Wait until the group has nothing left to answer and nothing waits in the outbox: no turn can
+    follow, so what was sent by now is all that will be sent."""
+    with trio.fail_after(10):
+        while await d.daemon.store.pending_input(folder, chat) or await d.daemon.store.outbox_depth():
+            await trio.sleep(0.02)
+
+
+async def outbox_row(d: Any, chat: str, index: int, state: str, timeout: float = 15) -> Any:
+    """Wait until the chat's outbox row number ``index`` (oldest first) is in ``state``
+    ("sent", or "failed": given up); returns it."""
+    with trio.fail_after(timeout):
+        while True:
+            rows = await d.daemon.store.outbox_items(chat)
+            if len(rows) > index and rows[index].state == state:
+                return rows[index]
+            await trio.sleep(0.02)
 
 
 async def test_url_verification_also_behind_a_reverse_proxy(run_daemon, monkeypatch, fake) -> None:
@@ -174,7 +193,7 @@ async def test_message_gets_exactly_one_reply(run_daemon, monkeypatch, fake) -> 
     posted = await fake.user_message("hello there", user="zhangsan")
     assert posted.response.status_code == 200 and posted.response.content == b""
     await wait_until(lambda: fake.sent)
-    await trio.sleep(0.3)
+    await settled(d, "zs", USER_CHAT)
     assert fake.texts() == ["Echo: hello there"]
     sent = fake.sent[0]
     assert (sent["api"], sent["touser"], sent["agentid"], sent["msgtype"]) == ("message/send", "zhangsan", AGENT, "markdown")
@@ -201,7 +220,7 @@ async def test_retried_callback_is_stored_and_answered_once(run_daemon, monkeypa
     assert later.response.status_code == 200
     await fake.user_message("two", msgid="7002")
     await wait_until(lambda: len(fake.sent) >= 2)
-    await trio.sleep(0.3)
+    await settled(d, "zs", USER_CHAT)
     assert fake.texts() == ["Echo: one", "Echo: two"]
     inbound = [m for m in await d.daemon.store.messages_after(USER_CHAT, 0) if not m.from_bot]
     assert [m.text for m in inbound] == ["one", "two"]
@@ -231,7 +250,7 @@ async def test_forged_callbacks_are_refused_and_nothing_stored(run_daemon, monke
     assert fake.callback_url.endswith(CALLBACK_PATH)
     r = await d.http.put(CALLBACK_PATH)
     assert r.status_code == 405
-    await trio.sleep(0.3)
+    # a callback is answered after its message is stored: by now anything taken would be there
     assert await d.daemon.store.messages_after(USER_CHAT, 0) == [] and fake.sent == []
     assert channel.received == 0
     # Authentic, but for another app of the corp (AgentID): not stored, and no WeCom retries.
@@ -240,10 +259,13 @@ async def test_forged_callbacks_are_refused_and_nothing_stored(run_daemon, monke
     # Events are authentic but no message: answered, not stored.
     event = await fake.post_inner(fake.inner_xml("", msgtype="event", extra="<Event>enter_agent</Event>"))
     assert event.response.status_code == 200 and channel.events == 1
-    # The real thing still works.
+    # The real thing still works, and is the only thing stored and answered.
     await fake.user_message("hello", user="zhangsan")
     await wait_until(lambda: fake.sent)
+    await settled(d, "zs", USER_CHAT)
     assert fake.texts() == ["Echo: hello"]
+    assert [m.text for m in await d.daemon.store.messages_after(USER_CHAT, 0) if not m.from_bot] == ["hello"]
+    assert channel.received == 1
 
 
 async def test_token_cached_and_refreshed_on_expiry(run_daemon, monkeypatch, fake, caplog) -> None:
@@ -261,7 +283,7 @@ async def test_token_cached_and_refreshed_on_expiry(run_daemon, monkeypatch, fak
     fake.revoke_tokens()  # 40014
     await fake.user_message("after revoke")
     await wait_until(lambda: len(fake.sent) == 4)
-    await trio.sleep(0.2)
+    await settled(d, "zs", USER_CHAT)
     assert fake.texts() == ["Echo: m0", "Echo: m1", "Echo: after expiry", "Echo: after revoke"]
     assert fake.gettoken_calls == 3 and channel.token_fetches == 3
     assert [c for c in fake.calls if c[0] == "message/send"] == [
@@ -278,18 +300,20 @@ async def test_send_failure_retried_by_the_outbox(run_daemon, monkeypatch, fake)
     fake.fail_next("message/send", errcode=-1)  # "system busy"
     fake.fail_next("message/send", http=502)  # a proxy on the way
     await fake.user_message("are you there?")
-    await wait_until(lambda: fake.sent, timeout=15)
-    await trio.sleep(0.3)
-    assert fake.texts() == ["Echo: are you there?"]
+    row = await outbox_row(d, USER_CHAT, 0, "sent")
+    await settled(d, "zs", USER_CHAT)
+    assert fake.texts() == ["Echo: are you there?"] and row.attempts == 3
     assert [c[1] for c in fake.calls if c[0] == "message/send"] == [-1, -502, 0]
     assert d.daemon.outbox.retries == 2 and d.daemon.outbox.delivered == 1
     # A refusal that retrying cannot fix is given up at once (and the next reply goes through).
     fake.fail_next("message/send", errcode=40003)  # invalid userid
     await fake.user_message("again")
-    await wait_until(lambda: d.daemon.outbox.retries == 3)
+    row = await outbox_row(d, USER_CHAT, 1, "failed")
+    assert row.attempts == 1 and "40003" in (row.last_error or "") and d.daemon.outbox.retries == 3
     await fake.user_message("and again")
     await wait_until(lambda: len(fake.sent) == 2)
-    assert fake.texts()[-1] == "Echo: and again"
+    await settled(d, "zs", USER_CHAT)
+    assert fake.texts() == ["Echo: are you there?", "Echo: and again"] and d.daemon.outbox.retries == 3
 
 
 async def test_long_reply_split_by_bytes(run_daemon, monkeypatch, fake) -> None:

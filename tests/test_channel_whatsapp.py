@@ -106,8 +106,8 @@ def fake_wa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeWhatsApp:
     monkeypatch.setenv("NGB_WA_FAKE_DIR", str(fake.folder))
     monkeypatch.setenv("NGB_WA_FAKE_ME", f"{BOT}:7@s.whatsapp.net")
 
-    def with_whatsapp(config: Any) -> dict[str, Any]:  # until build_channels calls from_config itself
-        channels = build_channels(config)
+    def with_whatsapp(config: Any, memory: Any = None) -> dict[str, Any]:  # until build_channels calls from_config itself
+        channels = build_channels(config, memory=memory)
         if "whatsapp" not in channels:
             channel = from_config(config)
             if channel is not None:
@@ -127,6 +127,14 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 15) -> Any:
         while not (value := predicate()):
             await trio.sleep(0.01)
         return value
+
+
+async def settled(daemon: Daemon, folder: str, chat: str) -> None:
+    """Wait until the group has nothing left to answer and nothing waits in the outbox: no turn can
+    follow, so what was sent by now is all that will be sent."""
+    with trio.fail_after(15):
+        while await daemon.store.pending_input(folder, chat) or await daemon.store.outbox_depth():
+            await trio.sleep(0.02)
 
 
 async def start(run_daemon: Any, behaviour: FakeBehaviour | None = None, **env: str) -> tuple[Any, WhatsAppChannel]:
@@ -165,7 +173,7 @@ async def test_triggered_group_message_gets_one_quoted_reply_and_context(run_dae
     ]
     trigger = fake_wa.say(GROUP, f"@{BOT} when is the meeting?", mention_bot=True)
     sent = await wait_until(lambda: fake_wa.sent)
-    await trio.sleep(0.5)
+    await settled(d.daemon, "family", chat)
     assert len(fake_wa.sent) == 1  # exactly one reply
     assert sent[0]["jid"] == GROUP and sent[0]["text"] == f"Echo: @{BOT} when is the meeting?"
     assert sent[0]["quoted_id"] == trigger["key"]["id"]  # quotes the triggering message
@@ -194,13 +202,21 @@ async def test_private_chat_and_trigger_word_and_long_reply(run_daemon: Any, fak
 
 async def test_untriggered_group_message_is_stored_only(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
     d, channel = await start(run_daemon)
-    await d.daemon.registry.add(Group(chat=f"whatsapp:{GROUP}", folder="family"))
+    chat, other = f"whatsapp:{GROUP}", "120363000000000999@g.us"
+    await d.daemon.registry.add(Group(chat=chat, folder="family"))
     fake_wa.say(GROUP, "just chatting")
-    fake_wa.say("120363000000000999@g.us", f"@{BOT} unregistered group", mention_bot=True)
-    await wait_until(lambda: channel.acked >= 2)
-    await trio.sleep(0.5)
-    assert [m.text for m in await d.daemon.store.messages_after(f"whatsapp:{GROUP}", 0)] == ["just chatting"]
-    assert fake_wa.sent == []
+    fake_wa.say(other, f"@{BOT} unregistered group", mention_bot=True)
+    await wait_until(lambda: channel.acked >= 2)  # acked after stored
+    assert [m.text for m in await d.daemon.store.messages_after(chat, 0)] == ["just chatting"]
+    assert [m.text for m in await d.daemon.store.messages_after(f"whatsapp:{other}", 0)] == [f"@{BOT} unregistered group"]
+    # no group there, so no turn: nothing was queued for that chat, and nothing can be
+    assert await d.daemon.store.outbox_items(f"whatsapp:{other}") == []
+    # the group's next trigger gets the one turn: one for "just chatting" would have been answered first
+    fake_wa.say(GROUP, f"@{BOT} and now?", mention_bot=True)
+    await wait_until(lambda: fake_wa.sent)
+    await settled(d.daemon, "family", chat)
+    assert [s["text"] for s in fake_wa.sent] == [f"Echo: @{BOT} and now?"] and len(d.launcher.prompts) == 1
+    assert "just chatting" in d.launcher.prompts[0][2]  # as context
 
 
 async def test_bridge_kill_9_is_restarted_and_unacked_messages_arrive_once(run_daemon: Any, fake_wa: FakeWhatsApp) -> None:
@@ -228,7 +244,7 @@ async def test_bridge_kill_9_is_restarted_and_unacked_messages_arrive_once(run_d
     await wait_until(lambda: inbox(state) == [])  # all acked in the end
     fake_wa.say(GROUP, "after")
     await wait_until(lambda: any(s["text"] == "Echo: after" for s in fake_wa.sent))
-    await trio.sleep(0.5)
+    await settled(d.daemon, "family", chat)
     texts = [m.text for m in await d.daemon.store.messages_after(chat, 0) if not m.from_bot]
     assert texts == ["before", "during 0", "during 1", "during 2", "after"]  # each stored once, in order
     replies = sorted(s["text"] for s in fake_wa.sent)
@@ -276,7 +292,7 @@ async def test_daemon_restart_while_bridge_buffers_delivers_once(tmp_path: Path,
         second, scope2 = await run_one(nursery)
         await wait_until(lambda: sum("buffered" in s["text"] for s in fake_wa.sent) == 3)
         await wait_until(lambda: inbox(state) == [])
-        await trio.sleep(0.5)
+        await settled(second, "family", chat)
         texts = [m.text for m in await second.store.messages_after(chat, 0) if not m.from_bot]
         assert texts == ["buffered 0", "buffered 1", "buffered 2"]
         assert sorted(s["text"] for s in fake_wa.sent) == [f"Echo: buffered {i}" for i in range(3)]
@@ -362,7 +378,7 @@ async def test_burst_is_stored_once_in_order(run_daemon: Any, fake_wa: FakeWhats
                      and inbox(d.daemon.config.state_dir) == [], timeout=30)
     elapsed = trio.current_time() - begin
     print(f"300 messages (+50 repeats) buffered, stored and acked in {elapsed:.2f}s")
-    await trio.sleep(0.3)
+    # every one acked, and a message is acked only once it is stored: nothing more can come
     stored = await d.daemon.store.messages_after(f"whatsapp:{chat}", 0, limit=1000)
     assert [m.text for m in stored] == [f"burst {i}" for i in range(300)]
 
@@ -416,16 +432,27 @@ async def test_bridge_exits_when_the_daemon_goes_away(tmp_path: Path, fake_wa: F
            "NGB_WA_STATE_DIR": str(tmp_path / "wa"), "NGB_WA_EXIT_ON_STDIN_EOF": "1"}
     assert NODE is not None
     proc = await trio.lowlevel.open_process([NODE, str(bridge / "src" / "index.js")], env=env,
-                                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = bytearray()
+
+    async def read_stderr() -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.receive_some():
+            err.extend(chunk)
+
     try:
-        await trio.sleep(0.5)
-        assert proc.returncode is None
-        started = trio.current_time()
-        assert proc.stdin is not None
-        await proc.stdin.aclose()  # what the kernel does when the daemon dies
-        with trio.fail_after(5):
-            assert await proc.wait() == 0
-        print(f"bridge exit after stdin EOF: {trio.current_time() - started:.3f}s")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_stderr)
+            # it is up and keeps trying to reach a daemon that is not there (it would go on)
+            await wait_until(lambda: b"daemon link:" in err, timeout=10)
+            assert proc.returncode is None
+            started = trio.current_time()
+            assert proc.stdin is not None
+            await proc.stdin.aclose()  # what the kernel does when the daemon dies
+            with trio.fail_after(5):
+                assert await proc.wait() == 0
+            print(f"bridge exit after stdin EOF: {trio.current_time() - started:.3f}s")
+        assert b"the daemon went away; stopping" in err  # the EOF, not anything else, ended it
     finally:
         if proc.returncode is None:
             proc.kill()

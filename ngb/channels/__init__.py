@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .base import Channel
+from .base import Channel, ChannelMemory
 from .local import LocalChannel
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,13 @@ _ASYNCIO_CHANNELS = (
 )
 # Those whose settings have a ``state_dir`` field, set to the daemon's (dingtalk: its conversations).
 _KEEPS_STATE = frozenset({"dingtalk"})
+# Those that keep their newest stored id per chat in the daemon's store (common.NewestStored).
+_REMEMBERS = frozenset({"discord", "slack"})
 
 
-def build_channels(config: Any) -> dict[str, Channel]:
-    """Every channel this configuration enables, by chat prefix. The local chat is always on."""
+def build_channels(config: Any, memory: ChannelMemory | None = None) -> dict[str, Channel]:
+    """Every channel this configuration enables, by chat prefix. The local chat is always on.
+    ``memory`` (the daemon's store) is given to the channels that keep catch-up marks in it."""
     channels: dict[str, Channel] = {"local": LocalChannel()}
     tables: dict[str, dict[str, Any]] = dict(getattr(config, "channels", {}) or {})
     trigger = getattr(config, "trigger", "")
@@ -54,14 +57,16 @@ def build_channels(config: Any) -> dict[str, Channel]:
             settings = attrs.evolve(settings, state_dir=Path(state_dir))
         if settings.off_reason:
             log.warning("channel %s: off (%s)", name, settings.off_reason)
-        channels[name] = getattr(mod, channel_cls)(settings, trigger=trigger)
+        extra_kwargs: dict[str, Any] = {"memory": memory} if name in _REMEMBERS else {}
+        channels[name] = getattr(mod, channel_cls)(settings, trigger=trigger, **extra_kwargs)
 
     # Channels that read their own section and environment (each logs one line when it is off).
     from .onebot import from_config as onebot_from_config
     from .wecom import from_config as wecom_from_config
     from .whatsapp import from_config as whatsapp_from_config
 
-    for extra in (onebot_from_config(config), wecom_from_config(config), whatsapp_from_config(config)):
+    for extra in (onebot_from_config(config, memory=memory), wecom_from_config(config, memory=memory),
+                  whatsapp_from_config(config)):
         if extra is not None:
             channels[extra.name] = extra
     return channels

@@ -12,6 +12,20 @@ from ..records import InboundMessage, Message
 Submit = Callable[[InboundMessage], Awaitable[Message]]
 
 
+class ChannelMemory(Protocol):
+    """What a channel may keep in, and ask of, the daemon's store (ngb.store.Store is one)."""
+
+    async def channel_marks(self, channel: str) -> dict[str, str]:
+        """chat -> the newest platform message id the channel stored there."""
+        ...
+
+    async def set_channel_mark(self, channel: str, chat: str, mark: str) -> None: ...
+
+    async def sent_by_bot(self, channel: str, platform_id: str) -> bool:
+        """Whether this platform message is one the bot sent (stored when the outbox delivered it)."""
+        ...
+
+
 class ChannelError(Exception):
     """A send failed; `retryable` says whether the outbox should try again later."""
 

@@ -16,6 +16,7 @@ import trio
 
 from ..logs import MIN_SECRET, REDACT, add_secret
 from ..logs import redact as redact_known
+from .base import ChannelMemory
 
 log = logging.getLogger(__name__)
 
@@ -389,4 +390,67 @@ class InboundGate:
         except MessageRejected as exc:
             log.warning("%s: message %s in %s refused: %s", self.name, inbound.platform_id, inbound.chat, exc)
             return False
+        return True
+
+
+class NewestStored:
+    """Per chat, the newest platform message id the channel has *stored*: where a catch-up after a
+    reconnect or a restart starts. Kept in the daemon's store (``ChannelMemory``) when the channel
+    was given one, in memory otherwise. Moved only after ``submit`` returned, i.e. after the
+    message is in the store: a message taken off a socket that dies before the store is fetched
+    again, and the store's key on (channel, platform id) makes a refetch harmless.
+
+    ``order`` maps an id to something comparable (Discord snowflakes and QQ numbers: ``int``;
+    Slack ``ts``: ``float``); a mark only moves forward. A failing write of the mark is logged, not
+    raised: the message is stored, and the next catch-up merely starts a little earlier."""
+
+    def __init__(self, channel: str, memory: ChannelMemory | None = None, *, order: Callable[[str], Any] = int) -> None:
+        self.channel = channel
+        self.memory = memory
+        self.order = order
+        self._marks: dict[str, str] = {}
+        self.loaded = False
+
+    async def load(self) -> None:
+        """Read the marks the last run left (once; a later call does nothing)."""
+        if self.loaded:
+            return
+        if self.memory is not None:
+            try:
+                stored = await self.memory.channel_marks(self.channel)
+            except Exception as exc:  # noqa: BLE001 - no marks: this run catches up only what it saw
+                log.warning("channel %s: could not read the stored catch-up marks (%s)", self.channel, exc)
+                stored = {}
+            for chat, mark in stored.items():
+                if self._valid(mark):
+                    self._marks[chat] = mark
+        self.loaded = True
+
+    def _valid(self, mark: str) -> bool:
+        try:
+            self.order(mark)
+        except (TypeError, ValueError):
+            log.warning("channel %s: ignoring a malformed catch-up mark %r", self.channel, mark)
+            return False
+        return True
+
+    def get(self, chat: str) -> str | None:
+        return self._marks.get(chat)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._marks.items())
+
+    async def advance(self, chat: str, mark: str) -> bool:
+        """Move the chat's mark to ``mark`` when it is newer (call after the message was stored)."""
+        if not self._valid(mark):
+            return False
+        current = self._marks.get(chat)
+        if current is not None and self.order(mark) <= self.order(current):
+            return False
+        self._marks[chat] = mark
+        if self.memory is not None:
+            try:
+                await self.memory.set_channel_mark(self.channel, chat, mark)
+            except Exception as exc:  # noqa: BLE001 - see the class docstring
+                log.warning("channel %s: could not keep the catch-up mark of %s (%s)", self.channel, chat, exc)
         return True

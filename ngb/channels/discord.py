@@ -4,10 +4,24 @@ The connection is driven the way ``Client.connect()`` drives it (``DiscordWebSoc
 then ``poll_event`` until the socket ends), but the loop around it is ours: ``reconnect_forever``
 (common.py) gives backoff with jitter, forever, and the state /status shows. After a lost
 connection the next one RESUMEs the gateway session (Discord replays the events we missed); when
-Discord refuses the resume (INVALID_SESSION) we IDENTIFY afresh and fetch the missed messages of
-the channels seen in this run from the REST history. The store is idempotent on the message id
-(snowflakes are unique across Discord), so a replayed or refetched message is stored and answered
-once.
+Discord refuses the resume (INVALID_SESSION) we IDENTIFY afresh.
+
+Nothing is lost between the gateway and the store:
+
+- A message the gateway delivered stays at the head of the channel's inbox until ``submit``
+  returned (it is in the store); a connection that drops meanwhile (or a store that fails) leaves
+  it there for the next session, instead of losing it off a queue whose sequence RESUME has moved
+  past.
+- Per chat, the newest *stored* snowflake (``NewestStored``, kept in the daemon's store) moves only
+  after ``submit`` returned. After every (re)connect, a RESUME, a fresh IDENTIFY and the first
+  READY after a restart alike, the REST history since that mark is read, oldest first, 100 a page,
+  up to ``catch_up_pages`` pages per chat, for every chat with a mark: what was posted while the
+  daemon was down or the gateway away is stored then. While a chat is being caught up, live
+  messages do not move its mark (the catch-up does, as it stores); a catch-up that was cut (page
+  bound), failed or was interrupted leaves the mark where it got to, and the next one goes on from
+  there, so a daemon killed mid-way leaves no gap behind a newer mark.
+- The store is idempotent on the message id (snowflakes are unique across Discord), so a message
+  both replayed and refetched is stored and answered once.
 
 Chats are ``discord:<channel id>`` (guild text channels, threads and DMs alike); a message's
 platform id is its snowflake. Mentions of the bot (``<@id>``), a reply to one of the bot's
@@ -28,6 +42,8 @@ default is the same ``AllowedMentions.none()``, for any send that does not say.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -38,7 +54,7 @@ import trio
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
 from ..records import InboundMessage
-from .base import ChannelError, Submit
+from .base import ChannelError, ChannelMemory, Submit
 from .common import (
     CONNECTED,
     OFF,
@@ -46,7 +62,9 @@ from .common import (
     AuthError,
     ChannelStatus,
     InboundGate,
+    NewestStored,
     PartialSends,
+    backoff,
     reconnect_forever,
     redact_in_logs,
     split_text,
@@ -60,7 +78,8 @@ PREFIX = "discord"
 TEXT_LIMIT = 2000
 PART_LIMIT = 1990
 KEYS = {"token", "token_file", "api_base", "gateway_url", "message_content", "connect_timeout",
-        "fetch_missed", "reconnect_base", "reconnect_cap", "enabled"}
+        "fetch_missed", "catch_up_pages", "reconnect_base", "reconnect_cap", "enabled"}
+PAGE = 100  # messages per history request (Discord's maximum)
 NONCE_MAX = 25
 API_BASE = "https://discord.com/api/v10"
 GATEWAY_URL = "wss://gateway.discord.gg/"  # Discord's limit on a nonce string
@@ -74,6 +93,7 @@ class DiscordSettings:
     message_content: bool = True  # ask for the privileged Message Content intent
     connect_timeout: float = 60.0
     fetch_missed: bool = True
+    catch_up_pages: int = 20  # history pages (of 100) read per chat in one catch-up
     reconnect_base: float = 1.0
     reconnect_cap: float = 60.0
     off_reason: str | None = None
@@ -89,6 +109,7 @@ class DiscordSettings:
             message_content=t.boolean("message_content", True),
             connect_timeout=t.duration("connect_timeout", 60.0),
             fetch_missed=t.boolean("fetch_missed", True),
+            catch_up_pages=t.integer("catch_up_pages", 20, lo=1, hi=10_000),
             reconnect_base=t.duration("reconnect_base", 1.0),
             reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=None if token else "no token: set NGB_DISCORD_TOKEN (or token_file)",
@@ -102,7 +123,9 @@ def discord_chat(channel_id: int | str) -> str:
 class DiscordChannel:
     name = PREFIX
 
-    def __init__(self, settings: DiscordSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE) -> None:
+    def __init__(self, settings: DiscordSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
+                 memory: ChannelMemory | None = None) -> None:
+        self.memory = memory  # the daemon's store: newest stored id per chat (catch-up after a restart)
         self.settings = settings
         self.trigger = trigger
         self.bridge = bridge
@@ -110,17 +133,20 @@ class DiscordChannel:
         self.status.secrets = [settings.token or ""]
         redact_in_logs(settings.token or "", ("discord", "aiohttp", "ngb"))
         self.client: Any = None
-        self._queue: asyncio.Queue[Any] | None = None
+        self.marks = NewestStored(PREFIX, memory, order=int)  # chat -> newest stored snowflake
+        self._held: dict[str, int | None] = {}  # chat awaiting its catch-up -> newest live id stored meanwhile
+        self._inbox: collections.deque[Any] = collections.deque()  # gateway messages not stored yet, in order
+        self._arrived: asyncio.Event | None = None
         self._ready: asyncio.Event | None = None
         self._resume: dict[str, Any] | None = None  # sequence/session/gateway of the last session
         self._resumed = False
         self._partial = PartialSends()
         self._gate = InboundGate(PREFIX, trigger)
         self._last_trigger = self._gate.last_trigger
-        self._newest: dict[int, int] = {}  # channel id -> newest message id seen
         self._warned_content = False
         self.sessions = 0
-        self.fetched = 0
+        self.fetched = 0  # messages read from the history by catch-ups
+        self.catch_ups = 0  # catch-ups that went through every marked chat
 
     @property
     def state(self) -> str:
@@ -139,6 +165,7 @@ class DiscordChannel:
         async with self.bridge.attach():
             task_status.started()
             try:
+                await self.marks.load()  # where the last run's catch-up would start
                 await reconnect_forever(
                     self.status,
                     lambda: self._session(submit),
@@ -168,11 +195,13 @@ class DiscordChannel:
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here: no warning
         client = discord.Client(intents=intents, chunk_guilds_at_startup=False, max_messages=None,
                                 allowed_mentions=discord.AllowedMentions.none())
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        inbox = self._inbox
+        arrived = asyncio.Event()
         ready = asyncio.Event()
 
         async def on_message(message: Any) -> None:
-            queue.put_nowait(message)  # in gateway order; the trio side stores them one by one
+            inbox.append(message)  # in gateway order; the trio side stores them one by one
+            arrived.set()
 
         async def on_ready() -> None:
             self._resumed = False
@@ -185,7 +214,7 @@ class DiscordChannel:
         client.event(on_message)
         client.event(on_ready)
         client.event(on_resumed)
-        self._queue, self._ready = queue, ready
+        self._arrived, self._ready = arrived, ready
         return client
 
     async def _login(self) -> None:
@@ -204,6 +233,9 @@ class DiscordChannel:
         ready = self._ready
         assert ready is not None
         await self.bridge.call_sync(ready.clear)
+        catch_up = self.settings.fetch_missed
+        if catch_up:  # before anything is pumped: live messages do not move these marks until caught up
+            self._held = dict.fromkeys((chat for chat, _ in self.marks.items()), None)
 
         async def when_ready() -> None:
             await self.bridge.call(ready.wait)
@@ -211,8 +243,8 @@ class DiscordChannel:
             self.status.set(CONNECTED)
             log.info("discord: %s as %s (id %s)", "resumed" if self._resumed else "connected",
                      self.me, getattr(self.me, "id", "?"))
-            if self.sessions > 1 and not self._resumed and self.settings.fetch_missed:
-                await self._fetch_missed(submit)
+            if catch_up:
+                await self._catch_up_all(submit)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -255,6 +287,13 @@ class DiscordChannel:
         except (TimeoutError, OSError, aiohttp.ClientError):
             self._keep_resume(client.ws, True)
             raise
+        except asyncio.CancelledError:  # the trio side ended the session (the store failed, or shutdown)
+            ws = client.ws
+            self._keep_resume(ws, True)
+            if ws is not None:  # stop its heartbeat thread; 4000 keeps the session resumable
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(4000), timeout=2)
+            raise
 
     def _keep_resume(self, ws: Any, resume: bool) -> None:
         if resume and ws is not None and ws.session_id:
@@ -262,39 +301,126 @@ class DiscordChannel:
         elif not resume:
             self._resume = None
 
-    async def _pump(self, submit: Submit) -> None:
-        queue = self._queue
-        assert queue is not None
-        while True:
-            message = await self.bridge.call(queue.get)
-            inbound = self.to_inbound(message)
-            if inbound is not None:
-                await self._submit(submit, inbound, message)
+    async def _head(self) -> Any:  # on the asyncio loop: the oldest message not stored yet (left in place)
+        arrived = self._arrived
+        assert arrived is not None
+        while not self._inbox:
+            arrived.clear()
+            await arrived.wait()
+        return self._inbox[0]
 
-    async def _fetch_missed(self, submit: Submit) -> None:
-        """After a fresh IDENTIFY (no resume): messages posted meanwhile in the channels seen."""
+    async def _pump(self, submit: Submit) -> None:
+        """Store the gateway's messages in order. Each leaves the inbox only once ``submit`` returned:
+        cancelled (the connection dropped) or failed (the store), it is the first of the next session."""
+        while True:
+            message = await self.bridge.call(self._head)
+            inbound = self._parse(message)
+            if inbound is not None:
+                await self._submit(submit, inbound)
+            if self._inbox and self._inbox[0] is message:
+                self._inbox.popleft()  # (deque: safe against the loop thread's append)
+
+    def _parse(self, message: Any) -> InboundMessage | None:
+        try:
+            return self.to_inbound(message)
+        except Exception:  # noqa: BLE001 - one message we cannot read must not stall the others
+            log.exception("discord: could not read message %s; skipped", getattr(message, "id", "?"))
+            return None
+
+    async def _catch_up_all(self, submit: Submit) -> None:
+        """Every held chat (those with a mark when the session began), most recently active first;
+        a chat whose history could not be read for now is tried again with backoff while the
+        connection lasts (and anyway at the next reconnect or restart: it stays held)."""
+        chats = sorted(self._held, key=lambda chat: int(self.marks.get(chat) or 0), reverse=True)
+        attempt = 0
+        while chats:
+            again = []
+            for chat in chats:
+                outcome = await self._catch_up(submit, chat)
+                if outcome in ("done", "gone"):  # (gone: there is nothing to catch up; live ones move it)
+                    held = self._held.pop(chat, None)
+                    if held is not None:
+                        await self._advance(chat, str(held))  # what the live messages stored meanwhile
+                elif outcome == "retry":
+                    again.append(chat)
+            chats = again
+            if chats:
+                attempt += 1
+                await trio.sleep(backoff(attempt, base=self.settings.reconnect_base, cap=self.settings.reconnect_cap))
+        self.catch_ups += 1
+
+    async def _catch_up(self, submit: Submit, chat: str) -> str:
+        """Read chat's history since its mark, oldest first, and store it: "done" (a short page came),
+        "cut" (``catch_up_pages`` pages read; the rest at the next catch-up), "retry" (a transient
+        error) or "gone" (no such chat, or no access to it: logged)."""
         import discord
 
-        async def history(channel_id: int, after: int) -> list[Any]:
-            channel = self.client.get_partial_messageable(channel_id)
-            return [m async for m in channel.history(limit=200, after=discord.Object(id=after), oldest_first=True)]
+        mark = self.marks.get(chat)
+        try:
+            channel_id = _channel_id(chat)
+        except ChannelError:
+            return "gone"
+        if mark is None:
+            return "done"
+        client = self.client
 
-        for channel_id, newest in list(self._newest.items()):
+        async def messageable() -> Any:  # the real channel: its guild tells a guild message from a DM
+            return client.get_channel(channel_id) or await client.fetch_channel(channel_id)
+
+        async def page(channel: Any, after: int) -> list[Any]:
+            return [m async for m in channel.history(limit=PAGE, after=discord.Object(id=after), oldest_first=True)]
+
+        async def read(fn: Any, *args: Any) -> Any:
             try:
-                messages = await self.bridge.call(history, channel_id, newest)
-            except Exception as exc:  # noqa: BLE001 - best effort
-                log.warning("discord: could not fetch missed messages of %s: %s", channel_id, self.status.redact(str(exc)))
-                continue
-            for message in messages:
-                inbound = self.to_inbound(message)
-                if inbound is not None:
-                    self.fetched += 1
-                    await self._submit(submit, inbound, message)
+                return await self.bridge.call(fn, *args)
+            except (discord.Forbidden, discord.NotFound, discord.InvalidData) as exc:
+                raise _Unreadable(f"{type(exc).__name__}: {exc}", permanent=True) from None
+            except Exception as exc:  # noqa: BLE001 - network, 5xx, the bridge: try again later
+                raise _Unreadable(f"{type(exc).__name__}: {exc}", permanent=False) from None
 
-    async def _submit(self, submit: Submit, inbound: InboundMessage, message: Any) -> None:
-        channel_id = int(message.channel.id)
-        self._newest[channel_id] = max(self._newest.get(channel_id, 0), int(message.id))
-        await self._gate.submit(submit, inbound)
+        after, fetched, pages = int(mark), 0, 0
+        try:
+            channel = await read(messageable)
+            while pages < self.settings.catch_up_pages:
+                messages = await read(page, channel, after)
+                pages += 1
+                for message in messages:  # (a store failure raises out of here: the session ends)
+                    after = max(after, int(message.id))
+                    inbound = self._parse(message)
+                    if inbound is not None:
+                        fetched += 1
+                        self.fetched += 1
+                        await self._submit(submit, inbound, catching_up=True)
+                if len(messages) < PAGE:
+                    if fetched:
+                        log.info("discord: caught up %s: %d message(s) since %s in %d page(s)", chat, fetched, mark, pages)
+                    return "done"
+        except _Unreadable as exc:
+            why = self.status.redact(str(exc))
+            if exc.permanent:
+                log.warning("discord: cannot read the history of %s (%s); not caught up", chat, why)
+                return "gone"
+            log.warning("discord: could not read the history of %s (%s); trying again", chat, why)
+            return "retry"
+        log.warning("discord: catch-up of %s stopped after %d pages (%d messages since %s; catch_up_pages); "
+                    "the rest is read at the next reconnect or restart", chat, pages, fetched, mark)
+        return "cut"
+
+    async def _submit(self, submit: Submit, inbound: InboundMessage, *, catching_up: bool = False) -> None:
+        await self._gate.submit(submit, inbound)  # raises when the store failed: the mark stays
+        chat, newest = inbound.chat, int(inbound.platform_id)
+        if chat in self._held and not catching_up:  # its catch-up is under way (or failed): the mark waits
+            held = self._held[chat]
+            self._held[chat] = newest if held is None else max(held, newest)
+            return
+        await self._advance(chat, inbound.platform_id)
+
+    async def _advance(self, chat: str, mark: str) -> None:
+        """Keep chat's mark (the message is stored): the write is not given up halfway when the
+        connection drops or the daemon stops right then (bounded: the store answers in ms)."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 5
+            await self.marks.advance(chat, mark)
 
     @property
     def received(self) -> int:
@@ -416,6 +542,14 @@ class DiscordChannel:
         out["received"] = self.received
         return out
 
+
+
+class _Unreadable(Exception):
+    """A chat's history could not be read: for good (no access, no such channel) or for now."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def _channel_id(chat: str) -> int:

@@ -19,10 +19,14 @@ message's platform id is ``group:<group id>:<message id>`` / ``private:<user id>
 ``at`` of the bot (``[CQ:at,qq=<self_id>]``), a reply to one of the bot's messages and every private
 message set ``mentions_bot``.
 
-OneBot v11 does not redeliver events a disconnected client missed. After a reconnect the channel
-asks for them where the implementation can (``get_group_msg_history`` / ``get_friend_msg_history``,
-extensions of go-cqhttp, NapCat, Lagrange): messages newer than the last one seen in each chat of
-this run are submitted; the store's key on (channel, platform id) keeps every message exactly once.
+OneBot v11 does not redeliver events a disconnected client missed, and has no ack. The channel
+keeps, per chat, the newest message it has *stored* in the daemon's store (``NewestStored``, moved
+only after the store) and, after every connect, a reconnect or the first one after a restart, asks
+the history of every chat with such a mark where the implementation can (``get_group_msg_history``
+/ ``get_friend_msg_history``, extensions of NapCat, go-cqhttp, Lagrange), paging back with
+``message_seq`` until it reaches the mark (bounded by ``catch_up_pages``). What is newer is
+submitted oldest first; the store's key on (channel, platform id) keeps every message exactly once.
+An implementation that answers these actions as unsupported is logged once and the channel goes on.
 
 Replies: ``send_msg`` with a ``reply`` segment quoting the trigger on the first part; Markdown is
 flattened to plain text (QQ renders none); long replies are split at ``part_limit`` at paragraph and
@@ -48,7 +52,7 @@ import trio
 from ..config import parse_bool, read_secret_file
 from ..errors import one_error
 from ..records import InboundMessage
-from .base import ChannelError, Submit
+from .base import ChannelError, ChannelMemory, Submit
 from .common import (
     CONNECTED,
     DISCONNECTED,
@@ -58,6 +62,7 @@ from .common import (
     ChannelStatus,
     InboundGate,
     Lru,
+    NewestStored,
     PartialSends,
     reconnect_forever,
     redact_in_logs,
@@ -74,9 +79,11 @@ TOKEN_ENV = "NGB_ONEBOT_ACCESS_TOKEN"
 DEFAULT_PATH = "/onebot/v11/ws"  # reverse mode: where the implementation connects
 DEFAULT_PART_LIMIT = 3000  # QQ cuts text messages around 4,500 characters; stay well under
 KEYS = {"url", "listen", "path", "access_token", "access_token_file", "part_limit", "api_timeout",
-        "connect_timeout", "ping_interval", "reconnect_base", "reconnect_cap", "fetch_missed", "enabled"}
+        "connect_timeout", "ping_interval", "reconnect_base", "reconnect_cap", "fetch_missed", "catch_up_pages",
+        "enabled"}
 # retcodes that will not change on a retry (bad request, unsupported action)
 FATAL_RETCODES = {1400, 1404}
+HISTORY_COUNT = 50  # messages asked per history page (go-cqhttp answers 20 whatever is asked)
 
 
 @attrs.frozen
@@ -94,6 +101,7 @@ class OneBotSettings:
     reconnect_base: float = 1.0
     reconnect_cap: float = 60.0
     fetch_missed: bool = True
+    catch_up_pages: int = 20  # history pages read per chat in one catch-up
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, token: str, config_file: Path | None = None) -> OneBotSettings:
@@ -126,10 +134,12 @@ class OneBotSettings:
             reconnect_base=t.duration("reconnect_base", 1.0),
             reconnect_cap=t.duration("reconnect_cap", 60.0),
             fetch_missed=t.boolean("fetch_missed", True),
+            catch_up_pages=t.integer("catch_up_pages", 20, lo=1, hi=1000),
         )
 
 
-def from_config(config: Any, env: Mapping[str, str] | None = None) -> OneBotChannel | None:
+def from_config(config: Any, env: Mapping[str, str] | None = None, *,
+                memory: ChannelMemory | None = None) -> OneBotChannel | None:
     """The QQ channel this configuration asks for, or None (one log line) when it lacks its token or
     its url/listen. The token: NGB_ONEBOT_ACCESS_TOKEN, or ``access_token`` put into the table by the
     environment, or ``access_token_file`` (mode 600)."""
@@ -157,7 +167,7 @@ def from_config(config: Any, env: Mapping[str, str] | None = None) -> OneBotChan
         log.warning("channel qq: off (no access token: set %s or channels.qq.access_token_file)", TOKEN_ENV)
         return None
     settings = OneBotSettings.from_table(table, token=token, config_file=config_file)
-    return OneBotChannel(settings, trigger=getattr(config, "trigger", ""))
+    return OneBotChannel(settings, trigger=getattr(config, "trigger", ""), memory=memory)
 
 
 # -- messages: CQ codes and segments -------------------------------------------------------------------
@@ -302,6 +312,62 @@ def parse_chat(chat: str) -> tuple[str, int]:
     return kind, int(target)
 
 
+# -- catch-up marks -------------------------------------------------------------------------------------
+# Where a catch-up starts: per chat, the newest message stored, as "<time>:<message id>".
+#
+# Why not the message id alone: OneBot ids are not ordered. go-cqhttp's message_id is a CRC32 of the
+# group and the message's sequence number, NapCat's an MD5-derived "short id"; only some
+# implementations count up. ``message_seq`` is no way out either: go-cqhttp puts QQ's real
+# per-chat sequence there, NapCat the same short id as message_id (its real sequence is
+# ``real_seq``), and private chats of go-cqhttp carry none. What every implementation gives, live
+# and in its history answers alike, is ``time``: QQ's server time of the message, in seconds. So
+# the mark orders by time, with the id only to make the order total (NewestStored moves a mark
+# forward only). Because one second holds several messages whose ids say nothing about their
+# order, a catch-up takes every message of the mark's second and later (not strictly newer): the
+# ones already stored are dropped by the store's key on the platform id.
+def event_mark(event: Mapping[str, Any]) -> str | None:
+    """A message event's catch-up mark, or None when it has no usable time or id."""
+    stamp, message_id = event.get("time"), event.get("message_id")
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or message_id is None:
+        return None
+    message_id = str(message_id)
+    if not message_id.lstrip("-").isdigit():
+        return None
+    return f"{int(stamp)}:{message_id}"
+
+
+def mark_order(mark: str) -> tuple[int, int]:
+    """"1700000000:-12345" -> (1700000000, -12345); ValueError for anything else."""
+    stamp, sep, message_id = mark.partition(":")
+    if not sep:
+        raise ValueError(f"not a QQ catch-up mark: {mark!r}")
+    return int(stamp), int(message_id)
+
+
+def _event_time(event: Mapping[str, Any]) -> float:
+    stamp = event.get("time")
+    return float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else float("inf")
+
+
+def _sequence(event: Mapping[str, Any]) -> int | None:
+    """QQ's per-chat sequence number of a history message where the implementation gives it:
+    NapCat's ``real_seq``; go-cqhttp's ``message_seq`` (NapCat's is its message id: no order)."""
+    real = event.get("real_seq")
+    if real is None and str(event.get("message_seq")) != str(event.get("message_id")):
+        real = event.get("message_seq")
+    real = str(real) if real is not None else ""
+    return int(real) if real.isdigit() else None
+
+
+def chat_order(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History messages (given in chat order, oldest first, as far as the answers tell) sorted
+    oldest first: by time, within one second by QQ's sequence number when every message has one,
+    else as given (ids are no order)."""
+    if messages and all(_sequence(m) is not None for m in messages):
+        return sorted(messages, key=lambda m: (_event_time(m), _sequence(m)))
+    return sorted(messages, key=_event_time)  # stable: ties keep the answer's order
+
+
 class ActionFailed(Exception):
     def __init__(self, action: str, retcode: Any, message: str) -> None:
         super().__init__(f"{action}: retcode {retcode}: {message}")
@@ -350,7 +416,8 @@ class _Connection(JsonRpcSocket):
 class OneBotChannel:
     name = PREFIX
 
-    def __init__(self, settings: OneBotSettings, *, trigger: str = "") -> None:
+    def __init__(self, settings: OneBotSettings, *, trigger: str = "", memory: ChannelMemory | None = None) -> None:
+        self.memory = memory  # the daemon's store: newest stored id per chat, the bot's own message ids
         self.settings = settings
         self.trigger = trigger
         self.status = ChannelStatus(PREFIX)
@@ -360,16 +427,19 @@ class OneBotChannel:
         self.self_id: str = ""
         self.nickname: str = ""
         self.sessions = 0
-        self.fetched = 0
+        self.fetched = 0  # messages submitted from history answers (some may have been stored already)
+        self.catch_ups = 0  # catch-ups finished (one per connect that had chats with a mark)
         self.malformed = 0
         self.rejected = 0  # reverse mode: connections refused for a bad token
         self.listening_port: int | None = None  # reverse mode: the bound port (listen = "host:0" in tests)
         self._partial = PartialSends()
         self._gate = InboundGate(PREFIX, trigger)
         self._last_trigger = self._gate.last_trigger
-        self._ours = Lru(4096)  # platform ids of the bot's own messages (a reply to one is a mention)
-        self._newest: dict[str, float] = {}  # chat -> time of the newest message seen (for catch-up)
-        self._history_unsupported: set[str] = set()
+        # platform ids of the bot's own messages (a reply to one is a mention): a cache of what the
+        # store knows (memory.sent_by_bot), which also holds those of earlier runs
+        self._ours = Lru(4096)
+        self.marks = NewestStored(PREFIX, memory, order=mark_order)  # chat -> newest stored "<time>:<id>"
+        self._history_unsupported: set[str] = set()  # actions answered as unsupported (logged once)
         self._listening = False
 
     @property
@@ -380,13 +450,15 @@ class OneBotChannel:
         out = self.status.describe()
         live = self._conn.malformed if self._conn is not None else 0
         out.update(mode=self.settings.mode, self_id=self.self_id or None, received=self.received,
-                   fetched=self.fetched, malformed=self.malformed + live, rejected=self.rejected)
+                   fetched=self.fetched, catch_ups=self.catch_ups, malformed=self.malformed + live,
+                   rejected=self.rejected)
         return out
 
     # -- connecting ------------------------------------------------------------------------------------
     async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         session = self._forward if self.settings.mode == "forward" else self._reverse
+        await self.marks.load()  # where the last run got to, per chat
         try:
             await reconnect_forever(self.status, lambda: session(submit), base=self.settings.reconnect_base,
                                     cap=self.settings.reconnect_cap)
@@ -494,7 +566,9 @@ class OneBotChannel:
                 self._conn = conn
                 self.status.set(CONNECTED)
                 log.info("qq: connected to OneBot (%s) as %s (%s)", label, self.nickname or "?", self.self_id or "?")
-                if self.sessions > 1 and self.settings.fetch_missed:
+                if self.settings.fetch_missed and self.marks.items():
+                    # after a reconnect or a restart; the events that arrive meanwhile wait in
+                    # conn.events_out, so no live message moves a mark past what is yet to fetch
                     await self._fetch_missed(conn, submit)
                 nursery.start_soon(self._pump, conn, submit)
                 nursery.start_soon(self._keepalive, conn)
@@ -540,15 +614,33 @@ class OneBotChannel:
             return
         if inbound is None:
             return
-        await self._submit(submit, inbound, fetched=fetched)
+        if inbound.reply_to and not inbound.mentions_bot and await self.sent_by_bot(inbound.reply_to):
+            inbound = attrs.evolve(inbound, mentions_bot=True)  # quoting the bot (maybe of an earlier run)
+        await self._submit(submit, inbound, event_mark(event), fetched=fetched)
 
-    async def _submit(self, submit: Submit, inbound: InboundMessage, *, fetched: bool = False) -> None:
+    async def _submit(self, submit: Submit, inbound: InboundMessage, mark: str | None, *,
+                      fetched: bool = False) -> None:
         if fetched:
             self.fetched += 1
-        stamp = inbound.time.timestamp()
-        if stamp > self._newest.get(inbound.chat, 0.0):
-            self._newest[inbound.chat] = stamp
-        await self._gate.submit(submit, inbound)
+        await self._gate.submit(submit, inbound)  # raises when the store failed: the mark stays
+        if mark is not None:
+            await self.marks.advance(inbound.chat, mark)
+
+    async def sent_by_bot(self, platform_id: str) -> bool:
+        """Whether ``platform_id`` ("group:<id>:<message id>") is a message the bot sent, in this run
+        or an earlier one (the outbox stores each delivered reply with the id send() returned)."""
+        if platform_id in self._ours:
+            return True
+        if self.memory is None:
+            return False
+        try:
+            ours = await self.memory.sent_by_bot(PREFIX, platform_id)
+        except Exception as exc:  # noqa: BLE001 - not known as ours: only @-mentions trigger then
+            log.warning("qq: could not look up whether %s is the bot's message: %s", platform_id, exc)
+            return False
+        if ours:
+            self._ours.put(platform_id, True)
+        return ours
 
     @property
     def received(self) -> int:
@@ -587,36 +679,85 @@ class OneBotChannel:
                               sender_id=user_id, mentions_bot=mentions, reply_to=reply_to)
 
     async def _fetch_missed(self, conn: _Connection, submit: Submit) -> None:
-        """After a reconnect: what was said meanwhile in the chats seen in this run (best effort)."""
-        for chat, newest in list(self._newest.items()):
-            kind, target = parse_chat(chat)
-            action, key = (("get_group_msg_history", "group_id") if kind == "group"
-                           else ("get_friend_msg_history", "user_id"))
-            if action in self._history_unsupported:
-                continue
-            try:
-                data = await conn.call(action, {key: target, "count": 50}, self.settings.api_timeout) or {}
-            except ActionFailed as exc:
-                if exc.retcode in FATAL_RETCODES:
-                    self._history_unsupported.add(action)
-                    log.info("qq: the implementation has no %s; messages sent while disconnected are not fetched",
-                             action)
+        """After a connect (a reconnect, or the first one after a restart): what was said since the
+        mark of every chat that has one, where the implementation has the history actions."""
+        try:
+            for chat, mark in sorted(self.marks.items(), key=lambda item: mark_order(item[1]), reverse=True):
+                try:
+                    kind, target = parse_chat(chat)
+                except ChannelError:
+                    log.warning("qq: ignoring the catch-up mark of %r (not a QQ chat)", chat)
+                    continue
+                action, key = (("get_group_msg_history", "group_id") if kind == "group"
+                               else ("get_friend_msg_history", "user_id"))
+                if action in self._history_unsupported:
+                    continue
+                started = trio.current_time()
+                try:
+                    found, pages, cut = await self._history(conn, action, {key: target}, mark_order(mark)[0])
+                except ActionFailed as exc:
+                    if exc.retcode in FATAL_RETCODES:
+                        self._history_unsupported.add(action)
+                        log.warning("qq: the OneBot implementation has no %s (%s); messages sent while the daemon "
+                                    "was away are not fetched", action, exc)
+                    else:
+                        log.warning("qq: could not fetch missed messages of %s: %s", chat, exc)
+                    continue
+                except (TimeoutError, trio.TooSlowError) as exc:
+                    log.warning("qq: could not fetch missed messages of %s: %s", chat, type(exc).__name__)
+                    continue
+                for event in found:
+                    event.setdefault("post_type", "message")
+                    event.setdefault("message_type", kind)
+                    if kind == "group":
+                        event.setdefault("group_id", target)
+                    await self._event(event, submit, fetched=True)
+                line = (f"qq: caught up {chat} since {mark}: {len(found)} message(s) in {pages} page(s), "
+                        f"{trio.current_time() - started:.1f}s")
+                if cut:
+                    log.warning("%s; stopped early (%s): older messages were not fetched", line, cut)
                 else:
-                    log.warning("qq: could not fetch missed messages of %s: %s", chat, exc)
-                continue
-            except (TimeoutError, trio.TooSlowError) as exc:
-                log.warning("qq: could not fetch missed messages of %s: %s", chat, type(exc).__name__)
-                continue
+                    log.info("%s", line)
+        finally:
+            self.catch_ups += 1
+
+    async def _history(self, conn: _Connection, action: str, peer: dict[str, Any],
+                       since: int) -> tuple[list[dict[str, Any]], int, str | None]:
+        """The history of one chat back to second ``since`` (inclusive), oldest first, paging back
+        with ``message_seq`` (NapCat: a message id; go-cqhttp: QQ's sequence number; each gives its
+        own in the ``message_seq`` of the messages it answers). Returns (messages, pages, why it
+        stopped early or None). ActionFailed from the first page is raised; from a later one, the
+        pages so far are kept."""
+        found: list[dict[str, Any]] = []  # in chat order: each page is older than the ones before
+        seen: set[str] = set()
+        params: dict[str, Any] = {**peer, "count": HISTORY_COUNT}
+        pages = 0
+
+        def since_mark() -> list[dict[str, Any]]:
+            return chat_order([m for m in found if _event_time(m) >= since])
+
+        while True:
+            if pages >= self.settings.catch_up_pages:
+                return since_mark(), pages, f"page limit ({pages} pages)"
+            try:
+                data = await conn.call(action, params, self.settings.api_timeout) or {}
+            except ActionFailed as exc:
+                if pages == 0:
+                    raise
+                return since_mark(), pages, f"page {pages + 1}: {exc}"
+            pages += 1
             messages = data.get("messages") if isinstance(data, dict) else None
-            for event in sorted((m for m in messages or [] if isinstance(m, dict)),
-                                key=lambda m: m.get("time") if isinstance(m.get("time"), int | float) else 0):
-                if isinstance(event.get("time"), int | float) and event["time"] < newest:
-                    continue  # older than what we saw: not missed
-                event.setdefault("post_type", "message")
-                event.setdefault("message_type", kind)
-                if kind == "group":
-                    event.setdefault("group_id", target)
-                await self._event(event, submit, fetched=True)
+            new = [m for m in messages or [] if isinstance(m, dict) and m.get("message_id") is not None
+                   and str(m["message_id"]) not in seen]
+            seen.update(str(m["message_id"]) for m in new)
+            found[:0] = new
+            if not new:  # the start of the history, or an implementation that does not page
+                return since_mark(), pages, None
+            oldest = chat_order(new)[0]
+            if _event_time(oldest) < since:
+                return since_mark(), pages, None  # reached the mark
+            start = oldest.get("message_seq", oldest.get("message_id"))
+            params = {**peer, "message_seq": start, "count": HISTORY_COUNT}
 
     # -- outbound --------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:

@@ -9,14 +9,19 @@ and only then acknowledges the envelope (``{"envelope_id": ...}``). An envelope 
 keeps it exactly once. Slack sends both ``message`` and ``app_mention`` for a message that mentions
 the bot: same platform id, stored once.
 
-After a reconnect, messages posted meanwhile in the conversations seen in this run are caught up:
-``conversations.history`` since the newest message seen there, page by page (``cursor`` /
+After a reconnect, and at the first connection after a restart, messages posted meanwhile are caught
+up in every conversation with a mark: the newest ``ts`` stored there, kept in the daemon's store
+(``common.NewestStored``; moved only after the message is stored, so a message lost with a killed
+daemon is before the mark). ``conversations.history`` since that mark, page by page (``cursor`` /
 ``response_metadata.next_cursor``) until ``has_more`` is false, then ``conversations.replies`` of
 the threads the bot is in (it posted or was mentioned there) and of the threads started meanwhile,
 since the same point. Each listing stops at ``catch_up_pages`` pages and the whole catch-up at
 ``catch_up_time`` seconds (a rate limit is waited out inside that time); one log line per
 conversation says what was fetched and whether a bound cut it short. Everything fetched is stored
-oldest first; what was also delivered as an event is stored once (the store's key).
+oldest first; what was also delivered as an event is stored once (the store's key). While a
+conversation is being caught up its mark moves only with the catch-up (oldest first); what the live
+events stored meanwhile moves it when the catch-up has finished, so a daemon killed mid-catch-up
+starts the next one where this one got to, not past a gap.
 
 The connection is ours to manage: the SDK's own auto-reconnect is off and each session is one
 fresh ``SocketModeClient``; ``reconnect_forever`` (common.py) does backoff and keeps the state
@@ -46,7 +51,7 @@ import trio
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
 from ..records import InboundMessage
-from .base import ChannelError, Submit
+from .base import ChannelError, ChannelMemory, Submit
 from .common import (
     CONNECTED,
     OFF,
@@ -55,6 +60,7 @@ from .common import (
     ChannelStatus,
     InboundGate,
     Lru,
+    NewestStored,
     PartialSends,
     markdown_to_slack_mrkdwn,
     reconnect_forever,
@@ -131,7 +137,11 @@ def slack_chat(channel_id: str) -> str:
 class SlackChannel:
     name = PREFIX
 
-    def __init__(self, settings: SlackSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE) -> None:
+    def __init__(self, settings: SlackSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
+                 memory: ChannelMemory | None = None) -> None:
+        self.memory = memory  # the daemon's store: newest stored ts per conversation (catch-up after a restart)
+        self.marks = NewestStored(PREFIX, memory, order=float)  # chat -> newest stored ts
+        self._held: dict[str, str | None] = {}  # chat being caught up -> newest ts the live events stored meanwhile
         self.settings = settings
         self.trigger = trigger
         self.bridge = bridge
@@ -148,7 +158,6 @@ class SlackChannel:
         self._gate = InboundGate(PREFIX, trigger)
         self._last_trigger = self._gate.last_trigger
         self._threads: Lru = Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
-        self._newest: dict[str, str] = {}  # conversation -> newest ts seen (for fetching missed ones)
         self._bot_threads: Lru = Lru(4096)  # "<conversation>:<thread_ts>" of threads the bot is in
         self._users: Lru = Lru(4096)  # user id -> display name
         self.sessions = 0
@@ -168,6 +177,7 @@ class SlackChannel:
         async with self.bridge.attach():
             task_status.started()
             try:
+                await self.marks.load()  # where the last run's catch-up would start
                 self.web = await self.bridge.call_sync(self._make_web)
                 await reconnect_forever(
                     self.status,
@@ -249,9 +259,10 @@ class SlackChannel:
         log.info("slack: connected as @%s (%s) in %s", self.me["user"], self.me["user_id"], self.me["team"])
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, submit)
-                if self.sessions > 1 and self.settings.fetch_missed:
+                if self.settings.fetch_missed and (self.sessions > 1 or self.marks.items()):
+                    self._hold(chat for chat, _ in self.marks.items())  # before the first event is pumped
                     nursery.start_soon(self._fetch_missed, submit)
+                nursery.start_soon(self._pump, submit)
                 await self.bridge.call(self._wait_closed, socket)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -300,23 +311,44 @@ class SlackChannel:
                 log.info("slack: could not ack envelope %s (%s); Slack will redeliver it", request.envelope_id, exc)
 
     async def _fetch_missed(self, submit: Submit) -> None:
-        """Messages posted while we were away, in the conversations seen in this run (bounded)."""
+        """Messages posted while we were away (a reconnect, or a restart), in every conversation
+        with a mark, most recently active first (bounded)."""
         deadline = trio.current_time() + self.settings.catch_up_time
         try:
-            for channel, oldest in list(self._newest.items()):
-                if trio.current_time() >= deadline:
-                    log.warning("slack: catch-up out of time (%.0fs): %s not caught up", self.settings.catch_up_time,
-                                channel)
-                    continue
+            for chat, oldest in sorted(self.marks.items(), key=lambda item: float(item[1]), reverse=True):
+                caught_up = False
                 try:
-                    await self._catch_up(submit, channel, oldest, deadline)
+                    if trio.current_time() >= deadline:
+                        log.warning("slack: catch-up out of time (%.0fs): %s not caught up",
+                                    self.settings.catch_up_time, chat)
+                        continue
+                    await self._catch_up(submit, _channel_id(chat), oldest, deadline)
+                    caught_up = True
                 except AuthError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - best effort: Slack also redelivers unacked events
-                    log.warning("slack: could not fetch missed messages of %s: %s", channel,
+                    log.warning("slack: could not fetch missed messages of %s: %s", chat,
                                 self.status.redact(str(exc)))
+                finally:
+                    await self._release(chat, caught_up)
         finally:
+            for chat in list(self._held):  # cancelled (connection lost): the next catch-up starts at the mark
+                await self._release(chat, False)
             self.catch_ups += 1
+
+    def _hold(self, chats: Any) -> None:
+        for chat in chats:
+            self._held.setdefault(chat, None)
+
+    async def _release(self, chat: str, caught_up: bool) -> None:
+        """The catch-up of chat is over: when it got everything, what the live events stored
+        meanwhile moves the mark; when not, the mark stays where the catch-up got to."""
+        if chat not in self._held:
+            return
+        held = self._held.pop(chat)
+        if caught_up and held is not None:
+            with trio.CancelScope(shield=True):
+                await self.marks.advance(chat, held)
 
     async def _catch_up(self, submit: Submit, channel: str, oldest: str, deadline: float) -> None:
         started = trio.current_time()
@@ -345,7 +377,7 @@ class SlackChannel:
             inbound = self.to_inbound(event)
             if inbound is not None:
                 fetched += 1
-                await self._submit(submit, inbound, event)
+                await self._submit(submit, inbound, event, catching_up=True)
         self.fetched += fetched
         line = (f"slack: caught up {channel} since {oldest}: {fetched} message(s) in {pages} page(s), "
                 f"{len(threads)} thread(s) read, {trio.current_time() - started:.1f}s")
@@ -386,16 +418,21 @@ class SlackChannel:
             if not cursor:
                 return messages, pages, None
 
-    async def _submit(self, submit: Submit, inbound: InboundMessage, event: dict[str, Any]) -> None:
+    async def _submit(self, submit: Submit, inbound: InboundMessage, event: dict[str, Any], *,
+                      catching_up: bool = False) -> None:
         user = event.get("user") or ""
         if user and user not in self._users:
             self._users.put(user, await self._user_name(user))
         if user:
             inbound = attrs.evolve(inbound, sender=self._users[user])
-        channel = event["channel"]
-        if float(event["ts"]) > float(self._newest.get(channel, "0")):
-            self._newest[channel] = event["ts"]
-        await self._gate.submit(submit, inbound)
+        await self._gate.submit(submit, inbound)  # raises when the store failed: the mark stays
+        ts = event["ts"]
+        if inbound.chat in self._held and not catching_up:  # a catch-up of this chat is under way
+            held = self._held[inbound.chat]
+            if held is None or float(ts) > float(held):
+                self._held[inbound.chat] = ts
+            return
+        await self.marks.advance(inbound.chat, ts)
 
     @property
     def received(self) -> int:

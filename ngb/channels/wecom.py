@@ -18,6 +18,12 @@ acknowledged with ``{"headers": {"req_id": <same>}, "errcode": 0, "errmsg": "ok"
 
 Chats are ``wecom:<chatid>``: a group's chatid, or the user's userid for a single chat (the id
 ``aibot_send_msg`` takes). See docs/channels/wecom.md.
+
+Reliability: the protocol has no history to catch up from and no ack of a callback (the client
+answers nothing to ``aibot_msg_callback``), so a message pushed while no connection is subscribed,
+or read but not yet stored when the daemon stops, is lost; nothing here pretends otherwise. What it
+has, ``msgid``, is the platform id in the store: a callback pushed again (a new ``req_id``), in this
+run or the next, is stored and answered once.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import trio
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
 from ..errors import one_error
 from ..records import InboundMessage
-from .base import ChannelError, Submit
+from .base import ChannelError, ChannelMemory, Submit
 from .common import (
     CONNECTED,
     STOPPED,
@@ -81,7 +87,8 @@ class WeComSettings:
     reconnect_cap: float = 60.0
 
 
-def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComChannel | WeComCallbackChannel | None:
+def from_config(config: Any, env: Mapping[str, str] | None = None, *,
+                memory: ChannelMemory | None = None) -> WeComChannel | WeComCallbackChannel | None:
     """The WeCom channel, or None (one log line) when its bot id or secret is missing.
     Secret: NGB_WECOM_SECRET, ``secret`` put into the table by the environment, or ``secret_file``.
     ``mode = "callback"`` makes the self-built app's callback channel instead (wecom_callback.py)."""
@@ -138,7 +145,7 @@ def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComChann
         reply_window=duration("reply_window", 300.0), heartbeat_interval=duration("heartbeat_interval", 30.0),
         request_timeout=duration("request_timeout", 15.0), connect_timeout=duration("connect_timeout", 15.0),
         reconnect_base=duration("reconnect_base", 1.0), reconnect_cap=duration("reconnect_cap", 60.0))
-    return WeComChannel(settings)
+    return WeComChannel(settings, memory=memory)
 
 
 def wecom_chat(chatid: str) -> str:
@@ -206,7 +213,8 @@ class _Connection(JsonRpcSocket):
 class WeComChannel:
     name = PREFIX
 
-    def __init__(self, settings: WeComSettings) -> None:
+    def __init__(self, settings: WeComSettings, *, memory: ChannelMemory | None = None) -> None:
+        self.memory = memory  # the daemon's store (see channels.common.NewestStored)
         self.settings = settings
         self.status = ChannelStatus(PREFIX)
         self.status.secrets = [settings.secret]

@@ -1,8 +1,12 @@
 """The container runtime: the docker SDK, always called off the trio loop.
 
 Every agent container runs as the agent's uid (``agent_uid``, default 1000; ngb/hostperms.py) with a read-only root filesystem, all capabilities dropped,
-no-new-privileges, memory/pids/cpu limits, no network, and labels naming the daemon instance and
-group so that containers orphaned by a killed daemon are found and removed at start.
+no-new-privileges, memory/pids/cpu limits, no network, and labels naming the daemon instance, the
+daemon that started it (``ngb.owner``: an id kept in that daemon's store, so one per state
+directory) and the group, so that containers orphaned by a killed daemon are found and removed at
+start, and two daemons on one host (two state directories, even with the same ``instance``) never
+list, stop or remove each other's containers. A container of an older version without the owner
+label is removed by the first daemon of its instance that starts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ OOM_SETTLE = 2.0  # seconds to wait for the engine's OOM event after a SIGKILL e
 LABEL_INSTANCE = "ngb.instance"
 LABEL_GROUP = "ngb.group"
 LABEL_ROLE = "ngb.role"
+LABEL_OWNER = "ngb.owner"
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -57,8 +62,9 @@ class ContainerSpec:
 
 
 class DockerRuntime:
-    def __init__(self, instance: str, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, instance: str, client: docker.DockerClient | None = None, *, owner: str = "") -> None:
         self.instance = instance
+        self.owner = owner  # the daemon's id ("" only in tests: then the instance alone names ours)
         self._client = client
         self._limiter = trio.CapacityLimiter(8)
 
@@ -95,7 +101,9 @@ class DockerRuntime:
         def clean() -> list[str]:
             removed = []
             for c in self._list([f"{LABEL_INSTANCE}={self.instance}"], all=True):
-                if self._remove_quietly(c["Id"]):
+                labels = c.get("Labels") or {}
+                theirs = self.owner and labels.get(LABEL_OWNER) not in (None, self.owner)
+                if not theirs and self._remove_quietly(c["Id"]):  # ours, or an older version's
                     removed.append(_name(c))
             return removed
 
@@ -134,7 +142,8 @@ class DockerRuntime:
             network_mode=spec.network,
             mounts=mounts,
             environment=spec.environment,
-            labels={LABEL_INSTANCE: self.instance, LABEL_GROUP: spec.folder, LABEL_ROLE: "agent"},
+            labels={LABEL_INSTANCE: self.instance, LABEL_GROUP: spec.folder, LABEL_ROLE: "agent",
+                    **({LABEL_OWNER: self.owner} if self.owner else {})},
             init=True,
             stdin_open=False,
         )
@@ -151,9 +160,13 @@ class DockerRuntime:
         """A group has at most one container, and the actor starts one only when it has none: any
         container of this instance and group still there is a leftover (its removal failed while
         the engine was down or restarting) and goes now, not at the daemon's next start."""
-        for c in self._list([f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_GROUP}={folder}"], all=True):
+        for c in self._list([*self._ours(), f"{LABEL_GROUP}={folder}"], all=True):
             if self._remove_quietly(c["Id"]):
                 log.warning("runtime: removed leftover container %s of group %s", _name(c), folder)
+
+    def _ours(self) -> list[str]:
+        """The label filter of this daemon's containers."""
+        return [f"{LABEL_INSTANCE}={self.instance}", *([f"{LABEL_OWNER}={self.owner}"] if self.owner else [])]
 
     def _list(self, labels: list[str], *, all: bool) -> list[dict[str, Any]]:  # noqa: A002 - Docker's name
         """Containers with these labels, as the engine lists them (one call: no inspect per container,
@@ -246,7 +259,7 @@ class DockerRuntime:
             return [
                 {"id": c["Id"][:12], "name": _name(c), "group": (c.get("Labels") or {}).get(LABEL_GROUP, ""),
                  "status": c.get("State", "")}
-                for c in self._list([f"{LABEL_INSTANCE}={self.instance}"], all=False)
+                for c in self._list(self._ours(), all=False)
             ]
 
         return await self._call(ls)

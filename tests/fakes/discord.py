@@ -6,13 +6,18 @@ Gateway: HELLO (heartbeat_interval), IDENTIFY -> READY (session_id, resume_gatew
 unavailable guild) + GUILD_CREATE, HEARTBEAT -> HEARTBEAT_ACK, RESUME -> the missed dispatches
 after the given sequence + RESUMED (or INVALID_SESSION when the session is unknown), dispatches
 MESSAGE_CREATE; zlib-stream compression when asked (``compress=zlib-stream``). Events of a session
-that has no socket wait for its RESUME (as Discord buffers them). A token that is wrong gets
-close code 4004 (gateway) / 401 (REST); missing MESSAGE_CONTENT intent gives messages with empty
-content, as Discord does; ``privileged_intents_allowed = False`` closes with 4014.
+that has no socket wait for its RESUME (as Discord buffers them). A client may leave at any
+moment: what was still to be written to it is dropped (never raised), and stays in its session's
+log for a RESUME. A token that is wrong gets close code 4004 (gateway) / 401 (REST); missing
+MESSAGE_CONTENT intent gives messages with empty content, as Discord does;
+``privileged_intents_allowed = False`` closes with 4014.
 
-REST: GET /users/@me, GET /oauth2/applications/@me, GET /gateway/bot, POST /channels/{id}/messages (2,000-character limit,
+REST: GET /users/@me, GET /oauth2/applications/@me, GET /gateway/bot, GET /channels/{id} (a guild
+text channel, or a DM with alice), POST /channels/{id}/messages (2,000-character limit,
 ``nonce`` + ``enforce_nonce``: a repeated nonce returns the first message and creates none),
-GET /channels/{id}/messages (after/before/limit, newest first), POST /channels/{id}/typing.
+GET /channels/{id}/messages (after/before/limit 1-100, newest first; as on Discord, without the
+gateway-only ``guild_id`` and ``member``; each query kept in ``history_queries``), POST
+/channels/{id}/typing.
 Each created message's ``pinged`` is who Discord would notify, by its rules for ``allowed_mentions``
 (``pinged()``): without it, every ``@everyone``/``@here``, role ``<@&id>`` and user ``<@id>`` in the
 content pings, and a reply pings the replied-to author; with it, only what its ``parse`` list,
@@ -24,6 +29,8 @@ Scripting::
     fake.user_message(CHANNEL, "hi <@BOT_ID>")   # MESSAGE_CREATE (mentions filled in)
     fake.sent                                  # messages the bot created
     fake.drop(); fake.invalidate_sessions(); fake.down(); fake.up()
+    fake.replay_on_resume = False              # a RESUME replays nothing missed: only the history has it
+    fake.history_queries                       # (channel, query) of each history read
 """
 
 from __future__ import annotations
@@ -81,11 +88,13 @@ class FakeDiscord(HttpWsServer):
         self.messages: dict[int, list[dict[str, Any]]] = {}  # channel -> messages, oldest first
         self.sent: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, Any]] = []
+        self.history_queries: list[tuple[int, dict[str, str]]] = []  # GET /channels/{id}/messages
         self.nonces: dict[str, dict[str, Any]] = {}
         self.identifies = 0
         self.resumes = 0
         self.heartbeats = 0
         self.privileged_intents_allowed = True
+        self.replay_on_resume = True  # False: a RESUME replays nothing missed (only the history has it)
         self._ids = itertools.count(int(time.time() * 1000 - _EPOCH) << 22)
         self._failures: dict[str, list[int]] = {}
         self._changed = trio.Event()
@@ -176,13 +185,15 @@ class FakeDiscord(HttpWsServer):
     async def websocket(self, ws: WebSocket) -> None:
         compress = ws.query.get("compress") == "zlib-stream"
         deflate = zlib.compressobj() if compress else None
+        send_lock = trio.Lock()  # one zlib stream: compress and send each payload as one step, in order
 
         async def send(payload: dict[str, Any]) -> None:
             data = json.dumps(payload)
-            if deflate is not None:
-                await ws.send_bytes(deflate.compress(data.encode()) + deflate.flush(zlib.Z_SYNC_FLUSH))
-            else:
-                await ws.send_text(data)
+            async with send_lock:  # (a send to a client that left is dropped by the WebSocket)
+                if deflate is not None:
+                    await ws.send_bytes(deflate.compress(data.encode()) + deflate.flush(zlib.Z_SYNC_FLUSH))
+                else:
+                    await ws.send_text(data)
 
         await send({"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
         session: _Session | None = None
@@ -191,12 +202,13 @@ class FakeDiscord(HttpWsServer):
 
             async def writer() -> None:
                 nonlocal sent_up_to
-                while True:
-                    assert session is not None
-                    for payload in [p for p in session.log if p["s"] > sent_up_to]:
+                assert session is not None
+                while not ws.closed:
+                    wake = session.wake  # taken before reading the log: an event added while we
+                    for payload in [p for p in session.log if p["s"] > sent_up_to]:  # send sets it
                         await send(payload)
                         sent_up_to = payload["s"]
-                    await session.wake.wait()
+                    await wake.wait()
 
             while (raw := await ws.receive()) is not None:
                 msg = json.loads(raw)
@@ -237,17 +249,23 @@ class FakeDiscord(HttpWsServer):
                     if session.ws is not None and session.ws is not ws:
                         await session.ws.close(4000, "replaced")
                     session.ws = ws
-                    sent_up_to = int(d.get("seq") or 0)
+                    sent_up_to = int(d.get("seq") or 0) if self.replay_on_resume else session.seq
                     session.add("RESUMED", {})
                     nursery.start_soon(writer)
             nursery.cancel_scope.cancel()
         if session is not None and session.ws is ws:
             session.ws = None
 
+    def _channel(self, channel_id: int) -> dict[str, Any]:
+        if channel_id in self.guild_channels:
+            i = self.guild_channels.index(channel_id)
+            return {"id": str(channel_id), "type": 0, "name": f"general-{i}", "position": i, "guild_id": str(GUILD_ID),
+                    "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
+                    "rate_limit_per_user": 0, "last_message_id": None}
+        return {"id": str(channel_id), "type": 1, "recipients": [self.user()], "last_message_id": None}
+
     def _guild(self) -> dict[str, Any]:
-        channels = [{"id": str(cid), "type": 0, "name": f"general-{i}", "position": i, "guild_id": str(GUILD_ID),
-                     "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
-                     "rate_limit_per_user": 0, "last_message_id": None} for i, cid in enumerate(self.guild_channels)]
+        channels = [self._channel(cid) for cid in self.guild_channels]
         return {"id": str(GUILD_ID), "name": "Fake Guild", "icon": None, "owner_id": "1", "unavailable": False,
                 "member_count": 2, "large": False, "features": [], "roles": [
                     {"id": str(GUILD_ID), "name": "@everyone", "permissions": "1071698660929", "position": 0,
@@ -281,6 +299,9 @@ class FakeDiscord(HttpWsServer):
         if path == "/gateway/bot":
             return 200, {"url": self.gateway_url, "shards": 1,
                          "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}
+        m = re.fullmatch(r"/channels/(\d+)", path)
+        if m and request.method == "GET":
+            return 200, self._channel(int(m.group(1)))
         m = re.fullmatch(r"/channels/(\d+)/(messages|typing)", path)
         if m:
             channel_id = int(m.group(1))
@@ -319,17 +340,22 @@ class FakeDiscord(HttpWsServer):
         return 200, message
 
     def _list_messages(self, channel_id: int, query: dict[str, str]) -> tuple[int, Any]:
+        self.history_queries.append((channel_id, dict(query)))
         msgs = self.messages.get(channel_id, [])
         if "after" in query:
             msgs = [m for m in msgs if int(m["id"]) > int(query["after"])]
         if "before" in query:
             msgs = [m for m in msgs if int(m["id"]) < int(query["before"])]
         limit = int(query.get("limit", 50))
+        if not 1 <= limit <= 100:
+            return 400, {"message": "Invalid Form Body", "code": 50035, "errors": {"limit": {"_errors": [
+                {"code": "NUMBER_TYPE_MAX", "message": "int value should be less than or equal to 100."}]}}}
         if "after" in query:
             msgs = msgs[:limit]  # the oldest ones after the id ...
         else:
             msgs = msgs[-limit:]
-        return 200, list(reversed(msgs))  # ... newest first, as Discord answers
+        gateway_only = ("guild_id", "member")  # REST messages carry neither: the channel tells the guild
+        return 200, [{k: v for k, v in m.items() if k not in gateway_only} for m in reversed(msgs)]  # newest first
 
 
 def pinged(content: str, allowed: dict[str, Any] | None, reply_to: dict[str, Any] | None = None) -> set[str]:

@@ -13,12 +13,20 @@ Both connection styles:
 
 Like a real implementation it does not buffer events for a disconnected client, but it keeps each
 chat's history for ``get_group_msg_history`` / ``get_friend_msg_history`` (go-cqhttp/NapCat
-extensions). ``drop()`` cuts every connection, ``down()``/``up()`` refuse connections meanwhile.
+extensions), paged as NapCat does: ``message_seq`` names the newest message of the page (the
+``message_seq`` of a message it gave, here its message id), ``count`` how many, oldest first;
+``page_cap`` caps a page as go-cqhttp does (20). Message ids are hashes like NapCat's and
+go-cqhttp's (not ordered); every message has ``time`` in seconds. ``drop()`` cuts every connection,
+``down()``/``up()`` refuse connections meanwhile.
+
+The peer may leave at any moment: a connection that closes under the fake ends its session
+quietly, never raising into the test's nursery.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import time
@@ -37,20 +45,25 @@ from trio_websocket import (
     serve_websocket,
 )
 
+# What a peer that went away raises under the fake (trio-websocket turns most into ConnectionClosed).
+PEER_GONE = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
+
 
 class FakeOneBot:
     def __init__(self, *, access_token: str = "", self_id: int = 10000, nickname: str = "Andy",
-                 heartbeat_interval: float = 0.5, history: bool = True) -> None:
+                 heartbeat_interval: float = 0.5, history: bool = True, page_cap: int = 100) -> None:
         self.access_token = access_token
         self.self_id = self_id
         self.nickname = nickname
         self.heartbeat_interval = heartbeat_interval
         self.history_supported = history
+        self.page_cap = page_cap
+        self.now: int | None = None  # the time messages get (seconds); None: the clock's
         self.port = 0
         self.clients: list[WebSocketConnection] = []
         self._scopes: set[trio.CancelScope] = set()
         self._down = False
-        self._ids = itertools.count(1001)
+        self._serials = itertools.count(1)
         self.history: dict[tuple[str, int], list[dict[str, Any]]] = {}  # (kind, id) -> events, oldest first
         self.sent: list[dict[str, Any]] = []  # send_msg & co: params + the message_id given
         self.actions: list[tuple[str, dict[str, Any]]] = []
@@ -94,6 +107,12 @@ class FakeOneBot:
 
     # -- forward: the daemon connects here ------------------------------------------------------------
     async def _handle(self, request: WebSocketRequest) -> None:
+        try:
+            await self._handshake(request)
+        except* PEER_GONE:
+            pass  # the client went away during the handshake or the session
+
+    async def _handshake(self, request: WebSocketRequest) -> None:
         if self._down:
             await request.reject(503)
             return
@@ -127,29 +146,27 @@ class FakeOneBot:
                                                   disconnect_timeout=1) as ws:
                         self.reverse_error = None
                         await self._session(ws)
-                except ConnectionRejected as exc:
-                    self.rejected.append(exc.status_code)
-                    self.reverse_error = f"HTTP {exc.status_code}"
-                except (HandshakeError, OSError, ConnectionClosed) as exc:
-                    self.reverse_error = type(exc).__name__
+                except* ConnectionRejected as group:
+                    status = next(e.status_code for e in group.exceptions if isinstance(e, ConnectionRejected))
+                    self.rejected.append(status)
+                    self.reverse_error = f"HTTP {status}"
+                except* (HandshakeError, OSError, *PEER_GONE) as group:
+                    self.reverse_error = type(group.exceptions[0]).__name__
             await trio.sleep(interval)
 
     # -- one connection ------------------------------------------------------------------------------
     async def _session(self, ws: WebSocketConnection) -> None:
+        """One connection until the peer leaves (or drop()): never raises because the peer left."""
         self.connections += 1
         self.clients.append(ws)
         try:
             with trio.CancelScope() as scope:
                 self._scopes.add(scope)
                 try:
-                    await ws.send_message(json.dumps(self._meta("lifecycle", sub_type="connect")))
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._heartbeats, ws)
-                        while True:
-                            raw = await ws.get_message()
-                            await self._action(ws, raw)
-                except ConnectionClosed:
-                    pass
+                        await self._serve_actions(ws)
+                        nursery.cancel_scope.cancel()  # the peer left: stop the heartbeats too
                 finally:
                     self._scopes.discard(scope)
         finally:
@@ -158,15 +175,27 @@ class FakeOneBot:
                 cleanup.shield = True
                 await ws.aclose()
 
+    async def _serve_actions(self, ws: WebSocketConnection) -> None:
+        try:
+            await ws.send_message(json.dumps(self._meta("lifecycle", sub_type="connect")))
+            while True:
+                raw = await ws.get_message()
+                await self._action(ws, raw)
+        except PEER_GONE:
+            return
+
     def _meta(self, kind: str, **extra: Any) -> dict[str, Any]:
         return {"time": int(time.time()), "self_id": self.self_id, "post_type": "meta_event",
                 "meta_event_type": kind, **extra}
 
     async def _heartbeats(self, ws: WebSocketConnection) -> None:
-        while True:
-            await trio.sleep(self.heartbeat_interval)
-            await ws.send_message(json.dumps(self._meta(
-                "heartbeat", status={"online": True, "good": True}, interval=int(self.heartbeat_interval * 1000))))
+        try:
+            while True:
+                await trio.sleep(self.heartbeat_interval)
+                await ws.send_message(json.dumps(self._meta(
+                    "heartbeat", status={"online": True, "good": True}, interval=int(self.heartbeat_interval * 1000))))
+        except PEER_GONE:
+            return  # _serve_actions notices too and ends the session
 
     async def _action(self, ws: WebSocketConnection, raw: str | bytes) -> None:
         request = json.loads(raw)
@@ -192,7 +221,7 @@ class FakeOneBot:
                 self.fail_sends -= 1
                 answer = failed(100, "send failed (risk control)")
             else:
-                message_id = next(self._ids)
+                message_id = self._new_id()
                 self.sent.append({"kind": kind, "target": int(target), "message": params["message"],
                                   "message_id": message_id})
                 self._remember(kind, int(target), self._event(kind, int(target), params["message"], self.self_id,
@@ -201,18 +230,35 @@ class FakeOneBot:
         elif action in ("get_group_msg_history", "get_friend_msg_history") and self.history_supported:
             key = ("group", int(params["group_id"])) if action == "get_group_msg_history" else (
                 "private", int(params["user_id"]))
-            count = int(params.get("count", 20))
-            answer = ok({"messages": self.history.get(key, [])[-count:]})
+            count = min(int(params.get("count", 20)), self.page_cap)
+            history = self.history.get(key, [])
+            end = len(history)
+            if params.get("message_seq") not in (None, "", 0, "0"):
+                end = next((i + 1 for i, e in enumerate(history) if str(e["message_seq"]) == str(params["message_seq"])),
+                           0)
+            page = history[max(0, end - count):end]
+            if page or end == len(history):
+                answer = ok({"messages": page})
+            else:  # NapCat: "消息<seq>不存在"
+                answer = failed(200, f"message {params.get('message_seq')} not found")
         else:
             answer = failed(1404, f"unsupported action {action}")
         await ws.send_message(json.dumps(answer, ensure_ascii=False))
 
     # -- what users do ---------------------------------------------------------------------------------
+    def _new_id(self) -> int:
+        """A message id as NapCat makes them: an MD5-derived positive 31-bit number (not ordered)."""
+        digest = hashlib.md5(f"fake-{id(self)}-{next(self._serials)}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
     def _event(self, kind: str, target: int, message: Any, user_id: int, nickname: str, message_id: int,
                card: str = "") -> dict[str, Any]:
         event: dict[str, Any] = {
-            "time": int(time.time()), "self_id": self.self_id, "post_type": "message", "message_type": kind,
-            "sub_type": "normal" if kind == "group" else "friend", "message_id": message_id, "user_id": user_id,
+            "time": int(time.time()) if self.now is None else self.now, "self_id": self.self_id,
+            "post_type": "message", "message_type": kind,
+            "sub_type": "normal" if kind == "group" else "friend", "message_id": message_id,
+            "message_seq": message_id, "real_seq": str(len(self.history.get((kind, target), [])) + 1),
+            "user_id": user_id,
             "message": message, "raw_message": message if isinstance(message, str) else _to_cq(message), "font": 0,
             "sender": {"user_id": user_id, "nickname": nickname, "card": card, "role": "member"},
         }
@@ -227,13 +273,13 @@ class FakeOneBot:
     async def group_message(self, group_id: int, message: Any, *, user_id: int = 20001, nickname: str = "bob",
                             card: str = "") -> dict[str, Any]:
         """A user writes in a group; ``message``: segment list or CQ string."""
-        event = self._event("group", group_id, message, user_id, nickname, next(self._ids), card)
+        event = self._event("group", group_id, message, user_id, nickname, self._new_id(), card)
         self._remember("group", group_id, event)
         await self.push(event)
         return event
 
     async def private_message(self, user_id: int, message: Any, *, nickname: str = "carol") -> dict[str, Any]:
-        event = self._event("private", user_id, message, user_id, nickname, next(self._ids))
+        event = self._event("private", user_id, message, user_id, nickname, self._new_id())
         self._remember("private", user_id, event)
         await self.push(event)
         return event
@@ -244,7 +290,7 @@ class FakeOneBot:
 
     async def send_raw(self, text: str) -> None:
         for ws in list(self.clients):
-            with contextlib.suppress(ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            with contextlib.suppress(*PEER_GONE):
                 await ws.send_message(text)
 
     def texts_sent(self, kind: str | None = None, target: int | None = None) -> list[str]:

@@ -90,6 +90,9 @@ class FakeSlack(HttpWsServer):
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
         self._failures.setdefault(method, []).extend([error] * times)
 
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
     @property
     def connected(self) -> bool:
         return self._ws is not None and not self._ws.closed
@@ -163,8 +166,7 @@ class FakeSlack(HttpWsServer):
 
     async def disconnect(self, reason: str = "refresh_requested") -> None:
         if self._ws is not None:
-            await self._ws.send_json({"type": "disconnect", "reason": reason,
-                                      "debug_info": {"host": "fake-slack"}})
+            await _send(self._ws, {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-slack"}})
 
     # -- Socket Mode -------------------------------------------------------------------------------
     async def websocket(self, ws: WebSocket) -> None:
@@ -175,9 +177,12 @@ class FakeSlack(HttpWsServer):
         if previous is not None:
             await previous.close(1000)
         self.hellos += 1
-        await ws.send_json({"type": "hello", "num_connections": 1,
-                            "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
-                            "connection_info": {"app_id": "A0001"}})
+        if not await _send(ws, {"type": "hello", "num_connections": 1,
+                                "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+                                "connection_info": {"app_id": "A0001"}}):
+            if self._ws is ws:
+                self._ws = None
+            return
         written: set[str] = set()  # envelope ids written on this connection
         if self.redeliver_unacked:
             for env in self.pending:
@@ -203,7 +208,8 @@ class FakeSlack(HttpWsServer):
                         continue
                     written.add(env["envelope_id"])
                     env["_written"] = True
-                    await ws.send_json({k: v for k, v in env.items() if not k.startswith("_")})
+                    if not await _send(ws, {k: v for k, v in env.items() if not k.startswith("_")}):
+                        break  # the client went away: unacked, so sent again on its next connection
                     self.delivered += 1
                 with trio.move_on_after(0.5):
                     await self._changed.wait()
@@ -325,6 +331,16 @@ class FakeSlack(HttpWsServer):
         if user is None:
             return 200, {"ok": False, "error": "user_not_found"}
         return 200, {"ok": True, "user": user}
+
+
+async def _send(ws: WebSocket, payload: dict[str, Any]) -> bool:
+    """Send, or False when the client has gone away meanwhile (it may leave at any moment)."""
+    try:
+        await ws.send_json(payload)
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        ws.closed = True
+        return False
+    return True
 
 
 def main() -> None:

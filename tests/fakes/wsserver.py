@@ -5,6 +5,12 @@ Raw trio sockets with h11 (HTTP) and wsproto (WebSocket), so a fake controls its
 ``up()`` refuse new connections meanwhile. WebSocket pings are answered with pongs; a client's
 close frame is answered.
 
+A client may leave at any moment, and the server takes it quietly: a send to a websocket whose
+peer is gone (closed, reset, or cut by ``drop()``) is dropped and marks it ``closed`` instead of
+raising, so a fake's writer task or a test calling ``send_json`` never sees an error for it; a
+connection error that still escapes a handler (an HTTP answer to a gone client, its nursery's
+exception group) ends that connection only, never the server or the test's nursery.
+
 Subclasses implement ``http(request)`` and ``websocket(path, ws)``.
 """
 
@@ -29,6 +35,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import LocalProtocolError
 
 
 @attrs.define
@@ -67,6 +74,7 @@ class WebSocket:
         self._incoming_send, self.incoming = trio.open_memory_channel[str | bytes | None](1000)
         self.closed = False
         self.close_code: int | None = None
+        self.dropped = 0  # sends dropped because the peer had left
 
     async def send_text(self, text: str) -> None:
         await self._send(TextMessage(data=text))
@@ -84,10 +92,19 @@ class WebSocket:
             self.closed = True
 
     async def _send(self, event: Any) -> None:
+        """Send one event; dropped (counted in ``dropped``) when the peer is gone."""
         if self.closed:
-            raise trio.ClosedResourceError("websocket closed")
+            self.dropped += 1
+            return
         async with self._send_lock:
-            await self.stream.send_all(self.conn.send(event))
+            if self.closed:
+                self.dropped += 1
+                return
+            try:
+                await self.stream.send_all(self.conn.send(event))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError):
+                self.closed = True  # the peer left (reset, closed): what it would have got is dropped
+                self.dropped += 1
 
     async def receive(self) -> str | bytes | None:
         """The next message (None once the connection is closed)."""
@@ -134,6 +151,11 @@ class WebSocket:
         finally:
             self.closed = True
             self._incoming_send.close()
+
+
+# What a connection handler may raise when its client goes away mid-conversation.
+# (A fake's own bug, any other exception, still fails the test.)
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError)
 
 
 class HttpWsServer:
@@ -198,8 +220,8 @@ class HttpWsServer:
                     self._conn_scopes.add(scope)
                     try:
                         await self._serve_connection(stream)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-                        pass
+                    except* _PEER_GONE:
+                        pass  # the client left (or spoke nonsense): this connection ends, nothing else
                     finally:
                         self._conn_scopes.discard(scope)
         finally:
