@@ -7,31 +7,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import stat
-import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import pytest
 import trio
 from dingtalk_stream import ChatbotMessage
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request
 
 from ngb.aio_bridge import BRIDGE
 from ngb.channels import dingtalk
 from ngb.channels.dingtalk import DingTalkChannel, DingTalkSettings
 from ngb.config import ConfigError, load_config
-from ngb.daemon import Daemon
 from ngb.records import Group
-from tests.channel_helpers import echo_each, stored, wait_until
+from tests.channel_helpers import StoppableDaemon, echo_each, leave_mid_backlog, stored, wait_until
 from tests.conftest import make_config
-from tests.fakes.agent import FakeBehaviour, FakeLauncher
+from tests.fakes.agent import FakeBehaviour
 from tests.fakes.dingtalk import FakeDingTalk
 
 CLIENT_ID, SECRET = "dingapp0001", "s3cret-DT-0001"
@@ -422,22 +416,6 @@ async def test_opening_a_connection_does_not_block_the_shared_loop(run_daemon: A
     await wait_until(lambda: channel.state == "connected")
 
 
-async def leave_mid_backlog(url: str, stuck: Callable[[], bool]) -> None:
-    """Open a websocket to ``url`` as a client that reads next to nothing (a tiny receive buffer),
-    wait until the fake's writer is ``stuck`` in the middle of its backlog, then leave abruptly (RST)."""
-    parts = urlsplit(url)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((parts.hostname, parts.port))
-    stream = trio.SocketStream(sock)
-    client = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(client.send(Request(host=parts.netloc, target=f"{parts.path}?{parts.query}")))
-    await stream.receive_some(4096)  # the 101, perhaps a frame
-    await wait_until(stuck)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 async def test_fake_outlives_a_client_that_leaves_mid_delivery(run_daemon: Any, fake_dt: FakeDingTalk) -> None:
     """The fake takes its client leaving at any moment (as every fake must): a connection reset
     while a backlog is being written ends that connection quietly, nothing is raised into the
@@ -469,33 +447,12 @@ def conversations_file(state_dir: Path) -> Path:
     return state_dir / "channels" / "dingtalk-conversations.json"
 
 
-class Stoppable:
+class Stoppable(StoppableDaemon):
     """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, state: Path, fake: FakeDingTalk) -> Stoppable:
-        running = cls(Daemon(make_config(state, **dt_env(fake)), launcher_factory=lambda d: FakeLauncher(None)))
-
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with running.scope:
-                    await running.daemon.run(task_status=task_status)
-            finally:
-                running.stopped.set()
-
-        await nursery.start(run)
-        await wait_until(lambda: running.daemon.channels["dingtalk"].state == "connected")
-        return running
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        with trio.fail_after(10):
-            await self.stopped.wait()
+        return await cls.start_with(nursery, make_config(state, **dt_env(fake)), None, "dingtalk")
 
 
 async def test_reply_pending_across_a_restart_reaches_the_1to1_chat_without_a_new_message(

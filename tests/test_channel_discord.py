@@ -19,12 +19,11 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 
 from ngb.channels.discord import DiscordChannel, DiscordSettings
 from ngb.config import ConfigError, load_config
-from ngb.daemon import Daemon
 from ngb.records import Group
 from ngb.store import StoreUnavailable
-from tests.channel_helpers import echo_each, stored, wait_until
+from tests.channel_helpers import StoppableDaemon, echo_each, stored, wait_until
 from tests.conftest import make_config
-from tests.fakes.agent import FakeBehaviour, FakeLauncher
+from tests.fakes.agent import FakeBehaviour
 from tests.fakes.discord import BOT_ID, FakeDiscord
 from tests.fakes.wsserver import HttpWsServer, WebSocket
 
@@ -342,39 +341,14 @@ async def test_messages_a_resume_does_not_replay_are_read_from_the_history(run_d
     assert sorted(s["content"] for s in fake_dc.sent) == ["Echo: before", "Echo: while away"]
 
 
-class Stoppable:
+class Stoppable(StoppableDaemon):
     """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again
     on the same state dir."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, tmp: Path, fake: FakeDiscord, behaviour: FakeBehaviour,
                     **table: Any) -> Stoppable:
-        running = cls(Daemon(make_config(tmp, **dc_env(fake, **table)), launcher_factory=lambda d: FakeLauncher(behaviour)))
-
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with running.scope:
-                    await running.daemon.run(task_status=task_status)
-            finally:
-                running.stopped.set()
-
-        await nursery.start(run)
-        await wait_until(lambda: running.daemon.channels["discord"].state == "connected")
-        return running
-
-    @property
-    def channel(self) -> DiscordChannel:
-        return self.daemon.channels["discord"]  # type: ignore[return-value]
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        with trio.fail_after(10):
-            await self.stopped.wait()
+        return await cls.start_with(nursery, make_config(tmp, **dc_env(fake, **table)), behaviour, "discord")
 
 
 async def test_messages_posted_while_the_daemon_was_down_are_caught_up_after_a_restart(

@@ -7,21 +7,17 @@ import json
 import logging
 import os
 import re
-import socket
-import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request
 
 from ngb.channels.lark import LarkChannel, LarkSettings, post_text, sdk
 from ngb.config import ConfigError, load_config
 from ngb.records import Group
+from tests.channel_helpers import leave_mid_backlog
 from tests.fakes.agent import FakeBehaviour
 from tests.fakes.lark import FakeLark
 
@@ -277,22 +273,6 @@ async def test_mismatching_verification_token_is_refused(run_daemon: Any, fake_l
     assert any(r.levelno == logging.WARNING and event_id in r.getMessage() and "verification token" in r.getMessage()
                for r in caplog.records)
     assert d.daemon.channels["lark"].refused == 1
-
-
-async def leave_mid_backlog(url: str, stuck: Callable[[], bool]) -> None:
-    """Open a websocket to ``url`` as a client that reads next to nothing (a tiny receive buffer),
-    wait until the fake's writer is ``stuck`` in the middle of its backlog, then leave abruptly (RST)."""
-    parts = urlsplit(url)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((parts.hostname, parts.port))
-    stream = trio.SocketStream(sock)
-    client = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(client.send(Request(host=parts.netloc, target=f"{parts.path}?{parts.query}")))
-    await stream.receive_some(4096)  # the 101, perhaps a frame
-    await wait_until(stuck)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 async def test_fake_outlives_a_client_that_leaves_mid_delivery(run_daemon: Any, fake_lark: FakeLark) -> None:

@@ -28,11 +28,10 @@ from ngb.channels.onebot import (
     to_segments,
 )
 from ngb.config import ConfigError, load_config
-from ngb.daemon import Daemon
 from ngb.records import Group
-from tests.channel_helpers import echo_each, stored, wait_until
+from tests.channel_helpers import StoppableDaemon, echo_each, stored, wait_until
 from tests.conftest import free_port, make_config
-from tests.fakes.agent import FakeBehaviour, FakeLauncher
+from tests.fakes.agent import FakeBehaviour
 from tests.fakes.onebot import FakeOneBot, at, reply, text
 
 TOKEN = "onebot-secret-token-1"
@@ -250,41 +249,15 @@ async def test_malformed_frames_are_logged_not_fatal(run_daemon, monkeypatch, fa
 
 
 # -- restarts: the newest stored message per chat is kept in the store --------------------------------------
-class Stoppable:
+class Stoppable(StoppableDaemon):
     """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again
     on the same state dir; the QQ channel is built by the daemon itself (token in the environment)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, tmp: Path, fake: FakeOneBot, behaviour: FakeBehaviour) -> Stoppable:
         table = {"url": fake.url, "ping_interval": "1", "reconnect_base": "0.05", "reconnect_cap": "0.3",
                  "api_timeout": "3"}
-        config = make_config(tmp, NGB_CHANNELS=json.dumps({"qq": table}))
-        running = cls(Daemon(config, launcher_factory=lambda d: FakeLauncher(behaviour)))
-
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with running.scope:
-                    await running.daemon.run(task_status=task_status)
-            finally:
-                running.stopped.set()
-
-        await nursery.start(run)
-        await wait_until(lambda: running.daemon.channels["qq"].state == "connected")
-        return running
-
-    @property
-    def channel(self) -> OneBotChannel:
-        return self.daemon.channels["qq"]
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        with trio.fail_after(10):
-            await self.stopped.wait()
+        return await cls.start_with(nursery, make_config(tmp, NGB_CHANNELS=json.dumps({"qq": table})), behaviour, "qq")
 
 
 def echo_asks(prompt: str) -> list[str]:

@@ -15,11 +15,10 @@ import trio
 
 from ngb.channels.slack import SlackChannel, SlackSettings
 from ngb.config import ConfigError, load_config
-from ngb.daemon import Daemon
 from ngb.records import Group
-from tests.channel_helpers import echo_each, stored, wait_until
+from tests.channel_helpers import StoppableDaemon, echo_each, stored, wait_until
 from tests.conftest import make_config
-from tests.fakes.agent import FakeBehaviour, FakeLauncher
+from tests.fakes.agent import FakeBehaviour
 from tests.fakes.slack import FakeSlack
 
 BOT, APP = "xoxb-1-TEST", "xapp-1-TEST"
@@ -342,35 +341,13 @@ def test_to_inbound() -> None:
     assert m is not None and m.mentions_bot
 
 
-class Stoppable:
+class Stoppable(StoppableDaemon):
     """A daemon in the test's nursery that can be stopped (as by systemctl stop) and started again
     on the same state dir."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
-
     @classmethod
     async def start(cls, nursery: trio.Nursery, tmp: Path, fake: FakeSlack, behaviour: FakeBehaviour) -> Stoppable:
-        config = make_config(tmp, **slack_env(fake))
-        running = cls(Daemon(config, launcher_factory=lambda d: FakeLauncher(behaviour)))
-
-        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with running.scope:
-                    await running.daemon.run(task_status=task_status)
-            finally:
-                running.stopped.set()
-
-        await nursery.start(run)
-        await wait_until(lambda: running.daemon.channels["slack"].state == "connected")
-        return running
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        with trio.fail_after(10):
-            await self.stopped.wait()
+        return await cls.start_with(nursery, make_config(tmp, **slack_env(fake)), behaviour, "slack")
 
 
 def echo_mentions(prompt: str) -> list[str]:
