@@ -14,6 +14,9 @@ quick:
 
 lint:
     .venv/bin/ruff check .
+    .venv/bin/mypy
+    .venv/bin/vulture
+    .venv/bin/lint-imports --no-cache
 
 # benchmarks: figures printed next to their goals
 bench:

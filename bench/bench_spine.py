@@ -135,8 +135,8 @@ async def turns(fake: FakeAnthropic, runs: int) -> dict[str, Any]:
                 with trio.fail_after(60):  # the last turn's result closes its batch first
                     while actor is not None and actor.busy():
                         await trio.sleep(0.005)
-                if actor is not None and actor._deadline is not None:
-                    actor._deadline.deadline = trio.current_time()
+                if actor is not None:
+                    actor.stop_if_idle()
                 with trio.fail_after(60):
                     while daemon.supervisor.actors["main"].view.container_id is not None:
                         await trio.sleep(0.01)

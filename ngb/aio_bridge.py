@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 import outcome
@@ -138,7 +138,7 @@ class AsyncioBridge:
         log.debug("asyncio bridge stopped")
 
     # -- trio -> asyncio -------------------------------------------------------------------------
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the asyncio loop; return its result in trio (see module doc)."""
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -187,12 +187,12 @@ class AsyncioBridge:
         fut = box["result"]
         if fut.cancelled():
             raise asyncio.CancelledError(f"{_name(fn)} was cancelled on the asyncio side")
-        exc = fut.exception()
-        if exc is not None:
+        error = fut.exception()
+        if error is not None:
             try:
-                raise exc
+                raise error
             finally:
-                del exc, fut, box
+                del error, fut, box
         return fut.result()
 
     async def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
@@ -212,7 +212,7 @@ class Portal:
         self.nursery = nursery
         self.token = trio.lowlevel.current_trio_token()
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
         """trio -> asyncio (same as the bridge's); handy when a channel only keeps its portal."""
         return await self.bridge.call(fn, *args, **kwargs)
 

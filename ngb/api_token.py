@@ -19,6 +19,7 @@ from urllib.parse import quote
 import attrs
 
 from .config import ConfigError, read_secret_file
+from .config.environment import api_token_override
 
 TOKEN_FILE = "api_token"
 
@@ -70,7 +71,7 @@ def _write_new(path: Path, token: str) -> None:
 def client_token(config: Any, env: dict[str, str] | None = None) -> str:
     """The token an ``ngb`` command sends: NGB_API_TOKEN / the configured one, else the daemon's
     generated one from the state dir. Raises TokenUnavailable with a one-line reason."""
-    given = (os.environ if env is None else env).get("NGB_API_TOKEN", "").strip()
+    given = api_token_override(env)
     if given:
         return given
     if getattr(config, "api_token", None):

@@ -17,17 +17,18 @@ notice per group, cap and period (remembered in `budget_notices`, so a restart d
 Calls already forwarded are never cut off: they finish and are counted, so the spend can end up
 above the cap by what the calls in flight at that moment cost, but no call starts once the
 recorded spend has reached the cap.
+
+The pieces: prices in ngb/prices.py, tallies, periods, caps and refusals in ngb/spend.py, the
+tables' SQL in ngb/store/usage.py (the names are re-exported here for callers).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from .prices import (  # noqa: F401 - re-exported: ngb.budgets is where callers find them
@@ -39,314 +40,48 @@ from .prices import (  # noqa: F401 - re-exported: ngb.budgets is where callers 
     PRICE_FIELDS,
     WEB_FETCH_USD_PER_1000,
     WEB_SEARCH_USD_PER_1000,
+    Price,
+    PriceTable,
     parse_model_prices,
     parse_usd,
 )
+from .spend import (  # noqa: F401 - re-exported
+    GLOBAL,
+    NANO,
+    Block,
+    Caps,
+    Tally,
+    day_of,
+    fmt_usd,
+    month_of,
+    nanos,
+    next_day,
+    next_month,
+    usd,
+)
+from .store.usage import (  # noqa: F401 - re-exported: the usage table's SQL, for ngb.budgets' callers
+    COUNT_FIELDS,
+    EXTRA_FIELDS,
+    TOKEN_FIELDS,
+    UNSET,
+    UPSERT_USAGE,
+    read_caps,
+    row_counts,
+    usage_rows,
+    write_caps,
+    write_usage,
+)
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .config import Config
     from .store import Store
 
 log = logging.getLogger(__name__)
 
-# The usage table's count columns, in the order counts travel in (Tally.add, write_usage):
-# cache_creation_tokens holds cache writes of both lifetimes, cache_creation_1h_tokens the 1-hour share.
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
-EXTRA_FIELDS = ("cache_creation_1h_tokens", "web_search_requests", "web_fetch_requests")
-COUNT_FIELDS = (*TOKEN_FIELDS, "requests", *EXTRA_FIELDS)
-NANO = 1_000_000_000
-GLOBAL = "*"  # the budget_caps row of the global caps
 FLUSH_INTERVAL = 1.0
 CAPS_RELOAD_INTERVAL = 5.0  # picks up caps written straight to the database (`ngb budget` offline)
-
-
-# --------------------------------------------------------------------------------------------------
-# Prices.
-
-
-def _derived(input: float, output: float, cache_read: float | None = None,  # noqa: A002
-             cache_write: float | None = None) -> dict[str, float]:
-    """A full price entry (USD) from the input and output prices: the API's multipliers for the
-    cache (reads 0.1 x input, 5-minute writes 1.25 x, 1-hour writes 2 x) and its server tool prices."""
-    return {
-        "input": input,
-        "output": output,
-        "cache_read": input * 0.1 if cache_read is None else cache_read,
-        "cache_write": input * 1.25 if cache_write is None else cache_write,
-        "cache_write_1h": input * 2,
-        "web_search": WEB_SEARCH_USD_PER_1000,
-        "web_fetch": WEB_FETCH_USD_PER_1000,
-    }
-
-
-@attrs.frozen
-class Price:
-    """Nano-USD per token (= USD per million tokens x 1000), and nano-USD per server tool request
-    (= USD per 1000 requests x 1,000,000)."""
-
-    input: int
-    output: int
-    cache_read: int
-    cache_write: int  # 5-minute cache writes
-    cache_write_1h: int = 0
-    web_search: int = 0
-    web_fetch: int = 0
-
-    @classmethod
-    def from_usd_per_million(
-        cls, input: float, output: float, cache_read: float, cache_write: float,  # noqa: A002
-        cache_write_1h: float | None = None, web_search: float = WEB_SEARCH_USD_PER_1000,
-        web_fetch: float = WEB_FETCH_USD_PER_1000,
-    ) -> Price:
-        """Token prices in USD per million tokens; web_search / web_fetch in USD per 1000 requests."""
-        if cache_write_1h is None:
-            cache_write_1h = 2 * input
-        tokens = (round(v * 1000) for v in (input, output, cache_read, cache_write, cache_write_1h))
-        return cls(*tokens, round(web_search * 1_000_000), round(web_fetch * 1_000_000))
-
-    def usd_per_million(self) -> dict[str, float]:
-        """The prices as configured (web_search and web_fetch per 1000 requests)."""
-        return {
-            name: getattr(self, name) / (1_000_000 if name in PER_REQUEST_PRICES else 1000) for name in PRICE_FIELDS
-        }
-
-    def cost(
-        self, input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_creation_tokens: int,
-        cache_creation_1h_tokens: int = 0, web_search_requests: int = 0, web_fetch_requests: int = 0,
-    ) -> int:
-        """Nano-USD. cache_creation_tokens counts writes of both lifetimes; the 1-hour share of them
-        (cache_creation_1h_tokens) is priced at cache_write_1h, the rest at cache_write."""
-        one_hour = min(cache_creation_1h_tokens, cache_creation_tokens)
-        return (
-            input_tokens * self.input
-            + output_tokens * self.output
-            + cache_read_tokens * self.cache_read
-            + (cache_creation_tokens - one_hour) * self.cache_write
-            + one_hour * self.cache_write_1h
-            + web_search_requests * self.web_search
-            + web_fetch_requests * self.web_fetch
-        )
-
-
-class PriceTable:
-    def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
-        table: dict[str, dict[str, float]] = {name: _derived(*values[:2], *values[2:])
-                                              for name, values in DEFAULT_PRICES.items()}
-        for name, given in (overrides or {}).items():
-            base = table.get(name) or _derived(given["input"], given["output"])
-            table[name] = {**base, **given}
-        self.prices = {name: Price.from_usd_per_million(**p) for name, p in table.items()}
-        self._keys = sorted((k for k in self.prices if k != FALLBACK), key=len, reverse=True)
-        self._cache: dict[str, str] = {}
-
-    def key(self, model: str) -> str:
-        """The price table entry a model name uses."""
-        got = self._cache.get(model)
-        if got is not None:
-            return got
-        name = model.strip().lower().replace("@", "-")
-        if "anthropic." in name:  # Bedrock ids: us.anthropic.claude-sonnet-4-5-20250929-v1:0
-            name = name.rsplit("anthropic.", 1)[1]
-        found = FALLBACK
-        for k in self._keys:
-            if name == k or name.startswith(k + "-"):
-                found = k
-                break
-        if found == FALLBACK and model:
-            log.info("budgets: no price for model %r; using the %r price", model[:200], FALLBACK)
-        if len(self._cache) < 1000:
-            self._cache[model] = found
-        return found
-
-    def price(self, model: str) -> Price:
-        return self.prices[self.key(model)]
-
-    def cost(self, model: str, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int,
-             cache_creation_1h: int = 0, web_search: int = 0, web_fetch: int = 0) -> int:
-        return self.price(model).cost(input_tokens, output_tokens, cache_read, cache_creation, cache_creation_1h,
-                                      web_search, web_fetch)
-
-    def counts_cost(self, model: str, counts: list[int]) -> int:
-        """The cost of a list of counts in COUNT_FIELDS order (requests, the 5th, costs nothing)."""
-        return self.price(model).cost(*counts[:4], *counts[5:8])
-
-    def describe(self) -> dict[str, dict[str, float]]:
-        return {name: p.usd_per_million() for name, p in self.prices.items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Tallies and periods.
-
-
-@attrs.define
-class Tally:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
-    requests: int = 0
-    cost_nanos: int = 0
-    cache_creation_1h_tokens: int = 0
-    web_search_requests: int = 0
-    web_fetch_requests: int = 0
-
-    def add(self, counts: Iterable[int], cost_nanos: int) -> None:
-        """Counts in COUNT_FIELDS order (the trailing ones may be left out: zero)."""
-        for name, n in zip(COUNT_FIELDS, counts, strict=False):
-            setattr(self, name, getattr(self, name) + n)
-        self.cost_nanos += cost_nanos
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_creation_tokens": self.cache_creation_tokens,
-            "cache_creation_1h_tokens": self.cache_creation_1h_tokens,
-            "web_search_requests": self.web_search_requests,
-            "web_fetch_requests": self.web_fetch_requests,
-            "requests": self.requests,
-            "cost_usd": usd(self.cost_nanos),
-        }
-
-
-def usd(nanos: int) -> float:
-    return round(nanos / NANO, 6)
-
-
-def nanos(amount_usd: float) -> int:
-    return round(amount_usd * NANO)
-
-
-def fmt_usd(nanos_or_usd: int | float, *, is_nanos: bool = True) -> str:
-    amount = nanos_or_usd / NANO if is_nanos else float(nanos_or_usd)
-    if amount == 0 or abs(amount) >= 1:
-        return f"${amount:,.2f}"
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if abs(amount) < 0.01 else f"${amount:.2f}"
-
-
-def day_of(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d")
-
-
-def month_of(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m")
-
-
-def next_day(at: datetime) -> datetime:
-    at = at.astimezone(UTC)
-    return datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
-
-
-def next_month(at: datetime) -> datetime:
-    at = at.astimezone(UTC)
-    return datetime(at.year + (at.month == 12), at.month % 12 + 1, 1, tzinfo=UTC)
-
-
-@attrs.frozen
-class Caps:
-    """USD; 0: no cap. `None` in an override: the config default."""
-
-    daily: float = 0.0
-    monthly: float = 0.0
-
-
-@attrs.frozen
-class Block:
-    """Why a call is refused."""
-
-    folder: str
-    scope: str  # the group's folder, or GLOBAL
-    kind: str  # "daily" | "monthly"
-    period: str
-    spent: int  # nano-USD
-    cap: float  # USD
-    resets_at: datetime
-
-    @property
-    def notice_key(self) -> str:
-        return f"{'global' if self.scope == GLOBAL else 'group'}|{self.kind}|{self.period}|{nanos(self.cap)}"
-
-    def text(self) -> str:
-        when = "today" if self.kind == "daily" else "this month"
-        whose = "across all groups" if self.scope == GLOBAL else "for this group"
-        how = (
-            f"ngb budget --global --{self.kind} <USD>"
-            if self.scope == GLOBAL
-            else f"ngb budget {self.folder} --{self.kind} <USD>"
-        )
-        api = "PATCH /api/budgets/" + ("global" if self.scope == GLOBAL else self.folder)
-        return (
-            f"budget reached: {fmt_usd(self.spent)} of {fmt_usd(self.cap, is_nanos=False)} {when} {whose}; "
-            f"resets at {self.resets_at.strftime('%Y-%m-%d %H:%M')} UTC (model calls are paused until then); "
-            f"raise with `{how}` (or {api})"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# SQL (sync, on a store connection: `store.run(lambda c: ...)`).
-
-UPSERT_USAGE = (
-    f"INSERT INTO usage (day, folder, model, {', '.join(COUNT_FIELDS)})"
-    f" VALUES (?, ?, ?, {', '.join('?' * len(COUNT_FIELDS))})"
-    " ON CONFLICT(day, folder, model) DO UPDATE SET "
-    + ", ".join(f"{f} = {f} + excluded.{f}" for f in COUNT_FIELDS)
-)
-
-
-def write_usage(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Upsert-add rows of (day, folder, model, counts...) in COUNT_FIELDS order; rows with fewer
-    counts get zeros for the missing trailing ones."""
-    width = 3 + len(COUNT_FIELDS)
-    conn.executemany(UPSERT_USAGE, [tuple(r) + (0,) * (width - len(r)) for r in rows])
-
-
-def row_counts(row: Mapping[str, Any]) -> list[int]:
-    """A usage row's counts in COUNT_FIELDS order (columns a database not yet migrated lacks: 0)."""
-    return [int(row.get(f) or 0) for f in COUNT_FIELDS]
-
-
-def usage_rows(
-    conn: sqlite3.Connection, since_day: str, until_day: str | None = None, folder: str | None = None
-) -> list[dict[str, Any]]:
-    sql = "SELECT * FROM usage WHERE day >= ?"
-    args: list[Any] = [since_day]
-    if until_day is not None:
-        sql += " AND day <= ?"
-        args.append(until_day)
-    if folder is not None:
-        sql += " AND folder = ?"
-        args.append(folder)
-    sql += " ORDER BY day, folder, model"
-    return [dict(r) for r in conn.execute(sql, args).fetchall()]
-
-
-def read_caps(conn: sqlite3.Connection) -> dict[str, tuple[float | None, float | None]]:
-    return {
-        str(r[0]): (r[1], r[2])
-        for r in conn.execute("SELECT folder, daily_usd, monthly_usd FROM budget_caps").fetchall()
-    }
-
-
-_UNSET: Any = object()
-
-
-def write_caps(
-    conn: sqlite3.Connection, scope: str, daily: float | None = _UNSET, monthly: float | None = _UNSET
-) -> tuple[float | None, float | None]:
-    """Change a group's (or GLOBAL's) cap overrides; only the given ones. Returns the new pair."""
-    old = read_caps(conn).get(scope, (None, None))
-    new = (old[0] if daily is _UNSET else daily, old[1] if monthly is _UNSET else monthly)
-    if new == (None, None):
-        conn.execute("DELETE FROM budget_caps WHERE folder = ?", (scope,))
-    else:
-        conn.execute(
-            "INSERT INTO budget_caps (folder, daily_usd, monthly_usd, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(folder) DO UPDATE SET daily_usd = excluded.daily_usd,"
-            " monthly_usd = excluded.monthly_usd, updated_at = excluded.updated_at",
-            (scope, new[0], new[1], datetime.now(UTC).isoformat(timespec="seconds")),
-        )
-    return new
 
 
 def report(
@@ -425,15 +160,7 @@ class Budgets:
         now = self.clock()
         month_start = month_of(now) + "-01"
 
-        def q(c: sqlite3.Connection) -> tuple[dict[str, Any], list[dict[str, Any]], set[tuple[str, str]]]:
-            c.execute("DELETE FROM budget_notices WHERE sent_at < ?", (month_start,))  # periods long over
-            noticed = {
-                (str(r[0]), str(r[1]))
-                for r in c.execute("SELECT folder, notice FROM budget_notices WHERE sent_at >= ?", (month_start,))
-            }
-            return read_caps(c), usage_rows(c, month_start), noticed
-
-        caps, rows, noticed = await self.store.run(q)
+        caps, rows, noticed = await self.store.budget_state(month_start)  # older notices: forgotten
         self.overrides = caps
         self._tallies.clear()
         self._period = (day_of(now), month_of(now))
@@ -445,7 +172,7 @@ class Budgets:
 
     async def reload_caps(self) -> None:
         version = self._caps_version
-        caps = await self.store.run(read_caps)
+        caps = await self.store.budget_caps()
         if version == self._caps_version:  # a set_caps meanwhile wins over what was read before it
             self.overrides = caps
 
@@ -512,10 +239,10 @@ class Budgets:
         daily, monthly = self.overrides.get(scope, (None, None))
         return Caps(base.daily if daily is None else daily, base.monthly if monthly is None else monthly)
 
-    async def set_caps(self, scope: str, daily: float | None = _UNSET, monthly: float | None = _UNSET) -> None:
+    async def set_caps(self, scope: str, daily: float | None = UNSET, monthly: float | None = UNSET) -> None:
         """Store a group's (or GLOBAL's) overrides: None = the config default, 0 = no cap. In force
         for the next call."""
-        new = await self.store.run(lambda c: write_caps(c, scope, daily, monthly))
+        new = await self.store.set_budget_caps(scope, daily, monthly)
         self._caps_version += 1
         if new == (None, None):
             self.overrides.pop(scope, None)
@@ -602,7 +329,7 @@ class Budgets:
             batch, self._pending = self._pending, {}
             rows = [(day, folder, model, *counts) for (day, folder, model), counts in batch.items()]
             try:
-                await self.store.run(lambda c: write_usage(c, rows))
+                await self.store.add_usage(rows)
             except BaseException as exc:
                 for key, counts in batch.items():  # merge back: nothing is lost or counted twice
                     pending = self._pending.setdefault(key, [0] * len(COUNT_FIELDS))
@@ -617,14 +344,10 @@ class Budgets:
         async for folder, key, text in self._notices_out:
             now = self.clock().isoformat(timespec="seconds")
             try:
-                new = await self.store.run(
-                    lambda c, f=folder, k=key, t=now: c.execute(
-                        "INSERT OR IGNORE INTO budget_notices (folder, notice, sent_at) VALUES (?, ?, ?)", (f, k, t)
-                    ).rowcount
-                )
+                new = await self.store.record_budget_notice(folder, key, now)
             except Exception as exc:  # noqa: BLE001 - better a repeated notice than none
                 log.warning("budgets: cannot record a notice: %s", exc)
-                new = 1
+                new = True
             log.warning("budgets: group %s: %s", folder, text)
             if new and self.notify is not None:
                 try:

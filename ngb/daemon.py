@@ -24,7 +24,9 @@ from typing import Any
 import trio
 
 from . import __version__
-from .actor import ActorSettings, ActorView, GroupActor, Launcher, Wake
+from .actor import ActorSettings, ActorView, GroupActor
+from .actor_commands import Wake, WakeReason
+from .agent_link import Launcher
 from .api_token import WebToken, ensure_api_token, login_link
 from .budgets import Budgets
 from .channels import build_channels
@@ -43,9 +45,9 @@ from .records import Group, Message, channel_of
 from .router import Router, UnregisteredQuota
 from .sandbox.model_proxy import ModelProxy, Usage
 from .sandbox.tools import ToolContext, ToolService
-from .scheduler import Scheduler
 from .store import Store
 from .supervisor import Supervisor
+from .tasks.scheduler import Scheduler
 from .typing_indicator import TypingIndicator
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class Daemon:
             self.store,
             self.registry,
             self.events,
-            wake=lambda folder, mid: self.supervisor.wake(folder, Wake("message", mid)),
+            wake=lambda folder, mid: self.supervisor.wake(folder, Wake(WakeReason.MESSAGE, mid)),
             notify=self._notify,
             trigger=config.trigger,
             max_message_chars=config.max_message_chars,
@@ -93,7 +95,7 @@ class Daemon:
             ),
             on_dropped=lambda chat: self.metrics.unregistered_dropped.labels(channel_of(chat)).inc(),
         )
-        self.scheduler = Scheduler(self.store, lambda folder: self.supervisor.wake(folder, Wake("task")))
+        self.scheduler = Scheduler(self.store, lambda folder: self.supervisor.wake(folder, Wake(WakeReason.TASK)))
         self.tools = ToolService(
             ToolContext(
                 self.store,

@@ -24,9 +24,6 @@ class ChatEvents:
         self._subs.setdefault(chat, set()).add(send)
         return receive
 
-    def unsubscribe(self, chat: str, receive: trio.MemoryReceiveChannel[Message]) -> None:
-        receive.close()
-
     def publish(self, message: Message) -> None:
         subs = self._subs.get(message.chat)
         if not subs:
@@ -39,6 +36,3 @@ class ChatEvents:
                 send.close()
         if not subs:
             self._subs.pop(message.chat, None)
-
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subs.values())

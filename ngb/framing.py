@@ -135,7 +135,7 @@ class LineReader:
             else:
                 self._buf += data
 
-    async def _receive(self, want: int) -> bytes | None:
+    async def _receive(self, want: int) -> bytes | bytearray | None:
         """The next bytes; None when a begun line has waited out frame_timeout. Only time spent
         waiting for the peer counts (a caller busy elsewhere between reads is not the peer's fault);
         waiting for the first byte of a line is never limited (an idle agent is fine)."""
@@ -146,7 +146,7 @@ class LineReader:
         if left <= 0:
             return None
         started = trio.current_time()
-        data: bytes | None = None
+        data: bytes | bytearray | None = None
         with trio.move_on_after(left):
             data = await self._stream.receive_some(want)
         self._waited += trio.current_time() - started

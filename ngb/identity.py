@@ -12,6 +12,7 @@ line at start; such an entry matches nobody (a list is never widened by dropping
 from __future__ import annotations
 
 import re
+from typing import overload
 
 from .records import Group, Message, channel_of
 
@@ -85,6 +86,10 @@ def sender_allowed(group: Group, message: Message) -> bool:
     return id_allowed(group, message.sender_id)
 
 
+@overload
+def id_allowed(group: Group, sender_id: str) -> bool: ...
+@overload
+def id_allowed(group: Group | None, sender_id: str) -> bool | None: ...
 def id_allowed(group: Group | None, sender_id: str) -> bool | None:
     """Is this sender id on the group's allow-list (an empty list allows everyone)? None: no group."""
     if group is None:

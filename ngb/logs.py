@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .config.environment import secret_env_values
+
 GROUP: contextvars.ContextVar[str | None] = contextvars.ContextVar("ngb_group", default=None)
 CHAT: contextvars.ContextVar[str | None] = contextvars.ContextVar("ngb_chat", default=None)
 
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
-FORMATS = ("auto", "text", "json", "journal")
 NOISY = ("httpx", "httpcore", "docker", "urllib3", "hypercorn.access")
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
@@ -68,7 +69,6 @@ _TOKEN_SHAPES = re.compile(
     r"|\b(xox[a-z]-|xapp-)[A-Za-z0-9\-]{8,}"  # Slack bot/user/app tokens
     r"|\b((?:[Bb]earer|BEARER|Bot) +)[A-Za-z0-9][A-Za-z0-9._~+/=\-]{19,}"  # Authorization: Bearer/Bot <token>
 )
-_SECRET_ENV = re.compile(r"(?:^|_)(?:token|key)$|secret|password|passwd", re.IGNORECASE)
 
 
 def add_secret(value: str | None) -> None:
@@ -106,17 +106,7 @@ def secrets_in_env(env: Mapping[str, str] | None = None) -> list[str]:
     """The values of ``ANTHROPIC_API_KEY`` and of every ``NGB_*`` variable whose name looks like it
     holds a secret (``NGB_API_TOKEN``, ``NGB_TELEGRAM_TOKEN``, ``NGB_LARK_APP_SECRET``...; not the
     ``*_FILE`` names, which hold paths)."""
-    env = os.environ if env is None else env
-    out = []
-    for name, value in env.items():
-        upper = name.upper()
-        if upper.endswith(("_FILE", "_ENV")):
-            continue
-        if upper == "ANTHROPIC_API_KEY" or (upper.startswith("NGB_") and _SECRET_ENV.search(upper[4:])):
-            value = value.strip()
-            if len(value) >= MIN_SECRET:
-                out.append(value)
-    return out
+    return [value for value in secret_env_values(env) if len(value) >= MIN_SECRET]
 
 
 def _exception_text(record: logging.LogRecord, formatter: logging.Formatter) -> str:
@@ -271,6 +261,7 @@ class JournalHandler(logging.Handler):
 
 def stderr_is_journal(env: dict[str, str] | None = None) -> bool:
     """systemd sets JOURNAL_STREAM=<device>:<inode> when stderr is connected to the journal."""
+    # systemd's protocol variable, not a setting: read here, where the journal is spoken.
     value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
     try:
         device, inode = (int(x) for x in value.split(":"))
@@ -284,6 +275,9 @@ def resolve_format(fmt: str, *, journal_socket: Path = JOURNAL_SOCKET) -> str:
     if fmt != "auto":
         return fmt
     return "journal" if stderr_is_journal() and journal_socket.exists() else "text"
+
+
+_HANDLER_NAME = "ngb"  # marks the handler setup_logging installed, so a second call replaces it
 
 
 def setup_logging(
@@ -308,9 +302,9 @@ def setup_logging(
     handler.addFilter(REDACT)
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_ngb", False):
+        if old.get_name() == _HANDLER_NAME:
             root.removeHandler(old)
-    handler._ngb = True  # type: ignore[attr-defined]
+    handler.set_name(_HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for noisy in NOISY:

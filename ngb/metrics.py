@@ -146,14 +146,14 @@ class Metrics:
             self.outbox_failed.set(outbox.get("failed", 0))
         if unanswered is not None:
             self._replace(self.unanswered, unanswered)
-        if outbox_retries is not None and outbox_retries > self.outbox_retries._value.get():  # type: ignore[attr-defined]
+        if outbox_retries is not None and outbox_retries > self.outbox_retries._value.get():
             # OutboxSender counts its retries itself; mirror that until it calls inc() directly.
-            self.outbox_retries._value.set(outbox_retries)  # type: ignore[attr-defined]
+            self.outbox_retries._value.set(outbox_retries)
 
     @staticmethod
     def _replace(gauge: Gauge, values: Mapping[str, int]) -> None:
         """Set a per-group gauge so removed groups disappear instead of freezing at a stale value."""
-        known = {labels[0] for labels in list(gauge._metrics)}  # type: ignore[attr-defined]
+        known = {labels[0] for labels in list(gauge._metrics)}
         for gone in known - set(values):
             gauge.remove(gone)
         for group, value in values.items():

@@ -3,14 +3,13 @@ acknowledged it, and retries with backoff until it is."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 
 import trio
 
-from .actor import backoff_delay
-from .channels.base import Channel, ChannelError
+from .backoff import backoff_delay
+from .channels.base import Channel, ChannelError, IdempotentSend
 from .logs import log_context
 from .records import Message, OutboxItem, channel_of
 from .store import Store, StoreUnavailable
@@ -19,8 +18,6 @@ log = logging.getLogger(__name__)
 
 
 class OutboxSender:
-    MAX_ATTEMPTS_NOT_RETRYABLE = 1
-
     def __init__(
         self,
         store: Store,
@@ -74,9 +71,9 @@ class OutboxSender:
                 continue
             if not await self._deliver(item):
                 blocked.add(item.chat)
-                due = self._not_before.get(item.chat)
-                if due is not None:
-                    next_try = due if next_try is None else min(next_try, due)
+                retry_at = self._not_before.get(item.chat)
+                if retry_at is not None:
+                    next_try = retry_at if next_try is None else min(next_try, retry_at)
         return next_try
 
     async def _deliver(self, item: OutboxItem) -> bool:
@@ -90,7 +87,7 @@ class OutboxSender:
             await self._failed(item, f"channel {channel_of(item.chat)!r} is not configured", retryable=True)
             return False
         try:
-            if _takes_idempotency_key(channel):
+            if isinstance(channel, IdempotentSend) and channel.takes_idempotency_key:
                 # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
                 platform_id = await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
             else:
@@ -118,10 +115,3 @@ class OutboxSender:
         delay = backoff_delay(item.attempts + 1, base=self._retry_base, cap=self._retry_cap)
         self._not_before[item.chat] = trio.current_time() + delay
         log.warning("outbox: send to %s failed (%s); retry in %.1fs", item.chat, error, delay)
-
-
-def _takes_idempotency_key(channel: Channel) -> bool:
-    try:
-        return "idempotency_key" in inspect.signature(channel.send).parameters
-    except (TypeError, ValueError):
-        return False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import cattrs
@@ -94,13 +94,6 @@ class SenderSummary:
     last_time: datetime
 
 
-@attrs.frozen
-class Session:
-    folder: str
-    session_id: str
-    updated_at: datetime = attrs.field(factory=utcnow)
-
-
 class OutboxState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
@@ -163,16 +156,6 @@ class TaskRun:
     tokens: int | None = None
 
 
-@attrs.frozen
-class FailedTurn:
-    """Messages a turn could not answer after its retry, kept with the reason."""
-
-    folder: str
-    up_to_message: int
-    reason: str
-    time: datetime = attrs.field(factory=utcnow)
-
-
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter()
     conv.register_unstructure_hook(datetime, format_time)
@@ -186,10 +169,3 @@ converter = _make_converter()
 
 def to_json(record: Any) -> Any:
     return converter.unstructure(record)
-
-
-T = TypeVar("T")
-
-
-def from_json(data: Any, cls: type[T]) -> T:
-    return converter.structure(data, cls)

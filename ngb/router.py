@@ -70,7 +70,6 @@ class Router:
         self._unregistered_chat = RateLimiter(self.quota.per_chat_per_hour, window=3600.0)
         self._unregistered_all = RateLimiter(self.quota.per_hour, window=3600.0)
         self._on_dropped = on_dropped or (lambda chat: None)
-        self.dropped_unregistered = 0
         self._stored_since_prune = 0
         self._drop_logged: dict[str, float] = {}
 
@@ -103,7 +102,6 @@ class Router:
         token) is exempt."""
         if self._unregistered_chat.allow(inbound.chat) and self._unregistered_all.allow("*"):
             return
-        self.dropped_unregistered += 1
         self._on_dropped(inbound.chat)
         now = time.monotonic()
         key = inbound.chat if len(self._drop_logged) < 1000 else "*"

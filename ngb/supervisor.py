@@ -11,7 +11,10 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from .actor import ActorView, GroupActor, Wake, backoff_delay
+from .actor import GroupActor
+from .actor_commands import Command, GroupChanged, Wake, WakeReason
+from .actor_view import ActorView
+from .backoff import backoff_delay
 from .records import Group, format_time, utcnow
 
 log = logging.getLogger(__name__)
@@ -21,8 +24,8 @@ log = logging.getLogger(__name__)
 class ActorHandle:
     group: Group
     view: ActorView
-    inbox_send: trio.MemorySendChannel[Wake]
-    inbox_receive: trio.MemoryReceiveChannel[Wake]
+    inbox_send: trio.MemorySendChannel[Command]
+    inbox_receive: trio.MemoryReceiveChannel[Command]
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     actor: GroupActor | None = None
     task: trio.lowlevel.Task | None = None
@@ -69,11 +72,16 @@ class Supervisor:
         if handle is not None:
             handle.group = group
             return handle
-        send, receive = trio.open_memory_channel[Wake](self.INBOX_SIZE)
-        handle = ActorHandle(group=group, view=ActorView(folder=group.folder, chat=group.chat), inbox_send=send, inbox_receive=receive)
+        send, receive = trio.open_memory_channel[Command](self.INBOX_SIZE)
+        handle = ActorHandle(
+            group=group,
+            view=ActorView(folder=group.folder, chat=group.chat),
+            inbox_send=send,
+            inbox_receive=receive,
+        )
         self.actors[group.folder] = handle
         self._nursery.start_soon(self._supervise, handle, name=f"actor:{group.folder}")
-        handle.inbox_send.send_nowait(Wake("start"))  # look for work left by an earlier run
+        handle.inbox_send.send_nowait(Wake(WakeReason.START))  # look for work left by an earlier run
         return handle
 
     async def stop_actor(self, folder: str) -> None:
@@ -99,10 +107,34 @@ class Supervisor:
         handle = self.actors.get(group.folder)
         if handle is None:
             return
-        handle.group = group
-        if handle.actor is not None:
-            handle.actor.group = group
-        self.wake(group.folder)
+        handle.group = group  # what a restarted actor starts with
+        try:
+            handle.inbox_send.send_nowait(GroupChanged(group))
+        except trio.WouldBlock:  # never dropped: wait for room
+            assert self._nursery is not None
+            self._nursery.start_soon(handle.inbox_send.send, GroupChanged(group))
+        self.wake(group.folder, Wake(WakeReason.GROUP_CHANGED))
+
+    def actor_busy(self, folder: str) -> bool:
+        """The group's actor has a batch or a task run open in its container."""
+        handle = self.actors.get(folder)
+        return handle is not None and (handle.actor is None or handle.actor.busy())
+
+    async def stop_idle_container(self, folder: str, timeout: float) -> bool:
+        """Stop the group's container if it is idle and wait until it is gone: True when the group
+        has no container any more; False when it is working or did not end within ``timeout``."""
+        handle = self.actors.get(folder)
+        if handle is None or handle.view.container_id is None:
+            return True
+        if handle.actor is None:
+            return False
+        return await handle.actor.stop_idle_container(timeout)
+
+    def session_forgotten(self, folder: str) -> None:
+        """The group's stored session was reset: its view shows none."""
+        handle = self.actors.get(folder)
+        if handle is not None:
+            handle.view.session_id = None
 
     def begin_drain(self) -> None:
         """Stop starting new turns; idle containers stop, busy ones finish their batch."""
@@ -142,7 +174,9 @@ class Supervisor:
                         self._on_crash(handle.group.folder, exc)
                         attempt = 1 if trio.current_time() - started > self._backoff_cap else attempt + 1
                         view.state = "backing_off"
-                        await trio.sleep(backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap))
-                        self.wake(handle.group.folder, Wake("restart"))
+                        await trio.sleep(
+                            backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
+                        )
+                        self.wake(handle.group.folder, Wake(WakeReason.RESTART))
         finally:
             handle.done.set()

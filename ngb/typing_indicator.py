@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from .channels.base import Typing
 from .records import channel_of
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class TypingIndicator:
             return
         if kind == "batch_sent" and "task" not in data:
             chat = self.chat_of(folder)
-            if chat is not None and callable(getattr(self.channels.get(channel_of(chat)), "typing", None)):
+            if chat is not None and isinstance(self.channels.get(channel_of(chat)), Typing):
                 self._open[(folder, batch)] = (chat, trio.current_time())
                 self._changed.set()
         elif kind in ("first_reply", "result", "turn_failed"):
@@ -83,9 +84,9 @@ class TypingIndicator:
 
     async def _type(self, chat: str) -> None:
         channel = self.channels.get(channel_of(chat))
-        typing = getattr(channel, "typing", None)
-        if typing is None:
+        if not isinstance(channel, Typing):
             return
+        typing = channel.typing
         self.calls += 1
         try:
             with trio.move_on_after(self.call_timeout):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up what is missing (Docker engine, Python deps, Node.js, agent image), then run the WhatsApp
+# Set up what is missing (Docker engine, Python deps, Node.js, agent image), check the code (ruff,
+# mypy, vulture, the import-layer contract), then run the WhatsApp
 # bridge's tests (node --test bridge/test) and the whole test suite,
 # then the short benchmark (bench/short.py, < 1 minute), which fails when a figure is past its goal
 # by more than its margin. The benchmark runs after a full run (no arguments) or with NGB_BENCH=1;
@@ -12,6 +13,13 @@ trap 'echo "test: $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 
 NGB_EXTRA_PACKAGES="chromium systemd docker-compose ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
 VENV=${NGB_VENV:-.venv}
 "$VENV/bin/ruff" check .
+# The habits that keep the structure (docs/architecture.md): zero type errors at mypy's standard
+# level over ngb/ and agent/, no dead code (vulture; allow list in tests/vulture_allow.py), and the
+# layer contract (.importlinter; tests/test_layers.py runs it too, with the check that every module
+# has a layer).
+"$VENV/bin/mypy"
+"$VENV/bin/vulture"
+"$VENV/bin/lint-imports" --no-cache
 # The WhatsApp bridge's own tests (bridge/test), on the Node the daemon runs; no Node is a failure.
 NGB_NODE=$("$VENV/bin/python" -c 'from ngb.channels.whatsapp import find_node; print(find_node() or "")')
 [ -n "$NGB_NODE" ] || { echo "test: no Node.js >= 20 for the WhatsApp bridge (scripts/setup.sh installs one)" >&2; exit 1; }

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-import ngb.store as store_module
+import ngb.store.schema as schema_module
 from ngb.cli import main
 from ngb.ops.backup import (
     PRE_MIGRATION_KEEP,
@@ -246,7 +246,7 @@ def test_state_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 # -- the pre-migration backup --------------------------------------------------------------------
 async def _old_database(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:version])
+        m.setattr(schema_module, "MIGRATIONS", MIGRATIONS[:version])
         old = Store(path)
         await old.open()
         assert old.schema_version == version

@@ -17,7 +17,9 @@ import trio
 from ngb import cli
 from ngb.budgets import GLOBAL, NANO, Budgets, PriceTable, nanos, parse_model_prices, write_usage
 from ngb.config import ConfigError, load_config
-from ngb.sandbox.model_proxy import ModelProxy, Usage, _finish, _UsageMeter
+from ngb.sandbox.model_proxy import ModelProxy, Usage
+from ngb.sandbox.model_usage import UsageMeter as _UsageMeter
+from ngb.sandbox.model_usage import finish_usage as _finish
 from ngb.store import Store
 from tests.conftest import make_config
 from tests.fakes.anthropic import FakeAnthropic

@@ -188,7 +188,7 @@ async def test_answered_only_after_store_and_a_failed_store_is_redelivered(
 ) -> None:
     d, channel = await start(run_daemon, fake_tg)
     await d.daemon.registry.add(Group(chat="telegram:4242", folder="alice"))
-    router = channel._router_submit
+    router = channel.submit_to
     assert router is not None
     release = trio.Event()
     calls: list[str] = []
@@ -201,7 +201,7 @@ async def test_answered_only_after_store_and_a_failed_store_is_redelivered(
             await release.wait()  # storing is slow: the answer has to wait for it
         return await router(inbound)
 
-    channel._router_submit = flaky_store
+    channel.submit_to = flaky_store
     message = fake_tg.user_message(4242, "keep me", user_id=4242)
     update_id = queued(fake_tg, message)
     await wait_until(lambda: len(calls) == 2)

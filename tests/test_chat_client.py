@@ -1,4 +1,4 @@
-"""Tests of the terminal chat client (ngb/chat_client.py) against a fake local-chat API.
+"""Tests of the terminal chat client (ngb/cli/chat.py) against a fake local-chat API.
 
 The fake daemon here (FakeDaemon + serve_fake) implements the local chat HTTP API in
 memory, with a bot that answers "Echo: ..." after 50 ms. tests/test_chat_page.py reuses it.
@@ -23,8 +23,8 @@ from hypercorn.trio import serve
 from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
 
-from ngb import chat_client
-from ngb.chat_client import (
+from ngb.cli import chat as chat_client
+from ngb.cli.chat import (
     EXIT_ERROR,
     EXIT_NO_REPLY,
     EXIT_OK,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ngb.actor import ExitInfo
+from ngb.agent_link import ExitInfo
 from ngb.records import Group, InboundMessage
 from ngb.store import Store
 from ngb.triggers import RateLimiter, starts_with_trigger

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ngb.sandbox import agent_context
 from ngb.sandbox import image as img
 from ngb.sandbox.image import (
     ImageBuildError,
@@ -31,12 +32,10 @@ AGENT_DIR = REPO / "agent"
 @pytest.fixture
 def agent_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "agent"
-    dst.mkdir()
+    # Everything the Dockerfile copies (agent/ may hold more than these three files).
+    shutil.copytree(AGENT_DIR, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("Dockerfile", "requirements.txt", "runner.py"):
-        src = AGENT_DIR / name
-        if src.exists():
-            shutil.copy2(src, dst / name)
-        else:  # agent/runner.py may not be written yet
+        if not (dst / name).exists():  # agent/runner.py may not be written yet
             (dst / name).write_text(f"# {name}\n")
     return dst
 
@@ -182,7 +181,7 @@ def test_host_debian_mirror_reads_both_formats(tmp_path: Path, monkeypatch: pyte
 
 
 def test_requirements_are_exactly_pinned() -> None:
-    pins = dict(img._read_pins(AGENT_DIR / "requirements.txt"))
+    pins = dict(agent_context.read_pins(AGENT_DIR / "requirements.txt"))
     assert pins["claude-agent-sdk"] == "0.2.188"
     for needed in ("anyio", "mcp", "pydantic", "pydantic-core", "jsonschema"):
         assert needed in pins
@@ -192,7 +191,7 @@ def test_unpinned_requirement_is_an_error(tmp_path: Path) -> None:
     req = tmp_path / "requirements.txt"
     req.write_text("claude-agent-sdk>=0.2\n")
     with pytest.raises(ImageBuildError, match="pinned"):
-        img._read_pins(req)
+        agent_context.read_pins(req)
 
 
 def test_cached_wheels_skip_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,7 +206,7 @@ def test_cached_wheels_skip_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     def no_pip(*args: object, **kwargs: object) -> None:
         raise AssertionError("pip must not run when every wheel is cached")
 
-    monkeypatch.setattr(img, "_pip_download", no_pip)
+    monkeypatch.setattr(agent_context, "pip_download", no_pip)
     lines: list[str] = []
     files = img.download_wheels(req, cache, "manylinux_2_17_x86_64", lines.append)
     assert [f.name for f in files] == [

@@ -17,7 +17,9 @@ from hypercorn.trio import serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ngb.sandbox.model_proxy import ModelProxy, Usage, _Masker, _UsageMeter
+from ngb.sandbox.model_forward import Masker as _Masker
+from ngb.sandbox.model_proxy import ModelProxy, Usage
+from ngb.sandbox.model_usage import UsageMeter as _UsageMeter
 from tests.fakes.anthropic import FakeAnthropic, drop, error_reply, stall, text_reply
 
 KEY = "sk-ant-api03-REAL-secret-0123456789abcdef"
@@ -508,7 +510,7 @@ def test_retry_after_parsing() -> None:
     import email.utils
     import time as _time
 
-    from ngb.sandbox.model_proxy import _retry_after
+    from ngb.sandbox.model_forward import retry_after as _retry_after
 
     assert _retry_after(httpx.Headers({"retry-after": "2.5"})) == 2.5
     assert _retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5

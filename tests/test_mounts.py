@@ -345,7 +345,7 @@ def test_unreadable_subfolder_is_refused(tree: Tree, monkeypatch: pytest.MonkeyP
 
 def test_read_only_mount_with_a_submount_is_refused(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
     # Docker's recursive bind leaves sub-mounts writable under a read-only bind.
-    monkeypatch.setattr(mounts_mod, "_mount_points", lambda: [Path("/"), tree.projects / "app" / "src"])
+    monkeypatch.setattr(mounts_mod, "mount_points", lambda: [Path("/"), tree.projects / "app" / "src"])
     assert "another mounted file system" in tree.refused("~/projects/app")
     # Read-write: nothing to lose; and the sub-mount itself is fine.
     assert not tree.one(MountRequest("~/projects/app", read_write=True)).read_only

@@ -7,6 +7,7 @@ import argparse
 import email.utils
 import os
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import trio
 from ngb.cli_ops import add_ops_commands
 from ngb.config import load_config
 from ngb.ops import doctor as d
+from ngb.ops.fix_lines import user_name
 from ngb.sandbox import image as img
 from ngb.store import MIGRATIONS, Store
 from tests.fakes.anthropic import FakeAnthropic
@@ -66,10 +68,10 @@ def test_state_dir_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     def refuse(*a: Any, **k: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(d.tempfile, "NamedTemporaryFile", refuse)  # root ignores modes; simulate
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)  # root ignores modes; simulate
     check = d.check_state_dir(c)
     assert check.failed and "Permission denied" in check.detail
-    assert check.fix == f"sudo chown -R {d._user()}: {c.state_dir}"
+    assert check.fix == f"sudo chown -R {user_name()}: {c.state_dir}"
 
 
 def test_state_dir_world_writable_warns(tmp_path: Path) -> None:
@@ -273,7 +275,7 @@ def test_docker_permission_denied() -> None:
         raise PermissionError(13, "Permission denied")
 
     check, _ = d.check_docker(factory)
-    assert check.failed and check.fix.startswith(f"sudo usermod -aG docker {d._user()}")
+    assert check.failed and check.fix.startswith(f"sudo usermod -aG docker {user_name()}")
 
 
 def test_image_missing_stale_unlabelled_current(tmp_path: Path) -> None:

@@ -14,11 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from ngb.actor import interpret_prescript
+from ngb.protocol import Prescript, PrescriptResult
 from ngb.records import Group, ScheduleKind, Task, TaskStatus, utcnow
-from ngb.sandbox.tools import Refused, ToolContext, ToolService, serve_requests, set_task_status
-from ngb.scheduler import Scheduler, task_next_after
+from ngb.sandbox.tools import ToolContext, ToolService, serve_requests
 from ngb.store import Store
+from ngb.tasks.runs import interpret_prescript
+from ngb.tasks.scheduler import Scheduler, task_next_after
+from ngb.tasks.service import Caller, TaskError, TaskService
 from tests.fakes.agent import FakeBehaviour, wake_json
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -94,17 +96,26 @@ async def test_once_completes_and_catch_up_runs_once(store: Store) -> None:
     assert len(await store.task_run_rows("every")) == 1
 
 
+class NoGroups:
+    def get(self, chat: str) -> None:
+        return None
+
+    def by_folder(self, folder: str) -> None:
+        return None
+
+
 async def test_pause_and_resume(store: Store) -> None:
     await store.add_task(make_task("a", T0))
-    task = await store.task("a")
-    await set_task_status(store, task, TaskStatus.PAUSED)
+    tasks, operator = TaskService(store, NoGroups()), Caller.operator("cli")
+    await tasks.set_status(operator, "a", TaskStatus.PAUSED)
     assert await store.claim_due(T0 + timedelta(hours=1), task_next_after) == []
     assert await store.next_due() is None
-    resumed = await set_task_status(store, await store.task("a"), TaskStatus.ACTIVE)
+    resumed = await tasks.set_status(operator, "a", TaskStatus.ACTIVE)
     assert resumed.status is TaskStatus.ACTIVE and resumed.next_run > utcnow() - timedelta(seconds=1)
-    await set_task_status(store, resumed, TaskStatus.CANCELLED)
-    with pytest.raises(Refused, match="cancelled"):
-        await set_task_status(store, await store.task("a"), TaskStatus.ACTIVE)
+    await tasks.set_status(operator, "a", TaskStatus.CANCELLED)
+    with pytest.raises(TaskError, match="cancelled") as refused:
+        await tasks.set_status(operator, "a", TaskStatus.ACTIVE)
+    assert refused.value.status == 409
 
 
 # -- the scheduler loop on a mock clock ------------------------------------------------------
@@ -333,12 +344,16 @@ async def test_cross_group_task_calls_are_refused_over_the_socket(run_daemon, tm
 
 # -- pre-script verdicts and the runner's side -----------------------------------------------
 def test_interpret_prescript() -> None:
-    base = {"exit_code": 0, "stderr": "", "error": None, "timed_out": False}
-    assert interpret_prescript({**base, "stdout": '{"wakeAgent": true, "data": {"n": 1}}'}) == (True, {"n": 1}, None)
-    assert interpret_prescript({**base, "stdout": 'checking...\n{"wakeAgent": false}\n'}) == (False, None, None)
-    assert "wakeAgent" in interpret_prescript({**base, "stdout": '{"wake": true}'})[2]
-    assert "status 2" in interpret_prescript({**base, "exit_code": 2, "stdout": ""})[2]
-    assert "timed out" in interpret_prescript({**base, "timed_out": True, "timeout": 3})[2]
+    base = {"id": "p1", "exit_code": 0, "stderr": "", "error": None, "timed_out": False}
+
+    def interpret(**fields: Any) -> tuple[bool, Any, str | None]:
+        return interpret_prescript(PrescriptResult(**{**base, **fields}))
+
+    assert interpret(stdout='{"wakeAgent": true, "data": {"n": 1}}') == (True, {"n": 1}, None)
+    assert interpret(stdout='checking...\n{"wakeAgent": false}\n') == (False, None, None)
+    assert "wakeAgent" in interpret(stdout='{"wake": true}')[2]
+    assert "status 2" in interpret(exit_code=2, stdout="")[2]
+    assert "timed out" in interpret(timed_out=True, timeout=3)[2]
 
 
 def test_runner_runs_prescripts_with_a_timeout(tmp_path: Path, monkeypatch) -> None:
@@ -348,24 +363,24 @@ def test_runner_runs_prescripts_with_a_timeout(tmp_path: Path, monkeypatch) -> N
     import runner as agent_runner
 
     r = agent_runner.Runner(agent_runner.Config())
-    sent: list[dict[str, Any]] = []
+    sent: list[PrescriptResult] = []
 
-    async def send(frame: dict[str, Any]) -> None:
+    async def send(frame: PrescriptResult) -> None:
         sent.append(frame)
 
     r.send = send  # type: ignore[method-assign]
 
     async def main() -> None:
-        await r.run_prescript({"id": "p1", "command": "pwd; echo '{\"wakeAgent\": true}'", "timeout": 5})
-        await r.run_prescript({"id": "p2", "command": "sleep 30 & sleep 30", "timeout": 0.3})
-        await r.run_prescript({"id": "p3", "command": "head -c 300000 /dev/zero | tr '\\0' x", "timeout": 5})
+        await r.run_prescript(Prescript(id="p1", command="pwd; echo '{\"wakeAgent\": true}'", timeout=5))
+        await r.run_prescript(Prescript(id="p2", command="sleep 30 & sleep 30", timeout=0.3))
+        await r.run_prescript(Prescript(id="p3", command="head -c 300000 /dev/zero | tr '\\0' x", timeout=5))
 
     asyncio.run(main())
     ok, slow, big = sent
-    assert ok["exit_code"] == 0 and str(tmp_path / "group") in ok["stdout"]
+    assert ok.exit_code == 0 and str(tmp_path / "group") in ok.stdout
     assert interpret_prescript(ok)[0] is True
-    assert slow["timed_out"] is True
-    assert big["truncated"] is True and len(big["stdout"]) == agent_runner.PRESCRIPT_STDOUT
+    assert slow.timed_out is True
+    assert big.truncated is True and len(big.stdout) == agent_runner.PRESCRIPT_STDOUT
     assert agent_runner.validate_host_frame({"type": "prescript", "id": "p", "command": " "})
     assert agent_runner.validate_host_frame({"type": "prescript", "id": "p", "command": "true", "timeout": 1}) is None
 

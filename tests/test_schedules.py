@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ngb.schedules import ScheduleError, next_after, next_cron, parse_interval, resume_next, validate, zone
+from ngb.tasks.schedules import (
+    ScheduleError,
+    next_after,
+    next_cron,
+    parse_interval,
+    resume_next,
+    validate,
+    zone,
+)
 
 BERLIN = zone("Europe/Berlin")
 NEW_YORK = zone("America/New_York")

@@ -15,6 +15,7 @@ import trio
 
 from ngb.framing import MAX_FRAME, FrameError
 from ngb.groups import GroupRegistry
+from ngb.protocol import Hello
 from ngb.records import Group
 from ngb.sandbox import launcher as launcher_mod
 from ngb.sandbox.tools import MAX_CONNECTIONS, ToolContext, ToolService, serve_requests
@@ -189,12 +190,12 @@ async def test_control_connection_reads_strictly(monkeypatch: pytest.MonkeyPatch
 
     async def flood() -> None:
         with pytest.raises((trio.BrokenResourceError, trio.ClosedResourceError)):
-            await peer.send_all(b'{"type": "hello"}\n' + b"y" * (8 * MAX_FRAME))
+            await peer.send_all(b'{"type": "hello", "version": 1}\n' + b"y" * (8 * MAX_FRAME))
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
-            assert await conn.receive() == {"type": "hello"}
+            assert await conn.receive() == Hello(version=1)
             error = await conn.receive()
             assert isinstance(error, FrameError) and error.fatal and "too long" in error.reason
             assert await conn.receive() is None

@@ -500,9 +500,9 @@ async def test_tasks_bad_input(run_daemon, body: dict[str, Any], status: int, ne
     assert await d.daemon.store.tasks() == []
 
 
-async def test_api_tasks_serves_every_task_route_without_tasks_api(run_daemon) -> None:
-    """ngb/web/api_tasks.py alone (no tasks_api module): list with status filter and run counts,
-    and the run log paged with next_before."""
+async def test_api_tasks_serves_every_task_route(run_daemon) -> None:
+    """ngb/web/api_tasks.py on an app of its own: list with status filter and run counts, and the
+    run log paged with next_before."""
     from quart_trio import QuartTrio
 
     from ngb.web import api_tasks
@@ -512,7 +512,8 @@ async def test_api_tasks_serves_every_task_route_without_tasks_api(run_daemon) -
     app = QuartTrio(__name__)
     app.register_error_handler(ApiError, lambda exc: error(exc.status, exc.message))
     added = api_tasks.register(app, d.daemon)
-    assert "GET /api/tasks" in added and "GET /api/tasks/<task_id>/runs" in added and len(added) == 8
+    assert "GET /api/tasks" in added and "GET /api/tasks/<task_id>/runs" in added and len(added) == 9
+    assert "POST /api/tasks/changed" in added
     client = app.test_client()
     r = await client.post("/api/tasks", json={"group": "main", "prompt": "p", "schedule_kind": "interval", "schedule_value": "600"})
     tid = (await r.get_json())["id"]
@@ -528,3 +529,23 @@ async def test_api_tasks_serves_every_task_route_without_tasks_api(run_daemon) -
     assert len(page["runs"]) == 5 and page["next_before"]
     rest = await (await client.get(f"/api/tasks/{tid}/runs", query_string={"limit": 5, "before": page["next_before"]})).get_json()
     assert len(rest["runs"]) == 2 and rest["next_before"] is None
+
+
+async def test_resume_over_the_api_keeps_the_interval_grid(run_daemon) -> None:
+    """A task paused through its due time and resumed over the API goes to its next slot on its
+    own grid (previous slot + k intervals), as through the CLI and the agent's tool; not now + 1 interval."""
+    from datetime import timedelta
+
+    from ngb.records import utcnow
+
+    d = await run_daemon()
+    r = await d.http.post("/api/tasks", json={"group": "main", "prompt": "p", "schedule_kind": "interval", "schedule_value": "600"})
+    tid = r.json()["id"]
+    assert (await d.http.post(f"/api/tasks/{tid}/pause", json={})).status_code == 200
+    paused = await d.daemon.store.patch_task(tid, {"next_run": utcnow() - timedelta(seconds=1000.123)})
+    slot = paused.next_run  # missed while paused
+    r = await d.http.post(f"/api/tasks/{tid}/resume", json={})
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    next_run = (await d.daemon.store.task(tid)).next_run
+    assert next_run > utcnow() - timedelta(seconds=1)
+    assert (next_run - slot) == timedelta(seconds=1200), "two intervals after the missed slot"

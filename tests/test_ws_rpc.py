@@ -12,7 +12,8 @@ import trio
 from trio.testing import wait_all_tasks_blocked
 from trio_websocket import CloseReason, ConnectionClosed
 
-from ngb.channels import onebot, wecom
+from ngb.channels import wecom
+from ngb.channels.onebot_actions import OneBotConnection
 from ngb.channels.ws_rpc import JsonRpcSocket, PendingRequests, Route
 
 
@@ -233,7 +234,7 @@ async def test_pending_requests_by_key() -> None:
 # -- the two protocols' field names -------------------------------------------------------------------------
 async def test_onebot_matches_responses_by_echo(nursery) -> None:
     ws = FakeWs()
-    conn = onebot._Connection(ws, "ws://fake")
+    conn = OneBotConnection(ws, "ws://fake")
     nursery.start_soon(conn.reader)
     result: list[Any] = []
 

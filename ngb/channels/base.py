@@ -1,9 +1,12 @@
-"""The one small interface every channel implements."""
+"""The one small interface every channel implements, and the optional capabilities a channel
+declares (typing, platform callbacks, idempotent sends, history catch-up) as protocols: the
+daemon's parts ask ``isinstance(channel, Typing)`` instead of probing attributes. The media and
+thread capabilities to come are declared here the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -46,3 +49,40 @@ class Channel(Protocol):
         """Deliver text to chat; return the platform's message id (None when it has none).
         Raise ChannelError when it could not be delivered."""
         ...
+
+
+@runtime_checkable
+class Typing(Protocol):
+    """Shows "typing..." in a chat for a few seconds (best effort; never raises)."""
+
+    async def typing(self, chat: str) -> None: ...
+
+
+@runtime_checkable
+class Callbacks(Protocol):
+    """Receives the platform's HTTP requests (webhooks) at ``callback_path`` (None: not now), served
+    by the daemon's web server before its API guard; each request proves itself to the channel."""
+
+    callback_path: str | None
+
+    async def handle_callback(self, method: str, args: Mapping[str, str], body: bytes, remote: str | None = None,
+                              headers: Mapping[str, str] | None = None) -> tuple[int, bytes]: ...
+
+
+@runtime_checkable
+class IdempotentSend(Protocol):
+    """``send`` takes the outbox row's ``idempotency_key``: a retry of a send that reached the
+    platform is recognised there (a nonce, a uuid) instead of posting the reply twice."""
+
+    takes_idempotency_key: bool  # True: send takes idempotency_key
+
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *,
+                   idempotency_key: str | None = None) -> str | None: ...
+
+
+@runtime_checkable
+class Pairing(Protocol):
+    """Is linked to an account by scanning a QR code (WhatsApp): ``qr`` is the payload to show while
+    it waits for the scan, None otherwise."""
+
+    qr: str | None

@@ -45,142 +45,66 @@ import asyncio
 import collections
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
-from .common import (
-    CONNECTED,
-    OFF,
-    STOPPED,
-    AuthError,
-    ChannelStatus,
-    InboundGate,
-    NewestStored,
-    PartialSends,
-    backoff,
-    reconnect_forever,
-    redact_in_logs,
-    split_text,
-    utf16_len,
+from .common import CONNECTED, AuthError, NewestStored, split_text, utf16_len
+from .discord_catchup import DiscordCatchUp
+from .discord_settings import (  # noqa: F401 - re-exported: tests import them from here
+    API_BASE,
+    GATEWAY_URL,
+    KEYS,
+    PREFIX,
+    DiscordSettings,
+    channel_id_of,
+    discord_chat,
 )
-from .settings import ChannelTable
+from .skeleton import PlatformChannel
 
 log = logging.getLogger(__name__)
 
-PREFIX = "discord"
-TEXT_LIMIT = 2000
-PART_LIMIT = 1990
-KEYS = {"token", "token_file", "api_base", "gateway_url", "message_content", "connect_timeout",
-        "fetch_missed", "catch_up_pages", "reconnect_base", "reconnect_cap", "enabled"}
-PAGE = 100  # messages per history request (Discord's maximum)
+PART_LIMIT = 1990  # under Discord's 2000-character limit on a message
 NONCE_MAX = 25
-API_BASE = "https://discord.com/api/v10"
-GATEWAY_URL = "wss://gateway.discord.gg/"  # Discord's limit on a nonce string
 
 
-@attrs.frozen
-class DiscordSettings:
-    token: str | None = attrs.field(default=None, repr=False)
-    api_base: str = API_BASE
-    gateway_url: str = GATEWAY_URL
-    message_content: bool = True  # ask for the privileged Message Content intent
-    connect_timeout: float = 60.0
-    fetch_missed: bool = True
-    catch_up_pages: int = 20  # history pages (of 100) read per chat in one catch-up
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
-    off_reason: str | None = None
 
-    @classmethod
-    def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> DiscordSettings:
-        t = ChannelTable(PREFIX, table, config_file, KEYS)
-        token = t.secret("token")
-        return cls(
-            token=token,
-            api_base=t.url("api_base", API_BASE).rstrip("/"),
-            gateway_url=t.url("gateway_url", GATEWAY_URL, schemes=("ws", "wss")),
-            message_content=t.boolean("message_content", True),
-            connect_timeout=t.duration("connect_timeout", 60.0),
-            fetch_missed=t.boolean("fetch_missed", True),
-            catch_up_pages=t.integer("catch_up_pages", 20, lo=1, hi=10_000),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
-            off_reason=None if token else "no token: set NGB_DISCORD_TOKEN (or token_file)",
-        )
-
-
-def discord_chat(channel_id: int | str) -> str:
-    return f"{PREFIX}:{channel_id}"
-
-
-class DiscordChannel:
+class DiscordChannel(DiscordCatchUp, PlatformChannel):
     name = PREFIX
+    uses_asyncio = True
+    token_field = "token"
+    takes_idempotency_key = True  # base.IdempotentSend
+    mark_order = int  # chat -> newest stored snowflake (kept in the daemon's store)
+    marks: NewestStored  # never None: mark_order is set
 
     def __init__(self, settings: DiscordSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
                  memory: ChannelMemory | None = None) -> None:
-        self.memory = memory  # the daemon's store: newest stored id per chat (catch-up after a restart)
-        self.settings = settings
-        self.trigger = trigger
-        self.bridge = bridge
-        self.status = ChannelStatus(PREFIX)
-        self.status.secrets = [settings.token or ""]
-        redact_in_logs(settings.token or "", ("discord", "aiohttp", "ngb"))
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
+        self.keep_secret(settings.token or "", loggers=("discord", "aiohttp", "ngb"))
         self.client: Any = None
-        self.marks = NewestStored(PREFIX, memory, order=int)  # chat -> newest stored snowflake
         self._held: dict[str, int | None] = {}  # chat awaiting its catch-up -> newest live id stored meanwhile
         self._inbox: collections.deque[Any] = collections.deque()  # gateway messages not stored yet, in order
         self._arrived: asyncio.Event | None = None
         self._ready: asyncio.Event | None = None
         self._resume: dict[str, Any] | None = None  # sequence/session/gateway of the last session
         self._resumed = False
-        self._partial = PartialSends()
-        self._gate = InboundGate(PREFIX, trigger)
-        self._last_trigger = self._gate.last_trigger
         self._warned_content = False
         self.sessions = 0
         self.fetched = 0  # messages read from the history by catch-ups
         self.catch_ups = 0  # catch-ups that went through every marked chat
 
     @property
-    def state(self) -> str:
-        return self.status.state
-
-    @property
     def me(self) -> Any:
         return self.client.user if self.client is not None else None
 
     # -- inbound -------------------------------------------------------------------------------------
-    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if not self.settings.token:
-            self.status.set(OFF, self.settings.off_reason)
-            task_status.started()
-            await trio.sleep_forever()
-        async with self.bridge.attach():
-            task_status.started()
-            try:
-                await self.marks.load()  # where the last run's catch-up would start
-                await reconnect_forever(
-                    self.status,
-                    lambda: self._session(submit),
-                    base=self.settings.reconnect_base,
-                    cap=self.settings.reconnect_cap,
-                )
-            finally:
-                self.status.set(STOPPED)
-                with trio.CancelScope(shield=True), trio.move_on_after(3):
-                    client, self.client = self.client, None
-                    if client is not None and self.bridge.running:
-                        try:
-                            await self.bridge.call(client.close)
-                        except Exception:  # noqa: BLE001 - closing on the way out
-                            log.debug("discord: error while closing the client", exc_info=True)
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        await self.close_on_loop(client and client.close, "the client")
 
     def _make_client(self) -> Any:  # on the asyncio loop thread
         import discord
@@ -228,7 +152,7 @@ class DiscordChannel:
             except discord.LoginFailure as exc:
                 raise AuthError(f"login: {exc}") from None
 
-    async def _session(self, submit: Submit) -> None:
+    async def session(self, submit: Submit) -> None:
         await self._login()
         ready = self._ready
         assert ready is not None
@@ -327,105 +251,6 @@ class DiscordChannel:
             log.exception("discord: could not read message %s; skipped", getattr(message, "id", "?"))
             return None
 
-    async def _catch_up_all(self, submit: Submit) -> None:
-        """Every held chat (those with a mark when the session began), most recently active first;
-        a chat whose history could not be read for now is tried again with backoff while the
-        connection lasts (and anyway at the next reconnect or restart: it stays held)."""
-        chats = sorted(self._held, key=lambda chat: int(self.marks.get(chat) or 0), reverse=True)
-        attempt = 0
-        while chats:
-            again = []
-            for chat in chats:
-                outcome = await self._catch_up(submit, chat)
-                if outcome in ("done", "gone"):  # (gone: there is nothing to catch up; live ones move it)
-                    held = self._held.pop(chat, None)
-                    if held is not None:
-                        await self._advance(chat, str(held))  # what the live messages stored meanwhile
-                elif outcome == "retry":
-                    again.append(chat)
-            chats = again
-            if chats:
-                attempt += 1
-                await trio.sleep(backoff(attempt, base=self.settings.reconnect_base, cap=self.settings.reconnect_cap))
-        self.catch_ups += 1
-
-    async def _catch_up(self, submit: Submit, chat: str) -> str:
-        """Read chat's history since its mark, oldest first, and store it: "done" (a short page came),
-        "cut" (``catch_up_pages`` pages read; the rest at the next catch-up), "retry" (a transient
-        error) or "gone" (no such chat, or no access to it: logged)."""
-        import discord
-
-        mark = self.marks.get(chat)
-        try:
-            channel_id = _channel_id(chat)
-        except ChannelError:
-            return "gone"
-        if mark is None:
-            return "done"
-        client = self.client
-
-        async def messageable() -> Any:  # the real channel: its guild tells a guild message from a DM
-            return client.get_channel(channel_id) or await client.fetch_channel(channel_id)
-
-        async def page(channel: Any, after: int) -> list[Any]:
-            return [m async for m in channel.history(limit=PAGE, after=discord.Object(id=after), oldest_first=True)]
-
-        async def read(fn: Any, *args: Any) -> Any:
-            try:
-                return await self.bridge.call(fn, *args)
-            except (discord.Forbidden, discord.NotFound, discord.InvalidData) as exc:
-                raise _Unreadable(f"{type(exc).__name__}: {exc}", permanent=True) from None
-            except Exception as exc:  # noqa: BLE001 - network, 5xx, the bridge: try again later
-                raise _Unreadable(f"{type(exc).__name__}: {exc}", permanent=False) from None
-
-        after, fetched, pages = int(mark), 0, 0
-        try:
-            channel = await read(messageable)
-            while pages < self.settings.catch_up_pages:
-                messages = await read(page, channel, after)
-                pages += 1
-                for message in messages:  # (a store failure raises out of here: the session ends)
-                    after = max(after, int(message.id))
-                    inbound = self._parse(message)
-                    if inbound is not None:
-                        fetched += 1
-                        self.fetched += 1
-                        await self._submit(submit, inbound, catching_up=True)
-                if len(messages) < PAGE:
-                    if fetched:
-                        log.info("discord: caught up %s: %d message(s) since %s in %d page(s)", chat, fetched, mark, pages)
-                    return "done"
-        except _Unreadable as exc:
-            why = self.status.redact(str(exc))
-            if exc.permanent:
-                log.warning("discord: cannot read the history of %s (%s); not caught up", chat, why)
-                return "gone"
-            log.warning("discord: could not read the history of %s (%s); trying again", chat, why)
-            return "retry"
-        log.warning("discord: catch-up of %s stopped after %d pages (%d messages since %s; catch_up_pages); "
-                    "the rest is read at the next reconnect or restart", chat, pages, fetched, mark)
-        return "cut"
-
-    async def _submit(self, submit: Submit, inbound: InboundMessage, *, catching_up: bool = False) -> None:
-        await self._gate.submit(submit, inbound)  # raises when the store failed: the mark stays
-        chat, newest = inbound.chat, int(inbound.platform_id)
-        if chat in self._held and not catching_up:  # its catch-up is under way (or failed): the mark waits
-            held = self._held[chat]
-            self._held[chat] = newest if held is None else max(held, newest)
-            return
-        await self._advance(chat, inbound.platform_id)
-
-    async def _advance(self, chat: str, mark: str) -> None:
-        """Keep chat's mark (the message is stored): the write is not given up halfway when the
-        connection drops or the daemon stops right then (bounded: the store answers in ms)."""
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + 5
-            await self.marks.advance(chat, mark)
-
-    @property
-    def received(self) -> int:
-        return self._gate.received
-
     def to_inbound(self, message: Any) -> InboundMessage | None:
         """A discord.Message -> InboundMessage, or None for what is not a person's message."""
         import discord
@@ -470,7 +295,7 @@ class DiscordChannel:
         """Send ``text`` (split under 2,000 characters), the first part referencing ``reply_to`` (or
         the chat's newest trigger). ``idempotency_key`` (the outbox row id) becomes each part's
         ``nonce`` with ``enforce_nonce``: Discord answers a resend with the message it already made."""
-        channel_id = _channel_id(chat)
+        channel_id = channel_id_of(chat)
         if self.client is None or self.client.user is None:
             raise ChannelError(f"discord is {self.state}", retryable=True)
         target = reply_to or self._last_trigger.get(chat)
@@ -527,7 +352,7 @@ class DiscordChannel:
         if self.client is None or self.client.user is None:
             return
         try:
-            channel_id = _channel_id(chat)
+            channel_id = channel_id_of(chat)
 
             async def trigger() -> None:
                 await self.client.http.send_typing(channel_id)
@@ -536,24 +361,5 @@ class DiscordChannel:
         except Exception:  # noqa: BLE001 - cosmetic
             log.debug("discord: typing indicator failed", exc_info=True)
 
-    def describe(self) -> dict[str, Any]:
-        out = self.status.describe()
-        out["bot"] = str(self.me) if self.me is not None else None
-        out["received"] = self.received
-        return out
-
-
-
-class _Unreadable(Exception):
-    """A chat's history could not be read: for good (no access, no such channel) or for now."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-def _channel_id(chat: str) -> int:
-    prefix, _, raw = chat.partition(":")
-    if prefix != PREFIX or not raw.isdigit():
-        raise ChannelError(f"not a Discord chat: {chat!r} (expected discord:<channel id>)", retryable=False)
-    return int(raw)
+    def details(self) -> dict[str, Any]:
+        return {"bot": str(self.me) if self.me is not None else None, "received": self.received}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
@@ -50,6 +50,10 @@ class ChannelTable:
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)
 
+    @overload
+    def path(self, key: str, default: Path) -> Path: ...
+    @overload
+    def path(self, key: str, default: None = None) -> Path | None: ...
     def path(self, key: str, default: Path | None = None) -> Path | None:
         """A path; relative ones in the file are relative to the file's folder. Absolute."""
         raw = self.table.get(key)

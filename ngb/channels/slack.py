@@ -42,7 +42,6 @@ import html
 import logging
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -52,26 +51,20 @@ from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
-from .common import (
-    CONNECTED,
-    OFF,
-    STOPPED,
-    AuthError,
-    ChannelStatus,
-    InboundGate,
-    Lru,
-    NewestStored,
-    PartialSends,
-    markdown_to_slack_mrkdwn,
-    reconnect_forever,
-    redact_in_logs,
-    split_text,
+from .common import CONNECTED, AuthError, Lru, NewestStored, markdown_to_slack_mrkdwn, split_text
+from .skeleton import PlatformChannel
+from .slack_catchup import SlackCatchUp, error_code, header_of
+from .slack_settings import (  # noqa: F401 - re-exported: tests import them from here
+    BASE_URL,
+    KEYS,
+    PREFIX,
+    SlackSettings,
+    channel_id_of,
+    slack_chat,
 )
-from .settings import ChannelTable
 
 log = logging.getLogger(__name__)
 
-PREFIX = "slack"
 PART_LIMIT = 3900  # Slack recommends <= 4,000 characters per message (40,000 is the hard cut)
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                "not_allowed_token_type", "invalid_token"}
@@ -81,82 +74,26 @@ FATAL_SEND_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "msg_
 SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "channel_join", "channel_leave",
                     "bot_message", "group_join", "group_leave", "channel_topic", "channel_purpose",
                     "channel_name", "pinned_item", "unpinned_item", "ekm_access_denied", "channel_archive"}
-BASE_URL = "https://slack.com/api/"
-KEYS = {"bot_token", "app_token", "bot_token_file", "app_token_file", "base_url", "reply_in_thread",
-        "ping_interval", "request_timeout", "connect_timeout", "fetch_missed", "reconnect_base",
-        "reconnect_cap", "enabled", "catch_up_pages", "catch_up_time"}
-PAGE_SIZE = 200  # what a catch-up asks per page (Slack may answer fewer: 15 for some apps since 2025)
-CATCH_UP_THREADS = 100  # threads per conversation whose replies one catch-up fetches, newest first
 
 
-@attrs.frozen
-class SlackSettings:
-    bot_token: str | None = attrs.field(default=None, repr=False)  # xoxb-...
-    app_token: str | None = attrs.field(default=None, repr=False)  # xapp-... (connections:write)
-    base_url: str = BASE_URL
-    reply_in_thread: str = "auto"  # "auto": in the thread when the trigger was in one; "always"
-    ping_interval: float = 5.0  # websocket ping; a socket silent for 4x this is reconnected
-    request_timeout: float = 30.0
-    connect_timeout: float = 15.0  # websocket connect + Slack's hello
-    fetch_missed: bool = True  # conversations.history (+ .replies) after a reconnect
-    catch_up_pages: int = 50  # pages per listing (history, each thread) in one catch-up
-    catch_up_time: float = 120.0  # seconds one catch-up may take, rate-limit waits included
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
-    off_reason: str | None = None
 
-    @classmethod
-    def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> SlackSettings:
-        t = ChannelTable(PREFIX, table, config_file, KEYS)
-        bot, app = t.secret("bot_token"), t.secret("app_token")
-        if app and not app.startswith("xapp-"):
-            raise t.error("app_token", "must be an app-level token (xapp-...), see docs/channels/slack.md")
-        missing = [name for name, value in (("NGB_SLACK_BOT_TOKEN", bot), ("NGB_SLACK_APP_TOKEN", app)) if not value]
-        base_url = t.string("base_url", BASE_URL)
-        return cls(
-            bot_token=bot,
-            app_token=app,
-            base_url=base_url if base_url.endswith("/") else base_url + "/",
-            reply_in_thread=t.choice("reply_in_thread", "auto", ("auto", "always")),
-            ping_interval=t.duration("ping_interval", 5.0),
-            request_timeout=t.duration("request_timeout", 30.0),
-            connect_timeout=t.duration("connect_timeout", 15.0),
-            fetch_missed=t.boolean("fetch_missed", True),
-            catch_up_pages=t.integer("catch_up_pages", 50, lo=1, hi=10_000),
-            catch_up_time=t.duration("catch_up_time", 120.0),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
-            off_reason=f"no token: set {' and '.join(missing)} (or *_token_file)" if missing else None,
-        )
-
-
-def slack_chat(channel_id: str) -> str:
-    return f"{PREFIX}:{channel_id}"
-
-
-class SlackChannel:
+class SlackChannel(SlackCatchUp, PlatformChannel):
     name = PREFIX
+    uses_asyncio = True
+    takes_idempotency_key = True  # base.IdempotentSend
+    mark_order = float  # chat -> newest stored ts (kept in the daemon's store)
+    marks: NewestStored  # never None: mark_order is set
 
     def __init__(self, settings: SlackSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
                  memory: ChannelMemory | None = None) -> None:
-        self.memory = memory  # the daemon's store: newest stored ts per conversation (catch-up after a restart)
-        self.marks = NewestStored(PREFIX, memory, order=float)  # chat -> newest stored ts
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
         self._held: dict[str, str | None] = {}  # chat being caught up -> newest ts the live events stored meanwhile
-        self.settings = settings
-        self.trigger = trigger
-        self.bridge = bridge
-        self.status = ChannelStatus(PREFIX)
-        self.status.secrets = [settings.bot_token or "", settings.app_token or ""]
-        for token in self.status.secrets:
-            redact_in_logs(token, ("slack_sdk", "aiohttp", "ngb"))
+        self.keep_secret(settings.bot_token or "", settings.app_token or "", loggers=("slack_sdk", "aiohttp", "ngb"))
         self.web: Any = None  # AsyncWebClient (bot token)
         self.socket: Any = None  # the current session's SocketModeClient
         self.me: dict[str, Any] | None = None  # auth.test: user_id, bot_id, user, team
         self._queue: asyncio.Queue[Any] | None = None  # SocketModeRequests, on the asyncio loop
         self._hello: asyncio.Event | None = None
-        self._partial = PartialSends()
-        self._gate = InboundGate(PREFIX, trigger)
-        self._last_trigger = self._gate.last_trigger
         self._threads: Lru = Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
         self._bot_threads: Lru = Lru(4096)  # "<conversation>:<thread_ts>" of threads the bot is in
         self._users: Lru = Lru(4096)  # user id -> display name
@@ -164,32 +101,14 @@ class SlackChannel:
         self.fetched = 0  # messages a catch-up found (stored, or already there)
         self.catch_ups = 0  # catch-ups finished
 
-    @property
-    def state(self) -> str:
-        return self.status.state
-
     # -- inbound -------------------------------------------------------------------------------------
-    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if self.settings.off_reason:
-            self.status.set(OFF, self.settings.off_reason)
-            task_status.started()
-            await trio.sleep_forever()
-        async with self.bridge.attach():
-            task_status.started()
-            try:
-                await self.marks.load()  # where the last run's catch-up would start
-                self.web = await self.bridge.call_sync(self._make_web)
-                await reconnect_forever(
-                    self.status,
-                    lambda: self._session(submit),
-                    base=self.settings.reconnect_base,
-                    cap=self.settings.reconnect_cap,
-                )
-            finally:
-                self.status.set(STOPPED)
-                with trio.CancelScope(shield=True), trio.move_on_after(3):
-                    await self._close_socket()
-                self.web = None
+    async def prepare(self) -> None:
+        await super().prepare()  # where the last run's catch-up would start
+        self.web = await self.bridge.call_sync(self._make_web)
+
+    async def close(self) -> None:
+        await self._close_socket()
+        self.web = None
 
     def _make_web(self) -> Any:  # on the asyncio loop thread
         from slack_sdk.web.async_client import AsyncWebClient
@@ -229,12 +148,12 @@ class SlackChannel:
         try:
             return await self.bridge.call(getattr(self.web, method), **kwargs)
         except SlackApiError as exc:
-            error = _error_code(exc)
+            error = error_code(exc)
             if error in AUTH_ERRORS:
                 raise AuthError(f"{method}: {error}") from None
             raise
 
-    async def _session(self, submit: Submit) -> None:
+    async def session(self, submit: Submit) -> None:
         from slack_sdk.errors import SlackApiError
 
         auth = await self._api("auth_test")
@@ -246,7 +165,7 @@ class SlackChannel:
         try:
             url = await self.bridge.call(socket.issue_new_wss_url)
         except SlackApiError as exc:
-            error = _error_code(exc)
+            error = error_code(exc)
             if error in AUTH_ERRORS:
                 raise AuthError(f"apps.connections.open (app token): {error}") from None
             raise
@@ -285,11 +204,7 @@ class SlackChannel:
 
     async def _close_socket(self) -> None:
         socket, self.socket = self.socket, None
-        if socket is not None and self.bridge.running:
-            try:
-                await self.bridge.call(socket.close)
-            except Exception:  # noqa: BLE001 - closing a dead connection
-                log.debug("slack: error while closing the socket", exc_info=True)
+        await self.close_on_loop(socket and socket.close, "the socket")
 
     async def _pump(self, submit: Submit) -> None:
         """Queued envelopes -> store -> ack, one at a time, in arrival order."""
@@ -310,114 +225,6 @@ class SlackChannel:
             except Exception as exc:  # noqa: BLE001 - not acked: Slack sends it again, stored once
                 log.info("slack: could not ack envelope %s (%s); Slack will redeliver it", request.envelope_id, exc)
 
-    async def _fetch_missed(self, submit: Submit) -> None:
-        """Messages posted while we were away (a reconnect, or a restart), in every conversation
-        with a mark, most recently active first (bounded)."""
-        deadline = trio.current_time() + self.settings.catch_up_time
-        try:
-            for chat, oldest in sorted(self.marks.items(), key=lambda item: float(item[1]), reverse=True):
-                caught_up = False
-                try:
-                    if trio.current_time() >= deadline:
-                        log.warning("slack: catch-up out of time (%.0fs): %s not caught up",
-                                    self.settings.catch_up_time, chat)
-                        continue
-                    await self._catch_up(submit, _channel_id(chat), oldest, deadline)
-                    caught_up = True
-                except AuthError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - best effort: Slack also redelivers unacked events
-                    log.warning("slack: could not fetch missed messages of %s: %s", chat,
-                                self.status.redact(str(exc)))
-                finally:
-                    await self._release(chat, caught_up)
-        finally:
-            for chat in list(self._held):  # cancelled (connection lost): the next catch-up starts at the mark
-                await self._release(chat, False)
-            self.catch_ups += 1
-
-    def _hold(self, chats: Any) -> None:
-        for chat in chats:
-            self._held.setdefault(chat, None)
-
-    async def _release(self, chat: str, caught_up: bool) -> None:
-        """The catch-up of chat is over: when it got everything, what the live events stored
-        meanwhile moves the mark; when not, the mark stays where the catch-up got to."""
-        if chat not in self._held:
-            return
-        held = self._held.pop(chat)
-        if caught_up and held is not None:
-            with trio.CancelScope(shield=True):
-                await self.marks.advance(chat, held)
-
-    async def _catch_up(self, submit: Submit, channel: str, oldest: str, deadline: float) -> None:
-        started = trio.current_time()
-        found: dict[str, dict[str, Any]] = {}  # ts -> message
-        history, pages, cut = await self._listing("conversations_history", deadline, channel=channel, oldest=oldest)
-        for message in history:
-            found[message["ts"]] = message
-        # Thread replies are not in the history: the threads the bot is in, and those started meanwhile.
-        roots = {m["ts"] for m in history if m.get("reply_count") and m.get("thread_ts") == m["ts"]}
-        roots.update(key.partition(":")[2] for key in self._bot_threads if key.partition(":")[0] == channel)
-        threads = sorted(roots, key=float, reverse=True)[:CATCH_UP_THREADS]
-        for root in threads:
-            if trio.current_time() >= deadline:
-                cut = cut or f"out of time ({self.settings.catch_up_time:.0f}s) before thread {root}"
-                break
-            replies, more, thread_cut = await self._listing("conversations_replies", deadline, channel=channel,
-                                                            ts=root, oldest=oldest)
-            pages += more
-            cut = cut or (f"thread {root}: {thread_cut}" if thread_cut else None)
-            for message in replies:
-                if float(message["ts"]) > float(oldest):  # every page starts with the parent
-                    found.setdefault(message["ts"], message)
-        fetched = 0
-        for message in sorted(found.values(), key=lambda m: float(m["ts"])):
-            event = {**message, "channel": channel, "channel_type": "im" if channel.startswith("D") else "channel"}
-            inbound = self.to_inbound(event)
-            if inbound is not None:
-                fetched += 1
-                await self._submit(submit, inbound, event, catching_up=True)
-        self.fetched += fetched
-        line = (f"slack: caught up {channel} since {oldest}: {fetched} message(s) in {pages} page(s), "
-                f"{len(threads)} thread(s) read, {trio.current_time() - started:.1f}s")
-        if cut:
-            log.warning("%s; stopped early (%s): older messages of that listing were not fetched", line, cut)
-        else:
-            log.info("%s", line)
-
-    async def _listing(self, method: str, deadline: float, **kwargs: Any) -> tuple[list[dict[str, Any]], int, str | None]:
-        """Every page of conversations.history/.replies after ``oldest`` (exclusive), within
-        catch_up_pages pages and the deadline: (messages, pages read, why it stopped early or None)."""
-        from slack_sdk.errors import SlackApiError
-
-        messages: list[dict[str, Any]] = []
-        cursor: str | None = None
-        pages = 0
-        while True:
-            if pages >= self.settings.catch_up_pages:
-                return messages, pages, f"page limit ({pages} pages)"
-            answer = None
-            with trio.move_on_at(deadline):
-                try:
-                    answer = await self._api(method, inclusive=False, limit=PAGE_SIZE, cursor=cursor, **kwargs)
-                except SlackApiError as exc:
-                    if _error_code(exc) != "ratelimited":
-                        raise
-                    wait = float(_header(exc, "retry-after") or 1)
-                    if trio.current_time() + wait >= deadline:
-                        return messages, pages, f"rate limited for {wait:.0f}s"
-                    log.info("slack: %s rate limited; waiting %.0fs", method.replace("_", "."), wait)
-                    await trio.sleep(wait)
-                    continue
-            if answer is None:
-                return messages, pages, f"out of time ({self.settings.catch_up_time:.0f}s)"
-            pages += 1
-            messages.extend(answer.get("messages") or [])
-            cursor = ((answer.get("response_metadata") or {}).get("next_cursor") or None) if answer.get("has_more") else None
-            if not cursor:
-                return messages, pages, None
-
     async def _submit(self, submit: Submit, inbound: InboundMessage, event: dict[str, Any], *,
                       catching_up: bool = False) -> None:
         user = event.get("user") or ""
@@ -433,10 +240,6 @@ class SlackChannel:
                 self._held[inbound.chat] = ts
             return
         await self.marks.advance(inbound.chat, ts)
-
-    @property
-    def received(self) -> int:
-        return self._gate.received
 
     async def _user_name(self, user: str) -> str:
         try:
@@ -514,7 +317,7 @@ class SlackChannel:
                    idempotency_key: str | None = None) -> str | None:
         """Post ``text`` (split under 4,000 characters). ``idempotency_key`` is accepted for a uniform
         interface and unused: chat.postMessage has no idempotency key (docs/channels/slack.md)."""
-        channel = _channel_id(chat)
+        channel = channel_id_of(chat)
         if self.web is None:
             raise ChannelError(f"slack is {self.state}", retryable=True)
         trigger = reply_to or self._last_trigger.get(chat)
@@ -562,9 +365,9 @@ class SlackChannel:
                 answer = await self.bridge.call(self.web.chat_postMessage, **kwargs)
                 return str(answer["ts"])
             except SlackApiError as exc:
-                error = _error_code(exc)
+                error = error_code(exc)
                 if error == "ratelimited":
-                    wait = float(_header(exc, "retry-after") or 1)
+                    wait = float(header_of(exc, "retry-after") or 1)
                     if wait > 10 or attempt == 2:
                         raise ChannelError(f"slack: rate limited, retry in {wait:.0f}s", retryable=True) from None
                     await trio.sleep(wait)
@@ -581,36 +384,6 @@ class SlackChannel:
                 raise
         raise ChannelError("slack: could not send", retryable=True)
 
-    async def typing(self, chat: str) -> None:
-        """Slack's Web API has no typing indicator for apps (only the retired RTM API had one)."""
 
-    def describe(self) -> dict[str, Any]:
-        out = self.status.describe()
-        out["bot"] = f"@{self.me['user']}" if self.me else None
-        out["received"] = self.received
-        out["caught_up"] = self.fetched
-        return out
-
-
-def _error_code(exc: Any) -> str:
-    try:
-        return str(exc.response.get("error") or "")
-    except Exception:  # noqa: BLE001
-        return ""
-
-
-def _header(exc: Any, name: str) -> str | None:
-    try:
-        headers = exc.response.headers or {}
-        return next((v for k, v in headers.items() if k.lower() == name), None)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-
-def _channel_id(chat: str) -> str:
-    prefix, _, raw = chat.partition(":")
-    if prefix != PREFIX or not re.fullmatch(r"[A-Z0-9]+", raw):
-        raise ChannelError(f"not a Slack chat: {chat!r} (expected slack:<conversation id>, e.g. slack:C0123ABC)",
-                           retryable=False)
-    return raw
+    def details(self) -> dict[str, Any]:
+        return {"bot": f"@{self.me['user']}" if self.me else None, "received": self.received, "caught_up": self.fetched}

@@ -33,240 +33,72 @@ in the chat's General topic instead, with a log line. Configuration: docs/channe
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import json
 import logging
-import os
-import re
 import secrets
-from collections.abc import Mapping
-from pathlib import Path
+from functools import partial
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
-from ..config import ConfigError
 from ..records import InboundMessage
-from .base import ChannelError, Submit
-from .common import (
-    CONNECTED,
-    OFF,
-    STOPPED,
-    AuthError,
-    ChannelStatus,
-    InboundGate,
-    Lru,
-    PartialSends,
-    markdown_to_telegram_html,
-    reconnect_forever,
-    redact_in_logs,
-    split_text,
-    utf16_len,
+from .base import ChannelError, ChannelMemory, Submit
+from .chats import chat_name, is_int, platform_id_of
+from .common import CONNECTED, AuthError, markdown_to_telegram_html, split_text, utf16_len
+from .skeleton import PlatformChannel
+from .telegram_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
+    DEFAULT_WEBHOOK_PATH,
+    KEYS,
+    PREFIX,
+    WEBHOOK_SECRET_ENV,
+    TelegramSettings,
 )
-from .settings import ChannelTable
+from .telegram_webhook import ALLOWED_UPDATES, WebhookMode
 
 log = logging.getLogger(__name__)
 
-PREFIX = "telegram"
-TEXT_LIMIT = 4096  # characters after entity parsing, counted in UTF-16 code units
+# Telegram's limit is 4096 characters after entity parsing, counted in UTF-16 code units.
 PART_LIMIT = 4000  # what we aim for: the Markdown source, which never renders longer
 MEDIA_PLACEHOLDERS = (
     ("photo", "[photo]"), ("video", "[video]"), ("voice", "[voice message]"), ("audio", "[audio]"),
     ("document", "[file]"), ("sticker", "[sticker]"), ("animation", "[GIF]"), ("video_note", "[video message]"),
     ("location", "[location]"), ("contact", "[contact]"), ("poll", "[poll]"),
 )
-ALLOWED_UPDATES = ["message"]  # what getUpdates and the webhook ask Telegram for
-MODES = ("polling", "webhook")
-DEFAULT_WEBHOOK_PATH = "/channels/telegram/webhook"
-WEBHOOK_SECRET_ENV = "NGB_TELEGRAM_WEBHOOK_SECRET"
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram accepts as a secret_token
-# The daemon's own routes: a webhook path there would shadow them (it is answered before the API guard).
-RESERVED_PATHS = ("/api", "/static", "/debug", "/status", "/healthz", "/metrics", "/dashboard", "/channels/wecom")
-KEYS = {"token", "token_file", "base_url", "base_file_url", "poll_timeout", "request_timeout", "parse_mode",
-        "reconnect_base", "reconnect_cap", "mode", "webhook_url", "webhook_secret", "webhook_secret_file",
-        "webhook_check_interval"}
 
 
-@attrs.frozen
-class TelegramSettings:
-    token: str | None = attrs.field(default=None, repr=False)
-    base_url: str = "https://api.telegram.org/bot"
-    base_file_url: str = "https://api.telegram.org/file/bot"
-    poll_timeout: float = 30.0  # seconds a getUpdates long poll waits on the server
-    request_timeout: float = 20.0  # connect/read/write timeout of other calls
-    parse_mode: str = "html"  # "html": Markdown converted to Telegram HTML; "none": plain text
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
-    off_reason: str | None = None  # why the channel is off (no token...)
-    mode: str = "polling"  # "polling" (getUpdates) or "webhook" (Telegram POSTs to webhook_url)
-    webhook_url: str | None = None  # the public URL; its path is what the daemon serves
-    webhook_secret: str | None = attrs.field(default=None, repr=False)  # None: a random one per start
-    webhook_check_interval: float = 60.0  # how often getWebhookInfo is read in webhook mode
-
-    @property
-    def webhook_path(self) -> str:
-        """The path Telegram POSTs to, as the web server sees it."""
-        return unquote(urlsplit(self.webhook_url or DEFAULT_WEBHOOK_PATH).path) or DEFAULT_WEBHOOK_PATH
-
-    @classmethod
-    def from_table(cls, table: dict[str, Any], config_file: Path | None = None, *,
-                   environ: Mapping[str, str] | None = None) -> TelegramSettings:
-        t = ChannelTable(PREFIX, table, config_file, KEYS)
-        token = t.secret("token")
-        mode = t.choice("mode", "polling", MODES)
-        webhook_url = _webhook_url(t) if t.get("webhook_url") not in (None, "") else None
-        if mode == "webhook" and webhook_url is None:
-            raise t.error("webhook_url", 'is required with mode = "webhook": the public https:// URL Telegram '
-                          f"POSTs updates to, e.g. https://bot.example.org{DEFAULT_WEBHOOK_PATH}")
-        webhook_secret = t.secret("webhook_secret", env=WEBHOOK_SECRET_ENV, environ=environ)
-        if webhook_secret is not None and not SECRET_RE.fullmatch(webhook_secret):
-            if t.get("webhook_secret"):
-                where = t.key("webhook_secret")
-            elif (os.environ if environ is None else environ).get(WEBHOOK_SECRET_ENV, "").strip():
-                where = WEBHOOK_SECRET_ENV
-            else:
-                where = t.key("webhook_secret_file")
-            raise ConfigError(where, "Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and - as a webhook "
-                              "secret (value not shown)")
-        base_url = t.string("base_url", "https://api.telegram.org/bot").rstrip("/")  # not cls.base_url: a slot descriptor
-        if not base_url.endswith("/bot") and "{token}" not in base_url:
-            base_url += "/bot"  # "https://tg.example" -> "https://tg.example/bot"
-        return cls(
-            token=token,
-            base_url=base_url,
-            base_file_url=str(t.get("base_file_url") or base_url.replace("/bot", "/file/bot")),
-            poll_timeout=t.duration("poll_timeout", 30.0),
-            request_timeout=t.duration("request_timeout", 20.0),
-            parse_mode=t.choice("parse_mode", "html", ("html", "none")),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
-            off_reason=None if token else "no token: set NGB_TELEGRAM_TOKEN (or token_file)",
-            mode=mode,
-            webhook_url=webhook_url,
-            webhook_secret=webhook_secret,
-            webhook_check_interval=t.duration("webhook_check_interval", 60.0),
-        )
+telegram_chat = partial(chat_name, PREFIX)  # platform id -> chat
 
 
-def _webhook_url(t: ChannelTable) -> str:
-    """The checked webhook_url: https:// (http:// only to a loopback address, for tests), with a path
-    the daemon can serve (the default path when it has none)."""
-    raw = t.string("webhook_url").strip()
-    parts = urlsplit(raw)
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host:
-        raise t.error("webhook_url", f"must be an https:// URL, got {raw!r}")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise t.error("webhook_url", f"must be an https:// URL (Telegram delivers webhooks over HTTPS only); "
-                      f"http:// is accepted for a loopback address only, got {raw!r}")
-    if parts.fragment:
-        raise t.error("webhook_url", f"must not have a #fragment, got {raw!r}")
-    path = parts.path
-    if path in ("", "/"):
-        path = DEFAULT_WEBHOOK_PATH
-    elif any(path == p or path.startswith(p + "/") for p in RESERVED_PATHS):
-        raise t.error("webhook_url", f"its path {path!r} is one of the daemon's own routes; use e.g. "
-                      f"{DEFAULT_WEBHOOK_PATH} (the reverse proxy must pass the path unchanged)")
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _TelegramStatus(ChannelStatus):
-    """The channel's status, with its mode (and webhook URL) in every description of it."""
-
-    def __init__(self, name: str, extra: Any) -> None:
-        super().__init__(name)
-        self._extra = extra
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        out.update(self._extra())
-        return out
-
-
-def telegram_chat(chat_id: int | str) -> str:
-    return f"{PREFIX}:{chat_id}"
-
-
-class TelegramChannel:
+class TelegramChannel(WebhookMode, PlatformChannel):
     name = PREFIX
+    uses_asyncio = True
+    token_field = "token"
 
-    def __init__(self, settings: TelegramSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE) -> None:
-        self.settings = settings
-        self.trigger = trigger
-        self.bridge = bridge
+    def __init__(self, settings: TelegramSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
+                 memory: ChannelMemory | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
         self.mode = settings.mode
         webhook = settings.mode == "webhook"
         # Served by the web server only in webhook mode, and only when the channel can run at all.
         self.callback_path: str | None = settings.webhook_path if webhook and settings.token else None
         self.webhook_secret = (settings.webhook_secret or secrets.token_urlsafe(48)) if webhook else ""
-        self.status = _TelegramStatus(PREFIX, self._mode_info)
-        self.status.secrets = [settings.token or "", self.webhook_secret]
-        redact_in_logs(settings.token or "")
-        redact_in_logs(self.webhook_secret)
+        self.keep_secret(settings.token or "", self.webhook_secret,
+                         loggers=("httpx", "httpcore", "telegram", "ngb"))
         self.bot: Any = None
         self.me: Any = None
         self._offset: int | None = None
-        self._partial = PartialSends()
-        self._gate = InboundGate(PREFIX, trigger)
-        self._last_trigger = self._gate.last_trigger
-        self.duplicates_skipped = 0
-        self._router_submit: Submit | None = None  # the router, while running (webhook updates go there)
-        self._webhook_lock = trio.Lock()  # one webhook update at a time, in arrival order, like polling
-        self._seen_updates = Lru(4096)  # update ids stored: a redelivery is answered from here
-        self._webhook_error_date: Any = None
-        self.webhook_updates = 0  # POSTs with the right secret and a readable update
-        self.webhook_duplicates = 0
-        self.webhook_malformed = 0
-        self.webhook_refused: dict[str, int] = {}
-        self.webhook_last_error: str | None = None  # what getWebhookInfo last reported
-        self.webhook_pending: int | None = None
-
-    @property
-    def state(self) -> str:
-        return self.status.state
+        self._init_webhook()
 
     # -- inbound -------------------------------------------------------------------------------------
-    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._router_submit = submit
-        if not self.settings.token:
-            self.status.set(OFF, self.settings.off_reason)
-            task_status.started()
-            await trio.sleep_forever()
-        async with self.bridge.attach():
-            task_status.started()  # the daemon does not wait for Telegram to answer
-            try:
-                self.bot = await self.bridge.call_sync(self._make_bot)
-                await reconnect_forever(
-                    self.status,
-                    lambda: self._session(submit),
-                    base=self.settings.reconnect_base,
-                    cap=self.settings.reconnect_cap,
-                    is_auth_error=_is_auth_error,
-                )
-            finally:
-                self.status.set(STOPPED)
-                self._router_submit = None
-                with trio.CancelScope(shield=True), trio.move_on_after(3):
-                    bot, self.bot = self.bot, None
-                    if bot is not None and self.bridge.running:
-                        try:
-                            await self.bridge.call(bot.shutdown)
-                        except Exception:  # noqa: BLE001 - closing on the way out
-                            log.debug("telegram: error while closing the bot", exc_info=True)
+    async def prepare(self) -> None:
+        self.bot = await self.bridge.call_sync(self._make_bot)
+
+    async def close(self) -> None:
+        bot, self.bot = self.bot, None
+        await self.close_on_loop(bot and bot.shutdown, "the bot")
+
+    def is_auth_error(self, exc: BaseException) -> bool:
+        return _is_auth_error(exc)
 
     def _make_bot(self) -> Any:  # on the asyncio loop thread
         from telegram import Bot
@@ -285,7 +117,7 @@ class TelegramChannel:
         return Bot(s.token or "", base_url=s.base_url, base_file_url=s.base_file_url, request=request,
                    get_updates_request=polling)
 
-    async def _session(self, submit: Submit) -> None:
+    async def session(self, submit: Submit) -> None:
         bot = self.bot
         if self.me is None:
             await self.bridge.call(bot.initialize)  # getMe; PTB keeps the answer as bot.bot
@@ -326,111 +158,7 @@ class TelegramChannel:
     async def _take(self, submit: Submit, inbound: InboundMessage | None) -> None:
         """One update's message -> the router (stored when this returns). Polled and webhook alike."""
         if inbound is not None:
-            await self._submit(submit, inbound)
-
-    async def _submit(self, submit: Submit, inbound: InboundMessage) -> None:
-        await self._gate.submit(submit, inbound)
-
-    # -- webhook mode --------------------------------------------------------------------------------
-    @property
-    def public_webhook_url(self) -> str | None:
-        """webhook_url as shown in /status and logs: no query (nothing secret-looking), no secret."""
-        url = self.settings.webhook_url
-        if not url:
-            return None
-        parts = urlsplit(url)
-        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-
-    async def _set_webhook(self, bot: Any) -> None:
-        await self.bridge.call(bot.set_webhook, self.settings.webhook_url, secret_token=self.webhook_secret,
-                               allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
-        log.info("telegram: webhook set to %s", self.public_webhook_url)
-
-    async def _watch_webhook(self, bot: Any) -> None:
-        """While connected: read getWebhookInfo now and then. Set the webhook again when someone
-        changed or deleted it; log what Telegram reports about its deliveries (a wrong proxy
-        answers 404/502...). A failure to ask ends the session (disconnected, reconnect)."""
-        while True:
-            await trio.sleep(self.settings.webhook_check_interval)
-            info = await self.bridge.call(bot.get_webhook_info)
-            self.webhook_pending = info.pending_update_count
-            if info.url != self.settings.webhook_url:
-                log.warning("telegram: the bot's webhook is %s, not ours (changed by another program?); setting it again",
-                            repr(info.url) if info.url else "not set")
-                await self._set_webhook(bot)
-                continue
-            self.status.set(CONNECTED)
-            date = info.last_error_date
-            if info.last_error_message and date is not None and date != self._webhook_error_date:
-                self._webhook_error_date = date
-                self.webhook_last_error = f"{info.last_error_message} (at {date.isoformat()})"
-                log.warning("telegram: Telegram could not deliver updates to %s: %s; %s waiting (it retries). "
-                            "Check the reverse proxy and docs/channels/telegram.md", self.public_webhook_url,
-                            self.status.redact(info.last_error_message), info.pending_update_count)
-
-    async def handle_callback(self, method: str, args: Mapping[str, str], body: bytes, remote: str | None = None,
-                              headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-        """One HTTP request to the webhook path -> (status, body). Never raises. 200 only once the
-        update's message is stored (or it is one to ignore); Telegram delivers it again otherwise."""
-        try:
-            if method != "POST":
-                return 405, b"method not allowed"
-            given = _header(headers, SECRET_HEADER)
-            if given is None:
-                return self._refuse(401, "no secret token header", remote, headers)
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.webhook_secret.encode("utf-8")):
-                return self._refuse(403, "wrong secret token", remote, headers)
-            return await self._webhook_update(body, remote)
-        except Exception:  # noqa: BLE001 - e.g. the store is down: Telegram retries what is not a 2xx
-            log.exception("telegram: webhook update failed; Telegram will deliver it again")
-            return 500, b""
-
-    def _refuse(self, status: int, reason: str, remote: str | None, headers: Mapping[str, str] | None) -> tuple[int, bytes]:
-        self.webhook_refused[reason] = self.webhook_refused.get(reason, 0) + 1
-        forwarded = _header(headers, "X-Forwarded-For")
-        log.warning("telegram: webhook POST refused from %s%s: %s (%d so far); nothing stored", remote or "?",
-                    f" (forwarded for {forwarded[:100]!r})" if forwarded else "", reason, self.webhook_refused[reason])
-        return status, b""
-
-    async def _webhook_update(self, body: bytes, remote: str | None) -> tuple[int, bytes]:
-        from telegram import Update
-
-        submit, bot = self._router_submit, self.bot
-        if submit is None or bot is None or self.me is None:
-            return 503, b"not ready"  # before getMe answered: Telegram delivers it again
-        try:
-            data = json.loads(body)
-            if not isinstance(data, dict) or type(data.get("update_id")) is not int:
-                raise ValueError("not a JSON object with an update_id")
-            update = Update.de_json(data, bot)
-            inbound = self.to_inbound(update)
-        except Exception as exc:  # noqa: BLE001 - whatever the body is, it is answered, never raised
-            self.webhook_malformed += 1
-            log.warning("telegram: webhook POST from %s is not a Telegram update (%s: %.200s); answered 400",
-                        remote or "?", type(exc).__name__, exc)
-            return 400, b"not a Telegram update"
-        key = str(update.update_id)
-        async with self._webhook_lock:
-            self.webhook_updates += 1
-            if key in self._seen_updates:
-                self.webhook_duplicates += 1
-                log.info("telegram: update %s delivered again (a webhook retry); already stored", key)
-                return 200, b""
-            await self._take(submit, inbound)
-            self._seen_updates.put(key, None)
-        return 200, b""
-
-    def _mode_info(self) -> dict[str, Any]:
-        if self.mode != "webhook":
-            return {"mode": self.mode}
-        return {"mode": self.mode, "webhook_url": self.public_webhook_url, "callback_path": self.callback_path,
-                "webhook_updates": self.webhook_updates, "webhook_duplicates": self.webhook_duplicates,
-                "webhook_malformed": self.webhook_malformed, "webhook_refused": dict(self.webhook_refused),
-                "webhook_pending": self.webhook_pending, "webhook_last_error": self.webhook_last_error}
-
-    @property
-    def received(self) -> int:
-        return self._gate.received
+            await self._gate.submit(submit, inbound)
 
     def to_inbound(self, update: Any) -> InboundMessage | None:
         """An Update -> InboundMessage, or None for what is not a user's message."""
@@ -556,22 +284,8 @@ class TelegramChannel:
         except Exception:  # noqa: BLE001 - cosmetic
             log.debug("telegram: typing indicator failed", exc_info=True)
 
-    def describe(self) -> dict[str, Any]:
-        out = self.status.describe()
-        out["bot"] = f"@{self.me.username}" if self.me is not None else None
-        out["received"] = self.received
-        return out
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    """A request header's value (case-insensitive), or None."""
-    if headers is None:
-        return None
-    value = headers.get(name)
-    if value is None:
-        low = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == low), None)
-    return None if value is None else str(value)
+    def details(self) -> dict[str, Any]:
+        return {"bot": f"@{self.me.username}" if self.me is not None else None, "received": self.received}
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -581,13 +295,7 @@ def _is_auth_error(exc: BaseException) -> bool:
 
 
 def _chat_id(chat: str) -> int:
-    prefix, _, raw = chat.partition(":")
-    try:
-        if prefix != PREFIX:
-            raise ValueError
-        return int(raw)
-    except ValueError:
-        raise ChannelError(f"not a Telegram chat: {chat!r} (expected telegram:<numeric id>)", retryable=False) from None
+    return int(platform_id_of(chat, PREFIX, is_int, "Telegram chat: {chat} (expected telegram:<numeric id>)"))
 
 
 def _platform_id(chat_id: int, message_id: int, topic: int | None) -> str:

@@ -29,127 +29,58 @@ run or the next, is stored and answered once.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Hashable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 import trio
 
-from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
-from ..errors import one_error
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
-from .common import (
-    CONNECTED,
-    STOPPED,
-    AuthError,
-    ChannelStatus,
-    InboundGate,
-    Lru,
-    PartialSends,
-    reconnect_forever,
-    redact_in_logs,
-    split_text,
+from .chats import chat_name
+from .common import CONNECTED, AuthError, Lru, split_text
+from .skeleton import PlatformChannel
+from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
+    BOT_ID_ENV,
+    DEFAULT_PART_BYTES,
+    DEFAULT_URL,
+    KEYS,
+    PREFIX,
+    SECRET_ENV,
+    WeComCallbackSettings,
+    WeComSettings,
+    settings_from_config,
 )
-from .ws_rpc import JsonRpcSocket, Route
+from .ws_rpc import JsonRpcSocket, Route, handshake_errors
 
 if TYPE_CHECKING:
     from .wecom_callback import WeComCallbackChannel
 
 log = logging.getLogger(__name__)
 
-PREFIX = "wecom"
-DEFAULT_URL = "wss://openws.work.weixin.qq.com"
-BOT_ID_ENV = "NGB_WECOM_BOT_ID"
-SECRET_ENV = "NGB_WECOM_SECRET"
-DEFAULT_PART_BYTES = 4000  # markdown messages stop at 4,096 bytes (a stream takes 20,480)
 AUTH_ERRCODES = {853000, 40001, 40014, 42001, 41001}
-KEYS = {"url", "bot_id", "secret", "secret_file", "part_bytes", "reply_window", "heartbeat_interval",
-        "request_timeout", "connect_timeout", "reconnect_base", "reconnect_cap", "enabled"}
-CALLBACK_ONLY = ("corp_id", "agent_id", "token", "encoding_aes_key", "corp_secret", "api_base", "msgtype")
-
-
-@attrs.frozen
-class WeComSettings:
-    bot_id: str
-    secret: str = attrs.field(repr=False)
-    url: str = DEFAULT_URL
-    part_bytes: int = DEFAULT_PART_BYTES
-    reply_window: float = 300.0  # a callback's req_id can be answered this long (then: aibot_send_msg)
-    heartbeat_interval: float = 30.0
-    request_timeout: float = 15.0
-    connect_timeout: float = 15.0
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
 
 
 def from_config(config: Any, env: Mapping[str, str] | None = None, *,
                 memory: ChannelMemory | None = None) -> WeComChannel | WeComCallbackChannel | None:
-    """The WeCom channel, or None (one log line) when its bot id or secret is missing.
-    Secret: NGB_WECOM_SECRET, ``secret`` put into the table by the environment, or ``secret_file``.
-    ``mode = "callback"`` makes the self-built app's callback channel instead (wecom_callback.py)."""
-    env = os.environ if env is None else env
-    table = (getattr(config, "channels", {}) or {}).get(PREFIX)
-    secret = env.get(SECRET_ENV, "").strip()
-    if table is None and not secret:
+    """The WeCom channel (``mode = "callback"``: the self-built app's, wecom_callback.py), or None
+    (one log line when it is off: its bot id or secret is missing). Secret: NGB_WECOM_SECRET,
+    ``secret`` put into the table by the environment, or ``secret_file``."""
+    settings = settings_from_config(config, env)
+    if settings is None:
         return None
-    table = dict(table or {})
-    mode = str(table.pop("mode", "robot")).strip().lower()
-    if mode == "callback":
-        from .wecom_callback import from_config as callback_from_config
-
-        return callback_from_config(config, env)
-    if mode != "robot":
-        raise ConfigError("channels.wecom.mode", f'must be "robot" or "callback", got {mode!r}')
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        hint = ' (a callback-mode key: add mode = "callback")' if unknown[0].startswith(CALLBACK_ONLY) else ""
-        raise ConfigError(f"channels.wecom.{unknown[0]}", f"unknown key{hint}; see docs/channels/wecom.md")
-    if not parse_bool(table.get("enabled", True)):
+    if settings.off_reason:
+        log.warning("channel wecom: off (%s)", settings.off_reason)
         return None
-    config_file = getattr(config, "config_file", None)
-    secret = secret or str(table.get("secret") or "").strip()
-    if not secret and table.get("secret_file"):
-        path = Path(str(table["secret_file"])).expanduser()
-        if not path.is_absolute() and config_file is not None:
-            path = config_file.parent / path
-        secret = read_secret_file(path, "channels.wecom.secret_file")
-    bot_id = env.get(BOT_ID_ENV, "").strip() or str(table.get("bot_id") or "").strip()
-    if not bot_id or not secret:
-        missing = " and ".join(n for n, v in (("bot_id (or NGB_WECOM_BOT_ID)", bot_id),
-                                              (f"{SECRET_ENV} (or channels.wecom.secret_file)", secret)) if not v)
-        log.warning("channel wecom: off (set %s)", missing)
-        return None
+    if isinstance(settings, WeComCallbackSettings):  # the self-built app's mode
+        from .wecom_callback import WeComCallbackChannel
 
-    def duration(key: str, default: float) -> float:
-        try:
-            return parse_duration(table.get(key, default))
-        except ValueError as exc:
-            raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
-
-    url = str(table.get("url", DEFAULT_URL))
-    if urlsplit(url).scheme not in ("ws", "wss"):
-        raise ConfigError("channels.wecom.url", f"must be a ws:// or wss:// URL, got {url!r}")
-    try:
-        part_bytes = int(table.get("part_bytes", DEFAULT_PART_BYTES))
-    except ValueError:
-        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
-    if not 200 <= part_bytes <= 20_000:
-        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and 20000, got {part_bytes}")
-    settings = WeComSettings(
-        bot_id=bot_id, secret=secret, url=url, part_bytes=part_bytes,
-        reply_window=duration("reply_window", 300.0), heartbeat_interval=duration("heartbeat_interval", 30.0),
-        request_timeout=duration("request_timeout", 15.0), connect_timeout=duration("connect_timeout", 15.0),
-        reconnect_base=duration("reconnect_base", 1.0), reconnect_cap=duration("reconnect_cap", 60.0))
+        return WeComCallbackChannel(settings, memory=memory)
     return WeComChannel(settings, memory=memory)
 
 
-def wecom_chat(chatid: str) -> str:
-    return f"{PREFIX}:{chatid}"
+wecom_chat = partial(chat_name, PREFIX)  # platform id -> chat
 
 
 def utf8_len(text: str) -> int:
@@ -195,7 +126,7 @@ class _Connection(JsonRpcSocket):
         # An ack: it echoes our req_id (and sometimes our cmd).
         req_id = str((frame.get("headers") or {}).get("req_id", ""))
         for key in self.pending.keys():
-            pending_cmd, pending_req_id = key
+            pending_cmd, pending_req_id = cast(tuple[str, str], key)  # request() keys are (cmd, req_id)
             if pending_req_id == req_id and (not cmd or pending_cmd == cmd):
                 return key
         return Route.LATE if "errcode" in frame else Route.UNEXPECTED
@@ -210,81 +141,54 @@ class _Connection(JsonRpcSocket):
         log.debug("wecom: ack for an unknown or late command: %.200r", raw)
 
 
-class WeComChannel:
+class WeComChannel(PlatformChannel):
     name = PREFIX
 
-    def __init__(self, settings: WeComSettings, *, memory: ChannelMemory | None = None) -> None:
-        self.memory = memory  # the daemon's store (see channels.common.NewestStored)
-        self.settings = settings
-        self.status = ChannelStatus(PREFIX)
-        self.status.secrets = [settings.secret]
-        redact_in_logs(settings.secret, ("trio-websocket", "ngb"))
+    def __init__(self, settings: WeComSettings, *, trigger: str = "", memory: ChannelMemory | None = None) -> None:
+        super().__init__(settings, memory=memory)  # (no trigger word: the AI bot is always addressed)
+        self.keep_secret(settings.secret, loggers=("trio-websocket", "ngb"))
         self._conn: _Connection | None = None
         self._callbacks = Lru(4096)  # msgid -> (req_id, monotonic time received)
-        self._gate = InboundGate(PREFIX, "")
-        self._last_trigger = self._gate.last_trigger
-        self._partial = PartialSends()
         self.sessions = 0
         self.malformed = 0
         self.kicked = 0
 
-    @property
-    def state(self) -> str:
-        return self.status.state
-
-    def describe(self) -> dict[str, Any]:
-        out = self.status.describe()
+    def details(self) -> dict[str, Any]:
         live = self._conn.malformed if self._conn is not None else 0
-        out.update(bot_id=self.settings.bot_id, received=self.received, malformed=self.malformed + live,
-                   kicked=self.kicked)
-        return out
+        return dict(bot_id=self.settings.bot_id, received=self.received, malformed=self.malformed + live,
+                    kicked=self.kicked)
 
-    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        try:
-            await reconnect_forever(self.status, lambda: self._session(submit), base=self.settings.reconnect_base,
-                                    cap=self.settings.reconnect_cap)
-        finally:
-            self.status.set(STOPPED)
-            self._conn = None
+    async def close(self) -> None:
+        self._conn = None
 
-    async def _session(self, submit: Submit) -> None:
-        from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
+    async def session(self, submit: Submit) -> None:
+        from trio_websocket import open_websocket_url
 
-        try:
-            with one_error():
-                async with open_websocket_url(self.settings.url, connect_timeout=self.settings.connect_timeout,
-                                              disconnect_timeout=2, max_message_size=16 * 1024 * 1024) as ws:
-                    conn = _Connection(ws)
-                    try:
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(conn.reader)
-                            try:
-                                await conn.command("aibot_subscribe", {"bot_id": self.settings.bot_id,
-                                                                       "secret": self.settings.secret},
-                                                   self.settings.request_timeout)
-                            except CommandFailed as exc:
-                                if exc.errcode in AUTH_ERRCODES:
-                                    raise AuthError(f"WeCom refused the bot id or secret ({exc})") from None
-                                raise ConnectionError(str(exc)) from None
-                            self.sessions += 1
-                            self._conn = conn
-                            self.status.set(CONNECTED)
-                            log.info("wecom: subscribed as robot %s", self.settings.bot_id)
-                            nursery.start_soon(self._pump, conn, submit)
-                            nursery.start_soon(self._heartbeat, conn)
-                            await conn.closed.wait()
-                            nursery.cancel_scope.cancel()
-                    finally:
-                        self.malformed += conn.malformed
-                        if self._conn is conn:
-                            self._conn = None
-        except ConnectionRejected as exc:
-            if exc.status_code in (401, 403):
-                raise AuthError(f"WeCom refused the connection (HTTP {exc.status_code})") from None
-            raise ConnectionError(f"handshake refused with HTTP {exc.status_code}") from None
-        except HandshakeError as exc:
-            raise ConnectionError(f"websocket handshake failed: {type(exc).__name__}: {exc}") from None
+        with handshake_errors("WeCom refused the connection"):
+            async with open_websocket_url(self.settings.url, connect_timeout=self.settings.connect_timeout,
+                                          disconnect_timeout=2, max_message_size=16 * 1024 * 1024) as ws:
+                conn = _Connection(ws)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(conn.reader)
+                        try:
+                            await conn.command("aibot_subscribe", {"bot_id": self.settings.bot_id,
+                                                                   "secret": self.settings.secret},
+                                               self.settings.request_timeout)
+                        except CommandFailed as exc:
+                            if exc.errcode in AUTH_ERRCODES:
+                                raise AuthError(f"WeCom refused the bot id or secret ({exc})") from None
+                            raise ConnectionError(str(exc)) from None
+                        self.sessions += 1
+                        self._conn = conn
+                        self.status.set(CONNECTED)
+                        log.info("wecom: subscribed as robot %s", self.settings.bot_id)
+                        await conn.run_beside(nursery, partial(self._pump, conn, submit),
+                                              partial(self._heartbeat, conn))
+                finally:
+                    self.malformed += conn.malformed
+                    if self._conn is conn:
+                        self._conn = None
         raise ConnectionError("the WeCom connection ended")
 
     async def _heartbeat(self, conn: _Connection) -> None:
@@ -353,10 +257,6 @@ class WeComChannel:
 
     async def _submit(self, submit: Submit, inbound: InboundMessage) -> None:
         await self._gate.submit(submit, inbound, triggered=True)  # WeCom pushes only messages for the robot
-
-    @property
-    def received(self) -> int:
-        return self._gate.received
 
     # -- outbound --------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:

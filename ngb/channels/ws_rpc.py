@@ -14,7 +14,7 @@ import enum
 import itertools
 import json
 import math
-from collections.abc import Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,6 +100,13 @@ class JsonRpcSocket:
         self.malformed = 0
         self._serials = itertools.count(1)
 
+    async def run_beside(self, nursery: trio.Nursery, *tasks: Callable[[], Awaitable[None]]) -> None:
+        """Run ``tasks`` in ``nursery`` (the reader's) until the socket closes, then cancel them all."""
+        for task in tasks:
+            nursery.start_soon(task)
+        await self.closed.wait()
+        nursery.cancel_scope.cancel()
+
     def next_serial(self) -> int:
         """1, 2, 3, ... for ids unique on this connection."""
         return next(self._serials)
@@ -178,3 +185,25 @@ class JsonRpcSocket:
             self.unexpected_frame(raw)
         elif route is Route.LATE or not self.pending.resolve(route, frame):
             self.late_response(raw)
+
+
+@contextmanager
+def handshake_errors(refused: str) -> Iterator[None]:
+    """A websocket that could not be opened -> AuthError (``refused``, HTTP 401/403: the token was
+    refused) or ConnectionError (anything else): what reconnect_forever needs to tell them apart.
+    Also folds a nursery's single error into that error (errors.one_error)."""
+    from trio_websocket import ConnectionRejected, HandshakeError
+
+    from ..errors import one_error
+    from .status import AuthError
+
+    try:
+        with one_error():
+            yield
+    except ConnectionRejected as exc:
+        if exc.status_code in (401, 403):
+            raise AuthError(f"{refused} (HTTP {exc.status_code})") from None
+        raise ConnectionError(f"handshake refused with HTTP {exc.status_code}") from None
+    except HandshakeError as exc:
+        raise ConnectionError(f"websocket handshake failed: {type(exc).__name__}: {exc}") from None
+

@@ -1,6 +1,7 @@
-"""Backups and restores of the daemon's state (`ngb backup PATH`, `ngb restore PATH`), the
-pre-migration backup the store takes before it changes the schema, and the state lock that tells
-`ngb restore` a daemon is running.
+"""Backups and restores of the daemon's state (`ngb backup PATH`, `ngb restore PATH`). The
+database copies themselves (and the pre-migration backup the store takes before it changes the
+schema) are ngb/store/copy.py; the state lock that tells `ngb restore` a daemon is running is
+ngb/ops/state_lock.py.
 
 A backup holds:
 
@@ -31,7 +32,6 @@ rename is atomic; a failure half-way moves everything back).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -47,16 +47,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..db_copy import (  # noqa: F401 - PRE_MIGRATION_*, pre_migration_backup: re-exported
+from ..store.copy import (  # noqa: F401 - PRE_MIGRATION_*, pre_migration_backup: re-exported
     PRE_MIGRATION_KEEP,
     PRE_MIGRATION_PREFIX,
     BackupError,
+    check_copy,
     copy_database,
     pre_migration_backup,
 )
-from ..db_copy import fsync_dir as _fsync_dir
-from ..db_copy import fsync_file as _fsync
-from ..db_copy import stamp as _stamp
+from ..store.copy import fsync_dir as _fsync_dir
+from ..store.copy import fsync_file as _fsync
+from ..store.copy import stamp as _stamp
+from ..store.schema import MIGRATIONS
+from .state_lock import LOCK_NAME, StateLock, daemon_holding, daemon_running  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,6 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 DB_NAME = "ngb.db"
 FOLDERS = ("groups", "global", "sessions", "channels")
-LOCK_NAME = "daemon.lock"
 
 # File names never copied into a backup (secrets), matched case-insensitively.
 _SECRET_EXACT = {".env", "ngb.env", ".credentials.json", "credentials.json", "credentials", ".netrc", ".pgpass",
@@ -106,77 +108,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# -- the daemon lock ---------------------------------------------------------------------------
-class StateLock:
-    """An advisory lock on ``<state>/run/daemon.lock`` held while a daemon runs (the file holds its
-    pid). `ngb restore` refuses while it is held. Held through an open file: released when the
-    daemon exits, however it exits."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_NAME
-        self._fh: Any = None
-
-    def acquire(self) -> bool:
-        """Take the lock; False (and nothing held) when another process or daemon holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the daemon's life
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-        return True
-
-    def release(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-
-def daemon_holding(run_dir: Path) -> str | None:
-    """Who holds the state lock ("pid N"), or None when no daemon does."""
-    path = run_dir / LOCK_NAME
-    if not path.exists():
-        return None
-    try:
-        with open(path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                fh.seek(0)
-                pid = fh.read().strip()
-                return f"pid {pid}" if pid else "another process"
-            fcntl.flock(fh, fcntl.LOCK_UN)
-    except OSError:
-        return None
-    return None
-
-
-def daemon_running(config: Any) -> str | None:
-    """Why we think a daemon uses this state directory now (None: none does)."""
-    holder = daemon_holding(config.run_dir)
-    if holder is not None:
-        return f"a daemon ({holder}) holds {config.run_dir / LOCK_NAME}"
-    import httpx
-
-    host = f"[{config.web_host}]" if ":" in config.web_host else config.web_host
-    try:
-        r = httpx.get(f"http://{host}:{config.web_port}/healthz", timeout=2)
-        body = r.json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    if isinstance(body, dict) and "ok" in body:  # ngb's /healthz answers {"ok": ...}
-        return f"a daemon answers /healthz on {host}:{config.web_port}"
-    return None
 
 
 # -- backup ------------------------------------------------------------------------------------
@@ -326,18 +257,10 @@ def read_backup(source: Path, staging: Path) -> dict[str, Any]:
         raise BackupError(f"{source} holds no {DB_NAME}")
     if manifest.get("db_sha256") and _sha256(db) != manifest["db_sha256"]:
         raise BackupError(f"{source}: {DB_NAME} does not match the manifest's checksum (damaged backup)")
-    conn = sqlite3.connect(db, isolation_level=None)
     try:
-        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.Error as exc:
-        raise BackupError(f"{source}: {DB_NAME} is not a usable database: {exc}") from exc
-    finally:
-        conn.close()
-    if check != "ok":
-        raise BackupError(f"{source}: {DB_NAME} fails integrity_check: {check}")
-    from ..store import MIGRATIONS
-
+        version = check_copy(db)  # its messages name the file: DB_NAME
+    except BackupError as exc:
+        raise BackupError(f"{source}: {exc}") from exc
     if version > len(MIGRATIONS):
         raise BackupError(
             f"{source} has schema {version}, newer than this ngb ({__version__}, schema {len(MIGRATIONS)}): "

@@ -32,8 +32,6 @@ import httpx
 from ..config import CHANNEL_SECRET_ENV, Config, ConfigError, parse_bool
 from .check import Check
 
-Probe = Callable[[Any, httpx.Client], Check]
-
 # Channels whose token variables are not in config.CHANNEL_SECRET_ENV (they read their own).
 _OTHER_TOKEN_ENV = {
     "qq": "NGB_ONEBOT_ACCESS_TOKEN",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..config import CHANNEL_SECRET_ENV, ConfigError, load_config
+from ..config.environment import environ
 from .service import write_env_file
 
 KNOWN_CHANNELS = ("local", "telegram", "slack", "discord")
@@ -87,7 +88,7 @@ def _read_secret_file(path: str) -> str:
 
 
 def cmd_init(config: object, args: argparse.Namespace, env: Mapping[str, str] | None = None, asker: Asker | None = None) -> int:
-    env = os.environ if env is None else env
+    env = environ(env)
     interactive = not args.yes
     if interactive and not sys.stdin.isatty() and asker is None:
         print("ngb: init asks questions; with no terminal, pass --yes and flags (see ngb init --help)", file=sys.stderr)

@@ -13,6 +13,10 @@ the ping itself is the liveness test. Pinging from a thread would keep a dead lo
 
 Without ``NOTIFY_SOCKET`` (not under systemd) the task does nothing. A failing send is logged once
 and never raised: notifications are advice to systemd, not a reason to stop the daemon.
+
+This module reads ``os.environ`` itself (not through ngb/config/): ``NOTIFY_SOCKET``,
+``WATCHDOG_USEC`` and ``WATCHDOG_PID`` are systemd's protocol, set per start by the service manager,
+not settings a user writes.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..config import CHANNEL_SECRET_ENV, Config
+from ..config.environment import editor, environ, has_user_session_bus, user_config_home
+from ..paths import resource
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "packaging" / "nanogridbot.service.in"
+TEMPLATE = resource("packaging", "nanogridbot.service.in")
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 SYSTEM_ENV_FILE = Path("/etc/nanogridbot/ngb.env")
 DEFAULT_WATCHDOG = 30
@@ -45,9 +47,7 @@ def unit_name(config: Config) -> str:
 
 
 def user_unit_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "systemd" / "user"
+    return user_config_home(env) / "systemd" / "user"
 
 
 def default_env_file(config: Config, *, user: bool) -> Path:
@@ -105,7 +105,7 @@ def render_unit(
         extra.append("SupplementaryGroups=docker")  # the socket is root:docker 660
     values = {
         "description": f"NanoGridBot assistant daemon (instance {config.instance})",
-        "docs": f"file://{(Path(__file__).resolve().parents[2] / 'docs' / 'deployment.md')}".replace("%", "%%"),
+        "docs": f"file://{resource('docs', 'deployment.md')}".replace("%", "%%"),
         # A user manager cannot order itself after the system's docker.service.
         "after": "network-online.target" if user else "network-online.target docker.service",
         "wants": "network-online.target" if user else "network-online.target docker.service",
@@ -213,11 +213,11 @@ def _systemctl(user: bool) -> str:
 def _systemd_running(user: bool, env: Mapping[str, str]) -> bool:
     if not Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
         return False
-    return not user or bool(env.get("XDG_RUNTIME_DIR") or env.get("DBUS_SESSION_BUS_ADDRESS"))
+    return not user or has_user_session_bus(env)
 
 
 def install(config: Config, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
+    env = environ(env)
     user = bool(args.user)
     if not user and os.geteuid() != 0 and args.unit_dir is None and not args.print:
         print(
@@ -276,7 +276,7 @@ def install(config: Config, args: argparse.Namespace, env: Mapping[str, str] | N
     print("\nnext:")
     step = 1
     if not has_key and not config.anthropic_api_key_file and "anthropic.com" in config.model_upstream:
-        print(f"  {step}. put the model key in {env_file}: {shlex.quote(os.environ.get('EDITOR', 'nano'))} {env_file}   (ANTHROPIC_API_KEY=...)")
+        print(f"  {step}. put the model key in {env_file}: {shlex.quote(editor())} {env_file}   (ANTHROPIC_API_KEY=...)")
         step += 1
     ngb = " ".join(shlex.quote(a) for a in exec_command(config)[:-2])
     print(f"  {step}. build the agent image (the service starts with --no-build): {ngb} image build")
@@ -290,7 +290,7 @@ def install(config: Config, args: argparse.Namespace, env: Mapping[str, str] | N
 
 
 def uninstall(config: Config, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
+    env = environ(env)
     user = bool(args.user)
     name = unit_name(config)
     unit_dir = Path(args.unit_dir) if args.unit_dir else (user_unit_dir(env) if user else SYSTEM_UNIT_DIR)

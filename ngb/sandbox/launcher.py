@@ -23,9 +23,10 @@ from typing import Any
 import trio
 
 from .. import errors
-from ..actor import ExitInfo, TurnFailed
+from ..agent_link import ExitInfo, TurnFailed
 from ..framing import FRAME_TIMEOUT, FrameError, FrameWriter, LineReader, peer_uid
 from ..hostperms import DEFAULT_AGENT_UID, allowed_peer, container_user, share_dir, share_socket, socket_dir
+from ..protocol import PROTOCOL_VERSION, BackFrame, BadFrame, Hello, OutFrame, Stop, decode_back, encode
 from ..records import Group
 from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
@@ -47,19 +48,20 @@ class DockerConnection:
         self._writer = FrameWriter(stream)
         self.closed = False
 
-    async def send(self, frame: dict[str, Any]) -> None:
+    async def send(self, frame: OutFrame) -> None:
         try:
-            await self._writer.send(frame)
+            await self._writer.send(encode(frame))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TurnFailed("the agent connection closed") from exc
 
-    async def receive(self) -> dict[str, Any] | FrameError | None:
+    async def receive(self) -> BackFrame | BadFrame | FrameError | None:
         if self.closed:
             return None
         try:
-            return await self._reader.next_frame()
+            obj = await self._reader.next_frame()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return None
+        return decode_back(obj) if isinstance(obj, dict) else obj
 
 
 class DockerLauncher:
@@ -177,7 +179,7 @@ class DockerLauncher:
                         with trio.move_on_after(3):
                             if conn.exit_info is None:
                                 try:
-                                    await conn.send({"type": "stop"})
+                                    await conn.send(Stop())
                                     with trio.move_on_after(2):
                                         while await conn.receive() is not None:
                                             pass
@@ -246,7 +248,10 @@ class DockerLauncher:
         conn = DockerConnection(container_id, accepted[0])
         with trio.move_on_after(30):
             hello = await conn.receive()
-            if isinstance(hello, dict) and hello.get("type") == "hello":
+            if isinstance(hello, Hello) and hello.version != PROTOCOL_VERSION:
+                raise TurnFailed(f"the agent speaks protocol version {hello.version}, this daemon {PROTOCOL_VERSION}: "
+                                 "rebuild the agent image (ngb doctor)")
+            if isinstance(hello, Hello):
 
                 async def watch_exit() -> None:
                     info = await self.runtime.wait(container_id)

@@ -23,7 +23,7 @@ import docker.errors
 import trio
 from docker.types import Mount as DockerMount
 
-from ..actor import ExitInfo
+from ..agent_link import ExitInfo
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,6 @@ class DockerRuntime:
         try:
             return bool(await self._call(self.client.ping))
         except Exception:  # noqa: BLE001 - any failure means "not reachable"
-            return False
-
-    async def image_present(self, image: str) -> bool:
-        try:
-            await self._call(self.client.images.get, image)
-            return True
-        except docker.errors.ImageNotFound:
             return False
 
     async def cleanup_orphans(self) -> list[str]:

@@ -12,28 +12,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from ..framing import FRAME_TIMEOUT, MAX_FRAME, FrameError, FrameWriter, LineReader, peer_uid
 from ..hostperms import DEFAULT_AGENT_UID, allowed_peer
-from ..records import Group, ScheduleKind, Task, TaskStatus, format_time, to_json, utcnow
-from ..schedules import ScheduleError, resume_next, validate
+from ..records import Group, TaskStatus, format_time, to_json
+from ..tasks.service import (
+    KEEP,
+    MAX_SCHEDULE,
+    MAX_SCRIPT,
+    MAX_ZONE,
+    Caller,
+    NewTask,
+    TaskChange,
+    TaskError,
+    TaskService,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 16000
-MAX_SCRIPT = 4000
 MAX_ID = 200  # longer request ids are not echoed
 MAX_ERROR = 2000  # error texts sent back (and logged) are cut to this
 MAX_CONNECTIONS = 4  # served at once per container socket; the runner needs one
 HANG_UP_DRAIN = 1.0  # seconds (and HANG_UP_DRAIN_BYTES) a refused connection's input is thrown away
 HANG_UP_DRAIN_BYTES = 1 << 20
 REFUSAL_LOG_EVERY = 60.0  # seconds: refused connections are logged once per this, with a count
+T = TypeVar("T")
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -67,7 +76,7 @@ class ToolService:
         if handler is None or tool.startswith("_"):
             if self.ctx.plugins is not None and self.ctx.plugins.has_tool(tool):
                 # Same door, same caller identity: the plugin's handler gets the calling group.
-                return await self.ctx.plugins.call_tool(caller, tool, args)  # type: ignore[no-any-return]
+                return await self.ctx.plugins.call_tool(caller, tool, args)
             raise Refused(f"unknown tool {_short(tool)!r}")
         return await handler(caller, args)
 
@@ -94,12 +103,20 @@ class ToolService:
             raise Refused(f"chat {chat!r} is not a registered group")
         return chat
 
-    async def _own_task(self, caller: Group, args: dict[str, Any]) -> Task:
-        task_id = self._str(args, "task_id", limit=100)
-        task = await self.ctx.store.task(task_id)
-        if task is None or (not caller.is_main and task.folder != caller.folder):
-            raise Refused(f"no task {task_id!r} in this group")
-        return task
+    @property
+    def tasks(self) -> TaskService:
+        """The task rules, with this context's store, groups, minimum interval and change hook
+        (read at each call: the daemon's hook may be replaced)."""
+        ctx = self.ctx
+        return TaskService(ctx.store, ctx.registry, min_interval=ctx.min_interval, on_changed=ctx.on_tasks_changed)
+
+    @staticmethod
+    async def _tasks(call: Callable[[], Awaitable[T]]) -> T:
+        """A task service call; its refusal goes back to the agent as the tool's error."""
+        try:
+            return await call()
+        except TaskError as exc:
+            raise Refused(str(exc)) from None
 
     # -- tools ---------------------------------------------------------------------------
     async def _tool_send_message(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
@@ -116,47 +133,26 @@ class ToolService:
     async def _tool_schedule_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         prompt = self._str(args, "prompt")
         kind = self._str(args, "schedule_type", limit=20)
-        value = self._str(args, "schedule_value", limit=200)
-        tz = self._str(args, "timezone", required=False, limit=64) or "UTC"
+        value = self._str(args, "schedule_value", limit=MAX_SCHEDULE)
+        tz = self._str(args, "timezone", required=False, limit=MAX_ZONE) or "UTC"
         mode = self._str(args, "context_mode", required=False, limit=20) or "group"
-        if mode not in ("group", "isolated"):
-            raise Refused("context_mode must be 'group' or 'isolated'")
         pre_script = self._str(args, "pre_script", required=False, limit=MAX_SCRIPT) or None
-        chat = self._target_chat(caller, self._str(args, "chat", required=False, limit=300))
-        owner = self.ctx.registry.get(chat) or caller
+        chat = self._str(args, "chat", required=False, limit=300)
         assert prompt is not None and kind is not None and value is not None
-        if not prompt.strip():
-            raise Refused("the prompt is empty")
-        try:
-            first = validate(kind, value, tz, min_interval=self.ctx.min_interval, now=utcnow())
-        except ScheduleError as exc:
-            raise Refused(str(exc)) from exc
-        task = Task(
-            id=f"task-{secrets.token_hex(4)}",
-            folder=owner.folder,
-            chat=chat,
-            prompt=prompt,
-            schedule_kind=ScheduleKind(kind),
-            schedule_value=value,
-            timezone=tz,
-            context_mode=mode,
-            next_run=first,
-            pre_script=pre_script,
-            created_by=f"agent:{caller.folder}",
-        )
-        await self.ctx.store.add_task(task)
-        self.ctx.on_tasks_changed()
-        return {"task_id": task.id, "next_run": format_time(first)}
+        new = NewTask(prompt=prompt, schedule_kind=kind, schedule_value=value, timezone=tz, context_mode=mode,
+                      pre_script=pre_script, group=chat)
+        task = await self._tasks(lambda: self.tasks.create(Caller.agent(caller), new))
+        return {"task_id": task.id, "next_run": task.next_run and format_time(task.next_run)}
 
     async def _tool_list_tasks(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
-        tasks = await self.ctx.store.tasks(None if caller.is_main else caller.folder)
+        tasks = await self._tasks(lambda: self.tasks.list_for(Caller.agent(caller)))
         return {"tasks": [to_json(t) for t in tasks]}
 
     async def _set_status(self, caller: Group, args: dict[str, Any], status: TaskStatus) -> dict[str, Any]:
-        task = await self._own_task(caller, args)
-        updated = await set_task_status(self.ctx.store, task, status)
-        self.ctx.on_tasks_changed()
-        return {"task_id": task.id, "status": status.value, "next_run": updated.next_run and format_time(updated.next_run)}
+        task_id = self._str(args, "task_id", limit=100)
+        assert task_id is not None
+        updated = await self._tasks(lambda: self.tasks.set_status(Caller.agent(caller), task_id, status))
+        return {"task_id": updated.id, "status": status.value, "next_run": updated.next_run and format_time(updated.next_run)}
 
     async def _tool_pause_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         return await self._set_status(caller, args, TaskStatus.PAUSED)
@@ -168,36 +164,18 @@ class ToolService:
         return await self._set_status(caller, args, TaskStatus.CANCELLED)
 
     async def _tool_update_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
-        task = await self._own_task(caller, args)
-        if task.status is TaskStatus.CANCELLED:
-            raise Refused(f"task {task.id} is cancelled")
-        changes: dict[str, Any] = {}
-        if args.get("prompt") is not None:
-            prompt = self._str(args, "prompt")
-            if not (prompt or "").strip():
-                raise Refused("the prompt is empty")
-            changes["prompt"] = prompt
-        if args.get("context_mode") is not None:
-            mode = self._str(args, "context_mode", limit=20)
-            if mode not in ("group", "isolated"):
-                raise Refused("context_mode must be 'group' or 'isolated'")
-            changes["context_mode"] = mode
-        if "pre_script" in args:
-            changes["pre_script"] = self._str(args, "pre_script", required=False, limit=MAX_SCRIPT) or None
-        kind = self._str(args, "schedule_type", required=False, limit=20) or task.schedule_kind.value
-        value = self._str(args, "schedule_value", required=False, limit=200) or task.schedule_value
-        tz = self._str(args, "timezone", required=False, limit=64) or task.timezone
-        if (kind, value, tz) != (task.schedule_kind.value, task.schedule_value, task.timezone):
-            try:
-                changes["next_run"] = validate(kind, value, tz, min_interval=self.ctx.min_interval, now=utcnow())
-            except ScheduleError as exc:
-                raise Refused(str(exc)) from exc
-            changes.update(schedule_kind=ScheduleKind(kind), schedule_value=value, timezone=tz)
-            if task.status is TaskStatus.COMPLETED:
-                changes["status"] = TaskStatus.ACTIVE  # a new schedule revives a finished once task
-        await self.ctx.store.patch_task(task.id, changes)
-        self.ctx.on_tasks_changed()
-        return {"task_id": task.id, "updated": sorted(changes)}
+        task_id = self._str(args, "task_id", limit=100)
+        assert task_id is not None
+        change = TaskChange(
+            prompt=self._str(args, "prompt") if args.get("prompt") is not None else None,
+            context_mode=self._str(args, "context_mode", limit=20) if args.get("context_mode") is not None else None,
+            pre_script=self._str(args, "pre_script", required=False, limit=MAX_SCRIPT) if "pre_script" in args else KEEP,
+            schedule_kind=self._str(args, "schedule_type", required=False, limit=20),
+            schedule_value=self._str(args, "schedule_value", required=False, limit=MAX_SCHEDULE),
+            timezone=self._str(args, "timezone", required=False, limit=MAX_ZONE),
+        )
+        updated, fields = await self._tasks(lambda: self.tasks.update(Caller.agent(caller), task_id, change))
+        return {"task_id": updated.id, "updated": fields}
 
     async def _tool_register_group(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         if not caller.is_main:
@@ -213,20 +191,6 @@ class ToolService:
         except ValueError as exc:
             raise Refused(str(exc)) from exc
         return {"chat": group.chat, "folder": group.folder}
-
-
-async def set_task_status(store: Any, task: Task, status: TaskStatus) -> Task:
-    """pause / resume / cancel, shared by the agent's tools and the CLI. Resuming drops the slots
-    missed while paused (see schedules.resume_next). Refused for a cancelled or completed task."""
-    if task.status in (TaskStatus.CANCELLED, TaskStatus.COMPLETED):
-        raise Refused(f"task {task.id} is {task.status.value}")
-    changes: dict[str, Any] = {"status": status}
-    if status is TaskStatus.ACTIVE and task.status is TaskStatus.PAUSED:
-        changes["next_run"] = resume_next(task.schedule_kind, task.schedule_value, task.timezone, task.next_run, utcnow())
-    updated = await store.patch_task(task.id, changes)
-    if updated is None:
-        raise Refused(f"no task {task.id!r}")
-    return updated
 
 
 class SocketGate:

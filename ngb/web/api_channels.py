@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from quart import Response
 from quart_trio import QuartTrio
 
+from ..channels.base import Pairing
 from .common import ApiError
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 QR_SCALE = 6  # pixels per module: a 2@... WhatsApp payload is ~60 modules, ~400 px square
 
@@ -43,11 +44,11 @@ def channel_json(channel: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a plugin channel's bug must not take /status down
         data = {"last_error": f"describe() failed: {type(exc).__name__}: {exc}"}
     data["state"] = getattr(channel, "state", data.get("state", "unknown"))
-    data["pairing"] = bool(getattr(channel, "qr", None))
+    data["pairing"] = isinstance(channel, Pairing) and bool(channel.qr)
     return data
 
 
-def register(app: QuartTrio, daemon: Daemon) -> None:
+def register(app: QuartTrio, daemon: WebBackend) -> None:
     @app.get("/api/channels")
     async def list_channels() -> Any:
         return {name: channel_json(c) for name, c in daemon.channels.items()}
@@ -57,7 +58,7 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         channel = daemon.channels.get(name)
         if channel is None:
             raise ApiError(404, f"no channel {name!r}")
-        payload = getattr(channel, "qr", None)
+        payload = channel.qr if isinstance(channel, Pairing) else None
         if not payload:
             raise ApiError(404, f"channel {name} is not waiting to be paired (state {channel.state})")
         return Response(qr_svg(str(payload)), mimetype="image/svg+xml",

@@ -23,10 +23,10 @@ from quart_trio import QuartTrio
 from ..folders import validate_folder
 from ..identity import SenderIdError, id_allowed, normalise_sender_ids
 from ..records import Group, to_json
-from .common import ApiError, check_text, frozen, json_body, str_arg
+from .common import ApiError, check_text, json_body, str_arg
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ MAX_SENDERS = 500
 MAX_MOUNTS = 20
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class MountSpec:
     host_path: str
     container_name: str | None = None
     read_write: bool = False
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class GroupCreate:
     chat: str
     folder: str
@@ -55,7 +55,7 @@ class GroupCreate:
     unlisted_context: bool = False
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class GroupSettings:
     """A PATCH body: only the keys present change; `trigger: null` means the daemon's trigger."""
 
@@ -110,13 +110,13 @@ def mount_dicts(mounts: list[MountSpec]) -> tuple[dict[str, Any], ...]:
     return tuple(attrs.asdict(m) for m in mounts)
 
 
-async def apply_group(daemon: Daemon, new: Group) -> None:
+async def apply_group(daemon: WebBackend, new: Group) -> None:
     """Store new settings and make the running daemon use them at once: the registry (the router
     reads it on every message), the actor (its trigger check) and the next container (mounts)."""
     await daemon.registry.update(new)  # the daemon hands it to the group's actor and wakes it
 
 
-def group_json(daemon: Daemon, group: Group) -> dict[str, Any]:
+def group_json(daemon: WebBackend, group: Group) -> dict[str, Any]:
     data = to_json(group)
     handle = daemon.supervisor.actors.get(group.folder)
     data["effective_trigger"] = group.trigger or daemon.config.trigger
@@ -134,7 +134,7 @@ def group_json(daemon: Daemon, group: Group) -> dict[str, Any]:
     return data
 
 
-def register(app: QuartTrio, daemon: Daemon) -> None:
+def register(app: QuartTrio, daemon: WebBackend) -> None:
     def find(chat: str) -> Group:
         group = daemon.registry.get(chat)
         if group is None:
@@ -235,17 +235,16 @@ def register(app: QuartTrio, daemon: Daemon) -> None:
         group = daemon.registry.by_folder(folder)
         if group is None:
             raise ApiError(404, f"no group with folder {folder!r}")
-        handle = daemon.supervisor.actors.get(group.folder)
+        supervisor = daemon.supervisor
+        handle = supervisor.actors.get(group.folder)
         if handle is not None and handle.view.container_id:
-            actor = handle.actor
-            if actor is None or actor.busy():
+            if supervisor.actor_busy(group.folder):
                 raise ApiError(409, "the group's agent is answering right now; reset the session when it is idle")
             # Stop the idle container first, or it would save its session id again.
-            if not await actor.stop_idle_container(timeout=10):
+            if not await supervisor.stop_idle_container(group.folder, timeout=10):
                 raise ApiError(409, "the group's container did not stop in time (or took work); try again")
         previous = await daemon.store.session_id(group.folder)
         await daemon.store.set_session(group.folder, None)
-        if handle is not None:
-            handle.view.session_id = None
+        supervisor.session_forgotten(group.folder)
         log.info("group %s: session reset (was %s)", group.folder, previous)
         return {"folder": group.folder, "reset": previous is not None, "previous_session_id": previous}

@@ -15,10 +15,10 @@ from . import queries
 from .common import MAX_PAGE, ApiError, int_arg, message_json_full, str_arg
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 
-def register(app: QuartTrio, daemon: Daemon) -> None:
+def register(app: QuartTrio, daemon: WebBackend) -> None:
     @app.get("/api/messages")
     async def messages() -> Any:
         chat = str_arg("chat", max_len=300, required=True)

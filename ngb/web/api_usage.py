@@ -19,14 +19,14 @@ from ..budgets import GLOBAL, MAX_USD, report
 from .common import ApiError, int_arg, read_json, str_arg
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 log = logging.getLogger(__name__)
 
 MAX_DAYS = 366
 
 
-def scope_json(daemon: Daemon, scope: str) -> dict[str, Any]:
+def scope_json(daemon: WebBackend, scope: str) -> dict[str, Any]:
     budgets = daemon.budgets
     caps = budgets.caps(scope)
     daily, monthly = budgets.overrides.get(scope, (None, None))
@@ -50,7 +50,7 @@ def _amount(key: str, value: Any) -> float | None:
     return float(value)
 
 
-def register(app: QuartTrio, daemon: Daemon) -> None:
+def register(app: QuartTrio, daemon: WebBackend) -> None:
     @app.get("/api/usage")
     async def usage() -> Any:
         days = int_arg("days", 7, lo=1, hi=MAX_DAYS)

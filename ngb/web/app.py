@@ -11,8 +11,7 @@ for systemd and load balancers. The modules:
     api_groups.py    /api/groups, /api/sessions
     api_messages.py  /api/messages, /api/search
     api_usage.py     /api/usage, /api/budgets (docs/budgets.md)
-    tasks_api.py     the scheduler's task routes (list, one, runs, /api/tasks/changed)
-    api_tasks.py     the other task routes (create, update, cancel, pause, resume)
+    api_tasks.py     /api/tasks (every change goes through ngb/tasks/service.py)
 """
 
 from __future__ import annotations
@@ -28,13 +27,14 @@ from hypercorn.trio import serve
 from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 
+from ..channels.base import Callbacks
 from ..store import StoreUnavailable
-from . import api_channels, api_groups, api_messages, api_usage, chat_api, security, status
+from . import api_channels, api_groups, api_messages, api_tasks, api_usage, chat_api, security, status
 from .common import ApiError, error, message_json
 from .status import actor_json, task_tree, to_json_view
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 __all__ = ["create_app", "serve_web", "actor_json", "task_tree", "to_json_view", "message_json", "error"]
 
@@ -46,21 +46,7 @@ OPEN_PATHS = security.OPEN_PATHS
 CHAT_NAME_RE = chat_api.CHAT_NAME_RE
 
 
-def _register_tasks(app: QuartTrio, daemon: Daemon) -> list[str]:
-    """The scheduler's own tasks_api module (when present) serves the routes it has; api_tasks adds
-    the rest (create, update, cancel, pause, resume) and stands in for all of them otherwise."""
-    from . import api_tasks
-
-    try:
-        from . import tasks_api
-    except ImportError:
-        tasks_api = None  # type: ignore[assignment]
-    if tasks_api is not None:
-        tasks_api.register(app, daemon)
-    return api_tasks.register(app, daemon)
-
-
-def create_app(daemon: Daemon) -> QuartTrio:
+def create_app(daemon: WebBackend) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = daemon.config.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -74,15 +60,15 @@ def create_app(daemon: Daemon) -> QuartTrio:
     # path of its webhook_url). Answered before the API guard: the platform cannot send our API
     # token, and behind a reverse proxy the Host is the public name; each request proves itself with
     # the platform's signature (WeCom) or secret header (Telegram) instead.
-    callbacks = {path: c for c in daemon.channels.values() if (path := getattr(c, "callback_path", None))}
+    callbacks = {path: c for c in daemon.channels.values() if isinstance(c, Callbacks) and (path := c.callback_path)}
 
     @app.before_request
     async def platform_callback() -> Any:
         channel = callbacks.get(request.path)
         if channel is None:
             return None
-        body = await request.get_data() if request.method == "POST" else b""
-        extra = {"headers": request.headers} if _takes_headers(channel.handle_callback) else {}
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False) if request.method == "POST" else b""
+        extra: dict[str, Any] = {"headers": request.headers} if _takes_headers(channel.handle_callback) else {}
         code, text = await channel.handle_callback(request.method, request.args, body, request.remote_addr, **extra)
         return Response(text, status=code, content_type="text/plain; charset=utf-8")
 
@@ -159,11 +145,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
     api_messages.register(app, daemon)
     api_usage.register(app, daemon)
     api_channels.register(app, daemon)
-    app.config["NGB_API_TASKS_ADDED"] = _register_tasks(app, daemon)
+    app.config["NGB_API_TASKS_ADDED"] = api_tasks.register(app, daemon)
     return app
 
 
-async def serve_web(daemon: Daemon, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_web(daemon: WebBackend, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     app = create_app(daemon)
     cfg = HypercornConfig()
     host = daemon.config.web_host

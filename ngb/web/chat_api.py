@@ -26,7 +26,7 @@ from . import queries
 from .common import ApiError, error, message_json, read_json
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 CHAT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -45,7 +45,7 @@ def local_chat_of(name: str) -> str:
     return local_chat(name)
 
 
-def register(app: QuartTrio, daemon: Daemon) -> None:
+def register(app: QuartTrio, daemon: WebBackend) -> None:
     @app.get("/api/info")
     async def info() -> Any:
         return {"trigger": daemon.config.trigger, "assistant": daemon.config.assistant_name, "version": __version__}

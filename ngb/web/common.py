@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar, get_args, get_origin
 
-import attrs
 import cattrs
 from quart import request
 
@@ -142,7 +141,3 @@ def check_text(name: str, value: str | None, *, max_len: int, allow_empty: bool 
         raise ApiError(400, f"'{name}' must not be empty")
     if len(value) > max_len:
         raise ApiError(400, f"'{name}' is longer than {max_len} characters")
-
-
-def frozen(cls: type[T]) -> type[T]:
-    return attrs.frozen(kw_only=True)(cls)

@@ -1,147 +1,56 @@
-"""Read queries the web API needs beyond the Store's own methods. Each runs as one transaction on
-the store's thread via `store.run`, so it never blocks the trio loop or interleaves with writes."""
+"""The web API's read views, by their old names: each is a Store method now (ngb/store/views.py),
+run as one transaction on the store's thread."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from ..records import Message, TaskRun, converter
-from ..store import Store, _message
+from ..records import Message, TaskRun
+from ..store import Store
+from ..store.views import SEARCH_COUNT_CAP, fts_phrase
+
+__all__ = [
+    "SEARCH_COUNT_CAP",
+    "chat_known",
+    "fts_phrase",
+    "message_page",
+    "outbox_counts",
+    "pending_summary",
+    "search",
+    "task_run_counts",
+    "task_runs_page",
+]
 
 
-def fts_phrase(query: str) -> str:
-    """User text as an FTS5 query that never errors: each word a quoted prefix-free token, all
-    required (AND). 'deploy friday' finds messages that contain both words."""
-    # NUL ends an SQL string inside FTS5's parser ("unterminated string", a 500): it is a blank here.
-    words = [w for w in query.replace("\x00", " ").split() if w]
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
-async def message_page(store: Store, chat: str, *, before: int | None, limit: int) -> tuple[list[Message], bool]:
-    """The `limit` newest messages of a chat older than `before` (oldest first), and whether
-    there are older ones."""
-
-    def q(c: sqlite3.Connection) -> tuple[list[Message], bool]:
-        if before is None:
-            rows = c.execute("SELECT * FROM messages WHERE chat = ? ORDER BY id DESC LIMIT ?", (chat, limit + 1)).fetchall()
-        else:
-            rows = c.execute(
-                "SELECT * FROM messages WHERE chat = ? AND id < ? ORDER BY id DESC LIMIT ?", (chat, before, limit + 1)
-            ).fetchall()
-        more = len(rows) > limit
-        return [_message(r) for r in reversed(rows[:limit])], more
-
-    return await store.run(q)
-
-
-SEARCH_COUNT_CAP = 1000
+async def message_page(
+    store: Store, chat: str, *, before: int | None, limit: int
+) -> tuple[list[Message], bool]:
+    return await store.message_page(chat, before=before, limit=limit)
 
 
 async def search(
     store: Store, query: str, *, chat: str | None, limit: int, offset: int
 ) -> tuple[list[Message], int, bool]:
-    """Full-text search over the FTS index, newest first, with the number of hits: exact up to
-    SEARCH_COUNT_CAP, else that cap and False (counting every hit of a common word costs a walk
-    of its whole posting list; a page costs only the page)."""
-    phrase = fts_phrase(query)
-
-    def q(c: sqlite3.Connection) -> tuple[list[Message], int, bool]:
-        # Newest first straight from the index (FTS5 walks rowids in descending order and stops at
-        # the page); CROSS JOIN keeps the index as the outer loop when filtering by chat.
-        if chat:
-            hits = (
-                "SELECT f.rowid AS id FROM messages_fts f CROSS JOIN messages m ON m.id = f.rowid"
-                " WHERE messages_fts MATCH ? AND m.chat = ?"
-            )
-            args: tuple[Any, ...] = (phrase, chat)
-        else:
-            hits = "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ?"
-            args = (phrase,)
-        total = c.execute(f"SELECT COUNT(*) FROM ({hits} LIMIT ?)", (*args, SEARCH_COUNT_CAP + 1)).fetchone()[0]
-        rows = c.execute(
-            f"SELECT m.* FROM ({hits} ORDER BY id DESC LIMIT ? OFFSET ?) h JOIN messages m ON m.id = h.id"
-            " ORDER BY m.id DESC",
-            (*args, limit, offset),
-        ).fetchall()
-        exact = total <= SEARCH_COUNT_CAP
-        return [_message(r) for r in rows], int(min(total, SEARCH_COUNT_CAP)), exact
-
-    return await store.run(q)
+    return await store.search_page(query, chat=chat, limit=limit, offset=offset)
 
 
 async def chat_known(store: Store, chat: str) -> bool:
-    def q(c: sqlite3.Connection) -> bool:
-        return c.execute("SELECT 1 FROM chats WHERE chat = ? UNION SELECT 1 FROM groups WHERE chat = ?", (chat, chat)).fetchone() is not None
-
-    return await store.run(q)
+    return await store.chat_known(chat)
 
 
 async def pending_summary(store: Store, chats: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per group folder: unanswered inbound messages since its cursor and the oldest one's time.
-    `chats` maps folder -> chat."""
-
-    def q(c: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for folder, chat in chats.items():
-            row = c.execute("SELECT last_message_id FROM cursors WHERE folder = ?", (folder,)).fetchone()
-            cursor = int(row[0]) if row else 0
-            got = c.execute(
-                "SELECT COUNT(*), MIN(time) FROM messages WHERE chat = ? AND id > ? AND from_bot = 0", (chat, cursor)
-            ).fetchone()
-            session = c.execute("SELECT session_id, updated_at FROM sessions WHERE folder = ?", (folder,)).fetchone()
-            out[folder] = {
-                "cursor": cursor,
-                "unanswered": int(got[0]),
-                "oldest_unanswered": got[1],
-                "stored_session_id": session[0] if session else None,
-                "session_updated_at": session[1] if session else None,
-            }
-        return out
-
-    return await store.run(q)
+    return await store.pending_summary(chats)
 
 
 async def outbox_counts(store: Store) -> dict[str, int]:
-    def q(c: sqlite3.Connection) -> dict[str, int]:
-        counts = {"pending": 0, "failed": 0, "retrying": 0}
-        for state, n, retrying in c.execute(
-            "SELECT state, COUNT(*), SUM(attempts > 0) FROM outbox WHERE state != 'sent' GROUP BY state"
-        ):
-            counts[state] = int(n)
-            if state == "pending":
-                counts["retrying"] = int(retrying or 0)
-        return counts
-
-    return await store.run(q)
+    return await store.outbox_counts()
 
 
-async def task_runs_page(store: Store, task_id: str, *, before: int | None, limit: int) -> tuple[list[TaskRun], bool]:
-    def q(c: sqlite3.Connection) -> tuple[list[TaskRun], bool]:
-        if before is None:
-            rows = c.execute(
-                "SELECT * FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit + 1)
-            ).fetchall()
-        else:
-            rows = c.execute(
-                "SELECT * FROM task_runs WHERE task_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (task_id, before, limit + 1),
-            ).fetchall()
-        runs = [
-            converter.structure({k: v for k, v in dict(r).items() if v is not None}, TaskRun) for r in rows[:limit]
-        ]
-        return runs, len(rows) > limit
-
-    return await store.run(q)
+async def task_runs_page(
+    store: Store, task_id: str, *, before: int | None, limit: int
+) -> tuple[list[TaskRun], bool]:
+    return await store.task_runs_page(task_id, before=before, limit=limit)
 
 
 async def task_run_counts(store: Store) -> dict[str, dict[str, int]]:
-    """task id -> {outcome: count}."""
-
-    def q(c: sqlite3.Connection) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for task_id, outcome, n in c.execute("SELECT task_id, outcome, COUNT(*) FROM task_runs GROUP BY task_id, outcome"):
-            out.setdefault(task_id, {})[outcome] = int(n)
-        return out
-
-    return await store.run(q)
+    return await store.task_run_counts()

@@ -49,7 +49,7 @@ from ..config import is_loopback_host
 from .common import error, read_json
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class WrongTokens:
         return len(seen), True
 
 
-def install(app: QuartTrio, daemon: Daemon, static: Path) -> None:
+def install(app: QuartTrio, daemon: WebBackend, static: Path) -> None:
     web_token = daemon.web_token or ensure_api_token(daemon.config)
     token = web_token.value
     configured_host = daemon.config.web_host.lower().strip("[]")

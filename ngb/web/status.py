@@ -24,7 +24,7 @@ from .api_channels import channel_json
 from .common import ApiError
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .backend import WebBackend
 
 SAMPLE_TTL = 1.0
 SNAPSHOT_TTL = 0.25  # /status and /metrics bodies are shared by the requests of a quarter second
@@ -49,11 +49,8 @@ class Cached:
                 self._at = trio.current_time()
         return self._value
 
-    def invalidate(self) -> None:
-        self._at = -1e9
 
-
-def usage_json(daemon: Daemon) -> dict[str, Any] | None:
+def usage_json(daemon: WebBackend) -> dict[str, Any] | None:
     """Model usage and cost per group and in total, today and this month, with the caps in force
     (from the budgets' in-memory tallies: every response counted so far, no query)."""
     budgets = getattr(daemon, "budgets", None)
@@ -62,15 +59,15 @@ def usage_json(daemon: Daemon) -> dict[str, Any] | None:
     return budgets.summary(g.folder for g in daemon.registry.all())
 
 
-def live_containers(daemon: Daemon) -> int:
+def live_containers(daemon: WebBackend) -> int:
     return sum(1 for h in daemon.supervisor.actors.values() if h.view.container_id)
 
 
-def slots_in_use(daemon: Daemon) -> int:
+def slots_in_use(daemon: WebBackend) -> int:
     return int(daemon.slots.borrowed_tokens)
 
 
-def actor_json(daemon: Daemon, folder: str, pending: dict[str, Any] | None = None) -> dict[str, Any]:
+def actor_json(daemon: WebBackend, folder: str, pending: dict[str, Any] | None = None) -> dict[str, Any]:
     """One actor as /debug/actors shows it. Only the view, counters and task names: no secrets
     (the view never holds credentials, and the group's mounts are not included)."""
     handle = daemon.supervisor.actors[folder]
@@ -118,7 +115,7 @@ def task_tree(task: trio.lowlevel.Task, depth: int = 0) -> dict[str, Any]:
     return node
 
 
-def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
+def register(app: QuartTrio, daemon: WebBackend) -> dict[str, Cached]:
     metrics = daemon.metrics
     metrics.info.info({"version": __version__})
     metrics.sampled_counter(
@@ -145,7 +142,7 @@ def register(app: QuartTrio, daemon: Daemon) -> dict[str, Cached]:
             problems.append("supervisor not running")
         try:
             with trio.fail_after(2):
-                await daemon.store.run(lambda c: c.execute("SELECT 1").fetchone())
+                await daemon.store.ping()
         except trio.TooSlowError:
             problems.append("store: no answer within 2s")
         except Exception as exc:  # noqa: BLE001 - report, never raise

@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 import trio
 
-from ngb.actor import ExitInfo, TurnFailed
+from ngb.agent_link import ExitInfo, TurnFailed
+from ngb.protocol import BackFrame, BadFrame, OutFrame, decode_back, encode
 from ngb.records import Group
 
 
@@ -40,17 +41,18 @@ class FakeConnection:
         self.to_agent_send, self.to_agent_receive = trio.open_memory_channel[dict[str, Any]](100)
         self.to_host_send, self.to_host_receive = trio.open_memory_channel[dict[str, Any] | None](100)
 
-    async def send(self, frame: dict[str, Any]) -> None:
+    async def send(self, frame: OutFrame) -> None:
         try:
-            await self.to_agent_send.send(frame)
+            await self.to_agent_send.send(encode(frame))  # the fake agent reads the JSON objects
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TurnFailed("the agent connection closed") from exc
 
-    async def receive(self) -> dict[str, Any] | None:
+    async def receive(self) -> BackFrame | BadFrame | None:
         try:
-            return await self.to_host_receive.receive()
+            obj = await self.to_host_receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return None
+        return None if obj is None else decode_back(obj)
 
 
 class FakeLauncher:
@@ -98,7 +100,9 @@ class FakeLauncher:
             if frame["type"] == "start":
                 self.starts.append(frame)
                 session_id = frame.get("session_id") or f"sess-{group.folder}-{number}"
-                await conn.to_host_send.send({"type": "session", "session_id": session_id, "resumed": bool(frame.get("session_id"))})
+                await conn.to_host_send.send(
+                    {"type": "session", "session_id": session_id, "resumed": bool(frame.get("session_id"))}
+                )
             elif frame["type"] == "input":
                 prompt = frame["prompt"]
                 self.prompts.append((group.folder, number, prompt))
@@ -111,7 +115,13 @@ class FakeLauncher:
                 for text in b.reply(prompt):
                     await conn.to_host_send.send({"type": "output", "batch": frame["batch"], "text": text})
                 await conn.to_host_send.send(
-                    {"type": "result", "batch": frame["batch"], "session_id": session_id, "is_error": False, "usage": {}}
+                    {
+                        "type": "result",
+                        "batch": frame["batch"],
+                        "session_id": session_id,
+                        "is_error": False,
+                        "usage": {},
+                    }
                 )
             elif frame["type"] == "prescript":
                 self.prescripts.append(frame)
@@ -123,13 +133,29 @@ class FakeLauncher:
 
 async def run_prescript(frame: dict[str, Any]) -> dict[str, Any]:
     """What agent/runner.py answers to a prescript frame, done on the host with /bin/sh."""
-    result: dict[str, Any] = {"type": "prescript_result", "id": frame["id"], "exit_code": None, "timed_out": False,
-                              "stdout": "", "stderr": "", "error": None, "truncated": False}
+    result: dict[str, Any] = {
+        "type": "prescript_result",
+        "id": frame["id"],
+        "exit_code": None,
+        "timed_out": False,
+        "stdout": "",
+        "stderr": "",
+        "error": None,
+        "truncated": False,
+    }
     with trio.move_on_after(float(frame.get("timeout") or 60)) as scope:
-        proc = await trio.run_process(["/bin/sh", "-c", frame["command"]], capture_stdout=True, capture_stderr=True,
-                                      check=False, stdin=subprocess.DEVNULL)
-        result.update(exit_code=proc.returncode, stdout=proc.stdout.decode(errors="replace"),
-                      stderr=proc.stderr.decode(errors="replace")[-2000:])
+        proc = await trio.run_process(
+            ["/bin/sh", "-c", frame["command"]],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        result.update(
+            exit_code=proc.returncode,
+            stdout=proc.stdout.decode(errors="replace"),
+            stderr=proc.stderr.decode(errors="replace")[-2000:],
+        )
     if scope.cancelled_caught:
         result["timed_out"] = True
     return result

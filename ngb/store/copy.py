@@ -1,6 +1,7 @@
-"""Consistent copies of the SQLite database: the online-backup copy that `ngb backup` uses, and the
+"""Consistent copies of the SQLite database: the online-backup copy that `ngb backup` uses, the
 copy the store makes of itself before it applies a migration (so the store, low in the layers,
-needs nothing from ops/). ngb/ops/backup.py builds whole-state backups on top of these."""
+needs nothing from ops/), and the check of a copied database before it is restored.
+ngb/ops/backup.py builds whole-state backups on top of these."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def copy_database(source: sqlite3.Connection | Path, dest: Path) -> int:
     tmp = dest.with_name(dest.name + ".part")
     tmp.unlink(missing_ok=True)
     own = not isinstance(source, sqlite3.Connection)
-    src = connect(source) if own else source  # type: ignore[arg-type]
+    src = source if isinstance(source, sqlite3.Connection) else connect(source)
     try:
         out = sqlite3.connect(tmp, isolation_level=None)
         try:
@@ -92,3 +93,19 @@ def pre_migration_backup(conn: sqlite3.Connection, db_path: Path, current: int, 
         with contextlib.suppress(OSError):
             stale.unlink()
     return dest
+
+
+def check_copy(path: Path) -> int:
+    """Check a copied database (a backup's, before it is restored): it opens and passes
+    integrity_check. Returns its schema version; raises BackupError saying what is wrong."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise BackupError(f"{path.name} is not a usable database: {exc}") from exc
+    finally:
+        conn.close()
+    if check != "ok":
+        raise BackupError(f"{path.name} fails integrity_check: {check}")
+    return version

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from .records import ScheduleKind
+from ..records import ScheduleKind
 
 # Zone offsets never change by more than this at a transition; bounds the cron search.
 _MAX_SHIFT = timedelta(hours=3)

@@ -1,13 +1,17 @@
-"""What every `ngb` command shares (ngb/cli.py, ngb/cli_ops.py): the one-line failure, and a client
-for the running daemon that carries its API token."""
+"""What every `ngb` command shares: the one-line failure, a client for the running daemon that
+carries its API token, and the state opened directly when no daemon runs."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
+import trio
 
-from .config import Config
+from ..config import Config
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -22,7 +26,7 @@ class ApiRefused(Exception):
 def api_client(config: Config) -> httpx.Client:
     """A client for the running daemon, with its token: NGB_API_TOKEN / the configured one, else the
     one the daemon generated into its state dir (ngb/api_token.py)."""
-    from .api_token import TokenUnavailable, base_url, client_token
+    from ..api_token import TokenUnavailable, base_url, client_token
 
     url = base_url(config)
     try:
@@ -51,3 +55,26 @@ def daemon_client(config: Config) -> httpx.Client | None:
     except httpx.TransportError:
         client.close()
         return None
+
+
+def with_store(config: Config, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run fn(registry) against the state directly (the daemon is not running); the registry's
+    store is `registry.store`."""
+    from ..groups import GroupRegistry
+    from ..store import Store
+
+    async def main() -> Any:
+        store = Store(config.db_path)
+        await store.open()
+        try:
+            registry = GroupRegistry(store, config.groups_dir, config.global_dir, agent_uid=config.agent_uid)
+            await registry.load()
+            return await fn(registry)
+        finally:
+            await store.close()
+
+    previous = os.umask(0o077)  # what this writes is the daemon's state: never readable by the host's others
+    try:
+        return trio.run(main)
+    finally:
+        os.umask(previous)

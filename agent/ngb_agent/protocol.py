@@ -1,0 +1,1 @@
+../../ngb/protocol.py

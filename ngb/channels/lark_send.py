@@ -1,0 +1,111 @@
+"""Lark's sending: a reply split into parts, each a reply to the trigger (in its thread when asked or
+when the trigger is in one) or a new message, as rich text or plain text, with the outbox's
+idempotency key as each part's ``uuid``; the Open API's answers turned into ChannelError."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..aio_bridge import BridgeClosed
+from .base import ChannelError
+from .common import AuthError, split_text
+from .lark_sdk import ApiError, LarkParts
+from .lark_settings import chat_id_of
+
+if TYPE_CHECKING:
+    from .common import LastTrigger, PartialSends
+
+log = logging.getLogger("ngb.channels.lark")
+
+PART_LIMIT = 4000  # characters per message (rich text requests are limited to 30 KB)
+UUID_MAX = 50  # im.v1.message uuid (idempotency key) length limit
+RATE_LIMITED = {99991400, 230020}
+REPLY_TARGET_GONE = {230011, 231003}  # the message to reply to was withdrawn / not found: post in the chat
+FATAL_SEND = {230001, 230002, 230006, 230013, 230025, 230027, 99991672, 99991679}
+FATAL_HINTS = {230002: " (add the bot to the chat)", 230006: " (enable the app's bot capability)",
+               99991672: " (grant the im:message scopes and publish a new app version)",
+               99991679: " (grant the im:message scopes and publish a new app version)"}
+
+
+class LarkSending(LarkParts):
+    """The outbound half of LarkChannel (a mixin: it shares the channel's client and caches)."""
+
+    _partial: PartialSends
+    _last_trigger: LastTrigger
+    state: str
+
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *,
+                   idempotency_key: str | None = None) -> str | None:
+        """Send ``text`` (split under 4,000 characters): a reply to ``reply_to`` (or the chat's newest
+        trigger), else a new message. ``idempotency_key`` becomes each part's ``uuid``: Lark sends a
+        repeated uuid only once (within an hour)."""
+        chat_id = chat_id_of(chat)
+        if self.client is None:
+            raise ChannelError(f"lark is {self.state}", retryable=True)
+        target = reply_to or self._last_trigger.get(chat)
+        threaded = bool(target) and (self.settings.reply_in_thread or bool(self._threads.get(target or "")))
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(text, PART_LIMIT)
+        for index in range(len(ids), len(parts)):
+            uuid = f"{idempotency_key}.{index}"[-UUID_MAX:] if idempotency_key else None
+            to = target if (index == 0 or threaded) else None
+            ids.append(await self._send_part(chat_id, parts[index], to, uuid))
+            self._partial.record(key, ids[-1])
+        self._partial.finish(key)
+        return ids[0] if ids else None
+
+    def _content(self, part: str) -> tuple[str, str]:
+        if self.settings.format == "markdown":
+            return "post", json.dumps({"zh_cn": {"content": [[{"tag": "md", "text": part}]]}}, ensure_ascii=False)
+        return "text", json.dumps({"text": part}, ensure_ascii=False)
+
+    async def _send_part(self, chat_id: str, part: str, reply_to: str | None, uuid: str | None) -> str:
+        from lark_oapi.api.im.v1 import (
+            CreateMessageRequest,
+            CreateMessageRequestBody,
+            ReplyMessageRequest,
+            ReplyMessageRequestBody,
+        )
+
+        msg_type, content = self._content(part)
+        for attempt in range(3):
+            try:
+                if reply_to:
+                    body = ReplyMessageRequestBody.builder().msg_type(msg_type).content(content) \
+                        .reply_in_thread(self.settings.reply_in_thread)
+                    request = ReplyMessageRequest.builder().message_id(reply_to) \
+                        .request_body((body.uuid(uuid) if uuid else body).build()).build()
+                    response = await self._api("im.v1.message.reply", self.client.im.v1.message.areply, request)
+                else:
+                    body = CreateMessageRequestBody.builder().receive_id(chat_id).msg_type(msg_type).content(content)
+                    request = CreateMessageRequest.builder().receive_id_type("chat_id") \
+                        .request_body((body.uuid(uuid) if uuid else body).build()).build()
+                    response = await self._api("im.v1.message.create", self.client.im.v1.message.acreate, request)
+                return str(response.data.message_id)
+            except ApiError as exc:
+                if reply_to and exc.code in REPLY_TARGET_GONE:
+                    log.info("lark: the message to reply to is gone (%s); posting in the chat", exc)
+                    reply_to = None
+                    continue
+                if exc.code in RATE_LIMITED or exc.status == 429:
+                    if attempt == 2:
+                        raise ChannelError(f"lark: rate limited ({exc})", retryable=True) from None
+                    await trio.sleep(1.0 + attempt)
+                    continue
+                if exc.code in FATAL_SEND:
+                    raise ChannelError(f"lark: {exc}{FATAL_HINTS.get(exc.code, '')}", retryable=False) from None
+                raise ChannelError(self.status.redact(f"lark: {exc}"), retryable=True) from None
+            except AuthError as exc:
+                raise ChannelError(self.status.redact(f"lark: credentials refused: {exc}"), retryable=True) from None
+            except (BridgeClosed, OSError, TimeoutError, ConnectionError, ValueError) as exc:
+                raise ChannelError(self.status.redact(f"lark: {type(exc).__name__}: {exc}"), retryable=True) from None
+            except Exception as exc:  # noqa: BLE001 - httpx errors: network trouble
+                if type(exc).__module__.startswith(("httpx", "httpcore")):
+                    raise ChannelError(self.status.redact(f"lark: {type(exc).__name__}: {exc}"), retryable=True) from None
+                raise
+        raise ChannelError("lark: could not send", retryable=True)

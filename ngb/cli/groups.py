@@ -1,0 +1,178 @@
+"""`ngb groups`: list, add and remove registered chats, their senders and allow-lists (through
+the running daemon's API when one answers, else on the state directly)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import httpx
+
+from ..config import Config
+from .support import daemon_client, fail, with_store
+
+
+def add_group_commands(sub: Any) -> None:
+    """Register `ngb groups ...` on the `ngb` subparsers."""
+    groups = sub.add_parser("groups", help="list, add or remove registered chats")
+    gsub = groups.add_subparsers(dest="groups_cmd", required=True)
+    gl = gsub.add_parser("list")
+    gl.add_argument("--json", action="store_true")
+    ga = gsub.add_parser("add")
+    ga.add_argument("chat", help="e.g. local:family, telegram:-1001234")
+    ga.add_argument("--folder", required=True, help="the group's folder name under state/groups/")
+    ga.add_argument("--main", action="store_true", help="make this the main (admin) group")
+    ga.add_argument("--no-trigger", action="store_true", help="answer every message, not only ones with the trigger")
+    ga.add_argument("--allow", action="append", default=[], metavar="SENDER_ID",
+                    help="only this sender (the platform's user id, never a name) may use the bot; repeatable")
+    ga.add_argument("--unlisted-context", action="store_true",
+                    help="show other senders' messages to the agent as context, marked as unlisted")
+    gr = gsub.add_parser("remove")
+    gr.add_argument("chat")
+    gs = gsub.add_parser("senders", help="who wrote in a chat lately: the ids allow-lists take, with names")
+    gs.add_argument("chat")
+    gs.add_argument("--json", action="store_true")
+    for name, helptext in (("allow", "add sender ids to a group's allow-list"),
+                           ("disallow", "remove sender ids from a group's allow-list (empty list: everyone)")):
+        gp = gsub.add_parser(name, help=helptext)
+        gp.add_argument("chat")
+        gp.add_argument("sender_ids", nargs="+", metavar="SENDER_ID")
+    groups.set_defaults(fn=cmd_groups)
+
+
+def cmd_groups(config: Config, args: argparse.Namespace) -> int:
+    from ..folders import validate_folder
+    from ..identity import normalise_sender_ids
+    from ..records import Group, to_json
+
+    client = daemon_client(config)
+    if args.groups_cmd == "list":
+        if client:
+            groups = client.get("/api/groups").json()
+        else:
+            groups = [to_json(g) for g in with_store(config, lambda r: _async(r.all()))]
+        if args.json:
+            print(json.dumps(groups, indent=2))
+            return 0
+        if not groups:
+            print("no groups registered")
+        for g in groups:
+            flags = [f for f, on in (("main", g["is_main"]), ("no-trigger", not g["requires_trigger"])) if on]
+            print(f"{g['chat']:<30} folder={g['folder']:<20} {' '.join(flags)}")
+        return 0
+    if args.groups_cmd == "add":
+        try:
+            validate_folder(args.folder)
+        except ValueError as exc:
+            return fail(str(exc))
+        if ":" not in args.chat:
+            return fail(f"chat {args.chat!r} must look like <channel>:<id>, e.g. local:family or telegram:-1001234")
+        try:
+            allowed = normalise_sender_ids(args.chat, args.allow)
+        except ValueError as exc:
+            return fail(str(exc))
+        if client:
+            r = client.post(
+                "/api/groups",
+                json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger,
+                      "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context},
+            )
+            if r.status_code >= 400:
+                return fail(r.json().get("error", r.text))
+        else:
+            group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger,
+                          allowed_senders=allowed, unlisted_context=args.unlisted_context)
+            try:
+                with_store(config, lambda r: r.add(group))
+            except ValueError as exc:
+                return fail(str(exc))
+        print(f"registered {args.chat} (folder {args.folder})")
+        return 0
+    if args.groups_cmd == "remove":
+        if client:
+            r = client.delete(f"/api/groups/{args.chat}")
+            if r.status_code == 404:
+                return fail(f"no group for chat {args.chat}", 1)
+        elif with_store(config, lambda r: r.remove(args.chat)) is None:
+            return fail(f"no group for chat {args.chat}", 1)
+        print(f"removed {args.chat} (its folder stays on disk)")
+        return 0
+    if args.groups_cmd == "senders":
+        return _groups_senders(config, client, args)
+    if args.groups_cmd in ("allow", "disallow"):
+        return _groups_allow(config, client, args)
+    return fail("usage: ngb groups list|add|remove|senders|allow|disallow")
+
+
+def _groups_senders(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
+    from ..identity import id_allowed
+    from ..records import to_json
+
+    if ":" not in args.chat:
+        return fail(f"chat {args.chat!r} must look like <channel>:<id>, e.g. telegram:-1001234")
+    if client:
+        r = client.get("/api/senders", params={"chat": args.chat})
+        if r.status_code >= 400:
+            return fail(r.json().get("error", r.text))
+        rows = r.json()
+    else:
+        async def read(registry: Any) -> list[dict[str, Any]]:
+            group = registry.get(args.chat)
+            return [{**to_json(s), "allowed": id_allowed(group, s.sender_id)} for s in await registry.store.recent_senders(args.chat)]
+
+        rows = with_store(config, read)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no messages from anyone in {args.chat} yet")
+        return 0
+    print(f"{'SENDER ID (for allow-lists)':<40} {'NAME (shown only)':<24} {'MSGS':>5}  LAST              ALLOWED")
+    for row in rows:
+        allowed = {None: "-", True: "yes", False: "no"}[row["allowed"]]
+        print(f"{row['sender_id'] or '(none)':<40} {row['name'][:24]:<24} {row['messages']:>5}  {row['last_time'][:16]}  {allowed}")
+    return 0
+
+
+def _groups_allow(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
+    import attrs
+
+    from ..identity import normalise_sender_ids
+
+    try:
+        ids = normalise_sender_ids(args.chat, args.sender_ids)
+    except ValueError as exc:
+        return fail(str(exc))
+
+    def changed(current: tuple[str, ...] | list[str]) -> list[str]:
+        if args.groups_cmd == "allow":
+            return list(dict.fromkeys([*current, *ids]))
+        return [s for s in current if s not in ids]
+
+    if client:
+        r = client.get(f"/api/groups/{args.chat}")
+        if r.status_code == 404:
+            return fail(f"no group for chat {args.chat}", 1)
+        new = changed(r.json()["allowed_senders"])
+        r = client.patch(f"/api/groups/{args.chat}", json={"allowed_senders": new})
+        if r.status_code >= 400:
+            return fail(r.json().get("error", r.text))
+    else:
+        async def edit(registry: Any) -> list[str] | None:
+            group = registry.get(args.chat)
+            if group is None:
+                return None
+            new = changed(group.allowed_senders)
+            await registry.store.update_group(attrs.evolve(group, allowed_senders=tuple(new)))
+            return new
+
+        new = with_store(config, edit)
+        if new is None:
+            return fail(f"no group for chat {args.chat}", 1)
+    print(f"{args.chat}: " + (f"allowed senders: {', '.join(new)}" if new else "everyone may use the bot (no allow-list)"))
+    return 0
+
+
+async def _async(value: Any) -> Any:
+    return value

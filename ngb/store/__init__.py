@@ -1,0 +1,31 @@
+"""SQLite state behind one owner: every SQL statement of the daemon lives in this package.
+
+`Store` is the daemon's only door to the database. It is one class assembled from one mixin per
+concern, each in its own module over the shared connection of `core.StoreCore` (one connection on
+a worker thread behind a one-token limiter; every public coroutine is one transaction):
+
+* `schema` - the numbered migrations; `copy` - consistent copies (backup, pre-migration);
+* `rows` - rows to records and back; `messages` - history, chats, channel marks, cursors;
+* `groups` - groups and sessions; `outbox` - the transactional outbox; `tasks` - tasks and runs;
+* `usage` - token usage, budget caps and notices; `views` - the web API's read views.
+"""
+
+from __future__ import annotations
+
+from .core import RETRYABLE, StoreCore, StoreUnavailable
+from .groups import GroupsMixin, StoredSession
+from .messages import MessagesMixin
+from .outbox import OutboxMixin
+from .rows import task_to_row
+from .schema import MIGRATIONS
+from .tasks import TasksMixin
+from .usage import UsageMixin
+from .views import ViewsMixin
+
+__all__ = ["MIGRATIONS", "RETRYABLE", "Store", "StoreCore", "StoreUnavailable", "StoredSession"]
+
+_task_row = task_to_row  # kept for bench/bench_scheduler.py (imports it by its old private name)
+
+
+class Store(MessagesMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin):
+    """The daemon's only door to SQLite."""

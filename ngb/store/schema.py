@@ -1,0 +1,227 @@
+"""The database schema: numbered migrations applied in order from an empty database, each in
+one transaction (`PRAGMA user_version` records the last one applied), after a copy of an existing
+database is taken (ngb/store/copy.py). A migration is never edited once released: a change is a
+new one at the end."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from .copy import pre_migration_backup
+
+log = logging.getLogger("ngb.store")
+
+MIGRATIONS: list[str] = [
+    # 1: the core tables
+    """
+    CREATE TABLE groups (
+        chat TEXT PRIMARY KEY,
+        folder TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        is_main INTEGER NOT NULL DEFAULT 0,
+        requires_trigger INTEGER NOT NULL DEFAULT 1,
+        trigger TEXT,
+        allowed_senders TEXT NOT NULL DEFAULT '[]',
+        mounts TEXT NOT NULL DEFAULT '[]',
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE chats (
+        chat TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        name TEXT,
+        last_message_at TEXT
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        platform_id TEXT,
+        sender TEXT NOT NULL,
+        sender_id TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        time TEXT NOT NULL,
+        from_bot INTEGER NOT NULL DEFAULT 0,
+        mentions_bot INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX messages_platform_id ON messages(channel, platform_id);
+    CREATE INDEX messages_chat_id ON messages(chat, id);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id');
+    CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    CREATE TABLE cursors (
+        folder TEXT PRIMARY KEY,
+        last_message_id INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        folder TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        text TEXT NOT NULL,
+        reply_to TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT,
+        message_id INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox(state, id);
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE failed_turns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder TEXT NOT NULL,
+        up_to_message INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        time TEXT NOT NULL
+    );
+    """,
+    # 2: scheduled tasks and their runs
+    """
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        folder TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        schedule_kind TEXT NOT NULL,
+        schedule_value TEXT NOT NULL,
+        timezone TEXT NOT NULL DEFAULT 'UTC',
+        context_mode TEXT NOT NULL DEFAULT 'group',
+        status TEXT NOT NULL DEFAULT 'active',
+        next_run TEXT,
+        last_run TEXT,
+        last_result TEXT,
+        pre_script TEXT,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX tasks_due ON tasks(status, next_run);
+    CREATE TABLE task_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        outcome TEXT NOT NULL DEFAULT 'running',
+        error TEXT,
+        tokens INTEGER
+    );
+    CREATE INDEX task_runs_task ON task_runs(task_id, id);
+    """,
+    # 3: exactly-once task runs: the slot a run was claimed for is unique per task; a run is
+    # 'queued' (claimed, not yet handed to the agent) or 'running' until it ends.
+    """
+    ALTER TABLE task_runs ADD COLUMN scheduled_for TEXT;
+    ALTER TABLE task_runs ADD COLUMN result TEXT;
+    CREATE UNIQUE INDEX task_runs_slot ON task_runs(task_id, scheduled_for);
+    CREATE INDEX task_runs_open ON task_runs(outcome, task_id) WHERE outcome IN ('queued', 'running');
+    """,
+    # 4: per-group rate limits (NULL: the daemon's defaults)
+    """
+    ALTER TABLE groups ADD COLUMN sender_rate_per_minute INTEGER;
+    ALTER TABLE groups ADD COLUMN group_rate_per_minute INTEGER;
+    """,
+    # 5: model token usage per UTC day, group and model (upsert-added by ngb/store/usage.py); per-group
+    # spending cap overrides (folder '*': the global caps; NULL: the config default; 0: no cap);
+    # the budget notices already sent (one per group, cap and period)
+    """
+    CREATE TABLE usage (
+        day TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, folder, model)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_folder_day ON usage(folder, day);
+    CREATE TABLE budget_caps (
+        folder TEXT PRIMARY KEY,
+        daily_usd REAL,
+        monthly_usd REAL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE budget_notices (
+        folder TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        sent_at TEXT NOT NULL,
+        PRIMARY KEY (folder, notice)
+    );
+    """,
+    # 6: senders not on a group's allow-list may reach its prompt as marked context (0: never)
+    """
+    ALTER TABLE groups ADD COLUMN unlisted_context INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 7: usage also counts the 1-hour share of the cache writes (priced higher; cache_creation_tokens
+    # stays the total) and server tool requests (web search, web fetch): ngb/budgets.py prices them
+    """
+    ALTER TABLE usage ADD COLUMN cache_creation_1h_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN web_search_requests INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN web_fetch_requests INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 8: per chat, the newest platform message id a channel has stored (moved only after the store),
+    # so its catch-up after a reconnect or a restart starts there (Discord, Slack, QQ)
+    """
+    CREATE TABLE channel_marks (
+        chat TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        mark TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
+]
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path, *, backup_first: bool) -> None:
+    """Apply the migrations the database at `path` (open on `conn`) lacks. With `backup_first`,
+    an existing database is copied to state/backups/ before the first one runs: no copy, no
+    migration."""
+    current = schema_version(conn)
+    if 0 < current < len(MIGRATIONS) and backup_first:
+        pre_migration_backup(conn, path, current, len(MIGRATIONS))
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        log.info("store: applying migration %d", number)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in split_sql(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def split_sql(script: str) -> Sequence[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements: list[str] = []
+    buf: list[str] = []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        candidate = "\n".join(buf).strip()
+        if candidate.endswith(";") and sqlite3.complete_statement(candidate):
+            statements.append(candidate)
+            buf = []
+    if "\n".join(buf).strip():
+        statements.append("\n".join(buf).strip())
+    return statements
