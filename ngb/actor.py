@@ -96,6 +96,10 @@ class GroupActor:
             await gone.wait()
         return self.view.container_id is None
 
+    async def wait_session_end(self) -> None:
+        """Return when the current container session (or the wait for its slot) has ended."""
+        await self._container_gone.wait()
+
     def busy(self) -> bool:
         """A batch or a task run is open in the live container."""
         return self._conv is not None and self._conv.busy()

@@ -1,11 +1,11 @@
-"""The daemon: one trio nursery tree (see DESIGN.md).
+"""The daemon: one trio nursery tree (docs/architecture.md draws it in full).
 
     root nursery
     ├─ supervisor   (GroupActors)
     ├─ outbox sender
-    ├─ scheduler    (due tasks -> the owning group's actor; see ngb/scheduler.py)
-    ├─ channels     (local chat; others later)
-    └─ web          (hypercorn + quart-trio)
+    ├─ scheduler    (due tasks -> the owning group's actor; see ngb/tasks/scheduler.py)
+    ├─ channels     (the local chat and every platform of ngb/channels/registry.py)
+    └─ web          (hypercorn + quart-trio; it sees this daemon as ngb/web/backend.WebBackend)
 
 Shutdown: the first SIGTERM/SIGINT stops intake, lets running turns finish up to the grace period,
 stops containers and flushes the store; a second signal exits at once.
@@ -352,11 +352,8 @@ class Daemon:
         self.router.accepting = False
         self.supervisor.begin_drain()
         with trio.move_on_after(self.config.shutdown_grace):
-            while self.supervisor.busy():  # noqa: ASYNC110 - a bounded wait at shutdown, not the message path
-                await trio.sleep(0.1)
-            with trio.move_on_after(2):  # let the last replies reach the outbox's channels
-                while await self.store.outbox_depth() and any(  # noqa: ASYNC110 - bounded, at shutdown
-                    c.state == "connected" for c in self.channels.values()
-                ):
-                    await trio.sleep(0.05)
+            await self.supervisor.wait_idle()  # running turns finish; nothing new starts
+            if any(c.state == "connected" for c in self.channels.values()):
+                with trio.move_on_after(2):  # let the last replies reach the outbox's channels
+                    await self.outbox.wait_idle()
         root.cancel_scope.cancel()

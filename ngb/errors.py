@@ -1,4 +1,6 @@
-"""Unwrapping trio's exception groups where a single failure should surface as itself."""
+"""Errors every layer shares: a message refused at the door (raised by the router, seen by the
+channels and the web, which sit above it), and unwrapping trio's exception groups where a single
+failure should surface as itself."""
 
 from __future__ import annotations
 
@@ -30,3 +32,12 @@ def one_error() -> Iterator[None]:
         if isinstance(leaf, Exception):
             raise leaf from None
         raise
+
+
+class MessageRejected(ValueError):
+    """The message was refused before it was stored (too large, empty)."""
+
+
+class MessageDropped(MessageRejected):
+    """A message of a chat nobody registered, past the unregistered quota: counted, not stored,
+    not logged one by one (the router logs once per chat and hour)."""

@@ -35,12 +35,20 @@ class OutboxSender:
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._wake = trio.Event()
+        self._idle = trio.Event()  # set while a pass found nothing to deliver now (wait_idle)
         self._not_before: dict[str, float] = {}  # chat -> monotonic time of its next try
         self.retries = 0
         self.delivered = 0
 
     def wake(self) -> None:
         self._wake.set()
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    async def wait_idle(self) -> None:
+        """Return once a pass found nothing it could deliver now (all sent, or waiting on a retry
+        or a channel): what shutdown waits for, briefly, before it cancels the sender."""
+        await self._idle.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -52,6 +60,8 @@ class OutboxSender:
                 log.error("outbox: store unavailable, will retry: %s", exc)
                 next_try = trio.current_time() + 2.0
             if next_try is None:
+                if not self._wake.is_set():  # nothing came in while it flushed
+                    self._idle.set()
                 await self._wake.wait()
             else:
                 with trio.move_on_at(next_try):

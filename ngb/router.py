@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import attrs
 
+from .errors import MessageDropped, MessageRejected
 from .events import ChatEvents
 from .groups import GroupRegistry
 from .logs import log_context
@@ -17,15 +18,6 @@ from .store import Store
 from .triggers import RateLimiter, is_triggered
 
 log = logging.getLogger(__name__)
-
-
-class MessageRejected(ValueError):
-    """The message was refused before it was stored (too large, empty)."""
-
-
-class MessageDropped(MessageRejected):
-    """A message of a chat nobody registered, past the unregistered quota: counted, not stored,
-    not logged one by one (the router logs once per chat and hour)."""
 
 
 @attrs.frozen

@@ -145,7 +145,20 @@ class Supervisor:
                 actor.stop_if_idle()
 
     def busy(self) -> int:
-        return sum(1 for h in self.actors.values() if h.view.state not in ("idle", "backing_off"))
+        return len(self._busy_actors())
+
+    def _busy_actors(self) -> list[GroupActor]:
+        return [
+            h.actor
+            for h in self.actors.values()
+            if h.actor is not None and h.view.state not in ("idle", "backing_off")
+        ]
+
+    async def wait_idle(self) -> None:
+        """Return once no actor has a container or waits for one (the caller bounds the wait; with
+        ``begin_drain`` first, nothing new starts). Woken by each container's end, no polling."""
+        while busy := self._busy_actors():
+            await busy[0].wait_session_end()
 
     async def _supervise(self, handle: ActorHandle) -> None:
         handle.task = trio.lowlevel.current_task()

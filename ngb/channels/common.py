@@ -10,6 +10,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..errors import MessageDropped, MessageRejected
+from ..triggers import starts_with_trigger
 from .base import ChannelMemory
 from .status import (  # noqa: F401 - re-exported: the adapters and tests import them from here
     CONNECTED,
@@ -107,14 +109,10 @@ class InboundGate:
         self._max_chats = max_chats
 
     def is_trigger(self, inbound: Any) -> bool:
-        from ..triggers import starts_with_trigger
-
         return bool(inbound.mentions_bot) or starts_with_trigger(inbound.text, self.trigger)
 
     async def submit(self, submit: Callable[[Any], Awaitable[Any]], inbound: Any, *, triggered: bool | None = None) -> bool:
         """Pass inbound to the router; False when the router refused it (logged)."""
-        from ..router import MessageDropped, MessageRejected
-
         self.received += 1
         if inbound.chat not in self._seen_chats and len(self._seen_chats) < self._max_chats:
             self._seen_chats.add(inbound.chat)

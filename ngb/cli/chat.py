@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import trio
 
+from ..config import load_config
+from ..config.environment import api_token_override, chat_sender
 from .chat_api import (
     DEFAULT_HISTORY,
     DEFAULT_SETTLE,
@@ -330,7 +331,7 @@ def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
     )
     token = (
         getattr(args, "token", None)
-        or os.environ.get("NGB_API_TOKEN")
+        or api_token_override()
         or getattr(config_like, "api_token", None)
         or None
     )
@@ -342,7 +343,7 @@ def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
             token = client_token(config_like)
         except TokenUnavailable as exc:
             token_hint = str(exc)  # said only if the daemon asks for a token
-    sender = getattr(args, "sender", None) or os.environ.get("NGB_CHAT_SENDER") or "me"
+    sender = getattr(args, "sender", None) or chat_sender() or "me"
     chat = normalize_chat(getattr(args, "name", None) or "main")
     if not chat:
         print("ngb chat: empty chat name", file=sys.stderr)
@@ -377,12 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
 
-    class _Defaults:
-        web_host = os.environ.get("NGB_WEB_HOST", "127.0.0.1")
-        web_port = int(os.environ.get("NGB_WEB_PORT", "8080"))
-        api_token = None
-
-    return main_from_args(args, _Defaults())
+    return main_from_args(args, load_config())
 
 
 if __name__ == "__main__":

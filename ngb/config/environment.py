@@ -5,7 +5,8 @@ consults (``DOCKER_HOST``, ``EDITOR``, the XDG folders).
 Every function takes an optional ``env`` mapping (tests pass their own); None means the process's
 environment. Outside ngb/config/ the environment is read only for the systemd protocol
 (ngb/ops/sdnotify.py, ngb/logs.py's ``JOURNAL_STREAM``), to hand it to a child process, and in
-modules that read their own settings still (ngb/channels/, ngb/sandbox/launcher.py, the CLI).
+each channel's own settings module (ngb/channels/*_settings.py: a channel's table is read where
+the channel is described, through ngb/channels/settings.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = [
     "environ",
     "env_value",
     "api_token_override",
+    "chat_sender",
+    "host_timezone",
     "config_file_variable",
     "base_image_override",
     "debian_mirror_override",
@@ -46,6 +49,16 @@ def env_value(name: str, env: Mapping[str, str] | None = None) -> str:
 def api_token_override(env: Mapping[str, str] | None = None) -> str:
     """``NGB_API_TOKEN``: the token an ``ngb`` command sends, before the configured or generated one."""
     return env_value("NGB_API_TOKEN", env)
+
+
+def chat_sender(env: Mapping[str, str] | None = None) -> str:
+    """``NGB_CHAT_SENDER``: the name ``ngb chat`` writes as ("" when unset)."""
+    return env_value("NGB_CHAT_SENDER", env)
+
+
+def host_timezone(env: Mapping[str, str] | None = None) -> str:
+    """The host's ``TZ`` (UTC when unset): the agent's clock shows the user's time zone."""
+    return environ(env).get("TZ", "UTC")
 
 
 def config_file_variable(env: Mapping[str, str] | None = None) -> str | None:

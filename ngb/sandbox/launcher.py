@@ -12,7 +12,6 @@ and reads it strictly (a too-long or unfinished frame ends the session), see ngb
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ import trio
 
 from .. import errors
 from ..agent_link import ExitInfo, TurnFailed
+from ..config.environment import host_timezone
 from ..framing import FRAME_TIMEOUT, FrameError, FrameWriter, LineReader, peer_uid
 from ..hostperms import DEFAULT_AGENT_UID, allowed_peer, container_user, share_dir, share_socket, socket_dir
 from ..protocol import PROTOCOL_VERSION, BackFrame, BadFrame, Hello, OutFrame, Stop, decode_back, encode
@@ -162,7 +162,7 @@ class DockerLauncher:
                         "ANTHROPIC_API_KEY": placeholder,
                         "HOME": "/home/agent",
                         "CLAUDE_CONFIG_DIR": "/home/agent/.claude",
-                        "TZ": os.environ.get("TZ", "UTC"),
+                        "TZ": host_timezone(),
                     },
                     memory=cfg.container_memory,
                     pids=cfg.container_pids,

@@ -20,8 +20,8 @@ from quart_trio import QuartTrio
 
 from .. import __version__
 from ..channels.local import local_chat
+from ..errors import MessageRejected
 from ..records import InboundMessage
-from ..router import MessageRejected
 from . import queries
 from .common import ApiError, error, message_json, read_json
 
