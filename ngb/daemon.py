@@ -171,8 +171,21 @@ class Daemon:
             budgets=self.budgets,
         )
 
+    async def _start_agents(self) -> None:
+        """The launcher (Docker's client is imported here, off the path to a serving web), the
+        cleanup of containers an earlier run left, then one actor per registered group."""
+        self.launcher = self._launcher_factory(self) if self._launcher_factory else self._default_launcher()
+        if self.runtime is not None:
+            try:
+                await self.runtime.cleanup_orphans()
+            except Exception as exc:  # noqa: BLE001 - the chat still works; turns report the problem
+                self.last_error = f"docker: {exc}"
+                log.error("runtime: cannot clean up orphaned containers: %s", exc)
+        for group in self.registry.all():
+            self.supervisor.start_actor(group)
+
     def _group_added(self, group: Group) -> None:
-        if self.supervisor.running:
+        if self.supervisor.running and self.launcher is not None:  # else _start_agents starts it
             self.supervisor.start_actor(group)
 
     def _chat_of(self, folder: str) -> str | None:
@@ -293,13 +306,6 @@ class Daemon:
         self.plugins.host.store, self.plugins.host.outbox_wake = self.store, self.outbox.wake
         await self.open()
         self.web_token = ensure_api_token(self.config)
-        self.launcher = self._launcher_factory(self) if self._launcher_factory else self._default_launcher()
-        if self.runtime is not None:
-            try:
-                await self.runtime.cleanup_orphans()
-            except Exception as exc:  # noqa: BLE001 - the chat still works; turns report the problem
-                self.last_error = f"docker: {exc}"
-                log.error("runtime: cannot clean up orphaned containers: %s", exc)
         try:
             async with trio.open_nursery() as root:
                 self._root = root
@@ -312,10 +318,11 @@ class Daemon:
                 await root.start(self.typing.run)
                 for channel in self.channels.values():
                     await root.start(channel.run, self.router.handle)
-                for group in self.registry.all():
-                    self.supervisor.start_actor(group)
-                await root.start(self.scheduler.run)
+                # The web before the container side: status and the chat answer while the engine
+                # is slow to answer (or absent); what arrives meanwhile is stored and waits.
                 await root.start(serve_web, self)
+                await self._start_agents()
+                await root.start(self.scheduler.run)
                 root.start_soon(self._gauges)
                 self.ready.set()
                 log.info("NanoGridBot %s ready: chat at %s", __version__, login_link(self.config, self.web_token))

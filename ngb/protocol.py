@@ -14,6 +14,7 @@ it), so it depends on attrs and cattrs only, never on the rest of ngb.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Union
 
 import attrs
@@ -209,13 +210,17 @@ def _converter() -> cattrs.Converter:
     return conv
 
 
-CONVERTER = _converter()
+@functools.cache
+def converter() -> cattrs.Converter:
+    """The wire's converter, built on first use: its generated code costs ~30 ms, which a daemon
+    should not pay before it is ready to serve (bench/short.py, ready)."""
+    return _converter()
 
 
 def encode(frame: Frame) -> dict[str, Any]:
     """The JSON object of a frame, ``type`` first."""
     union = OutFrame if _TAG_OF[type(frame)] in OUT_TAGS else BackFrame
-    data: dict[str, Any] = CONVERTER.unstructure(frame, unstructure_as=union)
+    data: dict[str, Any] = converter().unstructure(frame, unstructure_as=union)
     return {TAG: data.pop(TAG), **data}
 
 
@@ -232,7 +237,7 @@ def _decode(obj: dict[str, Any], tags: dict[str, type], union: Any) -> Any:
     if tag not in tags:
         return BadFrame(f"unknown frame type {tag!r}")
     try:
-        return CONVERTER.structure(obj, union)
+        return converter().structure(obj, union)
     except cattrs.BaseValidationError as exc:
         return BadFrame("; ".join(cattrs.transform_error(exc, path=tag, format_exception=_say)))
     except (TypeError, ValueError, KeyError) as exc:  # a validator, or a shape cattrs did not expect

@@ -37,6 +37,23 @@ from .text import (  # noqa: F401 - re-exported
 log = logging.getLogger(__name__)
 
 # -- multi-part sends ----------------------------------------------------------------------------------
+def says_off(settings: Any, name: str, logger: logging.Logger) -> bool:
+    """Whether a channel's settings say it is off (``off_reason``); then one log line says why."""
+    off_reason = getattr(settings, "off_reason", None)
+    if off_reason:
+        logger.warning("channel %s: off (%s)", name, off_reason)
+    return bool(off_reason)
+
+
+def log_caught_up(logger: logging.Logger, line: str, cut: str | None, lost: str = "older messages") -> None:
+    """One chat's catch-up summary `line`: info, or a warning that says what was `lost` when the
+    catch-up was `cut` short (why)."""
+    if cut:
+        logger.warning("%s; stopped early (%s): %s were not fetched", line, cut, lost)
+    else:
+        logger.info("%s", line)
+
+
 class PartialSends:
     """Remembers which parts of a split reply already reached the platform, so the outbox's retry
     of the whole reply resumes at the part that failed instead of repeating the ones before it."""

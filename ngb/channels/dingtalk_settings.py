@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from .chats import chat_name, platform_id_of
-from .settings import ChannelTable
+from .settings import ChannelTable, setting
 
 PREFIX = "dingtalk"
 GATEWAY_URL = "https://api.dingtalk.com/v1.0/gateway/connections/open"
@@ -28,13 +28,15 @@ class DingTalkSettings:
     chatbot_user_id: str | None = None  # when set, callbacks for another chatbotUserId are refused
     gateway_url: str = GATEWAY_URL  # the open-connection API
     api_base: str = API_BASE  # the robot API and /v1.0/oauth2/accessToken
-    message_type: str = "markdown"  # or "text"
-    connect_timeout: float = 15.0  # open connection + websocket handshake
-    request_timeout: float = 20.0  # each HTTP call
-    ping_interval: float = 20.0  # websocket ping; no pong within as long again -> reconnect
-    webhook_margin: float = 30.0  # a session webhook this close to its expiry is not used
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
+    message_type: str = setting("markdown", ChannelTable.choice, options=("markdown", "text"))
+    connect_timeout: float = setting(15.0, ChannelTable.duration)  # open connection + websocket handshake
+    request_timeout: float = setting(20.0, ChannelTable.duration)  # each HTTP call
+    # websocket ping; no pong within as long again -> reconnect
+    ping_interval: float = setting(20.0, ChannelTable.duration)
+    # a session webhook this close to its expiry is not used
+    webhook_margin: float = setting(30.0, ChannelTable.duration, allow_zero=True)
+    reconnect_base: float = setting(1.0, ChannelTable.duration)
+    reconnect_cap: float = setting(60.0, ChannelTable.duration)
     off_reason: str | None = None
     state_dir: Path | None = None  # the daemon's (build_channels sets it); None: conversations kept in memory only
 
@@ -45,20 +47,14 @@ class DingTalkSettings:
         secret = t.secret("client_secret")
         missing = [name for name, value in (("NGB_DINGTALK_CLIENT_ID", client_id),
                                             ("NGB_DINGTALK_CLIENT_SECRET", secret)) if not value]
-        return cls(
+        return t.fill(
+            cls,
             client_id=client_id,
             client_secret=secret,
             robot_code=t.string("robot_code", "").strip() or client_id,
             chatbot_user_id=t.string("chatbot_user_id", "").strip() or None,
             gateway_url=t.url("gateway_url", GATEWAY_URL).rstrip("/"),
             api_base=t.url("api_base", API_BASE).rstrip("/"),
-            message_type=t.choice("message_type", "markdown", ("markdown", "text")),
-            connect_timeout=t.duration("connect_timeout", 15.0),
-            request_timeout=t.duration("request_timeout", 20.0),
-            ping_interval=t.duration("ping_interval", 20.0),
-            webhook_margin=t.duration("webhook_margin", 30.0, allow_zero=True),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=f"no credentials: set {' and '.join(missing)} (or client_secret_file)" if missing else None,
         )
 

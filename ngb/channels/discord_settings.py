@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from .chats import chat_name, platform_id_of
-from .settings import ChannelTable
+from .settings import ChannelTable, setting
 
 PREFIX = "discord"
 KEYS = {"token", "token_file", "api_base", "gateway_url", "message_content", "connect_timeout",
@@ -24,28 +24,24 @@ class DiscordSettings:
     token: str | None = attrs.field(default=None, repr=False)
     api_base: str = API_BASE
     gateway_url: str = GATEWAY_URL
-    message_content: bool = True  # ask for the privileged Message Content intent
-    connect_timeout: float = 60.0
-    fetch_missed: bool = True
-    catch_up_pages: int = 20  # history pages (of 100) read per chat in one catch-up
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
+    message_content: bool = setting(True, ChannelTable.boolean)  # ask for the privileged Message Content intent
+    connect_timeout: float = setting(60.0, ChannelTable.duration)
+    fetch_missed: bool = setting(True, ChannelTable.boolean)
+    # history pages (of 100) read per chat in one catch-up
+    catch_up_pages: int = setting(20, ChannelTable.integer, lo=1, hi=10_000)
+    reconnect_base: float = setting(1.0, ChannelTable.duration)
+    reconnect_cap: float = setting(60.0, ChannelTable.duration)
     off_reason: str | None = None
 
     @classmethod
     def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> DiscordSettings:
         t = ChannelTable(PREFIX, table, config_file, KEYS)
         token = t.secret("token")
-        return cls(
+        return t.fill(
+            cls,
             token=token,
             api_base=t.url("api_base", API_BASE).rstrip("/"),
             gateway_url=t.url("gateway_url", GATEWAY_URL, schemes=("ws", "wss")),
-            message_content=t.boolean("message_content", True),
-            connect_timeout=t.duration("connect_timeout", 60.0),
-            fetch_missed=t.boolean("fetch_missed", True),
-            catch_up_pages=t.integer("catch_up_pages", 20, lo=1, hi=10_000),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=None if token else "no token: set NGB_DISCORD_TOKEN (or token_file)",
         )
 

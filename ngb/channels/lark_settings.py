@@ -13,7 +13,7 @@ import attrs
 
 from ..config import ConfigError
 from .chats import chat_name, platform_id_of
-from .settings import ChannelTable
+from .settings import ChannelTable, setting
 
 PREFIX = "lark"
 DOMAINS = {"feishu": "https://open.feishu.cn", "lark": "https://open.larksuite.com"}
@@ -30,13 +30,15 @@ class LarkSettings:
     bot_open_id: str | None = None  # None: asked with bot/v3/info at connect
     verification_token: str | None = attrs.field(default=None, repr=False)  # events carrying another are refused
     encrypt_key: str | None = attrs.field(default=None, repr=False)  # for encrypted event payloads
-    reply_in_thread: bool = False  # replies open a thread on the triggering message
-    format: str = "markdown"  # "markdown": rich text (post, md element); "text": plain text
-    resolve_names: bool = True  # sender names via contact/v3/users (needs contact:user.base:readonly)
-    request_timeout: float = 20.0
-    connect_timeout: float = 15.0
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
+    reply_in_thread: bool = setting(False, ChannelTable.boolean)  # replies open a thread on the triggering message
+    # "markdown": rich text (post, md element); "text": plain text
+    format: str = setting("markdown", ChannelTable.choice, options=("markdown", "text"))
+    # sender names via contact/v3/users (needs contact:user.base:readonly)
+    resolve_names: bool = setting(True, ChannelTable.boolean)
+    request_timeout: float = setting(20.0, ChannelTable.duration)
+    connect_timeout: float = setting(15.0, ChannelTable.duration)
+    reconnect_base: float = setting(1.0, ChannelTable.duration)
+    reconnect_cap: float = setting(60.0, ChannelTable.duration)
     off_reason: str | None = None
 
     @classmethod
@@ -45,20 +47,14 @@ class LarkSettings:
         app_id = t.string("app_id").strip() or None
         app_secret = t.secret("app_secret")
         missing = [n for n, v in (("NGB_LARK_APP_ID", app_id), ("NGB_LARK_APP_SECRET", app_secret)) if not v]
-        return cls(
+        return t.fill(
+            cls,
             app_id=app_id,
             app_secret=app_secret,
             domain=parse_domain(t.get("domain", "feishu")),
             bot_open_id=t.string("bot_open_id").strip() or None,
             verification_token=t.secret("verification_token"),
             encrypt_key=t.secret("encrypt_key"),
-            reply_in_thread=t.boolean("reply_in_thread", False),
-            format=t.choice("format", "markdown", ("markdown", "text")),
-            resolve_names=t.boolean("resolve_names", True),
-            request_timeout=t.duration("request_timeout", 20.0),
-            connect_timeout=t.duration("connect_timeout", 15.0),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=f"no credentials: set {' and '.join(missing)} (or app_secret_file)" if missing else None,
         )
 

@@ -48,7 +48,7 @@ import trio
 
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
-from .common import CONNECTED, DISCONNECTED, UNAUTHORIZED, Lru, NewestStored, split_text
+from .common import CONNECTED, DISCONNECTED, UNAUTHORIZED, Lru, NewestStored, says_off, split_text
 from .onebot_actions import OneBotConnection
 from .onebot_catchup import (  # noqa: F401 - re-exported: tests import them from here
     FATAL_RETCODES,
@@ -91,10 +91,7 @@ def from_config(config: Any, env: Mapping[str, str] | None = None, *,
     no url/listen). The token: NGB_ONEBOT_ACCESS_TOKEN, or ``access_token`` put into the table by the
     environment, or ``access_token_file`` (mode 600)."""
     settings = settings_from_config(config, env)
-    if settings is None:
-        return None
-    if settings.off_reason:
-        log.warning("channel qq: off (%s)", settings.off_reason)
+    if settings is None or says_off(settings, "qq", log):
         return None
     return OneBotChannel(settings, trigger=getattr(config, "trigger", ""), memory=memory)
 

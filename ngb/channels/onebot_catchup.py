@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .base import ChannelError
+from .common import log_caught_up
 from .onebot_actions import ActionFailed
 from .onebot_messages import parse_chat
 
@@ -126,12 +127,8 @@ class OneBotCatchUp:
                     if kind == "group":
                         event.setdefault("group_id", target)
                     await self._event(event, submit, fetched=True)
-                line = (f"qq: caught up {chat} since {mark}: {len(found)} message(s) in {pages} page(s), "
-                        f"{trio.current_time() - started:.1f}s")
-                if cut:
-                    log.warning("%s; stopped early (%s): older messages were not fetched", line, cut)
-                else:
-                    log.info("%s", line)
+                log_caught_up(log, f"qq: caught up {chat} since {mark}: {len(found)} message(s) in {pages} page(s), "
+                              f"{trio.current_time() - started:.1f}s", cut)
         finally:
             self.catch_ups += 1
 

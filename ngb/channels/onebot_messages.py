@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from .base import ChannelError
+from .text import BOLD, INLINE_CODE, LINK, STRIKE
 
 PREFIX = "qq"
 
@@ -103,12 +104,10 @@ def render(segments: list[dict[str, Any]], self_id: str, bot_name: str) -> Rende
 
 
 # -- Markdown -> plain text (QQ renders no Markdown in normal messages) ------------------------------------
+# Inline code, links, bold and strike are text.py's patterns; these differ: a fence is one stray line,
+# italic is *x* only (not _x_), and headings and bullets stay within their line ([ \t], not \s).
 _MD_FENCE = re.compile(r"^[ \t]*```[\w+-]*[ \t]*$\n?", re.MULTILINE)
-_MD_INLINE_CODE = re.compile(r"`([^`\n]+)`")
-_MD_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
-_MD_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__", re.DOTALL)
 _MD_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
-_MD_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 _MD_BULLET = re.compile(r"^([ \t]*)[-*+][ \t]+", re.MULTILINE)
 
@@ -124,13 +123,13 @@ def markdown_to_plain(text: str) -> str:
 
     # code first, so nothing inside it is touched
     text = re.sub(r"```[\w+-]*[ \t]*\n?(.*?)```", lambda m: hold(m.group(1).rstrip("\n")), text, flags=re.DOTALL)
-    text = _MD_INLINE_CODE.sub(lambda m: hold(m.group(1)), text)
-    text = _MD_LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", text)
+    text = INLINE_CODE.sub(lambda m: hold(m.group(1)), text)
+    text = LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", text)
     text = _MD_HEADING.sub(lambda m: m.group(1), text)
     text = _MD_BULLET.sub(lambda m: f"{m.group(1)}• ", text)
-    text = _MD_BOLD.sub(lambda m: m.group(1) or m.group(2), text)
+    text = BOLD.sub(lambda m: m.group(1) or m.group(2), text)
     text = _MD_ITALIC.sub(lambda m: m.group(1), text)
-    text = _MD_STRIKE.sub(lambda m: m.group(1), text)
+    text = STRIKE.sub(lambda m: m.group(1), text)
     text = _MD_FENCE.sub("", text)  # a stray, unbalanced fence line
     return re.sub(r"\x00(\d+)\x00", lambda m: held[int(m.group(1))], text)
 

@@ -8,16 +8,27 @@ same way and every mistake is one ConfigError line naming ``channels.NAME.KEY``.
     limit = t.integer("part_limit", 3000, lo=100, hi=10_000)
     mode = t.choice("reply_in_thread", "auto", ("auto", "always"))
     url = t.url("gateway_url", DEFAULT, schemes=("ws", "wss"))
+
+A settings class declares the keys read one way with `setting` (the default written once, beside
+the reader) and fills them with `t.fill`:
+
+    connect_timeout: float = setting(15.0, ChannelTable.duration)
+    ...
+    return t.fill(cls, token=token, off_reason=...)          # the fields read another way
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
+import attrs
+
 from ..config import ConfigError, parse_bool, parse_duration, read_secret_file
+
+S = TypeVar("S", bound=attrs.AttrsInstance)
 
 
 class ChannelTable:
@@ -123,3 +134,19 @@ class ChannelTable:
             shown = " or ".join(f"{s}://" for s in schemes)
             raise self.error(key, f"must be a {shown} URL, got {value!r}")
         return value
+
+    def fill(self, cls: type[S], **given: Any) -> S:
+        """`cls` with its `setting` fields read from the table, in the order of the fields (so the
+        first mistake is the first one reported), and `given` for the others."""
+        values = dict(given)
+        for field in attrs.fields(cls):
+            if "read" in field.metadata and field.name not in given:
+                read, options = field.metadata["read"]
+                values[field.name] = read(self, field.name, field.default, **options)
+        return cls(**values)
+
+
+def setting(default: Any, read: Callable[..., Any], **options: Any) -> Any:
+    """A settings field whose key (its name) is read by `read` (a ChannelTable method: duration,
+    boolean, integer, choice, url, string) with its default and `options`; see ChannelTable.fill."""
+    return attrs.field(default=default, metadata={"read": (read, options)})

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .common import AuthError, Lru
+from .common import AuthError, Lru, log_caught_up
 from .slack_settings import channel_id_of
 
 if TYPE_CHECKING:
@@ -113,12 +113,9 @@ class SlackCatchUp:
                 fetched += 1
                 await self._submit(submit, inbound, event, catching_up=True)
         self.fetched += fetched
-        line = (f"slack: caught up {channel} since {oldest}: {fetched} message(s) in {pages} page(s), "
-                f"{len(threads)} thread(s) read, {trio.current_time() - started:.1f}s")
-        if cut:
-            log.warning("%s; stopped early (%s): older messages of that listing were not fetched", line, cut)
-        else:
-            log.info("%s", line)
+        log_caught_up(log, f"slack: caught up {channel} since {oldest}: {fetched} message(s) in {pages} page(s), "
+                      f"{len(threads)} thread(s) read, {trio.current_time() - started:.1f}s",
+                      cut, "older messages of that listing")
 
     async def _listing(self, method: str, deadline: float, **kwargs: Any) -> tuple[list[dict[str, Any]], int, str | None]:
         """Every page of conversations.history/.replies after ``oldest`` (exclusive), within

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import attrs
 
 from ..config import ConfigError
-from .settings import ChannelTable
+from .settings import ChannelTable, setting
 
 PREFIX = "telegram"
 MODES = ("polling", "webhook")
@@ -33,16 +33,19 @@ class TelegramSettings:
     token: str | None = attrs.field(default=None, repr=False)
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
-    poll_timeout: float = 30.0  # seconds a getUpdates long poll waits on the server
-    request_timeout: float = 20.0  # connect/read/write timeout of other calls
-    parse_mode: str = "html"  # "html": Markdown converted to Telegram HTML; "none": plain text
-    reconnect_base: float = 1.0
-    reconnect_cap: float = 60.0
+    # seconds a getUpdates long poll waits on the server
+    poll_timeout: float = setting(30.0, ChannelTable.duration)
+    request_timeout: float = setting(20.0, ChannelTable.duration)  # connect/read/write timeout of other calls
+    # "html": Markdown converted to Telegram HTML; "none": plain text
+    parse_mode: str = setting("html", ChannelTable.choice, options=("html", "none"))
+    reconnect_base: float = setting(1.0, ChannelTable.duration)
+    reconnect_cap: float = setting(60.0, ChannelTable.duration)
     off_reason: str | None = None  # why the channel is off (no token...)
     mode: str = "polling"  # "polling" (getUpdates) or "webhook" (Telegram POSTs to webhook_url)
     webhook_url: str | None = None  # the public URL; its path is what the daemon serves
     webhook_secret: str | None = attrs.field(default=None, repr=False)  # None: a random one per start
-    webhook_check_interval: float = 60.0  # how often getWebhookInfo is read in webhook mode
+    # how often getWebhookInfo is read in webhook mode
+    webhook_check_interval: float = setting(60.0, ChannelTable.duration)
 
     @property
     def webhook_path(self) -> str:
@@ -72,20 +75,15 @@ class TelegramSettings:
         base_url = t.string("base_url", "https://api.telegram.org/bot").rstrip("/")  # not cls.base_url: a slot descriptor
         if not base_url.endswith("/bot") and "{token}" not in base_url:
             base_url += "/bot"  # "https://tg.example" -> "https://tg.example/bot"
-        return cls(
+        return t.fill(
+            cls,
             token=token,
             base_url=base_url,
             base_file_url=str(t.get("base_file_url") or base_url.replace("/bot", "/file/bot")),
-            poll_timeout=t.duration("poll_timeout", 30.0),
-            request_timeout=t.duration("request_timeout", 20.0),
-            parse_mode=t.choice("parse_mode", "html", ("html", "none")),
-            reconnect_base=t.duration("reconnect_base", 1.0),
-            reconnect_cap=t.duration("reconnect_cap", 60.0),
             off_reason=None if token else "no token: set NGB_TELEGRAM_TOKEN (or token_file)",
             mode=mode,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
-            webhook_check_interval=t.duration("webhook_check_interval", 60.0),
         )
 
 

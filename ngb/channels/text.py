@@ -86,14 +86,15 @@ def utf16_len(text: str) -> int:
 
 
 # -- Markdown conversion -----------------------------------------------------------------------------
-_FENCE = re.compile(r"```([\w+-]*)\n?(.*?)```", re.DOTALL)
-_INLINE_CODE = re.compile(r"`([^`\n]+)`")
-_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__", re.DOTALL)
-_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
-_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
-_BULLET = re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE)
+# (onebot_messages.py's plain-text rendering shares INLINE_CODE, LINK, BOLD and STRIKE)
+FENCE = re.compile(r"```([\w+-]*)\n?(.*?)```", re.DOTALL)
+INLINE_CODE = re.compile(r"`([^`\n]+)`")
+LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
+BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__", re.DOTALL)
+ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")
+STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+BULLET = re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE)
 
 
 def _protect(text: str, store: list[str], pattern: re.Pattern[str], render: Callable[[re.Match[str]], str]) -> str:
@@ -116,21 +117,21 @@ def markdown_to_telegram_html(text: str) -> str:
     text = _protect(
         text,
         held,
-        _FENCE,
+        FENCE,
         lambda m: (
             f'<pre><code class="language-{esc(m.group(1))}">{esc(m.group(2).rstrip(chr(10)))}</code></pre>'
             if m.group(1)
             else f"<pre>{esc(m.group(2).rstrip(chr(10)))}</pre>"
         ),
     )
-    text = _protect(text, held, _INLINE_CODE, lambda m: f"<code>{esc(m.group(1))}</code>")
-    text = _protect(text, held, _LINK, lambda m: f'<a href="{esc(m.group(2), quote=True)}">{esc(m.group(1))}</a>')
+    text = _protect(text, held, INLINE_CODE, lambda m: f"<code>{esc(m.group(1))}</code>")
+    text = _protect(text, held, LINK, lambda m: f'<a href="{esc(m.group(2), quote=True)}">{esc(m.group(1))}</a>')
     text = esc(text, quote=False)
-    text = _HEADING.sub(lambda m: f"<b>{m.group(1)}</b>", text)
-    text = _BULLET.sub(lambda m: f"{m.group(1)}• ", text)
-    text = _BOLD.sub(lambda m: f"<b>{m.group(1) or m.group(2)}</b>", text)
-    text = _ITALIC.sub(lambda m: f"<i>{m.group(1) or m.group(2)}</i>", text)
-    text = _STRIKE.sub(lambda m: f"<s>{m.group(1)}</s>", text)
+    text = HEADING.sub(lambda m: f"<b>{m.group(1)}</b>", text)
+    text = BULLET.sub(lambda m: f"{m.group(1)}• ", text)
+    text = BOLD.sub(lambda m: f"<b>{m.group(1) or m.group(2)}</b>", text)
+    text = ITALIC.sub(lambda m: f"<i>{m.group(1) or m.group(2)}</i>", text)
+    text = STRIKE.sub(lambda m: f"<s>{m.group(1)}</s>", text)
     return _restore(text, held)
 
 
@@ -141,13 +142,13 @@ def markdown_to_slack_mrkdwn(text: str) -> str:
     def esc(s: str) -> str:
         return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-    text = _protect(text, held, _FENCE, lambda m: f"```{esc(m.group(2).rstrip(chr(10)))}```")
-    text = _protect(text, held, _INLINE_CODE, lambda m: f"`{esc(m.group(1))}`")
-    text = _protect(text, held, _LINK, lambda m: f"<{m.group(2)}|{esc(m.group(1))}>")
+    text = _protect(text, held, FENCE, lambda m: f"```{esc(m.group(2).rstrip(chr(10)))}```")
+    text = _protect(text, held, INLINE_CODE, lambda m: f"`{esc(m.group(1))}`")
+    text = _protect(text, held, LINK, lambda m: f"<{m.group(2)}|{esc(m.group(1))}>")
     text = esc(text)
-    text = _HEADING.sub(lambda m: f"\x01{m.group(1)}\x01", text)
-    text = _BULLET.sub(lambda m: f"{m.group(1)}• ", text)
-    text = _ITALIC.sub(lambda m: f"_{m.group(1) or m.group(2)}_", text)
-    text = _BOLD.sub(lambda m: f"\x01{m.group(1) or m.group(2)}\x01", text)
-    text = _STRIKE.sub(lambda m: f"~{m.group(1)}~", text)
+    text = HEADING.sub(lambda m: f"\x01{m.group(1)}\x01", text)
+    text = BULLET.sub(lambda m: f"{m.group(1)}• ", text)
+    text = ITALIC.sub(lambda m: f"_{m.group(1) or m.group(2)}_", text)
+    text = BOLD.sub(lambda m: f"\x01{m.group(1) or m.group(2)}\x01", text)
+    text = STRIKE.sub(lambda m: f"~{m.group(1)}~", text)
     return _restore(text.replace("\x01", "*"), held)

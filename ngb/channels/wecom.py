@@ -39,7 +39,7 @@ import trio
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name
-from .common import CONNECTED, AuthError, Lru, split_text
+from .common import CONNECTED, AuthError, Lru, says_off, split_text
 from .skeleton import PlatformChannel
 from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     BOT_ID_ENV,
@@ -68,10 +68,7 @@ def from_config(config: Any, env: Mapping[str, str] | None = None, *,
     (one log line when it is off: its bot id or secret is missing). Secret: NGB_WECOM_SECRET,
     ``secret`` put into the table by the environment, or ``secret_file``."""
     settings = settings_from_config(config, env)
-    if settings is None:
-        return None
-    if settings.off_reason:
-        log.warning("channel wecom: off (%s)", settings.off_reason)
+    if settings is None or says_off(settings, "wecom", log):
         return None
     if isinstance(settings, WeComCallbackSettings):  # the self-built app's mode
         from .wecom_callback import WeComCallbackChannel

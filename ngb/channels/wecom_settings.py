@@ -73,6 +73,31 @@ class WeComCallbackSettings:
     off_reason: str | None = None  # why the channel is off (a value missing)
 
 
+def _duration(table: Mapping[str, Any], key: str, default: float) -> float:
+    try:
+        return parse_duration(table.get(key, default))
+    except ValueError as exc:
+        raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
+
+
+def _part_bytes(table: Mapping[str, Any], default: int, most: int) -> int:
+    try:
+        part_bytes = int(table.get("part_bytes", default))
+    except ValueError:
+        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
+    if not 200 <= part_bytes <= most:
+        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and {most}, got {part_bytes}")
+    return part_bytes
+
+
+def _secret_file(table: Mapping[str, Any], key: str, config_file: Path | None) -> str:
+    """The secret in the file named by ``KEY_file`` (relative: to the config file's folder)."""
+    path = Path(str(table[f"{key}_file"])).expanduser()
+    if not path.is_absolute() and config_file is not None:
+        path = config_file.parent / path
+    return read_secret_file(path, f"channels.wecom.{key}_file")
+
+
 def settings_from_config(config: Any, env: Mapping[str, str] | None = None
                          ) -> WeComSettings | WeComCallbackSettings | None:
     """The WeCom settings; None when the configuration does not ask for WeCom (no table and no
@@ -99,36 +124,22 @@ def settings_from_config(config: Any, env: Mapping[str, str] | None = None
     config_file = getattr(config, "config_file", None)
     secret = secret or str(table.get("secret") or "").strip()
     if not secret and table.get("secret_file"):
-        path = Path(str(table["secret_file"])).expanduser()
-        if not path.is_absolute() and config_file is not None:
-            path = config_file.parent / path
-        secret = read_secret_file(path, "channels.wecom.secret_file")
+        secret = _secret_file(table, "secret", config_file)
     bot_id = env.get(BOT_ID_ENV, "").strip() or str(table.get("bot_id") or "").strip()
     if not bot_id or not secret:
         missing = " and ".join(n for n, v in (("bot_id (or NGB_WECOM_BOT_ID)", bot_id),
                                               (f"{SECRET_ENV} (or channels.wecom.secret_file)", secret)) if not v)
         return WeComSettings(bot_id="", secret="", off_reason=f"set {missing}")
 
-    def duration(key: str, default: float) -> float:
-        try:
-            return parse_duration(table.get(key, default))
-        except ValueError as exc:
-            raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
-
     url = str(table.get("url", DEFAULT_URL))
     if urlsplit(url).scheme not in ("ws", "wss"):
         raise ConfigError("channels.wecom.url", f"must be a ws:// or wss:// URL, got {url!r}")
-    try:
-        part_bytes = int(table.get("part_bytes", DEFAULT_PART_BYTES))
-    except ValueError:
-        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
-    if not 200 <= part_bytes <= 20_000:
-        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and 20000, got {part_bytes}")
+    part_bytes = _part_bytes(table, DEFAULT_PART_BYTES, 20_000)
     settings = WeComSettings(
         bot_id=bot_id, secret=secret, url=url, part_bytes=part_bytes,
-        reply_window=duration("reply_window", 300.0), heartbeat_interval=duration("heartbeat_interval", 30.0),
-        request_timeout=duration("request_timeout", 15.0), connect_timeout=duration("connect_timeout", 15.0),
-        reconnect_base=duration("reconnect_base", 1.0), reconnect_cap=duration("reconnect_cap", 60.0))
+        reply_window=_duration(table, "reply_window", 300.0), heartbeat_interval=_duration(table, "heartbeat_interval", 30.0),
+        request_timeout=_duration(table, "request_timeout", 15.0), connect_timeout=_duration(table, "connect_timeout", 15.0),
+        reconnect_base=_duration(table, "reconnect_base", 1.0), reconnect_cap=_duration(table, "reconnect_cap", 60.0))
     return settings
 
 
@@ -149,22 +160,13 @@ def callback_settings(config: Any, env: Mapping[str, str] | None = None) -> WeCo
     for key, var in ENV.items():
         value = env.get(var, "").strip() or str(table.get(key) or "").strip()
         if not value and key in SECRETS and table.get(f"{key}_file"):
-            path = Path(str(table[f"{key}_file"])).expanduser()
-            if not path.is_absolute() and config_file is not None:
-                path = config_file.parent / path
-            value = read_secret_file(path, f"channels.wecom.{key}_file")
+            value = _secret_file(table, key, config_file)
         values[key] = value
     missing = [f"{k} (or {ENV[k]})" if k not in SECRETS else f"{ENV[k]} (or channels.wecom.{k}_file)"
                for k in ENV if not values[k]]
     if missing:
         return WeComCallbackSettings(corp_id="", agent_id=0, token="", encoding_aes_key="", corp_secret="",
                                      off_reason=f"callback mode; set {', '.join(missing)}")
-
-    def duration(key: str, default: float) -> float:
-        try:
-            return parse_duration(table.get(key, default))
-        except ValueError as exc:
-            raise ConfigError(f"channels.wecom.{key}", str(exc)) from None
 
     try:
         agent_id = int(values["agent_id"])
@@ -180,16 +182,11 @@ def callback_settings(config: Any, env: Mapping[str, str] | None = None) -> WeCo
     msgtype = str(table.get("msgtype", "markdown"))
     if msgtype not in ("markdown", "text"):
         raise ConfigError("channels.wecom.msgtype", f'must be "markdown" or "text", got {msgtype!r}')
-    try:
-        part_bytes = int(table.get("part_bytes", CALLBACK_PART_BYTES))
-    except ValueError:
-        raise ConfigError("channels.wecom.part_bytes", "must be a number") from None
-    if not 200 <= part_bytes <= 2048:
-        raise ConfigError("channels.wecom.part_bytes", f"must be between 200 and 2048, got {part_bytes}")
+    part_bytes = _part_bytes(table, CALLBACK_PART_BYTES, 2048)
     settings = WeComCallbackSettings(
         corp_id=values["corp_id"], agent_id=agent_id, token=values["token"],
         encoding_aes_key=values["encoding_aes_key"], corp_secret=values["corp_secret"], api_base=api_base,
-        msgtype=msgtype, part_bytes=part_bytes, timestamp_window=duration("timestamp_window", 300.0),
-        request_timeout=duration("request_timeout", 15.0), reconnect_base=duration("reconnect_base", 1.0),
-        reconnect_cap=duration("reconnect_cap", 60.0))
+        msgtype=msgtype, part_bytes=part_bytes, timestamp_window=_duration(table, "timestamp_window", 300.0),
+        request_timeout=_duration(table, "request_timeout", 15.0), reconnect_base=_duration(table, "reconnect_base", 1.0),
+        reconnect_cap=_duration(table, "reconnect_cap", 60.0))
     return settings

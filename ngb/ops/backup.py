@@ -41,7 +41,7 @@ import sqlite3
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -326,37 +326,37 @@ def restore_backup(config: Any, source: Path) -> dict[str, Any]:
 
 
 # -- the commands --------------------------------------------------------------------------------
-def cmd_backup(config: Any, args: Any) -> int:
+def _command(
+    config: Any, args: Any, step: Callable[[Any, Path], dict[str, Any]], failed: str, done: Callable[[dict[str, Any]], str]
+) -> int:
+    """Run `step` (create or restore) on ``args.path``: the manifest described by `done` on stdout
+    (0), or the error after `failed` on stderr (1)."""
     import sys
 
     try:
-        manifest = create_backup(config, Path(args.path))
+        manifest = step(config, Path(args.path))
     except (BackupError, OSError, sqlite3.Error) as exc:
-        print(f"ngb: backup failed: {exc}", file=sys.stderr)
+        print(f"ngb: {failed}{exc}", file=sys.stderr)
         return 1
-    print(
-        f"backed up {config.state_dir} to {args.path}: schema {manifest['schema_version']}, "
-        f"{manifest['db_bytes']} bytes of database, {manifest['files']} files"
-        + (f", {len(manifest['excluded'])} left out (secrets, sockets; see manifest.json)" if manifest["excluded"] else "")
-    )
+    print(done(manifest))
     return 0
 
 
-def cmd_restore(config: Any, args: Any) -> int:
-    import sys
+def cmd_backup(config: Any, args: Any) -> int:
+    return _command(config, args, create_backup, "backup failed: ", lambda manifest: (
+        f"backed up {config.state_dir} to {args.path}: schema {manifest['schema_version']}, "
+        f"{manifest['db_bytes']} bytes of database, {manifest['files']} files"
+        + (f", {len(manifest['excluded'])} left out (secrets, sockets; see manifest.json)" if manifest["excluded"] else "")
+    ))
 
-    try:
-        manifest = restore_backup(config, Path(args.path))
-    except (BackupError, OSError, sqlite3.Error) as exc:
-        print(f"ngb: {exc}", file=sys.stderr)
-        return 1
-    print(
+
+def cmd_restore(config: Any, args: Any) -> int:
+    return _command(config, args, restore_backup, "", lambda manifest: (
         f"restored {args.path} (taken {manifest.get('created_at')}, ngb {manifest.get('ngb_version')}, "
         f"schema {manifest.get('schema_version')}) into {config.state_dir}\n"
         f"the state it replaced is in {manifest['previous']}\n"
         "start the daemon again; it applies any pending migrations (after a backup of its own)"
-    )
-    return 0
+    ))
 
 
 def add_arguments(subparsers: Any) -> None:

@@ -95,7 +95,7 @@ def probe_telegram(config: Config, settings: Any, http: httpx.Client) -> Check:
     if r.status_code in (401, 404) or (r.status_code == 200 and not data.get("ok")):
         return _refused(config, "telegram", f"Telegram refused the token (HTTP {r.status_code}: {data.get('description', '')})")
     if r.status_code != 200:
-        return Check("channel telegram", "warn", f"{shown} answered HTTP {r.status_code}; the daemon retries")
+        return _retrying("telegram", shown, r.status_code)
     me = data.get("result") or {}
     return Check("channel telegram", "ok", f"token accepted: @{me.get('username', '?')}")
 
@@ -135,26 +135,55 @@ def probe_discord(config: Config, settings: Any, http: httpx.Client) -> Check:
     if r.status_code in (401, 403):
         return _refused(config, "discord", f"Discord refused the bot token (HTTP {r.status_code})")
     if r.status_code != 200:
-        return Check("channel discord", "warn", f"{url} answered HTTP {r.status_code}; the daemon retries")
+        return _retrying("discord", url, r.status_code)
     me = _json(r)
     return Check("channel discord", "ok", f"token accepted: {me.get('username', '?')}")
+
+
+def _retrying(name: str, url: str, status: int) -> Check:
+    return Check(f"channel {name}", "warn", f"{url} answered HTTP {status}; the daemon retries")
+
+
+def _token_exchange(
+    config: Config,
+    name: str,
+    url: str,
+    secret: str,
+    send: Callable[[], httpx.Response],
+    *,
+    accepted: Callable[[dict[str, Any]], bool],
+    ok: str,
+    error_keys: tuple[str, ...],
+    refused: Callable[[dict[str, Any], str], str],
+) -> Check:
+    """A platform that trades an app's credential for an access token: `send` asks at `url`; an
+    HTTP 200 whose body is `accepted` is ok, a 5xx a warning, anything else refused, the reason
+    (`refused(body, why)`) taken from the first of the body's `error_keys` that is set."""
+    try:
+        r = send()
+    except httpx.HTTPError as exc:
+        return _unreachable(name, url, exc, [secret])
+    data = _json(r)
+    if r.status_code == 200 and accepted(data):
+        return Check(f"channel {name}", "ok", ok)
+    if r.status_code >= 500:
+        return _retrying(name, url, r.status_code)
+    why = next((data[key] for key in error_keys if data.get(key)), None) or f"HTTP {r.status_code}"
+    return _refused(config, name, refused(data, _redact(str(why), [secret])))
 
 
 def probe_lark(config: Config, settings: Any, http: httpx.Client) -> Check:
     app_id, secret = getattr(settings, "app_id", "") or "", getattr(settings, "app_secret", "") or ""
     domain = str(getattr(settings, "domain", "") or "").rstrip("/")
     url = f"{domain}/open-apis/auth/v3/tenant_access_token/internal"
-    try:
-        r = http.post(url, json={"app_id": app_id, "app_secret": secret})
-    except httpx.HTTPError as exc:
-        return _unreachable("lark", url, exc, [secret])
-    data = _json(r)
-    if r.status_code == 200 and data.get("code") == 0 and data.get("tenant_access_token"):
-        return Check("channel lark", "ok", f"app {app_id} accepted by {domain}")
-    if r.status_code >= 500:
-        return Check("channel lark", "warn", f"{url} answered HTTP {r.status_code}; the daemon retries")
-    why = _redact(str(data.get("msg") or f"HTTP {r.status_code}"), [secret])
-    return _refused(config, "lark", f"{domain} refused app {app_id} (code {data.get('code')}: {why})")
+    return _token_exchange(
+        config, "lark", url, secret,
+        lambda: http.post(url, json={"app_id": app_id, "app_secret": secret}),
+        accepted=lambda data: data.get("code") == 0 and bool(data.get("tenant_access_token")),
+        ok=f"app {app_id} accepted by {domain}",
+        error_keys=("msg",),
+        refused=lambda data, why: f"{domain} refused app {app_id} (code {data.get('code')}: {why})",
+    )
 
 
 def probe_dingtalk(config: Config, settings: Any, http: httpx.Client) -> Check:
@@ -162,34 +191,28 @@ def probe_dingtalk(config: Config, settings: Any, http: httpx.Client) -> Check:
     secret = getattr(settings, "client_secret", "") or ""
     base = str(getattr(settings, "api_base", "") or "").rstrip("/")
     url = f"{base}/v1.0/oauth2/accessToken"
-    try:
-        r = http.post(url, json={"appKey": client_id, "appSecret": secret})
-    except httpx.HTTPError as exc:
-        return _unreachable("dingtalk", url, exc, [secret])
-    data = _json(r)
-    if r.status_code == 200 and data.get("accessToken"):
-        return Check("channel dingtalk", "ok", f"client {client_id} accepted by {base}")
-    if r.status_code >= 500:
-        return Check("channel dingtalk", "warn", f"{url} answered HTTP {r.status_code}; the daemon retries")
-    why = _redact(str(data.get("message") or data.get("code") or f"HTTP {r.status_code}"), [secret])
-    return _refused(config, "dingtalk", f"DingTalk refused client {client_id} ({why})")
+    return _token_exchange(
+        config, "dingtalk", url, secret,
+        lambda: http.post(url, json={"appKey": client_id, "appSecret": secret}),
+        accepted=lambda data: bool(data.get("accessToken")),
+        ok=f"client {client_id} accepted by {base}",
+        error_keys=("message", "code"),
+        refused=lambda data, why: f"DingTalk refused client {client_id} ({why})",
+    )
 
 
 def probe_wecom_callback(config: Config, settings: Any, http: httpx.Client) -> Check:
     secret = settings.corp_secret or ""
     base = str(settings.api_base).rstrip("/")
     url = f"{base}/cgi-bin/gettoken"
-    try:
-        r = http.get(url, params={"corpid": settings.corp_id, "corpsecret": secret})
-    except httpx.HTTPError as exc:
-        return _unreachable("wecom", url, exc, [secret])
-    data = _json(r)
-    if r.status_code == 200 and data.get("errcode") == 0 and data.get("access_token"):
-        return Check("channel wecom", "ok", f"app secret accepted for corp {settings.corp_id} (callback mode)")
-    if r.status_code >= 500:
-        return Check("channel wecom", "warn", f"{url} answered HTTP {r.status_code}; the daemon retries")
-    why = _redact(str(data.get("errmsg") or f"HTTP {r.status_code}"), [secret])
-    return _refused(config, "wecom", f"WeCom refused corp {settings.corp_id}'s app secret (errcode {data.get('errcode')}: {why})")
+    return _token_exchange(
+        config, "wecom", url, secret,
+        lambda: http.get(url, params={"corpid": settings.corp_id, "corpsecret": secret}),
+        accepted=lambda data: data.get("errcode") == 0 and bool(data.get("access_token")),
+        ok=f"app secret accepted for corp {settings.corp_id} (callback mode)",
+        error_keys=("errmsg",),
+        refused=lambda data, why: f"WeCom refused corp {settings.corp_id}'s app secret (errcode {data.get('errcode')}: {why})",
+    )
 
 
 PROBES: dict[str, Callable[[Config, Any, httpx.Client], Check]] = {

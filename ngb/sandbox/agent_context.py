@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..paths import cache_root, resource
-from .image_progress import ImageBuildError, Ticker, megabytes
+from .image_progress import ImageBuildError, Ticker, build_failed, megabytes
 
 PYTHON_VERSION = "3.11"
 # glibc baseline of the wheels we fetch; both bases are Debian bookworm (glibc 2.36).
@@ -204,9 +204,9 @@ def pip_download(
             tick(status(), force=done == total)
     rc = proc.wait()
     if rc != 0:
-        for line in tail:
-            progress("      | " + line)
-        raise ImageBuildError(
+        raise build_failed(
+            progress,
+            tail,
             f"pip could not download the agent's wheels (exit {rc}); see the output above. The host's pip "
             "configuration (index-url, cert, proxy) must reach a package index, or put the wheels in "
             f"{dest} by hand"

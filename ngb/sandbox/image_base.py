@@ -19,7 +19,7 @@ from typing import Any
 
 from .debian_mirror import host_debian_mirror
 from .image_docker import inspect_image
-from .image_progress import ImageBuildError, Ticker, fmt_secs, megabytes
+from .image_progress import ImageBuildError, Ticker, build_failed, fmt_secs, megabytes
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
 LOCAL_BASE_IMAGE = "nanogridbot-base:bookworm"
@@ -127,9 +127,9 @@ def _run_debootstrap(cmd: list[str], progress: Callable[[str], None]) -> None:
             progress("      " + line)
     rc = proc.wait()
     if rc != 0:
-        for line in tail:
-            progress("      | " + line)
-        raise ImageBuildError(
+        raise build_failed(
+            progress,
+            tail,
             f"debootstrap failed (exit {rc}); see its output above. Check that the host reaches its Debian "
             "mirror (set NGB_DEBIAN_MIRROR to another one) or set NGB_BASE_IMAGE to a local image with Python 3.11"
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .image_progress import ImageBuildError, Ticker, fmt_secs
+from .image_progress import ImageBuildError, Ticker, build_failed, fmt_secs
 
 
 def engine_arch(client: Any) -> str:
@@ -109,10 +109,8 @@ def docker_build(
         )
         for ev in stream:
             if "error" in ev:
-                for line in tail:
-                    progress("      | " + line)
                 msg = str(ev.get("error", "")).strip().splitlines()
-                raise ImageBuildError(f"docker build failed: {msg[-1] if msg else 'unknown error'}")
+                raise build_failed(progress, tail, f"docker build failed: {msg[-1] if msg else 'unknown error'}")
             if "aux" in ev and isinstance(ev["aux"], dict) and ev["aux"].get("ID"):
                 image_id = ev["aux"]["ID"]
             text = ev.get("stream")
@@ -132,9 +130,7 @@ def docker_build(
                 elif not line.startswith(" --->") and not line.startswith("Removing intermediate"):
                     tick(line[:100])
     except docker.errors.APIError as exc:
-        for line in tail:
-            progress("      | " + line)
-        raise ImageBuildError(f"docker build failed: {exc.explanation or exc}") from exc
+        raise build_failed(progress, tail, f"docker build failed: {exc.explanation or exc}") from exc
     except ImageBuildError:
         raise
     except Exception as exc:

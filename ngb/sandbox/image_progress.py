@@ -4,11 +4,18 @@ condensed progress lines (`Ticker`: at most one line every few seconds)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 class ImageBuildError(RuntimeError):
     """The agent image could not be found or built; the message (one line) says what to do."""
+
+
+def build_failed(progress: Callable[[str], None], tail: Iterable[str], message: str) -> ImageBuildError:
+    """Show the last lines of the failed step's output (`tail`) and make the error to raise."""
+    for line in tail:
+        progress("      | " + line)
+    return ImageBuildError(message)
 
 
 def fmt_secs(seconds: float) -> str:

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from .. import errors
@@ -64,22 +65,16 @@ class DockerConnection:
         return decode_back(obj) if isinstance(obj, dict) else obj
 
 
+@attrs.define(eq=False, kw_only=True)
 class DockerLauncher:
-    def __init__(
-        self,
-        *,
-        runtime: DockerRuntime,
-        proxy: ModelProxy,
-        tools: ToolService,
-        config: Any,
-        current_group: Callable[[str], Group | None],
-    ) -> None:
-        self.runtime = runtime
-        self.proxy = proxy
-        self.tools = tools
-        self.config = config
-        self._current_group = current_group
-        self.agent_uid: int = getattr(config, "agent_uid", DEFAULT_AGENT_UID)
+    runtime: DockerRuntime
+    proxy: ModelProxy
+    tools: ToolService
+    config: Any
+    _current_group: Callable[[str], Group | None]
+    agent_uid: int = attrs.field(
+        init=False, default=attrs.Factory(lambda self: getattr(self.config, "agent_uid", DEFAULT_AGENT_UID), takes_self=True)
+    )
 
     def _mounts(self, group: Group, run_dir: Path) -> list[BindMount]:
         cfg = self.config

@@ -204,6 +204,20 @@ class ModelForwarder:
         base = min(self.backoff_base * (2**attempt), MAX_BACKOFF)
         return base / 2 + random.uniform(0, base / 2)
 
+    async def _wait_to_retry(
+        self, group: str, attempt: int, what: str, response: httpx.Response | None = None
+    ) -> None:
+        """Log and sleep out the backoff before retry ``attempt + 1``; ``what`` went wrong upstream
+        (an error's name, or "answered <status>" with the ``response``, closed here: its
+        Retry-After sets the delay)."""
+        delay = self._backoff(attempt, response)
+        if response is not None:
+            await response.aclose()
+        log.warning(
+            "model proxy: group %s: upstream %s, retry %d/%d in %.2fs", group, what, attempt + 1, self.retries, delay
+        )
+        await trio.sleep(delay)
+
     async def forward(
         self, conn: HttpConnection, request: h11.Request, body: bytes, group: str, method: str, path: str
     ) -> bool:
@@ -223,17 +237,8 @@ class ModelForwarder:
                 response = await self._client.send(upstream_request, stream=True)
             except RETRYABLE_ERRORS as exc:
                 if attempt < self.retries:
-                    delay = self._backoff(attempt, None)
-                    log.warning(
-                        "model proxy: group %s: upstream %s, retry %d/%d in %.2fs",
-                        group,
-                        type(exc).__name__,
-                        attempt + 1,
-                        self.retries,
-                        delay,
-                    )
+                    await self._wait_to_retry(group, attempt, type(exc).__name__)
                     attempt += 1
-                    await trio.sleep(delay)
                     continue
                 return await self._upstream_failed(conn, group, exc, 502)
             except httpx.TimeoutException as exc:
@@ -245,18 +250,8 @@ class ModelForwarder:
                 and attempt < self.retries
                 and response.headers.get("x-should-retry", "").lower() != "false"
             ):
-                delay = self._backoff(attempt, response)
-                await response.aclose()
-                log.warning(
-                    "model proxy: group %s: upstream answered %d, retry %d/%d in %.2fs",
-                    group,
-                    response.status_code,
-                    attempt + 1,
-                    self.retries,
-                    delay,
-                )
+                await self._wait_to_retry(group, attempt, f"answered {response.status_code}", response)
                 attempt += 1
-                await trio.sleep(delay)
                 continue
             break
         try:

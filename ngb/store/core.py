@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 import trio
@@ -110,6 +110,10 @@ class StoreCore:
     async def run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """Run fn(conn) in one transaction on the store's thread."""
         return await trio.to_thread.run_sync(self._tx, fn, limiter=self._limiter)
+
+    async def select(self, from_row: Callable[[sqlite3.Row], R], sql: str, params: tuple[Any, ...] = ()) -> list[R]:
+        """The records of one query's rows, in its order (`from_row`: a converter of rows.py)."""
+        return await self.run(lambda c: [from_row(r) for r in c.execute(sql, params).fetchall()])
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         return self._tx(fn)

@@ -71,24 +71,11 @@ class OutboxMixin(StoreCore):
         )
 
     async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
-        def q(c: sqlite3.Connection) -> list[OutboxItem]:
-            rows = c.execute(
-                "SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
-            return [outbox_from_row(dict(r)) for r in rows]
-
-        return await self.run(q)
+        return await self.select(outbox_from_row, "SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,))
 
     async def outbox_items(self, chat: str, limit: int = 100) -> list[OutboxItem]:
         """The chat's outbox rows in any state (sent, pending, given up), oldest first."""
-
-        def q(c: sqlite3.Connection) -> list[OutboxItem]:
-            rows = c.execute(
-                "SELECT * FROM outbox WHERE chat = ? ORDER BY id LIMIT ?", (chat, limit)
-            ).fetchall()
-            return [outbox_from_row(dict(r)) for r in rows]
-
-        return await self.run(q)
+        return await self.select(outbox_from_row, "SELECT * FROM outbox WHERE chat = ? ORDER BY id LIMIT ?", (chat, limit))
 
     async def outbox_depth(self) -> int:
         return await self.run(

@@ -7,23 +7,28 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+import attrs
 
 from ..records import Group, Message, OutboxItem, OutboxState, Task, TaskRun, converter, parse_time
 
 Row = Mapping[str, Any] | sqlite3.Row
+R = TypeVar("R", bound=attrs.AttrsInstance)
+
+
+def _from_row(cls: type[R], row: Row, **converted: Any) -> R:
+    """A record from the row's columns of the same names as its fields (every one must be there),
+    with the values that need a conversion given as `converted`."""
+    return cls(**{field.name: row[field.name] for field in attrs.fields(cls) if field.name not in converted}, **converted)
 
 
 def message_from_row(row: Row) -> Message:
-    return Message(
-        id=row["id"],
-        chat=row["chat"],
-        sender=row["sender"],
-        text=row["text"],
+    return _from_row(
+        Message,
+        row,
         time=parse_time(row["time"]),
         from_bot=bool(row["from_bot"]),
-        platform_id=row["platform_id"],
-        sender_id=row["sender_id"],
         mentions_bot=bool(row["mentions_bot"]),
     )
 
@@ -46,17 +51,7 @@ def group_to_row(group: Group) -> dict[str, Any]:
 
 
 def outbox_from_row(row: Row) -> OutboxItem:
-    return OutboxItem(
-        id=row["id"],
-        chat=row["chat"],
-        text=row["text"],
-        folder=row["folder"],
-        created_at=parse_time(row["created_at"]),
-        state=OutboxState(row["state"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        reply_to=row["reply_to"],
-    )
+    return _from_row(OutboxItem, row, created_at=parse_time(row["created_at"]), state=OutboxState(row["state"]))
 
 
 def task_from_row(row: Row) -> Task:

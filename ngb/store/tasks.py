@@ -40,25 +40,14 @@ class TasksMixin(StoreCore):
         return await self.run(q)
 
     async def tasks(self, folder: str | None = None) -> list[Task]:
-        def q(c: sqlite3.Connection) -> list[Task]:
-            if folder is None:
-                rows = c.execute("SELECT * FROM tasks ORDER BY created_at").fetchall()
-            else:
-                rows = c.execute(
-                    "SELECT * FROM tasks WHERE folder = ? ORDER BY created_at", (folder,)
-                ).fetchall()
-            return [task_from_row(dict(r)) for r in rows]
-
-        return await self.run(q)
+        if folder is None:
+            return await self.select(task_from_row, "SELECT * FROM tasks ORDER BY created_at")
+        return await self.select(task_from_row, "SELECT * FROM tasks WHERE folder = ? ORDER BY created_at", (folder,))
 
     async def task_runs(self, task_id: str, limit: int = 50) -> list[TaskRun]:
-        def q(c: sqlite3.Connection) -> list[TaskRun]:
-            rows = c.execute(
-                "SELECT * FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit)
-            ).fetchall()
-            return [task_run_from_row(r) for r in rows]
-
-        return await self.run(q)
+        return await self.select(
+            task_run_from_row, "SELECT * FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit)
+        )
 
     async def patch_task(self, task_id: str, changes: dict[str, Any]) -> Task | None:
         """Change some fields of a task (only those), in one transaction. Returns the new task."""

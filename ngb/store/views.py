@@ -22,6 +22,17 @@ def fts_phrase(query: str) -> str:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+def _newest(
+    c: sqlite3.Connection, table: str, column: str, value: Any, *, before: int | None, limit: int
+) -> tuple[list[sqlite3.Row], bool]:
+    """A page of `table`'s rows whose `column` is `value`: the `limit` newest (by id, newest
+    first) older than id `before` (None: from the newest), and whether there are older ones."""
+    older = "" if before is None else " AND id < ?"
+    params = (value,) + (() if before is None else (before,)) + (limit + 1,)
+    rows = c.execute(f"SELECT * FROM {table} WHERE {column} = ?{older} ORDER BY id DESC LIMIT ?", params).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
 class ViewsMixin(StoreCore):
     """The Store's read views for the web API."""
 
@@ -30,17 +41,8 @@ class ViewsMixin(StoreCore):
         there are older ones."""
 
         def q(c: sqlite3.Connection) -> tuple[list[Message], bool]:
-            if before is None:
-                rows = c.execute(
-                    "SELECT * FROM messages WHERE chat = ? ORDER BY id DESC LIMIT ?", (chat, limit + 1)
-                ).fetchall()
-            else:
-                rows = c.execute(
-                    "SELECT * FROM messages WHERE chat = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                    (chat, before, limit + 1),
-                ).fetchall()
-            more = len(rows) > limit
-            return [message_from_row(r) for r in reversed(rows[:limit])], more
+            rows, more = _newest(c, "messages", "chat", chat, before=before, limit=limit)
+            return [message_from_row(r) for r in reversed(rows)], more
 
         return await self.run(q)
 
@@ -133,17 +135,8 @@ class ViewsMixin(StoreCore):
         self, task_id: str, *, before: int | None, limit: int
     ) -> tuple[list[TaskRun], bool]:
         def q(c: sqlite3.Connection) -> tuple[list[TaskRun], bool]:
-            if before is None:
-                rows = c.execute(
-                    "SELECT * FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit + 1)
-                ).fetchall()
-            else:
-                rows = c.execute(
-                    "SELECT * FROM task_runs WHERE task_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                    (task_id, before, limit + 1),
-                ).fetchall()
-            runs = [task_run_from_row(r) for r in rows[:limit]]
-            return runs, len(rows) > limit
+            rows, more = _newest(c, "task_runs", "task_id", task_id, before=before, limit=limit)
+            return [task_run_from_row(r) for r in rows], more
 
         return await self.run(q)
 

@@ -90,25 +90,16 @@ def interpret_prescript(frame: PrescriptResult) -> tuple[bool, Any, str | None]:
     return verdict["wakeAgent"], verdict.get("data"), None
 
 
+@attrs.define(eq=False)
 class TaskRuns:
     """One actor's scheduled runs: started, fed to the agent, and finished in the store."""
 
-    def __init__(
-        self,
-        store: Store,
-        folder: str,
-        *,
-        prescript_timeout: float,
-        on_event: Callable[[str, dict[str, Any]], None],
-        outbox_wake: Callable[[], None],
-        count_turn: Callable[[], None],
-    ) -> None:
-        self.store = store
-        self.folder = folder
-        self.prescript_timeout = prescript_timeout
-        self._on_event = on_event
-        self._outbox_wake = outbox_wake
-        self._count_turn = count_turn
+    store: Store
+    folder: str
+    prescript_timeout: float = attrs.field(kw_only=True)
+    _on_event: Callable[[str, dict[str, Any]], None] = attrs.field(kw_only=True)
+    _outbox_wake: Callable[[], None] = attrs.field(kw_only=True)
+    _count_turn: Callable[[], None] = attrs.field(kw_only=True)
 
     async def interrupt_earlier(self, chat: str) -> None:
         """A run handed to an agent of an earlier actor (or daemon) is over: never run it twice."""

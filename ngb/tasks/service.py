@@ -113,22 +113,14 @@ def _mode(mode: str) -> None:
         raise TaskError("context_mode must be 'group' or 'isolated'")
 
 
+@attrs.define(eq=False)
 class TaskService:
-    def __init__(
-        self,
-        store: Any,  # ngb.store.Store
-        groups: GroupLookup,
-        *,
-        min_interval: float = 60.0,
-        on_changed: Callable[[], None] = lambda: None,
-        now: Callable[[], datetime] = utcnow,
-    ) -> None:
-        """on_changed() is called after every change (the scheduler re-reads the due times)."""
-        self.store = store
-        self.groups = groups
-        self.min_interval = min_interval
-        self.on_changed = on_changed
-        self.now = now
+    store: Any  # ngb.store.Store
+    groups: GroupLookup
+    min_interval: float = attrs.field(default=60.0, kw_only=True)
+    # called after every change (the scheduler re-reads the due times)
+    on_changed: Callable[[], None] = attrs.field(default=lambda: None, kw_only=True)
+    now: Callable[[], datetime] = attrs.field(default=utcnow, kw_only=True)
 
     def first_run(self, kind: str, value: str, tz: str) -> datetime:
         _text("schedule_value", value, MAX_SCHEDULE)

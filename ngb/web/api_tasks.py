@@ -37,6 +37,8 @@ OPERATOR = Caller.operator("api")
 
 @attrs.frozen(kw_only=True)
 class TaskCreate:
+    """The body of POST /api/tasks: the fields of NewTask that the API accepts, by the same names."""
+
     group: str  # the owning group's folder
     prompt: str
     schedule_kind: str
@@ -47,6 +49,8 @@ class TaskCreate:
 
 @attrs.frozen(kw_only=True)
 class TaskUpdate:
+    """The body of PATCH /api/tasks/<id>: the fields of TaskChange that the API accepts, by the same names."""
+
     prompt: str | None = None
     schedule_kind: str | None = None
     schedule_value: str | None = None
@@ -105,14 +109,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> list[str]:
     @route("POST", "/api/tasks")
     async def create_task() -> Any:
         body, _ = await json_body(TaskCreate)
-        new = NewTask(
-            prompt=body.prompt,
-            schedule_kind=body.schedule_kind,
-            schedule_value=body.schedule_value,
-            timezone=body.timezone,
-            context_mode=body.context_mode,
-            group=body.group,
-        )
+        new = NewTask(**attrs.asdict(body, recurse=False))  # no pre_script over HTTP: TaskCreate has none
         task = await _answer(lambda: service().create(OPERATOR, new))
         return to_json(task), 201
 
@@ -125,13 +122,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> list[str]:
         tasks = service()
         await _answer(lambda: tasks.get(OPERATOR, task_id))  # 404 before the body's 400
         body, _ = await json_body(TaskUpdate)
-        change = TaskChange(
-            prompt=body.prompt,
-            context_mode=body.context_mode,
-            schedule_kind=body.schedule_kind,
-            schedule_value=body.schedule_value,
-            timezone=body.timezone,
-        )
+        change = TaskChange(**attrs.asdict(body, recurse=False))  # pre_script is kept: TaskUpdate has none
         task, changed = await _answer(lambda: tasks.update(OPERATOR, task_id, change))
         if not changed:
             raise ApiError(
