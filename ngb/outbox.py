@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import trio
 
 from .backoff import backoff_delay
-from .channels.base import Channel, ChannelError, IdempotentSend
+from .channels.base import Channel, ChannelError, IdempotentSend, offers
 from .logs import log_context
 from .records import Message, OutboxItem, channel_of
 from .store import Store, StoreUnavailable
@@ -97,7 +97,7 @@ class OutboxSender:
             await self._failed(item, f"channel {channel_of(item.chat)!r} is not configured", retryable=True)
             return False
         try:
-            if isinstance(channel, IdempotentSend) and channel.takes_idempotency_key:
+            if offers(channel, IdempotentSend) and channel.takes_idempotency_key:
                 # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
                 platform_id = await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
             else:

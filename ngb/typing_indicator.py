@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from .channels.base import Typing
+from .channels.base import Typing, offers
 from .records import channel_of
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class TypingIndicator:
             return
         if kind == "batch_sent" and "task" not in data:
             chat = self.chat_of(folder)
-            if chat is not None and isinstance(self.channels.get(channel_of(chat)), Typing):
+            if chat is not None and offers(self.channels.get(channel_of(chat)), Typing):
                 self._open[(folder, batch)] = (chat, trio.current_time())
                 self._changed.set()
         elif kind in ("first_reply", "result", "turn_failed"):
@@ -84,7 +84,7 @@ class TypingIndicator:
 
     async def _type(self, chat: str) -> None:
         channel = self.channels.get(channel_of(chat))
-        if not isinstance(channel, Typing):
+        if not offers(channel, Typing):
             return
         typing = channel.typing
         self.calls += 1

@@ -6,7 +6,7 @@ thread capabilities to come are declared here the same way."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import trio
 
@@ -86,3 +86,20 @@ class Pairing(Protocol):
     it waits for the scan, None otherwise."""
 
     qr: str | None
+
+
+_C = TypeVar("_C")
+
+_MEMBERS: dict[type, tuple[str, ...]] = {
+    Typing: ("typing",),
+    Callbacks: ("callback_path", "handle_callback"),
+    IdempotentSend: ("takes_idempotency_key", "send"),
+    Pairing: ("qr",),
+}
+
+
+def offers(channel: object, capability: type[_C]) -> TypeGuard[_C]:
+    """``isinstance(channel, capability)`` as Python 3.11 answers it: each member found by getattr.
+    From 3.12 isinstance looks members up statically and misses a wrapper's ``__getattr__``
+    pass-through (a plugin's channel, ngb/plugins/channel.py), which would lose its capabilities."""
+    return all(hasattr(channel, name) for name in _MEMBERS[capability])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Response
 from quart_trio import QuartTrio
 
-from ..channels.base import Pairing
+from ..channels.base import Pairing, offers
 from .common import ApiError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def channel_json(channel: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a plugin channel's bug must not take /status down
         data = {"last_error": f"describe() failed: {type(exc).__name__}: {exc}"}
     data["state"] = getattr(channel, "state", data.get("state", "unknown"))
-    data["pairing"] = isinstance(channel, Pairing) and bool(channel.qr)
+    data["pairing"] = offers(channel, Pairing) and bool(channel.qr)
     return data
 
 
@@ -58,7 +58,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
         channel = daemon.channels.get(name)
         if channel is None:
             raise ApiError(404, f"no channel {name!r}")
-        payload = channel.qr if isinstance(channel, Pairing) else None
+        payload = channel.qr if offers(channel, Pairing) else None
         if not payload:
             raise ApiError(404, f"channel {name} is not waiting to be paired (state {channel.state})")
         return Response(qr_svg(str(payload)), mimetype="image/svg+xml",

@@ -27,7 +27,7 @@ from hypercorn.trio import serve
 from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 
-from ..channels.base import Callbacks
+from ..channels.base import Callbacks, offers
 from ..store import StoreUnavailable
 from . import api_channels, api_groups, api_messages, api_tasks, api_usage, chat_api, security, status
 from .common import ApiError, error, message_json
@@ -60,7 +60,7 @@ def create_app(daemon: WebBackend) -> QuartTrio:
     # path of its webhook_url). Answered before the API guard: the platform cannot send our API
     # token, and behind a reverse proxy the Host is the public name; each request proves itself with
     # the platform's signature (WeCom) or secret header (Telegram) instead.
-    callbacks = {path: c for c in daemon.channels.values() if isinstance(c, Callbacks) and (path := c.callback_path)}
+    callbacks = {path: c for c in daemon.channels.values() if offers(c, Callbacks) and (path := c.callback_path)}
 
     @app.before_request
     async def platform_callback() -> Any:
