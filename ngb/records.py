@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -29,6 +30,51 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
+class AttachmentKind(enum.StrEnum):
+    """What a file is, for the prompt and for the platforms (a photo or a document out)."""
+
+    IMAGE = "image"
+    AUDIO = "audio"
+    VOICE = "voice"  # a voice note (audio the platform marks as spoken)
+    VIDEO = "video"
+    DOCUMENT = "document"
+    OTHER = "other"
+
+
+@attrs.frozen
+class Attachment:
+    """A file a message carries. The bytes live in the media store (ngb/media/files.py) under their
+    sha256; ``mime`` is sniffed from the bytes, never taken from the name; ``name`` is sanitised
+    (ngb/media/names.py). ``id`` is the stored row (None before the message is stored)."""
+
+    kind: AttachmentKind
+    mime: str
+    size: int
+    name: str
+    sha256: str
+    id: int | None = None
+    transcript: str | None = None  # voice/audio: what was said
+    transcript_source: str | None = None  # "platform" (its own recognition) | "service" (ours)
+    gone: bool = False  # removed by retention: the record stays, the bytes do not
+
+
+@attrs.frozen
+class OutgoingFile:
+    """A file a channel is asked to send (``FileSend.send_file``): the stored bytes at ``path``
+    (read them, never move or change them), as an image or a document by ``kind``."""
+
+    path: Path
+    name: str
+    mime: str
+    kind: AttachmentKind
+    size: int
+    caption: str = ""
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind is AttachmentKind.IMAGE
+
+
 @attrs.frozen
 class InboundMessage:
     """What a channel hands to the router: one platform event, before it is stored."""
@@ -41,6 +87,7 @@ class InboundMessage:
     sender_id: str = ""  # platform user id ("" when the platform has none)
     mentions_bot: bool = False  # the platform says the bot was mentioned directly
     reply_to: str | None = None
+    attachments: tuple[Attachment, ...] = ()  # already in the media store (ngb/media/intake.py)
 
     @property
     def channel(self) -> str:
@@ -64,6 +111,7 @@ class Message:
     platform_id: str | None = None
     sender_id: str = ""
     mentions_bot: bool = False
+    attachments: tuple[Attachment, ...] = ()
 
 
 @attrs.frozen
@@ -111,6 +159,7 @@ class OutboxItem:
     attempts: int = 0
     last_error: str | None = None
     reply_to: str | None = None
+    attachments: tuple[Attachment, ...] = ()  # a file to send (one per row), ``text`` its caption
 
 
 class TaskStatus(enum.StrEnum):

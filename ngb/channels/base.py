@@ -1,7 +1,7 @@
 """The one small interface every channel implements, and the optional capabilities a channel
-declares (typing, platform callbacks, idempotent sends, history catch-up) as protocols: the
-daemon's parts ask ``isinstance(channel, Typing)`` instead of probing attributes. The media and
-thread capabilities to come are declared here the same way."""
+declares (typing, platform callbacks, idempotent sends, files out, history catch-up) as protocols:
+the daemon's parts ask ``offers(channel, Typing)`` instead of probing attributes. Files in go
+through the ``MediaIntake`` each channel is given (ngb/media/intake.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Protocol, TypeGuard, TypeVar, runtime_checkable
 
 import trio
 
-from ..records import InboundMessage, Message
+from ..records import InboundMessage, Message, OutgoingFile
 
 Submit = Callable[[InboundMessage], Awaitable[Message]]
 
@@ -81,6 +81,15 @@ class IdempotentSend(Protocol):
 
 
 @runtime_checkable
+class FileSend(Protocol):
+    """Sends a file to a chat: an image as a photo, anything else as a document (``file.kind``),
+    with ``file.caption`` as its caption; returns the platform's message id like ``send``. The
+    outbox sends one file per row and marks it sent only after this returned (ngb/outbox.py)."""
+
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None: ...
+
+
+@runtime_checkable
 class Pairing(Protocol):
     """Is linked to an account by scanning a QR code (WhatsApp): ``qr`` is the payload to show while
     it waits for the scan, None otherwise."""
@@ -94,6 +103,7 @@ _MEMBERS: dict[type, tuple[str, ...]] = {
     Typing: ("typing",),
     Callbacks: ("callback_path", "handle_callback"),
     IdempotentSend: ("takes_idempotency_key", "send"),
+    FileSend: ("send_file",),
     Pairing: ("qr",),
 }
 

@@ -51,6 +51,7 @@ import trio
 from dingtalk_stream import AckMessage, ChatbotMessage
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, Portal
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelMemory, Submit
 from .common import CONNECTED, Lru
@@ -84,8 +85,9 @@ class DingTalkChannel(DingTalkSending, PlatformChannel):
     uses_asyncio = True
 
     def __init__(self, settings: DingTalkSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
-                 memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
+                 memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
         self.keep_secret(settings.client_secret or "",
                          loggers=("dingtalk_stream", "httpx", "httpcore", "websockets", "ngb"))
         httpx_log = logging.getLogger("httpx")

@@ -51,6 +51,7 @@ import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, NewestStored, split_text, utf16_len
@@ -82,8 +83,9 @@ class DiscordChannel(DiscordCatchUp, PlatformChannel):
     marks: NewestStored  # never None: mark_order is set
 
     def __init__(self, settings: DiscordSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
-                 memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
+                 memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
         self.keep_secret(settings.token or "", loggers=("discord", "aiohttp", "ngb"))
         self.client: Any = None
         self._held: dict[str, int | None] = {}  # chat awaiting its catch-up -> newest live id stored meanwhile

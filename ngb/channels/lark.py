@@ -48,6 +48,7 @@ import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge
 from ..errors import one_error
+from ..media.intake import MediaIntake
 from .base import ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru
 from .lark_events import PLACEHOLDERS, LarkEvents, post_text  # noqa: F401 - re-exported: tests import them from here
@@ -73,8 +74,9 @@ class LarkChannel(LarkEvents, LarkSending, PlatformChannel):
     takes_idempotency_key = True  # base.IdempotentSend
 
     def __init__(self, settings: LarkSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
-                 memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
+                 memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
         self.keep_secret(settings.app_secret or "", settings.verification_token or "", settings.encrypt_key or "",
                          loggers=("Lark", "httpx", "httpcore", "trio-websocket", "ngb"))
         self.client: Any = None  # lark_oapi.Client (set_token mode: we hand it our tenant token)

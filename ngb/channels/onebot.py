@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import trio
 
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, DISCONNECTED, UNAUTHORIZED, Lru, NewestStored, says_off, split_text
@@ -101,8 +102,9 @@ class OneBotChannel(OneBotCatchUp, PlatformChannel):
     mark_order = mark_order  # chat -> newest stored "<time>:<id>" (kept in the daemon's store)
     marks: NewestStored  # never None: mark_order is set
 
-    def __init__(self, settings: OneBotSettings, *, trigger: str = "", memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, memory=memory)
+    def __init__(self, settings: OneBotSettings, *, trigger: str = "", memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, memory=memory, media=media)
         self.keep_secret(settings.access_token, loggers=("trio-websocket", "trio_websocket", "ngb"))
         self._conn: OneBotConnection | None = None
         self.self_id: str = ""

@@ -53,8 +53,10 @@ REGISTRY: tuple[Registered, ...] = (
 )
 
 
-def build_platform_channels(config: Any, memory: ChannelMemory | None = None) -> dict[str, Channel]:
-    """Every platform channel this configuration asks for, by name (off ones included)."""
+def build_platform_channels(config: Any, memory: ChannelMemory | None = None,
+                            media: Any = None) -> dict[str, Channel]:
+    """Every platform channel this configuration asks for, by name (off ones included); ``media``
+    (ngb.media.intake.MediaIntake) takes the files their messages carry."""
     channels: dict[str, Channel] = {}
     trigger = getattr(config, "trigger", "")
     for entry in REGISTRY:
@@ -64,7 +66,7 @@ def build_platform_channels(config: Any, memory: ChannelMemory | None = None) ->
         off_reason = getattr(settings, "off_reason", None)
         if off_reason:
             log.warning("channel %s: off (%s)", entry.name, off_reason)
-        channels[entry.name] = entry.channel_class(settings)(settings, trigger=trigger, memory=memory)
+        channels[entry.name] = entry.channel_class(settings)(settings, trigger=trigger, memory=memory, media=media)
     return channels
 
 

@@ -11,6 +11,7 @@ backoff around the adapter's ``session``. An adapter subclasses it and fills in:
     mark_order = int                     # it catches up: how its platform ids order (None: it does not)
     async def session(self, submit)      # connect, set CONNECTED, receive until the connection ends
     async def send(self, chat, text, reply_to=None)
+    async def send_file(self, chat, file, reply_to=None)   # optional: files out (base.FileSend)
     def details(self) -> dict            # what describe() adds to the status
     async def prepare(self) / close()    # optional: before the first session / on the way out
     async def enter(self, stack)         # optional: more resources held while running
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge
+from ..media.intake import MediaIntake, NoMedia
 from .base import ChannelMemory, Submit
 from .common import InboundGate, NewestStored, PartialSends
 from .status import OFF, STOPPED, AuthError, ChannelStatus, reconnect_forever, redact_in_logs
@@ -40,10 +42,13 @@ class PlatformChannel:
     token_field: ClassVar[str | None] = None  # the settings field without which the channel is off
 
     def __init__(self, settings: Any, *, trigger: str = "", memory: ChannelMemory | None = None,
-                 bridge: AsyncioBridge = BRIDGE) -> None:
+                 bridge: AsyncioBridge = BRIDGE, media: MediaIntake | None = None) -> None:
         self.settings = settings
         self.trigger = trigger
         self.memory = memory  # the daemon's store (catch-up marks, the bot's own messages)
+        # Files in: each becomes a stored Attachment or a note (ngb/media/intake.py); without one
+        # (a channel built alone) every file is a note saying so.
+        self.media: MediaIntake = media if media is not None else NoMedia()
         self.bridge = bridge
         self.status = ChannelStatus(self.name, extra=self.status_details)
         self._gate = InboundGate(self.name, trigger)

@@ -49,6 +49,7 @@ import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, NewestStored, markdown_to_slack_mrkdwn, split_text
@@ -85,8 +86,9 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
     marks: NewestStored  # never None: mark_order is set
 
     def __init__(self, settings: SlackSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
-                 memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
+                 memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
         self._held: dict[str, str | None] = {}  # chat being caught up -> newest ts the live events stored meanwhile
         self.keep_secret(settings.bot_token or "", settings.app_token or "", loggers=("slack_sdk", "aiohttp", "ngb"))
         self.web: Any = None  # AsyncWebClient (bot token)

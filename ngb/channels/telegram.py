@@ -41,6 +41,7 @@ from typing import Any
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name, is_int, platform_id_of
@@ -75,8 +76,9 @@ class TelegramChannel(WebhookMode, PlatformChannel):
     token_field = "token"
 
     def __init__(self, settings: TelegramSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
-                 memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory)
+                 memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
         self.mode = settings.mode
         webhook = settings.mode == "webhook"
         # Served by the web server only in webhook mode, and only when the channel can run at all.

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name
@@ -141,8 +142,9 @@ class _Connection(JsonRpcSocket):
 class WeComChannel(PlatformChannel):
     name = PREFIX
 
-    def __init__(self, settings: WeComSettings, *, trigger: str = "", memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, memory=memory)  # (no trigger word: the AI bot is always addressed)
+    def __init__(self, settings: WeComSettings, *, trigger: str = "", memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, memory=memory, media=media)  # (no trigger word: the AI bot is always addressed)
         self.keep_secret(settings.secret, loggers=("trio-websocket", "ngb"))
         self._conn: _Connection | None = None
         self._callbacks = Lru(4096)  # msgid -> (req_id, monotonic time received)

@@ -36,6 +36,7 @@ from typing import Any
 import trio
 
 from ..logs import REDACT
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, redact_in_logs, split_text
@@ -86,8 +87,9 @@ class WeComCallbackChannel(PlatformChannel):
     mode = "callback"
 
     def __init__(self, settings: WeComCallbackSettings, *, trigger: str = "",
-                 memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, memory=memory)  # (no trigger word: an app chat is always addressed)
+                 memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, memory=memory, media=media)  # (no trigger word: an app chat is always addressed)
         off = bool(settings.off_reason)
         # Served by the web server only when the channel can run at all.
         self.callback_path: str | None = None if off else CALLBACK_PATH

@@ -35,6 +35,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
+from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name, platform_id_of
@@ -87,8 +88,9 @@ class WhatsAppChannel(PlatformChannel):
 
     name = PREFIX
 
-    def __init__(self, settings: WhatsAppSettings, *, trigger: str = "", memory: ChannelMemory | None = None) -> None:
-        super().__init__(settings, trigger=trigger, memory=memory)
+    def __init__(self, settings: WhatsAppSettings, *, trigger: str = "", memory: ChannelMemory | None = None,
+                 media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, memory=memory, media=media)
         self.token = settings.token or secrets.token_urlsafe(32)
         self.status.secrets = [self.token]
         self.port: int | None = None
