@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from .actor_commands import Command, GroupChanged, Wake
@@ -26,15 +27,39 @@ from .backoff import backoff_delay  # noqa: F401 - its old home (the lead may dr
 from .conversation import Conversation, TaskTurn
 from .framing import FrameError
 from .logs import CHAT, GROUP
+from .media.handoff import Handoff, Placed
+from .media.outgoing import Outgoing
 from .prompts import format_prompt, prompt_messages
-from .protocol import BadFrame, Error, Hello, Input, Log, Output, PrescriptResult, Result, Session, Start
-from .records import Group, Message
+from .protocol import (
+    BadFrame,
+    Error,
+    Hello,
+    ImageRef,
+    Input,
+    Log,
+    Output,
+    PrescriptResult,
+    Result,
+    Session,
+    Start,
+)
+from .records import Attachment, Group, Message
 from .store import Store
 from .tasks.runs import TaskRuns
 from .triggers import is_triggered
 from .turn_gate import TurnGate
 
 log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ActorMedia:
+    """What the actor uses of media: the hand-off of a batch's files, a reply's images, and the
+    tools' per-turn count (ngb/media/; all optional: without them a batch is text only)."""
+
+    handoff: Handoff | None = None
+    outgoing: Outgoing | None = None
+    new_turn: Callable[[str], None] = lambda folder: None
 
 
 class GroupActor:
@@ -52,8 +77,10 @@ class GroupActor:
         draining: Callable[[], bool] = lambda: False,
         plugins: Any = None,
         budgets: Any = None,
+        media: ActorMedia | None = None,
     ) -> None:
         self.group = group
+        self.media = media or ActorMedia()
         self.store = store
         self.launcher = launcher
         self.slots = slots
@@ -274,6 +301,7 @@ class GroupActor:
             if not conv.batches:
                 await self.store.advance_cursor(self.folder, pending[-1].id)
             return False
+        placed, images = await self._place_files(shown)
         batch = conv.new_batch()
         conv.batches[batch] = pending[-1].id
         triggered = [m for m in pending if is_triggered(self.group, m, self.settings.trigger)]
@@ -283,8 +311,16 @@ class GroupActor:
         conv.arm(busy=True)
         self._on_event("batch_sent", {"batch": batch, "first_message": pending[0].id, "count": len(pending)})
         prefix = self._gate.prefix()
-        await conn.send(Input(batch=batch, prompt=prefix + format_prompt(shown, unlisted)))
+        self.media.new_turn(self.folder)
+        await conn.send(Input(batch=batch, prompt=prefix + format_prompt(shown, unlisted, placed), images=images))
         return True
+
+    async def _place_files(self, shown: list[Message]) -> tuple[Placed | None, list[ImageRef]]:
+        """The batch's files into the group's folder, its images for the model (ngb/media/handoff.py)."""
+        if self.media.handoff is None or not any(m.attachments for m in shown):
+            return None, []
+        placed = await self.media.handoff.place(self.folder, shown)
+        return placed, [ImageRef(path=i.path, media_type=i.media_type) for i in placed.images]
 
     async def _follow_ups(
         self, conv: Conversation, conn: AgentConnection, inbox: trio.MemoryReceiveChannel[Command]
@@ -332,12 +368,15 @@ class GroupActor:
         cursor_to = conv.covered(batch, pop=False)
         turn = self._runs.speaker(conv, batch, text)
         chat = turn.task.chat if turn is not None else self.group.chat
+        images: list[Attachment] = []
+        if self.media.outgoing is not None and "![" in text:
+            text, images = await self.media.outgoing.markdown_images(self.folder, text)
         if cursor_to is None:
             # Output outside a live batch (e.g. late text, a task's answer): deliver it, move nothing.
-            await self.store.queue_message(self.folder, chat, text)
+            await self.store.commit_reply(self.folder, chat, text, None, files=images)
         else:
             reply_to = conv.reply_to.get(batch) if batch is not None and turn is None else None
-            await self.store.commit_reply(self.folder, chat, text, cursor_to, reply_to=reply_to)
+            await self.store.commit_reply(self.folder, chat, text, cursor_to, reply_to=reply_to, files=images)
             if batch not in conv.had_output:
                 conv.had_output.add(batch)
                 self._on_event("first_reply", {"batch": batch})

@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .actor import ActorSettings, ActorView, GroupActor
+from .actor import ActorMedia, ActorSettings, ActorView, GroupActor
 from .actor_commands import Wake, WakeReason
 from .agent_link import Launcher
 from .api_token import WebToken, ensure_api_token, login_link
@@ -36,6 +36,11 @@ from .config import Config
 from .events import ChatEvents
 from .groups import GroupRegistry
 from .hostperms import PRIVATE_UMASK, tighten_state
+from .media.files import MediaFiles
+from .media.handoff import Handoff
+from .media.intake import MediaIntake
+from .media.limits import limits_from_config
+from .media.outgoing import Outgoing
 from .metrics import Metrics
 from .ops.backup import StateLock, daemon_holding
 from .ops.sdnotify import run_notifier
@@ -70,12 +75,16 @@ class Daemon:
         self.events = ChatEvents()
         self.registry = GroupRegistry(self.store, config.groups_dir, config.global_dir, agent_uid=config.agent_uid)
         self.slots = trio.CapacityLimiter(config.max_containers)
-        self.channels: dict[str, Channel] = build_channels(config, memory=self.store)
+        self.media_files = MediaFiles(config.media_dir)  # the bytes of every attachment (docs/media.md)
+        self.media_limits = limits_from_config(config)
+        self.media = MediaIntake(self.media_files, self.media_limits, chat_bytes=self.store.chat_media_bytes)
+        self.channels: dict[str, Channel] = build_channels(config, memory=self.store, media=self.media)
         self.plugins = PluginManager(config)  # docs/plugins.md
         self.plugins.load()
         self.channels.update(self.plugins.build_channels(config, taken=self.channels))
         self.outbox = OutboxSender(
-            self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered
+            self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered,
+            files=self.media_files,
         )
         self.supervisor = Supervisor(self._make_actor, on_crash=self._actor_crashed)
         self.typing = TypingIndicator(self.channels, self._chat_of)
@@ -96,6 +105,7 @@ class Daemon:
             on_dropped=lambda chat: self.metrics.unregistered_dropped.labels(channel_of(chat)).inc(),
         )
         self.scheduler = Scheduler(self.store, lambda folder: self.supervisor.wake(folder, Wake(WakeReason.TASK)))
+        self.outgoing = Outgoing(self.media_files, self.media_limits, config.groups_dir)
         self.tools = ToolService(
             ToolContext(
                 self.store,
@@ -105,7 +115,15 @@ class Daemon:
                 min_interval=config.min_task_interval,
                 on_tasks_changed=self.scheduler.poke,
                 plugins=self.plugins,
+                outgoing=self.outgoing,
+                sends_per_turn=self.media_limits.sends_per_turn,
             )
+        )
+        self.actor_media = ActorMedia(
+            handoff=Handoff(self.media_files, self.media_limits, config.groups_dir, agent_uid=config.agent_uid,
+                            save_transcript=self.store.set_transcript),
+            outgoing=self.outgoing,
+            new_turn=self.tools.new_turn,
         )
         self.budgets = Budgets(self.store, config, notify=self._budget_notice)
         self.proxy = ModelProxy(
@@ -169,6 +187,7 @@ class Daemon:
             draining=lambda: self.supervisor.draining,
             plugins=self.plugins,
             budgets=self.budgets,
+            media=self.actor_media,
         )
 
     async def _start_agents(self) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "allowed_peer",
     "container_user",
     "share_dir",
+    "share_dir_fd",
     "share_file",
     "share_socket",
     "socket_dir",
@@ -96,6 +97,18 @@ def share_dir(path: Path, agent_uid: int) -> None:
         _apply(path, directory=True, agent_uid=agent_uid, root_mode=0o700, group_mode=0o2770, give_owner=True)
     except OSError as exc:
         log.warning("perms: cannot open %s to the agent (uid %d): %s", path, agent_uid, exc)
+
+
+def share_dir_fd(fd: int, agent_uid: int) -> None:
+    """A folder the daemon made inside a shared folder, by its open descriptor (ngb/media/folder.py)."""
+    try:
+        if _root():
+            os.fchown(fd, agent_uid, agent_uid)
+            os.fchmod(fd, 0o700)
+        else:
+            os.fchmod(fd, 0o2770)
+    except OSError as exc:
+        log.warning("perms: cannot open a folder to the agent (uid %d): %s", agent_uid, exc)
 
 
 def share_file(fd: int, agent_uid: int) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import trio
 
 from .backoff import backoff_delay
-from .channels.base import Channel, ChannelError, IdempotentSend, offers
+from .channels.base import Channel, ChannelError, FileSend, IdempotentSend, offers
 from .logs import log_context
-from .records import Message, OutboxItem, channel_of
+from .media.files import MediaFiles
+from .media.limits import megabytes
+from .records import Message, OutboxItem, OutgoingFile, channel_of
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,10 @@ class OutboxSender:
         on_delivered: Callable[[Message], None] | None = None,
         retry_base: float = 1.0,
         retry_cap: float = 300.0,
+        files: MediaFiles | None = None,
     ) -> None:
         self.store = store
+        self.files = files  # the media store: where an outbox row's file is read from
         self.channels = channels
         self.assistant_name = assistant_name
         self._on_delivered = on_delivered or (lambda m: None)
@@ -97,7 +102,9 @@ class OutboxSender:
             await self._failed(item, f"channel {channel_of(item.chat)!r} is not configured", retryable=True)
             return False
         try:
-            if offers(channel, IdempotentSend) and channel.takes_idempotency_key:
+            if item.attachments:
+                platform_id = await self._send_file(channel, item)
+            elif offers(channel, IdempotentSend) and channel.takes_idempotency_key:
                 # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
                 platform_id = await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
             else:
@@ -106,7 +113,7 @@ class OutboxSender:
             await self._failed(item, str(exc), retryable=exc.retryable)
             return False
         except Exception as exc:  # noqa: BLE001 - a channel bug must not stop deliveries elsewhere
-            log.exception("outbox: channel %s raised on send", channel.name)
+            log.exception("outbox: channel %s raised on send", channel_of(item.chat))
             await self._failed(item, f"{type(exc).__name__}: {exc}", retryable=True)
             return False
         message = await self.store.deliver(item, self.assistant_name, platform_id)
@@ -114,6 +121,24 @@ class OutboxSender:
         self.delivered += 1
         self._on_delivered(message)
         return True
+
+    async def _send_file(self, channel: Channel, item: OutboxItem) -> str | None:
+        """One file (an outbox row carries one), as a file where the channel sends files, else as
+        a line saying what it was; a file retention removed before it went is given up."""
+        att = item.attachments[0]
+        if att.gone or self.files is None or not self.files.has(att.sha256):
+            raise ChannelError(f"the file {att.name!r} is no longer stored", retryable=False)
+        file = OutgoingFile(path=self.files.path(att.sha256), name=att.name, mime=att.mime, kind=att.kind,
+                            size=att.size, caption=item.text)
+        if offers(channel, FileSend):
+            if getattr(channel, "takes_idempotency_key", False):
+                # (Discord's nonce: a resend after a crash is dropped there, not posted twice)
+                keyed: Any = channel.send_file
+                return await keyed(item.chat, file, item.reply_to, idempotency_key=f"ngb{item.id}")
+            return await channel.send_file(item.chat, file, item.reply_to)
+        line = f"[{att.kind}: {att.name}, {megabytes(att.size)}: this chat cannot receive files]"
+        text = f"{item.text}\n{line}" if item.text.strip() else line
+        return await channel.send(item.chat, text, item.reply_to)
 
     async def _failed(self, item: OutboxItem, error: str, *, retryable: bool) -> None:
         self.retries += 1

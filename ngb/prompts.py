@@ -4,19 +4,48 @@ from __future__ import annotations
 
 import html
 
-from .records import Group, Message
+from .media.handoff import Placed, PlacedFile
+from .media.limits import megabytes
+from .records import Attachment, Group, Message
 from .triggers import sender_allowed
 
 
-def format_prompt(messages: list[Message], unlisted: frozenset[int] = frozenset()) -> str:
+def _q(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def format_attachment(att: Attachment, placed: PlacedFile | None) -> str:
+    """One file of a message: what it is, where it is in the container, its transcript or a note."""
+    fields = f'kind="{att.kind}" name="{_q(att.name)}" type="{_q(att.mime)}" size="{megabytes(att.size)}"'
+    if placed is not None and placed.path:
+        fields += f' path="{_q(placed.path)}"'
+    if placed is not None and placed.shown:
+        fields += ' shown="as an image"'
+    inner = []
+    transcript = placed.transcript if placed is not None else att.transcript
+    source = placed.transcript_source if placed is not None else att.transcript_source
+    if transcript:
+        inner.append(f'<transcript source="{_q(source or "platform")}">{html.escape(transcript, quote=False)}</transcript>')
+    if placed is not None and placed.note:
+        inner.append(f"<note>{html.escape(placed.note, quote=False)}</note>")
+    if not inner:
+        return f"<attachment {fields}/>"
+    return f"<attachment {fields}>{''.join(inner)}</attachment>"
+
+
+def format_prompt(messages: list[Message], unlisted: frozenset[int] = frozenset(), placed: Placed | None = None) -> str:
     """The batch handed to the agent: every message since it last answered, oldest first; those
-    whose id is in `unlisted` are marked as from a sender not on the group's allow-list."""
+    whose id is in `unlisted` are marked as from a sender not on the group's allow-list. A message's
+    files follow its text (``placed``: where the hand-off put them, ngb/media/handoff.py)."""
     lines = ["<messages>"]
+    files = placed.files if placed is not None else {}
     for m in messages:
         mark = ' unlisted="true"' if m.id in unlisted else ""
+        body = html.escape(m.text, quote=False)
+        if m.attachments:
+            body += "".join("\n" + format_attachment(a, files.get(a.id or 0)) for a in m.attachments)
         lines.append(
-            f'<message sender="{html.escape(m.sender, quote=True)}"{mark} time="{m.time.isoformat(timespec="seconds")}">'
-            f"{html.escape(m.text, quote=False)}</message>"
+            f'<message sender="{_q(m.sender)}"{mark} time="{m.time.isoformat(timespec="seconds")}">{body}</message>'
         )
     lines.append("</messages>")
     return "\n".join(lines)

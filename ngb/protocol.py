@@ -50,11 +50,21 @@ def _not_blank(field: str) -> Any:
 
 
 @attrs.frozen
+class ImageRef:
+    """An image file in the group's folder (a path inside the container) for the model to see."""
+
+    path: str
+    media_type: str
+
+
+@attrs.frozen
 class Input:
-    """One batch of chat messages (or a task's prompt) for the agent."""
+    """One batch of chat messages (or a task's prompt) for the agent; ``images`` go with the prompt
+    as image blocks of the user turn (the runner reads them from the group's folder)."""
 
     batch: int
     prompt: str = attrs.field(validator=_not_blank("input.prompt"))
+    images: list[ImageRef] = attrs.field(factory=list, metadata=_OMIT)
 
 
 def _positive(_inst: object, _attr: object, value: float | None) -> None:

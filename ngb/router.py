@@ -70,7 +70,7 @@ class Router:
             return await self._handle(inbound)
 
     async def _handle(self, inbound: InboundMessage) -> Message:
-        if not inbound.text.strip():
+        if not inbound.text.strip() and not inbound.attachments:
             raise MessageRejected("the message is empty")
         if len(inbound.text) > self.max_message_chars:
             raise MessageRejected(

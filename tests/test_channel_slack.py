@@ -339,6 +339,9 @@ def test_to_inbound() -> None:
     assert m is not None and m.reply_to == "C1:1699999999.000001" and not m.mentions_bot
     m = channel.to_inbound({**base, "channel": "D1", "channel_type": "im", "text": "dm"})
     assert m is not None and m.mentions_bot
+    # a file without text is a message (its files become attachments or notes: tests/test_media_slack.py)
+    m = channel.to_inbound({**base, "text": "", "subtype": "file_share", "files": [{"id": "F1", "name": "a.png"}]})
+    assert m is not None and m.text == "" and channel.to_inbound({**base, "text": ""}) is None
 
 
 class Stoppable(StoppableDaemon):

@@ -1,5 +1,5 @@
 """WhatsApp through the real daemon (in-process, fake agent) and the real Node bridge process
-(bridge/src/index.js) with its fake WhatsApp socket (NGB_WA_FAKE=1, bridge/src/fake-socket.js).
+(bridge/src/index.js) with its fake WhatsApp socket (NGB_WA_FAKE=1, bridge/test/fake-socket.js).
 Everything between the daemon and the bridge is real: the process supervision, the websocket,
 the token, the on-disk buffer, the acks.
 
@@ -56,7 +56,7 @@ _ids = itertools.count(1)
 
 
 class FakeWhatsApp:
-    """The test's handle on bridge/src/fake-socket.js: its control folder."""
+    """The test's handle on bridge/test/fake-socket.js: its control folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -106,8 +106,8 @@ def fake_wa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeWhatsApp:
     monkeypatch.setenv("NGB_WA_FAKE_DIR", str(fake.folder))
     monkeypatch.setenv("NGB_WA_FAKE_ME", f"{BOT}:7@s.whatsapp.net")
 
-    def with_whatsapp(config: Any, memory: Any = None) -> dict[str, Any]:  # until build_channels calls from_config itself
-        channels = build_channels(config, memory=memory)
+    def with_whatsapp(config: Any, memory: Any = None, media: Any = None) -> dict[str, Any]:
+        channels = build_channels(config, memory=memory, media=media)
         if "whatsapp" not in channels:
             channel = from_config(config)
             if channel is not None:

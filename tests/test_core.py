@@ -51,7 +51,8 @@ async def test_main_chat_answers_without_setup(run_daemon) -> None:
     assert bot[0]["sender"] == "Andy"
     history = await d.history("main")
     assert [m["from_bot"] for m in history] == [False, True]
-    assert set(history[0]) == {"id", "sender", "text", "time", "from_bot"}
+    assert set(history[0]) == {"id", "sender", "text", "time", "from_bot", "attachments"}
+    assert history[0]["attachments"] == []
 
 
 async def test_group_needs_trigger_and_gets_context_since_last_answer(run_daemon) -> None:

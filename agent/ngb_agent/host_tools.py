@@ -55,6 +55,24 @@ TOOL_SPECS: list[tuple[str, str, dict[str, Any], dict[str, Any], bool]] = [
         False,
     ),
     (
+        "send_file",
+        "Send a file from your group folder to the chat: images (PNG, JPEG, GIF, WebP) arrive as photos, "
+        "anything else as a document. Write the file first (e.g. /workspace/group/out/chart.png), then call "
+        "this with its path. In your normal reply text, ![alt](path) of an image in your folder is sent as "
+        "that image too.",
+        {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "The file: relative to your group folder or under /workspace/group."},
+                "caption": {**_STR_OR_NULL, "description": "A caption sent with the file."},
+                "chat": {**_STR_OR_NULL, "description": "Another chat (main group only); default this group."},
+            },
+            "required": ["path"],
+        },
+        {"caption": None, "chat": None},
+        False,
+    ),
+    (
         "schedule_task",
         "Schedule a task: a prompt the agent runs later, on a cron schedule, an interval, or once.",
         {

@@ -19,6 +19,7 @@ from .batches import Batches
 from .early_cli import SDK_LOADER
 from .host import HostRequests, ModelForwarder
 from .host_tools import MAX_EXTRA_TOOLS, extra_tool_problem
+from .images import image_blocks
 from .prescript import run_prescript
 from .protocol import (
     PROTOCOL_VERSION,
@@ -26,6 +27,7 @@ from .protocol import (
     BadFrame,
     Error,
     Hello,
+    ImageRef,
     Input,
     Log,
     OutFrame,
@@ -223,8 +225,8 @@ class Runner:
                     return
                 case Start():
                     await self.error("duplicate start frame ignored")
-                case Input(batch=batch, prompt=prompt):
-                    await self.submit(batch, prompt)
+                case Input(batch=batch, prompt=prompt, images=images):
+                    await self.submit(batch, prompt, images)
                 case Prescript():
                     t = asyncio.create_task(self.run_prescript(frame), name=f"prescript:{frame.id}")
                     self.side_tasks.add(t)
@@ -235,14 +237,20 @@ class Runner:
         sandbox) and report exit status, output and timeout; the host decides what they mean."""
         await self.send(await run_prescript(frame, self.cfg.cwd))
 
-    async def submit(self, batch: int, prompt: str) -> None:
+    async def submit(self, batch: int, prompt: str, images: list[ImageRef] | None = None) -> None:
         u = self.batches.open(batch)
         if u is None:
             await self.error(f"batch {batch} is already pending; ignored")
             return
+        content: str | list[dict[str, Any]] = prompt
+        if images:
+            blocks, problems = image_blocks(images, self.cfg.cwd)
+            for problem in problems:
+                await self.log("warning", problem)
+            content = [{"type": "text", "text": prompt}, *blocks]
         message = {
             "type": "user",
-            "message": {"role": "user", "content": prompt},
+            "message": {"role": "user", "content": content},
             "parent_tool_use_id": None,
             "uuid": u,
         }

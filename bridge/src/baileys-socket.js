@@ -1,7 +1,9 @@
 'use strict';
-// The only file that touches Baileys. Same small interface as fake-socket.js:
+// The only file that touches Baileys. Same small interface as test/fake-socket.js:
 //   const sock = createSocket({ authDir, log, onState, onQr, onMessages })
 //   await sock.start(); await sock.send(jid, text, quoted) -> WhatsApp message id
+//   await sock.sendMedia(jid, content, quoted) -> id (content: sendMessage's {image|document: {url}, ...})
+//   await sock.download(raw, {signal}) -> a readable stream of the message's decrypted file
 //   await sock.presence(jid, 'composing' | 'paused' | 'available'); sock.me(); await sock.stop()
 // onState(state, info) with state in connecting | qr | open | closed | logged_out.
 // `baileys` (optional) stands in for require('baileys'): test/baileys-adapter.test.js passes the
@@ -10,8 +12,9 @@
 
 const path = require('path');
 
+// `downloadOptions` (tests) are handed to downloadMediaMessage: {options: axios request options}.
 function createSocket({ authDir, log, onState, onQr, onMessages, baileys = require('baileys'),
-  showQr = (art) => process.stderr.write(art + '\n') }) {
+  showQr = (art) => process.stderr.write(art + '\n'), downloadOptions = {} }) {
   const makeWASocket = baileys.makeWASocket || baileys.default;
   const { useMultiFileAuthState, DisconnectReason, Browsers } = baileys;
   const pino = require('pino');
@@ -75,6 +78,17 @@ function createSocket({ authDir, log, onState, onQr, onMessages, baileys = requi
       if (!sock) throw Object.assign(new Error('not connected'), { retryable: true });
       const sent = await sock.sendMessage(jid, { text }, quoted ? { quoted } : undefined);
       return sent && sent.key ? sent.key.id : null;
+    },
+    async sendMedia(jid, content, quoted) {
+      if (!sock) throw Object.assign(new Error('not connected'), { retryable: true });
+      const sent = await sock.sendMessage(jid, content, quoted ? { quoted } : undefined);
+      return sent && sent.key ? sent.key.id : null;
+    },
+    async download(raw, { signal } = {}) {
+      if (!sock) throw new Error('not connected');
+      // a stream, decrypted as it comes; an expired media URL is asked for again (reuploadRequest)
+      const options = { ...downloadOptions, options: { ...(downloadOptions.options || {}), signal } };
+      return baileys.downloadMediaMessage(raw, 'stream', options, { logger, reuploadRequest: sock.updateMediaMessage });
     },
     async presence(jid, state) {
       if (sock) await sock.sendPresenceUpdate(state, jid);

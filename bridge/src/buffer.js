@@ -6,6 +6,18 @@
 const fs = require('fs');
 const path = require('path');
 
+function write(file, entry) {
+  const tmp = file + '.tmp';
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    fs.writeSync(fd, JSON.stringify(entry));
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
+
 class InboundBuffer {
   constructor(dir) {
     this.dir = dir;
@@ -38,18 +50,19 @@ class InboundBuffer {
     const safeId = String(frame.id).replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 80);
     const file = path.join(this.dir, `${String(seq).padStart(12, '0')}-${safeId}.json`);
     const entry = { seq, frame: { ...frame, seq }, raw };
-    const tmp = file + '.tmp';
-    const fd = fs.openSync(tmp, 'w', 0o600);
-    try {
-      fs.writeSync(fd, JSON.stringify(entry));
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
+    write(file, entry);
     entry.file = file;
     this.entries.set(frame.id, entry);
     return entry;
+  }
+
+  /** Persist a changed frame of a buffered message (its downloaded media); false when acked meanwhile. */
+  update(id, frame) {
+    const entry = this.entries.get(id);
+    if (!entry) return false;
+    entry.frame = { ...frame, seq: entry.seq };
+    write(entry.file, { seq: entry.seq, frame: entry.frame, raw: entry.raw });
+    return true;
   }
 
   ack(id) {

@@ -5,7 +5,9 @@
 //   NGB_WA_DAEMON_URL  ws://127.0.0.1:<port>/whatsapp   the daemon's endpoint (required)
 //   NGB_WA_TOKEN       the shared secret, sent as "Authorization: Bearer <token>" (required)
 //   NGB_WA_STATE_DIR   <state>/whatsapp: auth/ (credentials, 0600) and inbox/ (unacked messages)
-//   NGB_WA_FAKE=1      use fake-socket.js instead of Baileys (tests, demos)
+//   NGB_WA_MEDIA_DIR   where downloaded media go for the daemon to take (default <state>/media)
+//   NGB_WA_MEDIA_MAX_BYTES, NGB_WA_MEDIA_TIMEOUT_MS   the daemon's limits for one file in
+//   NGB_WA_FAKE=1      use test/fake-socket.js instead of Baileys (the daemon's tests, demos)
 //   NGB_WA_EXIT_ON_STDIN_EOF=1  exit when the parent closes our stdin (set by the daemon, so a
 //                      killed daemon never leaves a second session holder behind)
 // startBridge() is the bridge without the process around it (environment, signals, stdin), so a
@@ -16,6 +18,7 @@ const path = require('path');
 const WebSocket = require('ws');
 const { InboundBuffer } = require('./buffer');
 const { normalize } = require('./normalize');
+const { MediaFolder, contentFor } = require('./media');
 
 const PROTOCOL_VERSION = 1;
 const STORE_FAILED = 4000; // the daemon's close code: "could not store a message; offer it again"
@@ -23,16 +26,19 @@ const STORE_FAILED = 4000; // the daemon's close code: "could not store a messag
 function defaultLog(msg) { process.stderr.write(`[wa-bridge] ${msg}\n`); }
 
 /**
- * Run the bridge: the WhatsApp socket from `adapter` (fake-socket.js or baileys-socket.js, or
+ * Run the bridge: the WhatsApp socket from `adapter` (test/fake-socket.js or baileys-socket.js, or
  * `createSocket` options via `socketOptions`), the on-disk buffer in stateDir, the daemon link.
+ * `media` ({dir, maxBytes, timeoutMs}) is where and how inbound files are downloaded.
  * `exit(code)` is called where the process would exit. Returns {stop, buffer, sock}.
  */
-function startBridge({ url, token, stateDir, adapter, socketOptions = {}, exit = (code) => process.exit(code), log = defaultLog }) {
+function startBridge({ url, token, stateDir, adapter, socketOptions = {}, media = {}, exit = (code) => process.exit(code), log = defaultLog }) {
   const authDir = path.join(stateDir, 'auth');
   fs.mkdirSync(authDir, { recursive: true, mode: 0o700 });
   for (const d of [stateDir, authDir]) fs.chmodSync(d, 0o700);
   for (const name of fs.readdirSync(authDir)) fs.chmodSync(path.join(authDir, name), 0o600); // older files too
   const buffer = new InboundBuffer(path.join(stateDir, 'inbox'));
+  const files = new MediaFolder({ dir: media.dir || path.join(stateDir, 'media'), maxBytes: media.maxBytes, timeoutMs: media.timeoutMs, log });
+  files.sweep(buffer.pending().map((e) => e.frame.media && e.frame.media.path)); // taken, or torn by a crash
   const recent = new Map(); // WhatsApp id -> raw WAMessage, for quoting replies (bounded)
 
   let waState = 'connecting';
@@ -66,11 +72,37 @@ function startBridge({ url, token, stateDir, adapter, socketOptions = {}, exit =
         if (!fields) continue;
         remember(raw);
         const entry = buffer.put(fields, raw); // on disk before anyone sees it
-        if (entry) frame({ type: 'message', ...entry.frame });
+        if (entry && entry.frame.media && !entry.frame.media.ready) download(entry, raw).catch((err) => log(`media: ${err.message}`));
       }
+      flush();
       fixPermissions();
     },
   });
+
+  // Message frames go out in buffer order; one whose media is still downloading holds back the
+  // ones behind it (a photo and then "what is this?" reach the daemon in that order).
+  let sentSeq = 0; // the newest seq framed on this connection
+  function flush() {
+    if (!ws || !authed || ws.readyState !== WebSocket.OPEN) return;
+    for (const entry of buffer.pending()) {
+      if (entry.seq <= sentSeq) continue;
+      if (entry.frame.media && !entry.frame.media.ready) return;
+      frame({ type: 'message', ...entry.frame });
+      sentSeq = entry.seq;
+    }
+  }
+
+  async function download(entry, raw) {
+    const id = entry.frame.id;
+    const done = await files.fetch(raw, entry.frame.media, (msg, opts) => sock.download(msg, opts));
+    const current = buffer.entries.get(id);
+    if (!current) { files.forget(done); return; } // acked meanwhile (cannot happen before it was sent)
+    buffer.update(id, { ...current.frame, media: done }); // on disk: a restart does not download again
+    flush();
+  }
+  for (const entry of buffer.pending()) { // a download a crash interrupted: again
+    if (entry.frame.media && !entry.frame.media.ready) download(entry, entry.raw).catch((err) => log(`media: ${err.message}`));
+  }
 
   function fixPermissions() {
     try { for (const name of fs.readdirSync(authDir)) fs.chmodSync(path.join(authDir, name), 0o600); } catch (err) { /* best effort */ }
@@ -99,10 +131,24 @@ function startBridge({ url, token, stateDir, adapter, socketOptions = {}, exit =
 
   async function handle(msg) {
     switch (msg.type) {
-      case 'ack':
+      case 'ack': {
+        const entry = buffer.entries.get(msg.id);
+        if (entry) files.forget(entry.frame.media); // the daemon took it (and deletes it itself)
         buffer.ack(msg.id);
         storeFailures = 0;
         break;
+      }
+      case 'send_file': {
+        try {
+          if (!msg.path || !fs.existsSync(msg.path)) throw Object.assign(new Error(`no file at ${msg.path}`), { retryable: false });
+          const [content, kind] = contentFor(msg);
+          const id = await sock.sendMedia(msg.chat, content, quotedFor(msg));
+          frame({ type: 'sent', req: msg.req, id, kind });
+        } catch (err) {
+          frame({ type: 'send_error', req: msg.req, error: String(err.message || err), retryable: err.retryable !== false });
+        }
+        break;
+      }
       case 'send': {
         try {
           const id = await sock.send(msg.chat, msg.text, quotedFor(msg));
@@ -134,9 +180,10 @@ function startBridge({ url, token, stateDir, adapter, socketOptions = {}, exit =
     socket.on('open', () => {
       attempt = 0;
       authed = true;
+      sentSeq = 0;
       frame({ type: 'hello', version: PROTOCOL_VERSION, bridge: `ngb-whatsapp-bridge/${require('../package.json').version}`, adapter: adapter.name, state: waState, reason: waInfo.reason || null, me: sock.me(), pending: buffer.size });
       if (waState === 'qr' && lastQr) frame({ type: 'qr', qr: lastQr });
-      for (const entry of buffer.pending()) frame({ type: 'message', ...entry.frame }); // redelivery
+      flush(); // redelivery: every unacked message, in order
     });
     socket.on('message', (data) => {
       let msg;
@@ -178,8 +225,12 @@ function main() {
   const stateDir = path.resolve(process.env.NGB_WA_STATE_DIR || 'state/whatsapp');
   if (!url || !token) { defaultLog('NGB_WA_DAEMON_URL and NGB_WA_TOKEN are required'); process.exit(2); }
   process.umask(0o077); // every file we (and Baileys) create: owner only
-  const adapter = (process.env.NGB_WA_FAKE === '1' ? require('./fake-socket') : require('./baileys-socket'));
-  const bridge = startBridge({ url, token, stateDir, adapter });
+  // the fake WhatsApp lives with the tests; it is loaded (by path) only when asked for
+  const adapter = process.env.NGB_WA_FAKE === '1' ? require(path.join(__dirname, '..', 'test', 'fake-socket.js')) : require('./baileys-socket');
+  const number = (value) => (value && Number(value) >= 0 ? Number(value) : undefined);
+  const media = { dir: process.env.NGB_WA_MEDIA_DIR || undefined, maxBytes: number(process.env.NGB_WA_MEDIA_MAX_BYTES),
+    timeoutMs: number(process.env.NGB_WA_MEDIA_TIMEOUT_MS) };
+  const bridge = startBridge({ url, token, stateDir, adapter, media });
   async function shutdown(code) {
     await bridge.stop();
     setTimeout(() => process.exit(code), 50);

@@ -2,6 +2,8 @@
 // Baileys WAMessage -> the protocol's `message` frame fields (PROTOCOL.md). Pure functions, shared by
 // the real adapter and the fake one, so the fake exercises this code too.
 
+const { mediaOf } = require('./media');
+
 const MEDIA_PLACEHOLDERS = [
   ['imageMessage', '[photo]'], ['videoMessage', '[video]'], ['audioMessage', '[audio]'],
   ['documentMessage', '[file]'], ['stickerMessage', '[sticker]'], ['locationMessage', '[location]'],
@@ -61,6 +63,7 @@ function normalize(raw, me) {
   const isGroup = chat.endsWith('@g.us');
   const sender = bareJid(isGroup ? (key.participant || raw.participant || '') : chat);
   const ctx = contextOf(m);
+  const media = mediaOf(m);
   const mentions = Array.isArray(ctx.mentionedJid) ? ctx.mentionedJid.map(bareJid) : [];
   const mine = new Set([bareJid(me && me.id), bareJid(me && me.lid)].filter((j) => j && j !== '@'));
   const quotedSender = ctx.participant ? bareJid(ctx.participant) : null;
@@ -80,6 +83,8 @@ function normalize(raw, me) {
     mentions_bot: mentionsBot,
     quoted_id: ctx.stanzaId || null,
     quoted_sender: quotedSender,
+    // the file it carries (PROTOCOL.md "Media"): the bridge downloads it before the frame goes out
+    ...(media ? { media } : {}),
   };
 }
 

@@ -221,3 +221,64 @@ test('a message the daemon could not store (close 4000) stays on disk and is off
   daemon.send({ type: 'ack', id: '3B01' });
   await until(() => bridge.buffer.size === 0, 'the ack');
 });
+
+test('media: Baileys downloads a photo into the media folder before the frame goes out; send_file sends image and document messages', async (t) => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-baileys-'));
+  const daemon = fakeDaemon();
+  await new Promise((resolve) => daemon.server.on('listening', resolve));
+  const offline = offlineBaileys();
+  // WhatsApp's media CDN, offline: the encrypted file a phone uploaded, served to axios
+  const cdn = new Map();
+  const adapterFn = async (config) => {
+    if (!cdn.has(config.url)) throw Object.assign(new Error('Request failed with status code 404'), { response: { status: 404 } });
+    return { data: require('stream').Readable.from([cdn.get(config.url)]), status: 200, statusText: 'OK', headers: {}, config, request: {} };
+  };
+  const mediaDir = path.join(stateDir, 'media-for-daemon');
+  const bridge = startBridge({ url: daemon.url(), token: TOKEN, stateDir, adapter, media: { dir: mediaDir, maxBytes: 4096 },
+    socketOptions: { baileys: offline.lib, showQr: () => {}, downloadOptions: { options: { adapter: adapterFn } } }, exit: () => {}, log: () => {} });
+  t.after(async () => { await bridge.stop(); await daemon.close(); fs.rmSync(stateDir, { recursive: true, force: true }); });
+  await daemon.type('hello');
+  await until(() => offline.sockets.length === 1, 'makeWASocket');
+  const sock = offline.sockets[0];
+  sock.user = ME;
+  sock.ev.emit('connection.update', { connection: 'open' });
+
+  const plain = require('crypto').randomBytes(3000);
+  const src = path.join(stateDir, 'photo.jpg');
+  fs.writeFileSync(src, plain);
+  const enc = await baileys.encryptedStream({ url: src }, 'image');
+  await until(() => fs.statSync(enc.encFilePath).size === (Math.floor(plain.length / 16) + 1) * 16 + 10, 'the encrypted file');
+  const url = 'https://mmg.whatsapp.net/v/t62.7118-24/photo.enc';
+  cdn.set(url, fs.readFileSync(enc.encFilePath));
+  const image = { url, directPath: '/v/t62.7118-24/photo.enc', mediaKey: enc.mediaKey, fileLength: plain.length, mimetype: 'image/jpeg', caption: 'look' };
+  sock.ev.emit('messages.upsert', { type: 'notify', messages: [
+    waMessage({ key: { remoteJid: '4915100000002@s.whatsapp.net', id: '3C01', fromMe: false }, message: { imageMessage: image } }),
+    waMessage({ key: { remoteJid: '4915100000002@s.whatsapp.net', id: '3C02', fromMe: false }, message: { audioMessage: { ...image, ptt: true, fileLength: 99999, mimetype: 'audio/ogg' } } }),
+    waMessage({ key: { remoteJid: '4915100000002@s.whatsapp.net', id: '3C03', fromMe: false }, message: { conversation: 'after the photo' } }),
+  ] });
+  await daemon.type('message', (f) => f.id === '3C03');
+  assert.deepStrictEqual(daemon.frames.filter((f) => f.type === 'message').map((f) => f.id), ['3C01', '3C02'],
+    'the text waited behind the photo\'s download, though it needed none');
+  const photo = await daemon.type('message', (f) => f.id === '3C01');
+  assert.deepStrictEqual([photo.text, photo.media.kind, photo.media.caption, photo.media.mimetype, photo.media.fileLength],
+    ['look', 'image', 'look', 'image/jpeg', 3000]);
+  assert.ok(fs.readFileSync(photo.media.path).equals(plain), 'the decrypted bytes');
+  assert.strictEqual(path.dirname(photo.media.path), mediaDir);
+  assert.strictEqual(fs.statSync(photo.media.path).mode & 0o777, 0o600);
+  assert.strictEqual(fs.statSync(mediaDir).mode & 0o777, 0o700);
+  const voice = await daemon.type('message', (f) => f.id === '3C02');
+  assert.deepStrictEqual([voice.media.kind, voice.media.path, voice.media.too_large], ['voice', null, true]); // declared over 4096: not fetched
+  daemon.send({ type: 'ack', id: '3C01' });
+  await until(() => !fs.existsSync(photo.media.path), 'the download removed on ack');
+
+  daemon.send({ type: 'send_file', req: '9', chat: GROUP, path: src, name: 'photo.jpg', mime: 'image/jpeg', kind: 'image', caption: 'back', quoted_id: '3C01' });
+  assert.deepStrictEqual(await daemon.type('sent', (f) => f.req === '9'), { type: 'sent', req: '9', id: '3EB01', kind: 'image' });
+  assert.deepStrictEqual(sock.sent[0].content, { image: { url: src }, caption: 'back', mimetype: 'image/jpeg' });
+  assert.strictEqual(sock.sent[0].options.quoted.key.id, '3C01');
+  daemon.send({ type: 'send_file', req: '10', chat: GROUP, path: src, name: 'r.pdf', mime: 'application/pdf', kind: 'document', caption: '' });
+  await daemon.type('sent', (f) => f.req === '10');
+  assert.deepStrictEqual(sock.sent[1].content, { document: { url: src }, mimetype: 'application/pdf', fileName: 'r.pdf', caption: undefined });
+  daemon.send({ type: 'send_file', req: '11', chat: GROUP, path: path.join(stateDir, 'gone'), name: 'x', mime: 'text/plain', kind: 'document' });
+  const failed = await daemon.type('send_error', (f) => f.req === '11');
+  assert.strictEqual(failed.retryable, false);
+});

@@ -72,3 +72,42 @@ test('the buffer survives a restart, keeps order, ignores repeats, forgets acked
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('media: the frame names the file a message carries; a voice note is `voice`; stickers stay placeholders', () => {
+  const dm = (message) => normalize({ key: { remoteJid: 'p@s.whatsapp.net', id: 'M' }, message }, ME);
+  const voice = dm({ audioMessage: { mimetype: 'audio/ogg; codecs=opus', ptt: true, fileLength: { toNumber: () => 4242 } } });
+  assert.deepStrictEqual([voice.text, voice.media.kind, voice.media.fileLength, voice.media.ready], ['[audio]', 'voice', 4242, false]);
+  const doc = dm({ documentWithCaptionMessage: { message: { documentMessage: { fileName: 'a.pdf', mimetype: 'application/pdf', caption: 'read', fileLength: '12' } } } });
+  assert.deepStrictEqual([doc.text, doc.media.kind, doc.media.fileName, doc.media.caption, doc.media.fileLength], ['read', 'document', 'a.pdf', 'read', 12]);
+  assert.strictEqual(dm({ stickerMessage: {} }).media, undefined);
+  assert.strictEqual(dm({ conversation: 'hi' }).media, undefined);
+});
+
+test('media: downloads are bounded (declared size, real size, time) and the sweep removes only its own files', async () => {
+  const { MediaFolder } = require('../src/media');
+  const { Readable } = require('stream');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-media-'));
+  try {
+    const folder = new MediaFolder({ dir: path.join(dir, 'media'), maxBytes: 100, timeoutMs: 200 });
+    const base = { kind: 'document', fileLength: null, caption: '', path: null, error: null, ready: false };
+    let asked = 0;
+    const bytes = (n) => async () => { asked++; return Readable.from([Buffer.alloc(n, 7)]); };
+    const ok = await folder.fetch({ key: { id: 'a' } }, { ...base, fileLength: 50 }, bytes(50));
+    assert.deepStrictEqual([ok.ready, ok.size, fs.readFileSync(ok.path).length, fs.statSync(ok.path).mode & 0o777], [true, 50, 50, 0o600]);
+    const declared = await folder.fetch({ key: { id: 'b' } }, { ...base, fileLength: 101 }, bytes(10));
+    assert.deepStrictEqual([declared.path, declared.too_large, asked], [null, true, 1]); // never asked for
+    const cut = await folder.fetch({ key: { id: 'c' } }, { ...base, fileLength: 10 }, bytes(101));
+    assert.deepStrictEqual([cut.path, cut.too_large], [null, true]);
+    const slow = await folder.fetch({ key: { id: 'd' } }, base, () => new Promise(() => {}));
+    assert.match(slow.error, /timed out after 200 ms/);
+    const broken = await folder.fetch({ key: { id: 'e' } }, base, async () => { throw new Error('HTTP 410'); });
+    assert.deepStrictEqual([broken.path, broken.error], [null, 'HTTP 410']);
+    fs.writeFileSync(path.join(dir, 'media', 'not-ours.txt'), 'x');
+    const other = await folder.fetch({ key: { id: 'f' } }, base, bytes(5));
+    folder.sweep([ok.path]);
+    assert.deepStrictEqual(fs.readdirSync(path.join(dir, 'media')).sort(), [path.basename(ok.path), 'not-ours.txt'].sort());
+    assert.ok(!fs.existsSync(other.path));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -21,10 +21,10 @@ from .registry import REGISTRY, build_platform_channels
 __all__ = ["REGISTRY", "build_channels"]
 
 
-def build_channels(config: Any, memory: ChannelMemory | None = None) -> dict[str, Channel]:
+def build_channels(config: Any, memory: ChannelMemory | None = None, media: Any = None) -> dict[str, Channel]:
     """Every channel this configuration enables, by chat prefix. The local chat is always on.
     ``memory`` (the daemon's store) is given to every channel: those that keep catch-up marks or
-    look up the bot's own messages use it."""
+    look up the bot's own messages use it; ``media`` (ngb.media.intake.MediaIntake) takes their files."""
     channels: dict[str, Channel] = {"local": LocalChannel()}
-    channels.update(build_platform_channels(config, memory))
+    channels.update(build_platform_channels(config, memory, media))
     return channels

@@ -28,7 +28,9 @@ platform id is its snowflake. Mentions of the bot (``<@id>``), a reply to one of
 messages, and every DM set ``mentions_bot``. Replies reference the triggering message. Each
 message the bot sends carries a ``nonce`` with ``enforce_nonce`` when the caller passes an
 idempotency key (the outbox row id), so Discord drops a resend of the same row. Reading what
-people write needs the privileged **Message Content** intent (docs/channels/discord.md).
+people write needs the privileged **Message Content** intent (docs/channels/discord.md). Files in
+and out (attachments from the CDN into the media store, ``send_file`` as a multipart upload):
+discord_media.py.
 
 Nothing the bot sends pings a crowd: every message carries ``allowed_mentions`` with an empty
 ``parse`` list, so ``@everyone``, ``@here``, role mentions ``<@&id>`` and user mentions ``<@id>``
@@ -47,15 +49,17 @@ import contextlib
 import logging
 from typing import Any
 
+import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..errors import leaves
-from ..media.intake import MediaIntake
+from ..media.intake import MediaIntake, with_notes
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, NewestStored, split_text, utf16_len
 from .discord_catchup import DiscordCatchUp
+from .discord_media import NONCE_MAX, PART_LIMIT, DiscordFiles, take_attachments
 from .discord_settings import (  # noqa: F401 - re-exported: tests import them from here
     API_BASE,
     GATEWAY_URL,
@@ -69,12 +73,8 @@ from .skeleton import PlatformChannel
 
 log = logging.getLogger(__name__)
 
-PART_LIMIT = 1990  # under Discord's 2000-character limit on a message
-NONCE_MAX = 25
 
-
-
-class DiscordChannel(DiscordCatchUp, PlatformChannel):
+class DiscordChannel(DiscordCatchUp, DiscordFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     token_field = "token"
@@ -240,18 +240,24 @@ class DiscordChannel(DiscordCatchUp, PlatformChannel):
         cancelled (the connection dropped) or failed (the store), it is the first of the next session."""
         while True:
             message = await self.bridge.call(self._head)
-            inbound = self._parse(message)
+            inbound = await self._parse(message)
             if inbound is not None:
                 await self._submit(submit, inbound)
             if self._inbox and self._inbox[0] is message:
                 self._inbox.popleft()  # (deque: safe against the loop thread's append)
 
-    def _parse(self, message: Any) -> InboundMessage | None:
+    async def _parse(self, message: Any) -> InboundMessage | None:
+        """The message as stored: its text, and its files in the media store (or a note each:
+        a file that could not be had never holds the message back)."""
         try:
-            return self.to_inbound(message)
+            inbound = self.to_inbound(message)
         except Exception:  # noqa: BLE001 - one message we cannot read must not stall the others
             log.exception("discord: could not read message %s; skipped", getattr(message, "id", "?"))
             return None
+        if inbound is None or not message.attachments:
+            return inbound
+        taken = await take_attachments(self.media, inbound.chat, message)
+        return attrs.evolve(inbound, text=with_notes(inbound.text, taken.notes), attachments=taken.attachments)
 
     def to_inbound(self, message: Any) -> InboundMessage | None:
         """A discord.Message -> InboundMessage, or None for what is not a person's message."""
@@ -264,9 +270,8 @@ class DiscordChannel(DiscordCatchUp, PlatformChannel):
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return None  # joins, pins, boosts...
         text = message.clean_content if message.content else ""
-        if not text.strip():
-            text = " ".join(f"[file: {a.filename}]" for a in message.attachments) or (
-                "[sticker]" if message.stickers else "")
+        if not text.strip() and not message.attachments:  # (files: _parse takes them, or notes them)
+            text = "[sticker]" if message.stickers else ""
             if not text:
                 if message.guild is not None and not self._warned_content:
                     self._warned_content = True
@@ -316,6 +321,12 @@ class DiscordChannel(DiscordCatchUp, PlatformChannel):
 
     async def _send_part(self, channel_id: int, part: str, reference: int | None, nonce: str | None, *,
                          ping_author: bool = False) -> str:
+        return await self._post(channel_id, part, reference, nonce, ping_author=ping_author)
+
+    async def _post(self, channel_id: int, content: str | None, reference: int | None, nonce: str | None, *,
+                    ping_author: bool = False, file: tuple[Any, str] | None = None) -> str:
+        """Create one message: ``content``, and ``file`` (an open binary file, its name) as its
+        multipart attachment; the id Discord gave it, or ChannelError."""
         import aiohttp
         import discord
 
@@ -330,7 +341,9 @@ class DiscordChannel(DiscordCatchUp, PlatformChannel):
                                                                fail_if_not_exists=False)
             if nonce is not None:
                 kwargs["nonce"] = nonce  # discord.py adds enforce_nonce=true
-            return await channel.send(part, **kwargs)
+            if file is not None:  # read by aiohttp on this (asyncio) loop as it uploads
+                kwargs["file"] = discord.File(file[0], filename=file[1], spoiler=False)
+            return await channel.send(content, **kwargs)
 
         try:
             sent = await self.bridge.call(post)
@@ -343,6 +356,9 @@ class DiscordChannel(DiscordCatchUp, PlatformChannel):
         except discord.DiscordServerError as exc:
             raise ChannelError(f"discord: server error {exc.status}", retryable=True) from None
         except discord.HTTPException as exc:
+            if exc.status == 413:
+                raise ChannelError("discord: the file is larger than Discord takes here (413: its upload limit "
+                                   "depends on the server's boost level)", retryable=False) from None
             if exc.status == 429 or exc.status >= 500:
                 raise ChannelError(f"discord: HTTP {exc.status}", retryable=True) from None
             raise ChannelError(self.status.redact(f"discord: HTTP {exc.status}: {exc.text}"), retryable=False) from None

@@ -44,7 +44,7 @@ class DiscordCatchUp:
     fetched: int
     catch_ups: int
 
-    def _parse(self, message: Any) -> InboundMessage | None:
+    async def _parse(self, message: Any) -> InboundMessage | None:
         raise NotImplementedError
 
     async def _catch_up_all(self, submit: Submit) -> None:
@@ -106,7 +106,7 @@ class DiscordCatchUp:
                 pages += 1
                 for message in messages:  # (a store failure raises out of here: the session ends)
                     after = max(after, int(message.id))
-                    inbound = self._parse(message)
+                    inbound = await self._parse(message)
                     if inbound is not None:
                         fetched += 1
                         self.fetched += 1

@@ -16,7 +16,7 @@ PREFIX = "discord"
 KEYS = {"token", "token_file", "api_base", "gateway_url", "message_content", "connect_timeout",
         "fetch_missed", "catch_up_pages", "reconnect_base", "reconnect_cap", "enabled"}
 API_BASE = "https://discord.com/api/v10"
-GATEWAY_URL = "wss://gateway.discord.gg/"  # Discord's limit on a nonce string
+GATEWAY_URL = "wss://gateway.discord.gg/"
 
 
 @attrs.frozen

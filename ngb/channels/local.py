@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import trio
 
+from ..records import OutgoingFile
 from .base import Submit
 
 PREFIX = "local"
@@ -31,3 +32,6 @@ class LocalChannel:
 
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
         return None  # the history is the delivery
+
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+        return None  # the history is the delivery: the stored message carries the attachment

@@ -33,6 +33,9 @@ the text set ``mentions_bot``. A reply goes into the thread when the message tha
 in a thread (``reply_in_thread = "always"``: always threaded). Slack has no idempotency key for
 ``chat.postMessage`` (``client_msg_id`` exists only on messages users post): see
 docs/channels/slack.md for the one duplicate window. Configuration: docs/channels/slack.md.
+
+Files: a message's files are downloaded with the bot token into the media store before the message
+is stored (or become a note each); files out go up as files_upload_v2 does it (slack_media.py).
 """
 
 from __future__ import annotations
@@ -47,14 +50,15 @@ from typing import Any
 import attrs
 import trio
 
-from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
+from ..aio_bridge import BRIDGE, AsyncioBridge
 from ..errors import leaves
 from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, NewestStored, markdown_to_slack_mrkdwn, split_text
 from .skeleton import PlatformChannel
-from .slack_catchup import SlackCatchUp, error_code, header_of
+from .slack_catchup import SlackCatchUp, error_code
+from .slack_media import SlackFiles
 from .slack_settings import (  # noqa: F401 - re-exported: tests import them from here
     BASE_URL,
     KEYS,
@@ -69,16 +73,12 @@ log = logging.getLogger(__name__)
 PART_LIMIT = 3900  # Slack recommends <= 4,000 characters per message (40,000 is the hard cut)
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                "not_allowed_token_type", "invalid_token"}
-FATAL_SEND_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
-                     "restricted_action", "cannot_reply_to_message", "missing_scope", "invalid_blocks",
-                     "messages_tab_disabled"}
 SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "channel_join", "channel_leave",
                     "bot_message", "group_join", "group_leave", "channel_topic", "channel_purpose",
                     "channel_name", "pinned_item", "unpinned_item", "ekm_access_denied", "channel_archive"}
 
 
-
-class SlackChannel(SlackCatchUp, PlatformChannel):
+class SlackChannel(SlackCatchUp, SlackFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
@@ -99,6 +99,7 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
         self._threads: Lru = Lru(8192)  # platform id -> thread_ts of the thread it is in ("" if none)
         self._bot_threads: Lru = Lru(4096)  # "<conversation>:<thread_ts>" of threads the bot is in
         self._users: Lru = Lru(4096)  # user id -> display name
+        self._files_taken: Lru = Lru(4096)  # platform ids whose files were taken (stored) in this run
         self.sessions = 0
         self.fetched = 0  # messages a catch-up found (stored, or already there)
         self.catch_ups = 0  # catch-ups finished
@@ -234,7 +235,9 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
             self._users.put(user, await self._user_name(user))
         if user:
             inbound = attrs.evolve(inbound, sender=self._users[user])
+        inbound = await self.with_files(inbound, event)  # attachments, or a note each (slack_media.py)
         await self._gate.submit(submit, inbound)  # raises when the store failed: the mark stays
+        self.files_done(inbound, event)
         ts = event["ts"]
         if inbound.chat in self._held and not catching_up:  # a catch-up of this chat is under way
             held = self._held[inbound.chat]
@@ -270,11 +273,8 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
             return None
         raw = event.get("text") or ""
         text = self.plain_text(raw)
-        if not text.strip():
-            files = event.get("files") or []
-            text = " ".join(f"[file: {f.get('name') or f.get('title') or 'file'}]" for f in files)
-            if not text:
-                return None
+        if not text.strip() and not event.get("files"):  # the files become attachments in _submit
+            return None
         thread_ts = event.get("thread_ts")
         in_thread = bool(thread_ts) and thread_ts != ts
         platform_id = f"{channel}:{ts}"
@@ -322,10 +322,7 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
         channel = channel_id_of(chat)
         if self.web is None:
             raise ChannelError(f"slack is {self.state}", retryable=True)
-        trigger = reply_to or self._last_trigger.get(chat)
-        thread_ts = await self._thread_of(channel, trigger) if trigger else None
-        if thread_ts:
-            self._bot_threads.put(f"{channel}:{thread_ts}", None)
+        thread_ts = await self._reply_thread(chat, reply_to)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT)
@@ -335,6 +332,15 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
             self._partial.record(key, ids[-1])
         self._partial.finish(key)
         return ids[0] if ids else None
+
+    async def _reply_thread(self, chat: str, reply_to: str | None) -> str | None:
+        """The thread_ts a reply (or a file) to chat goes to: that of reply_to, else of the last trigger."""
+        channel = channel_id_of(chat)
+        trigger = reply_to or self._last_trigger.get(chat)
+        thread_ts = await self._thread_of(channel, trigger) if trigger else None
+        if thread_ts:
+            self._bot_threads.put(f"{channel}:{thread_ts}", None)
+        return thread_ts
 
     async def _thread_of(self, channel: str, platform_id: str) -> str | None:
         """The thread_ts a reply to this message goes to (None: the channel itself)."""
@@ -357,35 +363,11 @@ class SlackChannel(SlackCatchUp, PlatformChannel):
         return thread or None
 
     async def _post(self, channel: str, part: str, thread_ts: str | None) -> str:
-        from slack_sdk.errors import SlackApiError
-
         kwargs: dict[str, Any] = {"channel": channel, "text": markdown_to_slack_mrkdwn(part), "mrkdwn": True}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
-        for attempt in range(3):
-            try:
-                answer = await self.bridge.call(self.web.chat_postMessage, **kwargs)
-                return str(answer["ts"])
-            except SlackApiError as exc:
-                error = error_code(exc)
-                if error == "ratelimited":
-                    wait = float(header_of(exc, "retry-after") or 1)
-                    if wait > 10 or attempt == 2:
-                        raise ChannelError(f"slack: rate limited, retry in {wait:.0f}s", retryable=True) from None
-                    await trio.sleep(wait)
-                    continue
-                if error in FATAL_SEND_ERRORS:
-                    hint = " (invite the bot to the channel: /invite @bot)" if error == "not_in_channel" else ""
-                    raise ChannelError(f"slack: chat.postMessage: {error}{hint}", retryable=False) from None
-                raise ChannelError(self.status.redact(f"slack: chat.postMessage: {error}"), retryable=True) from None
-            except (TimeoutError, BridgeClosed, OSError) as exc:
-                raise ChannelError(self.status.redact(f"slack: {type(exc).__name__}: {exc}"), retryable=True) from None
-            except Exception as exc:  # noqa: BLE001 - aiohttp.ClientError and friends: network trouble
-                if type(exc).__module__.startswith("aiohttp"):
-                    raise ChannelError(self.status.redact(f"slack: {type(exc).__name__}: {exc}"), retryable=True) from None
-                raise
-        raise ChannelError("slack: could not send", retryable=True)
-
+        answer = await self._sending("chat_postMessage", **kwargs)
+        return str(answer["ts"])
 
     def details(self) -> dict[str, Any]:
         return {"bot": f"@{self.me['user']}" if self.me else None, "received": self.received, "caught_up": self.fetched}

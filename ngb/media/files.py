@@ -140,7 +140,7 @@ class MediaFiles:
             return False
 
     def all_hashes(self) -> list[str]:
-        out = []
+        out: list[str] = []
         for sub in self.root.glob("[0-9a-f][0-9a-f]"):
             out.extend(p.name for p in sub.iterdir() if len(p.name) == 64)
         return out

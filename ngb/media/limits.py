@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 MB = 1024 * 1024
@@ -31,3 +33,21 @@ def megabytes(size: int) -> str:
     if size >= MB:
         return f"{size / MB:.1f} MB".replace(".0 MB", " MB")
     return f"{max(1, round(size / 1024))} KB"
+
+
+def limits_from_config(config: Any) -> MediaLimits:
+    """The limits a ``Config`` sets (ngb/config/settings.py, the ``media_*`` and ``transcribe_*`` keys)."""
+    quota = config.media_quota_mb * MB if config.media_quota_mb else 1 << 62
+    return MediaLimits(
+        max_file_bytes=config.media_max_file_mb * MB,
+        max_files=config.media_max_files,
+        group_quota_bytes=quota,
+        retention_days=config.media_retention_days,
+        download_timeout=config.media_download_timeout,
+        send_max_bytes=config.media_send_max_mb * MB,
+        sends_per_turn=config.media_sends_per_turn,
+        transcribe_url=config.transcribe_url,
+        transcribe_model=config.transcribe_model,
+        transcribe_key=config.transcribe_api_key,
+        transcribe_timeout=config.transcribe_timeout,
+    )

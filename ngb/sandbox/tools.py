@@ -20,6 +20,7 @@ import trio
 
 from ..framing import FRAME_TIMEOUT, MAX_FRAME, FrameError, FrameWriter, LineReader, peer_uid
 from ..hostperms import DEFAULT_AGENT_UID, allowed_peer
+from ..media.folder import FolderPathError
 from ..records import Group, TaskStatus, format_time, to_json
 from ..tasks.service import (
     KEEP,
@@ -64,12 +65,19 @@ class ToolContext:
     min_interval: float = 60.0
     on_tasks_changed: Callable[[], None] = lambda: None
     plugins: Any = None  # ngb.plugins.PluginManager: the plugins' extra tools
+    outgoing: Any = None  # ngb.media.outgoing.Outgoing: files the agent sends (send_file)
+    sends_per_turn: int = 10
 
 
 class ToolService:
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
         self.refusals = 0
+        self._files_this_turn: dict[str, int] = {}  # folder -> files sent since its turn began
+
+    def new_turn(self, folder: str) -> None:
+        """A group's turn began (the actor sent it input): its send_file count starts again."""
+        self._files_this_turn.pop(folder, None)
 
     async def call(self, caller: Group, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, f"_tool_{tool}", None)
@@ -129,6 +137,30 @@ class ToolService:
         item = await self.ctx.store.queue_message(target.folder, chat, text)
         self.ctx.outbox_wake()
         return {"queued": item, "chat": chat}
+
+    async def _tool_send_file(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        """A file of the caller's folder to its chat (images as photos): the path must stay inside the
+        folder with no link on the way, under the size limit and the count per turn."""
+        path = self._str(args, "path", limit=1000)
+        assert path is not None
+        caption = self._str(args, "caption", required=False, limit=MAX_TEXT) or ""
+        chat = self._target_chat(caller, self._str(args, "chat", required=False, limit=300))
+        outgoing = self.ctx.outgoing
+        if outgoing is None:
+            raise Refused("sending files is not set up on this host")
+        sent = self._files_this_turn.get(caller.folder, 0)
+        if sent >= self.ctx.sends_per_turn:
+            raise Refused(f"at most {self.ctx.sends_per_turn} files per turn")
+        try:
+            attachment = await outgoing.from_folder(caller.folder, path)
+        except FolderPathError as exc:
+            raise Refused(str(exc)) from None
+        self._files_this_turn[caller.folder] = sent + 1
+        target = self.ctx.registry.get(chat) or caller
+        item = await self.ctx.store.queue_file(target.folder, chat, attachment, caption)
+        self.ctx.outbox_wake()
+        log.info("tool send_file: %s (%s, %d bytes) to %s", attachment.name, attachment.mime, attachment.size, chat)
+        return {"queued": item, "chat": chat, "name": attachment.name, "type": attachment.mime, "size": attachment.size}
 
     async def _tool_schedule_task(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         prompt = self._str(args, "prompt")

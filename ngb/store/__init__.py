@@ -7,11 +7,13 @@ a worker thread behind a one-token limiter; every public coroutine is one transa
 * `schema` - the numbered migrations; `copy` - consistent copies (backup, pre-migration);
 * `rows` - rows to records and back; `messages` - history, chats, channel marks, cursors;
 * `groups` - groups and sessions; `outbox` - the transactional outbox; `tasks` - tasks and runs;
+* `attachments` - the files messages carry (their bytes: ngb/media);
 * `usage` - token usage, budget caps and notices; `views` - the web API's read views.
 """
 
 from __future__ import annotations
 
+from .attachments import AttachmentsMixin
 from .core import RETRYABLE, StoreCore, StoreUnavailable
 from .groups import GroupsMixin, StoredSession
 from .messages import MessagesMixin
@@ -27,5 +29,5 @@ __all__ = ["MIGRATIONS", "RETRYABLE", "Store", "StoreCore", "StoreUnavailable", 
 _task_row = task_to_row  # kept for bench/bench_scheduler.py (imports it by its old private name)
 
 
-class Store(MessagesMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin):
+class Store(MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin):
     """The daemon's only door to SQLite."""

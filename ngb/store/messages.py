@@ -9,9 +9,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ..records import InboundMessage, Message, SenderSummary, channel_of, format_time, parse_time, utcnow
+from .attachments import insert_attachments, with_attachments
 from .core import StoreCore, StoreUnavailable
 from .rows import message_from_row
 
@@ -23,7 +25,7 @@ def ingest_one(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, 
         "SELECT * FROM messages WHERE channel = ? AND platform_id = ?", (channel, msg.platform_id)
     ).fetchone()
     if existing is not None:
-        return message_from_row(dict(existing)), False
+        return with_attachments(conn, [message_from_row(dict(existing))])[0], False
     at = format_time(msg.time)
     cur = conn.execute(
         "INSERT INTO messages (chat, channel, platform_id, sender, sender_id, text, time, from_bot, mentions_bot)"
@@ -47,6 +49,9 @@ def ingest_one(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, 
         sender_id=msg.sender_id,
         mentions_bot=bool(msg.mentions_bot),
     )
+    if msg.attachments:
+        stored = insert_attachments(conn, msg.chat, msg.attachments, message_id=message.id)
+        message = attrs.evolve(message, attachments=stored)
     return message, True
 
 
@@ -143,14 +148,14 @@ class MessagesMixin(StoreCore):
                     "SELECT * FROM messages WHERE chat = ? AND id > ? ORDER BY id LIMIT ?",
                     (chat, after, limit),
                 ).fetchall()
-            return [message_from_row(dict(r)) for r in rows]
+            return with_attachments(c, [message_from_row(dict(r)) for r in rows])
 
         return await self.run(q)
 
     async def message(self, message_id: int) -> Message | None:
         def q(c: sqlite3.Connection) -> Message | None:
             row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-            return message_from_row(dict(row)) if row else None
+            return with_attachments(c, [message_from_row(dict(row))])[0] if row else None
 
         return await self.run(q)
 
@@ -296,7 +301,7 @@ class MessagesMixin(StoreCore):
                 " ORDER BY id DESC LIMIT ?) ORDER BY id",
                 (chat, start, limit),
             ).fetchall()
-            return [message_from_row(dict(r)) for r in rows]
+            return with_attachments(c, [message_from_row(dict(r)) for r in rows])
 
         return await self.run(q)
 

@@ -5,9 +5,11 @@ bot's message stored in the chat history)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from ..records import Message, OutboxItem, OutboxState, channel_of, format_time, utcnow
+from ..records import Attachment, Message, OutboxItem, OutboxState, channel_of, format_time, utcnow
+from .attachments import outbox_with_attachments, queue_file_row, with_attachments
 from .core import StoreCore
 from .messages import move_cursor
 from .rows import message_from_row, outbox_from_row
@@ -17,17 +19,26 @@ class OutboxMixin(StoreCore):
     """The Store's outbox and failed turns."""
 
     async def commit_reply(
-        self, folder: str, chat: str, text: str, cursor_to: int, reply_to: str | None = None
+        self, folder: str, chat: str, text: str, cursor_to: int | None, reply_to: str | None = None,
+        files: Sequence[Attachment] = (),
     ) -> int:
-        """One transaction: queue the reply in the outbox and move the group's cursor."""
+        """One transaction: queue the reply in the outbox (then one row per file it shows, e.g. its
+        Markdown images) and move the group's cursor (None: move nothing)."""
 
         def q(c: sqlite3.Connection) -> int:
-            cur = c.execute(
-                "INSERT INTO outbox (folder, chat, text, reply_to, created_at) VALUES (?, ?, ?, ?, ?)",
-                (folder, chat, text, reply_to, format_time(utcnow())),
-            )
-            move_cursor(c, folder, cursor_to)
-            return int(cur.lastrowid or 0)
+            first = 0
+            if text.strip():
+                cur = c.execute(
+                    "INSERT INTO outbox (folder, chat, text, reply_to, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (folder, chat, text, reply_to, format_time(utcnow())),
+                )
+                first = int(cur.lastrowid or 0)
+            for attachment in files:
+                row = queue_file_row(c, folder, chat, attachment, "", reply_to)
+                first = first or row
+            if cursor_to is not None:
+                move_cursor(c, folder, cursor_to)
+            return first
 
         return await self.run(q)
 
@@ -71,7 +82,11 @@ class OutboxMixin(StoreCore):
         )
 
     async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
-        return await self.select(outbox_from_row, "SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,))
+        def q(c: sqlite3.Connection) -> list[OutboxItem]:
+            rows = c.execute("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,))
+            return outbox_with_attachments(c, [outbox_from_row(r) for r in rows])
+
+        return await self.run(q)
 
     async def outbox_items(self, chat: str, limit: int = 100) -> list[OutboxItem]:
         """The chat's outbox rows in any state (sent, pending, given up), oldest first."""
@@ -110,8 +125,9 @@ class OutboxMixin(StoreCore):
             row = c.execute("SELECT state, message_id FROM outbox WHERE id = ?", (item.id,)).fetchone()
             if row is not None and row["state"] == OutboxState.SENT and row["message_id"]:
                 got = c.execute("SELECT * FROM messages WHERE id = ?", (row["message_id"],)).fetchone()
-                return message_from_row(dict(got))
+                return with_attachments(c, [message_from_row(dict(got))])[0]
             message_id = self._store_bot_message(c, item, sender, platform_id)
+            c.execute("UPDATE attachments SET message_id = ? WHERE outbox_id = ?", (message_id, item.id))
             c.execute(
                 "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, message_id = ? WHERE id = ?",
                 (format_time(utcnow()), message_id, item.id),
@@ -119,9 +135,9 @@ class OutboxMixin(StoreCore):
             c.execute(
                 "UPDATE chats SET last_message_at = ? WHERE chat = ?", (format_time(utcnow()), item.chat)
             )
-            return message_from_row(
+            return with_attachments(c, [message_from_row(
                 dict(c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone())
-            )
+            )])[0]
 
         return await self.run(q)
 

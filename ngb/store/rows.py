@@ -30,6 +30,7 @@ def message_from_row(row: Row) -> Message:
         time=parse_time(row["time"]),
         from_bot=bool(row["from_bot"]),
         mentions_bot=bool(row["mentions_bot"]),
+        attachments=(),  # read with them where needed: attachments.with_attachments
     )
 
 
@@ -51,7 +52,8 @@ def group_to_row(group: Group) -> dict[str, Any]:
 
 
 def outbox_from_row(row: Row) -> OutboxItem:
-    return _from_row(OutboxItem, row, created_at=parse_time(row["created_at"]), state=OutboxState(row["state"]))
+    return _from_row(OutboxItem, row, created_at=parse_time(row["created_at"]), state=OutboxState(row["state"]),
+                     attachments=())
 
 
 def task_from_row(row: Row) -> Task:

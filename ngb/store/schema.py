@@ -183,6 +183,32 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 9: the files messages carry (ngb/media): metadata here, the bytes in state/media/ by sha256. A
+    # row belongs to a stored message, or to an outbox row until it is delivered (then to both).
+    """
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat TEXT NOT NULL,
+        message_id INTEGER,
+        outbox_id INTEGER,
+        kind TEXT NOT NULL,
+        mime TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        transcript TEXT,
+        transcript_source TEXT,
+        gone INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX attachments_message ON attachments(message_id);
+    CREATE INDEX attachments_outbox ON attachments(outbox_id);
+    CREATE INDEX attachments_sha ON attachments(sha256);
+    CREATE INDEX attachments_chat ON attachments(chat, gone);
+    CREATE TRIGGER messages_attachments_ad AFTER DELETE ON messages BEGIN
+        DELETE FROM attachments WHERE message_id = old.id AND outbox_id IS NULL;
+    END;
+    """,
 ]
 
 

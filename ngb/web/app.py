@@ -29,9 +29,20 @@ from quart_trio import QuartTrio
 
 from ..channels.base import Callbacks, offers
 from ..store import StoreUnavailable
-from . import api_channels, api_groups, api_messages, api_tasks, api_usage, chat_api, security, status
+from . import (
+    api_channels,
+    api_files,
+    api_groups,
+    api_messages,
+    api_tasks,
+    api_usage,
+    chat_api,
+    security,
+    status,
+)
 from .common import ApiError, error, message_json
 from .status import actor_json, task_tree, to_json_view
+from .uploads import UploadAwareRequest, upload_limit
 
 if TYPE_CHECKING:
     from .backend import WebBackend
@@ -49,6 +60,9 @@ CHAT_NAME_RE = chat_api.CHAT_NAME_RE
 def create_app(daemon: WebBackend) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = daemon.config.max_body_bytes
+    # File uploads to the chat API get their own, larger limit (web/uploads.py).
+    request_class: Any = type("Request", (UploadAwareRequest,), {"upload_limit": upload_limit(daemon.config)})
+    app.request_class = request_class
     app.config["JSON_SORT_KEYS"] = False
     metrics = daemon.metrics
 
@@ -141,6 +155,7 @@ def create_app(daemon: WebBackend) -> QuartTrio:
 
     status.register(app, daemon)
     chat_api.register(app, daemon)
+    api_files.register(app, daemon)
     api_groups.register(app, daemon)
     api_messages.register(app, daemon)
     api_usage.register(app, daemon)

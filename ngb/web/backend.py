@@ -17,6 +17,8 @@ from ..channels.base import Channel
 from ..config import Config
 from ..events import ChatEvents
 from ..groups import GroupRegistry
+from ..media.files import MediaFiles
+from ..media.intake import MediaIntake
 from ..metrics import Metrics
 from ..outbox import OutboxSender
 from ..plugins import PluginManager
@@ -42,6 +44,8 @@ class WebBackend(Protocol):
     channels: dict[str, Channel]
     plugins: PluginManager
     events: ChatEvents
+    media: MediaIntake
+    media_files: MediaFiles
     metrics: Metrics
     slots: trio.CapacityLimiter
     web_token: WebToken | None

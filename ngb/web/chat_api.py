@@ -3,7 +3,9 @@
     GET  /api/info                          trigger word, assistant name, version
     GET  /api/chats                         the local chats
     GET  /api/chats/<name>/messages?after=  history (the newest 200, or everything after an id)
-    POST /api/chats/<name>/messages         {"sender", "text", "client_id"?} -> 202 {"id"}
+    POST /api/chats/<name>/messages         {"sender", "text", "client_id"?} -> 202 {"id"}; or
+                                            multipart/form-data: those fields + "file" parts
+    GET  /api/files/<id>                    an attachment's bytes (web/api_files.py)
     GET  /api/chats/<name>/events?after=    server-sent events: one `data:` line per message
 """
 
@@ -21,9 +23,11 @@ from quart_trio import QuartTrio
 from .. import __version__
 from ..channels.local import local_chat
 from ..errors import MessageRejected
+from ..media.intake import Incoming, Taken, with_notes
 from ..records import InboundMessage
 from . import queries
 from .common import ApiError, error, message_json, read_json
+from .uploads import upload_fetch
 
 if TYPE_CHECKING:
     from .backend import WebBackend
@@ -68,10 +72,30 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
             )
         return out
 
+    async def read_form() -> tuple[dict[str, Any], list[Any]]:
+        """A multipart POST: its fields (text defaults to "") and its ``file`` parts."""
+        form = await request.form
+        files = [f for f in (await request.files).getlist("file") if f.filename or f.content_length]
+        body: dict[str, Any] = {key: form.get(key) for key in ("sender", "text", "client_id") if key in form}
+        body.setdefault("text", "")
+        return body, files
+
+    async def take_files(chat: str, files: list[Any]) -> Taken:
+        items = [(Incoming(name=f.filename, mime=f.mimetype or None), upload_fetch(f.stream)) for f in files]
+        try:
+            return await daemon.media.take_all(chat, items)
+        finally:
+            for f in files:
+                f.close()
+
     @app.post("/api/chats/<name>/messages")
     async def post_message(name: str) -> Any:
         chat = local_chat_of(name)
-        body = await read_json()
+        files: list[Any] = []
+        if request.mimetype == "multipart/form-data":
+            body, files = await read_form()
+        else:
+            body = await read_json()
         if not isinstance(body, dict):
             return error(400, 'body must be a JSON object {"sender": "...", "text": "..."}')
         sender, text = body.get("sender"), body.get("text")
@@ -81,14 +105,18 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
             return error(400, "'text' must be a string")
         if not daemon.router.accepting:
             return error(503, "the daemon is shutting down")
+        taken = await take_files(chat, files) if files else Taken()
+        if files and not text.strip() and not taken.attachments and not taken.notes:
+            return error(400, "the message is empty")
         client_id = body.get("client_id")
         platform_id = f"web-{client_id}" if isinstance(client_id, str) and 0 < len(client_id) <= 100 else None
         inbound = InboundMessage(
             chat=chat,
             sender=sender.strip(),
             sender_id=sender.strip(),
-            text=text,
+            text=with_notes(text, taken.notes),
             platform_id=platform_id or f"web-{time.time_ns()}-{id(body)}",
+            attachments=taken.attachments,
         )
         try:
             message = await daemon.router.handle(inbound)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, get_args, get_origin
 import cattrs
 from quart import request
 
-from ..records import Message, format_time
+from ..records import Attachment, Message, format_time
 
 T = TypeVar("T")
 
@@ -29,8 +29,19 @@ def error(status: int, message: str) -> tuple[dict[str, str], int]:
     return {"error": message}, status
 
 
+def attachment_json(a: Attachment) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": a.id, "name": a.name, "mime": a.mime, "size": a.size, "kind": str(a.kind),
+                           "url": f"/api/files/{a.id}"}
+    if a.transcript:
+        out["transcript"] = a.transcript
+    if a.gone:
+        out["gone"] = True
+    return out
+
+
 def message_json(m: Message) -> dict[str, Any]:
-    return {"id": m.id, "sender": m.sender, "text": m.text, "time": format_time(m.time), "from_bot": m.from_bot}
+    return {"id": m.id, "sender": m.sender, "text": m.text, "time": format_time(m.time), "from_bot": m.from_bot,
+            "attachments": [attachment_json(a) for a in m.attachments]}
 
 
 def message_json_full(m: Message) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class FakeLauncher:
         self.max_live = 0
         self.started = 0
         self.prompts: list[tuple[str, int, str]] = []  # (folder, container number, prompt)
+        self.inputs: list[dict[str, Any]] = []  # every input frame, as sent (images included)
         self.start_order: list[str] = []
         self.starts: list[dict[str, Any]] = []  # every start frame, in order
         self.prescripts: list[dict[str, Any]] = []  # every prescript frame
@@ -106,6 +107,7 @@ class FakeLauncher:
             elif frame["type"] == "input":
                 prompt = frame["prompt"]
                 self.prompts.append((group.folder, number, prompt))
+                self.inputs.append(frame)
                 if b.delay:
                     await trio.sleep(b.delay)
                 if b.crash_on(prompt):

@@ -18,6 +18,8 @@ text channel, or a DM with alice), POST /channels/{id}/messages (2,000-character
 GET /channels/{id}/messages (after/before/limit 1-100, newest first; as on Discord, without the
 gateway-only ``guild_id`` and ``member``; each query kept in ``history_queries``), POST
 /channels/{id}/typing.
+Files (tests/fakes/discord_files.py): multipart message creates (``payload_json`` + ``files[n]``;
+over ``upload_limit`` 413), every message's attachments served as Discord's CDN serves them.
 Each created message's ``pinged`` is who Discord would notify, by its rules for ``allowed_mentions``
 (``pinged()``): without it, every ``@everyone``/``@here``, role ``<@&id>`` and user ``<@id>`` in the
 content pings, and a reply pings the replied-to author; with it, only what its ``parse`` list,
@@ -27,6 +29,8 @@ Scripting::
 
     fake = await FakeDiscord.start(nursery)
     fake.user_message(CHANNEL, "hi <@BOT_ID>")   # MESSAGE_CREATE (mentions filled in)
+    fake.user_message(CHANNEL, "look", attachments=[fake.attachment(CHANNEL, "cat.png", png_bytes)])
+    fake.fail_next("GET /attachments", 500)     # the next CDN download fails
     fake.sent                                  # messages the bot created
     fake.drop(); fake.invalidate_sessions(); fake.down(); fake.up()
     fake.replay_on_resume = False              # a RESUME replays nothing missed: only the history has it
@@ -47,7 +51,11 @@ from typing import Any
 
 import trio
 
+from .discord_files import IS_VOICE_MESSAGE, FakeDiscordCdn, read_body
+from .discord_pings import pinged
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
+
+__all__ = ["BOT_ID", "IS_VOICE_MESSAGE", "FakeDiscord", "pinged"]
 
 TEXT_LIMIT = 2000
 GUILD_ID = 900000000000000001
@@ -75,7 +83,7 @@ class _Session:
         self.wake = trio.Event()
 
 
-class FakeDiscord(HttpWsServer):
+class FakeDiscord(FakeDiscordCdn, HttpWsServer):
     def __init__(self, *, token: str = "TEST.discord.token", heartbeat_ms: int = 41250,
                  channels: tuple[int, ...] = (920000000000000001,)) -> None:
         super().__init__()
@@ -138,7 +146,8 @@ class FakeDiscord(HttpWsServer):
                 "avatar": None}
 
     def user_message(self, channel_id: int, content: str, *, author: dict[str, Any] | None = None,
-                     reply_to: dict[str, Any] | None = None, dm: bool | None = None) -> dict[str, Any]:
+                     reply_to: dict[str, Any] | None = None, dm: bool | None = None,
+                     attachments: list[dict[str, Any]] | None = None, flags: int = 0) -> dict[str, Any]:
         """A user posts in a channel (a DM when ``dm`` or the channel is not one of the guild's):
         stored, and MESSAGE_CREATE dispatched to every session."""
         dm = (channel_id not in self.guild_channels) if dm is None else dm
@@ -146,6 +155,8 @@ class FakeDiscord(HttpWsServer):
         mention_ids = re.findall(r"<@!?(\d+)>", content)
         mentions = [self.bot if mid == self.bot["id"] else self.user(int(mid), f"user{mid[-3:]}") for mid in mention_ids]
         message = self._message(channel_id, content, author, mentions=mentions, dm=dm, reply_to=reply_to)
+        message["attachments"] = list(attachments or [])
+        message["flags"] = flags
         self.messages.setdefault(channel_id, []).append(message)
         self.dispatch("MESSAGE_CREATE", message)
         return message
@@ -278,11 +289,16 @@ class FakeDiscord(HttpWsServer):
 
     # -- REST ----------------------------------------------------------------------------------------
     async def http(self, request: HttpRequest) -> tuple[int, Any]:
+        if request.path.startswith("/attachments/"):
+            return self._cdn(request)
         if not request.path.startswith("/api/v10/"):
             return 404, {"message": "404: Not Found", "code": 0}
         path = request.path[len("/api/v10"):]
         route = f"{request.method} {re.sub(r'/[0-9]+', '', path)}"
-        body = request.json() if request.body and request.headers.get("content-type", "").startswith("application/json") else None
+        try:
+            body, files = read_body(request)
+        except ValueError as exc:
+            return 400, {"message": f"Invalid Form Body ({exc})", "code": 50035}
         self.requests.append((request.method, path, body))
         if request.headers.get("authorization") != f"Bot {self.token}":
             return 401, {"message": "401: Unauthorized", "code": 0}
@@ -308,16 +324,18 @@ class FakeDiscord(HttpWsServer):
             if m.group(2) == "typing":
                 return 204, b""
             if request.method == "POST":
-                return self._create_message(channel_id, body or {})
+                return self._create_message(channel_id, body or {}, files)
             return self._list_messages(channel_id, request.query)
         return 404, {"message": "404: Not Found", "code": 10000}
 
-    def _create_message(self, channel_id: int, body: dict[str, Any]) -> tuple[int, Any]:
+    def _create_message(self, channel_id: int, body: dict[str, Any], files: list[dict[str, Any]]) -> tuple[int, Any]:
         content = str(body.get("content") or "")
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce") and str(nonce) in self.nonces:
             return 200, self.nonces[str(nonce)]  # Discord: the message this nonce already created
-        if not content.strip():
+        if any(len(f["bytes"]) > self.upload_limit for f in files):
+            return 413, {"message": "Request entity too large", "code": 40005}
+        if not content.strip() and not files:
             return 400, {"message": "Cannot send an empty message", "code": 50006}
         if len(content) > TEXT_LIMIT:
             return 400, {"message": "Invalid Form Body", "code": 50035, "errors": {"content": {"_errors": [
@@ -330,11 +348,14 @@ class FakeDiscord(HttpWsServer):
                 return 400, {"message": "Invalid Form Body", "code": 50035}
         message = self._message(channel_id, content, self.bot, mentions=[], dm=channel_id not in self.guild_channels,
                                 reply_to=reply, nonce=str(nonce) if nonce is not None else None)
+        message["attachments"] = [self.attachment(channel_id, f["filename"], f["bytes"], content_type=f["content_type"])
+                                  for f in files]
         self.messages.setdefault(channel_id, []).append(message)
         if nonce is not None:
             self.nonces[str(nonce)] = message
         self.sent.append({"channel_id": channel_id, "content": content, "body": body, "message": message,
-                          "reply_to": int(ref["message_id"]) if ref else None,
+                          "reply_to": int(ref["message_id"]) if ref else None, "message_reference": ref,
+                          "files": files,
                           "pinged": pinged(content, body.get("allowed_mentions"), reply)})
         self.dispatch("MESSAGE_CREATE", message)  # the bot sees its own messages, as on Discord
         return 200, message
@@ -356,27 +377,6 @@ class FakeDiscord(HttpWsServer):
             msgs = msgs[-limit:]
         gateway_only = ("guild_id", "member")  # REST messages carry neither: the channel tells the guild
         return 200, [{k: v for k, v in m.items() if k not in gateway_only} for m in reversed(msgs)]  # newest first
-
-
-def pinged(content: str, allowed: dict[str, Any] | None, reply_to: dict[str, Any] | None = None) -> set[str]:
-    """Who a message notifies, as Discord decides it: ``"everyone"``, ``"role:<id>"``, ``"user:<id>"``
-    (the bot is taken to hold Mention Everyone and every role to be mentionable: the worst case)."""
-    users = set(re.findall(r"<@!?(\d+)>", content))
-    roles = set(re.findall(r"<@&(\d+)>", content))
-    everyone = bool(re.search(r"@(everyone|here)\b", content))
-    replied = str(reply_to["author"]["id"]) if reply_to is not None else None
-    if allowed is None:  # no allowed_mentions: everything in the content pings, and the replied-to author
-        out = {f"user:{u}" for u in users} | {f"role:{r}" for r in roles} | ({"everyone"} if everyone else set())
-        return out | ({f"user:{replied}"} if replied else set())
-    parse = set(allowed.get("parse") or [])
-    out = set()
-    out |= {f"user:{u}" for u in users if "users" in parse or u in {str(x) for x in allowed.get("users") or []}}
-    out |= {f"role:{r}" for r in roles if "roles" in parse or r in {str(x) for x in allowed.get("roles") or []}}
-    if everyone and "everyone" in parse:
-        out.add("everyone")
-    if replied and allowed.get("replied_user"):
-        out.add(f"user:{replied}")
-    return out
 
 
 def main() -> None:

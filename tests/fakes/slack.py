@@ -8,9 +8,14 @@ Web API (POST/GET, form or JSON, ``Authorization: Bearer``; errors are HTTP 200 
 conversations.history (oldest/latest/inclusive/limit/cursor, newest first, thread replies excluded;
 a thread's parent carries reply_count/reply_users/latest_reply), conversations.replies (the parent
 first on every page, then the replies in oldest/latest, oldest first, limit/cursor), users.info;
+files.info, files.getUploadURLExternal / the upload URL / files.completeUploadExternal;
 anything else ``{"ok": true}``. Pages are Slack's: at most ``min(limit, max_page)`` items (Slack caps
 ``limit``: 999 for history, and 15 for apps under the 2025 limits), ``has_more`` and an opaque
 ``response_metadata.next_cursor`` while more remain; a cursor not from us is ``invalid_cursor``.
+
+Files (tests/fakes/slack_files.py): ``add_file`` keeps bytes as a Slack file, served to the bot
+token only (anyone else gets Slack's HTML sign-in page); ``user_message(..., files=[...])`` posts a
+``file_share`` message carrying them; uploads go Slack's three steps and ``uploads`` records each.
 
 Socket Mode: on connect ``hello``; events as ``events_api`` envelopes that the client must ack
 with ``{"envelope_id": ...}``. Unacked envelopes are redelivered on the next connection with
@@ -40,13 +45,14 @@ from typing import Any
 
 import trio
 
+from .slack_files import FakeSlackFiles
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
 
 HARD_LIMIT = 40_000
 AUTH_ERRORS = "invalid_auth"
 
 
-class FakeSlack(HttpWsServer):
+class FakeSlack(FakeSlackFiles, HttpWsServer):
     def __init__(self, *, bot_token: str = "xoxb-test", app_token: str = "xapp-test",
                  bot_user: str = "UBOT", bot_name: str = "andy") -> None:
         super().__init__()
@@ -68,6 +74,7 @@ class FakeSlack(HttpWsServer):
         self.lose_events_while_disconnected = False
         self.events_lost = 0
         self.max_page = 999  # Slack's own cap on `limit` (15 for non-Marketplace apps since 2025)
+        self.init_files()
         self._failures: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._changed = trio.Event()
@@ -106,9 +113,11 @@ class FakeSlack(HttpWsServer):
                                "profile": {"display_name": name, "real_name": name}}
 
     def user_message(self, channel: str, text: str, *, user: str = "U1001", thread_ts: str | None = None,
-                     channel_type: str | None = None, mention_event: bool = True) -> dict[str, Any]:
+                     channel_type: str | None = None, mention_event: bool = True,
+                     files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A user posts: stored in the channel's history; a ``message`` event (and an
-        ``app_mention`` event when the text mentions the bot, as Slack sends both) is queued."""
+        ``app_mention`` event when the text mentions the bot, as Slack sends both) is queued.
+        With ``files`` (file objects from ``add_file``) it is a ``file_share`` message."""
         if user not in self.users:
             self.add_user(user, "Alice" if user == "U1001" else user)
         channel_type = channel_type or ("im" if channel.startswith("D") else "channel")
@@ -117,6 +126,8 @@ class FakeSlack(HttpWsServer):
                                    "client_msg_id": str(uuid.uuid4())}
         if thread_ts:
             message["thread_ts"] = thread_ts
+        if files:
+            message.update({"subtype": "file_share", "files": files, "upload": False, "display_as_bot": False})
         self._add(channel, message)
         event = {**message, "channel": channel, "event_ts": ts, "channel_type": channel_type}
         if self.lose_events_while_disconnected and not self.connected:
@@ -219,6 +230,10 @@ class FakeSlack(HttpWsServer):
 
     # -- Web API -------------------------------------------------------------------------------------
     async def http(self, request: HttpRequest) -> tuple[int, Any]:
+        if request.path.startswith("/files-pri/"):
+            return self._download(request)
+        if request.path.startswith("/upload/v1/"):
+            return self._upload(request)
         if not request.path.startswith("/api/"):
             return 404, {"ok": False, "error": "unknown_method"}
         method = request.path[len("/api/"):]
