@@ -9,7 +9,9 @@ busy machine). `--check` is accepted (scripts/test.sh passes it) and changes not
 - search: FTS p99 of the worst query kind over 100,000 messages (the full run, 1,000,000: bench_fts);
 - warm follow-up, the daemon's share: message in -> input frame written to the runner, with a
   live container (the full run: bench_spine);
-- ready: `ngb run` -> /healthz 200 (best of 3), and the idle daemon's RSS.
+- ready: `ngb run` -> /healthz 200 (best of 3), and the idle daemon's RSS;
+- media: a 10 MB document posted -> stored + placed in a group folder, and the daemon's RSS growth
+  while 50 MB of uploads stream through (bench_media).
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ def main(check: bool = True) -> int:
     """Exit status 1 when a figure is past its goal + MARGIN or was not measured (`check` is kept
     for the callers that pass it; the set always checks)."""
     from bench.bench_fts import GOAL_P99_MS
+    from bench.bench_media import measure as media
     from bench.bench_ingest import GOAL_PER_S
 
     print(f"NanoGridBot short benchmark ({os.cpu_count()} cores; fails past goal + {MARGIN:.0%})\n", flush=True)
@@ -198,6 +201,7 @@ def main(check: bool = True) -> int:
          lambda: report.figure("warm follow-up: daemon share (in -> runner)", trio.run(warm_daemon_share_ms),
                                "ms", 30.0)),
         ("ready and idle daemon RSS", ready),
+        ("media: a 10 MB document stored and placed; RSS over 50 MB of uploads", lambda: media(report)),
     ]
     for name, step in steps:
         with report.measuring(name):
