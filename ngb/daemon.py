@@ -19,6 +19,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -41,6 +42,7 @@ from .media.handoff import Handoff
 from .media.intake import MediaIntake
 from .media.limits import limits_from_config
 from .media.outgoing import Outgoing
+from .media.retention import sweep_forever
 from .metrics import Metrics
 from .ops.backup import StateLock, daemon_holding
 from .ops.sdnotify import run_notifier
@@ -343,6 +345,8 @@ class Daemon:
                 await self._start_agents()
                 await root.start(self.scheduler.run)
                 root.start_soon(self._gauges)
+                root.start_soon(partial(sweep_forever, self.media_files, self.media_limits.retention_days,
+                                        expire=self.store.expire_attachments, needed=self.store.needed_hashes))
                 self.ready.set()
                 log.info("NanoGridBot %s ready: chat at %s", __version__, login_link(self.config, self.web_token))
                 task_status.started()

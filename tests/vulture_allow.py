@@ -61,6 +61,9 @@ _.tenant_access_token  # lark_oapi RequestOption
 _.SeqID  # lark_oapi's protobuf Frame
 _.LogID  # lark_oapi's protobuf Frame
 
+_.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb bound (ngb/media/images.py)
+_.max_content_length  # Quart's per-request body limit (ngb/web/uploads.py)
+
 # -- for the tests and benchmarks --------------------------------------------------------------------
 _.from_config  # onebot, wecom, whatsapp: one channel from a config (tests/test_channel_*.py)
 _.listening_port  # ngb/channels/onebot.py: the bound port of reverse mode (tests/test_channel_onebot.py)

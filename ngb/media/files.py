@@ -122,9 +122,6 @@ class MediaFiles:
             w.discard()
             raise
 
-    async def write_file(self, source: BinaryIO, *, limit: int | None = None) -> Stored:
-        return await trio.to_thread.run_sync(lambda: self.write_file_sync(source, limit=limit))
-
     async def write_bytes(self, data: bytes, *, limit: int | None = None) -> Stored:
         async def one() -> AsyncIterable[bytes]:
             for i in range(0, len(data), CHUNK):
@@ -138,9 +135,3 @@ class MediaFiles:
             return True
         except FileNotFoundError:
             return False
-
-    def all_hashes(self) -> list[str]:
-        out: list[str] = []
-        for sub in self.root.glob("[0-9a-f][0-9a-f]"):
-            out.extend(p.name for p in sub.iterdir() if len(p.name) == 64)
-        return out

@@ -29,7 +29,6 @@ class ModelImage:
     media_type: str
     width: int
     height: int
-    resized: bool
 
 
 def _register_heif() -> bool:
@@ -56,7 +55,7 @@ def prepare_image(path: Path, mime: str) -> ModelImage:
             small = path.stat().st_size <= MAX_BYTES
             if mime in PASS_THROUGH and fits and small and not getattr(img, "is_animated", False):
                 img.verify()  # a truncated or corrupt file fails here, not at the API
-                return ModelImage(path.read_bytes(), mime, width, height, resized=False)
+                return ModelImage(path.read_bytes(), mime, width, height)
             frame = ImageOps.exif_transpose(img.copy()) or img.copy()
     except Image.DecompressionBombError:
         raise ImageProblem("the image has too many pixels") from None
@@ -76,4 +75,4 @@ def prepare_image(path: Path, mime: str) -> ModelImage:
         out = io.BytesIO()
         frame.convert("RGB").save(out, "JPEG", quality=75)
         data, media_type = out.getvalue(), "image/jpeg"
-    return ModelImage(data, media_type, frame.width, frame.height, resized=True)
+    return ModelImage(data, media_type, frame.width, frame.height)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, BinaryIO
+from typing import Any
 
 import attrs
 import httpx
@@ -146,15 +146,6 @@ class MediaIntake:
             log.warning("media: download of %s failed: %r", incoming.describe(), exc)
             raise MediaRefused(_note(incoming, f"the download failed ({_short_error(exc)})")) from None
         return self.describe(stored, incoming)
-
-    async def take_upload(self, chat: str, incoming: Incoming, source: BinaryIO) -> Attachment:
-        """A file already at hand (an upload's spooled file): read in a worker thread, in chunks."""
-
-        async def chunks() -> AsyncIterator[bytes]:
-            while chunk := await trio.to_thread.run_sync(source.read, CHUNK):
-                yield chunk
-
-        return await self.take(chat, incoming, chunks)
 
     def describe(self, stored: Stored, incoming: Incoming) -> Attachment:
         """The attachment of stored bytes: the type from the bytes; refused when it is unknown."""

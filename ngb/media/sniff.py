@@ -52,8 +52,6 @@ _TEXT_BY_EXT = {
     "html": "text/html", "htm": "text/html", "xml": "application/xml", "svg": "image/svg+xml",
     "yaml": "application/yaml", "yml": "application/yaml", "ics": "text/calendar", "srt": "application/x-subrip",
 }
-# A transcription endpoint takes these (OpenAI's list); other audio is sent as the file and a note.
-IMAGE_FOR_MODEL = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff"})
 
 
 def _ext(name: str | None) -> str:
