@@ -378,3 +378,27 @@ async def test_a_topic_that_is_gone_gets_the_reply_in_general(run_daemon: Any, f
     (sent,) = fake_tg.sent
     assert sent["topic"] is None and sent["text"] == "Echo: @andy_bot hello"
     assert any(f"topic {topic} of chat {FORUM} is gone" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_photo_in_and_a_document_out_through_the_daemon(run_daemon: Any, fake_tg: FakeTelegram) -> None:
+    """Media end to end (details in tests/test_media_telegram.py): the photo's bytes in the media
+    store with the stored message; a file the outbox holds goes out by sendDocument."""
+    from ngb.records import Attachment, AttachmentKind
+
+    d = await start(run_daemon, fake_tg)
+    await d.daemon.registry.add(Group(chat="telegram:4242", folder="alice"))
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
+    fake_tg.user_media(4242, "photo", jpeg, caption="what is this?")
+    await wait_until(lambda: not fake_tg.updates)  # confirmed: stored
+    ((m, a),) = [(m, a) for m in await stored(d, "telegram:4242") for a in m.attachments]
+    assert m.text == "what is this?" and a.kind == "image"
+    assert d.daemon.media_files.path(a.sha256).read_bytes() == jpeg
+    pdf = b"%PDF-1.4\n% a report\n%%EOF\n"
+    kept = await d.daemon.media_files.write_bytes(pdf)
+    report = Attachment(kind=AttachmentKind.DOCUMENT, mime="application/pdf", size=len(pdf), name="report.pdf",
+                        sha256=kept.sha256)
+    await d.daemon.store.queue_file("alice", "telegram:4242", report, caption="the report")
+    d.daemon.outbox.wake()
+    (upload,) = await wait_until(lambda: fake_tg.uploads)
+    assert (upload["method"], upload["bytes"], upload["filename"], upload["caption"]) == (
+        "sendDocument", pdf, "report.pdf", "the report")

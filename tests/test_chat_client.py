@@ -1,7 +1,11 @@
 """Tests of the terminal chat client (ngb/cli/chat.py) against a fake local-chat API.
 
 The fake daemon here (FakeDaemon + serve_fake) implements the local chat HTTP API in
-memory, with a bot that answers "Echo: ..." after 50 ms. tests/test_chat_page.py reuses it.
+memory, with a bot that answers "Echo: ..." after 50 ms (and sends the files it got back).
+It takes files as the daemon does (multipart/form-data POST, ``attachments`` in message JSON,
+``GET /api/files/<id>``), answers with the daemon's Content-Security-Policy, and refuses a
+state change from the page (no bearer header) that is neither JSON nor carries X-Requested-With.
+tests/test_chat_page.py and tests/test_chat_files_client.py reuse it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import os
 import re
 import socket
+import struct
+import zlib
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -34,9 +40,37 @@ from ngb.cli.chat import (
     run_chat,
     send_and_wait,
 )
+from ngb.media.limits import megabytes
+from ngb.web.security import content_security_policy
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "ngb" / "web" / "static"
 TRIGGER = "@Andy"
+MB = 1024 * 1024
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int] = (220, 70, 60)) -> bytes:
+    """A real PNG of one colour (browsers decode it; its size is checked in the page tests)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def kind_of(mime: str) -> str:
+    if mime.startswith("image/"):
+        return "image"
+    if mime in ("audio/ogg", "audio/opus"):
+        return "voice"
+    if mime.startswith("audio/"):
+        return "audio"
+    if mime.startswith("video/"):
+        return "video"
+    if mime.startswith("text/") or mime in ("application/pdf", "application/json"):
+        return "document"
+    return "other"
 
 
 class FakeDaemon:
@@ -62,15 +96,31 @@ class FakeDaemon:
         self.hits: list[tuple[str, str]] = []
         self.nursery: trio.Nursery | None = None
         self.url = ""
+        self.files: dict[int, tuple[dict, bytes]] = {}  # id -> (attachment JSON, bytes)
+        self.uploads: list[dict] = []  # every multipart POST: headers, fields and the file parts
+        self.max_file_bytes = 20 * MB  # one file; past it the file becomes a note in the text
+        self.max_request_bytes = 30 * MB  # the whole body; past it 413
 
     # ---- state
-    def add(self, chat: str, sender: str, text: str, from_bot: bool = False) -> dict:
+    def add_file(self, name: str, data: bytes, mime: str) -> dict:
+        file_id = len(self.files) + 1
+        item = {
+            "id": file_id, "name": name, "mime": mime, "size": len(data), "kind": kind_of(mime),
+            "url": f"/api/files/{file_id}",
+        }
+        self.files[file_id] = (item, data)
+        return item
+
+    def add(
+        self, chat: str, sender: str, text: str, from_bot: bool = False, attachments: list[dict] | None = None
+    ) -> dict:
         msg = {
             "id": self.next_id,
             "sender": sender,
             "text": text,
             "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "from_bot": from_bot,
+            "attachments": list(attachments or []),
         }
         self.next_id += 1
         self.messages[chat].append(msg)
@@ -81,17 +131,19 @@ class FakeDaemon:
     def triggered(self, chat: str, text: str) -> bool:
         return chat == "main" or text.strip().lower().startswith(TRIGGER.lower())
 
-    async def _bot_reply(self, chat: str, text: str) -> None:
+    async def _bot_reply(self, chat: str, text: str, attachments: list[dict] | None = None) -> None:
         await trio.sleep(self.bot_delay)
-        self.add(chat, "Andy", f"Echo: {text}", from_bot=True)
+        self.add(chat, "Andy", f"Echo: {text}", from_bot=True, attachments=attachments)
 
     def hit_count(self, method: str, pattern: str) -> int:
         return sum(1 for m, p in self.hits if m == method and re.search(pattern, p))
 
     # ---- app
     def make_app(self) -> QuartTrio:
-        app = QuartTrio(__name__)
+        app = QuartTrio(__name__, static_folder=None)  # its own /static route serves the page's files
+        app.config["MAX_CONTENT_LENGTH"] = None  # the fake's own limit below answers 413 as JSON
         daemon = self
+        csp = content_security_policy(daemon.static_dir or STATIC_DIR)
 
         def err(status: int, message: str):
             return {"error": message}, status
@@ -108,7 +160,20 @@ class FakeDaemon:
             daemon.hits.append((request.method, request.path))
             if request.path.startswith("/api/") and request.path != "/api/login" and not authorized():
                 return err(401, "missing or wrong API token")
+            if (
+                request.method == "POST"
+                and not request.headers.get("Authorization", "").startswith("Bearer ")
+                and not (request.content_type or "").startswith("application/json")
+                and not request.headers.get("X-Requested-With")
+            ):
+                return err(415, "state changes need a JSON body or X-Requested-With")
             return None
+
+        @app.after_request
+        async def _headers(response: Response) -> Response:
+            response.headers.setdefault("Content-Security-Policy", csp)
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            return response
 
         @app.get("/")
         async def _index():
@@ -157,10 +222,56 @@ class FakeDaemon:
             after = after_arg()
             return [m for m in msgs if m["id"] > after][-200:]
 
+        async def _post_files(chat: str):
+            if (request.content_length or 0) > daemon.max_request_bytes:
+                size, limit = megabytes(request.content_length or 0), megabytes(daemon.max_request_bytes)
+                # answered before the body is read: the connection is closed (else it would hang)
+                return {"error": f"the message is too large: {size} > {limit}"}, 413, {"Connection": "close"}
+            form = await request.form
+            parts = (await request.files).getlist("file")
+            sender, text = form.get("sender"), form.get("text", "")
+            upload = {
+                "content_type": request.headers.get("Content-Type", ""),
+                "authorization": request.headers.get("Authorization"),
+                "fields": {k: form.getlist(k) for k in form},
+                "files": [],
+            }
+            notes, attachments = [], []
+            for part in parts:
+                data = part.read()
+                upload["files"].append({"name": part.filename, "mime": part.content_type, "data": data})
+                mime = part.content_type or "application/octet-stream"
+                if len(data) > daemon.max_file_bytes:
+                    size, limit = megabytes(len(data)), megabytes(daemon.max_file_bytes)
+                    notes.append(f"[{kind_of(mime)}: too large, {size} > {limit}]")
+                    continue
+                attachments.append(daemon.add_file(part.filename or "file", data, mime))
+            daemon.uploads.append(upload)
+            if not sender or not (text.strip() or parts):
+                return err(400, "sender and text or a file are required")
+            text = "\n".join([text, *notes]) if text and notes else text or "\n".join(notes)
+            msg = daemon.add(chat, sender, text, attachments=attachments)
+            if daemon.triggered(chat, text) and daemon.nursery is not None:
+                daemon.nursery.start_soon(daemon._bot_reply, chat, text, attachments)
+            return {"id": msg["id"]}, 202
+
+        @app.get("/api/files/<int:file_id>")
+        async def _file(file_id: int):
+            if file_id not in daemon.files:
+                return err(404, "no such file")
+            item, data = daemon.files[file_id]
+            return Response(
+                data,
+                mimetype=item["mime"],
+                headers={"Content-Disposition": f'inline; filename="{item["name"]}"'},
+            )
+
         @app.post("/api/chats/<chat>/messages")
         async def _post(chat: str):
             if chat_or_404(chat) is None:
                 return err(404, f"no local chat named {chat!r}")
+            if (request.content_type or "").startswith("multipart/form-data"):
+                return await _post_files(chat)
             body = await request.get_json(silent=True)
             if (
                 not isinstance(body, dict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,9 @@ import trio
 from trio_websocket import open_websocket_url
 
 try:
-    from test_chat_client import FakeDaemon, serve_fake
+    from test_chat_client import FakeDaemon, png, serve_fake
 except ImportError:  # tests/ became a package
-    from tests.test_chat_client import FakeDaemon, serve_fake
+    from tests.test_chat_client import FakeDaemon, png, serve_fake
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.browser  # every test here drives the real page in headless Chromium
@@ -337,6 +338,9 @@ async def test_page_screenshot(nursery, tmp_path):
         "- **16:00** dentist\n\nWant me to send you a reminder an hour before each?",
         from_bot=True,
     )
+    chart = daemon.add_file("week.png", png(320, 180, (99, 102, 241)), "image/png")
+    agenda = daemon.add_file("agenda.pdf", b"%PDF-1.4\n" + bytes(180_000), "application/pdf")
+    daemon.add("main", "Andy", "Your week at a glance:", from_bot=True, attachments=[chart, agenda])
     daemon.add("main", "me", "Yes please. And how do I list the scheduled tasks?")
     daemon.add(
         "main",
@@ -347,15 +351,260 @@ async def test_page_screenshot(nursery, tmp_path):
     )
     async with open_page(tmp_path) as page:
         await page.goto(daemon.url + "/")
-        await page.wait_js(f"{BOT}.length === 2")
+        await page.wait_js(f"{BOT}.length === 3")
         await send_from_page(page, "Thanks! <b>Perfect</b>")
         await page.wait_js("!document.getElementById('typing').hidden")
-        await page.wait_js(f"{BOT}.length === 3")
+        await page.wait_js(f"{BOT}.length === 4")
         await page.type("#input", "@Andy also remind me to call mum")
+        screenshot = tmp_path / "screenshot.png"
+        screenshot.write_bytes(png(64, 40, (16, 185, 129)))
+        await set_files(page, "#file-input", [screenshot])
+        await page.wait_js("document.querySelector('#chips .chip-thumb').naturalWidth === 64")
         await trio.sleep(0.3)
         shot = tmp_path / "chat.png"
         await page.screenshot(shot)
         assert shot.stat().st_size > 10_000
         if os.environ.get("NGB_CHAT_SCREENSHOT"):
             shutil.copy(shot, os.environ["NGB_CHAT_SCREENSHOT"])
+        assert page.errors == []
+
+
+# ------------------------------------------------------------------ files
+
+
+async def set_files(page: Page, selector: str, paths: list[Path]) -> None:
+    """Choose files in a file input as the browser's file dialog would (it fires "change")."""
+    doc = await page.send("DOM.getDocument")
+    node = await page.send("DOM.querySelector", {"nodeId": doc["root"]["nodeId"], "selector": selector})
+    await page.send("DOM.setFileInputFiles", {"nodeId": node["nodeId"], "files": [str(p) for p in paths]})
+
+
+CHIPS = "[...document.querySelectorAll('#chips .chip')].map(c => c.querySelector('.chip-name').textContent)"
+
+
+def js_file(name: str, data: bytes, mime: str) -> str:
+    """A JS expression making a File of these bytes (as a paste or a drop hands them over)."""
+    b64 = base64.b64encode(data).decode()
+    return (
+        f"new File([Uint8Array.from(atob({json.dumps(b64)}), c => c.charCodeAt(0))], "
+        f"{json.dumps(name)}, {{type: {json.dumps(mime)}}})"
+    )
+
+
+async def test_page_attach_send_and_show_files(nursery, tmp_path):
+    """Files chosen with the attach button show as chips (one removed again), go out as one
+    multipart POST with the exact bytes, and come back in the log: the image inline (decoded from
+    /api/files under the page's CSP) and openable, the text file as a link with name and size;
+    the bot's files too."""
+    daemon = await serve_fake(nursery)
+    photo, notes, extra = tmp_path / "photo.png", tmp_path / "notes.txt", tmp_path / "oops.txt"
+    photo.write_bytes(png(40, 30))
+    notes.write_text("line one\nline two\n")
+    extra.write_text("not this one")
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        assert await page.js("document.getElementById('attach').getAttribute('aria-label')") == "Attach files"
+        assert await page.js("document.getElementById('file-input').multiple") is True
+        assert await page.js("document.getElementById('chips').hidden") is True
+
+        await set_files(page, "#file-input", [photo, notes, extra])
+        await page.wait_js(f"{CHIPS}.length === 3")
+        assert await page.js(CHIPS) == ["photo.png", "notes.txt", "oops.txt"]
+        await page.wait_js("document.querySelector('#chips .chip-thumb').naturalWidth === 40")  # shown under the CSP
+        await page.js("document.querySelector('#chips .chip[data-name=\"oops.txt\"] .chip-remove').click()")
+        assert await page.js(CHIPS) == ["photo.png", "notes.txt"]
+        assert await page.js("document.activeElement.classList.contains('chip-remove')")  # focus stays in the chips
+
+        await send_from_page(page, "look at these")
+        await page.wait_js(f"{MINE}.length === 1")
+        assert await page.js("document.getElementById('chips').hidden") is True
+        [upload] = daemon.uploads
+        assert upload["content_type"].startswith("multipart/form-data; boundary=")
+        assert upload["fields"] == {"sender": ["me"], "text": ["look at these"]}
+        assert [(f["name"], f["mime"], f["data"]) for f in upload["files"]] == [
+            ("photo.png", "image/png", photo.read_bytes()),
+            ("notes.txt", "text/plain", notes.read_bytes()),
+        ]
+
+        mine = f"{MINE}[0]"
+        assert await page.js(f"{mine}.querySelector('.bubble').textContent") == "look at these"
+        await page.wait_js(f"{mine}.querySelector('.att-image img').naturalWidth === 40")
+        assert await page.js(f"{mine}.querySelector('.att-image img').alt") == "photo.png"
+        link = await page.js(
+            f"(a => [a.getAttribute('href'), a.getAttribute('download'), a.textContent])"
+            f"({mine}.querySelector('a.att-file'))"
+        )
+        assert link == ["/api/files/2", "notes.txt", "TXTnotes.txt18 B"]
+
+        # the bot's answer carries the files back: shown the same way
+        await page.wait_js(f"{BOT}.length === 1")
+        await page.wait_js(f"{BOT}[0].querySelector('.att-image img').naturalWidth === 40")
+        assert await page.js(f"{BOT}[0].querySelector('a.att-file .att-name').textContent") == "notes.txt"
+
+        # click to open: the viewer shows the full image, with a download link; Close closes it
+        await page.js(f"{mine}.querySelector('.att-image').click()")
+        await page.wait_js("document.getElementById('viewer').open")
+        await page.wait_js("document.getElementById('viewer-img').naturalWidth === 40")
+        assert await page.js("document.getElementById('viewer-download').getAttribute('href')") == "/api/files/1"
+        assert "photo.png" in await page.js("document.getElementById('viewer-name').textContent")
+        await page.js("document.getElementById('viewer-close').click()")
+        assert await page.js("document.getElementById('viewer').open") is False
+        assert await page.js("document.querySelectorAll('#log .msg').length") == 2
+        assert page.errors == []
+
+
+async def test_page_paste_and_drop_files(nursery, tmp_path):
+    """A pasted screenshot and a dropped file become chips; sent without text, the message shows
+    only its files."""
+    daemon = await serve_fake(nursery)
+    shot = png(8, 8, (30, 120, 200))
+    csv = js_file("report.csv", b"a,b\n1,2\n", "text/csv")
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        assert await page.js("document.getElementById('send').disabled") is True
+        await page.js(
+            "(() => { const dt = new DataTransfer(); "
+            f"dt.items.add({js_file('image.png', shot, 'image/png')}); "
+            "document.getElementById('input').dispatchEvent("
+            "new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true})); })()"
+        )
+        await page.wait_js(f"{CHIPS}.length === 1")
+        assert re.fullmatch(r"screenshot-\d{8}-\d{6}\.png", (await page.js(CHIPS))[0])
+        assert await page.js("document.getElementById('send').disabled") is False
+
+        # dragging files over the chat shows the drop zone; dropping adds them
+        await page.js(
+            "window.dt = new DataTransfer(); "
+            f"dt.items.add({csv}); "
+            "document.getElementById('log').dispatchEvent("
+            "new DragEvent('dragenter', {dataTransfer: dt, bubbles: true, cancelable: true}))"
+        )
+        assert await page.js("document.getElementById('drop-overlay').hidden") is False
+        await page.js(
+            "document.getElementById('log').dispatchEvent("
+            "new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}))"
+        )
+        await page.wait_js(f"{CHIPS}.length === 2")
+        assert await page.js("document.getElementById('drop-overlay').hidden") is True
+
+        await page.js("document.getElementById('input').focus()")
+        await page.press_enter()
+        await page.wait_js(f"{MINE}.length === 1")
+        [upload] = daemon.uploads
+        assert upload["fields"]["text"] == [""]
+        assert [f["data"] for f in upload["files"]] == [shot, b"a,b\n1,2\n"]
+        assert [f["name"] for f in upload["files"]][1] == "report.csv"
+        assert await page.js(f"{MINE}[0].querySelector('.bubble')") is None  # no empty bubble
+        await page.wait_js(f"{MINE}[0].querySelector('.att-image img').naturalWidth === 8")
+        assert await page.js(f"{MINE}[0].querySelector('a.att-file .att-name').textContent") == "report.csv"
+        assert page.errors == []
+
+
+async def test_page_bot_audio_and_documents(nursery, tmp_path):
+    daemon = await serve_fake(nursery)
+    voice = daemon.add_file("note.ogg", b"OggS" + bytes(300), "audio/ogg")
+    voice["transcript"] = "call me back after lunch"
+    pdf = daemon.add_file("report.pdf", b"%PDF-1.4\n" + bytes(3 * 1024 * 1024), "application/pdf")
+    old = dict(daemon.add_file("old.png", png(2, 2), "image/png"), gone=True)
+    daemon.add("main", "Andy", "Here you go", from_bot=True, attachments=[voice, pdf, old])
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js(f"{BOT}.length === 1")
+        bot = f"{BOT}[0]"
+        assert await page.js(f"{bot}.querySelector('audio').getAttribute('src')") == voice["url"]
+        assert await page.js(f"{bot}.querySelector('audio').controls") is True
+        assert await page.js(f"{bot}.querySelector('audio').getAttribute('aria-label')") == "note.ogg · 304 B"
+        links = await page.js(
+            f"[...{bot}.querySelectorAll('a.att-file')].map(a => [a.getAttribute('href'), a.textContent])"
+        )
+        assert links == [[voice["url"], "OGGnote.ogg304 B"], [pdf["url"], "PDFreport.pdf3 MB"]]
+        assert await page.js(f"{bot}.querySelector('.att-transcript').textContent") == "call me back after lunch"
+        # a file the retention removed: its name, no link, no image to load
+        assert await page.js(f"{bot}.querySelector('.att-file.gone').textContent") == "PNGold.png73 Bno longer kept"
+        assert await page.js(f"{bot}.querySelectorAll('img').length") == 0
+        assert page.errors == []
+
+
+async def test_page_too_large_keeps_the_files(nursery, tmp_path):
+    """A 413 says so, with the limit, and leaves the text and the files in the composer."""
+    daemon = await serve_fake(nursery)
+    daemon.max_request_bytes = 64 * 1024
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(200 * 1024))
+    async with open_page(tmp_path) as page:
+        await page.goto(daemon.url + "/")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        await set_files(page, "#file-input", [big])
+        await page.wait_js(f"{CHIPS}.length === 1")
+        await send_from_page(page, "too much")
+        banner = await page.wait_js(
+            "!document.getElementById('banner').hidden && document.getElementById('banner-text').textContent"
+        )
+        assert banner.startswith("Not sent (too large): ") and "> 64 KB" in banner
+        assert await page.js(CHIPS) == ["big.bin"]
+        assert await page.js("document.getElementById('input').value") == "too much"
+        assert await page.js("document.querySelectorAll('#log .msg').length") == 0
+        # the composer still works: drop the file, send the text
+        await page.js("document.querySelector('#chips .chip-remove').click()")
+        await page.js("document.getElementById('input').focus()")
+        await page.press_enter()
+        await page.wait_js(f"{BOT}.length === 1")
+        assert page.errors == []
+
+
+async def test_page_files_with_the_real_daemon(run_daemon, tmp_path):
+    """The page against the real daemon, signed in with its cookie: a photo attached and sent is
+    stored, handed to the agent, and shown back from /api/files under the daemon's CSP."""
+    d = await run_daemon(NGB_MEDIA_MAX_FILE_MB="1", NGB_MEDIA_MAX_FILES="1")
+    photo, huge = tmp_path / "cat.png", tmp_path / "huge.bin"
+    photo.write_bytes(png(48, 32))
+    huge.write_bytes(bytes(3 * 1024 * 1024))
+    async with open_page(tmp_path) as page:
+        await page.goto(f"{d.base_url}/?token={d.token}")
+        await page.wait_js("document.getElementById('status').dataset.state === 'live'")
+        await set_files(page, "#file-input", [photo])
+        await page.wait_js(f"{CHIPS}.length === 1")
+        await send_from_page(page, "what is this?")
+        shown = await page.wait_js(
+            f"({MINE}.length === 1 && !!{MINE}[0].querySelector('.att-image img'))"
+            " || document.getElementById('banner-text').textContent"
+        )
+        assert shown is True, shown  # else the banner's "Not sent: ..."
+        await page.wait_js(f"{MINE}[0].querySelector('.att-image img').naturalWidth === 48")
+        assert await page.js(f"{MINE}[0].querySelector('.bubble').textContent") == "what is this?"
+        await page.wait_js(f"{BOT}.length === 1")
+        [att] = (await d.history("main"))[0]["attachments"]
+        assert (await d.http.get(att["url"])).content == photo.read_bytes()
+        assert "/workspace/group/attachments/" in d.launcher.inputs[-1]["prompt"]
+        # a file past the limit the daemon announces (/api/info) is refused when it is picked
+        await set_files(page, "#file-input", [huge])
+        refused = await page.wait_js(
+            "!document.getElementById('banner').hidden && document.getElementById('banner-text').textContent"
+        )
+        assert refused.startswith("Not attached: huge.bin is 3"), refused
+        assert await page.js(CHIPS) == []
+        # past the upload limit (3 files of 0.9 MB > 1 file x 1 MB + 1 MB): the daemon's 413 is
+        # shown, the files stay, and the page goes on working
+        parts = []
+        for i in range(3):
+            part = tmp_path / f"part{i}.bin"
+            part.write_bytes(b"%PDF-1.4\n" + bytes(900 * 1024))
+            parts.append(part)
+        await set_files(page, "#file-input", parts)
+        await page.wait_js(f"{CHIPS}.length === 3")
+        await page.js("document.getElementById('banner').hidden = true")
+        await send_from_page(page, "and this?")
+        banner = await page.wait_js(
+            "!document.getElementById('banner').hidden && document.getElementById('banner-text').textContent"
+        )
+        assert banner.startswith("Not sent (too large): "), banner
+        assert await page.js(CHIPS) == ["part0.bin", "part1.bin", "part2.bin"]
+        for _ in range(2):
+            await page.js("document.querySelector('#chips .chip-remove').click()")
+        await page.js("document.querySelector('#chips .chip-remove').click()")
+        await page.js("document.getElementById('input').focus()")
+        await page.press_enter()
+        await page.wait_js(f"{BOT}.length === 2")
         assert page.errors == []

@@ -29,6 +29,10 @@ the reply and the "typing..." go to that topic (``message_thread_id``), after a 
 also when the trigger was deleted meanwhile (``allow_sending_without_reply``: the reply is then no
 reply, but still in the topic). A topic that is gone ("message thread not found") gets the reply
 in the chat's General topic instead, with a log line. Configuration: docs/channels/telegram.md.
+
+Files: each file of a message (getFile, then its download) goes through ``self.media`` before the
+message is submitted; an album's parts are held (unconfirmed) and become one message; ``send_file``
+uploads by sendPhoto / sendVoice / sendDocument (ngb/channels/telegram_media.py).
 """
 
 from __future__ import annotations
@@ -38,15 +42,27 @@ import secrets
 from functools import partial
 from typing import Any
 
+import attrs
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
-from ..media.intake import MediaIntake
-from ..records import InboundMessage
+from ..media.intake import MediaIntake, with_notes
+from ..records import InboundMessage, OutgoingFile
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name, is_int, platform_id_of
 from .common import CONNECTED, AuthError, markdown_to_telegram_html, split_text, utf16_len
 from .skeleton import PlatformChannel
+from .telegram_media import (
+    DOWNLOAD_LIMIT,
+    AlbumHold,
+    Part,
+    caption_fits,
+    fetcher,
+    merge,
+    part_of,
+    upload,
+    upload_method,
+)
 from .telegram_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     DEFAULT_WEBHOOK_PATH,
     KEYS,
@@ -88,7 +104,9 @@ class TelegramChannel(WebhookMode, PlatformChannel):
                          loggers=("httpx", "httpcore", "telegram", "ngb"))
         self.bot: Any = None
         self.me: Any = None
-        self._offset: int | None = None
+        self._offset: int | None = None  # what the next getUpdates confirms: never past an album part held
+        self._next_offset: int | None = None  # past the newest update taken in this session
+        self._albums = AlbumHold(settings.album_wait)
         self._init_webhook()
 
     # -- inbound -------------------------------------------------------------------------------------
@@ -131,7 +149,7 @@ class TelegramChannel(WebhookMode, PlatformChannel):
             self.status.set(CONNECTED)
             log.info("telegram: connected as @%s (id %s); webhook mode: Telegram POSTs to %s (served at %s)",
                      self.me.username, self.me.id, self.public_webhook_url, self.callback_path)
-            await self._watch_webhook(bot)
+            await self._watch_webhook(bot, submit)
         else:
             self.status.set(CONNECTED)
             log.info("telegram: connected as @%s (id %s)", self.me.username, self.me.id)
@@ -140,10 +158,15 @@ class TelegramChannel(WebhookMode, PlatformChannel):
     async def _poll(self, bot: Any, submit: Submit) -> None:
         from telegram.error import Conflict
 
+        self._albums.take()  # album parts held when a session ended were not confirmed: they come again
+        self._next_offset = None
         while True:
+            held = self._albums.held
+            if held:
+                await trio.sleep_until(self._albums.deadline)  # the album's next part, or quiet
             try:
                 updates = await self.bridge.call(
-                    bot.get_updates, offset=self._offset, timeout=int(self.settings.poll_timeout),
+                    bot.get_updates, offset=self._offset, timeout=0 if held else int(self.settings.poll_timeout),
                     allowed_updates=ALLOWED_UPDATES,
                 )
             except Conflict as exc:
@@ -153,14 +176,34 @@ class TelegramChannel(WebhookMode, PlatformChannel):
                 await self.bridge.call(bot.delete_webhook, drop_pending_updates=False)
                 continue
             self.status.set(CONNECTED)
-            for update in updates:
-                await self._take(submit, self.to_inbound(update))
-                self._offset = update.update_id + 1  # confirmed with the next getUpdates
+            fresh = [u for u in updates if self._next_offset is None or u.update_id >= self._next_offset]
+            if held and not fresh:
+                await self._flush(submit, self._albums.take())  # no new part came: the album is complete
+            for update in fresh:
+                await self._take(submit, self.to_inbound(update), update)
+                self._next_offset = update.update_id + 1
+            first_held = self._albums.first_id  # held parts stay unconfirmed until their album is stored
+            self._offset = first_held if first_held is not None else (self._next_offset or self._offset)
 
-    async def _take(self, submit: Submit, inbound: InboundMessage | None) -> None:
-        """One update's message -> the router (stored when this returns). Polled and webhook alike."""
-        if inbound is not None:
-            await self._gate.submit(submit, inbound)
+    async def _take(self, submit: Submit, inbound: InboundMessage | None, update: Any) -> None:
+        """One update's message -> its files taken, then the router (stored when this returns); a
+        part of an album is held until the album is complete. Polled and webhook alike."""
+        if inbound is None:
+            return
+        limit = min(self.media.limits.max_file_bytes, DOWNLOAD_LIMIT)
+        for parts in self._albums.add(part_of(update.update_id, inbound, update.message, limit)):
+            await self._flush(submit, parts)
+
+    async def _flush(self, submit: Submit, parts: list[Part]) -> None:
+        """One message (an album's parts: one message) -> its files into the media store (each a
+        stored Attachment or a note in the text), then the router."""
+        if not parts:
+            return
+        inbound, text, files = merge(parts)
+        if files:
+            taken = await self.media.take_all(inbound.chat, [(f.incoming, fetcher(self, f.file_id)) for f in files])
+            inbound = attrs.evolve(inbound, text=with_notes(text, taken.notes), attachments=taken.attachments)
+        await self._gate.submit(submit, inbound)
 
     def to_inbound(self, update: Any) -> InboundMessage | None:
         """An Update -> InboundMessage, or None for what is not a user's message."""
@@ -222,8 +265,31 @@ class TelegramChannel(WebhookMode, PlatformChannel):
         self._partial.finish(key)
         return ids[0] if ids else None
 
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+        """A file as a photo (an image up to 10 MB), a voice note (OGG/Opus) or a document, threaded
+        like ``send``; a caption over Telegram's 1024 characters follows as a text message."""
+        chat_id = _chat_id(chat)
+        bot = self.bot
+        if bot is None or self.me is None:
+            raise ChannelError(f"telegram is {self.state}", retryable=True)
+        thread_to = reply_to or self._last_trigger.get(chat)
+        reply_message_id, topic = _target(thread_to, chat_id) if thread_to else (None, None)
+        caption = file.caption.strip()
+        inline = caption if caption_fits(caption) else ""
+        key = self._partial.key(chat, f"\0file {file.path}\0{caption}", reply_to)
+        ids = list(self._partial.done(key))  # the file went, its long caption did not: resume there
+        if not ids:
+            sent = await self._send_part(bot, chat_id, inline, reply_message_id, topic, file=file)
+            ids.append(_platform_id(chat_id, sent.message_id, topic if sent.message_thread_id == topic else None))
+            self._partial.record(key, ids[0])
+        if caption and not inline:
+            await self.send(chat, caption, reply_to)
+        self._partial.finish(key)
+        return ids[0]
+
     async def _send_part(self, bot: Any, chat_id: int, part: str, reply_message_id: int | None,
-                         topic: int | None = None) -> Any:
+                         topic: int | None = None, file: OutgoingFile | None = None) -> Any:
+        """One text part (sendMessage), or a file with ``part`` as its caption; errors -> ChannelError."""
         from telegram import ReplyParameters
         from telegram.error import (
             BadRequest,
@@ -236,8 +302,14 @@ class TelegramChannel(WebhookMode, PlatformChannel):
 
         reply = ReplyParameters(message_id=reply_message_id, allow_sending_without_reply=True) if reply_message_id else None
         html = self.settings.parse_mode == "html"
+        method, field = upload_method(file) if file is not None else ("send_message", "text")
         for attempt in range(3):
             try:
+                if file is not None:
+                    caption = markdown_to_telegram_html(part) if html and part else part
+                    return await self.bridge.call(upload, bot, method, field, file, chat_id, caption=caption or None,
+                                                  parse_mode="HTML" if html and part else None,
+                                                  reply_parameters=reply, message_thread_id=topic)
                 if html:
                     return await self.bridge.call(bot.send_message, chat_id, markdown_to_telegram_html(part),
                                                   parse_mode="HTML", reply_parameters=reply, message_thread_id=topic)
@@ -252,6 +324,10 @@ class TelegramChannel(WebhookMode, PlatformChannel):
                 if html and "parse" in str(exc).lower():
                     log.warning("telegram: HTML refused (%s); sending that part as plain text", self.status.redact(str(exc)))
                     html = False
+                    continue
+                if method == "send_photo" and any(w in str(exc).lower() for w in ("photo", "image")):
+                    log.warning("telegram: photo refused (%s); sending it as a document", self.status.redact(str(exc)))
+                    method, field = "send_document", "document"
                     continue
                 if topic is not None and _topic_gone(exc):
                     log.warning("telegram: topic %s of chat %s is gone (%s); sending to the chat's General topic",

@@ -25,7 +25,7 @@ SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram accepts as a se
 RESERVED_PATHS = ("/api", "/static", "/debug", "/status", "/healthz", "/metrics", "/dashboard", "/channels/wecom")
 KEYS = {"token", "token_file", "base_url", "base_file_url", "poll_timeout", "request_timeout", "parse_mode",
         "reconnect_base", "reconnect_cap", "mode", "webhook_url", "webhook_secret", "webhook_secret_file",
-        "webhook_check_interval"}
+        "webhook_check_interval", "album_wait"}
 
 
 @attrs.frozen
@@ -46,6 +46,8 @@ class TelegramSettings:
     webhook_secret: str | None = attrs.field(default=None, repr=False)  # None: a random one per start
     # how often getWebhookInfo is read in webhook mode
     webhook_check_interval: float = setting(60.0, ChannelTable.duration)
+    # an album's parts are held until this long passed without a new part (then one message)
+    album_wait: float = setting(1.0, ChannelTable.duration)
 
     @property
     def webhook_path(self) -> str:

@@ -1,6 +1,7 @@
 """Telegram's webhook mode: setting the webhook, watching it (getWebhookInfo), and answering the
 POSTs Telegram makes to ``callback_path``: the secret header checked, a redelivered update answered
-from memory, a new one taken the polled update's way and answered 200 only once it is stored."""
+from memory, a new one taken the polled update's way and answered 200 only once it is stored (an
+album's part: once it is held; the album is stored when complete, and always when the session ends)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class WebhookMode:
     bridge: Any
     status: Any
     submit_to: Submit | None
+    _albums: Any  # telegram_media.AlbumHold
 
     def _init_webhook(self) -> None:
         self._webhook_lock = trio.Lock()  # one webhook update at a time, in arrival order, like polling
@@ -52,7 +54,10 @@ class WebhookMode:
     def to_inbound(self, update: Any) -> Any:
         raise NotImplementedError
 
-    async def _take(self, submit: Submit, inbound: Any) -> None:
+    async def _take(self, submit: Submit, inbound: Any, update: Any) -> None:
+        raise NotImplementedError
+
+    async def _flush(self, submit: Submit, parts: list[Any]) -> None:
         raise NotImplementedError
 
     @property
@@ -69,10 +74,42 @@ class WebhookMode:
                                allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
         log.info("telegram: webhook set to %s", self.public_webhook_url)
 
-    async def _watch_webhook(self, bot: Any) -> None:
-        """While connected: read getWebhookInfo now and then. Set the webhook again when someone
-        changed or deleted it; log what Telegram reports about its deliveries (a wrong proxy
-        answers 404/502...). A failure to ask ends the session (disconnected, reconnect)."""
+    async def _watch_webhook(self, bot: Any, submit: Submit) -> None:
+        """While connected: store albums once complete, and read getWebhookInfo now and then. An
+        album still held when the session ends is stored then (its parts were answered 200)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._release_albums, submit)
+                await self._check_webhook(bot)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                async with self._webhook_lock:
+                    await self._flush_held(submit)
+
+    async def _release_albums(self, submit: Submit) -> None:
+        """An album held is stored once no new part came for ``album_wait`` seconds."""
+        albums = self._albums
+        while True:
+            if not albums.held:
+                await albums.added.wait()
+                continue
+            await trio.sleep_until(albums.deadline)
+            async with self._webhook_lock:
+                if albums.held and trio.current_time() >= albums.deadline:
+                    await self._flush_held(submit)
+
+    async def _flush_held(self, submit: Submit) -> None:
+        parts = self._albums.take()
+        try:
+            await self._flush(submit, parts)
+        except Exception:  # noqa: BLE001 - answered 200 already: Telegram will not send these again
+            log.exception("telegram: an album of %d parts (updates %s) could not be stored", len(parts),
+                          [p.update_id for p in parts])
+
+    async def _check_webhook(self, bot: Any) -> None:
+        """Set the webhook again when someone changed or deleted it; log what Telegram reports
+        about its deliveries (a wrong proxy answers 404/502...). A failure to ask ends the session
+        (disconnected, reconnect)."""
         while True:
             await trio.sleep(self.settings.webhook_check_interval)
             info = await self.bridge.call(bot.get_webhook_info)
@@ -139,7 +176,7 @@ class WebhookMode:
                 self.webhook_duplicates += 1
                 log.info("telegram: update %s delivered again (a webhook retry); already stored", key)
                 return 200, b""
-            await self._take(submit, inbound)
+            await self._take(submit, inbound, update)
             self._seen_updates.put(key, None)
         return 200, b""
 

@@ -9,6 +9,10 @@ Two modes:
 - one-shot (``send_and_wait``, ``ngb chat --send TEXT [--wait S]``): posts one message and
   prints the bot's replies; exit code 0 if a reply came, 3 if none came in time.
 
+Files: ``--file PATH`` (repeatable, with or without ``--send``) posts them with the message (one-shot);
+``/file PATH [text]`` in the interactive client. Attachments print as ``[image: name (size) url]``
+lines under their message (ngb/cli/chat_files.py).
+
 Exit codes: 0 ok, 1 error (daemon unreachable, auth, unknown chat, ...), 3 no reply.
 """
 
@@ -17,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import trio
@@ -37,6 +40,8 @@ from .chat_api import (
     Message,
     make_client,
 )
+from .chat_files import FileProblem, FileToSend, file_to_send, files_to_send, split_file_command
+from .chat_print import format_message
 
 __all__ = ["EXIT_ERROR", "EXIT_NO_REPLY", "EXIT_OK", "ChatError", "add_arguments", "base_url_for", "format_message",
            "main_from_args", "normalize_chat", "run_chat", "send_and_wait"]
@@ -48,36 +53,6 @@ def normalize_chat(name: str) -> str:
     if name.startswith("local:"):
         name = name[len("local:") :]
     return name
-
-
-def format_time(value: Any) -> str:
-    """ISO-8601 -> local ``HH:MM``. Times without an offset are taken as UTC."""
-    if not isinstance(value, str) or not value:
-        return "--:--"
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        return "--:--"
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone().strftime("%H:%M")
-
-
-def format_message(msg: Message) -> str:
-    """``[HH:MM] sender: text``; bot messages read ``[HH:MM] Andy (bot): text``.
-
-    Continuation lines of multi-line text are indented under the first.
-    """
-    sender = str(msg.get("sender") or "?")
-    if msg.get("from_bot"):
-        sender += " (bot)"
-    text = str(msg.get("text") or "")
-    lines = text.split("\n")
-    head = f"[{format_time(msg.get('time'))}] {sender}: {lines[0]}"
-    if len(lines) == 1:
-        return head
-    pad = " " * len("[HH:MM] ")
-    return "\n".join([head] + [pad + line for line in lines[1:]])
 
 
 def _is_triggered(text: str, trigger: str) -> bool:
@@ -142,14 +117,14 @@ async def run_chat(
             is_main = bool(entry.get("is_main")) if entry else chat == "main"
 
             for msg in past[-history:] if history > 0 else []:
-                out(format_message(msg))
+                out(format_message(msg, base_url))
             last_id = max((m["id"] for m in past), default=0)
 
             if is_main:
                 rule = f"{assistant} answers every message here"
             else:
                 rule = f"{assistant} answers messages starting with {trigger}"
-            notice(f"local:{chat} as {sender}. {rule}. Ctrl-D to quit.")
+            notice(f"local:{chat} as {sender}. {rule}. /file PATH [text] sends a file. Ctrl-D to quit.")
             if entry is not None and not entry.get("registered", True):
                 notice(f"local:{chat} is not registered, so {assistant} will not answer here")
 
@@ -165,7 +140,7 @@ async def run_chat(
                         pending.remove(text)
                         own_ids.add(msg["id"])
                         return
-                out(format_message(msg))
+                out(format_message(msg, base_url))
 
             follower = Follower(api, last_id, on_message, notice)
             hinted = False
@@ -179,14 +154,25 @@ async def run_chat(
                     text = line.rstrip("\r\n")
                     if not text.strip():
                         continue
+                    files: tuple[FileToSend, ...] = ()
+                    if text.startswith("/file ") or text.strip() == "/file":
+                        try:
+                            path, text = split_file_command(text[len("/file") :])
+                            files = (file_to_send(path),)
+                        except FileProblem as exc:
+                            notice(str(exc))
+                            continue
                     if not is_main and not hinted and not _is_triggered(text, trigger):
                         hinted = True
                         notice(f"hint: {assistant} only answers messages starting with {trigger} here")
                     pending.append(text)
                     try:
-                        msg_id = await api.post(sender, text)
-                    except ChatError:
+                        msg_id = await api.post(sender, text, files)
+                    except ChatError as exc:
                         pending.remove(text)
+                        if exc.kind in ("too_large", "file"):
+                            notice(f"not sent: {exc}")  # the session goes on
+                            continue
                         raise
                     if text in pending:
                         pending.remove(text)
@@ -220,8 +206,9 @@ async def send_and_wait(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     token_hint: str | None = None,
+    files: tuple[FileToSend, ...] = (),
 ) -> int:
-    """Post one message and print the bot replies that follow it.
+    """Post one message (with ``files``, if any) and print the bot replies that follow it.
 
     Waits up to ``wait`` seconds for the first reply; after a reply, keeps printing further
     replies until ``settle`` seconds pass without one (or ``wait`` runs out).
@@ -236,7 +223,7 @@ async def send_and_wait(
     try:
         async with make_client(base_url, token) as client:
             api = ChatApi(client, base_url, chat, token, token_hint)
-            msg_id = await api.post(sender, text)
+            msg_id = await api.post(sender, text, files)
             if wait <= 0:
                 return EXIT_NO_REPLY
             deadline = trio.current_time() + wait
@@ -248,7 +235,7 @@ async def send_and_wait(
                     if not msg.get("from_bot"):
                         return
                     replies += 1
-                    print(format_message(msg), file=stdout, flush=True)
+                    print(format_message(msg, base_url), file=stdout, flush=True)
                     scope.deadline = min(deadline, trio.current_time() + settle)
 
                 follower = Follower(api, msg_id, on_message, lambda line: None)
@@ -292,6 +279,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="daemon base URL (default: from the config)")
     parser.add_argument(
         "--send", metavar="TEXT", default=None, help="send one message, print the replies, exit"
+    )
+    parser.add_argument(
+        "--file",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="send this file (repeatable), with the --send text if given; then print the replies and exit",
     )
     parser.add_argument(
         "--wait",
@@ -350,6 +344,13 @@ def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
         return EXIT_ERROR
     send = getattr(args, "send", None)
     try:
+        files = files_to_send(getattr(args, "file", None) or [])
+    except FileProblem as exc:
+        print(f"ngb chat: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if files and send is None:
+        send = ""
+    try:
         if send is not None:
             wait = getattr(args, "wait", DEFAULT_WAIT)
             settle = getattr(args, "settle", DEFAULT_SETTLE)
@@ -357,7 +358,8 @@ def main_from_args(args: argparse.Namespace, config_like: Any) -> int:
                 wait = DEFAULT_WAIT
             return trio.run(
                 lambda: send_and_wait(
-                    url, chat, send, sender=sender, token=token, wait=wait, settle=settle, token_hint=token_hint
+                    url, chat, send, sender=sender, token=token, wait=wait, settle=settle, token_hint=token_hint,
+                    files=files,
                 )
             )
         history = getattr(args, "history", DEFAULT_HISTORY)

@@ -2,7 +2,9 @@
 messages, posting, the server-sent event stream, and a follower that delivers every new message
 once (over the stream, or by polling while the stream is unavailable).
 
-- ``POST /api/chats/{chat}/messages`` ``{"sender", "text"}`` -> 202 ``{"id"}``
+- ``POST /api/chats/{chat}/messages`` ``{"sender", "text"}`` -> 202 ``{"id"}``; with files, the same
+  as ``multipart/form-data`` (fields ``sender``, ``text``, one ``file`` part per file)
+- ``GET  /api/files/{id}`` -> an attachment's bytes (message JSON names them in ``attachments``)
 - ``GET  /api/chats/{chat}/messages?after=ID`` -> list of messages, oldest first
 - ``GET  /api/chats/{chat}/events?after=ID`` -> server-sent events, one message per event
 - ``GET  /api/chats`` and ``GET /api/info``
@@ -11,13 +13,15 @@ once (over the stream, or by polling while the stream is unavailable).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import trio
+
+from .chat_files import FileToSend, multipart_files
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -33,6 +37,7 @@ SSE_RETRY_AFTER = 30.0
 SSE_READ_TIMEOUT = 45.0
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 15.0
+UPLOAD_TIMEOUT = 300.0  # writing a large file, and the daemon storing it
 
 Message = dict[str, Any]
 OnMessage = Callable[[Message], Awaitable[None] | None]
@@ -41,7 +46,7 @@ OnMessage = Callable[[Message], Awaitable[None] | None]
 class ChatError(Exception):
     """A problem worth one line on stderr and a non-zero exit.
 
-    ``kind`` is one of "unreachable", "auth", "unknown_chat", "http", "protocol".
+    ``kind`` is one of "unreachable", "auth", "unknown_chat", "too_large", "file", "http", "protocol".
     """
 
     def __init__(self, message: str, kind: str = "http"):
@@ -88,6 +93,8 @@ class ChatApi:
             )
         if resp.status_code == 403:
             raise ChatError(f"the daemon refused access: {detail}", "auth")
+        if resp.status_code == 413:
+            raise ChatError(f"the daemon refused the message as too large: {detail}", "too_large")
         if resp.status_code == 404 and resp.url.path.startswith("/api/chats/"):
             raise ChatError(f'unknown chat "{self.chat}": {detail}', "unknown_chat")
         raise ChatError(f"the daemon answered {resp.status_code} for {resp.url.path}: {detail}")
@@ -129,8 +136,31 @@ class ChatApi:
             raise ChatError("the daemon sent an unexpected message list", "protocol")
         return [m for m in data if _valid(m)]
 
-    async def post(self, sender: str, text: str) -> int:
-        data = await self.request("POST", f"{self.chat_path}/messages", json={"sender": sender, "text": text})
+    async def post(self, sender: str, text: str, files: Sequence[FileToSend] = ()) -> int:
+        """Post a message; with files as multipart/form-data, else as JSON. Returns its id."""
+        path = f"{self.chat_path}/messages"
+        if not files:
+            data = await self.request("POST", path, json={"sender": sender, "text": text})
+        else:
+            timeout = httpx.Timeout(UPLOAD_TIMEOUT, connect=CONNECT_TIMEOUT)
+            try:
+                with multipart_files(files) as parts:
+                    data = await self.request(
+                        "POST", path, data={"sender": sender, "text": text}, files=parts, timeout=timeout,
+                        # X-Requested-With: as the page sends its form posts; Connection: close: a
+                        # daemon that refuses the body unread (413) leaves no half-read connection
+                        headers={"X-Requested-With": "ngb-chat", "Connection": "close"},
+                    )
+            except OSError as exc:  # the file went away or became unreadable since it was checked
+                raise ChatError(f"cannot read {exc.filename or 'a file'}: {exc.strerror or exc}", "file") from exc
+            except ChatError as exc:
+                # A daemon that refuses a body past its limit may close the connection mid-upload.
+                if exc.kind == "unreachable" and isinstance(exc.__cause__, httpx.WriteError | httpx.RemoteProtocolError):
+                    raise ChatError(
+                        "the daemon closed the connection during the upload (a file over its size limit?)",
+                        "too_large",
+                    ) from exc
+                raise
         try:
             return int(data["id"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -25,8 +25,9 @@ DEFAULT_FILE = Path("ngb.toml")
 _FIELDS: dict[str, attrs.Attribute] = {
     f.name: f for f in attrs.fields(Config) if not f.metadata.get("internal")
 }
-_SECRET_FILES = {"api_token": "api_token_file", "anthropic_api_key": "anthropic_api_key_file"}
-_PATH_FIELDS = ("state_dir", "mount_allowlist", "api_token_file", "anthropic_api_key_file")
+_SECRET_FILES = {"api_token": "api_token_file", "anthropic_api_key": "anthropic_api_key_file",
+                 "transcribe_api_key": "transcribe_api_key_file"}
+_PATH_FIELDS = ("state_dir", "mount_allowlist", "api_token_file", "anthropic_api_key_file", "transcribe_api_key_file")
 
 
 # Channel secrets and the environment variables they come from (`[channels.NAME]` keys). A token

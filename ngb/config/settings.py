@@ -72,8 +72,7 @@ class Config:
     )
     model_retries: int = _field(3, v.int_range(0, 10))
     model_stall_timeout: float = _field(120.0, v.duration(allow_zero=True))
-    # The API's own limit: a session that carries images resends them with every request.
-    model_max_body_bytes: int = _field(32 * 1024 * 1024, v.int_range(64 * 1024, 32 * 1024 * 1024))
+    model_max_body_bytes: int = _field(8 * 1024 * 1024, v.int_range(64 * 1024, 32 * 1024 * 1024))
     # Spending (docs/budgets.md): USD caps, 0 = no cap; model prices in USD per million tokens.
     budget_daily_usd: float = _field(0.0, parse_usd)
     budget_monthly_usd: float = _field(0.0, parse_usd)
@@ -99,6 +98,7 @@ class Config:
     transcribe_url: str | None = _field(None, lambda x: None if x in (None, "") else v.url(x))
     transcribe_model: str = _field("whisper-1", v.string(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", "a model name"))
     transcribe_api_key: str | None = _field(None, v.secret, secret=True)
+    transcribe_api_key_file: Path | None = _field(None, v.optional_path)
     transcribe_timeout: float = _field(120.0, v.duration())
     # Not settable: where the values came from (load_config fills them in).
     config_file: Path | None = attrs.field(default=None, metadata={"internal": True})

@@ -2,7 +2,8 @@
 side and ``MAX_BYTES`` encoded (the Messages API refuses larger ones and scales anything past
 ~1.15 megapixels down anyway, so sending more only costs upload time and tokens).
 
-A GIF gives its first frame; WebP, BMP and TIFF are converted; a HEIC/HEIF photo is converted when
+A file over ``PASS_THROUGH_BYTES`` is re-encoded (JPEG, or PNG where it has transparency), since a
+session resends its images with every request. A GIF gives its first frame; WebP, BMP and TIFF are converted; a HEIC/HEIF photo is converted when
 the pillow-heif plugin is installed and refused with a note otherwise; a file Pillow cannot read
 (corrupt, truncated, a decompression bomb) is refused with a note. Runs in a worker thread."""
 
@@ -16,6 +17,9 @@ import attrs
 MAX_EDGE = 1568  # the long side the API recommends; larger images are scaled down there anyway
 MAX_PIXELS = 60_000_000  # past this Pillow's decompression-bomb guard refuses the file
 MAX_BYTES = 5 * 1024 * 1024  # the API's limit per image (base64 adds a third on the wire)
+# An image is sent as it is only up to this size; a larger one is re-encoded. The session resends
+# every image with each request, which the model proxy bounds (model_max_body_bytes, 8 MB).
+PASS_THROUGH_BYTES = 1024 * 1024
 PASS_THROUGH = frozenset({"image/png", "image/jpeg", "image/webp"})
 
 
@@ -52,7 +56,7 @@ def prepare_image(path: Path, mime: str) -> ModelImage:
             img.seek(0)  # an animation: its first frame
             width, height = img.size
             fits = max(width, height) <= MAX_EDGE
-            small = path.stat().st_size <= MAX_BYTES
+            small = path.stat().st_size <= PASS_THROUGH_BYTES
             if mime in PASS_THROUGH and fits and small and not getattr(img, "is_animated", False):
                 img.verify()  # a truncated or corrupt file fails here, not at the API
                 return ModelImage(path.read_bytes(), mime, width, height)
@@ -68,7 +72,7 @@ def prepare_image(path: Path, mime: str) -> ModelImage:
         frame.convert("RGBA").save(out, "PNG", optimize=True)
         media_type = "image/png"
     else:
-        frame.convert("RGB").save(out, "JPEG", quality=85)
+        frame.convert("RGB").save(out, "JPEG", quality=82)
         media_type = "image/jpeg"
     data = out.getvalue()
     if len(data) > MAX_BYTES:  # a huge-entropy PNG: JPEG it

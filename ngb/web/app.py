@@ -112,7 +112,8 @@ def create_app(daemon: WebBackend) -> QuartTrio:
     async def too_large(_exc: Any) -> Any:
         # The rest of the body stays unread: close the connection rather than parse it as the
         # next request (a kept-alive connection stalled there; tests/test_fuzz_api.py).
-        body, status = error(413, f"request body over {daemon.config.max_body_bytes} bytes")
+        limit = request.max_content_length or daemon.config.max_body_bytes  # an upload's own limit
+        body, status = error(413, f"request body over {limit} bytes")
         return body, status, {"Connection": "close"}
 
     @app.errorhandler(404)

@@ -52,7 +52,9 @@ def local_chat_of(name: str) -> str:
 def register(app: QuartTrio, daemon: WebBackend) -> None:
     @app.get("/api/info")
     async def info() -> Any:
-        return {"trigger": daemon.config.trigger, "assistant": daemon.config.assistant_name, "version": __version__}
+        cfg = daemon.config
+        return {"trigger": cfg.trigger, "assistant": cfg.assistant_name, "version": __version__,
+                "max_file_bytes": cfg.media_max_file_mb * 1024 * 1024, "max_files": cfg.media_max_files}
 
     @app.get("/api/chats")
     async def chats() -> Any:

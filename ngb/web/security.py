@@ -19,8 +19,9 @@ Rules (docs/api.md, "Security"):
 - Without a configured token (generated one) the server is loopback-only; the Host header must then
   name a loopback host, so a web page that rebinds its DNS name to 127.0.0.1 cannot drive the API.
 - A POST without a bearer header (the pages' cookie, or nothing when there is no token) must be
-  JSON (a cross-site form cannot send that without a CORS preflight, which we never approve), and
-  a present Origin must be our own; browsers' Sec-Fetch-Site "cross-site" is refused outright.
+  JSON, or multipart/form-data with an X-Requested-With header (the chat page's files): a cross-site
+  form can send neither without a CORS preflight, which we never approve; and a present Origin must
+  be our own; browsers' Sec-Fetch-Site "cross-site" is refused outright.
   PUT/PATCH/DELETE always need a preflight cross-site, so they cannot be forged.
 """
 
@@ -226,7 +227,14 @@ def install(app: QuartTrio, daemon: WebBackend, static: Path) -> None:
                 return error(403, "cross-site requests may not change state")
             _, bearer = given_token()
             if method == "POST" and not bearer and not (request.content_type or "").startswith("application/json"):
-                return error(415, "state changes need a JSON body (Content-Type: application/json)")
+                # A form post (the chat page's files) counts only with X-Requested-With: a header a
+                # cross-site form cannot add, and no cross-site script can without our preflight.
+                if not (request.mimetype == "multipart/form-data" and request.headers.get("X-Requested-With")):
+                    return error(
+                        415,
+                        "state changes need a JSON body (Content-Type: application/json), or a "
+                        "multipart/form-data body with an X-Requested-With header",
+                    )
         if path in OPEN_PATHS or path.startswith("/static/"):
             return None
         given, bearer = given_token()

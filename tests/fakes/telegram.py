@@ -5,13 +5,22 @@ HTTP/1.1 on a raw trio socket (h11), so the fake controls the connections: ``dro
 open connection (a long poll in flight sees the socket die) and ``down()`` / ``up()`` refuse new
 ones meanwhile (accepted, then closed at once), like a network outage.
 
-Methods: getMe, getUpdates (long poll: offset confirms, limit, timeout, allowed_updates; 409
+Methods: getMe, getFile, getUpdates (long poll: offset confirms, limit, timeout, allowed_updates; 409
 Conflict while a webhook is set, like Telegram), sendMessage (parse_mode HTML checked like Telegram
 does: unknown/unbalanced tags are "can't parse entities"; 4096-character limit after entity
 parsing; reply_parameters; message_thread_id), sendChatAction, setWebhook / deleteWebhook /
 getWebhookInfo (recorded in ``webhook_calls``, secret_token included), setMyCommands; anything else
 is answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
-Requests may be form-encoded (what PTB sends) or JSON.
+Requests may be form-encoded (what PTB sends), JSON, or multipart/form-data (file uploads).
+
+Files (tests/fakes/telegram_files.py): ``user_media(chat, "photo" | "document" | "voice" | "audio" |
+"video" | "video_note" | "animation" | "sticker", data, caption=..., media_group_id=...)`` queues a
+user's message with a file (a photo in sizes, as Telegram sends it: ``photo_sizes``); getFile answers
+its ``file_path`` (400 "file is too big" past 20 MB, as the declared size says) and
+``GET /file/bot<token>/<file_path>`` serves the bytes (``fail_download(status)``: the next download
+fails). sendPhoto / sendDocument / sendVoice take the file as a multipart part named after the field
+(or ``attach://<name>``), check the caption (1024 characters after entity parsing, HTML like
+sendMessage) and record each upload in ``uploads``: method, chat_id, caption, bytes, filename, mime.
 
 Forum topics and replies, as Telegram has them: ``create_topic(chat_id, name)`` opens a topic (its
 id is the id of its ``forum_topic_created`` service message); a user's message in a topic carries
@@ -65,6 +74,8 @@ import h11
 import httpx
 import trio
 
+from .telegram_files import FilesMixin, parse_multipart
+
 TEXT_LIMIT = 4096
 ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler",
                 "span", "blockquote", "tg-emoji"}
@@ -110,7 +121,7 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-class FakeTelegram:
+class FakeTelegram(FilesMixin):
     def __init__(self, *, token: str = "123456:TEST-token", username: str = "andy_bot", host: str = "127.0.0.1") -> None:
         self.token = token
         self.bot = {"id": int(token.split(":")[0]) if token.split(":")[0].isdigit() else 999,
@@ -142,6 +153,7 @@ class FakeTelegram:
         self.retry_delay = 0.05  # seconds before a failed webhook delivery is tried again
         self.webhook_error: tuple[int, str] | None = None  # (unix time, message) of the last failed delivery
         self._lose_acks = 0
+        self._init_files()
 
     # -- life cycle ----------------------------------------------------------------------------------
     @classmethod
@@ -210,9 +222,11 @@ class FakeTelegram:
         chat_title: str | None = None,
         reply_to: dict[str, Any] | None = None,
         thread_id: int | None = None,
+        content: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Queue a user's message as an update (entities for @mentions and /commands filled in, in
-        UTF-16 offsets as Telegram does). Returns the Message object."""
+        UTF-16 offsets as Telegram does). With ``content`` (a photo, a document...), ``text`` is
+        its caption. Returns the Message object."""
         chat_type = chat_type or ("private" if chat_id > 0 else "supergroup")
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -229,8 +243,14 @@ class FakeTelegram:
             "from": user,
             "chat": chat,
             "date": int(time.time()),
-            "text": text,
         }
+        if content is not None:
+            message.update(content)
+            if text:
+                message["caption"] = text
+        else:
+            message["text"] = text
+        text = text or ""
         entities = []
         for m in re.finditer(r"(?<![\w@])(@[A-Za-z0-9_]{3,32}|/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?)", text):
             entities.append({
@@ -239,7 +259,7 @@ class FakeTelegram:
                 "length": utf16_len(m.group(1)),
             })
         if entities:
-            message["entities"] = entities
+            message["caption_entities" if content is not None else "entities"] = entities
         if thread_id is not None:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
@@ -358,8 +378,11 @@ class FakeTelegram:
                     if request is None:
                         return
                     status, payload = await self._dispatch(request, body)
-                    data = json.dumps(payload).encode()
-                    headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
+                    if isinstance(payload, bytes):  # a file download
+                        data, kind = payload, "application/octet-stream"
+                    else:
+                        data, kind = json.dumps(payload).encode(), "application/json"
+                    headers = [("content-type", kind), ("content-length", str(len(data)))]
                     await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
                     await stream.send_all(conn.send(h11.Data(data=data)))
                     await stream.send_all(conn.send(h11.EndOfMessage()))
@@ -391,13 +414,20 @@ class FakeTelegram:
             elif isinstance(event, h11.ConnectionClosed):
                 return None, b""
 
-    async def _dispatch(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def _dispatch(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
         url = urlsplit(request.target.decode())
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
         params: dict[str, Any] = dict(parse_qsl(url.query))
+        if url.path.startswith("/file/bot"):
+            return self._download(url.path)
         if body:
-            if headers.get("content-type", "").startswith("application/json"):
+            content_type = headers.get("content-type", "")
+            if content_type.startswith("application/json"):
                 params.update(json.loads(body))
+            elif content_type.startswith("multipart/form-data"):
+                fields, files = parse_multipart(content_type, body)
+                params.update(fields)
+                params["_files"] = files
             else:
                 params.update(parse_qsl(body.decode()))
         for key in list(params):
@@ -470,17 +500,27 @@ class FakeTelegram:
                 return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: can't parse entities: {error}"}
         if not plain.strip():
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}
-        if (error := self._topic_error(chat_id, params)) is not None:
-            return error
+        if (refused := self._topic_error(chat_id, params)) is not None:
+            return refused
         if utf16_len(plain) > TEXT_LIMIT:
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}
-        message: dict[str, Any] = {
-            "message_id": self._next_message_id(chat_id),
-            "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")},
-            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
-            "date": int(time.time()),
-            "text": plain,
-        }
+        message = self._bot_message(chat_id, text=plain)
+        if (refused := self._place(chat_id, params, message)) is not None:
+            return refused
+        self.sent.append({"params": params, "message": message, "text": plain,
+                          "reply_to": message.get("reply_to_message", {}).get("message_id"),
+                          "topic": message.get("message_thread_id")})
+        self._notify()
+        return 200, {"ok": True, "result": message}
+
+    def _bot_message(self, chat_id: int, **content: Any) -> dict[str, Any]:
+        return {"message_id": self._next_message_id(chat_id),
+                "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")},
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+                "date": int(time.time()), **content}
+
+    def _place(self, chat_id: int, params: dict[str, Any], message: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """A sent message's reply and topic, as Telegram has them (an error, or None: stored)."""
         reply = params.get("reply_parameters") or (
             {"message_id": params["reply_to_message_id"],
              "allow_sending_without_reply": params.get("allow_sending_without_reply")}
@@ -498,11 +538,7 @@ class FakeTelegram:
             message["message_thread_id"] = int(topic)
             message["is_topic_message"] = True
         self.messages[(chat_id, message["message_id"])] = message
-        self.sent.append({"params": params, "message": message, "text": plain,
-                          "reply_to": int(reply["message_id"]) if reply else None,
-                          "topic": message.get("message_thread_id")})
-        self._notify()
-        return 200, {"ok": True, "result": message}
+        return None
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if (error := self._topic_error(int(params["chat_id"]), params)) is not None:
