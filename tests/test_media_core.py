@@ -190,3 +190,20 @@ async def test_retention_expires_old_files_and_keeps_new_ones(tmp_path: Path) ->
     assert not files.has(old.sha256)
     assert files.has(fresh.sha256)  # within the grace: a message may be about to name it
     assert files.has(kept.sha256)
+
+
+def test_the_transcription_key_is_read_from_its_file_and_kept_out_of_mounts(tmp_path: Path) -> None:
+    from ngb.config import ConfigError, load_config
+    from ngb.sandbox.mount_places import default_forbidden_roots
+
+    key = tmp_path / "whisper.key"
+    key.write_text("gsk-secret-key-0123456789\n")
+    key.chmod(0o600)
+    toml = tmp_path / "ngb.toml"
+    toml.write_text(f'transcribe_url = "https://api.groq.com/openai/v1"\ntranscribe_api_key_file = "{key}"\n')
+    config = load_config(toml, env={"NGB_STATE_DIR": str(tmp_path / "state")})
+    assert config.transcribe_api_key == "gsk-secret-key-0123456789"
+    assert key in default_forbidden_roots(config)
+    toml.write_text('transcribe_api_key = "in the file"\n')
+    with pytest.raises(ConfigError, match="transcribe_api_key_file"):
+        load_config(toml, env={"NGB_STATE_DIR": str(tmp_path / "state")})

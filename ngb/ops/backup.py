@@ -87,7 +87,7 @@ def is_secret_name(name: str) -> bool:
 def secret_paths(config: Any) -> set[Path]:
     """The secret files the configuration names (never copied, wherever they live)."""
     out: set[Path] = set()
-    for name in ("api_token_file", "anthropic_api_key_file"):
+    for name in ("api_token_file", "anthropic_api_key_file", "transcribe_api_key_file"):
         value = getattr(config, name, None)
         if value:
             out.add(Path(value).expanduser().resolve())

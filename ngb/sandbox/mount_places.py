@@ -98,7 +98,7 @@ def default_forbidden_roots(config: Any) -> list[Path]:
     project checkout or site-packages) and the Python environment: an agent that can edit the
     daemon's code, configuration or interpreter owns the host."""
     roots = [Path(config.state_dir), Path(config.mount_allowlist).expanduser().parent]
-    for name in ("config_file", "api_token_file", "anthropic_api_key_file"):
+    for name in ("config_file", "api_token_file", "anthropic_api_key_file", "transcribe_api_key_file"):
         value = getattr(config, name, None)
         if value is not None:
             roots.append(Path(value).parent if name == "config_file" else Path(value))
