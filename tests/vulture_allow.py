@@ -61,6 +61,7 @@ _.tenant_access_token  # lark_oapi RequestOption
 _.SeqID  # lark_oapi's protobuf Frame
 _.LogID  # lark_oapi's protobuf Frame
 
+_.transcribe_api_key_file  # ngb/config: read by name (loading's secret files, mounts, backup)
 _.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb bound (ngb/media/images.py)
 _.max_content_length  # Quart's per-request body limit (ngb/web/uploads.py)
 
