@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from ..hostperms import share_dir_fd, share_file
@@ -84,9 +85,10 @@ def open_for_reading(root: Path, path: str) -> tuple[int, str]:
     return fd, parts[-1]
 
 
-def write_copy(root: Path, folder_parts: list[str], name: str, source: Path, *, agent_uid: int) -> bool:
-    """Copy ``source`` to ``root/<folder_parts>/<name>`` for the agent (made if missing, no link
-    followed). False when a file of that name is there already (it is left alone)."""
+def _write_new(root: Path, folder_parts: list[str], name: str, fill: Callable[[int], None], *, agent_uid: int) -> bool:
+    """Create ``root/<folder_parts>/<name>`` for the agent (folders made if missing, no link
+    followed) and ``fill`` its descriptor. False when a file of that name is there already (it is
+    left alone)."""
     dir_fd = _open_dirs(root, folder_parts, create=True, agent_uid=agent_uid)
     try:
         try:
@@ -95,32 +97,31 @@ def write_copy(root: Path, folder_parts: list[str], name: str, source: Path, *, 
         except FileExistsError:
             return False
         try:
-            with open(source, "rb") as src:
-                while chunk := src.read(1 << 20):
-                    os.write(out, chunk)
+            fill(out)
             share_file(out, agent_uid)
         finally:
             os.close(out)
         return True
     finally:
         os.close(dir_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_copy(root: Path, folder_parts: list[str], name: str, source: Path, *, agent_uid: int) -> bool:
+    """Copy ``source`` (a file of the media store) into the group's folder."""
+
+    def fill(fd: int) -> None:
+        with open(source, "rb") as src:
+            while chunk := src.read(1 << 20):
+                _write_all(fd, chunk)
+
+    return _write_new(root, folder_parts, name, fill, agent_uid=agent_uid)
 
 
 def write_bytes(root: Path, folder_parts: list[str], name: str, data: bytes, *, agent_uid: int) -> bool:
-    dir_fd = _open_dirs(root, folder_parts, create=True, agent_uid=agent_uid)
-    try:
-        try:
-            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                          dir_fd=dir_fd)
-        except FileExistsError:
-            return False
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out, view):]
-            share_file(out, agent_uid)
-        finally:
-            os.close(out)
-        return True
-    finally:
-        os.close(dir_fd)
+    return _write_new(root, folder_parts, name, lambda fd: _write_all(fd, data), agent_uid=agent_uid)
