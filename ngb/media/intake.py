@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -227,4 +228,4 @@ class NoMedia(MediaIntake):
         raise MediaRefused(_note(incoming, "files are not kept here (no media store)"))
 
 
-_NOWHERE = __import__("pathlib").Path("/nonexistent/ngb-media")
+_NOWHERE = Path("/nonexistent/ngb-media")
