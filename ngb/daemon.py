@@ -366,6 +366,12 @@ class Daemon:
                 pass
             for name, channel in self.channels.items():
                 self.metrics.channel_state.labels(name).set(1 if channel.state == "connected" else 0)
+            self.metrics.media_files.labels("taken").set(self.media.taken)
+            self.metrics.media_files.labels("refused").set(self.media.refused)
+            if self.actor_media.handoff is not None:
+                transcriber = self.actor_media.handoff.transcriber
+                self.metrics.transcriptions.labels("ok").set(transcriber.done)
+                self.metrics.transcriptions.labels("failed").set(transcriber.failed)
             await trio.sleep(5)
 
     async def _signals(self, root: trio.Nursery) -> None:

@@ -91,6 +91,9 @@ class Metrics:
         )
         self.task_runs = Counter("ngb_task_runs", "Scheduled task runs by outcome", ["outcome"], registry=r)
         self.channel_state = Gauge("ngb_channel_connected", "1 when the channel is connected", ["channel"], registry=r)
+        self.media_files = Gauge("ngb_media_files", "Files in since start: taken, or refused with a note (docs/media.md)",
+                                 ["outcome"], registry=r)
+        self.transcriptions = Gauge("ngb_media_transcriptions", "Voice transcriptions since start", ["outcome"], registry=r)
         self.errors = Counter("ngb_errors", "Errors by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)

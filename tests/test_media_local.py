@@ -93,6 +93,10 @@ async def test_bad_files_become_notes_and_the_message_is_answered(run_daemon) ->
     replies = await d.wait_bot_replies("main", 1)
     assert replies  # answered anyway
     assert not (d.daemon.config.groups_dir / "x_.txt").exists()
+    with trio.fail_after(10):  # the operator sees them counted (gauges refresh every 5 s)
+        while 'ngb_media_files{outcome="refused"} 4.0' not in (await d.http.get("/metrics")).text:
+            await trio.sleep(0.2)
+    assert 'ngb_media_files{outcome="taken"} 1.0' in (await d.http.get("/metrics")).text
 
 
 async def test_an_upload_over_the_body_limit_is_refused_before_it_is_read(run_daemon) -> None:
