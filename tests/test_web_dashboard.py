@@ -55,9 +55,16 @@ async def test_dashboard_end_to_end(run_daemon, tmp_path) -> None:
         # -- a group's messages, with search (and user text never becomes markup)
         for i, text in enumerate(["zebra crossing at noon", "<img src=x onerror=window.pwned=1> zebra", "nothing"]):
             await d.daemon.store.ingest(InboundMessage(chat="local:main", sender="eve", text=text, platform_id=f"s{i}"))
+        r = await d.http.post("/api/chats/main/messages", data={"sender": "eve", "text": ""},
+                              files=[("file", ("<i>notes.txt", b"plain notes", "text/plain"))])
+        assert r.status_code == 202, r.text
         await page.js("location.hash = '#group/main'")
         await page.wait_js(f"{q('#group-title')}.textContent === 'main'")
         await page.wait_js("document.querySelectorAll('#messages .msg').length >= 5")
+        # a message's files are links to /api/files, their names as text
+        link = await page.wait_js(f"{q('#messages a.file')}?.textContent")
+        assert link == "document: i_notes.txt (1 KB)", link
+        assert (await page.js(f"{q('#messages a.file')}.getAttribute('href')")).startswith("/api/files/")
         await page.type("#search-q", "zebra")
         await page.js(f"{q('#search')}.requestSubmit()")
         await page.wait_js(f"{q('#search-info')}.textContent.startsWith('2 messages')")

@@ -8,6 +8,7 @@ import sqlite3
 from typing import Any
 
 from ..records import Message, TaskRun
+from .attachments import with_attachments
 from .core import StoreCore
 from .rows import message_from_row, task_run_from_row
 
@@ -42,7 +43,7 @@ class ViewsMixin(StoreCore):
 
         def q(c: sqlite3.Connection) -> tuple[list[Message], bool]:
             rows, more = _newest(c, "messages", "chat", chat, before=before, limit=limit)
-            return [message_from_row(r) for r in reversed(rows)], more
+            return with_attachments(c, [message_from_row(r) for r in reversed(rows)]), more
 
         return await self.run(q)
 
@@ -75,7 +76,7 @@ class ViewsMixin(StoreCore):
                 (*args, limit, offset),
             ).fetchall()
             exact = total <= SEARCH_COUNT_CAP
-            return [message_from_row(r) for r in rows], int(min(total, SEARCH_COUNT_CAP)), exact
+            return with_attachments(c, [message_from_row(r) for r in rows]), int(min(total, SEARCH_COUNT_CAP)), exact
 
         return await self.run(q)
 

@@ -198,11 +198,18 @@
         el("td", { text: String(s.messages) }), el("td", { text: s.allowed == null ? "-" : (s.allowed ? "yes" : "no") }), el("td", {}, add));
     }));
   }
+  function fmtBytes(n) {
+    return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1024))} KB`;
+  }
   function renderMessage(m, words) {
     const text = el("div", { class: "text" });
     if (words && words.length) highlight(text, m.text, words); else text.textContent = m.text;
+    const files = (m.attachments || []).map((a) => a.gone
+      ? el("span", { class: "file gone", text: `${a.kind}: ${a.name} (no longer kept)` })
+      : el("a", { class: "file", href: a.url, target: "_blank", rel: "noopener", text: `${a.kind}: ${a.name} (${fmtBytes(a.size)})` }));
     return el("li", { class: "msg" + (m.from_bot ? " bot" : ""), "data-id": String(m.id) },
-      el("div", { class: "meta", text: `${m.sender} · ${fmtTime(m.time)} · #${m.id}` }), text);
+      el("div", { class: "meta", text: `${m.sender} · ${fmtTime(m.time)} · #${m.id}` }), text,
+      ...(files.length ? [el("div", { class: "files" }, ...files)] : []));
   }
   function highlight(node, text, words) {
     const lower = text.toLowerCase();
