@@ -207,3 +207,51 @@ def test_the_transcription_key_is_read_from_its_file_and_kept_out_of_mounts(tmp_
     toml.write_text('transcribe_api_key = "in the file"\n')
     with pytest.raises(ConfigError, match="transcribe_api_key_file"):
         load_config(toml, env={"NGB_STATE_DIR": str(tmp_path / "state")})
+
+
+class _TextOnly:
+    """A channel that sends text only (as Lark, DingTalk, WeCom and QQ do until "Media II")."""
+
+    name = "textonly"
+    state = "connected"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+        self.sent.append(text)
+        return f"m{len(self.sent)}"
+
+
+class _Files(_TextOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[tuple[str, bytes, str]] = []
+
+    async def send_file(self, chat: str, file, reply_to: str | None = None) -> str | None:  # noqa: ANN001
+        self.files.append((file.name, file.path.read_bytes(), file.caption))
+        return "f1"
+
+
+async def test_the_outbox_sends_a_file_once_or_names_it_where_files_cannot_go(tmp_path: Path) -> None:
+    from ngb.outbox import OutboxSender
+    from ngb.store import Store
+
+    store = Store(tmp_path / "ngb.db")
+    await store.open()
+    files = MediaFiles(tmp_path / "m")
+    outgoing = Outgoing(files, MediaLimits(), tmp_path / "groups")
+    (tmp_path / "groups" / "g").mkdir(parents=True)
+    (tmp_path / "groups" / "g" / "r.pdf").write_bytes(b"%PDF-1.4 report")
+    att = await outgoing.from_folder("g", "r.pdf")
+    text_only, with_files = _TextOnly(), _Files()
+    sender = OutboxSender(store, {"textonly": text_only, "files": with_files}, assistant_name="Andy", files=files)
+    await store.queue_file("g", "textonly:1", att, "the report")
+    await store.queue_file("g", "files:1", att, "the report")
+    await sender.flush()
+    await sender.flush()
+    assert text_only.sent == ["the report\n[document: r.pdf, 1 KB: this chat cannot receive files]"]
+    assert with_files.files == [("r.pdf", b"%PDF-1.4 report", "the report")]
+    [delivered] = [m for m in await store.messages_after("files:1", 0) if m.from_bot]
+    assert [a.name for a in delivered.attachments] == ["r.pdf"]
+    await store.close()
