@@ -681,11 +681,11 @@ def test_parse_rich_text_and_media() -> None:
     rich = {"richText": [{"text": "look at this"}, {"type": "picture", "downloadCode": "dc1", "pictureDownloadCode": "p1"},
                          {"text": "and tell me"}]}
     m = parse({**BASE, "conversationType": "2", "isInAtList": True, "msgtype": "richText", "content": rich})
-    assert m.text == "look at this\n[image]\nand tell me" and m.mentions_bot
+    assert m.text == "look at this\nand tell me" and m.mentions_bot  # its picture: an attachment (test_media_dingtalk)
     m = parse({**BASE, "conversationType": "1", "msgtype": "picture", "content": {"downloadCode": "dc"}})
-    assert m.text == "[image]"
+    assert m is not None and m.text == ""  # the picture is its attachment
     m = parse({**BASE, "conversationType": "1", "msgtype": "audio", "content": {"recognition": "你好", "duration": 2}})
-    assert m.text == "[voice message] 你好"
+    assert m.text == "[voice message] 你好"  # no download code: the recognition is all there is
     m = parse({**BASE, "conversationType": "1", "msgtype": "file", "content": {"fileName": "a.pdf"}})
     assert m.text == "[file: a.pdf]"
     m = parse({**BASE, "conversationType": "1", "msgtype": "somethingNew", "content": {}})

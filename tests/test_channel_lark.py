@@ -139,7 +139,8 @@ async def test_chunked_event_and_rich_text(run_daemon: Any, fake_lark: FakeLark)
     assert [a for a in fake_lark.acks if a[0] == frame_id] == [(frame_id, 200)]  # answered once, for the whole
     msgs = await stored(d, f"lark:{GROUP}")
     assert msgs[0].text.startswith("Plan\n@Andy please review the doc (https://docs.example/x)\nlong part ")
-    assert msgs[0].text.endswith("[image]") and msgs[0].mentions_bot
+    # the embedded image is no file of this message's (the fake holds no img_1): the note in its place
+    assert msgs[0].text.endswith("\n[photo: the download failed (code 234003: File not in msg.)]") and msgs[0].mentions_bot
     await wait_until(lambda: fake_lark.sent)
 
 
@@ -335,8 +336,9 @@ def test_to_inbound() -> None:
     assert m.platform_id.startswith("om_") and m.sender_id == "ou_alice"
     m = parse(fake.event("oc_1", {"text": "hi @_user_2"}, mentions=[bob], parent_id="om_parent"))
     assert m is not None and not m.mentions_bot and m.text == "hi @Bob" and m.reply_to == "om_parent"
-    assert parse(fake.event("oc_1", {"image_key": "img_v2"}, message_type="image")).text == "[image]"
-    assert parse(fake.event("oc_1", {"file_key": "f", "file_name": "report.pdf"}, message_type="file")).text == "[file: report.pdf]"
+    assert parse(fake.event("oc_1", {"image_key": "img_v2"}, message_type="image")).text == ""  # the file: lark_media
+    assert parse(fake.event("oc_1", {"file_key": "f", "file_name": "report.pdf"}, message_type="file")).text == ""
+    assert parse(fake.event("oc_1", {"file_key": "s"}, message_type="sticker")).text == "[sticker]"
     assert parse(fake.event("oc_p", {"text": "dm"}, chat_type="p2p")).mentions_bot
     assert parse(fake.event("oc_1", {"text": "mine"}, sender="ou_bot")) is None
     event = fake.event("oc_1", {"text": "from an app"})

@@ -498,7 +498,13 @@ def test_from_config(tmp_path, caplog) -> None:
     assert ch is not None and ch.settings.mode == "reverse" and ch.settings.access_token == "from-file"
     assert ch.settings.host == "0.0.0.0" and ch.settings.port == 6700 and "from-file" not in repr(ch.settings)
     assert onebot.from_config(config({"url": "ws://h/", "enabled": False}), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"}) is None
+    ch = onebot.from_config(config({"url": "ws://h/"}), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"})
+    assert ch is not None and ch.settings.media_dir is None and ch.settings.media_dir_remote is None  # files: off
+    ch = onebot.from_config(config({"url": "ws://h/", "media_dir": str(tmp_path / "qq"), "media_dir_onebot": "/app/share/",
+                                    "image_max_mb": 5}), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"})
+    assert ch is not None and ch.settings.media_dir == tmp_path / "qq" and ch.settings.media_dir_remote == "/app/share"
+    assert ch.settings.image_max_bytes == 5 * 1024 * 1024
     for bad in ({"url": "http://h/"}, {"url": "ws://h/", "listen": "h:1"}, {"url": "ws://h/", "colour": 1},
-                {"listen": "nope"}):
+                {"listen": "nope"}, {"url": "ws://h/", "media_dir_onebot": "share"}, {"url": "ws://h/", "image_max_mb": 99}):
         with pytest.raises(ConfigError):
             onebot.from_config(config(bad), env={"NGB_ONEBOT_ACCESS_TOKEN": "unit-token-xyz"})

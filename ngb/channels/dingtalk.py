@@ -28,7 +28,9 @@ Replies go through the ``sessionWebhook`` of the chat's latest message while it 
 (``sessionWebhookExpiredTime``); after that, or when the webhook refuses, through the robot API
 with an access token from ``/v1.0/oauth2/accessToken``: groups by ``groupMessages/send``
 (``openConversationId``), 1:1 by ``oToMessages/batchSend`` to the sender's staff id. Markdown (or
-plain text), split in parts of at most 6,000 UTF-8 bytes.
+plain text), split in parts of at most 6,000 UTF-8 bytes. Files in and out: dingtalk_media.py
+(pictures, files, voice with DingTalk's recognition, video and rich text's pictures in; images and
+files out as the robot's image and file messages).
 
 What the robot API needs to reach a chat (1:1 or group, and a 1:1 chat's staff id) is kept across
 restarts in ``<state_dir>/channels/dingtalk-conversations.json`` (``ConversationFile``; mode 0600,
@@ -46,16 +48,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import trio
 from dingtalk_stream import AckMessage, ChatbotMessage
 
 from ..aio_bridge import BRIDGE, AsyncioBridge, Portal
-from ..media.intake import MediaIntake
+from ..media.intake import MediaIntake, with_notes
 from ..records import InboundMessage
 from .base import ChannelMemory, Submit
 from .common import CONNECTED, Lru
 from .dingtalk_conversations import Conversation, ConversationFile, lasting_facts
+from .dingtalk_media import DingTalkFiles, files_of
 from .dingtalk_send import PART_BYTES, DingTalkSending, utf8_len  # noqa: F401 - re-exported
 from .dingtalk_settings import (  # noqa: F401 - re-exported: tests import them from here
     API_BASE,
@@ -80,7 +84,7 @@ MEDIA = {"picture": "[image]", "video": "[video]", "audio": "[voice message]", "
 
 
 
-class DingTalkChannel(DingTalkSending, PlatformChannel):
+class DingTalkChannel(DingTalkSending, DingTalkFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
 
@@ -171,6 +175,9 @@ class DingTalkChannel(DingTalkSending, PlatformChannel):
             return AckMessage.STATUS_OK, "OK"
         if inbound is None:
             return AckMessage.STATUS_OK, "OK"
+        taken = await self.take_files(inbound.chat, message)  # a file that cannot be had is a note
+        if taken.attachments or taken.notes:
+            inbound = attrs.evolve(inbound, text=with_notes(inbound.text, taken.notes), attachments=taken.attachments)
         assert self.submit_to is not None
         await self._gate.submit(self.submit_to, inbound)
         self._seen.put(msg_id, True)
@@ -231,11 +238,12 @@ class DingTalkChannel(DingTalkSending, PlatformChannel):
             self._conv_save_failed = False
 
     def to_inbound(self, message: ChatbotMessage) -> InboundMessage | None:
-        """A robot message -> InboundMessage (None when it carries nothing to read)."""
+        """A robot message -> InboundMessage, without its files (``take_files`` adds them); None
+        when it carries nothing to read."""
         if not message.conversation_id or not message.message_id:
             return None
         text = self.plain_text(message)
-        if not text.strip():
+        if not text.strip() and not files_of(message):
             return None
         direct = str(message.conversation_type) == "1"
         at_ids = {u.dingtalk_id for u in message.at_users or [] if u.dingtalk_id}
@@ -255,22 +263,19 @@ class DingTalkChannel(DingTalkSending, PlatformChannel):
 
     @staticmethod
     def plain_text(message: ChatbotMessage) -> str:
-        """What a person reads: text; rich text (its text runs joined, pictures as [image]); a
-        voice message's transcript; placeholders for other media. The @robot part is not in the
-        text DingTalk sends (a group message starts with the blank that followed it)."""
+        """What a person reads, without the files taken as attachments: text; rich text's text runs
+        joined; nothing for a picture, voice, video or file message; placeholders for other kinds
+        (and for a file DingTalk gave no download code for). The @robot part is not in the text
+        DingTalk sends (a group message starts with the blank that followed it)."""
         kind = message.message_type
         if kind == "text" and message.text is not None:
             return (message.text.content or "").strip()
         if kind == "richText" and message.rich_text_content is not None:
-            parts: list[str] = []
-            for item in message.rich_text_content.rich_text_list or []:
-                if not isinstance(item, dict):
-                    continue
-                if "text" in item:
-                    parts.append(str(item["text"]))
-                elif item.get("type") == "picture" or "downloadCode" in item or "pictureDownloadCode" in item:
-                    parts.append(MEDIA["picture"])
+            parts = [str(item["text"]) for item in message.rich_text_content.rich_text_list or []
+                     if isinstance(item, dict) and "text" in item]
             return "\n".join(p.strip() for p in parts if p.strip())
+        if kind in ("picture", "audio", "video", "file") and files_of(message):
+            return ""
         content = message.extensions.get("content") or {}
         if kind == "audio" and isinstance(content, dict) and content.get("recognition"):
             return f"{MEDIA['audio']} {content['recognition']}".strip()

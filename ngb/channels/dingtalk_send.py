@@ -60,16 +60,21 @@ class DingTalkSending:
         return next((i for i in ids if i), None)
 
     async def _send_part(self, chat: str, conversation_id: str, part: str) -> str | None:
+        return await self._deliver(chat, conversation_id, *self._message(part))
+
+    async def _deliver(self, chat: str, conversation_id: str, kind: str, body: dict[str, str]) -> str | None:
+        """One text or markdown message: the chat's session webhook while valid, else the robot API."""
         conv: Conversation | None = self._convs.get(chat)
         if conv is not None and conv.webhook and time.time() < conv.webhook_expires - self.settings.webhook_margin:
             try:
-                await self._post_webhook(conv.webhook, part)
+                await self._post_webhook(conv.webhook, kind, body)
                 self.sent_by_webhook += 1
                 return None
             except ChannelError as exc:
                 log.info("dingtalk: session webhook of %s failed (%s); using the robot API", chat, exc)
                 conv.webhook = None
-        key = await self._post_robot_api(chat, conversation_id, conv, part)
+        key = await self._robot_message(chat, conversation_id, conv,
+                                        "sampleText" if kind == "text" else "sampleMarkdown", body)
         self.sent_by_api += 1
         return key
 
@@ -78,9 +83,8 @@ class DingTalkSending:
             return "text", {"content": part}
         return "markdown", {"title": title_of(part), "text": part}
 
-    async def _post_webhook(self, url: str, part: str) -> None:
+    async def _post_webhook(self, url: str, kind: str, body: dict[str, str]) -> None:
         assert self.http is not None
-        kind, body = self._message(part)
         try:
             response = await self.http.post(url, json={"msgtype": kind, kind: body})
         except httpx.HTTPError as exc:
@@ -91,10 +95,12 @@ class DingTalkSending:
             return
         raise ChannelError(f"dingtalk: session webhook: {errcode} {answer.get('errmsg') or ''}".strip(), retryable=True)
 
-    async def _post_robot_api(self, chat: str, conversation_id: str, conv: Conversation | None, part: str) -> str:
-        kind, body = self._message(part)
-        msg = {"robotCode": self.settings.robot_code, "msgKey": "sampleText" if kind == "text" else "sampleMarkdown",
-               "msgParam": json.dumps(body, ensure_ascii=False)}
+    async def _robot_message(self, chat: str, conversation_id: str, conv: Conversation | None, msg_key: str,
+                             param: dict[str, Any]) -> str:
+        """One robot message (``msgKey`` and its ``msgParam``) through the robot API: to the group, or
+        to the 1:1 chat's staff id. Returns its processQueryKey."""
+        msg = {"robotCode": self.settings.robot_code, "msgKey": msg_key,
+               "msgParam": json.dumps(param, ensure_ascii=False)}
         if conv is not None and conv.kind == "1":
             if not conv.staff_id:
                 raise ChannelError(f"dingtalk: no staff id for the 1:1 chat {chat} (an external user?)", retryable=False)

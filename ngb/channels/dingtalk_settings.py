@@ -15,8 +15,9 @@ from .settings import ChannelTable, setting
 PREFIX = "dingtalk"
 GATEWAY_URL = "https://api.dingtalk.com/v1.0/gateway/connections/open"
 API_BASE = "https://api.dingtalk.com"
+OAPI_BASE = "https://oapi.dingtalk.com"  # the older API: media upload
 KEYS = {"client_id", "client_secret", "client_secret_file", "robot_code", "chatbot_user_id", "gateway_url",
-        "api_base", "message_type", "connect_timeout", "request_timeout", "ping_interval", "webhook_margin",
+        "api_base", "oapi_base", "message_type", "connect_timeout", "request_timeout", "ping_interval", "webhook_margin",
         "reconnect_base", "reconnect_cap"}
 
 
@@ -28,6 +29,7 @@ class DingTalkSettings:
     chatbot_user_id: str | None = None  # when set, callbacks for another chatbotUserId are refused
     gateway_url: str = GATEWAY_URL  # the open-connection API
     api_base: str = API_BASE  # the robot API and /v1.0/oauth2/accessToken
+    oapi_base: str = OAPI_BASE  # media/upload (files out)
     message_type: str = setting("markdown", ChannelTable.choice, options=("markdown", "text"))
     connect_timeout: float = setting(15.0, ChannelTable.duration)  # open connection + websocket handshake
     request_timeout: float = setting(20.0, ChannelTable.duration)  # each HTTP call
@@ -55,6 +57,7 @@ class DingTalkSettings:
             chatbot_user_id=t.string("chatbot_user_id", "").strip() or None,
             gateway_url=t.url("gateway_url", GATEWAY_URL).rstrip("/"),
             api_base=t.url("api_base", API_BASE).rstrip("/"),
+            oapi_base=t.url("oapi_base", OAPI_BASE).rstrip("/"),
             off_reason=f"no credentials: set {' and '.join(missing)} (or client_secret_file)" if missing else None,
         )
 

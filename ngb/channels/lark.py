@@ -30,9 +30,11 @@ Chats are ``lark:<chat_id>`` (``oc_...``; p2p chats have one too); a message's p
 ``message_id`` (``om_...``), which also dedupes redeliveries (an in-memory window plus the store's
 unique key). In p2p chats every message addresses the bot; in groups an @-mention of the bot (its
 ``open_id`` from ``bot/v3/info``, or ``bot_open_id``) does. Text and rich text (``post``) become
-plain text with ``@_user_N`` placeholders replaced by names; images, files... a short placeholder.
-Replies use ``im.v1.message.reply`` to the triggering message (``reply_in_thread`` makes them a
-thread), other messages ``im.v1.message.create``; the outbox row id is the ``uuid`` idempotency key.
+plain text with ``@_user_N`` placeholders replaced by names; the images, files, audio and video of
+a message (rich text's embedded images too) are downloaded into the media store, stickers, cards...
+become a short placeholder; files go out as image or file messages (``lark_media``). Replies use
+``im.v1.message.reply`` to the triggering message (``reply_in_thread`` makes them a thread), other
+messages ``im.v1.message.create``; the outbox row id is the ``uuid`` idempotency key.
 Configuration: docs/channels/lark.md.
 """
 
@@ -52,7 +54,8 @@ from ..media.intake import MediaIntake
 from .base import ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru
 from .lark_events import PLACEHOLDERS, LarkEvents, post_text  # noqa: F401 - re-exported: tests import them from here
-from .lark_sdk import ApiError, import_sdk, sdk
+from .lark_media import LarkMedia
+from .lark_sdk import TOKEN_INVALID, ApiError, import_sdk, sdk
 from .lark_send import RATE_LIMITED, LarkSending
 from .lark_settings import DOMAINS, KEYS, PREFIX, LarkSettings, chat_id_of, lark_chat, parse_domain  # noqa: F401
 from .skeleton import PlatformChannel
@@ -63,12 +66,9 @@ log = logging.getLogger(__name__)
 # Endpoint and handshake codes (lark_oapi.ws.const): transient ones; the rest mean "credentials refused".
 SYSTEM_BUSY, FORBIDDEN, AUTH_FAILED = 1, 403, 514
 INTERNAL_ERROR, EXCEED_CONN_LIMIT = 1000040343, 1000040350
-# Open API codes
-TOKEN_INVALID = {99991661, 99991663, 99991664, 99991665, 99991668}  # fetch a new tenant token, retry once
 
 
-
-class LarkChannel(LarkEvents, LarkSending, PlatformChannel):
+class LarkChannel(LarkEvents, LarkMedia, LarkSending, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
@@ -164,7 +164,8 @@ class LarkChannel(LarkEvents, LarkSending, PlatformChannel):
     async def _api(self, what: str, call: Any, request: Any) -> Any:
         """An im/contact call through the SDK; a rejected tenant token is refreshed once."""
         for attempt in (0, 1):
-            response = await self.bridge.call(call, request, await self._option(refresh=attempt == 1))
+            built = request() if callable(request) else request  # an upload's file is read once: built anew
+            response = await self.bridge.call(call, built, await self._option(refresh=attempt == 1))
             if response.code in TOKEN_INVALID and attempt == 0:
                 continue
             if not response.success():

@@ -1,6 +1,7 @@
 """Lark's inbound events: a decoded (and, with an Encrypt Key, decrypted) event frame checked against
-the verification token, parsed to an InboundMessage (rich text, mentions, placeholders for
-media), redeliveries recognised, the sender's name looked up, and handed to the inbound gate."""
+the verification token, parsed to an InboundMessage (rich text, mentions, placeholders; its files
+taken by lark_media), redeliveries recognised, the sender's name looked up, and handed to the
+inbound gate."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import attrs
 import trio
 
 from ..records import InboundMessage
+from .lark_media import resources_of
 from .lark_sdk import LarkParts, sdk
 from .lark_settings import lark_chat
 
@@ -43,6 +45,9 @@ class LarkEvents(LarkParts):
     _names: Lru
     _names_warned: bool
     _gate: InboundGate
+
+    if TYPE_CHECKING:  # lark_media's (declared only: a method here would shadow it in LarkChannel)
+        async def _with_media(self, inbound: InboundMessage, message_type: str, content: str) -> InboundMessage: ...
 
     async def _on_event(self, payload: bytes, submit: Submit) -> None:
 
@@ -78,6 +83,8 @@ class LarkEvents(LarkParts):
             self.duplicates += 1
             log.debug("lark: message %s delivered again; already stored", inbound.platform_id)
             return
+        message = event.event.message
+        inbound = await self._with_media(inbound, message.message_type or "", message.content or "")
         sender_id = inbound.sender_id
         if self.settings.resolve_names and sender_id:
             inbound = attrs.evolve(inbound, sender=await self._name(sender_id))
@@ -116,7 +123,7 @@ class LarkEvents(LarkParts):
             return None  # apps and bots, ourselves included
         mentions = list(message.mentions or [])
         text = self.message_text(message.message_type or "text", message.content or "{}", mentions)
-        if not text.strip():
+        if not text.strip() and not resources_of(message.message_type or "", message.content or ""):
             return None
         mentions_bot = message.chat_type == "p2p" or any(
             self.bot_open_id and getattr(m.id, "open_id", None) == self.bot_open_id for m in mentions)
@@ -137,7 +144,8 @@ class LarkEvents(LarkParts):
         )
 
     def message_text(self, message_type: str, content: str, mentions: list[Any]) -> str:
-        """A message's content JSON -> plain text; @_user_N placeholders -> @name."""
+        """A message's content JSON -> plain text; @_user_N placeholders -> @name. The files of
+        image, file, audio, video and rich-text messages become attachments (lark_media), not text."""
         try:
             data = json.loads(content)
         except ValueError:
@@ -153,17 +161,19 @@ class LarkEvents(LarkParts):
         if message_type == "text":
             return resolve(str(data.get("text") or ""))
         if message_type == "post":
-            return resolve(post_text(data, names))
-        if message_type == "file":
-            return f"[file: {data.get('file_name') or 'file'}]"
+            return resolve(post_text(data, names, markers=False))
+        if message_type in ("image", "file", "audio", "media"):
+            return ""
         if message_type == "system":
             return ""
         return PLACEHOLDERS.get(message_type, f"[{message_type}]")
 
 
-def post_text(data: dict[str, Any], names: dict[str, str] | None = None) -> str:
+def post_text(data: dict[str, Any], names: dict[str, str] | None = None, *, markers: bool = True) -> str:
     """A ``post`` (rich text) content -> plain text: the title, then one line per paragraph. Events
-    carry ``{"title", "content"}``; sent posts wrap that in a locale (``{"zh_cn": {...}}``)."""
+    carry ``{"title", "content"}``; sent posts wrap that in a locale (``{"zh_cn": {...}}``).
+    ``markers``: embedded images and videos as ``[image]``/``[video]`` (else left out: they are
+    taken as attachments)."""
     names = names or {}
     doc = data
     if "content" not in doc:
@@ -189,9 +199,9 @@ def post_text(data: dict[str, Any], names: dict[str, str] | None = None) -> str:
                 chunk.append(f"@{name}")
             elif tag == "emotion":
                 chunk.append(f":{el.get('emoji_type') or ''}:")
-            elif tag == "img":
+            elif tag == "img" and markers:
                 chunk.append("[image]")
-            elif tag == "media":
+            elif tag == "media" and markers:
                 chunk.append("[video]")
             elif tag == "code_block":
                 chunk.append(f"```{str(el.get('language') or '').lower()}\n{el.get('text') or ''}\n```")

@@ -62,6 +62,10 @@ def sdk() -> SimpleNamespace:
     return _SDK or import_sdk(None)
 
 
+# Open API codes of a rejected tenant token: fetch a new one, retry once
+TOKEN_INVALID = {99991661, 99991663, 99991664, 99991665, 99991668}
+
+
 class ApiError(Exception):
     def __init__(self, what: str, code: Any, msg: str, status: int = 200) -> None:
         super().__init__(f"{what}: code {code}: {msg}" + (f" (HTTP {status})" if status != 200 else ""))
@@ -70,14 +74,20 @@ class ApiError(Exception):
 
 
 class LarkParts:
-    """What the halves of LarkChannel (lark_events, lark_send) share with it, declared for the type
-    checker: its settings, the SDK client, the status, the thread of each message, the Open API."""
+    """What the parts of LarkChannel (lark_events, lark_send, lark_media) share with it, declared for
+    the type checker: its settings, the SDK client, the status, the media intake, the thread of each
+    message, the tenant token and the Open API."""
 
     settings: Any
     client: Any
     status: Any
+    media: Any  # media.intake.MediaIntake
     _threads: Any  # common.Lru: message id -> its thread id ("" when not in a thread)
 
     async def _api(self, what: str, call: Any, request: Any) -> Any:
+        """``request``: the SDK request, or a function building it afresh for each attempt."""
+        raise NotImplementedError
+
+    async def _tenant_token(self, *, refresh: bool = False) -> str:
         raise NotImplementedError
 

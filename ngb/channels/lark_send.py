@@ -25,10 +25,12 @@ PART_LIMIT = 4000  # characters per message (rich text requests are limited to 3
 UUID_MAX = 50  # im.v1.message uuid (idempotency key) length limit
 RATE_LIMITED = {99991400, 230020}
 REPLY_TARGET_GONE = {230011, 231003}  # the message to reply to was withdrawn / not found: post in the chat
-FATAL_SEND = {230001, 230002, 230006, 230013, 230025, 230027, 99991672, 99991679}
+# uploads: 234001 bad parameter, 234006 over the size limit, 234007 no bot, 234010 empty, 234011 not an image
+FATAL_SEND = {230001, 230002, 230006, 230013, 230025, 230027, 99991672, 99991679,
+              234001, 234006, 234007, 234010, 234011}
+SCOPES_HINT = " (grant the im:message and im:resource scopes and publish a new app version)"
 FATAL_HINTS = {230002: " (add the bot to the chat)", 230006: " (enable the app's bot capability)",
-               99991672: " (grant the im:message scopes and publish a new app version)",
-               99991679: " (grant the im:message scopes and publish a new app version)"}
+               234007: " (enable the app's bot capability)", 99991672: SCOPES_HINT, 99991679: SCOPES_HINT}
 
 
 class LarkSending(LarkParts):
@@ -65,6 +67,14 @@ class LarkSending(LarkParts):
         return "text", json.dumps({"text": part}, ensure_ascii=False)
 
     async def _send_part(self, chat_id: str, part: str, reply_to: str | None, uuid: str | None) -> str:
+        msg_type, content = self._content(part)
+        return await self._deliver(chat_id, msg_type, content, reply_to, uuid)
+
+    async def _deliver(self, chat_id: str, msg_type: str, content: str, reply_to: str | None,
+                       uuid: str | None) -> str:
+        """One message (``msg_type`` with its ``content`` JSON): a reply to ``reply_to`` (in its
+        thread per ``reply_in_thread``), else into the chat; its message id. Rate limits are waited
+        out twice; a reply target that is gone falls back to the chat; the rest is ChannelError."""
         from lark_oapi.api.im.v1 import (
             CreateMessageRequest,
             CreateMessageRequestBody,
@@ -72,7 +82,6 @@ class LarkSending(LarkParts):
             ReplyMessageRequestBody,
         )
 
-        msg_type, content = self._content(part)
         for attempt in range(3):
             try:
                 if reply_to:
@@ -92,20 +101,37 @@ class LarkSending(LarkParts):
                     log.info("lark: the message to reply to is gone (%s); posting in the chat", exc)
                     reply_to = None
                     continue
-                if exc.code in RATE_LIMITED or exc.status == 429:
-                    if attempt == 2:
-                        raise ChannelError(f"lark: rate limited ({exc})", retryable=True) from None
-                    await trio.sleep(1.0 + attempt)
-                    continue
-                if exc.code in FATAL_SEND:
-                    raise ChannelError(f"lark: {exc}{FATAL_HINTS.get(exc.code, '')}", retryable=False) from None
-                raise ChannelError(self.status.redact(f"lark: {exc}"), retryable=True) from None
-            except AuthError as exc:
-                raise ChannelError(self.status.redact(f"lark: credentials refused: {exc}"), retryable=True) from None
-            except (BridgeClosed, OSError, TimeoutError, ConnectionError, ValueError) as exc:
-                raise ChannelError(self.status.redact(f"lark: {type(exc).__name__}: {exc}"), retryable=True) from None
-            except Exception as exc:  # noqa: BLE001 - httpx errors: network trouble
-                if type(exc).__module__.startswith(("httpx", "httpcore")):
-                    raise ChannelError(self.status.redact(f"lark: {type(exc).__name__}: {exc}"), retryable=True) from None
-                raise
+                if not self._rate_limited(exc, attempt):
+                    raise self._api_error(exc) from None
+                await trio.sleep(1.0 + attempt)
+            except Exception as exc:  # noqa: BLE001 - mapped to ChannelError, or raised as it is
+                error = self._send_error(exc)
+                if error is None:
+                    raise
+                raise error from None
         raise ChannelError("lark: could not send", retryable=True)
+
+    @staticmethod
+    def _rate_limited(exc: ApiError, attempt: int) -> bool:
+        """True: wait and try again; the third time it is a retryable ChannelError."""
+        if exc.code in RATE_LIMITED or exc.status == 429:
+            if attempt == 2:
+                raise ChannelError(f"lark: rate limited ({exc})", retryable=True) from None
+            return True
+        return False
+
+    def _api_error(self, exc: ApiError) -> ChannelError:
+        if exc.code in FATAL_SEND:
+            return ChannelError(f"lark: {exc}{FATAL_HINTS.get(exc.code, '')}", retryable=False)
+        return ChannelError(self.status.redact(f"lark: {exc}"), retryable=True)
+
+    def _send_error(self, exc: Exception) -> ChannelError | None:
+        """A failed Open API call as the outbox takes it (None: not ours to map, raise it)."""
+        if isinstance(exc, ApiError):
+            return self._api_error(exc)
+        if isinstance(exc, AuthError):
+            return ChannelError(self.status.redact(f"lark: credentials refused: {exc}"), retryable=True)
+        if isinstance(exc, BridgeClosed | OSError | TimeoutError | ConnectionError | ValueError) \
+                or type(exc).__module__.startswith(("httpx", "httpcore")):  # network trouble
+            return ChannelError(self.status.redact(f"lark: {type(exc).__name__}: {exc}"), retryable=True)
+        return None

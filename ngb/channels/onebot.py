@@ -28,6 +28,9 @@ the history of every chat with such a mark where the implementation can (``get_g
 submitted oldest first; the store's key on (channel, platform id) keeps every message exactly once.
 An implementation that answers these actions as unsupported is logged once and the channel goes on.
 
+Files: image, record, video and file segments are stored as attachments, and ``send_file`` sends an
+image inline or a file by upload (onebot_media.py).
+
 Replies: ``send_msg`` with a ``reply`` segment quoting the trigger on the first part; Markdown is
 flattened to plain text (QQ renders none); long replies are split at ``part_limit`` at paragraph and
 sentence boundaries and a retried reply resumes at the part that failed. See docs/channels/qq-onebot.md.
@@ -59,6 +62,7 @@ from .onebot_catchup import (  # noqa: F401 - re-exported: tests import them fro
     event_mark,
     mark_order,
 )
+from .onebot_media import OneBotFiles
 from .onebot_messages import (  # noqa: F401 - re-exported
     PREFIX,
     Rendered,
@@ -97,7 +101,7 @@ def from_config(config: Any, env: Mapping[str, str] | None = None, *,
     return OneBotChannel(settings, trigger=getattr(config, "trigger", ""), memory=memory)
 
 
-class OneBotChannel(OneBotCatchUp, PlatformChannel):
+class OneBotChannel(OneBotCatchUp, OneBotFiles, PlatformChannel):
     name = PREFIX
     mark_order = mark_order  # chat -> newest stored "<time>:<id>" (kept in the daemon's store)
     marks: NewestStored  # never None: mark_order is set
@@ -270,6 +274,7 @@ class OneBotChannel(OneBotCatchUp, PlatformChannel):
             return
         if inbound.reply_to and not inbound.mentions_bot and await self.sent_by_bot(inbound.reply_to):
             inbound = attrs.evolve(inbound, mentions_bot=True)  # quoting the bot (maybe of an earlier run)
+        inbound = await self.take_media(inbound, event)  # its files stored, or a note each
         await self._submit(submit, inbound, event_mark(event), fetched=fetched)
 
     async def _submit(self, submit: Submit, inbound: InboundMessage, mark: str | None, *,
@@ -335,7 +340,7 @@ class OneBotChannel(OneBotCatchUp, PlatformChannel):
         conn = self._conn
         if conn is None:
             raise ChannelError(f"qq is {self.state}", retryable=True)
-        quote = _message_id_in(reply_to or self._last_trigger.get(chat), kind, target)
+        quote = self._quote(chat, kind, target, reply_to)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(markdown_to_plain(text), self.settings.part_limit)
@@ -344,24 +349,32 @@ class OneBotChannel(OneBotCatchUp, PlatformChannel):
             if index == 0 and quote:
                 message.append({"type": "reply", "data": {"id": quote}})
             message.append({"type": "text", "data": {"text": parts[index]}})
-            params: dict[str, Any] = {"message_type": kind, "message": message}
-            params["group_id" if kind == "group" else "user_id"] = target
-            try:
-                data = await conn.call("send_msg", params, self.settings.api_timeout)
-            except ActionFailed as exc:
-                raise ChannelError(f"qq: {exc}", retryable=exc.retcode not in FATAL_RETCODES) from None
-            except (TimeoutError, trio.TooSlowError):
-                raise ChannelError("qq: send_msg got no answer in time", retryable=True) from None
-            except ConnectionError as exc:
-                raise ChannelError(f"qq: {exc}", retryable=True) from None
-            message_id = data.get("message_id") if isinstance(data, dict) else None
-            platform_id = f"{kind}:{target}:{message_id}" if message_id is not None else ""
-            if platform_id:
-                self._ours.put(platform_id, True)
-            ids.append(platform_id)
-            self._partial.record(key, platform_id)
+            ids.append(await self._send_msg(conn, kind, target, message))
+            self._partial.record(key, ids[-1])
         self._partial.finish(key)
         return next((i for i in ids if i), None)
+
+    def _quote(self, chat: str, kind: str, target: int, reply_to: str | None) -> str | None:
+        """The message id a reply quotes: ``reply_to``'s, else the chat's newest trigger's."""
+        return _message_id_in(reply_to or self._last_trigger.get(chat), kind, target)
+
+    async def _send_msg(self, conn: OneBotConnection, kind: str, target: int, message: list[dict[str, Any]]) -> str:
+        """One ``send_msg``; the platform id of the message sent ("" when the answer names none)."""
+        params: dict[str, Any] = {"message_type": kind, "message": message}
+        params["group_id" if kind == "group" else "user_id"] = target
+        try:
+            data = await conn.call("send_msg", params, self.settings.api_timeout)
+        except ActionFailed as exc:
+            raise ChannelError(f"qq: {exc}", retryable=exc.retcode not in FATAL_RETCODES) from None
+        except (TimeoutError, trio.TooSlowError):
+            raise ChannelError("qq: send_msg got no answer in time", retryable=True) from None
+        except ConnectionError as exc:
+            raise ChannelError(f"qq: {exc}", retryable=True) from None
+        message_id = data.get("message_id") if isinstance(data, dict) else None
+        platform_id = f"{kind}:{target}:{message_id}" if message_id is not None else ""
+        if platform_id:
+            self._ours.put(platform_id, True)
+        return platform_id
 
 
 def _message_id_in(platform_id: str | None, kind: str, target: int) -> str | None:

@@ -20,7 +20,8 @@ DEFAULT_PATH = "/onebot/v11/ws"  # reverse mode: where the implementation connec
 DEFAULT_PART_LIMIT = 3000  # QQ cuts text messages around 4,500 characters; stay well under
 KEYS = {"url", "listen", "path", "access_token", "access_token_file", "part_limit", "api_timeout",
         "connect_timeout", "ping_interval", "reconnect_base", "reconnect_cap", "fetch_missed", "catch_up_pages",
-        "enabled"}
+        "enabled", "media_dir", "media_dir_onebot", "image_max_mb", "upload_timeout"}
+DEFAULT_IMAGE_MAX_MB = 10  # an image out goes inline as base64 (4/3 of its size) in one websocket frame
 
 
 @attrs.frozen
@@ -39,7 +40,19 @@ class OneBotSettings:
     reconnect_cap: float = 60.0
     fetch_missed: bool = True
     catch_up_pages: int = 20  # history pages read per chat in one catch-up
+    # files through a folder both sides see (docs/channels/qq-onebot.md "Files"): None = not shared
+    media_dir: Path | None = None  # the folder as the daemon sees it
+    media_dir_onebot: str | None = None  # the same folder as the implementation sees it (default: media_dir)
+    image_max_bytes: int = DEFAULT_IMAGE_MAX_MB * 1024 * 1024  # largest image sent inline as base64
+    upload_timeout: float = 300.0  # upload_group_file / upload_private_file (QQ uploads are slow)
     off_reason: str | None = None  # why the channel is off (no token, no url/listen)
+
+    @property
+    def media_dir_remote(self) -> str | None:
+        """The shared folder's path on the implementation's side (POSIX), or None when not shared."""
+        if self.media_dir is None:
+            return None
+        return (self.media_dir_onebot or str(self.media_dir)).rstrip("/") or "/"
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, token: str, config_file: Path | None = None) -> OneBotSettings:
@@ -58,6 +71,9 @@ class OneBotSettings:
                 raise t.error("listen", f'must be "HOST:PORT", got {listen!r}') from None
             host = host.strip("[]") or "127.0.0.1"
         path = t.string("path", DEFAULT_PATH)  # not cls.path: a slot descriptor
+        remote = t.string("media_dir_onebot", "") or None
+        if remote is not None and not remote.startswith("/"):
+            raise t.error("media_dir_onebot", f"must be an absolute path, got {remote!r}")
         return cls(
             mode="reverse" if listen else "forward",
             url=url or None,
@@ -73,6 +89,10 @@ class OneBotSettings:
             reconnect_cap=t.duration("reconnect_cap", 60.0),
             fetch_missed=t.boolean("fetch_missed", True),
             catch_up_pages=t.integer("catch_up_pages", 20, lo=1, hi=1000),
+            media_dir=t.path("media_dir"),
+            media_dir_onebot=remote,
+            image_max_bytes=t.integer("image_max_mb", DEFAULT_IMAGE_MAX_MB, lo=1, hi=30) * 1024 * 1024,
+            upload_timeout=t.duration("upload_timeout", 300.0),
         )
 
 

@@ -10,11 +10,13 @@ acknowledged with ``{"headers": {"req_id": <same>}, "errcode": 0, "errmsg": "ok"
 - ``ping`` every ``heartbeat_interval``; no ack in time -> reconnect (backoff + jitter, forever).
 - ``aibot_msg_callback``: a user's message (single chat, or a group message that @-mentions the
   robot: WeCom pushes only those). Stored first, in arrival order, keyed on ``msgid``, so a pushed-
-  again message is stored and answered once.
+  again message is stored and answered once. Its images and files are downloaded and decrypted
+  first (ngb/channels/wecom_media.py); a voice message is its recognition text.
 - ``aibot_event_callback``: ``enter_chat``, ``disconnected_event`` (another connection took over).
 - Replies: the first part answers the triggering callback (``aibot_respond_msg`` with its
   ``req_id``, a finished ``stream``: WeCom shows it as the answer to that message) while that
   req_id is fresh; other parts and later messages are pushed with ``aibot_send_msg`` (markdown).
+- Files out (``send_file``): uploaded over the connection, then an ``aibot_send_msg`` image or file.
 
 Chats are ``wecom:<chatid>``: a group's chatid, or the user's userid for a single chat (the id
 ``aibot_send_msg`` takes). See docs/channels/wecom.md.
@@ -37,11 +39,12 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from ..media.intake import MediaIntake
-from ..records import InboundMessage
+from ..records import InboundMessage, OutgoingFile
 from .base import ChannelError, ChannelMemory, Submit
 from .chats import chat_name
 from .common import CONNECTED, AuthError, Lru, says_off, split_text
 from .skeleton import PlatformChannel
+from .wecom_media import robot_downloads, robot_items, robot_upload, take_downloads, upload_type
 from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     BOT_ID_ENV,
     DEFAULT_PART_BYTES,
@@ -83,6 +86,14 @@ wecom_chat = partial(chat_name, PREFIX)  # platform id -> chat
 
 def utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
+
+
+def _channel_error(exc: Exception) -> ChannelError:
+    if isinstance(exc, CommandFailed):
+        return ChannelError(f"wecom: {exc}", retryable=exc.errcode not in (40003, 40007, 40058, 93006))
+    if isinstance(exc, TimeoutError | trio.TooSlowError):
+        return ChannelError("wecom: no acknowledgement in time", retryable=True)
+    return ChannelError(f"wecom: {exc}", retryable=True)
 
 
 class CommandFailed(Exception):
@@ -212,6 +223,7 @@ class WeComChannel(PlatformChannel):
                 log.warning("wecom: malformed callback ignored (%s): %.300r", exc, frame)
                 continue
             if inbound is not None:
+                inbound = await take_downloads(self.media, inbound, robot_downloads(self.media, frame["body"]))
                 await self._submit(submit, inbound)
 
     async def _event(self, conn: _Connection, frame: dict[str, Any]) -> None:
@@ -239,16 +251,17 @@ class WeComChannel(PlatformChannel):
             text = str((body.get("text") or {}).get("content", ""))
         elif msgtype == "voice":
             text = str((body.get("voice") or {}).get("content", "")) or "[voice]"
-        elif msgtype == "mixed":
+        elif msgtype == "mixed":  # its images are attachments (wecom_media.py)
             items = (body.get("mixed") or {}).get("msg_item") or []
-            text = " ".join(str((i.get("text") or {}).get("content", "")) if i.get("msgtype") == "text" else "[image]"
-                            for i in items)
+            text = " ".join(str((i.get("text") or {}).get("content", "")) for i in items if i.get("msgtype") == "text")
+        elif robot_items(body):  # image, file, video: the file is the message
+            text = ""
         else:
             text = f"[{msgtype}]"
         quote = body.get("quote")
         if isinstance(quote, dict) and quote.get("msgtype") == "text":
             text = f"> {(quote.get('text') or {}).get('content', '')}\n{text}"
-        if not text.strip():
+        if not text.strip() and not robot_items(body):
             return None
         self._callbacks.put(msgid, (req_id, time.monotonic()))
         return InboundMessage(chat=wecom_chat(chatid), sender=user, text=text.strip(), platform_id=msgid,
@@ -285,13 +298,43 @@ class WeComChannel(PlatformChannel):
                     await conn.command("aibot_send_msg", {"chatid": chatid, "msgtype": "markdown",
                                                           "markdown": {"content": parts[index]}},
                                        self.settings.request_timeout, req_id=platform_id)
-            except CommandFailed as exc:
-                raise ChannelError(f"wecom: {exc}", retryable=exc.errcode not in (40003, 40058, 93006)) from None
-            except (TimeoutError, trio.TooSlowError):
-                raise ChannelError("wecom: no acknowledgement in time", retryable=True) from None
-            except ConnectionError as exc:
-                raise ChannelError(f"wecom: {exc}", retryable=True) from None
+            except (CommandFailed, TimeoutError, trio.TooSlowError, ConnectionError) as exc:
+                raise _channel_error(exc) from None
             ids.append(platform_id)
             self._partial.record(key, platform_id)
         self._partial.finish(key)
         return ids[0] if ids else None
+
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+        """Upload ``file`` over the connection and push it as an image or file message; a caption
+        follows as text (WeCom's image and file messages have none). A retry after the file went
+        sends only the caption."""
+        prefix, _, chatid = chat.partition(":")
+        if prefix != PREFIX or not chatid:
+            raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<chatid or userid>)", retryable=False)
+        kind = upload_type(file)
+        key = self._partial.key(chat, f"file:{file.path}\n{file.caption}", reply_to)
+        ids = list(self._partial.done(key))
+        if not ids:
+            conn = self._conn
+            if conn is None:
+                raise ChannelError(f"wecom is {self.state}", retryable=True)
+            timeout = self.settings.request_timeout
+
+            async def command(cmd: str, body: dict[str, Any]) -> Any:
+                return await conn.command(cmd, body, timeout)
+
+            try:
+                media_id = await robot_upload(command, file, kind)
+                platform_id = conn.req_id("send")
+                await conn.command("aibot_send_msg", {"chatid": chatid, "msgtype": kind, kind: {"media_id": media_id}},
+                                   timeout, req_id=platform_id)
+            except (CommandFailed, TimeoutError, trio.TooSlowError, ConnectionError) as exc:
+                raise _channel_error(exc) from None
+            ids.append(platform_id)
+            self._partial.record(key, platform_id)
+        if file.caption.strip() and len(ids) == 1:
+            ids.append(await self.send(chat, file.caption, reply_to) or "")
+            self._partial.record(key, ids[-1])
+        self._partial.finish(key)
+        return ids[0]

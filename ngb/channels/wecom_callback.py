@@ -9,8 +9,9 @@ WeCom cannot send the API token, every request proves itself with WeCom's signat
 - ``POST ?msg_signature&timestamp&nonce`` with ``<xml><Encrypt>..</Encrypt></xml>``: signature over
   the ciphertext, timestamp within ``timestamp_window``, decrypt (padding, corp id), parse the inner
   XML (MsgType text/image/voice/video/file/location/link/event, FromUserName, MsgId, AgentID,
-  ChatId when WeCom gives one). The message is stored (keyed on MsgId) *before* the empty 200 goes
-  back; WeCom retries after 5 s up to 3 times, and a retry is stored and answered once.
+  ChatId when WeCom gives one); its file is fetched through the media API (wecom_media.py). Stored
+  (keyed on MsgId) *before* the empty 200 goes back; WeCom retries after 5 s up to 3 times: a retry
+  is stored and answered once (a 503 while the first one's file is still coming).
 - Forged or broken requests (bad signature, wrong corp id, stale timestamp, bad padding, not XML)
   are refused with 403/400 and a log line (throttled per reason); nothing is stored.
 
@@ -18,7 +19,8 @@ Outbound (``send``): ``gettoken`` (corp id + the app's Secret; cached until shor
 ``expires_in``, refetched at once on errcode 40014/42001), then ``message/send`` (``touser`` + the
 app's ``agentid``) for a user, or ``appchat/send`` for a group chat the app created (a chat id seen
 in a callback's ChatId, or one ``message/send`` refuses as a user with 81013). Markdown (or text)
-parts of at most ``part_bytes`` UTF-8 bytes; a retry resumes at the part that failed.
+parts of at most ``part_bytes`` UTF-8 bytes; a retry resumes at the part that failed. Files out
+(``send_file``): ``media/upload``, then an image or file message the same way.
 
 State: ``connected`` once a gettoken succeeded (replies can go out), ``unauthorized`` when WeCom
 refuses the corp id / Secret / server IP (retried slowly), ``disconnected`` when the API cannot be
@@ -42,6 +44,7 @@ from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, redact_in_logs, split_text
 from .skeleton import PlatformChannel
 from .wecom_crypto import CallbackRefused, WeComCrypto, parse_xml
+from .wecom_media import WeComAppFiles, app_downloads, take_downloads
 from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     CALLBACK_PART_BYTES,
     CALLBACK_PATH,
@@ -62,10 +65,6 @@ NO_SUCH_CHAT = 86003  # appchat/send: no such app group chat
 LOG_EVERY = 10.0  # seconds between two log lines for the same refusal reason
 
 
-def utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
 class ApiFailed(Exception):
     """The app API answered with an errcode (or could not be asked: ``errcode`` None)."""
 
@@ -82,7 +81,7 @@ class ApiFailed(Exception):
         return self.errcode is None or self.errcode in AUTH_ERRCODES | TOKEN_ERRCODES | BUSY_ERRCODES
 
 
-class WeComCallbackChannel(PlatformChannel):
+class WeComCallbackChannel(WeComAppFiles, PlatformChannel):
     name = PREFIX
     mode = "callback"
 
@@ -103,6 +102,7 @@ class WeComCallbackChannel(PlatformChannel):
         self._trouble = trio.Event()
         self._trouble_error: Exception | None = None
         self._seen = Lru(4096)  # MsgIds stored (a WeCom retry is answered from here)
+        self._taking: set[str] = set()  # MsgIds whose files are being fetched
         self._app_chats: set[str] = set()  # ids that are app group chats (appchat/send), not users
         self._last_refusal_log: dict[str, float] = {}
         self.duplicates = 0
@@ -234,9 +234,15 @@ class WeComCallbackChannel(PlatformChannel):
             log.info("wecom: message %s delivered again (a WeCom retry); already stored", inbound.platform_id)
             return 200, b""
         submit = self.submit_to
-        if submit is None:
-            return 503, b""  # not running yet: WeCom retries
-        await self._store(submit, inbound)
+        if submit is None or inbound.platform_id in self._taking:
+            return 503, b""  # not running yet, or its file is still coming: WeCom retries
+        self._taking.add(inbound.platform_id)
+        try:
+            files = app_downloads(self.media, self._http, self.settings.api_base, self._access_token,
+                                  self._drop_token, xml)
+            await self._store(submit, await take_downloads(self.media, inbound, files))
+        finally:
+            self._taking.discard(inbound.platform_id)
         self._seen.put(inbound.platform_id, None)
         return 200, b""
 
@@ -252,13 +258,13 @@ class WeComCallbackChannel(PlatformChannel):
             self._app_chats.add(chat_id)
         if msgtype == "text":
             text = xml.findtext("Content") or ""
-        elif msgtype == "voice":
-            text = field("Recognition") or "[voice]"
+        elif msgtype in ("image", "voice", "video", "file"):  # the file is the message (wecom_media.py)
+            text = ""
         elif msgtype == "location":
             text = f"[location] {field('Label')} ({field('Location_X')}, {field('Location_Y')})"
         elif msgtype == "link":
             text = f"[link] {field('Title')} {field('Url')}".rstrip()
-        else:  # image, video, file, ...: the media stays on WeCom (download not done)
+        else:
             text = f"[{msgtype or 'message'}]"
         return InboundMessage(chat=f"{PREFIX}:{chat_id or user}", sender=user, text=text.strip(),
                               platform_id=msgid, sender_id=user,
@@ -337,10 +343,12 @@ class WeComCallbackChannel(PlatformChannel):
         raise AssertionError("unreachable")
 
     async def _send_part(self, target: str, content: str) -> str:
-        kind = self.settings.msgtype
+        return await self._deliver(target, self.settings.msgtype, {"content": content})
+
+    async def _deliver(self, target: str, kind: str, payload: dict[str, Any]) -> str:
+        """One message (text/markdown, or an image or file by media_id) to a user or app group chat."""
         if target not in self._app_chats:
-            body = {"touser": target, "agentid": self.settings.agent_id, "msgtype": kind, kind: {"content": content},
-                    "safe": 0}
+            body = {"touser": target, "agentid": self.settings.agent_id, "msgtype": kind, kind: payload, "safe": 0}
             try:
                 data = await self._post("message/send", "/cgi-bin/message/send", body)
             except ApiFailed as exc:
@@ -352,7 +360,7 @@ class WeComCallbackChannel(PlatformChannel):
             log.info("wecom: %s is not a user of the app; sending to it as an app group chat", target)
         try:
             data = await self._post("appchat/send", "/cgi-bin/appchat/send",
-                                    {"chatid": target, "msgtype": kind, kind: {"content": content}, "safe": 0})
+                                    {"chatid": target, "msgtype": kind, kind: payload, "safe": 0})
         except ApiFailed as exc:
             if exc.errcode == NO_SUCH_CHAT and target not in self._app_chats:
                 raise ApiFailed("message/send", NOT_A_USER, f"{target!r} is neither a user who can see the app "
@@ -367,19 +375,23 @@ class WeComCallbackChannel(PlatformChannel):
             raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<userid or chatid>)", retryable=False)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
-        parts = split_text(text, self.settings.part_bytes, measure=utf8_len)
+        parts = split_text(text, self.settings.part_bytes, measure=lambda t: len(t.encode()))
         for index in range(len(ids), len(parts)):
             try:
                 platform_id = await self._send_part(target, parts[index])
             except ApiFailed as exc:
-                error = self.status.redact(str(exc))
-                if exc.errcode is None:
-                    self._flag(ConnectionError(error))
-                elif exc.auth:
-                    self._flag(AuthError(f"WeCom refused the app's credentials or this server ({error})"))
-                raise ChannelError(f"wecom: {error}", retryable=exc.retryable) from None
+                raise self._api_error(exc) from None
             self.sent += 1
             ids.append(platform_id)
             self._partial.record(key, platform_id)
         self._partial.finish(key)
         return next((i for i in ids if i), None)
+
+    def _api_error(self, exc: Exception) -> ChannelError:  # a send's ApiFailed; WeCom gone or refusing: flagged
+        assert isinstance(exc, ApiFailed)
+        error = self.status.redact(str(exc))
+        if exc.errcode is None:
+            self._flag(ConnectionError(error))
+        elif exc.auth:
+            self._flag(AuthError(f"WeCom refused the app's credentials or this server ({error})"))
+        return ChannelError(f"wecom: {error}", retryable=exc.retryable)

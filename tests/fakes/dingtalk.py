@@ -18,6 +18,10 @@ formats, so the dingtalk-stream SDK (and our channel around it) talk to it uncha
   ``InvalidAuthentication``): ``/v1.0/robot/groupMessages/send`` (``openConversationId`` of a known
   group) and ``/v1.0/robot/oToMessages/batchSend`` (``userIds``; unknown ones come back in
   ``invalidStaffIdList``), both -> ``{processQueryKey}``; ``robotCode`` must be ours.
+* Files (tests/fakes/dingtalk_files.py): ``messageFiles/download`` (download code -> signed URL),
+  the signed URL itself, ``/media/upload`` (the oapi host, on the same port: ``oapi_base``), and
+  the robot's ``sampleImageMsg`` / ``sampleFile`` messages. ``picture(...)``, ``voice(...)`` and
+  ``file_message(...)`` push the users' ones.
 * Session webhooks ``/robot/sendBySession?session=...`` (one per pushed message, valid until its
   ``sessionWebhookExpiredTime``): ``{errcode: 0}`` or ``{errcode: 300001, errmsg: "session 不存在"}``;
   ``expire_webhooks()`` ends them all at once.
@@ -42,6 +46,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import RejectConnection, RejectData, Request
 
+from .dingtalk_files import FakeFiles, FileMessages
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
 
 log = logging.getLogger("tests.fakes.dingtalk")
@@ -50,7 +55,7 @@ TOPIC_ROBOT = "/v1.0/im/bot/messages/get"
 BODY_LIMIT = 20_000
 
 
-class FakeDingTalk(HttpWsServer):
+class FakeDingTalk(FileMessages, HttpWsServer):
     def __init__(self, *, client_id: str = "dingtestapp", client_secret: str = "test-secret",
                  robot_code: str | None = None, chatbot_user_id: str = "$:LWCP_v1:$robot0001",
                  corp_id: str = "dingcorp0001", webhook_ttl: float = 5400.0, ticket_ttl: float = 90.0) -> None:
@@ -88,11 +93,13 @@ class FakeDingTalk(HttpWsServer):
         self._pings: set[str] = set()
         self._ids = itertools.count(1)
         self._changed = trio.Event()
+        self.files = FakeFiles("")  # its base is known once the server listens
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, **kw: Any) -> FakeDingTalk:
         fake = cls(**kw)
         await nursery.start(fake.serve)
+        fake.files.base = fake.http_base
         return fake
 
     @property
@@ -104,6 +111,10 @@ class FakeDingTalk(HttpWsServer):
         return self.http_base
 
     @property
+    def oapi_base(self) -> str:
+        return self.http_base
+
+    @property
     def connected(self) -> bool:
         return self._ws is not None and not self._ws.closed
 
@@ -111,9 +122,10 @@ class FakeDingTalk(HttpWsServer):
         self._changed.set()
         self._changed = trio.Event()
 
-    def fail_next(self, path: str, status: int, code: str = "", times: int = 1) -> None:
-        """The next ``times`` calls to ``path`` (e.g. "/v1.0/robot/groupMessages/send") answer ``status``."""
-        self._failures.setdefault(path, []).extend([(status, code)] * times)
+    def fail_next(self, path: str, status: int, code: str = "", times: int = 1, after: int = 0) -> None:
+        """The next ``times`` calls to ``path`` (e.g. "/v1.0/robot/groupMessages/send") answer ``status``
+        (after ``after`` calls that are answered as usual)."""
+        self._failures.setdefault(path, []).extend([(0, "")] * after + [(status, code)] * times)
 
     def clear_failures(self) -> None:
         """Forget the injected failures not used yet."""
@@ -312,9 +324,16 @@ class FakeDingTalk(HttpWsServer):
         failures = self._failures.get(path)
         if failures:
             status, code = failures.pop(0)
-            return status, {"requestid": uuid.uuid4().hex, "code": code or "ServiceUnavailable",
-                            "message": "injected failure"}
+            if status:  # (0: this call is answered as usual)
+                return status, {"requestid": uuid.uuid4().hex, "code": code or "ServiceUnavailable",
+                                "message": "injected failure"}
+        if path.startswith("/oss/"):
+            return self.files.serve(request)
+        if path == "/media/upload":
+            return self.files.upload(request, self.tokens.get(request.query.get("access_token", ""), 0) > time.time())
         body = request.json() if request.body else {}
+        if path == "/v1.0/robot/messageFiles/download":
+            return self._download_code(request.headers.get("x-acs-dingtalk-access-token", ""), body)
         if path == "/v1.0/gateway/connections/open":
             return await self._open_connection(body)
         if path == "/v1.0/oauth2/accessToken":
@@ -345,6 +364,11 @@ class FakeDingTalk(HttpWsServer):
         token = uuid.uuid4().hex
         self.tokens[token] = time.time() + 7200
         return 200, {"accessToken": token, "expireIn": 7200}
+
+    def _download_code(self, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if self.tokens.get(token, 0) < time.time():
+            return 401, {"requestid": uuid.uuid4().hex, "code": "InvalidAuthentication", "message": "不合法的access_token"}
+        return self.files.exchange(body, self.robot_code)
 
     def revoke_tokens(self) -> None:
         self.tokens.clear()
@@ -385,23 +409,30 @@ class FakeDingTalk(HttpWsServer):
             param = json.loads(body.get("msgParam") or "")
         except ValueError:
             return 400, {"code": "invalidParameter.msgParam", "message": "msgParam 不是 JSON"}
-        if key not in ("sampleText", "sampleMarkdown") or not isinstance(param, dict):
+        if key not in ("sampleText", "sampleMarkdown", "sampleImageMsg", "sampleFile") or not isinstance(param, dict):
             return 400, {"code": "invalidParameter.msgKey", "message": f"unknown msgKey {key}"}
-        text, title = self._content("markdown" if key == "sampleMarkdown" else "text", param)
-        msgtype = "markdown" if key == "sampleMarkdown" else "text"
+        extra: dict[str, Any] = {}
+        if key in ("sampleImageMsg", "sampleFile"):
+            found, why = self.files.message(key, param)
+            if found is None:
+                return 400, {"code": "invalidParameter.msgParam", "message": why}
+            extra, msgtype, text, title = found, found["msgtype"], "", None
+        else:
+            text, title = self._content("markdown" if key == "sampleMarkdown" else "text", param)
+            msgtype = "markdown" if key == "sampleMarkdown" else "text"
         query_key = f"pqk{next(self._ids):04d}"
         if path.endswith("groupMessages/send"):
             chat = body.get("openConversationId")
             if chat not in self.groups:
                 return 400, {"code": "resource.not.found", "message": "群不存在"}
-            self.sent.append({"via": "group", "chat": chat, "msgtype": msgtype, "text": text, "title": title,
+            self.sent.append({**extra, "via": "group", "chat": chat, "msgtype": msgtype, "text": text, "title": title,
                               "processQueryKey": query_key})
             self._notify()
             return 200, {"processQueryKey": query_key}
         users = list(body.get("userIds") or [])
         valid = [u for u in users if u in self.users]
         for user in valid:
-            self.sent.append({"via": "batch", "user": user, "msgtype": msgtype, "text": text, "title": title,
+            self.sent.append({**extra, "via": "batch", "user": user, "msgtype": msgtype, "text": text, "title": title,
                               "processQueryKey": query_key})
         self._notify()
         return 200, {"processQueryKey": query_key, "invalidStaffIdList": [u for u in users if u not in valid],

@@ -7,7 +7,8 @@ HTTP (JSON; errors as Lark sends them: ``{"code": N, "msg": ...}``, HTTP 400 for
 ``GET /open-apis/bot/v3/info``, ``POST /callback/ws/endpoint`` (``{"AppID", "AppSecret"}`` ->
 ``data.URL`` + ``data.ClientConfig``), ``POST /open-apis/im/v1/messages?receive_id_type=chat_id``,
 ``POST /open-apis/im/v1/messages/{id}/reply`` (both record their calls in ``sent`` and honour the
-``uuid`` idempotency key), ``GET /open-apis/contact/v3/users/{open_id}``. Calls other than the
+``uuid`` idempotency key), ``GET /open-apis/contact/v3/users/{open_id}``, and the files calls
+(message resources, image and file uploads: tests/fakes/lark_files.py). Calls other than the
 token's need ``Authorization: Bearer <a token this fake issued>``.
 
 Websocket (``/ws/v2?device_id=..&service_id=..``): binary protobuf ``Frame``s (lark_oapi's
@@ -38,6 +39,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import RejectConnection, Request
 
+from .lark_files import LarkFiles, keys_in
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
 
 
@@ -47,7 +49,7 @@ def _frame_cls() -> Any:
     return Frame
 
 
-class FakeLark(HttpWsServer):
+class FakeLark(LarkFiles, HttpWsServer):
     def __init__(self, *, app_id: str = "cli_test", app_secret: str = "secret-test",
                  bot_open_id: str = "ou_bot", bot_name: str = "Andy", ping_interval: int = 1,
                  verification_token: str = "vtoken") -> None:
@@ -79,6 +81,7 @@ class FakeLark(HttpWsServer):
         self._ids = itertools.count(1)
         self._changed = trio.Event()
         self._ws: WebSocket | None = None
+        self._init_files()
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, **kw: Any) -> FakeLark:
@@ -99,7 +102,8 @@ class FakeLark(HttpWsServer):
         self._changed = trio.Event()
 
     def fail_next(self, kind: str, code: int, times: int = 1) -> None:
-        """Make the next ``kind`` ("create", "reply", "token", "endpoint") call fail with ``code``."""
+        """Make the next ``kind`` ("create", "reply", "token", "endpoint", "resource") call fail with
+        ``code`` (a 5xx one with HTTP 500)."""
         self._failures.setdefault(kind, []).extend([code] * times)
 
     # -- users' traffic --------------------------------------------------------------------------
@@ -110,7 +114,7 @@ class FakeLark(HttpWsServer):
         n = next(self._ids)
         message_id = f"om_{n:08d}{uuid.uuid4().hex[:8]}"
         now_ms = str(int(time.time() * 1000))
-        self.messages[message_id] = {"chat_id": chat_id, "thread_id": thread_id}
+        self.messages[message_id] = {"chat_id": chat_id, "thread_id": thread_id, "keys": keys_in(content)}
         message: dict[str, Any] = {
             "message_id": message_id, "root_id": parent_id, "parent_id": parent_id, "create_time": now_ms,
             "update_time": now_ms, "chat_id": chat_id, "chat_type": chat_type, "message_type": message_type,
@@ -251,7 +255,8 @@ class FakeLark(HttpWsServer):
     async def http(self, request: HttpRequest) -> tuple[int, Any]:
         path = request.path
         self.requests.append((request.method, path))
-        body = request.json() if request.body else {}
+        is_json = request.headers.get("content-type", "").startswith("application/json")
+        body = request.json() if request.body and is_json else {}
         if path == "/open-apis/auth/v3/tenant_access_token/internal":
             if self._failures.get("token"):
                 return 500, {"code": self._failures["token"].pop(0), "msg": "internal error"}
@@ -278,6 +283,9 @@ class FakeLark(HttpWsServer):
             return 200, {"code": 0, "msg": "ok", "bot": {"activate_status": 2, "app_name": self.bot_name,
                                                          "avatar_url": "", "ip_white_list": [],
                                                          "open_id": self.bot_open_id}}
+        files = self.files_http(request)
+        if files is not None:
+            return files
         if path.startswith("/open-apis/contact/v3/users/"):
             open_id = path.rsplit("/", 1)[1]
             if open_id not in self.users:
@@ -307,6 +315,9 @@ class FakeLark(HttpWsServer):
             message_id = self._uuids[key]
             return 200, {"code": 0, "msg": "success", "data": {"message_id": message_id, "chat_id": chat_id}}
         msg_type, content = body.get("msg_type"), json.loads(body.get("content") or "{}")
+        refused = self.content_error(str(msg_type), content)
+        if refused is not None:
+            return refused
         if msg_type == "post":
             doc = content.get("zh_cn") or content.get("en_us") or {}
             text = "\n".join("".join(el.get("text", "") for el in para) for para in doc.get("content", []))

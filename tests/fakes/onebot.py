@@ -19,6 +19,9 @@ extensions), paged as NapCat does: ``message_seq`` names the newest message of t
 go-cqhttp's (not ordered); every message has ``time`` in seconds. ``drop()`` cuts every connection,
 ``down()``/``up()`` refuse connections meanwhile.
 
+Files (tests/fakes/onebot_files.py): ``fake.files`` makes media segments whose URLs
+``fake.media_host`` serves, answers get_image/get_record/get_file, and records uploads.
+
 The peer may leave at any moment: a connection that closes under the fake ends its session
 quietly, never raising into the test's nursery.
 """
@@ -44,6 +47,8 @@ from trio_websocket import (
     open_websocket_url,
     serve_websocket,
 )
+
+from .onebot_files import FILE_ACTIONS, Failed, FakeOneBotFiles, FakeQQMediaHost
 
 # What a peer that went away raises under the fake (trio-websocket turns most into ConnectionClosed).
 PEER_GONE = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -72,6 +77,8 @@ class FakeOneBot:
         self.fail_sends: int = 0  # answer the next N sends with status "failed" (retcode 100)
         self.reverse_error: str | None = None
         self._nursery: trio.Nursery | None = None
+        self.media_host = FakeQQMediaHost()  # serves the media URLs (started by start())
+        self.files = FakeOneBotFiles(self.media_host)  # media segments, get_image & co, uploads
 
     # -- life cycle ------------------------------------------------------------------------------------
     @classmethod
@@ -81,6 +88,7 @@ class FakeOneBot:
         server = await nursery.start(partial(serve_websocket, fake._handle, "127.0.0.1", 0, None,
                                              handler_nursery=nursery, disconnect_timeout=1))
         fake.port = server.port
+        await nursery.start(fake.media_host.serve)
         return fake
 
     @property
@@ -241,6 +249,9 @@ class FakeOneBot:
                 answer = ok({"messages": page})
             else:  # NapCat: "消息<seq>不存在"
                 answer = failed(200, f"message {params.get('message_seq')} not found")
+        elif action in FILE_ACTIONS:
+            result = self.files.answer(action, params)
+            answer = failed(result.retcode, result.wording) if isinstance(result, Failed) else ok(result)
         else:
             answer = failed(1404, f"unsupported action {action}")
         await ws.send_message(json.dumps(answer, ensure_ascii=False))

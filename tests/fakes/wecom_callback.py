@@ -11,6 +11,12 @@
   an app group chat id as touser is errcode 81013, as on WeCom), ``POST /cgi-bin/appchat/send``
   (chatid of an app group chat, else 86003). Tokens can be expired (42001) or revoked (40014);
   ``fail_next(api, errcode=..)`` / ``fail_next(api, http=500)`` inject failures.
+- **media**: ``GET /cgi-bin/media/get?access_token&media_id`` serves a file WeCom holds (``add_media``:
+  what a user's image, voice, video or file message names by MediaId) with ``Content-Disposition``,
+  or a JSON errcode (40007 for an unknown media_id); ``POST /cgi-bin/media/upload?access_token&type``
+  takes the multipart field ``media`` (WeCom's limits: tests/fakes/wecom_files.py) -> ``media_id``.
+  Image and file messages (``message/send`` / ``appchat/send``) name an uploaded media_id.
+  ``media_message`` posts a callback for such a message.
 
 Scripting::
 
@@ -36,6 +42,7 @@ from Crypto.Cipher import AES
 
 from ngb.channels.wecom_crypto import WeComCrypto, signature
 
+from .wecom_files import Stored, media_part, upload_refusal
 from .wsserver import HttpRequest, HttpWsServer
 
 
@@ -67,6 +74,9 @@ class FakeWeComApp(HttpWsServer):
         self.sent: list[dict[str, Any]] = []  # accepted message/send and appchat/send bodies (+ "api")
         self.calls: list[tuple[str, int]] = []  # (api, errcode) for every API call
         self.gettoken_calls = 0
+        self.media: dict[str, Stored] = {}  # media_id -> file (a user's, or one uploaded)
+        self.uploads: list[tuple[str, str]] = []  # (type, media_id) of every upload taken
+        self.media_gets: list[str] = []
         self._failures: dict[str, list[dict[str, int]]] = {}
         self._ids = itertools.count(1)
         self._http: httpx.AsyncClient | None = None
@@ -97,7 +107,12 @@ class FakeWeComApp(HttpWsServer):
             self.tokens[token] = False
 
     def texts(self) -> list[str]:
-        return [body[body["msgtype"]]["content"] for body in self.sent]
+        return [body[body["msgtype"]]["content"] for body in self.sent if body["msgtype"] in ("text", "markdown")]
+
+    def add_media(self, data: bytes, name: str, content_type: str = "application/octet-stream") -> str:
+        media_id = f"1G6nrLmr5EC3MMb_-zK1dDdzmd0p7cNliYu9V5w{next(self._ids):06d}"
+        self.media[media_id] = Stored(data, name, content_type)
+        return media_id
 
     async def http(self, request: HttpRequest) -> tuple[int, Any]:
         api = request.path.removeprefix("/cgi-bin/")
@@ -107,10 +122,10 @@ class FakeWeComApp(HttpWsServer):
             self.calls.append((api, -failure["http"]))
             return failure["http"], b"upstream trouble"
         status, payload = self._api(api, request, failure["errcode"] if failure else 0)
-        self.calls.append((api, int(payload.get("errcode", 0))))
+        self.calls.append((api, int(payload.get("errcode", 0)) if isinstance(payload, dict) else 0))
         return status, payload
 
-    def _api(self, api: str, request: HttpRequest, forced: int) -> tuple[int, dict[str, Any]]:
+    def _api(self, api: str, request: HttpRequest, forced: int) -> tuple[int, Any]:
         def err(code: int, msg: str) -> tuple[int, dict[str, Any]]:
             return 200, {"errcode": code, "errmsg": msg}
 
@@ -125,7 +140,8 @@ class FakeWeComApp(HttpWsServer):
             token = f"tok{next(self._ids):04d}" + base64.b32encode(os.urandom(10)).decode().lower()
             self.tokens[token] = True
             return 200, {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": self.expires_in}
-        if api not in ("message/send", "appchat/send") or request.method != "POST":
+        methods = {"message/send": "POST", "appchat/send": "POST", "media/upload": "POST", "media/get": "GET"}
+        if methods.get(api) != request.method:
             return 404, {"errcode": 404, "errmsg": "not served by the fake"}
         token = request.query.get("access_token", "")
         if token in self.expired:
@@ -134,13 +150,19 @@ class FakeWeComApp(HttpWsServer):
             return err(40014, "invalid access_token")
         if forced:
             return err(forced, "injected")
+        if api.startswith("media/"):
+            return self._media(api, request)
         body = request.json()
         kind = body.get("msgtype")
-        content = (body.get(kind) or {}).get("content") if kind in ("text", "markdown") else None
-        if not isinstance(content, str) or not content:
-            return err(44004, "empty content")
-        if len(content.encode()) > 2048:
-            return err(45002, "content size out of limit")
+        if kind in ("image", "file", "voice", "video"):
+            if (body.get(kind) or {}).get("media_id") not in self.media:
+                return err(40007, "invalid media_id")
+        else:
+            content = (body.get(kind) or {}).get("content") if kind in ("text", "markdown") else None
+            if not isinstance(content, str) or not content:
+                return err(44004, "empty content")
+            if len(content.encode()) > 2048:
+                return err(45002, "content size out of limit")
         if api == "message/send":
             if body.get("agentid") != self.agent_id:
                 return err(40056, "invalid agentid")
@@ -152,6 +174,42 @@ class FakeWeComApp(HttpWsServer):
             return err(86003, "chat not exist")
         self.sent.append({**body, "api": api})
         return 200, {"errcode": 0, "errmsg": "ok"}
+
+    def _media(self, api: str, request: HttpRequest) -> tuple[int, Any]:
+        if api == "media/get":
+            stored = self.media.get(request.query.get("media_id", ""))
+            if stored is None:
+                return 200, {"errcode": 40007, "errmsg": "invalid media_id"}
+            self.media_gets.append(request.query["media_id"])
+            return 200, (stored.data, [("content-type", stored.content_type),
+                                       ("content-disposition", f'attachment; filename="{stored.name}"')])
+        kind = request.query.get("type", "")
+        stored = media_part(request)
+        if stored is None:
+            return 200, {"errcode": 41006, "errmsg": "media data missing"}  # no "media" part
+        refusal = upload_refusal(kind, stored)
+        if refusal:
+            return 200, {"errcode": refusal[0], "errmsg": refusal[1]}
+        media_id = self.add_media(stored.data, stored.name, stored.content_type)
+        self.uploads.append((kind, media_id))
+        return 200, {"errcode": 0, "errmsg": "", "type": kind, "media_id": media_id, "created_at": str(int(time.time()))}
+
+    async def media_message(self, msgtype: str, data: bytes | None, name: str = "file", *,
+                            content_type: str = "application/octet-stream", recognition: str | None = None,
+                            pic_url: str | None = None, **kwargs: Any) -> Posted:
+        """A user sends an image / voice / video / file to the app: WeCom holds the file (MediaId)."""
+        fields = []
+        if data is not None:
+            fields.append(f"<MediaId><![CDATA[{self.add_media(data, name, content_type)}]]></MediaId>")
+        if pic_url:
+            fields.append(f"<PicUrl><![CDATA[{pic_url}]]></PicUrl>")
+        if msgtype == "voice":
+            fields.append("<Format><![CDATA[amr]]></Format>")
+        if recognition is not None:
+            fields.append(f"<Recognition><![CDATA[{recognition}]]></Recognition>")
+        if msgtype == "video":
+            fields.append("<ThumbMediaId><![CDATA[thumb0001]]></ThumbMediaId>")
+        return await self.post_inner(self.inner_xml("", msgtype=msgtype, extra="".join(fields), **kwargs))
 
     # -- callbacks to the daemon -------------------------------------------------------------------
     def attach(self, url: str) -> None:
