@@ -255,3 +255,22 @@ async def test_the_outbox_sends_a_file_once_or_names_it_where_files_cannot_go(tm
     [delivered] = [m for m in await store.messages_after("files:1", 0) if m.from_bot]
     assert [a.name for a in delivered.attachments] == ["r.pdf"]
     await store.close()
+
+
+def test_the_prompt_names_each_file_with_its_path_transcript_or_note() -> None:
+    from ngb.media.handoff import Placed, PlacedFile
+    from ngb.prompts import format_prompt
+    from ngb.records import Attachment, Message, utcnow
+
+    voice = Attachment(AttachmentKind.VOICE, "audio/amr", 3000, "v.amr", "a" * 64, id=1,
+                       transcript="call mum <at> 5", transcript_source="platform")
+    photo = Attachment(AttachmentKind.IMAGE, "image/heic", 2 * MB, 'x".heic', "b" * 64, id=2)
+    msg = Message(id=9, chat="wecom:u", sender="bo", text="", time=utcnow(), attachments=(voice, photo))
+    placed = Placed({1: PlacedFile(path="/workspace/group/attachments/1-v.amr", transcript=voice.transcript,
+                                   transcript_source="platform"),
+                     2: PlacedFile(path="/workspace/group/attachments/2-x.heic", note="not shown as an image: HEIC")})
+    prompt = format_prompt([msg], placed=placed)
+    assert ('<attachment kind="voice" name="v.amr" type="audio/amr" size="3 KB" '
+            'path="/workspace/group/attachments/1-v.amr"><transcript source="platform">call mum &lt;at&gt; 5'
+            '</transcript></attachment>') in prompt
+    assert 'name="x&quot;.heic"' in prompt and "<note>not shown as an image: HEIC</note>" in prompt
