@@ -52,6 +52,7 @@ from .records import Group, Message, channel_of
 from .router import Router, UnregisteredQuota
 from .sandbox.model_proxy import ModelProxy, Usage
 from .sandbox.tools import ToolContext, ToolService
+from .sandbox.web_door import WebDoor, WebLimits
 from .store import Store
 from .supervisor import Supervisor
 from .tasks.scheduler import Scheduler
@@ -125,7 +126,13 @@ class Daemon:
             handoff=Handoff(self.media_files, self.media_limits, config.groups_dir, agent_uid=config.agent_uid,
                             save_transcript=self.store.set_transcript),
             outgoing=self.outgoing,
-            new_turn=self.tools.new_turn,
+            new_turn=self._new_turn,
+        )
+        self.web_door = WebDoor(
+            WebLimits.from_config(config),
+            day_bytes=self._web_day_bytes,
+            on_request=self.metrics.web_request,
+            agent_uid=config.agent_uid,
         )
         self.budgets = Budgets(self.store, config, notify=self._budget_notice)
         self.proxy = ModelProxy(
@@ -166,7 +173,16 @@ class Daemon:
             tools=self.tools,
             config=self.config,
             current_group=lambda folder: self.registry.by_folder(folder),
+            web_door=self.web_door,
         )
+
+    def _new_turn(self, folder: str) -> None:
+        """A group's turn began: its per-turn counts (files sent, web bytes) start again."""
+        self.tools.new_turn(folder)
+        self.web_door.new_turn(folder)
+
+    async def _web_day_bytes(self, folder: str, day: str) -> int:
+        return int(await self.store.web_bytes_on(folder, day))
 
     def _make_actor(self, group: Group, view: ActorView) -> GroupActor:
         assert self.launcher is not None
@@ -345,6 +361,7 @@ class Daemon:
                 await self._start_agents()
                 await root.start(self.scheduler.run)
                 root.start_soon(self._gauges)
+                root.start_soon(self.web_door.run_recorder, self.store.record_web)
                 root.start_soon(partial(sweep_forever, self.media_files, self.media_limits.retention_days,
                                         expire=self.store.expire_attachments, needed=self.store.needed_hashes))
                 self.ready.set()

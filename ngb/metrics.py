@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .records import WebRequest
+
 ERROR_KINDS = (
     "actor_crash",  # a GroupActor raised; the supervisor restarted it
     "turn_failed",  # a turn could not be answered (container died, timeout, agent error)
@@ -94,6 +96,12 @@ class Metrics:
         self.media_files = Gauge("ngb_media_files", "Files in since start: taken, or refused with a note (docs/media.md)",
                                  ["outcome"], registry=r)
         self.transcriptions = Gauge("ngb_media_transcriptions", "Voice transcriptions since start", ["outcome"], registry=r)
+        self.web_requests = Counter(
+            "ngb_web_requests", "Requests through the egress door (docs/web-access.md)", ["group", "verdict"], registry=r
+        )
+        self.web_bytes = Counter(
+            "ngb_web_bytes", "Bytes through the egress door (up: agent to site)", ["group", "direction"], registry=r
+        )
         self.errors = Counter("ngb_errors", "Errors by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
@@ -108,6 +116,14 @@ class Metrics:
         self.uptime.set_function(lambda: time.time() - self.started)
         self._sampled = _Sampled()
         r.register(self._sampled)
+
+    def web_request(self, request: WebRequest) -> None:
+        """One request through the egress door, counted by group and verdict, and its bytes."""
+        self.web_requests.labels(request.folder, request.verdict.value).inc()
+        if request.bytes_up:
+            self.web_bytes.labels(request.folder, "up").inc(request.bytes_up)
+        if request.bytes_down:
+            self.web_bytes.labels(request.folder, "down").inc(request.bytes_down)
 
     def error(self, kind: str, n: float = 1) -> None:
         self.errors.labels(kind).inc(n)

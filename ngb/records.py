@@ -114,6 +114,49 @@ class Message:
     attachments: tuple[Attachment, ...] = ()
 
 
+class WebMode(enum.StrEnum):
+    """How much of the web a group's agent may reach through the egress door."""
+
+    OFF = "off"
+    ALLOWLIST = "allowlist"  # only hosts on an allow list (the group's or the daemon's)
+    OPEN = "open"  # any public host not on a deny list
+
+
+class WebVerdict(enum.StrEnum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+
+
+@attrs.frozen
+class WebRequest:
+    """One request through a group's egress door, as logged and shown: where it went, what the door
+    decided (and by which rule), and how many bytes went each way."""
+
+    folder: str
+    time: datetime
+    host: str
+    port: int
+    method: str  # CONNECT for HTTPS (a tunnel), else the HTTP method of a plain-HTTP request
+    verdict: WebVerdict
+    rule: str = ""  # why it was refused, or why a tunnel was cut ("" when it simply ended)
+    address: str = ""  # the address connected to ("" when refused before connecting)
+    bytes_up: int = 0  # agent -> site
+    bytes_down: int = 0  # site -> agent
+    duration_ms: int = 0
+
+
+@attrs.frozen
+class WebUsageDay:
+    """A group's web use over one UTC day."""
+
+    folder: str
+    day: str  # YYYY-MM-DD
+    requests: int
+    refused: int
+    bytes_up: int
+    bytes_down: int
+
+
 @attrs.frozen
 class Group:
     """A registered chat: it has a folder, a session and an agent."""
@@ -130,6 +173,11 @@ class Group:
     group_rate_per_minute: int | None = None
     # Messages of senders not on allowed_senders reach the prompt, marked as unlisted (never wake it)
     unlisted_context: bool = False
+    # The web through the egress door (docs/web-access.md): None takes the daemon's default
+    # (web_main for the main group, web_default for the others); the lists add to the daemon's own
+    web: WebMode | None = None
+    web_allow: tuple[str, ...] = ()  # host patterns: example.com, *.example.com
+    web_deny: tuple[str, ...] = ()
 
 
 @attrs.frozen

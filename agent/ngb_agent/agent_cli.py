@@ -16,7 +16,16 @@ from typing import Any
 from .early_cli import EARLY_CLI_MIN_CPUS, SDK_LOADER, EarlyCli, adopting_transport, effective_cpus
 from .host import HostRequests
 from .host_tools import build_mcp_server
-from .settings import CONFIG_SUBDIR, DISALLOWED_TOOLS, MCP_EXTRA, QUIET_ENV, RUNNER_NOTE, Config, say
+from .settings import (
+    CLI_SETTINGS,
+    CONFIG_SUBDIR,
+    DISALLOWED_TOOLS,
+    MCP_EXTRA,
+    QUIET_ENV,
+    RUNNER_NOTE,
+    Config,
+    say,
+)
 
 
 def is_uuid(value: str) -> bool:
@@ -79,6 +88,7 @@ class AgentCli:
             mcp_servers={"ngb": server},  # type: ignore[dict-item]
             disallowed_tools=list(DISALLOWED_TOOLS),
             model=self.cfg.model,
+            settings=CLI_SETTINGS,
             env=dict(env),
             verbatim_prompts=True,
             max_buffer_size=16 * 1024 * 1024,
@@ -106,6 +116,7 @@ class AgentCli:
         cmd += ["--permission-mode", "bypassPermissions"]
         if resume:
             cmd.append(f"--resume={resume}")
+        cmd += ["--settings", CLI_SETTINGS]
         mcp = {"type": "sdk", "name": "ngb", **MCP_EXTRA}
         cmd += ["--mcp-config", json.dumps({"mcpServers": {"ngb": mcp}})]
         cmd += ["--setting-sources=project", "--input-format", "stream-json"]

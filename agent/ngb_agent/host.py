@@ -1,5 +1,6 @@
-"""The runner's two links to the host besides the control socket: the model forwarder
-(127.0.0.1:PORT -> model.sock) and the client of requests.sock (the host's tools)."""
+"""The runner's links to the host besides the control socket: the model forwarder
+(127.0.0.1:PORT -> model.sock), the web forwarder (127.0.0.1:WEB_PORT -> web.sock, the egress door)
+and the client of requests.sock (the host's tools)."""
 
 from __future__ import annotations
 
@@ -37,19 +38,9 @@ class ModelForwarder:
         try:
             ureader, uwriter = await asyncio.open_unix_connection(str(self.sock_path))
         except OSError as exc:
-            say(f"model.sock unavailable: {exc!r}")
-            body = json.dumps(
-                {
-                    "type": "error",
-                    "error": {"type": "api_error", "message": f"model proxy unavailable: {exc}"},
-                }
-            ).encode()
-            head = (
-                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-            ).encode()
+            say(f"{self.sock_path.name} unavailable: {exc!r}")
             with contextlib.suppress(Exception):
-                cwriter.write(head + body)
+                cwriter.write(self.unavailable(exc))
                 await cwriter.drain()
                 cwriter.close()
             return
@@ -69,6 +60,17 @@ class ModelForwarder:
                 with contextlib.suppress(Exception):
                     w.close()
 
+    def unavailable(self, exc: OSError) -> bytes:
+        """The answer when the host's socket cannot be reached: an API error the CLI understands."""
+        body = json.dumps(
+            {"type": "error", "error": {"type": "api_error", "message": f"model proxy unavailable: {exc}"}}
+        ).encode()
+        head = (
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        return head + body
+
     @staticmethod
     async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         while True:
@@ -80,6 +82,19 @@ class ModelForwarder:
         with contextlib.suppress(Exception):
             if dst.can_write_eof():
                 dst.write_eof()
+
+
+class WebForwarder(ModelForwarder):
+    """127.0.0.1:WEB_PORT -> web.sock: the egress door, the proxy HTTP_PROXY/HTTPS_PROXY name."""
+
+    def unavailable(self, exc: OSError) -> bytes:
+        reason = "web: the egress door is not available"
+        body = (reason + "\n").encode()
+        head = (
+            f"HTTP/1.1 502 {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        return head + body
 
 
 class HostRequests:

@@ -17,7 +17,7 @@ from typing import Any
 from .agent_cli import AgentCli
 from .batches import Batches
 from .early_cli import SDK_LOADER
-from .host import HostRequests, ModelForwarder
+from .host import HostRequests, ModelForwarder, WebForwarder
 from .host_tools import MAX_EXTRA_TOOLS, extra_tool_problem
 from .images import image_blocks
 from .prescript import run_prescript
@@ -50,6 +50,7 @@ class Runner:
         self.out: FrameWriter | None = None
         self.lines: LineReader | None = None
         self.forwarder = ModelForwarder(cfg.model_sock)
+        self.web_forwarder = WebForwarder(cfg.web_sock)
         self.requests = HostRequests(cfg.requests_sock, cfg.request_timeout)
         self.cli = AgentCli(cfg, self.requests)
         self.client: Any = None
@@ -152,6 +153,9 @@ class Runner:
                 say("host closed the control connection or stopped before start")
                 return 0
             self.cli.port = await self.forwarder.start(self.cfg.model_port)
+            if self.cfg.web_port:
+                # Before the CLI starts: its HTTP(S)_PROXY (set by the daemon) names this port.
+                await self.web_forwarder.start(self.cfg.web_port)
             await self.cli.start_early()
             try:
                 await SDK_LOADER.wait()
@@ -207,6 +211,7 @@ class Runner:
                 say(f"disconnect: {exc!r}")
         await self.requests.close()
         await self.forwarder.close()
+        await self.web_forwarder.close()
         if self.out is not None:
             await self.out.close()
 

@@ -21,6 +21,9 @@ MCP_EXTRA = {"alwaysLoad": True}  # keep the host tools out of deferred tool sea
 
 # Claude Code tools that would start turns on their own, talk to other sessions, or clash with
 # the host's scheduler / send_message: the host owns those jobs.
+# The CLI's own settings (--settings): WebFetch asks no outside service whether a domain is safe,
+# because the daemon's egress door decides what each group may reach (docs/web-access.md).
+CLI_SETTINGS = '{"skipWebFetchPreflight": true}'
 DISALLOWED_TOOLS = ["CronCreate", "CronDelete", "CronList", "ScheduleWakeup", "SendMessage", "RemoteTrigger"]
 
 # Environment for the CLI: no telemetry, no update checks, no other outside traffic.
@@ -79,6 +82,8 @@ class Config:
         self.run_dir = Path(os.environ.get("NGB_RUN_DIR", "/run/ngb"))
         self.workspace = Path(os.environ.get("NGB_WORKSPACE", "/workspace"))
         self.model_port = _env_int("NGB_MODEL_PORT", 8787)
+        # The egress door's proxy on loopback (0: the daemon gave this container no web.sock)
+        self.web_port = _env_int("NGB_WEB_PORT", 0)
         self.connect_timeout = _env_float("NGB_CONNECT_TIMEOUT", 30.0)
         self.request_timeout = _env_float("NGB_REQUEST_TIMEOUT", 300.0)
         self.model = os.environ.get("NGB_MODEL") or None
@@ -97,6 +102,10 @@ class Config:
     @property
     def model_sock(self) -> Path:
         return self.run_dir / "model.sock"
+
+    @property
+    def web_sock(self) -> Path:
+        return self.run_dir / "web.sock"
 
     @property
     def cwd(self) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from ..prices import parse_model_prices, parse_usd
+from ..records import WebMode
 from . import values as v
 from .values import MIN_EXPOSED_TOKEN_CHARS, ConfigError, is_loopback_host, is_secret_key, parse_size
 
@@ -100,6 +101,24 @@ class Config:
     transcribe_api_key: str | None = _field(None, v.secret, secret=True)
     transcribe_api_key_file: Path | None = _field(None, v.optional_path)
     transcribe_timeout: float = _field(120.0, v.duration())
+    # The web through the egress door (docs/web-access.md). web_host/web_port above are the daemon's
+    # own HTTP server; these say what the agents may reach.
+    web_main: WebMode = _field(WebMode.OPEN, v.web_mode)  # the main group, unless it sets its own
+    web_default: WebMode = _field(WebMode.OFF, v.web_mode)  # every other group, likewise
+    web_allow: tuple[str, ...] = _field((), v.host_patterns)  # added to each group's allow list
+    web_deny: tuple[str, ...] = _field((), v.host_patterns)  # refused for every group, whatever its mode
+    web_ports: tuple[int, ...] = _field((80, 443), v.port_list)
+    # Address ranges the door may reach although they are not public (loopback, LAN): empty by
+    # default; cloud metadata addresses stay refused even inside them.
+    web_allow_networks: tuple[str, ...] = _field((), v.network_list)
+    web_turn_mb: int = _field(50, v.int_range(0, 1_000_000))  # per group and turn; 0: no limit
+    web_day_mb: int = _field(500, v.int_range(0, 10_000_000))  # per group and UTC day; 0: no limit
+    web_max_connections: int = _field(8, v.int_range(1, 1024))  # per group, at once
+    web_connect_timeout: float = _field(10.0, v.duration())
+    web_idle_timeout: float = _field(30.0, v.duration())
+    # A PEM file of extra certificate authorities the agent's CLI (WebFetch) trusts: a LAN service's
+    # own CA, or a TLS-inspecting corporate proxy's. Copied into the container's run folder.
+    web_extra_ca_file: Path | None = _field(None, v.optional_path)
     # Not settable: where the values came from (load_config fills them in).
     config_file: Path | None = attrs.field(default=None, metadata={"internal": True})
     origins: dict[str, str] = attrs.field(factory=dict, eq=False, repr=False, metadata={"internal": True})

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..host_patterns import parse_host_patterns
+from ..records import WebMode
+
 MIN_EXPOSED_TOKEN_CHARS = 16  # any api_token (the name predates the rule covering loopback too)
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
@@ -364,4 +367,53 @@ def module_list(value: Any) -> tuple[str, ...]:
                 f'must be a list of module paths like "my_plugin" or "pkg.mod:attr", got {got(item)}'
             )
         out.append(item.strip())
+    return tuple(out)
+
+
+def web_mode(value: Any) -> WebMode:
+    """off, allowlist or open (ngb.records.WebMode)."""
+    if isinstance(value, WebMode):
+        return value
+    try:
+        return WebMode(value.strip().lower() if isinstance(value, str) else "")
+    except ValueError:
+        raise ValueError(f"must be one of off, allowlist, open; got {got(value)}") from None
+
+
+def host_patterns(value: Any) -> tuple[str, ...]:
+    """Host patterns (example.com, *.example.com): a list (TOML) or a comma-separated string."""
+    return parse_host_patterns(value)
+
+
+def port_list(value: Any) -> tuple[int, ...]:
+    """TCP ports: a list (TOML) or a comma-separated string (environment)."""
+    items = [p for p in re.split(r"[,\s]+", value) if p] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ValueError(f"must be a non-empty list of ports, got {got(value)}")
+    out: list[int] = []
+    for item in items:
+        try:
+            port = int(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a list of ports 1-65535, got {got(item)}") from None
+        if isinstance(item, bool) or not 1 <= port <= 65535:
+            raise ValueError(f"must be a list of ports 1-65535, got {got(item)}")
+        if port not in out:
+            out.append(port)
+    return tuple(out)
+
+
+def network_list(value: Any) -> tuple[str, ...]:
+    """Address ranges in CIDR form (10.0.0.0/8, fd00::/8; a bare address is one host)."""
+    items = [p for p in re.split(r"[,\s]+", value) if p] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"must be a list of address ranges like 192.168.1.0/24, got {got(value)}")
+    out: list[str] = []
+    for item in items:
+        try:
+            net = ipaddress.ip_network(str(item).strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"must be a list of address ranges like 192.168.1.0/24, got {got(item)}") from None
+        if str(net) not in out:
+            out.append(str(net))
     return tuple(out)

@@ -1,6 +1,6 @@
 """DockerLauncher: one agent container with its host sockets, as an async context manager.
 
-On enter: the group's run folder gets fresh sockets (control, requests, model), the container is
+On enter: the group's run folder gets fresh sockets (control, requests, model, web), the container is
 started with that folder mounted at /run/ngb, and the runner's `hello` is awaited. On exit: `stop`
 is sent, the container gets a grace period, then it is stopped and removed; the sockets go away.
 
@@ -33,10 +33,13 @@ from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
 from .runtime import BindMount, ContainerSpec, DockerRuntime, RuntimeUnavailable
 from .tools import ToolService, serve_requests
+from .web_door import WebDoor
+from .web_policy import rules_for
 
 log = logging.getLogger(__name__)
 
 MODEL_PORT = 8787
+WEB_PORT = 8788  # the runner's proxy on the container's loopback, forwarded to web.sock (the egress door)
 ENGINE_WAIT = 30.0  # how long a container start waits for a Docker engine that does not answer
 
 
@@ -72,6 +75,7 @@ class DockerLauncher:
     tools: ToolService
     config: Any
     _current_group: Callable[[str], Group | None]
+    web_door: WebDoor | None = None
     agent_uid: int = attrs.field(
         init=False, default=attrs.Factory(lambda self: getattr(self.config, "agent_uid", DEFAULT_AGENT_UID), takes_self=True)
     )
@@ -145,6 +149,24 @@ class DockerLauncher:
                 )
                 await nursery.start(self.proxy.serve_group, folder, run_dir / "model.sock", placeholder)
                 share_socket(run_dir / "model.sock", self.agent_uid)
+                web_env: dict[str, str] = {}
+                if self.web_door is not None:
+                    await nursery.start(
+                        self.web_door.serve_group, folder, run_dir / "web.sock",
+                        lambda: rules_for(self._current_group(folder) or group, cfg),
+                    )
+                    share_socket(run_dir / "web.sock", self.agent_uid)
+                    proxy = f"http://127.0.0.1:{WEB_PORT}"
+                    web_env = {
+                        "NGB_WEB_PORT": str(WEB_PORT),
+                        "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+                        # Only the model forwarder's own address goes direct: "localhost" and every
+                        # other name go through the door, which resolves and checks them.
+                        "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
+                    }
+                    ca = _copy_extra_ca(cfg, run_dir)
+                    if ca is not None:
+                        web_env["NODE_EXTRA_CA_CERTS"] = f"/run/ngb/{ca}"
                 spec = ContainerSpec(
                     image=cfg.image,
                     folder=folder,
@@ -158,6 +180,7 @@ class DockerLauncher:
                         "HOME": "/home/agent",
                         "CLAUDE_CONFIG_DIR": "/home/agent/.claude",
                         "TZ": host_timezone(),
+                        **web_env,
                     },
                     memory=cfg.container_memory,
                     pids=cfg.container_pids,
@@ -272,6 +295,29 @@ async def _listen(path: Path, agent_uid: int) -> trio.SocketListener:
         sock.close()
         raise
     return trio.SocketListener(sock)
+
+
+EXTRA_CA = "extra-ca.pem"
+
+
+def _copy_extra_ca(cfg: Any, run_dir: Path) -> str | None:
+    """The web_extra_ca_file setting's certificates, copied into the group's run folder (mounted
+    read-only at /run/ngb) for the container's CLI to trust; None when none is set or it cannot be read."""
+    source = getattr(cfg, "web_extra_ca_file", None)
+    if source is None:
+        return None
+    try:
+        data = Path(source).expanduser().read_bytes()
+    except OSError as exc:
+        log.error("web: web_extra_ca_file %s cannot be read (%s); the agent trusts only the public CAs", source, exc)
+        return None
+    if b"-----BEGIN CERTIFICATE-----" not in data or b"PRIVATE KEY" in data:
+        log.error("web: web_extra_ca_file %s is not a PEM file of certificates only; not used", source)
+        return None
+    target = run_dir / EXTRA_CA
+    target.write_bytes(data)
+    target.chmod(0o644)
+    return EXTRA_CA
 
 
 def _engine_unreachable(exc: BaseException) -> bool:

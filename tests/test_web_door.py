@@ -1,0 +1,326 @@
+"""The egress door on the host (issue 19): the group's web.sock, real unix and TCP sockets, real
+sites on loopback (opened on purpose with web_allow_networks), and a resolver the test controls so
+that a name can answer a private or a metadata address (DNS rebinding) without a DNS server.
+
+What a user would notice: an allowed page arrives whole through a tunnel or as plain HTTP; a refused
+one says which rule refused it ("web: 10.0.0.5 is a private address"); a name that resolves to the
+host, the LAN or a metadata service is refused whatever the allow list says, and so is a second
+answer that changed; a turn's byte budget and an idle site cut the connection; each request is
+recorded with its group, verdict and bytes."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from ngb.config import Config
+from ngb.records import Group, WebMode, WebRequest, WebVerdict
+from ngb.sandbox.web_door import WebDoor, WebLimits
+from ngb.sandbox.web_policy import WebRules, address_kind, rules_for
+
+LOOP = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+class Resolver:
+    """host -> a list of answers, one per lookup (the last one repeats)."""
+
+    def __init__(self, answers: dict[str, list[list[str]]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list:
+        self.calls.append(host)
+        if host not in self.answers:
+            raise OSError(-2, "Name or service not known")
+        seq = self.answers[host]
+        n = sum(1 for c in self.calls if c == host) - 1
+        return [ipaddress.ip_address(a) for a in seq[min(n, len(seq) - 1)]]
+
+
+async def site(nursery: trio.Nursery, handler: Callable) -> int:
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    return listeners[0].socket.getsockname()[1]
+
+
+def page_handler(body: bytes, seen: list[bytes] | None = None):
+    async def handler(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            data += chunk
+        if seen is not None:
+            seen.append(data)
+        try:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        except trio.BrokenResourceError:
+            pass  # the door cut it (a limit)
+        await stream.aclose()
+
+    return handler
+
+
+class Door:
+    def __init__(self, tmp: Path, rules: WebRules, limits: WebLimits, resolver: Resolver | None = None) -> None:
+        self.records: list[WebRequest] = []
+        self.door = WebDoor(limits, resolver=resolver or Resolver({}), on_request=self.records.append)
+        self.rules = rules
+        self.path = tmp / "web.sock"
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self.door.serve_group, self.rules.folder, self.path, lambda: self.rules)
+
+    async def settled(self, n: int) -> list[WebRequest]:
+        """The records once ``n`` requests are recorded (a tunnel is recorded after both sides closed)."""
+        with trio.fail_after(5):
+            while len(self.records) < n:
+                await trio.sleep(0.005)
+        return self.records
+
+    async def ask(self, head: str, then: bytes = b"") -> tuple[bytes, trio.SocketStream]:
+        stream = await trio.open_unix_socket(str(self.path))
+        await stream.send_all(head.encode() + then)
+        return await read_head(stream), stream
+
+    async def exchange(self, head: str, then: bytes = b"") -> bytes:
+        """Everything the door sends back until it closes."""
+        stream = await trio.open_unix_socket(str(self.path))
+        await stream.send_all(head.encode() + then)
+        out = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                out += chunk
+        await stream.aclose()
+        return out
+
+
+async def read_head(stream: trio.SocketStream) -> bytes:
+    data = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def rules(mode: WebMode = WebMode.OPEN, **kw) -> WebRules:
+    kw.setdefault("allow_networks", LOOP)
+    return WebRules(folder="family", mode=mode, **kw)
+
+
+LIMITS = WebLimits(turn_bytes=0, day_bytes=0, max_connections=4, connect_timeout=3, idle_timeout=5)
+
+
+async def test_tunnel_reaches_an_allowed_site_and_is_recorded(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, page_handler(b"<h1>hello through the tunnel</h1>"))
+        door = Door(tmp_path, rules(ports=(port,)), LIMITS)
+        await door.start(nursery)
+        reply = await door.exchange(
+            f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        await door.settled(1)
+        nursery.cancel_scope.cancel()
+    assert reply.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK")
+    assert reply.endswith(b"<h1>hello through the tunnel</h1>")
+    [rec] = door.records
+    assert (rec.folder, rec.verdict, rec.method, rec.host, rec.port) == ("family", WebVerdict.ALLOWED, "CONNECT", "127.0.0.1", port)
+    assert rec.address == "127.0.0.1" and rec.bytes_down == len(reply) - len(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    assert rec.bytes_up == len(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+async def test_plain_http_is_forwarded_in_origin_form_without_proxy_headers(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, page_handler(b"plain page", seen))
+        door = Door(tmp_path, rules(ports=(port,)), LIMITS, Resolver({"site.test": [["127.0.0.1"]]}))
+        await door.start(nursery)
+        reply = await door.exchange(
+            f"GET http://site.test:{port}/a/b?c=1 HTTP/1.1\r\nHost: site.test:{port}\r\n"
+            "Proxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\n\r\n"
+        )
+        await door.settled(1)
+        nursery.cancel_scope.cancel()
+    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"plain page")
+    head = seen[0].decode()
+    assert head.startswith("GET /a/b?c=1 HTTP/1.1\r\n")
+    assert f"Host: site.test:{port}" in head and "Connection: close" in head
+    assert "Proxy-" not in head and "c2VjcmV0" not in head
+    assert door.records[0].host == "site.test" and door.records[0].method == "GET"
+
+
+@pytest.mark.parametrize(
+    ("mode", "target", "answers", "why"),
+    [
+        (WebMode.OFF, "example.com:443", {}, "web: off for this group"),
+        (WebMode.OPEN, "example.com:8080", {}, "web: port 8080 is not allowed (web_ports: 80, 443)"),
+        (WebMode.ALLOWLIST, "example.org:443", {}, "web: example.org is not on this group's allow list"),
+        (WebMode.ALLOWLIST, "10.0.0.5:443", {}, "web: 10.0.0.5 is an address; this group reaches only the host names"),
+        (WebMode.OPEN, "10.0.0.5:443", {}, "web: 10.0.0.5 is a private address"),
+        (WebMode.OPEN, "ads.tracker.test:443", {}, "web: ads.tracker.test is on the deny list (*.tracker.test)"),
+        (WebMode.ALLOWLIST, "intranet.example.com:443", {"intranet.example.com": [["93.184.216.34", "192.168.1.20"]]},
+         "web: 192.168.1.20 is a private address (intranet.example.com resolves to it)"),
+        (WebMode.ALLOWLIST, "meta.example.com:80", {"meta.example.com": [["169.254.169.254"]]},
+         "web: 169.254.169.254 is a cloud metadata address (meta.example.com resolves to it)"),
+        (WebMode.OPEN, "[::ffff:10.1.2.3]:443", {}, "web: 10.1.2.3 is a private address (inside ::ffff:a01:203)"),
+        (WebMode.OPEN, "[64:ff9b::a9fe:a9fe]:443", {}, "web: 169.254.169.254 is a cloud metadata address"),
+        (WebMode.OPEN, "nowhere.test:443", {}, "web: nowhere.test does not resolve"),
+    ],
+)
+async def test_refusals_name_the_rule(tmp_path: Path, mode: WebMode, target: str, answers: dict, why: str) -> None:
+    r = WebRules(folder="family", mode=mode, allow=("*.example.com",), deny=("*.tracker.test",),
+                 allow_networks=(ipaddress.ip_network("169.254.0.0/16"),))
+    async with trio.open_nursery() as nursery:
+        door = Door(tmp_path, r, LIMITS, Resolver(answers))
+        await door.start(nursery)
+        reply = await door.exchange(f"CONNECT {target} HTTP/1.1\r\n\r\n")
+        nursery.cancel_scope.cancel()
+    status, _, rest = reply.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 40") or status.startswith(b"HTTP/1.1 50")
+    assert why in status.decode(), status  # the reason phrase carries the rule (clients show it)
+    assert rest.endswith(status.split(b" ", 2)[2] + b"\n")  # and the body too
+    [rec] = door.records
+    assert rec.verdict == WebVerdict.REFUSED and why in rec.rule and rec.bytes_down == 0
+
+
+async def test_a_name_that_changes_its_answer_is_checked_again(tmp_path: Path) -> None:
+    """DNS rebinding: the first lookup is a site the group may reach, the second points at the LAN."""
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, page_handler(b"ok"))
+        resolver = Resolver({"rebind.test": [["127.0.0.1"], ["10.0.0.7"]]})
+        door = Door(tmp_path, rules(ports=(port,)), LIMITS, resolver)
+        await door.start(nursery)
+        first = await door.exchange(f"GET http://rebind.test:{port}/ HTTP/1.1\r\n\r\n")
+        second = await door.exchange(f"GET http://rebind.test:{port}/ HTTP/1.1\r\n\r\n")
+        nursery.cancel_scope.cancel()
+    assert first.endswith(b"ok")
+    assert second.startswith(b"HTTP/1.1 403 web: 10.0.0.7 is a private address (rebind.test resolves to it)")
+    assert resolver.calls == ["rebind.test", "rebind.test"]
+
+
+async def test_the_turn_budget_cuts_a_download_and_refuses_until_the_next_turn(tmp_path: Path) -> None:
+    big = b"x" * (3 * 1024 * 1024)
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, page_handler(big))
+        limits = WebLimits(turn_bytes=1024 * 1024, day_bytes=0, max_connections=4, connect_timeout=3, idle_timeout=5)
+        door = Door(tmp_path, rules(ports=(port,)), limits)
+        await door.start(nursery)
+        first = await door.exchange(f"GET http://127.0.0.1:{port}/big HTTP/1.1\r\n\r\n")
+        second = await door.exchange(f"GET http://127.0.0.1:{port}/big HTTP/1.1\r\n\r\n")
+        door.door.new_turn("family")
+        third = await door.exchange(f"GET http://127.0.0.1:{port}/big HTTP/1.1\r\n\r\n")
+        await door.settled(3)
+        nursery.cancel_scope.cancel()
+    assert 1024 * 1024 <= len(first) < len(big)  # cut a chunk past the budget, not the whole file
+    assert second.startswith(b"HTTP/1.1 429 web: this turn's 1 MB of web traffic are used (web_turn_mb)")
+    assert len(third) >= 1024 * 1024  # a new turn, a new budget
+    assert door.records[0].rule.startswith("web: this turn's 1 MB")
+    assert door.records[1].verdict == WebVerdict.REFUSED
+
+
+async def test_a_site_that_hangs_is_cut_at_the_idle_timeout(tmp_path: Path) -> None:
+    async def hang(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, hang)
+        limits = WebLimits(turn_bytes=0, day_bytes=0, max_connections=4, connect_timeout=3, idle_timeout=0.5)
+        door = Door(tmp_path, rules(ports=(port,)), limits)
+        await door.start(nursery)
+        with trio.fail_after(5):
+            reply = await door.exchange(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n", b"hello?")
+        await door.settled(1)
+        nursery.cancel_scope.cancel()
+    assert reply == b"HTTP/1.1 200 Connection established\r\n\r\n"
+    assert door.records[0].rule == "web: no traffic for 0.5 s (web_idle_timeout)"
+
+
+async def test_connections_at_once_are_limited_per_group(tmp_path: Path) -> None:
+    async def hang(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, hang)
+        limits = WebLimits(turn_bytes=0, day_bytes=0, max_connections=2, connect_timeout=3, idle_timeout=30)
+        door = Door(tmp_path, rules(ports=(port,)), limits)
+        await door.start(nursery)
+        opened = [await door.ask(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n") for _ in range(2)]
+        assert all(h.startswith(b"HTTP/1.1 200") for h, _ in opened)
+        third = await door.exchange(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n")
+        for _, s in opened:
+            await s.aclose()
+        nursery.cancel_scope.cancel()
+    assert third.startswith(b"HTTP/1.1 429 web: too many connections at once (2, web_max_connections)")
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        ("GARBAGE\r\n\r\n", b"400"),
+        ("GET /relative HTTP/1.1\r\n\r\n", b"400"),
+        ("GET https://example.com/ HTTP/1.1\r\n\r\n", b"400"),
+        ("CONNECT example.com HTTP/1.1\r\n\r\n", b"400"),
+        ("GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n", b"400"),
+        ("GET http://example.com/ HTTP/1.1\r\n" + "X-Pad: " + "a" * 20000 + "\r\n\r\n", b"431"),
+    ],
+)
+async def test_a_malformed_request_gets_a_clear_error(tmp_path: Path, head: str, status: bytes) -> None:
+    async with trio.open_nursery() as nursery:
+        door = Door(tmp_path, rules(), LIMITS)
+        await door.start(nursery)
+        reply = await door.exchange(head)
+        nursery.cancel_scope.cancel()
+    assert reply.startswith(b"HTTP/1.1 " + status + b" web: ")
+
+
+async def test_the_recorder_hands_requests_to_the_store_in_batches(tmp_path: Path) -> None:
+    written: list[list[WebRequest]] = []
+
+    async def write(batch: list[WebRequest]) -> None:
+        written.append(batch)
+
+    async with trio.open_nursery() as nursery:
+        door = Door(tmp_path, rules(mode=WebMode.OFF), LIMITS)
+        await door.start(nursery)
+        nursery.start_soon(door.door.run_recorder, write)
+        for _ in range(3):
+            await door.exchange("CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        with trio.fail_after(5):
+            while sum(len(b) for b in written) < 3:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert [r.host for b in written for r in b] == ["example.com"] * 3
+
+
+def test_rules_for_a_group_follow_its_mode_then_the_daemons_defaults() -> None:
+    config = Config(web_allow=("docs.python.org",), web_deny=("*.ads.test",), web_allow_networks=("192.168.5.0/24",))
+    main = rules_for(Group("local:main", "main", is_main=True), config)
+    other = rules_for(Group("local:family", "family"), config)
+    own = rules_for(Group("local:work", "work", web=WebMode.ALLOWLIST, web_allow=("*.example.com",), web_deny=("x.test",)), config)
+    assert (main.mode, other.mode, own.mode) == (WebMode.OPEN, WebMode.OFF, WebMode.ALLOWLIST)
+    assert own.allow == ("docs.python.org", "*.example.com") and own.deny == ("*.ads.test", "x.test")
+    assert own.check_target("docs.python.org", 443) == ("docs.python.org", None)
+    assert own.check_target("API.Example.COM.", 443) == ("api.example.com", None)
+    assert own.check_target("example.com", 443)[1] == "web: example.com is not on this group's allow list"
+    assert own.check_address(ipaddress.ip_address("192.168.5.9")) is None  # opened on purpose
+    assert own.check_address(ipaddress.ip_address("192.168.6.9")) == "web: 192.168.6.9 is a private address"
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [("8.8.8.8", None), ("2606:4700::1111", None), ("127.0.0.1", "a loopback address"), ("::1", "a loopback address"),
+     ("10.1.1.1", "a private address"), ("172.20.0.1", "a private address"), ("192.168.0.1", "a private address"),
+     ("fd12::1", "a private address"), ("169.254.1.1", "a link-local address"), ("fe80::1", "a link-local address"),
+     ("100.64.0.1", "a shared (carrier-grade NAT) address"), ("0.0.0.0", "an unspecified address"),
+     ("224.0.0.1", "a multicast address"), ("240.0.0.1", "a private address")],
+)
+def test_address_kinds(address: str, kind: str | None) -> None:
+    assert address_kind(ipaddress.ip_address(address)) == kind
