@@ -1,5 +1,5 @@
-"""`ngb groups`: list, add and remove registered chats, their senders and allow-lists (through
-the running daemon's API when one answers, else on the state directly)."""
+"""`ngb groups`: list, add and remove registered chats, their senders, allow-lists and web
+settings (through the running daemon's API when one answers, else on the state directly)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 
 from ..config import Config
+from ..records import Group, WebMode
 from .support import daemon_client, fail, with_store
+
+WEB_MODES = [m.value for m in WebMode]
 
 
 def add_group_commands(sub: Any) -> None:
@@ -28,6 +31,8 @@ def add_group_commands(sub: Any) -> None:
                     help="only this sender (the platform's user id, never a name) may use the bot; repeatable")
     ga.add_argument("--unlisted-context", action="store_true",
                     help="show other senders' messages to the agent as context, marked as unlisted")
+    ga.add_argument("--web", choices=WEB_MODES, default=None,
+                    help="the web for this group's agent (default: the daemon's web_main/web_default)")
     gr = gsub.add_parser("remove")
     gr.add_argument("chat")
     gs = gsub.add_parser("senders", help="who wrote in a chat lately: the ids allow-lists take, with names")
@@ -38,13 +43,23 @@ def add_group_commands(sub: Any) -> None:
         gp = gsub.add_parser(name, help=helptext)
         gp.add_argument("chat")
         gp.add_argument("sender_ids", nargs="+", metavar="SENDER_ID")
+    gw = gsub.add_parser("web", help="show or change a group's web settings (docs/web-access.md)")
+    gw.add_argument("chat")
+    gw.add_argument("--mode", choices=[*WEB_MODES, "default"],
+                    help="off, allowlist, open, or default (the daemon's web_main/web_default)")
+    for flag, helptext in (("--allow", "add host patterns (example.com, *.example.com) to the allow list"),
+                           ("--deny", "add host patterns to the deny list"),
+                           ("--remove-allow", "remove host patterns from the allow list"),
+                           ("--remove-deny", "remove host patterns from the deny list")):
+        gw.add_argument(flag, nargs="+", action="extend", default=[], metavar="PATTERN", help=helptext)
+    gw.add_argument("--json", action="store_true")
     groups.set_defaults(fn=cmd_groups)
 
 
 def cmd_groups(config: Config, args: argparse.Namespace) -> int:
     from ..folders import validate_folder
     from ..identity import normalise_sender_ids
-    from ..records import Group, to_json
+    from ..records import to_json
 
     client = daemon_client(config)
     if args.groups_cmd == "list":
@@ -58,7 +73,8 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
         if not groups:
             print("no groups registered")
         for g in groups:
-            flags = [f for f, on in (("main", g["is_main"]), ("no-trigger", not g["requires_trigger"])) if on]
+            flags = [f for f, on in (("main", g["is_main"]), ("no-trigger", not g["requires_trigger"]),
+                                     (f"web={g.get('web')}", g.get("web") is not None)) if on]
             print(f"{g['chat']:<30} folder={g['folder']:<20} {' '.join(flags)}")
         return 0
     if args.groups_cmd == "add":
@@ -76,13 +92,14 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
             r = client.post(
                 "/api/groups",
                 json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger,
-                      "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context},
+                      "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context, "web": args.web},
             )
             if r.status_code >= 400:
                 return fail(r.json().get("error", r.text))
         else:
             group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger,
-                          allowed_senders=allowed, unlisted_context=args.unlisted_context)
+                          allowed_senders=allowed, unlisted_context=args.unlisted_context,
+                          web=None if args.web is None else WebMode(args.web))
             try:
                 with_store(config, lambda r: r.add(group))
             except ValueError as exc:
@@ -102,7 +119,9 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
         return _groups_senders(config, client, args)
     if args.groups_cmd in ("allow", "disallow"):
         return _groups_allow(config, client, args)
-    return fail("usage: ngb groups list|add|remove|senders|allow|disallow")
+    if args.groups_cmd == "web":
+        return _groups_web(config, client, args)
+    return fail("usage: ngb groups list|add|remove|senders|allow|disallow|web")
 
 
 def _groups_senders(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
@@ -171,6 +190,84 @@ def _groups_allow(config: Config, client: httpx.Client | None, args: argparse.Na
         if new is None:
             return fail(f"no group for chat {args.chat}", 1)
     print(f"{args.chat}: " + (f"allowed senders: {', '.join(new)}" if new else "everyone may use the bot (no allow-list)"))
+    return 0
+
+
+def _patterns(items: list[str]) -> list[str]:
+    """Host patterns as the store keeps them; HostPatternError (a ValueError) names a bad one."""
+    from ..host_patterns import parse_host_pattern
+
+    return list(dict.fromkeys(parse_host_pattern(p) for p in items))
+
+
+def _web_effective(config: Config, group: dict[str, Any]) -> str:
+    from ..sandbox.web_policy import effective_mode
+
+    return str(effective_mode(Group(chat=group["chat"], folder=group["folder"], is_main=group["is_main"],
+                                    web=WebMode(group["web"]) if group.get("web") else None), config))
+
+
+def _groups_web(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
+    """Show a group's web settings, or change them (only what the options name)."""
+    from ..host_patterns import HostPatternError
+    from ..records import to_json
+
+    try:
+        add_allow, add_deny = _patterns(args.allow), _patterns(args.deny)
+        drop_allow, drop_deny = set(_patterns(args.remove_allow)), set(_patterns(args.remove_deny))
+    except HostPatternError as exc:
+        return fail(str(exc))
+    changing = args.mode is not None or any((add_allow, add_deny, drop_allow, drop_deny))
+
+    def changes(current: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if args.mode is not None:
+            out["web"] = None if args.mode == "default" else args.mode
+        if add_allow or drop_allow:
+            out["web_allow"] = [p for p in dict.fromkeys([*current["web_allow"], *add_allow]) if p not in drop_allow]
+        if add_deny or drop_deny:
+            out["web_deny"] = [p for p in dict.fromkeys([*current["web_deny"], *add_deny]) if p not in drop_deny]
+        return out
+
+    if client:
+        r = client.get(f"/api/groups/{args.chat}")
+        if r.status_code == 404:
+            return fail(f"no group for chat {args.chat}", 1)
+        group = r.json()
+        if changing:
+            r = client.patch(f"/api/groups/{args.chat}", json=changes(group))
+            if r.status_code >= 400:
+                return fail(r.json().get("error", r.text))
+            group = r.json()
+    else:
+        import attrs
+
+        async def edit(registry: Any) -> dict[str, Any] | None:
+            found: Group | None = registry.get(args.chat)
+            if found is None:
+                return None
+            if changing:
+                new = changes(to_json(found))
+                if "web" in new:
+                    new["web"] = None if new["web"] is None else WebMode(new["web"])
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in new.items()}
+                found = attrs.evolve(found, **fields)
+                await registry.store.update_group(found)
+            return dict(to_json(found))
+
+        got = with_store(config, edit)
+        if got is None:
+            return fail(f"no group for chat {args.chat}", 1)
+        group = got
+    effective = group.get("web_effective") or _web_effective(config, group)
+    if args.json:
+        print(json.dumps({k: group.get(k) for k in ("chat", "folder", "web", "web_allow", "web_deny")}
+                         | {"web_effective": effective}, indent=2))
+        return 0
+    origin = "its own setting" if group.get("web") else "the daemon's default for " + ("the main group" if group["is_main"] else "groups")
+    print(f"{args.chat}: web {effective} ({origin})")
+    print(f"  allow: {', '.join(group['web_allow']) or '(none)'}")
+    print(f"  deny:  {', '.join(group['web_deny']) or '(none)'}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The `ngb` command's parser and entry point, and the commands without a module of their own:
-run (the daemon), image, chat (ngb/cli/chat.py). groups, tasks and the operations commands are
-in groups.py, tasks.py and ops.py here."""
+run (the daemon), image, chat (ngb/cli/chat.py). groups, tasks, web and the operations commands
+are in groups.py, tasks.py, web.py and ops.py here."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .groups import add_group_commands
 from .ops import add_ops_commands
 from .support import ApiRefused, fail
 from .tasks import add_task_commands
+from .web import add_web_commands
 
 log = logging.getLogger("ngb")
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_group_commands(sub)
     add_task_commands(sub)
+    add_web_commands(sub)
 
     image = sub.add_parser("image", help="build the agent image")
     image.add_argument("action", choices=["build"])

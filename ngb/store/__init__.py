@@ -8,7 +8,8 @@ a worker thread behind a one-token limiter; every public coroutine is one transa
 * `rows` - rows to records and back; `messages` - history, chats, channel marks, cursors;
 * `groups` - groups and sessions; `outbox` - the transactional outbox; `tasks` - tasks and runs;
 * `attachments` - the files messages carry (their bytes: ngb/media);
-* `usage` - token usage, budget caps and notices; `views` - the web API's read views.
+* `usage` - token usage, budget caps and notices; `views` - the web API's read views;
+* `web` - the egress door's request log and per-day web usage.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from .schema import MIGRATIONS
 from .tasks import TasksMixin
 from .usage import UsageMixin
 from .views import ViewsMixin
+from .web import WebMixin
 
 __all__ = ["MIGRATIONS", "RETRYABLE", "Store", "StoreCore", "StoreUnavailable", "StoredSession"]
 
 _task_row = task_to_row  # kept for bench/bench_scheduler.py (imports it by its old private name)
 
 
-class Store(MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin):
+class Store(
+    MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin, WebMixin
+):
     """The daemon's only door to SQLite."""

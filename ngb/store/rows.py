@@ -1,5 +1,5 @@
 """Rows to records and back: the one place a database row becomes an attrs record (Message,
-Group, OutboxItem, Task, TaskRun) and a record becomes a row. Every query module reads rows
+Group, OutboxItem, Task, TaskRun, WebRequest, WebUsageDay) and a record becomes a row. Every query module reads rows
 through these, so a column change is made here once."""
 
 from __future__ import annotations
@@ -11,7 +11,20 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..records import Group, Message, OutboxItem, OutboxState, Task, TaskRun, converter, parse_time
+from ..records import (
+    Group,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Task,
+    TaskRun,
+    WebRequest,
+    WebUsageDay,
+    WebVerdict,
+    converter,
+    format_time,
+    parse_time,
+)
 
 Row = Mapping[str, Any] | sqlite3.Row
 R = TypeVar("R", bound=attrs.AttrsInstance)
@@ -38,6 +51,8 @@ def group_from_row(row: Row) -> Group:
     data = dict(row)
     data["allowed_senders"] = tuple(json.loads(data["allowed_senders"]))
     data["mounts"] = tuple(json.loads(data["mounts"]))
+    for key in ("web_allow", "web_deny"):
+        data[key] = tuple(json.loads(data[key]))
     return converter.structure(data, Group)
 
 
@@ -48,6 +63,9 @@ def group_to_row(group: Group) -> dict[str, Any]:
     row["unlisted_context"] = int(group.unlisted_context)
     row["allowed_senders"] = json.dumps(list(group.allowed_senders))
     row["mounts"] = json.dumps(list(group.mounts))
+    row["web"] = None if group.web is None else str(group.web)
+    row["web_allow"] = json.dumps(list(group.web_allow))
+    row["web_deny"] = json.dumps(list(group.web_deny))
     return row
 
 
@@ -66,3 +84,18 @@ def task_to_row(task: Task) -> dict[str, Any]:
 
 def task_run_from_row(row: Row) -> TaskRun:
     return converter.structure({k: v for k, v in dict(row).items() if v is not None}, TaskRun)
+
+
+def web_request_from_row(row: Row) -> WebRequest:
+    return _from_row(WebRequest, row, time=parse_time(row["time"]), verdict=WebVerdict(row["verdict"]))
+
+
+def web_request_to_row(request: WebRequest) -> dict[str, Any]:
+    row = attrs.asdict(request)
+    row["time"] = format_time(request.time)
+    row["verdict"] = str(request.verdict)
+    return row
+
+
+def web_usage_from_row(row: Row) -> WebUsageDay:
+    return _from_row(WebUsageDay, row)

@@ -209,6 +209,40 @@ MIGRATIONS: list[str] = [
         DELETE FROM attachments WHERE message_id = old.id AND outbox_id IS NULL;
     END;
     """,
+    # 10: the web through the egress door (docs/web-access.md): a group's mode (NULL: the daemon's
+    # default) and host patterns (JSON lists); each request the door decided (kept bounded by
+    # ngb/store/web.py) and the per-group, per-UTC-day sums (upsert-added, kept)
+    """
+    ALTER TABLE groups ADD COLUMN web TEXT;
+    ALTER TABLE groups ADD COLUMN web_allow TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE groups ADD COLUMN web_deny TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE web_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder TEXT NOT NULL,
+        time TEXT NOT NULL,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        rule TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT '',
+        bytes_up INTEGER NOT NULL DEFAULT 0,
+        bytes_down INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX web_log_folder_time ON web_log(folder, time);
+    CREATE INDEX web_log_time ON web_log(time);
+    CREATE TABLE web_usage (
+        folder TEXT NOT NULL,
+        day TEXT NOT NULL,
+        requests INTEGER NOT NULL DEFAULT 0,
+        refused INTEGER NOT NULL DEFAULT 0,
+        bytes_up INTEGER NOT NULL DEFAULT 0,
+        bytes_down INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (folder, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX web_usage_day ON web_usage(day);
+    """,
 ]
 
 

@@ -4,7 +4,8 @@
     POST   /api/groups                   register a chat: GroupCreate -> 201 Group
     GET    /api/groups/<chat>            one group with its actor summary
     PATCH  /api/groups/<chat>            settings: GroupSettings (trigger, requires_trigger,
-                                         allowed_senders, mounts, sender/group rate limits) -> Group
+                                         allowed_senders, mounts, sender/group rate limits, web,
+                                         web_allow, web_deny) -> Group
     DELETE /api/groups/<chat>            unregister (the folder stays on disk) -> Group
     GET    /api/senders?chat=<chat>      who wrote in a chat lately: id (what allow-lists take),
                                          name, count, last time, allowed by the group or not
@@ -21,8 +22,10 @@ import attrs
 from quart_trio import QuartTrio
 
 from ..folders import validate_folder
+from ..host_patterns import HostPatternError, parse_host_pattern
 from ..identity import SenderIdError, id_allowed, normalise_sender_ids
-from ..records import Group, to_json
+from ..records import Group, WebMode, to_json
+from ..sandbox.web_policy import effective_mode
 from .common import ApiError, check_text, json_body, str_arg
 
 if TYPE_CHECKING:
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_SENDERS = 500
 MAX_MOUNTS = 20
+MAX_WEB_PATTERNS = 500
+WEB_MODES = ", ".join(m.value for m in WebMode)
 
 
 @attrs.frozen(kw_only=True)
@@ -53,6 +58,9 @@ class GroupCreate:
     sender_rate_per_minute: int | None = None
     group_rate_per_minute: int | None = None
     unlisted_context: bool = False
+    web: str | None = None
+    web_allow: list[str] = attrs.field(factory=list)
+    web_deny: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +74,9 @@ class GroupSettings:
     sender_rate_per_minute: int | None = None
     group_rate_per_minute: int | None = None
     unlisted_context: bool | None = None
+    web: str | None = None  # null: the daemon's default
+    web_allow: list[str] | None = None
+    web_deny: list[str] | None = None
 
 
 def check_rate(key: str, value: int | None) -> int | None:
@@ -98,6 +109,40 @@ def check_settings(trigger: str | None, senders: list[str] | None, mounts: list[
                     raise ApiError(400, "'mounts[].container_name' must be a plain name")
 
 
+def web_mode(value: str | None) -> WebMode | None:
+    """A group's web mode: off, allowlist, open, or null (the daemon's default)."""
+    if value is None:
+        return None
+    try:
+        return WebMode(value)
+    except ValueError:
+        raise ApiError(400, f"'web' must be one of {WEB_MODES}, or null (the daemon's default); got {value[:50]!r}") from None
+
+
+def web_patterns(key: str, items: list[str] | None) -> tuple[str, ...]:
+    """Host patterns (example.com, *.example.com), normalized and without repeats; anything else
+    (a URL, an address, a port, a misplaced '*') is a 400 saying what is wrong."""
+    if not items:
+        return ()
+    if len(items) > MAX_WEB_PATTERNS:
+        raise ApiError(400, f"'{key}' has more than {MAX_WEB_PATTERNS} entries")
+    out: list[str] = []
+    for item in items:
+        check_text(f"{key}[]", item, max_len=300)
+        try:
+            pattern = parse_host_pattern(item)
+        except HostPatternError as exc:
+            raise ApiError(400, f"'{key}': {exc}") from None
+        if pattern not in out:
+            out.append(pattern)
+    return tuple(out)
+
+
+def record_json(daemon: WebBackend, group: Group) -> dict[str, Any]:
+    """A group as the API shows it: its record and the web mode in force."""
+    return {**to_json(group), "web_effective": str(effective_mode(group, daemon.config))}
+
+
 def sender_ids(chat: str, senders: list[str]) -> tuple[str, ...]:
     """The allow-list as platform user ids (ngb/identity.py); a name is a 400."""
     try:
@@ -117,7 +162,7 @@ async def apply_group(daemon: WebBackend, new: Group) -> None:
 
 
 def group_json(daemon: WebBackend, group: Group) -> dict[str, Any]:
-    data = to_json(group)
+    data = record_json(daemon, group)
     handle = daemon.supervisor.actors.get(group.folder)
     data["effective_trigger"] = group.trigger or daemon.config.trigger
     data["actor"] = (
@@ -143,7 +188,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
 
     @app.get("/api/groups")
     async def groups() -> Any:
-        return [to_json(g) for g in daemon.registry.all()]
+        return [record_json(daemon, g) for g in daemon.registry.all()]
 
     @app.post("/api/groups")
     async def add_group() -> Any:
@@ -163,11 +208,14 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
                 mounts=mount_dicts(body.mounts),
                 sender_rate_per_minute=check_rate("sender_rate_per_minute", body.sender_rate_per_minute),
                 group_rate_per_minute=check_rate("group_rate_per_minute", body.group_rate_per_minute),
+                web=web_mode(body.web),
+                web_allow=web_patterns("web_allow", body.web_allow),
+                web_deny=web_patterns("web_deny", body.web_deny),
             )
-            await daemon.registry.add(group)
+            group = await daemon.registry.add(group)
         except ValueError as exc:
             raise ApiError(409 if "already" in str(exc) else 400, str(exc)) from None
-        return to_json(group), 201
+        return record_json(daemon, group), 201
 
     @app.get("/api/groups/<path:chat>")
     async def get_group(chat: str) -> Any:
@@ -196,11 +244,16 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
         for key in ("sender_rate_per_minute", "group_rate_per_minute"):
             if key in raw:
                 changes[key] = check_rate(key, getattr(body, key))
+        if "web" in raw:
+            changes["web"] = web_mode(body.web)
+        for key in ("web_allow", "web_deny"):
+            if key in raw:
+                changes[key] = web_patterns(key, getattr(body, key))
         if not changes:
             raise ApiError(
                 400,
                 "nothing to change: send requires_trigger, trigger, allowed_senders, unlisted_context,"
-                " mounts, sender_rate_per_minute or group_rate_per_minute",
+                " mounts, sender_rate_per_minute, group_rate_per_minute, web, web_allow or web_deny",
             )
         new = attrs.evolve(group, **changes)
         await apply_group(daemon, new)
@@ -212,7 +265,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
         group = await daemon.registry.remove(chat)
         if group is None:
             raise ApiError(404, f"no group for chat {chat}")
-        return to_json(group)
+        return record_json(daemon, group)
 
     @app.get("/api/senders")
     async def senders() -> Any:

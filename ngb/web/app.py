@@ -12,6 +12,7 @@ for systemd and load balancers. The modules:
     api_messages.py  /api/messages, /api/search
     api_usage.py     /api/usage, /api/budgets (docs/budgets.md)
     api_tasks.py     /api/tasks (every change goes through ngb/tasks/service.py)
+    api_web.py       /api/web (the egress door's log and web usage: docs/web-access.md)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from . import (
     api_messages,
     api_tasks,
     api_usage,
+    api_web,
     chat_api,
     security,
     status,
@@ -160,6 +162,7 @@ def create_app(daemon: WebBackend) -> QuartTrio:
     api_groups.register(app, daemon)
     api_messages.register(app, daemon)
     api_usage.register(app, daemon)
+    api_web.register(app, daemon)
     api_channels.register(app, daemon)
     app.config["NGB_API_TASKS_ADDED"] = api_tasks.register(app, daemon)
     return app

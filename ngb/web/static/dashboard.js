@@ -127,6 +127,8 @@
       return el("tr", { "data-folder": g.folder },
         el("td", {}, link, g.is_main ? el("span", { class: "pill", text: "main" }) : null),
         td(g.chat, "mono"),
+        el("td", { class: "web" }, el("span", { text: g.web_effective || "", "data-web": g.web_effective || "" }),
+           g.web ? null : el("span", { class: "muted", text: " (default)" })),
         el("td", { class: "state", "data-state": a.state || "" }, el("span", { text: a.state || "-", "data-state": a.state || "" })),
         td(a.inbox_depth ?? ""),
         td(a.unanswered_messages != null ? `${a.unanswered_messages}${a.oldest_message_age_seconds != null ? ` (oldest ${fmtAge(a.oldest_message_age_seconds)})` : ""}` : ""),
@@ -176,6 +178,10 @@
       $("set-requires").checked = g.requires_trigger;
       $("set-senders").value = (g.allowed_senders || []).join("\n");
       $("set-unlisted").checked = !!g.unlisted_context;
+      $("set-web").value = g.web || "";
+      $("set-web").options[0].textContent = `(daemon default: ${g.is_main ? "main group" : "groups"})`;
+      $("set-web-allow").value = (g.web_allow || []).join("\n");
+      $("set-web-deny").value = (g.web_deny || []).join("\n");
       await loadSenders();
       $("settings-msg").textContent = ""; $("session-msg").textContent = "";
       state.search = null; $("search-q").value = ""; $("search-info").textContent = "";
@@ -183,6 +189,24 @@
     } else if (!state.search) {
       await loadMessages(false);
     }
+    await loadWeb();
+  }
+  // The group's web mode and its last requests through the egress door, with today's sums (UTC).
+  const fmtSize = (n) => n < 1024 ? `${n ?? 0} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
+  async function loadWeb() {
+    const g = state.group;
+    const w = await api(`/api/web?group=${encodeURIComponent(g.folder)}&limit=10&days=1`);
+    $("web-mode").textContent = g.web_effective;
+    $("web-mode").dataset.web = g.web_effective;
+    const today = w.usage.find((u) => u.day === w.day);
+    $("web-summary").textContent = `${g.web ? "its own setting" : "the daemon's default"} · today: ` + (today
+      ? `${num(today.requests)} request${today.requests === 1 ? "" : "s"}, ${num(today.refused)} refused, ${fmtSize(today.bytes_up)} up / ${fmtSize(today.bytes_down)} down`
+      : "no requests");
+    $("web-recent").tBodies[0].replaceChildren(...(w.recent.length ? w.recent.map((r) =>
+      el("tr", { "data-verdict": r.verdict }, td(fmtTime(r.time)), td(r.verdict, "verdict"),
+         td(`${r.method === "CONNECT" ? "" : r.method + " "}${r.host}:${r.port}`, "mono host"),
+         td(`${fmtSize(r.bytes_up)} / ${fmtSize(r.bytes_down)}`), td(r.rule, "rule"))) :
+      [el("tr", {}, el("td", { colSpan: 5, class: "muted", text: "no web requests yet" }))]));
   }
   async function loadSenders() {
     const rows = await api(`/api/senders?chat=${encodeURIComponent(state.group.chat)}`);
@@ -262,12 +286,16 @@
   $("settings").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const senders = $("set-senders").value.split("\n").map((s) => s.trim()).filter(Boolean);
+      const lines = (id) => $(id).value.split("\n").map((s) => s.trim()).filter(Boolean);
       const g = await send("PATCH", `/api/groups/${encodeURIComponent(state.group.chat)}`, {
-        trigger: $("set-trigger").value.trim() || null, requires_trigger: $("set-requires").checked, allowed_senders: senders,
-        unlisted_context: $("set-unlisted").checked });
+        trigger: $("set-trigger").value.trim() || null, requires_trigger: $("set-requires").checked,
+        allowed_senders: lines("set-senders"), unlisted_context: $("set-unlisted").checked,
+        web: $("set-web").value || null, web_allow: lines("set-web-allow"), web_deny: lines("set-web-deny") });
       state.group = g;
+      $("set-web-allow").value = g.web_allow.join("\n");
+      $("set-web-deny").value = g.web_deny.join("\n");
       await loadSenders();
+      await loadWeb();
       $("settings-msg").textContent = "saved";
     } catch (e) { $("settings-msg").textContent = e.message; }
   });
