@@ -53,6 +53,7 @@ from .router import Router, UnregisteredQuota
 from .sandbox.model_proxy import ModelProxy, Usage
 from .sandbox.tools import ToolContext, ToolService
 from .sandbox.web_door import WebDoor, WebLimits
+from .sandbox.web_policy import WebRules, rules_for
 from .store import Store
 from .supervisor import Supervisor
 from .tasks.scheduler import Scheduler
@@ -144,6 +145,7 @@ class Daemon:
             on_refused=lambda group, reason: self.metrics.model_proxy_refused.labels(group, reason).inc(),
             on_usage=self._usage,
             admit=self.budgets.admit,
+            web_rules=self._web_rules,
         )
         self._launcher_factory = launcher_factory
         self.launcher: Launcher | None = None
@@ -180,6 +182,11 @@ class Daemon:
         """A group's turn began: its per-turn counts (files sent, web bytes) start again."""
         self.tools.new_turn(folder)
         self.web_door.new_turn(folder)
+
+    def _web_rules(self, folder: str) -> WebRules | None:
+        """A group's web rules now (the model proxy applies them to the model's own web tools)."""
+        group = self.registry.by_folder(folder)
+        return None if group is None else rules_for(group, self.config)
 
     async def _web_day_bytes(self, folder: str, day: str) -> int:
         return int(await self.store.web_bytes_on(folder, day))

@@ -28,8 +28,10 @@ Per connection and request the door:
   ``POST /v1/messages`` (the billed route) asks ``admit(group)`` (the daemon's budgets,
   ngb/budgets.py): a refusal is answered with the Anthropic spend-limit error (400
   ``invalid_request_error``, ``x-should-retry: false``); ``count_tokens`` is free and not checked;
-* only then reads the body (a chunked body is cut with 413 as soon as it passes ``max_body``) and
-  hands the request to the forwarding.
+* only then reads the body (a chunked body is cut with 413 as soon as it passes ``max_body``),
+  applies the group's web rules to the model's own web tools (``web_rules(group)``,
+  model_web_tools.py: a group whose web is off gets 403 ``permission_error`` "web: off for this
+  group ..."), and hands the request to the forwarding.
 
 A refused request whose body was not read gets ``connection: close``; the proxy then reads and
 discards what the client still sends for a moment (never keeping it) so the client sees the
@@ -64,6 +66,8 @@ from .model_http import (
 )
 from .model_rules import BILLED_ROUTES, REFUSAL_TEXT, ROUTE_PATHS, has_key, target_route
 from .model_usage import Usage
+from .model_web_tools import WebToolRefused, apply_web_rules
+from .web_policy import WebRules
 
 __all__ = ["ModelProxy", "Usage"]
 
@@ -120,6 +124,7 @@ class ModelProxy(ModelForwarder):
         body_timeout: float = BODY_TIMEOUT,
         body_deadline: float = BODY_DEADLINE,
         idle_timeout: float = IDLE_TIMEOUT,
+        web_rules: Callable[[str], WebRules | None] | None = None,
     ) -> None:
         super().__init__(
             upstream,
@@ -141,6 +146,7 @@ class ModelProxy(ModelForwarder):
         self.body_timeout = body_timeout
         self.body_deadline = body_deadline
         self.idle_timeout = idle_timeout
+        self.web_rules = web_rules  # group -> its web rules, for the model's own web tools (model_web_tools.py)
         self.rejected: dict[str, int] = {}  # per group: refusals other than over a budget
         self.refusals: dict[tuple[str, str], int] = {}  # (group, reason) -> refusals, budget included
         self.refused_budget: dict[str, int] = {}  # per group: requests refused over a budget cap
@@ -394,6 +400,13 @@ class ModelProxy(ModelForwarder):
             )
             return False
         path = ROUTE_PATHS[route]
+        if route in BILLED_ROUTES and self.web_rules is not None:
+            try:
+                rules = self.web_rules(group.name)
+                body = body if rules is None else apply_web_rules(body, rules)
+            except WebToolRefused as exc:
+                return await self._refuse(conn, group, 403, "web", f"refused {method} {path}: {exc}", str(exc),
+                                          request=request)
         try:
             return await self.forward(conn, request, body, group.name, method, path)
         except CannotForward as exc:
