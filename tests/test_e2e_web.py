@@ -129,6 +129,12 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     out = await live.run_python(FETCH.format(url=f"{site}/weather"))
     assert "REFUSED" in out and "403 web: off for this group" in out, out
     assert len(live.site.requests) == hits
+    # WebFetch itself says only "proxy refused the connection"; the runner adds the door's rule
+    # to what the model sees after the call (a new URL: WebFetch keeps pages for 15 minutes)
+    await live.turn(f"[[tool:WebFetch {json.dumps({**fetch, 'url': f'{site}/weather?again'})}]]")
+    last = json.dumps(live.fake.message_requests[-1].json)
+    assert "refused during this tool call:\\n- web: off for this group" in last, last[-3000:]
+    assert len(live.site.requests) == hits
 
     # The log has each decision, with the rule; the day's sums count them.
     log = await live.web_log()
@@ -136,4 +142,7 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     assert any(r.startswith("web: 10.0.0.5 is a private address") for r in rules), rules
     assert any(r.startswith("web: off for this group") for r in rules), rules
     usage = (await live.http.get("/api/web", params={"group": "main"})).json()["usage"]
-    assert usage[0]["refused"] >= 3 and usage[0]["bytes_down"] > 2 * len(PAGE), usage
+    assert usage[0]["refused"] == 4 and usage[0]["bytes_down"] > 2 * len(PAGE), usage
+    metrics = (await live.http.get("/metrics")).text
+    assert 'ngb_web_requests_total{group="main",verdict="refused"} 4.0' in metrics, metrics
+    assert any(line.startswith('ngb_web_bytes_total{direction="down",group="main"}') for line in metrics.splitlines())

@@ -20,6 +20,7 @@ import trio
 from ngb.config import Config
 from ngb.records import Group, WebMode, WebRequest, WebVerdict
 from ngb.sandbox.web_door import WebDoor, WebLimits
+from ngb.sandbox.web_head import answer
 from ngb.sandbox.web_policy import WebRules, address_kind, rules_for
 
 LOOP = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -324,3 +325,22 @@ def test_rules_for_a_group_follow_its_mode_then_the_daemons_defaults() -> None:
 )
 def test_address_kinds(address: str, kind: str | None) -> None:
     assert address_kind(ipaddress.ip_address(address)) == kind
+
+
+def test_the_runner_reads_the_rule_from_the_doors_refusal_and_nothing_else() -> None:
+    """agent/ngb_agent/host.py keeps the door's refusals for the agent (WebFetch shows only "proxy
+    refused the connection"): the rule is read from the door's own answer, never from a site's."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
+    from ngb_agent.host import door_refusal
+
+    rule = "web: 10.0.0.5 is a private address"
+    assert door_refusal(answer(403, rule)) == rule
+    assert door_refusal(answer(429, "web: too many connections at once (8, web_max_connections)")) == (
+        "web: too many connections at once (8, web_max_connections)")
+    assert door_refusal(b"HTTP/1.1 200 Connection established\r\n\r\n") is None
+    assert door_refusal(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") is None  # a site's own 403
+    # a site cannot dress its page as a refusal without the door's status line shape
+    assert door_refusal(b"HTTP/1.1 200 OK\r\nX-NGB-Web: refused\r\n\r\n") is None
+    assert door_refusal(b"HTTP/1.1 403 Forbidden\r\n\r\nX-NGB-Web: refused\r\n") is None  # in the body, not a header

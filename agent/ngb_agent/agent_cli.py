@@ -36,10 +36,14 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+WEB_NOTE = "The egress door (the daemon's web proxy, the only way to the web) refused during this tool call:"
+
+
 class AgentCli:
-    def __init__(self, cfg: Config, requests: HostRequests) -> None:
+    def __init__(self, cfg: Config, requests: HostRequests, web_notes: Callable[[], list[str]] | None = None) -> None:
         self.cfg = cfg
         self.requests = requests
+        self.web_notes = web_notes  # the door's refusals since the last call (host.WebForwarder)
         self.port = 0  # the model forwarder's, set once it listens
         self.group = cfg.env_group or "group"
         self.is_main = bool(cfg.env_is_main)
@@ -89,11 +93,34 @@ class AgentCli:
             disallowed_tools=list(DISALLOWED_TOOLS),
             model=self.cfg.model,
             settings=CLI_SETTINGS,
+            hooks=self.hooks(),  # type: ignore[arg-type]
             env=dict(env),
             verbatim_prompts=True,
             max_buffer_size=16 * 1024 * 1024,
             stderr=lambda line: say(f"[cli] {line.rstrip()}"),
         )
+
+    def hooks(self) -> dict[str, list[Any]] | None:
+        """After every tool call (succeeded or failed): the door's refusals during it, as context
+        for the model, because clients such as WebFetch show only "proxy refused the connection"."""
+        if self.web_notes is None:
+            return None
+        from claude_agent_sdk import HookMatcher
+
+        take = self.web_notes
+
+        def after(event: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+            async def hook(_input: Any, _tool_use_id: str | None, _context: Any) -> dict[str, Any]:
+                rules = list(dict.fromkeys(take()))
+                if not rules:
+                    return {}
+                note = WEB_NOTE + "".join(f"\n- {rule}" for rule in rules)
+                return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": note}}
+
+            return hook
+
+        events = ("PostToolUse", "PostToolUseFailure")
+        return {event: [HookMatcher(matcher=None, hooks=[after(event)])] for event in events}  # type: ignore[list-item]
 
     def first_resume(self) -> str | None:
         resume = self.want_session

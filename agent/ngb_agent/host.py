@@ -45,7 +45,7 @@ class ModelForwarder:
                 cwriter.close()
             return
         up = asyncio.create_task(self._pipe(creader, uwriter))
-        down = asyncio.create_task(self._pipe(ureader, cwriter))
+        down = asyncio.create_task(self._down(ureader, cwriter))
         try:
             done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
             if any(t.exception() for t in done if not t.cancelled()):
@@ -71,6 +71,10 @@ class ModelForwarder:
         ).encode()
         return head + body
 
+    async def _down(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """The host's side to the client's."""
+        await self._pipe(src, dst)
+
     @staticmethod
     async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         while True:
@@ -84,8 +88,35 @@ class ModelForwarder:
                 dst.write_eof()
 
 
+MAX_WEB_NOTES = 20
+
+
 class WebForwarder(ModelForwarder):
-    """127.0.0.1:WEB_PORT -> web.sock: the egress door, the proxy HTTP_PROXY/HTTPS_PROXY name."""
+    """127.0.0.1:WEB_PORT -> web.sock: the egress door, the proxy HTTP_PROXY/HTTPS_PROXY name.
+
+    It keeps the door's refusals (the rule is the reason phrase of its answer, marked
+    ``x-ngb-web: refused``), because a client such as the CLI's WebFetch shows only "proxy refused
+    the connection": agent_cli.py hands them to the agent after the tool call (a hook)."""
+
+    def __init__(self, sock_path: Path) -> None:
+        super().__init__(sock_path)
+        self.refusals: list[str] = []
+
+    def take_refusals(self) -> list[str]:
+        """The refusals seen since the last call (the newest MAX_WEB_NOTES)."""
+        taken, self.refusals = self.refusals, []
+        return taken
+
+    async def _down(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        first = await src.read(READ_CHUNK)
+        if first:
+            rule = door_refusal(first)
+            if rule is not None:
+                self.refusals.append(rule)
+                del self.refusals[:-MAX_WEB_NOTES]
+            dst.write(first)
+            await dst.drain()
+        await self._pipe(src, dst)
 
     def unavailable(self, exc: OSError) -> bytes:
         reason = "web: the egress door is not available"
@@ -95,6 +126,16 @@ class WebForwarder(ModelForwarder):
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         ).encode()
         return head + body
+
+
+def door_refusal(head: bytes) -> str | None:
+    """The rule of an answer of the egress door that refused ("web: ..."), else None."""
+    status, _, rest = head.partition(b"\r\n")
+    fields = rest.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    if not status.startswith(b"HTTP/1.") or b"x-ngb-web: refused" not in fields:
+        return None
+    parts = status.decode("utf-8", "replace").split(" ", 2)
+    return parts[2].strip()[:300] if len(parts) == 3 and parts[2].startswith("web:") else None
 
 
 class HostRequests:

@@ -19,11 +19,11 @@ CONFIG_SUBDIR = ".claude-state"
 # Extra fields of the ``ngb`` MCP server's config, passed on to the CLI.
 MCP_EXTRA = {"alwaysLoad": True}  # keep the host tools out of deferred tool search
 
-# Claude Code tools that would start turns on their own, talk to other sessions, or clash with
-# the host's scheduler / send_message: the host owns those jobs.
 # The CLI's own settings (--settings): WebFetch asks no outside service whether a domain is safe,
 # because the daemon's egress door decides what each group may reach (docs/web-access.md).
 CLI_SETTINGS = '{"skipWebFetchPreflight": true}'
+# Claude Code tools that would start turns on their own, talk to other sessions, or clash with
+# the host's scheduler / send_message: the host owns those jobs.
 DISALLOWED_TOOLS = ["CronCreate", "CronDelete", "CronList", "ScheduleWakeup", "SendMessage", "RemoteTrigger"]
 
 # Environment for the CLI: no telemetry, no update checks, no other outside traffic.
