@@ -221,7 +221,26 @@ BAD_VALUES = [
     ("container_network", "container:abc", "network namespace"),
     ("container_network", "bad net", "Docker network name"),
     ("main_chat", "main", "<channel>:<chat id>"),
+    ("web_default", "sometimes", "one of off, allowlist, open"),
+    ("web_allow", "https://example.com/page", "not a URL"),
+    ("web_deny", "10.0.0.5", "addresses are not host patterns"),
+    ("web_ports", "80,http", "ports 1-65535"),
+    ("web_ports", "70000", "ports 1-65535"),
+    ("web_allow_networks", "192.168.1.0/33", "address ranges like 192.168.1.0/24"),
+    ("web_turn_mb", "-1", "integer"),
+    ("web_max_connections", "0", "between 1 and 1024"),
 ]
+
+
+def test_web_settings_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    cfg = load_config(env={"NGB_WEB_DEFAULT": "Allowlist", "NGB_WEB_ALLOW": "Example.COM, *.wikipedia.org",
+                           "NGB_WEB_PORTS": "443 8443", "NGB_WEB_ALLOW_NETWORKS": "192.168.1.20,fd00::/8"})
+    assert (cfg.web_main, cfg.web_default) == ("open", "allowlist")
+    assert cfg.web_allow == ("example.com", "*.wikipedia.org") and cfg.web_ports == (443, 8443)
+    assert cfg.web_allow_networks == ("192.168.1.20/32", "fd00::/8")
+    path = write(tmp_path / "ngb.toml", 'web_main = "off"\nweb_deny = ["ads.example.com"]\nweb_ports = [80]\n')
+    cfg = load_config(path, env={})
+    assert (cfg.web_main, cfg.web_deny, cfg.web_ports) == ("off", ("ads.example.com",), (80,))
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES)

@@ -11,7 +11,8 @@ recorded with its group, verdict and bytes."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,11 @@ def page_handler(body: bytes, seen: list[bytes] | None = None):
 
 
 class Door:
-    def __init__(self, tmp: Path, rules: WebRules, limits: WebLimits, resolver: Resolver | None = None) -> None:
+    def __init__(self, tmp: Path, rules: WebRules, limits: WebLimits, resolver: Resolver | None = None,
+                 day_bytes: Callable[[str, str], Awaitable[int]] | None = None) -> None:
         self.records: list[WebRequest] = []
-        self.door = WebDoor(limits, resolver=resolver or Resolver({}), on_request=self.records.append)
+        self.door = WebDoor(limits, resolver=resolver or Resolver({}), on_request=self.records.append,
+                            day_bytes=day_bytes)
         self.rules = rules
         self.path = tmp / "web.sock"
 
@@ -225,6 +228,29 @@ async def test_the_turn_budget_cuts_a_download_and_refuses_until_the_next_turn(t
     assert len(third) >= 1024 * 1024  # a new turn, a new budget
     assert door.records[0].rule.startswith("web: this turn's 1 MB")
     assert door.records[1].verdict == WebVerdict.REFUSED
+
+
+async def test_the_day_budget_counts_what_the_store_holds_for_today(tmp_path: Path) -> None:
+    """web_day_mb: the door starts the day from the stored sums (a restart does not reset it)."""
+    asked: list[tuple[str, str]] = []
+
+    async def stored(folder: str, day: str) -> int:
+        asked.append((folder, day))
+        return 900 * 1024  # used before this daemon started
+
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, page_handler(b"y" * (200 * 1024)))
+        limits = WebLimits(turn_bytes=0, day_bytes=1024 * 1024, max_connections=4, connect_timeout=3, idle_timeout=5)
+        door = Door(tmp_path, rules(ports=(port,)), limits, day_bytes=stored)
+        await door.start(nursery)
+        first = await door.exchange(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n")
+        door.door.new_turn("family")  # a new turn does not give a new day
+        second = await door.exchange(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n")
+        await door.settled(2)
+        nursery.cancel_scope.cancel()
+    assert asked == [("family", datetime.now(UTC).date().isoformat())]
+    assert 124 * 1024 <= len(first) < 200 * 1024, len(first)  # cut once the day's 1 MB were used
+    assert second.startswith(b"HTTP/1.1 429 web: today's 1 MB of web traffic for this group are used (web_day_mb)")
 
 
 async def test_a_site_that_hangs_is_cut_at_the_idle_timeout(tmp_path: Path) -> None:
