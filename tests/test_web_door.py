@@ -370,3 +370,25 @@ def test_the_runner_reads_the_rule_from_the_doors_refusal_and_nothing_else() -> 
     # a site cannot dress its page as a refusal without the door's status line shape
     assert door_refusal(b"HTTP/1.1 200 OK\r\nX-NGB-Web: refused\r\n\r\n") is None
     assert door_refusal(b"HTTP/1.1 403 Forbidden\r\n\r\nX-NGB-Web: refused\r\n") is None  # in the body, not a header
+
+
+async def test_a_flood_of_refusals_is_logged_thirty_lines_a_minute_and_stored_in_full(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ngb.sandbox.web_door as web_door
+
+    caplog.set_level("WARNING", logger="ngb.sandbox.web_door")
+    monkeypatch.setattr(web_door, "LOG_WINDOW", 1.0)
+    async with trio.open_nursery() as nursery:
+        door = Door(tmp_path, rules(), LIMITS)
+        await door.start(nursery)
+        for _ in range(45):
+            await door.exchange("CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n")
+        await door.settled(45)
+        await trio.sleep(1.0)  # the window (a minute in the daemon) has passed
+        await door.exchange("CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n")
+        await door.settled(46)
+        nursery.cancel_scope.cancel()
+    lines = [r.getMessage() for r in caplog.records if r.name == "ngb.sandbox.web_door"]
+    assert len(lines) == 31, lines[-3:]
+    assert lines[-1].endswith("(15 more refusals were not logged; ngb web log has them)"), lines[-1]
+    assert len(door.records) == 46 and all(r.verdict is WebVerdict.REFUSED for r in door.records)

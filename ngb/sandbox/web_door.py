@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import math
 import socket as _socket
 import time
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,9 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 MB = 1024 * 1024
 RECORD_BATCH = 200  # WebRequests written per store transaction at most
-RECORD_QUEUE = 2000  # kept while the store is slow; beyond this, a request is logged but not stored
+RECORD_QUEUE = 2000  # kept while the store is slow; beyond this, a request is counted (metrics) but not stored
+LOG_LINES = 30  # refusal log lines per group and LOG_WINDOW
+LOG_WINDOW = 60.0
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
@@ -87,6 +90,9 @@ class _Account:
     day: str = ""
     day_bytes: int = 0
     connections: int = 0
+    log_window: float = -math.inf  # refusal log lines: at most LOG_LINES per LOG_WINDOW seconds
+    log_lines: int = 0
+    log_skipped: int = 0
 
 
 class _Cut(Exception):
@@ -327,11 +333,26 @@ class WebDoor:
         self, client: trio.abc.Stream, folder: str, req: ProxyRequest, host: str, status: int, why: str, started: float
     ) -> None:
         await _send_quietly(client, answer(status, why))
-        log.warning("web[%s]: refused %s %s:%d: %s", folder, req.method, host, req.port, why)
+        self._log_refusal(folder, f"refused {req.method} {host}:{req.port}: {why}")
         self._record(WebRequest(
             folder=folder, time=datetime.now(UTC), host=host, port=req.port, method=req.method,
             verdict=WebVerdict.REFUSED, rule=why, duration_ms=round((time.monotonic() - started) * 1000),
         ))
+
+    def _log_refusal(self, folder: str, text: str) -> None:
+        """One warning line per refusal, at most LOG_LINES a minute per group (a steered agent must
+        not flood the log); the lines left out are counted in the next one. Each is in the store."""
+        account = self._accounts.setdefault(folder, _Account())
+        now = time.monotonic()
+        if now - account.log_window >= LOG_WINDOW:
+            account.log_window, account.log_lines = now, 0
+        if account.log_lines >= LOG_LINES:
+            account.log_skipped += 1
+            return
+        account.log_lines += 1
+        skipped, account.log_skipped = account.log_skipped, 0
+        more = f" ({skipped} more refusals were not logged; ngb web log has them)" if skipped else ""
+        log.warning("web[%s]: %s%s", folder, text, more)
 
     # -- the record --------------------------------------------------------------------------
     def _record(self, request: WebRequest) -> None:
@@ -341,7 +362,7 @@ class WebDoor:
         except trio.WouldBlock:
             self.unrecorded += 1
             if self.unrecorded in (1, 100) or self.unrecorded % 1000 == 0:
-                log.warning("web: the store is behind; %d web requests were logged but not stored", self.unrecorded)
+                log.warning("web: the store is behind; %d web requests were counted but not stored", self.unrecorded)
 
     async def run_recorder(self, write: Callable[[list[WebRequest]], Awaitable[None]]) -> None:
         """Write the requests to the store in batches, until cancelled."""
