@@ -411,7 +411,7 @@ def test_exit_status_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "FAIL" not in out and "all good" in out and SECRET not in out
     names = [line.split()[1] for line in out.splitlines() if line[:4] in ("ok  ", "warn", "FAIL", "skip")]
-    for name in ("state", "database", "mount", "docker", "agent", "disk", "model", "clock", "daemon"):
+    for name in ("state", "database", "mount", "web", "docker", "agent", "disk", "model", "clock", "daemon"):
         assert name in names, names
 
     bad = d.Doctor(c, docker_factory=lambda: FakeDocker(None), model_transport=mock(401), agent_dir=agent)
@@ -438,3 +438,24 @@ async def test_against_the_fake_model_and_real_docker(tmp_path: Path, docker_cli
         assert by_name[name].status == "ok", by_name[name]
     # The image may be stale on a developer's machine mid-change; it must then say how to fix it.
     assert by_name["agent image"].status == "ok" or by_name["agent image"].fix.endswith("(then restart the daemon)") or by_name["agent image"].fix == "ngb image build"
+
+
+def test_web_check_says_what_the_door_lets_through_and_warns_on_wide_openings(tmp_path: Path) -> None:
+    ok = d.check_web(cfg(tmp_path))
+    assert (ok.status, ok.detail) == ("ok", "main group: open, other groups: off (unless set: ngb groups web); ports 80, 443")
+    lan = d.check_web(cfg(tmp_path, NGB_WEB_ALLOW_NETWORKS="192.168.1.20/32"))
+    assert lan.status == "ok"
+    wide = d.check_web(cfg(tmp_path, NGB_WEB_ALLOW_NETWORKS="127.0.0.1/32,10.0.0.0/8,169.254.0.0/16"))
+    assert wide.status == "warn"
+    assert "web_allow_networks 127.0.0.1/32 includes this host's loopback" in wide.detail
+    assert "web_allow_networks 10.0.0.0/8 opens 16,777,216 addresses" in wide.detail
+    assert "169.254.0.0/16 holds a cloud metadata address, which stays refused" in wide.detail
+    assert wide.fix == "open single hosts (192.168.1.20/32) in web_allow_networks"
+    net = d.check_web(cfg(tmp_path, NGB_CONTAINER_NETWORK="bridge"))
+    assert net.status == "warn" and "past the egress door" in net.detail and 'container_network = "none"' in (net.fix or "")
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n")
+    bad_ca = d.check_web(cfg(tmp_path, NGB_WEB_EXTRA_CA_FILE=str(key)))
+    assert bad_ca.status == "warn" and "not a PEM file of certificates only" in bad_ca.detail
+    gone = d.check_web(cfg(tmp_path, NGB_WEB_EXTRA_CA_FILE=str(tmp_path / "nope.pem")))
+    assert gone.status == "warn" and "cannot be read" in gone.detail

@@ -38,6 +38,7 @@ from .checks_sandbox import (
     default_docker_factory,
 )
 from .checks_services import check_clock, check_daemon, check_model, ntp_synchronized
+from .checks_web import check_web
 from .fix_lines import ngb_command
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "check_image",
     "check_model",
     "check_state_dir",
+    "check_web",
     "cmd_doctor",
     "default_docker_factory",
     "format_check",
@@ -81,6 +83,7 @@ class Doctor:
         yield check_database(cfg)
         yield check_allow_lists(cfg)
         yield check_allowlist(cfg)
+        yield check_web(cfg)
         docker_check, client = check_docker(self.docker_factory)
         yield docker_check
         yield check_image(cfg, client, self.agent_dir)
