@@ -123,7 +123,15 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     assert "Network is unreachable" in out, out
     assert len(live.site.requests) == hits
 
-    # 4. The operator turns the group's web off: the next request is refused with that rule, live.
+    # 4. Allow-listed by name is not enough: "localhost" resolves to loopback, refused after the lookup.
+    r = await live.http.patch("/api/groups/local:main", json={"web": "allowlist", "web_allow": ["localhost"]})
+    assert r.status_code == 200 and r.json()["web_effective"] == "allowlist", r.text
+    out = await live.run_python(FETCH.format(url=f"http://localhost:{live.site.port}/weather"))
+    assert "REFUSED 403 web:" in out and "is a loopback address (localhost resolves to it)" in out, out
+    out = await live.run_python(FETCH.format(url=f"{site}/weather"))  # an address: not a name on the list
+    assert "403 web: 127.0.0.2 is an address; this group reaches only the host names on its allow list" in out, out
+
+    # 5. The operator turns the group's web off: the next request is refused with that rule, live.
     r = await live.http.patch("/api/groups/local:main", json={"web": "off"})
     assert r.status_code == 200 and r.json()["web_effective"] == "off", r.text
     out = await live.run_python(FETCH.format(url=f"{site}/weather"))
@@ -142,7 +150,7 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     assert any(r.startswith("web: 10.0.0.5 is a private address") for r in rules), rules
     assert any(r.startswith("web: off for this group") for r in rules), rules
     usage = (await live.http.get("/api/web", params={"group": "main"})).json()["usage"]
-    assert usage[0]["refused"] == 4 and usage[0]["bytes_down"] > 2 * len(PAGE), usage
+    assert usage[0]["refused"] == 6 and usage[0]["bytes_down"] > 2 * len(PAGE), usage
     metrics = (await live.http.get("/metrics")).text
-    assert 'ngb_web_requests_total{group="main",verdict="refused"} 4.0' in metrics, metrics
+    assert 'ngb_web_requests_total{group="main",verdict="refused"} 6.0' in metrics, metrics
     assert any(line.startswith('ngb_web_bytes_total{direction="down",group="main"}') for line in metrics.splitlines())
