@@ -25,6 +25,7 @@ from tests.test_e2e_docker import tool_results
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+BIG = "<html><body>" + "<p>lorem ipsum dolor sit amet</p>" * 100_000 + "</body></html>"  # 3.3 MB
 PAGE = "<html><head><title>Weather</title></head><body><p>Berlin: sunny, 21 degrees.</p></body></html>"
 
 
@@ -63,11 +64,11 @@ class Live:
 async def live(tmp_path: Path, agent_image: str) -> AsyncIterator[Live]:
     async with trio.open_nursery() as nursery:
         fake = await FakeAnthropic.start(nursery)
-        site = WebSite(pages={"/weather": PAGE}, pki=make_pki("127.0.0.2"))
+        site = WebSite(pages={"/weather": PAGE, "/big": BIG}, pki=make_pki("127.0.0.2"))
         await nursery.start(site.serve)
         config = make_config(tmp_path, NGB_MODEL_UPSTREAM=fake.url, ANTHROPIC_API_KEY="sk-ant-test-key-0123456789",
                              NGB_IDLE_TIMEOUT="30", NGB_INSTANCE=f"web{os.getpid()}", NGB_CONTAINER_MEMORY="768m",
-                             NGB_WEB_ALLOW_NETWORKS="127.0.0.2/32", NGB_WEB_PORTS=f"80,443,{site.port}",
+                             NGB_WEB_ALLOW_NETWORKS="127.0.0.2/32", NGB_WEB_PORTS=f"80,443,{site.port}", NGB_WEB_TURN_MB="1",
                              NGB_WEB_EXTRA_CA_FILE=str(site.write_ca(tmp_path / "site-ca.pem")))
         daemon = Daemon(config)
         await nursery.start(daemon.run)
@@ -106,6 +107,12 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     assert allowed and allowed[0]["host"] == "127.0.0.2" and allowed[0]["method"] == "CONNECT"
     assert allowed[0]["bytes_down"] > len(PAGE), allowed[0]
 
+    # A page past the turn's byte budget (web_turn_mb=1) is cut, and the agent is told why.
+    await live.turn(f"[[tool:WebFetch {json.dumps({**fetch, 'url': f'{site}/big'})}]]")
+    last = json.dumps(live.fake.message_requests[-1].json)
+    assert "- web: this turn's 1 MB of web traffic are used (web_turn_mb): the connection to 127.0.0.2:" in last, \
+        last[-3000:]
+
     # 2. Any program in the container goes the same way (HTTPS_PROXY), and a refusal names its rule.
     out = await live.run_python(FETCH.format(url=f"{site}/weather"))
     assert "STATUS 200" in out and "Berlin: sunny" in out, out
@@ -141,7 +148,7 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     # to what the model sees after the call (a new URL: WebFetch keeps pages for 15 minutes)
     await live.turn(f"[[tool:WebFetch {json.dumps({**fetch, 'url': f'{site}/weather?again'})}]]")
     last = json.dumps(live.fake.message_requests[-1].json)
-    assert "refused during this tool call:\\n- web: off for this group" in last, last[-3000:]
+    assert "during this tool call:\\n- web: off for this group" in last, last[-3000:]
     assert len(live.site.requests) == hits
 
     # The log has each decision, with the rule; the day's sums count them.

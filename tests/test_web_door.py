@@ -11,6 +11,7 @@ recorded with its group, verdict and bytes."""
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,6 @@ import trio
 from ngb.config import Config
 from ngb.records import Group, WebMode, WebRequest, WebVerdict
 from ngb.sandbox.web_door import WebDoor, WebLimits
-from ngb.sandbox.web_head import answer
 from ngb.sandbox.web_policy import WebRules, address_kind, rules_for
 
 LOOP = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -353,23 +353,31 @@ def test_address_kinds(address: str, kind: str | None) -> None:
     assert address_kind(ipaddress.ip_address(address)) == kind
 
 
-def test_the_runner_reads_the_rule_from_the_doors_refusal_and_nothing_else() -> None:
-    """agent/ngb_agent/host.py keeps the door's refusals for the agent (WebFetch shows only "proxy
-    refused the connection"): the rule is read from the door's own answer, never from a site's."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
-    from ngb_agent.host import door_refusal
-
-    rule = "web: 10.0.0.5 is a private address"
-    assert door_refusal(answer(403, rule)) == rule
-    assert door_refusal(answer(429, "web: too many connections at once (8, web_max_connections)")) == (
-        "web: too many connections at once (8, web_max_connections)")
-    assert door_refusal(b"HTTP/1.1 200 Connection established\r\n\r\n") is None
-    assert door_refusal(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") is None  # a site's own 403
-    # a site cannot dress its page as a refusal without the door's status line shape
-    assert door_refusal(b"HTTP/1.1 200 OK\r\nX-NGB-Web: refused\r\n\r\n") is None
-    assert door_refusal(b"HTTP/1.1 403 Forbidden\r\n\r\nX-NGB-Web: refused\r\n") is None  # in the body, not a header
+async def test_the_runner_fetches_the_refusals_and_cuts_once(tmp_path: Path) -> None:
+    """A refused CONNECT shows in WebFetch only as "proxy refused the connection", a cut download
+    as a broken one: the door keeps both for the runner, which asks through the door itself
+    (agent/ngb_agent/host.py WebForwarder.notes) after a tool call that used the web."""
+    big = b"x" * (3 * 1024 * 1024)
+    notes = "GET http://notes.door.invalid/notes HTTP/1.1\r\nHost: notes.door.invalid\r\n\r\n"
+    async with trio.open_nursery() as nursery:
+        port = await site(nursery, page_handler(big))
+        limits = WebLimits(turn_bytes=1024 * 1024, day_bytes=0, max_connections=4, connect_timeout=3, idle_timeout=5)
+        door = Door(tmp_path, rules(ports=(443, port)), limits)
+        await door.start(nursery)
+        empty = await door.exchange(notes)
+        await door.exchange("CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n")
+        await door.exchange(f"GET http://127.0.0.1:{port}/big HTTP/1.1\r\n\r\n")
+        first = await door.exchange(notes)
+        again = await door.exchange(notes)
+        await door.settled(2)
+        nursery.cancel_scope.cancel()
+    assert empty.startswith(b"HTTP/1.1 200 OK") and empty.endswith(b"\r\n\r\n[]")
+    said = json.loads(first.partition(b"\r\n\r\n")[2])
+    assert said[0] == "web: 10.0.0.5 is a private address"
+    assert said[1].startswith(f"web: this turn's 1 MB of web traffic are used (web_turn_mb): the connection to "
+                              f"127.0.0.1:{port} was cut after "), said
+    assert again.endswith(b"\r\n\r\n[]"), "each note is handed over once"
+    assert len(door.records) == 2, "asking for the notes is not a web request"
 
 
 async def test_a_flood_of_refusals_is_logged_thirty_lines_a_minute_and_stored_in_full(

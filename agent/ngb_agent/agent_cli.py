@@ -36,14 +36,16 @@ def is_uuid(value: str) -> bool:
     return True
 
 
-WEB_NOTE = "The egress door (the daemon's web proxy, the only way to the web) refused during this tool call:"
+WEB_NOTE = "The egress door (the daemon's web proxy, your only way to the web) during this tool call:"
 
 
 class AgentCli:
-    def __init__(self, cfg: Config, requests: HostRequests, web_notes: Callable[[], list[str]] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, requests: HostRequests, web_notes: Callable[[], Awaitable[list[str]]] | None = None
+    ) -> None:
         self.cfg = cfg
         self.requests = requests
-        self.web_notes = web_notes  # the door's refusals since the last call (host.WebForwarder)
+        self.web_notes = web_notes  # the door's refusals and cuts since the last call (host.WebForwarder)
         self.port = 0  # the model forwarder's, set once it listens
         self.group = cfg.env_group or "group"
         self.is_main = bool(cfg.env_is_main)
@@ -101,8 +103,9 @@ class AgentCli:
         )
 
     def hooks(self) -> dict[str, list[Any]] | None:
-        """After every tool call (succeeded or failed): the door's refusals during it, as context
-        for the model, because clients such as WebFetch show only "proxy refused the connection"."""
+        """After every tool call (succeeded or failed) that used the web: what the door refused or
+        cut meanwhile, as context for the model, because clients such as WebFetch show only "proxy
+        refused the connection", and a cut download only as a broken one."""
         if self.web_notes is None:
             return None
         from claude_agent_sdk import HookMatcher
@@ -111,7 +114,7 @@ class AgentCli:
 
         def after(event: str) -> Callable[..., Awaitable[dict[str, Any]]]:
             async def hook(_input: Any, _tool_use_id: str | None, _context: Any) -> dict[str, Any]:
-                rules = list(dict.fromkeys(take()))
+                rules = list(dict.fromkeys(await take()))
                 if not rules:
                     return {}
                 note = WEB_NOTE + "".join(f"\n- {rule}" for rule in rules)

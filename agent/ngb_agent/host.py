@@ -45,7 +45,7 @@ class ModelForwarder:
                 cwriter.close()
             return
         up = asyncio.create_task(self._pipe(creader, uwriter))
-        down = asyncio.create_task(self._down(ureader, cwriter))
+        down = asyncio.create_task(self._pipe(ureader, cwriter))
         try:
             done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
             if any(t.exception() for t in done if not t.cancelled()):
@@ -71,10 +71,6 @@ class ModelForwarder:
         ).encode()
         return head + body
 
-    async def _down(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        """The host's side to the client's."""
-        await self._pipe(src, dst)
-
     @staticmethod
     async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         while True:
@@ -88,35 +84,53 @@ class ModelForwarder:
                 dst.write_eof()
 
 
-MAX_WEB_NOTES = 20
+NOTES_REQUEST = (
+    b"GET http://notes.door.invalid/notes HTTP/1.1\r\nHost: notes.door.invalid\r\nConnection: close\r\n\r\n"
+)
+MAX_NOTES_ANSWER = 64 * 1024
 
 
 class WebForwarder(ModelForwarder):
     """127.0.0.1:WEB_PORT -> web.sock: the egress door, the proxy HTTP_PROXY/HTTPS_PROXY name.
 
-    It keeps the door's refusals (the rule is the reason phrase of its answer, marked
-    ``x-ngb-web: refused``), because a client such as the CLI's WebFetch shows only "proxy refused
-    the connection": agent_cli.py hands them to the agent after the tool call (a hook)."""
+    It counts the connections, so that after a tool call that used the web the runner asks the
+    door what it refused or cut (`notes`): a client such as the CLI's WebFetch shows only "proxy
+    refused the connection", and a cut download only as a broken one. agent_cli.py hands the
+    notes to the agent (a hook)."""
 
     def __init__(self, sock_path: Path) -> None:
         super().__init__(sock_path)
-        self.refusals: list[str] = []
+        self.connections = 0  # since the last notes()
 
-    def take_refusals(self) -> list[str]:
-        """The refusals seen since the last call (the newest MAX_WEB_NOTES)."""
-        taken, self.refusals = self.refusals, []
-        return taken
+    async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await super()._handle(creader, cwriter)
 
-    async def _down(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        first = await src.read(READ_CHUNK)
-        if first:
-            rule = door_refusal(first)
-            if rule is not None:
-                self.refusals.append(rule)
-                del self.refusals[:-MAX_WEB_NOTES]
-            dst.write(first)
-            await dst.drain()
-        await self._pipe(src, dst)
+    async def notes(self) -> list[str]:
+        """The door's refusals and cuts for this group since the last call ([] without asking
+        when nothing used the web since)."""
+        if not self.connections:
+            return []
+        self.connections = 0
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.sock_path)), 5)
+            try:
+                writer.write(NOTES_REQUEST)
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(MAX_NOTES_ANSWER), 5)
+            finally:
+                writer.close()
+        except (TimeoutError, OSError) as exc:
+            say(f"web.sock: notes unavailable: {exc!r}")
+            return []
+        head, _, body = answer.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            return []
+        try:
+            notes = json.loads(body)
+        except ValueError:
+            return []
+        return [str(n)[:500] for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
 
     def unavailable(self, exc: OSError) -> bytes:
         reason = "web: the egress door is not available"
@@ -126,16 +140,6 @@ class WebForwarder(ModelForwarder):
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         ).encode()
         return head + body
-
-
-def door_refusal(head: bytes) -> str | None:
-    """The rule of an answer of the egress door that refused ("web: ..."), else None."""
-    status, _, rest = head.partition(b"\r\n")
-    fields = rest.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
-    if not status.startswith(b"HTTP/1.") or b"x-ngb-web: refused" not in fields:
-        return None
-    parts = status.decode("utf-8", "replace").split(" ", 2)
-    return parts[2].strip()[:300] if len(parts) == 3 and parts[2].startswith("web:") else None
 
 
 class HostRequests:

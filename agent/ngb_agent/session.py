@@ -52,7 +52,7 @@ class Runner:
         self.forwarder = ModelForwarder(cfg.model_sock)
         self.web_forwarder = WebForwarder(cfg.web_sock)
         self.requests = HostRequests(cfg.requests_sock, cfg.request_timeout)
-        self.cli = AgentCli(cfg, self.requests, web_notes=self.web_forwarder.take_refusals if cfg.web_port else None)
+        self.cli = AgentCli(cfg, self.requests, web_notes=self.web_forwarder.notes if cfg.web_port else None)
         self.client: Any = None
         self.session_id: str | None = None
         self.session_sent: str | None = None

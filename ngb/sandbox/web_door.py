@@ -14,12 +14,16 @@ forwarded one request per connection. Limits: bytes per turn and per UTC day per
 at once per group, a connect timeout and an idle timeout; a tunnel past a limit is cut.
 
 Every request is logged with its group and verdict, counted in metrics and kept in the store
-(``web_log``, ``web_usage``) by a writer task that never slows a tunnel down."""
+(``web_log``, ``web_usage``) by a writer task that never slows a tunnel down. Refusals and cuts are
+also kept for the runner, which asks for them (``GET http://notes.door.invalid/notes`` through the
+door) after a tool call that used the web and hands them to the agent: a tunnel that is cut, or a
+refused CONNECT, shows in most clients only as a failed connection."""
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import logging
 import math
 import socket as _socket
@@ -46,6 +50,11 @@ CHUNK = 64 * 1024
 MB = 1024 * 1024
 RECORD_BATCH = 200  # WebRequests written per store transaction at most
 RECORD_QUEUE = 2000  # kept while the store is slow; beyond this, a request is counted (metrics) but not stored
+MAX_NOTES = 20  # refusals and cuts kept per group for the runner (the newest)
+# The runner asks for them after each tool call that used the web (agent/ngb_agent/host.py): a
+# plain-HTTP GET of this URL through the door itself, answered by the door (.invalid never resolves).
+NOTES_HOST = "notes.door.invalid"
+NOTES_PATH = "/notes"
 LOG_LINES = 30  # refusal log lines per group and LOG_WINDOW
 LOG_WINDOW = 60.0
 
@@ -90,6 +99,7 @@ class _Account:
     day: str = ""
     day_bytes: int = 0
     connections: int = 0
+    notes: list[str] = attrs.Factory(list)  # refusals and cuts the runner has not fetched yet (NOTES_PATH)
     log_window: float = -math.inf  # refusal log lines: at most LOG_LINES per LOG_WINDOW seconds
     log_lines: int = 0
     log_skipped: int = 0
@@ -184,6 +194,9 @@ class WebDoor:
             if request is None:
                 return
             try:
+                if request.host == NOTES_HOST and request.method == "GET" and not request.tunnel:
+                    await self._send_notes(stream, folder)
+                    return
                 await self._serve(stream, folder, rules(), request)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
@@ -215,7 +228,7 @@ class WebDoor:
                     first = req.rest
                 else:
                     first = req.forward_head() + req.rest
-                up, down, cut = await self._relay(client, site, account, first)
+                up, down, cut = await self._relay(client, site, account, first, f"{host}:{req.port}")
         finally:
             account.connections -= 1
         record = WebRequest(
@@ -258,7 +271,7 @@ class WebDoor:
         return None, None, last, 504 if "did not answer" in last else 502
 
     async def _relay(
-        self, client: trio.abc.Stream, site: trio.abc.Stream, account: _Account, first: bytes
+        self, client: trio.abc.Stream, site: trio.abc.Stream, account: _Account, first: bytes, target: str
     ) -> tuple[int, int, str]:
         """Bytes both ways until either side closes, a limit is passed or both are idle for the idle
         timeout: (bytes up, bytes down, why it was cut or "")."""
@@ -285,6 +298,7 @@ class WebDoor:
                     add(direction, len(data))
             except _Cut as exc:
                 cut.append(exc.why)
+                _note(account, f"{exc.why}: the connection to {target} was cut after {counts[1]:,} bytes in")
                 nursery.cancel_scope.cancel()
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -302,6 +316,7 @@ class WebDoor:
                 wake = last[0] + self.limits.idle_timeout
                 if trio.current_time() >= wake:
                     cut.append(f"web: no traffic for {self.limits.idle_timeout:g} s (web_idle_timeout)")
+                    _note(account, f"{cut[-1]}: the connection to {target} was cut after {counts[1]:,} bytes in")
                     nursery.cancel_scope.cancel()
                     return
                 await trio.sleep_until(wake)
@@ -311,6 +326,7 @@ class WebDoor:
                 await site.send_all(first)
                 add(0, len(first))
         except _Cut as exc:
+            _note(account, f"{exc.why}: the connection to {target} was cut")
             return counts[0], counts[1], exc.why
         async with trio.open_nursery() as nursery:
             watcher = trio.CancelScope()
@@ -332,12 +348,22 @@ class WebDoor:
     async def _refuse(
         self, client: trio.abc.Stream, folder: str, req: ProxyRequest, host: str, status: int, why: str, started: float
     ) -> None:
+        _note(await self._account(folder), why)
         await _send_quietly(client, answer(status, why))
         self._log_refusal(folder, f"refused {req.method} {host}:{req.port}: {why}")
         self._record(WebRequest(
             folder=folder, time=datetime.now(UTC), host=host, port=req.port, method=req.method,
             verdict=WebVerdict.REFUSED, rule=why, duration_ms=round((time.monotonic() - started) * 1000),
         ))
+
+    async def _send_notes(self, client: trio.abc.Stream, folder: str) -> None:
+        """The runner's question (NOTES_HOST): the group's refusals and cuts since it last asked,
+        as a JSON list of sentences, then forgotten."""
+        account = await self._account(folder)
+        notes, account.notes = account.notes, []
+        body = json.dumps(notes).encode()
+        await _send_quietly(client, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
 
     def _log_refusal(self, folder: str, text: str) -> None:
         """One warning line per refusal, at most LOG_LINES a minute per group (a steered agent must
@@ -377,6 +403,11 @@ class WebDoor:
                 await write(batch)
             except Exception as exc:  # noqa: BLE001 - a store error loses the log rows, never the web
                 log.warning("web: %d requests could not be stored: %s", len(batch), exc)
+
+
+def _note(account: _Account, text: str) -> None:
+    account.notes.append(text)
+    del account.notes[:-MAX_NOTES]
 
 
 def _reason(exc: BaseException) -> str:
