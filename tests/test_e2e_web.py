@@ -69,6 +69,7 @@ async def live(tmp_path: Path, agent_image: str) -> AsyncIterator[Live]:
         config = make_config(tmp_path, NGB_MODEL_UPSTREAM=fake.url, ANTHROPIC_API_KEY="sk-ant-test-key-0123456789",
                              NGB_IDLE_TIMEOUT="30", NGB_INSTANCE=f"web{os.getpid()}", NGB_CONTAINER_MEMORY="768m",
                              NGB_WEB_ALLOW_NETWORKS="127.0.0.2/32", NGB_WEB_PORTS=f"80,443,{site.port}", NGB_WEB_TURN_MB="1",
+                             NGB_WEB_DENY="ads.example.com",
                              NGB_WEB_EXTRA_CA_FILE=str(site.write_ca(tmp_path / "site-ca.pem")))
         daemon = Daemon(config)
         await nursery.start(daemon.run)
@@ -78,6 +79,11 @@ async def live(tmp_path: Path, agent_image: str) -> AsyncIterator[Live]:
         finally:
             await live.http.aclose()
             nursery.cancel_scope.cancel()
+
+
+def searches(live: Live) -> list[Any]:
+    """The model requests that offered the API's own web search."""
+    return [r for r in live.fake.message_requests if "web_search_" in json.dumps((r.json or {}).get("tools", []))]
 
 
 FETCH = """
@@ -112,6 +118,11 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     last = json.dumps(live.fake.message_requests[-1].json)
     assert "- web: this turn's 1 MB of web traffic are used (web_turn_mb): the connection to 127.0.0.2:" in last, \
         last[-3000:]
+
+    # The model's own web search: the CLI's WebSearch asks the API with its web_search tool.
+    await live.turn('[[tool:WebSearch {"query": "weather in Berlin"}]]')
+    [search] = searches(live)
+    assert search.json["tools"][0]["blocked_domains"] == ["ads.example.com"], search.json["tools"]  # web_deny
 
     # 2. Any program in the container goes the same way (HTTPS_PROXY), and a refusal names its rule.
     out = await live.run_python(FETCH.format(url=f"{site}/weather"))
@@ -150,6 +161,13 @@ async def test_the_agent_reaches_the_web_only_through_the_door(live: Live) -> No
     last = json.dumps(live.fake.message_requests[-1].json)
     assert "during this tool call:\\n- web: off for this group" in last, last[-3000:]
     assert len(live.site.requests) == hits
+
+    # ... and so is the model's own web search, before it reaches the API.
+    await live.turn('[[tool:WebSearch {"query": "weather in Berlin"}]]')
+    assert len(searches(live)) == 1
+    said = tool_results(live.fake)[-1]
+    assert "API Error: 400 web: off for this group (the model's web search too)" in said, said
+    assert "authenticate" not in said, said
 
     # The log has each decision, with the rule; the day's sums count them.
     log = await live.web_log()

@@ -84,7 +84,7 @@ async def test_the_proxy_refuses_or_rewrites_before_anything_goes_upstream(nurse
     await nursery.start(proxy.serve_group, "g", sock, PH)
     raw = await Raw.open(sock)
     status, _, answer = await raw.request("POST", "/v1/messages", body(SEARCH))
-    assert status == 403 and answer["error"]["type"] == "permission_error", answer
+    assert status == 400 and answer["error"]["type"] == "invalid_request_error", answer
     assert answer["error"]["message"] == "web: off for this group (the model's web search too)"
     assert fake.message_requests == []
     # the same connection goes on; the next request, under allowlist, reaches the API pinned

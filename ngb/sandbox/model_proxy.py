@@ -30,8 +30,9 @@ Per connection and request the door:
   ``invalid_request_error``, ``x-should-retry: false``); ``count_tokens`` is free and not checked;
 * only then reads the body (a chunked body is cut with 413 as soon as it passes ``max_body``),
   applies the group's web rules to the model's own web tools (``web_rules(group)``,
-  model_web_tools.py: a group whose web is off gets 403 ``permission_error`` "web: off for this
-  group ..."), and hands the request to the forwarding.
+  model_web_tools.py: a group whose web is off gets 400 ``invalid_request_error`` "web: off for
+  this group ...", as a spend limit does: the CLI reads a 403 as "Failed to authenticate"), and
+  hands the request to the forwarding.
 
 A refused request whose body was not read gets ``connection: close``; the proxy then reads and
 discards what the client still sends for a moment (never keeping it) so the client sees the
@@ -405,8 +406,9 @@ class ModelProxy(ModelForwarder):
                 rules = self.web_rules(group.name)
                 body = body if rules is None else apply_web_rules(body, rules)
             except WebToolRefused as exc:
-                return await self._refuse(conn, group, 403, "web", f"refused {method} {path}: {exc}", str(exc),
-                                          request=request)
+                # 400 like a spend limit: a 403 reads "Failed to authenticate" in the CLI
+                return await self._refuse(conn, group, 400, "web", f"refused {method} {path}: {exc}", str(exc),
+                                          request=request, extra=[(b"x-should-retry", b"false")])
         try:
             return await self.forward(conn, request, body, group.name, method, path)
         except CannotForward as exc:
