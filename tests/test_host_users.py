@@ -183,6 +183,33 @@ async def test_a_stranger_reaching_a_tools_socket_is_refused_by_uid(
     assert len(refused) == 1 and refused[0].startswith("tools[main]:") and f"uid {stranger.uid}" in refused[0]
 
 
+async def test_a_stranger_reaching_a_web_socket_is_refused_by_uid(
+    stranger: Stranger, open_base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The egress door checks the peer's uid like the tools socket: a stranger on a wide-open
+    web.sock gets the connection closed before the door reads a byte (no 400 for its bytes)."""
+    from ngb.records import WebMode
+    from ngb.sandbox.web_door import WebDoor, WebLimits
+    from ngb.sandbox.web_policy import WebRules
+
+    door = WebDoor(WebLimits(turn_bytes=0, day_bytes=0, max_connections=4, connect_timeout=3, idle_timeout=5),
+                   agent_uid=1000)
+    path = open_base / "web.sock"
+    rules = WebRules(folder="main", mode=WebMode.OPEN)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(door.serve_group, "main", path, lambda: rules)
+        os.chmod(path, 0o666)  # wide open on purpose
+        result = await trio.to_thread.run_sync(lambda: stranger.probe(("talk", path)))
+        assert result[str(path)] in ("", "Connection reset by peer"), result  # closed without an answer
+        mine = await trio.open_unix_socket(str(path))  # root, standing in for the agent
+        await mine.send_all(b"CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n")
+        assert (await mine.receive_some(65536)).startswith(b"HTTP/1.1 403 web: 10.0.0.5 is a private address")
+        await mine.aclose()
+        nursery.cancel_scope.cancel()
+    refused = [r.getMessage() for r in caplog.records if "another uid" in r.getMessage()]
+    assert refused == ["web[main]: a connection from another uid was refused"], refused
+
+
 def _tool_results(fake: FakeAnthropic) -> list[str]:
     out: list[str] = []
     for req in fake.message_requests:
@@ -219,7 +246,7 @@ async def test_a_live_agent_containers_sockets_are_closed_to_a_stranger(
             while not any("tasks" in r for r in _tool_results(fake)):
                 await trio.sleep(0.1)
         run = config.run_dir / "main"
-        socks = [run / "requests.sock", run / "control.sock", run / "model.sock"]
+        socks = [run / "requests.sock", run / "control.sock", run / "model.sock", run / "web.sock"]
         assert all(p.exists() for p in socks), list(run.iterdir())
         assert daemon.supervisor.actors["main"].view.container_id  # still up
         files = _db_files(config.state_dir)
