@@ -288,6 +288,50 @@ async def test_connections_at_once_are_limited_per_group(tmp_path: Path) -> None
     assert third.startswith(b"HTTP/1.1 429 web: too many connections at once (2, web_max_connections)")
 
 
+async def test_one_group_at_its_limits_does_not_slow_another(tmp_path: Path) -> None:
+    """Group A holds all its connections on a site that hangs (and is refused more); group B, on
+    the same door, is served, up to its own turn budget."""
+
+    async def hang(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    page = b"p" * 200_000
+    async with trio.open_nursery() as nursery:
+        slow = await site(nursery, hang)
+        fast = await site(nursery, page_handler(page))
+        limits = WebLimits(turn_bytes=100_000, day_bytes=0, max_connections=2, connect_timeout=3, idle_timeout=30)
+        records: list[WebRequest] = []
+        door = WebDoor(limits, resolver=Resolver({}), on_request=records.append)
+        a = WebRules(folder="a", mode=WebMode.OPEN, ports=(slow, fast), allow_networks=LOOP)
+        b = WebRules(folder="b", mode=WebMode.OPEN, ports=(slow, fast), allow_networks=LOOP)
+        await nursery.start(door.serve_group, "a", tmp_path / "a.sock", lambda: a)
+        await nursery.start(door.serve_group, "b", tmp_path / "b.sock", lambda: b)
+
+        async def ask(sock: str, head: str) -> tuple[bytes, trio.SocketStream]:
+            stream = await trio.open_unix_socket(str(tmp_path / sock))
+            await stream.send_all(head.encode())
+            return await read_head(stream), stream
+
+        held = [await ask("a.sock", f"CONNECT 127.0.0.1:{slow} HTTP/1.1\r\n\r\n") for _ in range(2)]
+        assert all(h.startswith(b"HTTP/1.1 200") for h, _ in held)
+        refused, s = await ask("a.sock", f"CONNECT 127.0.0.1:{fast} HTTP/1.1\r\n\r\n")
+        await s.aclose()
+        assert refused.startswith(b"HTTP/1.1 429 web: too many connections")
+        stream = await trio.open_unix_socket(str(tmp_path / "b.sock"))
+        await stream.send_all(f"GET http://127.0.0.1:{fast}/ HTTP/1.1\r\n\r\n".encode())
+        got = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+        await stream.aclose()
+        for _, held_stream in held:
+            await held_stream.aclose()
+        nursery.cancel_scope.cancel()
+    # b's counts are its own: its page came, cut only at its own 100 kB turn budget
+    assert got.startswith(b"HTTP/1.1 200 OK") and 100_000 <= len(got) < len(page), len(got)
+    assert {r.folder for r in records if r.verdict is WebVerdict.REFUSED} == {"a"}
+
+
 @pytest.mark.parametrize(
     ("head", "status"),
     [
