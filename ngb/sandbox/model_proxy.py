@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -53,6 +51,7 @@ import h11
 import httpx
 import trio
 
+from .log_budget import LogBudget
 from .model_forward import MAX_RETRY_AFTER, STALL_TIMEOUT, CannotForward, ModelForwarder
 from .model_http import (
     REASONS,
@@ -91,9 +90,7 @@ class _Group:
     slots: trio.Semaphore
     waiting: int = 0  # connections waiting for a slot
     idle: dict[int, HttpConnection] = attrs.Factory(dict)  # keep-alive, between requests; oldest first
-    log_window: float = -math.inf  # refusal log lines: at most LOG_LINES per LOG_WINDOW seconds
-    log_lines: int = 0
-    log_skipped: int = 0
+    log: LogBudget = attrs.Factory(lambda: LogBudget(LOG_LINES, LOG_WINDOW))  # refusal log lines
 
 
 LOG_LINES = 30
@@ -319,14 +316,9 @@ class ModelProxy(ModelForwarder):
                 self.on_refused(group.name, reason)
             except Exception:
                 log.exception("model proxy: on_refused callback failed")
-        now = time.monotonic()
-        if now - group.log_window >= LOG_WINDOW:
-            group.log_window, group.log_lines = now, 0
-        if group.log_lines >= LOG_LINES:
-            group.log_skipped += 1
+        skipped = group.log.take()
+        if skipped is None:
             return
-        group.log_lines += 1
-        skipped, group.log_skipped = group.log_skipped, 0
         more = f" ({skipped} more refusals were not logged)" if skipped else ""
         level = logging.INFO if reason == "budget" else logging.WARNING
         log.log(level, "model proxy: group %s: %s%s", group.name, why, more)

@@ -25,7 +25,6 @@ import errno
 import ipaddress
 import json
 import logging
-import math
 import socket as _socket
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +39,7 @@ from ..framing import peer_uid
 from ..host_patterns import is_address
 from ..hostperms import allowed_peer
 from ..records import WebRequest, WebVerdict
+from .log_budget import LogBudget
 from .model_http import unix_listener
 from .web_head import BadHead, ProxyRequest, answer, read_head
 from .web_policy import IPAddress, WebRules
@@ -53,8 +53,7 @@ RECORD_QUEUE = 2000  # kept while the store is slow; beyond this, a request is c
 MAX_NOTES = 20  # refusals and cuts kept per group for the runner (the newest)
 # The runner asks for them after each tool call that used the web (agent/ngb_agent/host.py): a
 # plain-HTTP GET of this URL through the door itself, answered by the door (.invalid never resolves).
-NOTES_HOST = "notes.door.invalid"
-NOTES_PATH = "/notes"
+NOTES_HOST = "notes.door.invalid"  # any path
 LOG_LINES = 30  # refusal log lines per group and LOG_WINDOW
 LOG_WINDOW = 60.0
 
@@ -99,10 +98,8 @@ class _Account:
     day: str = ""
     day_bytes: int = 0
     connections: int = 0
-    notes: list[str] = attrs.Factory(list)  # refusals and cuts the runner has not fetched yet (NOTES_PATH)
-    log_window: float = -math.inf  # refusal log lines: at most LOG_LINES per LOG_WINDOW seconds
-    log_lines: int = 0
-    log_skipped: int = 0
+    notes: list[str] = attrs.Factory(list)  # refusals and cuts the runner has not fetched yet (NOTES_HOST)
+    log: LogBudget = attrs.Factory(lambda: LogBudget(LOG_LINES, LOG_WINDOW))  # refusal log lines
 
 
 class _Cut(Exception):
@@ -368,15 +365,9 @@ class WebDoor:
     def _log_refusal(self, folder: str, text: str) -> None:
         """One warning line per refusal, at most LOG_LINES a minute per group (a steered agent must
         not flood the log); the lines left out are counted in the next one. Each is in the store."""
-        account = self._accounts.setdefault(folder, _Account())
-        now = time.monotonic()
-        if now - account.log_window >= LOG_WINDOW:
-            account.log_window, account.log_lines = now, 0
-        if account.log_lines >= LOG_LINES:
-            account.log_skipped += 1
+        skipped = self._accounts.setdefault(folder, _Account()).log.take()
+        if skipped is None:
             return
-        account.log_lines += 1
-        skipped, account.log_skipped = account.log_skipped, 0
         more = f" ({skipped} more refusals were not logged; ngb web log has them)" if skipped else ""
         log.warning("web[%s]: %s%s", folder, text, more)
 
