@@ -44,7 +44,13 @@ from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, redact_in_logs, split_text
 from .skeleton import PlatformChannel
 from .wecom_crypto import CallbackRefused, WeComCrypto, parse_xml
-from .wecom_media import WeComAppFiles, app_downloads, take_downloads
+from .wecom_media import (
+    TOKEN_ERRCODES,
+    ApiFailed,
+    WeComAppFiles,
+    app_downloads,
+    take_downloads,
+)
 from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     CALLBACK_PART_BYTES,
     CALLBACK_PATH,
@@ -57,28 +63,9 @@ from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor 
 
 log = logging.getLogger(__name__)
 
-TOKEN_ERRCODES = {40014, 42001}  # invalid / expired access_token: fetch a new one and try again
-AUTH_ERRCODES = {40001, 40013, 40091, 41002, 41004, 60020, 48002, 301002}  # secret, corp id, IP, API refused
-BUSY_ERRCODES = {-1, 45009, 45033}  # system busy, rate limits
 NOT_A_USER = 81013  # message/send: no valid recipient (the id may be an app group chat)
 NO_SUCH_CHAT = 86003  # appchat/send: no such app group chat
 LOG_EVERY = 10.0  # seconds between two log lines for the same refusal reason
-
-
-class ApiFailed(Exception):
-    """The app API answered with an errcode (or could not be asked: ``errcode`` None)."""
-
-    def __init__(self, what: str, errcode: int | None, errmsg: str) -> None:
-        super().__init__(f"{what}: errcode {errcode}: {errmsg}" if errcode is not None else f"{what}: {errmsg}")
-        self.errcode = errcode
-
-    @property
-    def auth(self) -> bool:
-        return self.errcode in AUTH_ERRCODES
-
-    @property
-    def retryable(self) -> bool:
-        return self.errcode is None or self.errcode in AUTH_ERRCODES | TOKEN_ERRCODES | BUSY_ERRCODES
 
 
 class WeComCallbackChannel(WeComAppFiles, PlatformChannel):

@@ -44,13 +44,32 @@ IMAGE_MAX = 10 * MB  # an image message
 FILE_MAX = 20 * MB  # a file message
 MIN_BYTES = 6  # "all files must be larger than 5 bytes"
 IMAGE_TYPES = {"image/png", "image/jpeg"}
-TOKEN_ERRCODES = {40014, 42001}
+# The app API's errcodes (wecom_callback.py maps them for sends too)
+TOKEN_ERRCODES = {40014, 42001}  # invalid / expired access_token: fetch a new one and try again
+AUTH_ERRCODES = {40001, 40013, 40091, 41002, 41004, 60020, 48002, 301002}  # secret, corp id, IP, API refused
+BUSY_ERRCODES = {-1, 45009, 45033}  # system busy, rate limits
 KINDS = {"image": AttachmentKind.IMAGE, "voice": AttachmentKind.VOICE, "video": AttachmentKind.VIDEO,
          "file": AttachmentKind.DOCUMENT}
 APP_NAMES = {"image": None, "voice": "voice.amr", "video": "video.mp4", "file": None}
 
 
 # -- decryption of the robot's downloads -------------------------------------------------------------
+class ApiFailed(Exception):
+    """The app API answered with an errcode (or could not be asked: ``errcode`` None)."""
+
+    def __init__(self, what: str, errcode: int | None, errmsg: str) -> None:
+        super().__init__(f"{what}: errcode {errcode}: {errmsg}" if errcode is not None else f"{what}: {errmsg}")
+        self.errcode = errcode
+
+    @property
+    def auth(self) -> bool:
+        return self.errcode in AUTH_ERRCODES
+
+    @property
+    def retryable(self) -> bool:
+        return self.errcode is None or self.errcode in AUTH_ERRCODES | TOKEN_ERRCODES | BUSY_ERRCODES
+
+
 def aes_key(aeskey: str) -> bytes:
     """The 32-byte key of a message's ``aeskey`` (Base64, its padding possibly left off)."""
     raw = base64.b64decode(aeskey + "=" * (-len(aeskey) % 4), validate=False)
@@ -331,8 +350,6 @@ class WeComAppFiles:
         prefix, _, target = chat.partition(":")
         if prefix != "wecom" or not target:
             raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<userid or chatid>)", retryable=False)
-        from .wecom_callback import ApiFailed
-
         kind = upload_type(file)
         key = self._partial.key(chat, f"file:{file.path}\n{file.caption}", reply_to)
         ids = list(self._partial.done(key))
@@ -353,8 +370,6 @@ class WeComAppFiles:
         """POST /cgi-bin/media/upload (multipart, field ``media``) -> media_id; once more with a
         fresh token on 40014/42001."""
         import trio
-
-        from .wecom_callback import ApiFailed
 
         for attempt in (1, 2):
             token = await self._access_token()
