@@ -377,6 +377,8 @@ class Daemon:
         finally:
             self._root = None
             with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):  # the web requests the recorder had not written yet
+                    await self.web_door.flush(self.store.record_web)
                 await self.store.close()
             self.state_lock.release()
             self.stopped.set()

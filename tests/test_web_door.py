@@ -371,6 +371,23 @@ async def test_the_recorder_hands_requests_to_the_store_in_batches(tmp_path: Pat
     assert [r.host for b in written for r in b] == ["example.com"] * 3
 
 
+async def test_what_the_recorder_had_not_written_is_flushed_at_shutdown(tmp_path: Path) -> None:
+    written: list[WebRequest] = []
+
+    async def write(batch: list[WebRequest]) -> None:
+        written.extend(batch)
+
+    async with trio.open_nursery() as nursery:
+        door = Door(tmp_path, rules(mode=WebMode.OFF), LIMITS)
+        await door.start(nursery)
+        for _ in range(3):  # no recorder runs: they wait in the queue
+            await door.exchange("CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        await door.settled(3)
+        nursery.cancel_scope.cancel()
+    assert await door.door.flush(write) == 3 and len(written) == 3
+    assert await door.door.flush(write) == 0 and len(written) == 3
+
+
 def test_rules_for_a_group_follow_its_mode_then_the_daemons_defaults() -> None:
     config = Config(web_allow=("docs.python.org",), web_deny=("*.ads.test",), web_allow_networks=("192.168.5.0/24",))
     main = rules_for(Group("local:main", "main", is_main=True), config)

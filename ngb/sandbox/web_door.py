@@ -396,6 +396,22 @@ class WebDoor:
                 log.warning("web: %d requests could not be stored: %s", len(batch), exc)
 
 
+    async def flush(self, write: Callable[[list[WebRequest]], Awaitable[None]]) -> int:
+        """Write what is still queued (the daemon's last step before the store closes); how many."""
+        batch: list[WebRequest] = []
+        while True:
+            try:
+                batch.append(self._records_out.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        if batch:
+            try:
+                await write(batch)
+            except Exception as exc:  # noqa: BLE001 - as in run_recorder
+                log.warning("web: %d requests could not be stored at shutdown: %s", len(batch), exc)
+        return len(batch)
+
+
 def _note(account: _Account, text: str) -> None:
     account.notes.append(text)
     del account.notes[:-MAX_NOTES]
