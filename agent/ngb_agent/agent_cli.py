@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .browser import Browser
+from .browser_tools import BROWSER_SERVER, browser_hooks, browser_server, merge_hooks
 from .early_cli import EARLY_CLI_MIN_CPUS, SDK_LOADER, EarlyCli, adopting_transport, effective_cpus
 from .host import HostRequests
 from .host_tools import build_mcp_server
@@ -55,6 +57,7 @@ class AgentCli:
         self.fresh_note: str | None = None
         self.early: EarlyCli | None = None
         self._cli_base: tuple[dict[str, str], str] | None = None
+        self.browser = Browser(cfg.web_port, cfg.cwd)  # headless Chromium, started by its tools
 
     def cli_base(self) -> tuple[dict[str, str], str]:
         """The CLI's extra environment and appended system prompt (computed once per runner)."""
@@ -91,11 +94,11 @@ class AgentCli:
             setting_sources=["project"],
             system_prompt={"type": "preset", "preset": "claude_code", "append": append},
             # The SDK's McpSdkServerConfig does not list alwaysLoad, which it passes on to the CLI.
-            mcp_servers={"ngb": server},  # type: ignore[dict-item]
+            mcp_servers={"ngb": server, BROWSER_SERVER: {**browser_server(self.browser), **MCP_EXTRA}},  # type: ignore[dict-item]
             disallowed_tools=list(DISALLOWED_TOOLS),
             model=self.cfg.model,
             settings=CLI_SETTINGS,
-            hooks=self.hooks(),  # type: ignore[arg-type]
+            hooks=merge_hooks(self.hooks(), browser_hooks(self.browser)),  # type: ignore[arg-type]
             env=dict(env),
             verbatim_prompts=True,
             max_buffer_size=16 * 1024 * 1024,
@@ -148,7 +151,8 @@ class AgentCli:
             cmd.append(f"--resume={resume}")
         cmd += ["--settings", CLI_SETTINGS]
         mcp = {"type": "sdk", "name": "ngb", **MCP_EXTRA}
-        cmd += ["--mcp-config", json.dumps({"mcpServers": {"ngb": mcp}})]
+        browser = {"type": "sdk", "name": BROWSER_SERVER, **MCP_EXTRA}
+        cmd += ["--mcp-config", json.dumps({"mcpServers": {"ngb": mcp, BROWSER_SERVER: browser}})]
         cmd += ["--setting-sources=project", "--input-format", "stream-json"]
         process_env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
         process_env["CLAUDE_CODE_ENTRYPOINT"] = "sdk-py"

@@ -8,6 +8,9 @@ the build:
 1. base image: ``NGB_BASE_IMAGE`` / an explicit base; else the public Python image when it is local or
    can be pulled; else a local Debian bookworm made once with debootstrap from the host's own Debian
    mirror (read from the host's apt sources) and imported as ``nanogridbot-base:bookworm``;
+1b. browser: Debian's ``chromium`` added to that base without network inside any container
+   (ngb/sandbox/image_browser.py; made once per base and Chromium version); when it cannot be
+   added the build goes on without it and says why (docs/web-browser.md);
 2. wheels: the pinned ``agent/requirements.txt`` is downloaded on the host with pip (the host's own
    pip configuration) for the image's platform into a cache, reused on later builds;
 3. build context: a temp dir with the files of ``agent/`` and ``wheels/``;
@@ -55,6 +58,7 @@ from .debian_mirror import (
     parse_sources_list,
 )
 from .image_base import DEFAULT_BASE_IMAGE, LOCAL_BASE_IMAGE, pick_base
+from .image_browser import BROWSER_FROM_LABEL, add_browser
 from .image_docker import build_lock, docker_build, docker_client, engine_arch, image_labels, inspect_image
 from .image_progress import ImageBuildError, fmt_secs, megabytes
 
@@ -93,6 +97,7 @@ def ensure_image(
     base_image: str | None = None,
     cache_dir: Path | None = None,
     force: bool = False,
+    browser: bool = True,
     progress: Callable[[str], None] = print,
 ) -> str:
     """Return the id of the agent image ``image``, building it first when needed.
@@ -100,6 +105,7 @@ def ensure_image(
     Fast (one Engine API call) when ``image`` exists with the current content hash of ``agent_dir``
     (and, when a base is given explicitly or by ``NGB_BASE_IMAGE``, that same base). Otherwise builds
     it, which takes minutes the first time. Raises ImageBuildError with what to do on failure.
+    ``browser=False`` builds without headless Chromium (the browser tools then say so).
     """
     agent_dir = Path(agent_dir) if agent_dir is not None else DEFAULT_AGENT_DIR
     missing = [name for name in REQUIRED_FILES if not (agent_dir / name).is_file()]
@@ -115,7 +121,8 @@ def ensure_image(
         labels = image_labels(info)
         if labels.get(HASH_LABEL) != content_hash:
             return None
-        if explicit_base and labels.get(BASE_LABEL) != explicit_base:
+        # With the browser the Dockerfile's base is the browser base, which names its own base.
+        if explicit_base and explicit_base not in (labels.get(BASE_LABEL), labels.get(BROWSER_FROM_LABEL)):
             return None
         return info
 
@@ -137,6 +144,14 @@ def ensure_image(
 
         t = time.monotonic()
         arch = engine_arch(client)
+        plain_base = base
+        if browser:
+            base = add_browser(client, base, arch, lock.parent, progress) or base
+        else:
+            progress("      browser: left out (asked); the agent's browser tools will say so")
+        t_browser = time.monotonic() - t
+
+        t = time.monotonic()
         platform_tag = f"{MANYLINUX}_{arch}"
         wheel_dir = cache_dir if cache_dir is not None else default_cache_dir(platform_tag)
         wheels = download_wheels(agent_dir / "requirements.txt", wheel_dir, platform_tag, progress)
@@ -159,6 +174,11 @@ def ensure_image(
         t_build = time.monotonic() - t
 
         info = inspect_image(client, image) or {}
+        if base != plain_base:
+            sizes = [int((inspect_image(client, b) or {}).get("Size", 0)) for b in (base, plain_base)]
+            progress(
+                f"      browser: {megabytes(sizes[0] - sizes[1])} of the image's {megabytes(info.get('Size', 0))}"
+            )
         if image_labels(info).get(HASH_LABEL) != content_hash:
             raise ImageBuildError(f"built {image} but its {HASH_LABEL} label is not {content_hash}")
         if old and old.get("Id") != image_id:
@@ -166,7 +186,7 @@ def ensure_image(
                 client.api.remove_image(old["Id"], noprune=False)
         progress(
             f"agent image {image} ready: {image_id[:19]}, {megabytes(info.get('Size', 0))}, "
-            f"in {fmt_secs(time.monotonic() - started)} (base {fmt_secs(t_base)}, wheels "
+            f"in {fmt_secs(time.monotonic() - started)} (base {fmt_secs(t_base)}, browser {fmt_secs(t_browser)}, wheels "
             f"{fmt_secs(t_wheels)}, build {fmt_secs(t_build)})"
         )
         return image_id
@@ -182,13 +202,20 @@ def main(argv: list[str] | None = None) -> int:
         "--base-image", default=None, help="base image (default: NGB_BASE_IMAGE, else automatic)"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if the image is up to date")
+    parser.add_argument("--no-browser", action="store_true", help="build without headless Chromium")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
         print(line, flush=True)
 
     try:
-        image_id = ensure_image(args.image, base_image=args.base_image, force=args.force, progress=say)
+        image_id = ensure_image(
+            args.image,
+            base_image=args.base_image,
+            force=args.force,
+            browser=not args.no_browser,
+            progress=say,
+        )
     except ImageBuildError as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else 'image build failed'}", file=sys.stderr)
         return 1
