@@ -58,7 +58,7 @@ from .debian_mirror import (
     parse_sources_list,
 )
 from .image_base import DEFAULT_BASE_IMAGE, LOCAL_BASE_IMAGE, pick_base
-from .image_browser import BROWSER_FROM_LABEL, add_browser
+from .image_browser import BROWSER_FROM_LABEL, add_browser, remove_other_browser_bases
 from .image_docker import build_lock, docker_build, docker_client, engine_arch, image_labels, inspect_image
 from .image_progress import ImageBuildError, fmt_secs, megabytes
 
@@ -184,6 +184,8 @@ def ensure_image(
         if old and old.get("Id") != image_id:
             with contextlib.suppress(Exception):  # the previous build, if nothing uses it any more
                 client.api.remove_image(old["Id"], noprune=False)
+        if base != plain_base:
+            remove_other_browser_bases(client, base)
         progress(
             f"agent image {image} ready: {image_id[:19]}, {megabytes(info.get('Size', 0))}, "
             f"in {fmt_secs(time.monotonic() - started)} (base {fmt_secs(t_base)}, browser {fmt_secs(t_browser)}, wheels "

@@ -97,7 +97,8 @@ def deb_filename(name: str, version: str, arch: str) -> str:
 def _tag_for(version: str, base_id: str) -> str:
     """Chromium's version, the base's id and the install script's hash (a changed script makes a new one)."""
     clean = re.sub(r"[^A-Za-z0-9_.-]", "_", version)
-    script = hashlib.sha256(f"{_INSTALL_SCRIPT}\n{BROWSER_LABEL} {BROWSER_FROM_LABEL}".encode()).hexdigest()[:8]
+    made_by = f"{_INSTALL_SCRIPT}\n{BROWSER_LABEL} {BROWSER_FROM_LABEL}"
+    script = hashlib.sha256(made_by.encode()).hexdigest()[:8]
     return f"{clean}-{base_id.split(':')[-1][:12]}-{script}"
 
 
@@ -261,17 +262,18 @@ def add_browser(
         progress(
             f"      browser: {name} (+{megabytes(grown)}), made in {fmt_secs(time.monotonic() - started)}"
         )
-        _remove_other_tags(client, name)
         return name
     except (_NoBrowser, ImageBuildError, subprocess.SubprocessError, OSError) as exc:
         progress(f"      browser: not added ({exc}); the agent's browser tools will say so")
         return None
 
 
-def _remove_other_tags(client: Any, keep: str) -> None:
-    """Older browser bases, when nothing is built on them any more (errors ignored)."""
+def remove_other_browser_bases(client: Any, keep: str) -> None:
+    """Older browser bases, when nothing is built on them any more (errors ignored; called after
+    the agent image that was built on the previous one is gone)."""
     with contextlib.suppress(Exception):
         for img in client.images.list(name=BROWSER_REPO):
-            if keep not in (img.tags or []):
-                with contextlib.suppress(Exception):
-                    client.images.remove(img.id, noprune=False)
+            for tag in img.tags or []:
+                if tag != keep:  # by name: an id with a child image (a build stage) would not go
+                    with contextlib.suppress(Exception):
+                        client.images.remove(tag, noprune=False)
