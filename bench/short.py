@@ -12,7 +12,8 @@ busy machine). `--check` is accepted (scripts/test.sh passes it) and changes not
 - ready: `ngb run` -> /healthz 200 (best of 3), and the idle daemon's RSS;
 - media: a 10 MB document posted -> stored + placed in a group folder, and the daemon's RSS growth
   while 50 MB of uploads stream through (bench_media);
-- web: 64 MB through the egress door's CONNECT tunnel, CONNECT setup and refusal p99 (bench_web_door).
+- web: 64 MB through the egress door's CONNECT tunnel, CONNECT setup and refusal p99 (bench_web_door);
+- browser: Chromium's share of the agent image, first browser_open cold (bench_browser).
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ def main(check: bool = True) -> int:
     from bench.bench_fts import GOAL_P99_MS
     from bench.bench_ingest import GOAL_PER_S
     from bench.bench_media import measure as media
+    from bench.bench_browser import measure as browser
     from bench.bench_web_door import measure as web_door
 
     print(f"NanoGridBot short benchmark ({os.cpu_count()} cores; fails past goal + {MARGIN:.0%})\n", flush=True)
@@ -205,6 +207,7 @@ def main(check: bool = True) -> int:
         ("ready and idle daemon RSS", ready),
         ("media: a 10 MB document stored and placed; RSS over 50 MB of uploads", lambda: media(report)),
         ("web: the egress door's tunnel, connection setup and refusal", lambda: trio.run(web_door, report)),
+        ("browser: image growth and cold start", lambda: browser(report)),
     ]
     for name, step in steps:
         with report.measuring(name):

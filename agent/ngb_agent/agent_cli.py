@@ -94,7 +94,7 @@ class AgentCli:
             setting_sources=["project"],
             system_prompt={"type": "preset", "preset": "claude_code", "append": append},
             # The SDK's McpSdkServerConfig does not list alwaysLoad, which it passes on to the CLI.
-            mcp_servers={"ngb": server, BROWSER_SERVER: {**browser_server(self.browser), **MCP_EXTRA}},  # type: ignore[dict-item]
+            mcp_servers=self.mcp_servers(server),
             disallowed_tools=list(DISALLOWED_TOOLS),
             model=self.cfg.model,
             settings=CLI_SETTINGS,
@@ -104,6 +104,14 @@ class AgentCli:
             max_buffer_size=16 * 1024 * 1024,
             stderr=lambda line: say(f"[cli] {line.rstrip()}"),
         )
+
+    def mcp_servers(self, host_tools: dict[str, Any]) -> dict[str, Any]:
+        """The host's tools, and the browser's where this image has a browser and the container a
+        way to the web (else its six tool schemas would cost tokens in every request for nothing)."""
+        servers = {"ngb": host_tools}
+        if self.browser.unavailable() is None:
+            servers[BROWSER_SERVER] = {**browser_server(self.browser), **MCP_EXTRA}
+        return servers
 
     def hooks(self) -> dict[str, list[Any]] | None:
         """After every tool call (succeeded or failed) that used the web: what the door refused or
@@ -151,8 +159,10 @@ class AgentCli:
             cmd.append(f"--resume={resume}")
         cmd += ["--settings", CLI_SETTINGS]
         mcp = {"type": "sdk", "name": "ngb", **MCP_EXTRA}
-        browser = {"type": "sdk", "name": BROWSER_SERVER, **MCP_EXTRA}
-        cmd += ["--mcp-config", json.dumps({"mcpServers": {"ngb": mcp, BROWSER_SERVER: browser}})]
+        servers: dict[str, Any] = {"ngb": mcp}
+        if self.browser.unavailable() is None:
+            servers[BROWSER_SERVER] = {"type": "sdk", "name": BROWSER_SERVER, **MCP_EXTRA}
+        cmd += ["--mcp-config", json.dumps({"mcpServers": servers})]
         cmd += ["--setting-sources=project", "--input-format", "stream-json"]
         process_env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
         process_env["CLAUDE_CODE_ENTRYPOINT"] = "sdk-py"
