@@ -138,6 +138,17 @@ def test_screenshots_stay_in_the_group_folder(tmp_path: Path) -> None:
     assert not list((tmp_path / "elsewhere").iterdir())
 
 
+def test_chromiums_background_hosts_are_answered_in_the_container() -> None:
+    from ngb_agent.browser_proxy import is_background, target_host
+
+    assert target_host(b"CONNECT update.googleapis.com:443 HTTP/1.1\r\nHost: x\r\n\r\n") == "update.googleapis.com"
+    assert target_host(b"GET http://Example.COM./a?b HTTP/1.1\r\n\r\n") == "example.com"
+    assert target_host(b"CONNECT [2001:db8::1]:443 HTTP/1.1\r\n\r\n") == "2001:db8::1"
+    assert is_background("update.googleapis.com") and is_background("r1---sn-x.redirector.gvt1.com")
+    assert not is_background("googleapis.com") and not is_background("notupdate.googleapis.com.evil")
+    assert not is_background("example.com")
+
+
 def test_long_text_is_cut_with_a_note() -> None:
     text = "abcdefghij" * 5
     assert cut(text, 0, 100) == text
@@ -237,6 +248,10 @@ async def test_the_agent_browses_through_the_door(live: Live, tmp_path: Path) ->
     png = (tmp_path / "state" / "groups" / "main" / "shots" / "form.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and json.loads(shot)["bytes"] == len(png) > 2000
     assert any(line.startswith("GET /form ") for line in live.site.requests)  # through the door to the site
+    # Chromium's own background requests (its update check) never reach the door: only the page did.
+    r = await live.http.get("/api/web", params={"group": "main", "limit": 100})
+    hosts = {e["host"] for e in r.json()["recent"]}
+    assert hosts == {"127.0.0.2"}, hosts
 
     # 2. After the turn the browser is gone: no process, no profile.
     await live.turn("[[tool:Bash " + json.dumps({"command": BROWSER_LEFT}) + "]]")

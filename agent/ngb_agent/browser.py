@@ -6,7 +6,8 @@ Chromium runs ``--no-sandbox``: its own sandbox needs user namespaces or a setui
 the agent container (all capabilities dropped, no-new-privileges, seccomp) does not give. The
 container is the sandbox: a page that broke out of the renderer would find what the agent already
 has, a read-only image, the group's folder and no network. Its only way out is the egress door:
-``--proxy-server`` names the runner's web forwarder (127.0.0.1:NGB_WEB_PORT) and
+``--proxy-server`` names a small local proxy (browser_proxy.py: it keeps Chromium's own background
+requests in the container) in front of the runner's web forwarder (127.0.0.1:NGB_WEB_PORT), and
 ``--proxy-bypass-list=<-loopback>`` sends even localhost through it, so the door's rules decide
 every request (docs/web-browser.md).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .browser_proxy import BrowserProxy
 from .settings import say
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's launcher script: whether the image has the browser
@@ -333,6 +335,7 @@ class Browser:
         self.idle: asyncio.TimerHandle | None = None
         self.doc_responses: dict[str, dict[str, Any]] = {}  # loaderId -> the document's response
         self.started_at = 0.0
+        self.proxy: BrowserProxy | None = None  # Chromium's background hosts stay inside (browser_proxy.py)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -356,9 +359,11 @@ class Browser:
         profile = self.tmp / "profile"
         profile.mkdir()
         binary = CHROMIUM_BINARY if self.executable == CHROMIUM and os.access(CHROMIUM_BINARY, os.X_OK) else self.executable
+        self.proxy = BrowserProxy(self.web_port)
+        proxy_port = await self.proxy.start()
         argv = [
             binary, *FLAGS, f"--user-data-dir={profile}", f"--crash-dumps-dir={self.tmp}",
-            f"--proxy-server=http://127.0.0.1:{self.web_port}",
+            f"--proxy-server=http://127.0.0.1:{proxy_port}",
             # "<-loopback>" takes loopback off Chromium's built-in bypass list: localhost too goes
             # through the door (which refuses it unless the operator allowed it).
             "--proxy-bypass-list=<-loopback>", "about:blank",
@@ -421,6 +426,9 @@ class Browser:
         if pipe is not None:
             await pipe.kill()
             say("browser: closed")
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            await proxy.close()
         tmp, self.tmp = self.tmp, None
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
