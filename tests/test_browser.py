@@ -149,6 +149,26 @@ def test_chromiums_background_hosts_are_answered_in_the_container() -> None:
     assert not is_background("example.com")
 
 
+def test_the_browsers_proxy_keeps_the_doors_rule_for_a_refused_tunnel() -> None:
+    """Chromium reports a refused tunnel only as net::ERR_TUNNEL_CONNECTION_FAILED (and tries it
+    again on its own): the browser's proxy keeps the door's rule from the door's own answer."""
+    from ngb_agent.browser_proxy import BrowserProxy, door_refusal
+
+    from ngb.sandbox.web_head import answer
+
+    rule = "web: 10.0.0.5 is a private address"
+    assert door_refusal(answer(403, rule)) == rule
+    assert door_refusal(b"HTTP/1.1 200 Connection established\r\n\r\n") is None
+    assert door_refusal(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") is None  # a site's own 403
+    assert door_refusal(b"HTTP/1.1 200 OK\r\nX-NGB-Web: refused\r\n\r\n") is None  # not the door's status line
+    proxy = BrowserProxy(8788)
+    proxy.note_answer(b"CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n", answer(403, rule))
+    proxy.note_answer(b"CONNECT Example.com:443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 Connection established\r\n\r\n")
+    assert proxy.refusals == {"10.0.0.5:443": rule}
+    proxy.note_answer(b"CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 Connection established\r\n\r\n")
+    assert proxy.refusals == {}, "a later success forgets the refusal"
+
+
 def test_long_text_is_cut_with_a_note() -> None:
     text = "abcdefghij" * 5
     assert cut(text, 0, 100) == text

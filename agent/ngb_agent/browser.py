@@ -505,8 +505,9 @@ class Browser:
         return dict(page)
 
     async def explain(self, url: str, error: str) -> str:
-        """A failed navigation in words: for a tunnel the proxy refused, the door's rule, asked again
-        with a plain CONNECT to the local proxy (Chromium keeps only net::ERR_TUNNEL_CONNECTION_FAILED)."""
+        """A failed navigation in words: for a tunnel the door refused, its rule (Chromium keeps only
+        net::ERR_TUNNEL_CONNECTION_FAILED): as the browser's proxy saw it, else asked again with a
+        plain CONNECT."""
         base = f"opening {url[:200]} failed: {error}"
         if "TUNNEL_CONNECTION_FAILED" not in error and "PROXY" not in error:
             return base
@@ -514,6 +515,9 @@ class Browser:
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        rule = self.proxy.refusals.get(target.lower()) if self.proxy is not None else None
+        if rule is not None:  # the door's answer to Chromium's own CONNECT, kept by browser_proxy.py
+            return f"the egress door refused {target}: {rule}"
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.web_port), 5)
         except (OSError, TimeoutError) as exc:

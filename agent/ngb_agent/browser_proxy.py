@@ -53,6 +53,7 @@ class BrowserProxy:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self.blocked: list[str] = []  # hosts answered locally (the newest 50)
+        self.refusals: dict[str, str] = {}  # CONNECT target -> the door's rule, the last answer seen
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -85,6 +86,18 @@ class BrowserProxy:
             cwriter.close()
             return
         uwriter.write(head)
+        try:
+            first = await asyncio.wait_for(ureader.read(65536), HEAD_TIMEOUT)
+        except (OSError, TimeoutError):
+            first = b""
+        self.note_answer(head, first)
+        try:
+            cwriter.write(first)
+            await cwriter.drain()
+        except OSError:
+            uwriter.close()
+            cwriter.close()
+            return
         tasks = {asyncio.create_task(_pipe(creader, uwriter)), asyncio.create_task(_pipe(ureader, cwriter))}
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -99,6 +112,32 @@ class BrowserProxy:
             for w in (cwriter, uwriter):
                 with contextlib.suppress(Exception):
                     w.close()
+
+
+    def note_answer(self, head: bytes, answer: bytes) -> None:
+        """Keep the door's rule for a refused tunnel: Chromium reports only
+        net::ERR_TUNNEL_CONNECTION_FAILED, the browser tool then names the rule (browser.py)."""
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        if len(line) < 2 or line[0].upper() != "CONNECT":
+            return
+        target = line[1].lower()
+        rule = door_refusal(answer)
+        if rule is None:
+            self.refusals.pop(target, None)
+        else:
+            self.refusals[target] = rule
+            if len(self.refusals) > 50:
+                self.refusals.pop(next(iter(self.refusals)))
+
+
+def door_refusal(answer: bytes) -> str | None:
+    """The rule of the egress door's refusal ("web: ..."), from the head of its answer."""
+    status, _, rest = answer.partition(b"\r\n")
+    fields = rest.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    if not status.startswith(b"HTTP/1.") or b"x-ngb-web: refused" not in fields:
+        return None
+    parts = status.decode("utf-8", "replace").split(" ", 2)
+    return parts[2].strip()[:300] if len(parts) == 3 and parts[2].startswith("web:") else None
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
