@@ -291,7 +291,10 @@ def test_image_missing_stale_unlabelled_current(tmp_path: Path) -> None:
     check = d.check_image(c, FakeDocker({"Id": "sha256:" + "a" * 64, "Config": {"Labels": None}}), agent)
     assert check.failed and "no ngb.agent.hash label" in check.detail
     check = d.check_image(c, FakeDocker({"Id": "sha256:" + "a" * 64, "Config": {"Labels": {img.HASH_LABEL: want}}}), agent)
-    assert check.status == "ok"
+    assert check.status == "ok" and check.detail.endswith("; no browser (the agent's browser tools are off: docs/web-browser.md)")
+    labels = {img.HASH_LABEL: want, "ngb.browser": "chromium 156.0.8078.114-1~deb12u1"}
+    check = d.check_image(c, FakeDocker({"Id": "sha256:" + "a" * 64, "Config": {"Labels": labels}}), agent)
+    assert check.status == "ok" and check.detail.endswith("; browser: chromium 156.0.8078.114-1~deb12u1"), check.detail
     assert d.check_image(c, None, agent).status == "skip"
 
 

@@ -186,4 +186,8 @@ def check_image(config: Config, client: Any, agent_dir: Path | None = None) -> C
             f"{config.image} ({image_id}) {why}",
             f"{build}   (then restart the daemon)",
         )
-    return Check("agent image", "ok", f"{config.image} ({image_id}) is current (agent/ {want[:12]})")
+    from ..sandbox.image_browser import BROWSER_LABEL
+
+    browser = labels.get(BROWSER_LABEL)
+    has = f"; browser: {browser}" if browser else "; no browser (the agent's browser tools are off: docs/web-browser.md)"
+    return Check("agent image", "ok", f"{config.image} ({image_id}) is current (agent/ {want[:12]}){has}")
