@@ -291,3 +291,40 @@ async def test_the_agent_browses_through_the_door(live: Live, tmp_path: Path) ->
     said = tool_results(live.fake)[-1]
     assert said.startswith("error: the egress door refused") and "web: off for this group" in said, said
     assert len(live.site.requests) == hits
+
+
+def test_the_browser_tools_are_offered_only_when_they_can_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher tells the runner the group's web mode at the container's start
+    (ngb/sandbox/launcher.py web_environment); with "off", or no Chromium, the model is not offered
+    six browser tools it could only fail with."""
+    from ngb.records import WebMode
+    from ngb.sandbox.launcher import web_environment
+    from ngb_agent import agent_cli
+    from ngb_agent.agent_cli import AgentCli
+    from ngb_agent.settings import Config
+
+    env = web_environment(WebMode.OFF, None)
+    assert (env["NGB_WEB_MODE"], env["NGB_WEB_PORT"], env["HTTPS_PROXY"], env["NO_PROXY"]) == (
+        "off", "8788", "http://127.0.0.1:8788", "127.0.0.1")
+    assert "NODE_EXTRA_CA_CERTS" not in env
+    assert web_environment(WebMode.OPEN, "extra-ca.pem")["NODE_EXTRA_CA_CERTS"] == "/run/ngb/extra-ca.pem"
+
+    chromium = tmp_path / "chromium"
+    chromium.write_text("#!/bin/sh\n")
+    chromium.chmod(0o755)
+    monkeypatch.setenv("NGB_WORKSPACE", str(tmp_path))
+
+    def servers(mode: str, executable: Path) -> set[str]:
+        monkeypatch.setenv("NGB_WEB_PORT", "8788")
+        monkeypatch.setenv("NGB_WEB_MODE", mode)
+        monkeypatch.setattr(agent_cli, "Browser", lambda port, cwd: Browser(port, cwd, executable=str(executable)))
+        cli = AgentCli(Config(), requests=None)  # type: ignore[arg-type]
+        offered = set(cli.mcp_servers({}))
+        spawned = json.loads(cli.predicted_spawn(tmp_path, "0", None)[0][-4])["mcpServers"]  # the early CLI agrees
+        assert set(spawned) == offered, (spawned, offered)
+        return offered
+
+    assert servers("open", chromium) == {"ngb", "browser"}
+    assert servers("allowlist", chromium) == {"ngb", "browser"}
+    assert servers("off", chromium) == {"ngb"}
+    assert servers("open", tmp_path / "no-chromium") == {"ngb"}

@@ -57,7 +57,8 @@ class AgentCli:
         self.fresh_note: str | None = None
         self.early: EarlyCli | None = None
         self._cli_base: tuple[dict[str, str], str] | None = None
-        self.browser = Browser(cfg.web_port, cfg.cwd)  # headless Chromium, started by its tools
+        # headless Chromium, started by its tools; none while the group's web is off (NGB_WEB_MODE)
+        self.browser = Browser(0 if cfg.web_mode == "off" else cfg.web_port, cfg.cwd)
 
     def cli_base(self) -> tuple[dict[str, str], str]:
         """The CLI's extra environment and appended system prompt (computed once per runner)."""

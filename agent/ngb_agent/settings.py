@@ -84,6 +84,8 @@ class Config:
         self.model_port = _env_int("NGB_MODEL_PORT", 8787)
         # The egress door's proxy on loopback (0: the daemon gave this container no web.sock)
         self.web_port = _env_int("NGB_WEB_PORT", 0)
+        # The group's web mode when the container started (off: no browser tools this container)
+        self.web_mode = os.environ.get("NGB_WEB_MODE", "")
         self.connect_timeout = _env_float("NGB_CONNECT_TIMEOUT", 30.0)
         self.request_timeout = _env_float("NGB_REQUEST_TIMEOUT", 300.0)
         self.model = os.environ.get("NGB_MODEL") or None

@@ -28,7 +28,7 @@ from ..config.environment import host_timezone
 from ..framing import FRAME_TIMEOUT, FrameError, FrameWriter, LineReader, peer_uid
 from ..hostperms import DEFAULT_AGENT_UID, allowed_peer, container_user, share_dir, share_socket, socket_dir
 from ..protocol import PROTOCOL_VERSION, BackFrame, BadFrame, Hello, OutFrame, Stop, decode_back, encode
-from ..records import Group
+from ..records import Group, WebMode
 from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
 from .runtime import BindMount, ContainerSpec, DockerRuntime, RuntimeUnavailable
@@ -156,17 +156,8 @@ class DockerLauncher:
                         lambda: rules_for(self._current_group(folder) or group, cfg),
                     )
                     share_socket(run_dir / "web.sock", self.agent_uid)
-                    proxy = f"http://127.0.0.1:{WEB_PORT}"
-                    web_env = {
-                        "NGB_WEB_PORT": str(WEB_PORT),
-                        "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
-                        # Only the model forwarder's own address goes direct: "localhost" and every
-                        # other name go through the door, which resolves and checks them.
-                        "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
-                    }
-                    ca = _copy_extra_ca(cfg, run_dir)
-                    if ca is not None:
-                        web_env["NODE_EXTRA_CA_CERTS"] = f"/run/ngb/{ca}"
+                    mode = rules_for(self._current_group(folder) or group, cfg).mode
+                    web_env = web_environment(mode, _copy_extra_ca(cfg, run_dir))
                 spec = ContainerSpec(
                     image=cfg.image,
                     folder=folder,
@@ -298,6 +289,24 @@ async def _listen(path: Path, agent_uid: int) -> trio.SocketListener:
 
 
 EXTRA_CA = "extra-ca.pem"
+
+
+def web_environment(mode: WebMode, extra_ca: str | None) -> dict[str, str]:
+    """The container's environment for the egress door: every program's proxy is the runner's web
+    port; only the model forwarder's own address goes direct ("localhost" and every other name go
+    through the door, which resolves and checks them). NGB_WEB_MODE is the group's mode when the
+    container starts: with "off" the runner offers no browser tools (a later change of the mode
+    reaches the door at once, the tool list with the next container)."""
+    proxy = f"http://127.0.0.1:{WEB_PORT}"
+    env = {
+        "NGB_WEB_PORT": str(WEB_PORT),
+        "NGB_WEB_MODE": str(mode),
+        "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+        "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
+    }  # fmt: skip
+    if extra_ca is not None:
+        env["NODE_EXTRA_CA_CERTS"] = f"/run/ngb/{extra_ca}"
+    return env
 
 
 def _copy_extra_ca(cfg: Any, run_dir: Path) -> str | None:
