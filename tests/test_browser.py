@@ -297,11 +297,12 @@ def test_the_browser_tools_are_offered_only_when_they_can_work(tmp_path: Path, m
     """The launcher tells the runner the group's web mode at the container's start
     (ngb/sandbox/launcher.py web_environment); with "off", or no Chromium, the model is not offered
     six browser tools it could only fail with."""
-    from ngb.records import WebMode
-    from ngb.sandbox.launcher import web_environment
     from ngb_agent import agent_cli
     from ngb_agent.agent_cli import AgentCli
     from ngb_agent.settings import Config
+
+    from ngb.records import WebMode
+    from ngb.sandbox.launcher import web_environment
 
     env = web_environment(WebMode.OFF, None)
     assert (env["NGB_WEB_MODE"], env["NGB_WEB_PORT"], env["HTTPS_PROXY"], env["NO_PROXY"]) == (

@@ -325,3 +325,28 @@ def test_changed_agent_dir_rebuilds_from_cache(docker_client, agent_image: str, 
     finally:
         with contextlib.suppress(Exception):
             docker_client.images.remove(tag)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_agent_browser_false_builds_without_chromium_and_drops_it_from_an_image_that_has_it(
+        docker_client, agent_image: str) -> None:
+    """agent_browser = false (ngb run / ngb image build pass it as browser=False): an image with
+    the browser counts as stale and is rebuilt without it; asked for again, it is current."""
+    tag = "nanogridbot-agent:test-nobrowser"
+    lines: list[str] = []
+    try:
+        docker_client.api.tag(agent_image, "nanogridbot-agent", "test-nobrowser")  # the browser image
+        assert "ngb.browser" in docker_client.api.inspect_image(tag)["Config"]["Labels"]
+        assert ensure_image(tag, progress=lines.append) == agent_image  # with the browser asked: current
+        image_id = ensure_image(tag, browser=False, progress=lines.append)
+        assert image_id != agent_image
+        assert any("browser: left out (asked)" in line for line in lines), lines
+        assert "ngb.browser" not in docker_client.api.inspect_image(tag)["Config"]["Labels"]
+        out = docker_client.containers.run(tag, ["sh", "-c", "test -e /usr/bin/chromium && echo yes || echo no"],
+                                           entrypoint=[], network_mode="none", remove=True)
+        assert out.strip() == b"no"
+        assert ensure_image(tag, browser=False, progress=lines.append) == image_id  # current now
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag)

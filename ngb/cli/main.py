@@ -38,7 +38,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
         from ..sandbox.image import ImageBuildError, ensure_image
 
         try:
-            ensure_image(config.image, progress=lambda line: print(line, file=sys.stderr, flush=True))
+            ensure_image(config.image, browser=config.agent_browser,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
         except ImageBuildError as exc:
             return fail(f"cannot build the agent image: {exc}")
     from ..ops.backup import BackupError
@@ -58,7 +59,8 @@ def cmd_image(config: Config, args: argparse.Namespace) -> int:
     from ..sandbox.image import ImageBuildError, ensure_image
 
     try:
-        ensure_image(config.image, force=args.force, progress=lambda line: print(line, flush=True))
+        ensure_image(config.image, force=args.force, browser=config.agent_browser and not args.no_browser,
+                     progress=lambda line: print(line, flush=True))
     except ImageBuildError as exc:
         return fail(str(exc))
     return 0
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="build the agent image")
     image.add_argument("action", choices=["build"])
     image.add_argument("--force", action="store_true", help="rebuild even when current")
+    image.add_argument("--no-browser", action="store_true",
+                       help="without headless Chromium (as agent_browser = false does; docs/web-browser.md)")
     image.set_defaults(fn=cmd_image)
 
     from ..ops.backup import add_arguments as add_backup_commands

@@ -41,6 +41,8 @@ class Config:
     anthropic_api_key: str | None = _field(None, v.secret, secret=True)
     anthropic_api_key_file: Path | None = _field(None, v.optional_path)
     image: str = _field("nanogridbot-agent:latest", v.image)
+    # Headless Chromium in the agent image for the browser tools (docs/web-browser.md, +~500 MB)
+    agent_browser: bool = _field(True, v.parse_bool)
     container_memory: str = _field("1g", v.memory)
     container_pids: int = _field(256, v.int_range(16, 100_000))
     # Two CPUs let the runner import the SDK while the CLI boots (a cold turn ~0.8 s instead of

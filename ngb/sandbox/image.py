@@ -58,7 +58,7 @@ from .debian_mirror import (
     parse_sources_list,
 )
 from .image_base import DEFAULT_BASE_IMAGE, LOCAL_BASE_IMAGE, pick_base
-from .image_browser import BROWSER_FROM_LABEL, add_browser, remove_other_browser_bases
+from .image_browser import BROWSER_FROM_LABEL, BROWSER_LABEL, add_browser, remove_other_browser_bases
 from .image_docker import build_lock, docker_build, docker_client, engine_arch, image_labels, inspect_image
 from .image_progress import ImageBuildError, fmt_secs, megabytes
 
@@ -123,6 +123,10 @@ def ensure_image(
             return None
         # With the browser the Dockerfile's base is the browser base, which names its own base.
         if explicit_base and explicit_base not in (labels.get(BASE_LABEL), labels.get(BROWSER_FROM_LABEL)):
+            return None
+        # Asked without the browser, an image with it is rebuilt (the other way round not: where
+        # the browser cannot be added, every start would try again; `--force` does).
+        if not browser and BROWSER_LABEL in labels:
             return None
         return info
 
