@@ -174,7 +174,7 @@ async def test_plain_http_is_forwarded_in_origin_form_without_proxy_headers(tmp_
          "web: 192.168.1.20 is a private address (intranet.example.com resolves to it)"),
         (WebMode.ALLOWLIST, "meta.example.com:80", {"meta.example.com": [["169.254.169.254"]]},
          "web: 169.254.169.254 is a cloud metadata address (meta.example.com resolves to it)"),
-        (WebMode.OPEN, "[::ffff:10.1.2.3]:443", {}, "web: 10.1.2.3 is a private address (inside ::ffff:a01:203)"),
+        (WebMode.OPEN, "[::ffff:10.1.2.3]:443", {}, "web: 10.1.2.3 is a private address (inside ::ffff:10.1.2.3)"),
         (WebMode.OPEN, "[64:ff9b::a9fe:a9fe]:443", {}, "web: 169.254.169.254 is a cloud metadata address"),
         (WebMode.OPEN, "nowhere.test:443", {}, "web: nowhere.test does not resolve"),
     ],

@@ -78,13 +78,21 @@ class WebRules:
         inner = embedded_ipv4(address)
         if inner is not None:
             why = self.check_address(inner)
-            return None if why is None else f"{why} (inside {address})"
+            return None if why is None else f"{why} (inside {shown(address)})"
         if address in METADATA_ADDRESSES:
             return f"web: {address} is a cloud metadata address"
         if any(address in net for net in self.allow_networks):
             return None
         kind = address_kind(address)
         return None if kind is None else f"web: {address} is {kind}"
+
+
+def shown(address: IPAddress) -> str:
+    """An address as a refusal names it: an IPv4-mapped one as ::ffff:10.1.2.3 whatever the Python
+    version (3.13 writes it so, 3.11 and 3.12 as ::ffff:a01:203)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
