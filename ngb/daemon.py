@@ -47,6 +47,7 @@ from .metrics import Metrics
 from .ops.backup import StateLock, daemon_holding
 from .ops.sdnotify import run_notifier
 from .outbox import OutboxSender
+from .pairing import Pairings
 from .plugins import PluginManager
 from .records import Group, Message, channel_of
 from .router import Router, UnregisteredQuota
@@ -91,6 +92,8 @@ class Daemon:
             files=self.media_files,
         )
         self.supervisor = Supervisor(self._make_actor, on_crash=self._actor_crashed)
+        self.pairings = Pairings(self.store, self.registry, notify=lambda chat, text: self._notify("", chat, text),
+                                 config=config)
         self.typing = TypingIndicator(self.channels, self._chat_of)
         self.router = Router(
             self.store,
@@ -107,6 +110,7 @@ class Daemon:
                 config.unregistered_per_chat_per_hour, config.unregistered_per_hour, config.unregistered_keep
             ),
             on_dropped=lambda chat: self.metrics.unregistered_dropped.labels(channel_of(chat)).inc(),
+            on_direct=self.pairings.direct_message,
         )
         self.scheduler = Scheduler(self.store, lambda folder: self.supervisor.wake(folder, Wake(WakeReason.TASK)))
         self.outgoing = Outgoing(self.media_files, self.media_limits, config.groups_dir)

@@ -88,6 +88,9 @@ class InboundMessage:
     mentions_bot: bool = False  # the platform says the bot was mentioned directly
     reply_to: str | None = None
     attachments: tuple[Attachment, ...] = ()  # already in the media store (ngb/media/intake.py)
+    # A one-to-one chat between the sender and the bot (a DM), as the platform says; a DM from a
+    # chat nobody registered gets a pairing code (ngb/pairing.py, docs/conversations.md)
+    direct: bool = False
 
     @property
     def channel(self) -> str:
@@ -155,6 +158,35 @@ class WebUsageDay:
     refused: int
     bytes_up: int
     bytes_down: int
+
+
+class DmPolicy(enum.StrEnum):
+    """What a direct message from a chat nobody registered gets (per channel: dm_policy)."""
+
+    PAIRING = "pairing"  # a pairing code the operator approves (ngb pair approve CODE)
+    OPEN = "open"  # registered at once, as its own group
+    CLOSED = "closed"  # nothing (stored within the unregistered quota, as any unregistered chat)
+
+
+class PairingState(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+@attrs.frozen
+class Pairing:
+    """A stranger's direct message waiting for the operator: its code and what it becomes."""
+
+    code: str  # 8 characters of PAIRING_ALPHABET, shown as ABCD-EFGH
+    chat: str
+    sender: str  # display name (shown only)
+    sender_id: str  # the platform's user id: the group's allow-list once approved
+    created: datetime
+    expires: datetime
+    notified: datetime | None = None  # when the code was last sent to the chat
+    state: PairingState = PairingState.PENDING
+    folder: str = ""  # the group's folder once approved
 
 
 @attrs.frozen

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 
@@ -45,6 +45,7 @@ class Router:
         on_routed: Callable[[Message, str], None] | None = None,
         unregistered: UnregisteredQuota | None = None,
         on_dropped: Callable[[str], None] | None = None,
+        on_direct: Callable[[InboundMessage], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -62,6 +63,8 @@ class Router:
         self._unregistered_chat = RateLimiter(self.quota.per_chat_per_hour, window=3600.0)
         self._unregistered_all = RateLimiter(self.quota.per_hour, window=3600.0)
         self._on_dropped = on_dropped or (lambda chat: None)
+        # A stored DM from a chat nobody registered (ngb/pairing.py): True when it registered the chat
+        self._on_direct = on_direct
         self._stored_since_prune = 0
         self._drop_logged: dict[str, float] = {}
 
@@ -79,6 +82,13 @@ class Router:
         unregistered = self.registry.get(inbound.chat) is None and inbound.channel != "local"
         if unregistered:
             self._admit_unregistered(inbound)
+            if inbound.direct and self._on_direct is not None:
+                # Before the message is stored, so that a chat registered at once (dm_policy open)
+                # has it after its cursor and answers it; a redelivery gets no second code (a day).
+                try:
+                    unregistered = not await self._on_direct(inbound)
+                except Exception:  # noqa: BLE001 - the message is stored all the same
+                    log.exception("router: pairing failed for %s", inbound.chat)
         message, is_new = await self.store.ingest(inbound)
         if not is_new:
             return message  # a redelivery: stored and routed the first time

@@ -670,7 +670,9 @@ def test_parse_text_and_mentions() -> None:
     m = parse({**BASE, "conversationType": "2", "isInAtList": False, "atUsers": [{"dingtalkId": "$:bot"}],
                "msgtype": "text", "text": {"content": "hi"}})
     assert m.mentions_bot  # the robot is in atUsers
+    assert not m.direct
     m = parse({**BASE, "conversationType": "1", "msgtype": "text", "text": {"content": "dm"}})
+    assert m.direct
     assert m.mentions_bot  # 1:1: every message addresses the robot
     m = parse({**BASE, "conversationType": "1", "senderStaffId": None, "msgtype": "text", "text": {"content": "x"}})
     assert m.sender_id == "$:bob"  # an external user has no staff id

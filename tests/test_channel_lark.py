@@ -340,6 +340,8 @@ def test_to_inbound() -> None:
     assert parse(fake.event("oc_1", {"file_key": "f", "file_name": "report.pdf"}, message_type="file")).text == ""
     assert parse(fake.event("oc_1", {"file_key": "s"}, message_type="sticker")).text == "[sticker]"
     assert parse(fake.event("oc_p", {"text": "dm"}, chat_type="p2p")).mentions_bot
+    assert parse(fake.event("oc_p", {"text": "dm"}, chat_type="p2p")).direct
+    assert not parse(fake.event("oc_1", {"text": "hi @_user_2"}, mentions=[bob])).direct
     assert parse(fake.event("oc_1", {"text": "mine"}, sender="ou_bot")) is None
     event = fake.event("oc_1", {"text": "from an app"})
     event["event"]["sender"]["sender_type"] = "app"

@@ -331,6 +331,7 @@ def test_to_inbound() -> None:
     base = {"type": "message", "channel": "C1", "user": "U9", "ts": "1700000000.000100"}
     m = channel.to_inbound({**base, "text": "hey <@UBOT> see <https://x.org|this> &amp; <#C2|general>"})
     assert m is not None and m.mentions_bot and m.platform_id == "C1:1700000000.000100" and m.chat == "slack:C1"
+    assert not m.direct  # a channel
     assert m.text == "hey @andy see this (https://x.org) & #general"
     assert channel.to_inbound({**base, "text": "hi", "bot_id": "B1"}) is None
     assert channel.to_inbound({**base, "text": "hi", "subtype": "message_changed"}) is None
@@ -338,7 +339,7 @@ def test_to_inbound() -> None:
     m = channel.to_inbound({**base, "text": "in thread", "thread_ts": "1699999999.000001"})
     assert m is not None and m.reply_to == "C1:1699999999.000001" and not m.mentions_bot
     m = channel.to_inbound({**base, "channel": "D1", "channel_type": "im", "text": "dm"})
-    assert m is not None and m.mentions_bot
+    assert m is not None and m.mentions_bot and m.direct  # a DM: a pairing code when unregistered
     # a file without text is a message (its files become attachments or notes: tests/test_media_slack.py)
     m = channel.to_inbound({**base, "text": "", "subtype": "file_share", "files": [{"id": "F1", "name": "a.png"}]})
     assert m is not None and m.text == "" and channel.to_inbound({**base, "text": ""}) is None

@@ -275,7 +275,8 @@ def test_to_inbound_mentions() -> None:
     m = channel.to_inbound(update("/help@andy_bot", entities=[{"type": "bot_command", "offset": 0, "length": 14}]))
     assert m is not None and m.mentions_bot
     m = channel.to_inbound(update("hi", chat_id=77))
-    assert m is not None and m.mentions_bot  # private chat
+    assert m is not None and m.mentions_bot and m.direct  # private chat
+    assert not channel.to_inbound(update("/help@andy_bot", entities=[{"type": "bot_command", "offset": 0, "length": 14}])).direct
     # In a forum topic the bot opened, every message "replies" to the topic's creation message: that
     # is no reply to the bot. The topic is kept in the platform id.
     created = {"message_id": 3, "date": 0, "chat": {"id": -1, "type": "supergroup", "is_forum": True},

@@ -51,7 +51,7 @@ async def test_migration_adds_the_web_to_an_existing_database(tmp_path: Path, mo
     store = Store(db)
     await store.open()
     try:
-        assert store.schema_version == len(MIGRATIONS) == before + 1
+        assert store.schema_version == len(MIGRATIONS) >= before + 1  # the web (and whatever came after)
         group = await store.group("local:family")
         assert group is not None and group.allowed_senders == ("alice",)
         assert (group.web, group.web_allow, group.web_deny) == (None, (), ()), "an old group takes the daemon's default"

@@ -259,6 +259,7 @@ class DingTalkChannel(DingTalkSending, DingTalkFiles, PlatformChannel):
             time=when,
             sender_id=message.sender_staff_id or message.sender_id or "",
             mentions_bot=mentioned,
+            direct=direct,
         )
 
     @staticmethod

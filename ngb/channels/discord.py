@@ -294,6 +294,7 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, PlatformChannel):
             sender_id=str(author.id),
             mentions_bot=mentions,
             reply_to=str(ref.message_id) if ref is not None and ref.message_id else None,
+            direct=message.guild is None,
         )
 
     # -- outbound ------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ class LarkEvents(LarkParts):
             sender_id=open_id,
             mentions_bot=bool(mentions_bot),
             reply_to=message.parent_id or None,
+            direct=message.chat_type == "p2p",
         )
 
     def message_text(self, message_type: str, content: str, mentions: list[Any]) -> str:

@@ -332,7 +332,7 @@ class OneBotChannel(OneBotCatchUp, OneBotFiles, PlatformChannel):
         stamp = event.get("time")
         when = datetime.fromtimestamp(float(stamp), UTC) if isinstance(stamp, int | float) else datetime.now(UTC)
         return InboundMessage(chat=chat, sender=sender, text=rendered.text, platform_id=platform_id, time=when,
-                              sender_id=user_id, mentions_bot=mentions, reply_to=reply_to)
+                              sender_id=user_id, mentions_bot=mentions, reply_to=reply_to, direct=mtype == "private")
 
     # -- outbound --------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:

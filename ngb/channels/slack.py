@@ -293,6 +293,7 @@ class SlackChannel(SlackCatchUp, SlackFiles, PlatformChannel):
             sender_id=user,
             mentions_bot=mentions,
             reply_to=f"{channel}:{thread_ts}" if in_thread else None,
+            direct=event.get("channel_type") == "im" or channel.startswith("D"),
         )
 
     def plain_text(self, text: str) -> str:

@@ -243,6 +243,7 @@ class TelegramChannel(WebhookMode, PlatformChannel):
             sender_id=str(m.from_user.id),
             mentions_bot=mentions,
             reply_to=f"{m.chat.id}:{reply.message_id}" if reply is not None else None,
+            direct=m.chat.type == "private",
         )
 
     # -- outbound ------------------------------------------------------------------------------------

@@ -265,7 +265,8 @@ class WeComChannel(PlatformChannel):
             return None
         self._callbacks.put(msgid, (req_id, time.monotonic()))
         return InboundMessage(chat=wecom_chat(chatid), sender=user, text=text.strip(), platform_id=msgid,
-                              sender_id=user, mentions_bot=True)  # WeCom pushes only messages for the robot
+                              sender_id=user, mentions_bot=True,  # WeCom pushes only messages for the robot
+                              direct=chattype != "group")
 
     async def _submit(self, submit: Submit, inbound: InboundMessage) -> None:
         await self._gate.submit(submit, inbound, triggered=True)  # WeCom pushes only messages for the robot

@@ -255,7 +255,8 @@ class WeComCallbackChannel(WeComAppFiles, PlatformChannel):
             text = f"[{msgtype or 'message'}]"
         return InboundMessage(chat=f"{PREFIX}:{chat_id or user}", sender=user, text=text.strip(),
                               platform_id=msgid, sender_id=user,
-                              mentions_bot=not chat_id)  # a 1:1 message to the app is addressed to it
+                              mentions_bot=not chat_id,  # a 1:1 message to the app is addressed to it
+                              direct=not chat_id)
 
     async def _store(self, submit: Submit, inbound: InboundMessage) -> None:
         # stored when this returns; a failure (not a refusal) answers 500 and WeCom retries

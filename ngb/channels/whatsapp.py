@@ -310,6 +310,7 @@ class WhatsAppChannel(PlatformChannel):
             mentions_bot=bool(frame.get("mentions_bot")),
             reply_to=str(frame["quoted_id"]) if frame.get("quoted_id") else None,
             attachments=attachments,
+            direct=str(chat).endswith(("@s.whatsapp.net", "@lid")),  # a person (a group: @g.us)
         )
 
     # -- outbound ------------------------------------------------------------------------------------

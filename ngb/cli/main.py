@@ -1,6 +1,6 @@
 """The `ngb` command's parser and entry point, and the commands without a module of their own:
-run (the daemon), image, chat (ngb/cli/chat.py). groups, tasks, web and the operations commands
-are in groups.py, tasks.py, web.py and ops.py here."""
+run (the daemon), image, chat (ngb/cli/chat.py). groups, tasks, web, pair and the operations
+commands are in groups.py, tasks.py, web.py, pair.py and ops.py here."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..config import Config, ConfigError, load_config
 from .chat import add_arguments as add_chat_arguments
 from .groups import add_group_commands
 from .ops import add_ops_commands
+from .pair import add_pair_commands
 from .support import ApiRefused, fail
 from .tasks import add_task_commands
 from .web import add_web_commands
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_group_commands(sub)
     add_task_commands(sub)
     add_web_commands(sub)
+    add_pair_commands(sub)
 
     image = sub.add_parser("image", help="build the agent image")
     image.add_argument("action", choices=["build"])

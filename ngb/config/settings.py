@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ..prices import parse_model_prices, parse_usd
-from ..records import WebMode
+from ..records import DmPolicy, WebMode
 from . import values as v
 from .values import MIN_EXPOSED_TOKEN_CHARS, ConfigError, is_loopback_host, is_secret_key, parse_size
 
@@ -60,6 +60,11 @@ class Config:
     unregistered_per_chat_per_hour: int = _field(30, v.int_range(0, 100_000))
     unregistered_per_hour: int = _field(600, v.int_range(0, 1_000_000))
     unregistered_keep: int = _field(5000, v.int_range(0, 10_000_000))
+    # A direct message from a chat nobody registered (docs/conversations.md): pairing (a code the
+    # operator approves), open (registered at once) or closed; per channel in dm_policies
+    dm_policy: DmPolicy = _field(DmPolicy.PAIRING, v.dm_policy)
+    dm_policies: dict[str, DmPolicy] = _field(attrs.Factory(dict), v.dm_policies)
+    pairing_code_ttl: float = _field(86400.0, v.duration())  # a code's life; a new one at most daily
     max_message_chars: int = _field(16000, v.int_range(1, 1_000_000))
     max_body_bytes: int = _field(65536, v.int_range(1024, 64 * 1024 * 1024))
     mount_allowlist: Path = _field(attrs.Factory(_default_allowlist), v.path)

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..host_patterns import parse_host_patterns
-from ..records import WebMode
+from ..records import DmPolicy, WebMode
 
 MIN_EXPOSED_TOKEN_CHARS = 16  # any api_token (the name predates the rule covering loopback too)
 MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -378,6 +378,42 @@ def web_mode(value: Any) -> WebMode:
         return WebMode(value.strip().lower() if isinstance(value, str) else "")
     except ValueError:
         raise ValueError(f"must be one of off, allowlist, open; got {got(value)}") from None
+
+
+def dm_policy(value: Any) -> DmPolicy:
+    """pairing, open or closed (ngb.records.DmPolicy)."""
+    if isinstance(value, DmPolicy):
+        return value
+    try:
+        return DmPolicy(value.strip().lower() if isinstance(value, str) else "")
+    except ValueError:
+        raise ValueError(f"must be one of pairing, open, closed; got {got(value)}") from None
+
+
+def dm_policies(value: Any) -> dict[str, DmPolicy]:
+    """Per channel: a table (TOML) or "telegram=open,slack=closed" (environment)."""
+    if isinstance(value, str):
+        items: list[tuple[Any, Any]] = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            name, sep, policy = part.partition("=")
+            if not sep:
+                raise ValueError(f'must be channel=policy pairs like "telegram=open,slack=closed"; got {got(part)}')
+            items.append((name.strip(), policy))
+    elif isinstance(value, dict):
+        items = list(value.items())
+    else:
+        raise ValueError(f'must be a table of channel = policy, or "telegram=open,slack=closed"; got {got(value)}')
+    out: dict[str, DmPolicy] = {}
+    for name, policy in items:
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+            raise ValueError(f"{got(name)} is not a channel name")
+        try:
+            out[name] = dm_policy(policy)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
 
 
 def host_patterns(value: Any) -> tuple[str, ...]:

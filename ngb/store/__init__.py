@@ -9,7 +9,8 @@ a worker thread behind a one-token limiter; every public coroutine is one transa
 * `groups` - groups and sessions; `outbox` - the transactional outbox; `tasks` - tasks and runs;
 * `attachments` - the files messages carry (their bytes: ngb/media);
 * `usage` - token usage, budget caps and notices; `views` - the web API's read views;
-* `web` - the egress door's request log and per-day web usage.
+* `web` - the egress door's request log and per-day web usage; `pairings` - strangers' DMs
+  waiting for the operator.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .core import RETRYABLE, StoreCore, StoreUnavailable
 from .groups import GroupsMixin, StoredSession
 from .messages import MessagesMixin
 from .outbox import OutboxMixin
+from .pairings import PairingsMixin
 from .rows import task_to_row
 from .schema import MIGRATIONS
 from .tasks import TasksMixin
@@ -32,6 +34,7 @@ _task_row = task_to_row  # kept for bench/bench_scheduler.py (imports it by its 
 
 
 class Store(
-    MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin, WebMixin
+    MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin, WebMixin,
+    PairingsMixin,
 ):
     """The daemon's only door to SQLite."""

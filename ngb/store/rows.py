@@ -16,6 +16,8 @@ from ..records import (
     Message,
     OutboxItem,
     OutboxState,
+    Pairing,
+    PairingState,
     Task,
     TaskRun,
     WebRequest,
@@ -99,3 +101,18 @@ def web_request_to_row(request: WebRequest) -> dict[str, Any]:
 
 def web_usage_from_row(row: Row) -> WebUsageDay:
     return _from_row(WebUsageDay, row)
+
+
+def pairing_from_row(row: Row) -> Pairing:
+    notified = row["notified"]
+    return _from_row(Pairing, row, created=parse_time(row["created"]), expires=parse_time(row["expires"]),
+                     notified=parse_time(notified) if notified else None, state=PairingState(row["state"]))
+
+
+def pairing_to_row(pairing: Pairing) -> dict[str, Any]:
+    row = attrs.asdict(pairing)
+    row["created"] = format_time(pairing.created)
+    row["expires"] = format_time(pairing.expires)
+    row["notified"] = format_time(pairing.notified) if pairing.notified else None
+    row["state"] = str(pairing.state)
+    return row

@@ -243,6 +243,22 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX web_usage_day ON web_usage(day);
     """,
+    # 11: direct messages from strangers waiting for the operator (ngb/pairing.py): one row per
+    # chat (its newest code); kept after approval or denial as the record of who was let in
+    """
+    CREATE TABLE pairings (
+        code TEXT PRIMARY KEY,
+        chat TEXT NOT NULL UNIQUE,
+        sender TEXT NOT NULL DEFAULT '',
+        sender_id TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        expires TEXT NOT NULL,
+        notified TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        folder TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX pairings_state ON pairings(state, created);
+    """,
 ]
 
 

@@ -13,6 +13,7 @@ for systemd and load balancers. The modules:
     api_usage.py     /api/usage, /api/budgets (docs/budgets.md)
     api_tasks.py     /api/tasks (every change goes through ngb/tasks/service.py)
     api_web.py       /api/web (the egress door's log and web usage: docs/web-access.md)
+    api_pairings.py  /api/pairings (strangers' DMs waiting for the operator: docs/conversations.md)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from . import (
     api_files,
     api_groups,
     api_messages,
+    api_pairings,
     api_tasks,
     api_usage,
     api_web,
@@ -163,6 +165,7 @@ def create_app(daemon: WebBackend) -> QuartTrio:
     api_messages.register(app, daemon)
     api_usage.register(app, daemon)
     api_web.register(app, daemon)
+    api_pairings.register(app, daemon)
     api_channels.register(app, daemon)
     app.config["NGB_API_TASKS_ADDED"] = api_tasks.register(app, daemon)
     return app

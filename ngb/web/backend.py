@@ -21,6 +21,7 @@ from ..media.files import MediaFiles
 from ..media.intake import MediaIntake
 from ..metrics import Metrics
 from ..outbox import OutboxSender
+from ..pairing import Pairings
 from ..plugins import PluginManager
 from ..router import Router
 from ..sandbox.tools import ToolService
@@ -43,6 +44,7 @@ class WebBackend(Protocol):
     tools: ToolService
     channels: dict[str, Channel]
     plugins: PluginManager
+    pairings: Pairings
     events: ChatEvents
     media: MediaIntake
     media_files: MediaFiles

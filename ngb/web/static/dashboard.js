@@ -119,7 +119,22 @@
 
   // -------------------------------------------------------------- groups
   async function groups() {
-    const [list, actors] = await Promise.all([api("/api/groups"), api("/debug/actors")]);
+    const [list, actors, waiting] = await Promise.all([api("/api/groups"), api("/debug/actors"),
+                                                       api("/api/pairings?state=pending")]);
+    const pending = waiting.filter((p) => !p.expired);
+    $("pairings").tBodies[0].replaceChildren(...(pending.length ? pending.map((p) => {
+      const decide = (action) => el("button", { class: `btn${action === "deny" ? " danger" : ""}`, type: "button",
+        text: action, "data-action": action, onclick: async () => {
+          try {
+            const r = await send("POST", `/api/pairings/${encodeURIComponent(p.code)}/${action}`);
+            $("pairing-msg").textContent = action === "approve" ? `${p.chat} is now group ${r.folder}` : `${p.chat} denied`;
+          } catch (e) { $("pairing-msg").textContent = e.message; }
+          await groups();
+        } });
+      return el("tr", { "data-code": p.code }, td(p.code, "mono"), td(p.chat, "mono"),
+        td(p.sender_id ? `${p.sender} (${p.sender_id})` : p.sender), td(fmtTime(p.created)),
+        el("td", {}, decide("approve"), decide("deny")));
+    }) : [el("tr", {}, el("td", { colSpan: 5, class: "muted", text: "nobody is waiting" }))]));
     const byFolder = Object.fromEntries(actors.map((a) => [a.folder, a]));
     $("groups-table").tBodies[0].replaceChildren(...list.map((g) => {
       const a = byFolder[g.folder] || {};
