@@ -343,6 +343,8 @@ def test_agent_browser_false_builds_without_chromium_and_drops_it_from_an_image_
         assert image_id != agent_image
         assert any("browser: left out (asked)" in line for line in lines), lines
         assert "ngb.browser" not in docker_client.api.inspect_image(tag)["Config"]["Labels"]
+        # the image it replaced under this name is still the shared agent image: kept, not removed
+        assert docker_client.api.inspect_image(agent_image)["RepoTags"] == ["nanogridbot-agent:latest"]
         out = docker_client.containers.run(tag, ["sh", "-c", "test -e /usr/bin/chromium && echo yes || echo no"],
                                            entrypoint=[], network_mode="none", remove=True)
         assert out.strip() == b"no"

@@ -186,8 +186,10 @@ def ensure_image(
         if image_labels(info).get(HASH_LABEL) != content_hash:
             raise ImageBuildError(f"built {image} but its {HASH_LABEL} label is not {content_hash}")
         if old and old.get("Id") != image_id:
-            with contextlib.suppress(Exception):  # the previous build, if nothing uses it any more
-                client.api.remove_image(old["Id"], noprune=False)
+            previous = inspect_image(client, str(old["Id"])) or {}
+            if not previous.get("RepoTags"):  # another name still points at it: keep it
+                with contextlib.suppress(Exception):  # the previous build, if nothing uses it any more
+                    client.api.remove_image(old["Id"], noprune=False)
         if base != plain_base:
             remove_other_browser_bases(client, base)
         progress(
