@@ -41,11 +41,9 @@ def image_bytes(fmt: str, size: tuple[int, int] = (30, 20), **kw) -> bytes:
     (b"PK\x03\x04rest", "evil.exe", "application/zip"),
     (b"a,b\n1,2\n", "t.csv", "text/csv"),
     (b"\x7fELF\x02\x01", "innocent.pdf", "application/x-executable"),
-    (os.urandom(64).replace(b"\x00", b"\x01")[:2] + b"\x00\x00" + os.urandom(60), None, "application/octet-stream"),
+    (b"\x13\x37\x00\x00" + bytes(range(200, 256)) * 2, None, "application/octet-stream"),  # no magic, not text
 ])
 def test_sniffing_reads_the_bytes_not_the_name(data: bytes, name: str | None, mime: str) -> None:
-    if mime == "application/octet-stream" and data[:2] in (b"\xff\xd8", b"BM", b"\x1f\x8b", b"MZ", b"ID"):
-        pytest.skip("random bytes hit a magic number")
     assert sniff(data, name) == mime
 
 
