@@ -21,16 +21,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
-from ngb_agent.browser import (  # noqa: E402
-    NO_BROWSER,
-    NO_WEB,
-    Browser,
-    BrowserError,
-    CdpPipe,
-    MessageSplitter,
-    encode_message,
-)
+from ngb_agent.browser import NO_BROWSER, NO_WEB, Browser  # noqa: E402
 from ngb_agent.browser_tools import BrowserTools, cut, screenshot_path  # noqa: E402
+from ngb_agent.cdp_pipe import BrowserError, CdpPipe, MessageSplitter, encode_message  # noqa: E402
 
 # -- without Docker ---------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from .host import relay
+
 # Hosts only Chromium itself talks to (updates, variations, safe browsing, crash reports): never a
 # page the agent opened.
 BACKGROUND_HOSTS = (
@@ -98,21 +100,7 @@ class BrowserProxy:
             uwriter.close()
             cwriter.close()
             return
-        tasks = {asyncio.create_task(_pipe(creader, uwriter)), asyncio.create_task(_pipe(ureader, cwriter))}
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            if any(t.exception() for t in done if not t.cancelled()):
-                for t in pending:
-                    t.cancel()
-            else:
-                await asyncio.gather(*pending, return_exceptions=True)
-        finally:
-            for t in tasks:
-                t.cancel()
-            for w in (cwriter, uwriter):
-                with contextlib.suppress(Exception):
-                    w.close()
-
+        await relay(creader, cwriter, ureader, uwriter)
 
     def note_answer(self, head: bytes, answer: bytes) -> None:
         """Keep the door's rule for a refused tunnel: Chromium reports only
@@ -138,14 +126,3 @@ def door_refusal(answer: bytes) -> str | None:
         return None
     parts = status.decode("utf-8", "replace").split(" ", 2)
     return parts[2].strip()[:300] if len(parts) == 3 and parts[2].startswith("web:") else None
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-    finally:
-        with contextlib.suppress(Exception):
-            if dst.can_write_eof():
-                dst.write_eof()

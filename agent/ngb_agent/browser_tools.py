@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .browser import TEXT_LIMIT, Browser, BrowserError
+from .browser import TEXT_LIMIT, Browser
+from .cdp_pipe import BrowserError
 
 BROWSER_SERVER = "browser"
 SCREENSHOT_DIR = "screenshots"

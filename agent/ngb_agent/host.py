@@ -15,6 +15,37 @@ from .settings import MAX_FRAME, READ_CHUNK, say
 from .wire import TOO_LONG, FrameError, LineReader, decode_frame, encode_frame
 
 
+async def relay(creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter,
+                ureader: asyncio.StreamReader, uwriter: asyncio.StreamWriter) -> None:
+    """Pipe both ways until both ends are done (half-closes passed on) or one breaks; then close."""
+    tasks = {asyncio.create_task(pipe(creader, uwriter)), asyncio.create_task(pipe(ureader, cwriter))}
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if any(t.exception() for t in done if not t.cancelled()):
+            for t in pending:
+                t.cancel()
+        else:
+            await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for w in (cwriter, uwriter):
+            with contextlib.suppress(Exception):
+                w.close()
+
+
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    while True:
+        data = await src.read(READ_CHUNK)
+        if not data:
+            break
+        dst.write(data)
+        await dst.drain()
+    with contextlib.suppress(Exception):
+        if dst.can_write_eof():
+            dst.write_eof()
+
+
 class ModelForwarder:
     """127.0.0.1:PORT -> model.sock, byte for byte, one unix connection per TCP connection."""
 
@@ -44,21 +75,7 @@ class ModelForwarder:
                 await cwriter.drain()
                 cwriter.close()
             return
-        up = asyncio.create_task(self._pipe(creader, uwriter))
-        down = asyncio.create_task(self._pipe(ureader, cwriter))
-        try:
-            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
-            if any(t.exception() for t in done if not t.cancelled()):
-                for t in pending:
-                    t.cancel()
-            else:
-                await asyncio.gather(*pending, return_exceptions=True)
-        finally:
-            for t in (up, down):
-                t.cancel()
-            for w in (cwriter, uwriter):
-                with contextlib.suppress(Exception):
-                    w.close()
+        await relay(creader, cwriter, ureader, uwriter)
 
     def unavailable(self, exc: OSError) -> bytes:
         """The answer when the host's socket cannot be reached: an API error the CLI understands."""
@@ -70,19 +87,6 @@ class ModelForwarder:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         ).encode()
         return head + body
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        while True:
-            data = await src.read(READ_CHUNK)
-            if not data:
-                break
-            dst.write(data)
-            await dst.drain()
-        with contextlib.suppress(Exception):
-            if dst.can_write_eof():
-                dst.write_eof()
-
 
 NOTES_REQUEST = (
     b"GET http://notes.door.invalid/notes HTTP/1.1\r\nHost: notes.door.invalid\r\nConnection: close\r\n\r\n"
