@@ -372,7 +372,7 @@ class Daemon:
                 await self._start_agents()
                 await root.start(self.scheduler.run)
                 root.start_soon(self._gauges)
-                root.start_soon(self.web_door.run_recorder, self.store.record_web)
+                root.start_soon(self.web_door.recorder.run, self.store.record_web)
                 root.start_soon(partial(sweep_forever, self.media_files, self.media_limits.retention_days,
                                         expire=self.store.expire_attachments, needed=self.store.needed_hashes))
                 self.ready.set()
@@ -382,7 +382,7 @@ class Daemon:
             self._root = None
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(5):  # the web requests the recorder had not written yet
-                    await self.web_door.flush(self.store.record_web)
+                    await self.web_door.recorder.flush(self.store.record_web)
                 await self.store.close()
             self.state_lock.release()
             self.stopped.set()

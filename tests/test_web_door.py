@@ -361,7 +361,7 @@ async def test_the_recorder_hands_requests_to_the_store_in_batches(tmp_path: Pat
     async with trio.open_nursery() as nursery:
         door = Door(tmp_path, rules(mode=WebMode.OFF), LIMITS)
         await door.start(nursery)
-        nursery.start_soon(door.door.run_recorder, write)
+        nursery.start_soon(door.door.recorder.run, write)
         for _ in range(3):
             await door.exchange("CONNECT example.com:443 HTTP/1.1\r\n\r\n")
         with trio.fail_after(5):
@@ -384,8 +384,8 @@ async def test_what_the_recorder_had_not_written_is_flushed_at_shutdown(tmp_path
             await door.exchange("CONNECT example.com:443 HTTP/1.1\r\n\r\n")
         await door.settled(3)
         nursery.cancel_scope.cancel()
-    assert await door.door.flush(write) == 3 and len(written) == 3
-    assert await door.door.flush(write) == 0 and len(written) == 3
+    assert await door.door.recorder.flush(write) == 3 and len(written) == 3
+    assert await door.door.recorder.flush(write) == 0 and len(written) == 3
 
 
 def test_rules_for_a_group_follow_its_mode_then_the_daemons_defaults() -> None:

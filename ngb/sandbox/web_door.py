@@ -43,13 +43,12 @@ from .log_budget import LogBudget
 from .model_http import unix_listener
 from .web_head import BadHead, ProxyRequest, answer, read_head
 from .web_policy import IPAddress, WebRules
+from .web_record import WebRecorder
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 MB = 1024 * 1024
-RECORD_BATCH = 200  # WebRequests written per store transaction at most
-RECORD_QUEUE = 2000  # kept while the store is slow; beyond this, a request is counted (metrics) but not stored
 MAX_NOTES = 20  # refusals and cuts kept per group for the runner (the newest)
 # The runner asks for them after each tool call that used the web (agent/ngb_agent/host.py): a
 # plain-HTTP GET of this URL through the door itself, answered by the door (.invalid never resolves).
@@ -121,11 +120,9 @@ class WebDoor:
         self.limits = limits
         self.resolver = resolver
         self._day_bytes = day_bytes  # (folder, day) -> bytes already used that day (the store)
-        self._on_request = on_request  # metrics
+        self.recorder = WebRecorder(on_request)  # metrics at once, the store in batches (web_record.py)
         self.agent_uid = agent_uid
         self._accounts: dict[str, _Account] = {}
-        self._records_in, self._records_out = trio.open_memory_channel[WebRequest](RECORD_QUEUE)
-        self.unrecorded = 0
 
     # -- the group's turn and day ------------------------------------------------------------
     def new_turn(self, folder: str) -> None:
@@ -235,7 +232,7 @@ class WebDoor:
         )
         log.info("web[%s]: %s %s:%d via %s: %d B up, %d B down, %.1f s%s", folder, req.method, host, req.port,
                  address, up, down, record.duration_ms / 1000, f"; cut: {cut}" if cut else "")
-        self._record(record)
+        self.recorder.record(record)
 
     async def _connect(
         self, rules: WebRules, host: str, port: int
@@ -348,7 +345,7 @@ class WebDoor:
         _note(await self._account(folder), why)
         await _send_quietly(client, answer(status, why))
         self._log_refusal(folder, f"refused {req.method} {host}:{req.port}: {why}")
-        self._record(WebRequest(
+        self.recorder.record(WebRequest(
             folder=folder, time=datetime.now(UTC), host=host, port=req.port, method=req.method,
             verdict=WebVerdict.REFUSED, rule=why, duration_ms=round((time.monotonic() - started) * 1000),
         ))
@@ -370,47 +367,6 @@ class WebDoor:
             return
         more = f" ({skipped} more refusals were not logged; ngb web log has them)" if skipped else ""
         log.warning("web[%s]: %s%s", folder, text, more)
-
-    # -- the record --------------------------------------------------------------------------
-    def _record(self, request: WebRequest) -> None:
-        self._on_request(request)
-        try:
-            self._records_in.send_nowait(request)
-        except trio.WouldBlock:
-            self.unrecorded += 1
-            if self.unrecorded in (1, 100) or self.unrecorded % 1000 == 0:
-                log.warning("web: the store is behind; %d web requests were counted but not stored", self.unrecorded)
-
-    async def run_recorder(self, write: Callable[[list[WebRequest]], Awaitable[None]]) -> None:
-        """Write the requests to the store in batches, until cancelled."""
-        async for first in self._records_out:
-            batch = [first]
-            while len(batch) < RECORD_BATCH:
-                try:
-                    batch.append(self._records_out.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            try:
-                await write(batch)
-            except Exception as exc:  # noqa: BLE001 - a store error loses the log rows, never the web
-                log.warning("web: %d requests could not be stored: %s", len(batch), exc)
-
-
-    async def flush(self, write: Callable[[list[WebRequest]], Awaitable[None]]) -> int:
-        """Write what is still queued (the daemon's last step before the store closes); how many."""
-        batch: list[WebRequest] = []
-        while True:
-            try:
-                batch.append(self._records_out.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        if batch:
-            try:
-                await write(batch)
-            except Exception as exc:  # noqa: BLE001 - as in run_recorder
-                log.warning("web: %d requests could not be stored at shutdown: %s", len(batch), exc)
-        return len(batch)
-
 
 def _note(account: _Account, text: str) -> None:
     account.notes.append(text)
