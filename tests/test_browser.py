@@ -13,9 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -24,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 from ngb_agent.browser import NO_BROWSER, NO_WEB, Browser  # noqa: E402
 from ngb_agent.browser_tools import BrowserTools, cut, screenshot_path  # noqa: E402
 from ngb_agent.cdp_pipe import BrowserError, CdpPipe, MessageSplitter, encode_message  # noqa: E402
+
+from tests.test_e2e_web import Live  # noqa: E402 - the same live daemon handle
 
 # -- without Docker ---------------------------------------------------------------------------------
 
@@ -179,27 +179,6 @@ FORM = """<html><head><title>Sign-up</title></head><body>
   'Welcome, ' + document.getElementById('name').value + '!'">Join</button>
 <p id="out">Nobody joined yet.</p>
 <p>""" + "Long club rules. " * 3000 + """</p></body></html>"""
-
-
-class Live:
-    def __init__(self, daemon: Any, fake: Any, site: Any) -> None:
-        self.daemon, self.fake, self.site = daemon, fake, site
-        from tests.conftest import api_headers
-
-        self.http = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{daemon.config.web_port}", headers=api_headers(daemon.config), timeout=30)
-        self.sent = 0
-
-    async def turn(self, text: str, timeout: float = 120) -> None:
-        r = await self.http.post("/api/chats/main/messages", json={"sender": "alice", "text": text})
-        assert r.status_code == 202, r.text
-        self.sent += 1
-        with trio.fail_after(timeout):
-            while True:
-                r = await self.http.get("/api/chats/main/messages", params={"after": 0})
-                if sum(m["from_bot"] for m in r.json()) >= self.sent:
-                    return
-                await trio.sleep(0.1)
 
 
 @pytest.fixture
