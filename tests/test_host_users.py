@@ -200,7 +200,8 @@ async def test_a_stranger_reaching_a_web_socket_is_refused_by_uid(
         await nursery.start(door.serve_group, "main", path, lambda: rules)
         os.chmod(path, 0o666)  # wide open on purpose
         result = await trio.to_thread.run_sync(lambda: stranger.probe(("talk", path)))
-        assert result[str(path)] in ("", "Connection reset by peer"), result  # closed without an answer
+        # closed without an answer (the probe sees EOF, a reset or a broken pipe, as the timing falls)
+        assert result[str(path)] in ("", "Connection reset by peer", "Broken pipe"), result
         mine = await trio.open_unix_socket(str(path))  # root, standing in for the agent
         await mine.send_all(b"CONNECT 10.0.0.5:443 HTTP/1.1\r\n\r\n")
         assert (await mine.receive_some(65536)).startswith(b"HTTP/1.1 403 web: 10.0.0.5 is a private address")
