@@ -29,6 +29,7 @@ from .framing import FrameError
 from .logs import CHAT, GROUP
 from .media.handoff import Handoff, Placed
 from .media.outgoing import Outgoing
+from .preview_sink import NoPreviews, PreviewSink
 from .prompts import format_prompt, prompt_messages
 from .protocol import (
     BadFrame,
@@ -39,6 +40,7 @@ from .protocol import (
     Log,
     Output,
     PrescriptResult,
+    Preview,
     Result,
     Session,
     Start,
@@ -78,8 +80,10 @@ class GroupActor:
         plugins: Any = None,
         budgets: Any = None,
         media: ActorMedia | None = None,
+        previews: PreviewSink | None = None,
     ) -> None:
         self.group = group
+        self._previews = previews or NoPreviews()
         self.media = media or ActorMedia()
         self.store = store
         self.launcher = launcher
@@ -223,6 +227,7 @@ class GroupActor:
                 self._container_gone = trio.Event()
                 self.view.current_batches = {}
                 self._conv = None
+                self._previews.drop(self.folder)
             why = reason or "the agent stopped"
             if exit_info is not None and (exit_info.oom_killed or why == "exited"):
                 why = exit_info.describe()
@@ -266,6 +271,7 @@ class GroupActor:
                 is_main=self.group.is_main,
                 tools=list(tools or []),
                 isolated=isolated is not None,
+                previews=isolated is None and self._wants_previews(),
             )
         )
         self.view.state = "running"
@@ -344,6 +350,11 @@ class GroupActor:
                     log.warning("group %s: malformed frame from the agent: %s", self.folder, reason)
                 case Output():
                     await self._output(conv, frame)
+                case Preview(batch=batch, text=text) if batch in conv.batches:
+                    # a chat batch's reply so far (a task's answer is not previewed)
+                    self._previews.show(self.folder, self.group.chat, conv.reply_to.get(batch), text)
+                case Preview():
+                    pass
                 case Result():
                     await self._result(conv, frame)
                 case PrescriptResult():
@@ -366,6 +377,7 @@ class GroupActor:
         if not text.strip():
             return
         cursor_to = conv.covered(batch, pop=False)
+        preview_id = await self._previews.finish(self.folder)  # the message showing it grow, if any
         turn = self._runs.speaker(conv, batch, text)
         chat = turn.task.chat if turn is not None else self.group.chat
         images: list[Attachment] = []
@@ -373,10 +385,11 @@ class GroupActor:
             text, images = await self.media.outgoing.markdown_images(self.folder, text)
         if cursor_to is None:
             # Output outside a live batch (e.g. late text, a task's answer): deliver it, move nothing.
-            await self.store.commit_reply(self.folder, chat, text, None, files=images)
+            await self.store.commit_reply(self.folder, chat, text, None, files=images, preview_id=preview_id)
         else:
             reply_to = conv.reply_to.get(batch) if batch is not None and turn is None else None
-            await self.store.commit_reply(self.folder, chat, text, cursor_to, reply_to=reply_to, files=images)
+            await self.store.commit_reply(self.folder, chat, text, cursor_to, reply_to=reply_to, files=images,
+                                          preview_id=preview_id)
             if batch not in conv.had_output:
                 conv.had_output.add(batch)
                 self._on_event("first_reply", {"batch": batch})
@@ -402,6 +415,10 @@ class GroupActor:
             self._failures.clear()
         self._on_event("result", {"batch": batch, "usage": frame.usage})
         conv.rearm_if_idle()
+
+    def _wants_previews(self) -> bool:
+        wanted = self.group.previews if self.group.previews is not None else self.settings.previews
+        return wanted and self._previews.can_preview(self.group.chat)
 
     async def _save_session(self, session_id: str) -> None:
         if session_id != self.view.session_id:

@@ -3,6 +3,8 @@ only by the actor and its supervisor) and how an actor is set up (ActorSettings)
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -34,3 +36,11 @@ class ActorSettings:
     turn_timeout: float = 900.0
     start_timeout: float = 60.0
     prescript_timeout: float = 60.0
+    previews: bool = True  # live previews where the group does not choose (Group.previews)
+
+    @classmethod
+    def from_config(cls, config: Any) -> ActorSettings:
+        """From the daemon's Config (ngb/config/settings.py)."""
+        return cls(trigger=config.trigger, assistant_name=config.assistant_name, idle_timeout=config.idle_timeout,
+                   turn_timeout=config.turn_timeout, prescript_timeout=config.prescript_timeout,
+                   previews=config.previews)

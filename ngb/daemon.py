@@ -49,6 +49,7 @@ from .ops.sdnotify import run_notifier
 from .outbox import OutboxSender
 from .pairing import Pairings
 from .plugins import PluginManager
+from .previews import Previews
 from .records import Group, Message, channel_of
 from .router import Router, UnregisteredQuota
 from .sandbox.model_proxy import ModelProxy, Usage
@@ -83,7 +84,8 @@ class Daemon:
         self.media_files = MediaFiles(config.media_dir)  # the bytes of every attachment (docs/media.md)
         self.media_limits = limits_from_config(config)
         self.media = MediaIntake(self.media_files, self.media_limits, chat_bytes=self.store.chat_media_bytes)
-        self.channels: dict[str, Channel] = build_channels(config, memory=self.store, media=self.media)
+        self.channels: dict[str, Channel] = build_channels(config, memory=self.store, media=self.media,
+                                                           local_previews=self.events.publish)
         self.plugins = PluginManager(config)  # docs/plugins.md
         self.plugins.load()
         self.channels.update(self.plugins.build_channels(config, taken=self.channels))
@@ -91,6 +93,8 @@ class Daemon:
             self.store, self.channels, assistant_name=config.assistant_name, on_delivered=self._delivered,
             files=self.media_files,
         )
+        self.previews = Previews(self.channels, interval=config.preview_interval,
+                                 on_edit=lambda channel: self.metrics.preview_edits.labels(channel).inc())
         self.supervisor = Supervisor(self._make_actor, on_crash=self._actor_crashed)
         self.pairings = Pairings(self.store, self.registry, notify=lambda chat, text: self._notify("", chat, text),
                                  config=config)
@@ -125,6 +129,7 @@ class Daemon:
                 plugins=self.plugins,
                 outgoing=self.outgoing,
                 sends_per_turn=self.media_limits.sends_per_turn,
+                pairings=self.pairings,
             )
         )
         self.actor_media = ActorMedia(
@@ -203,13 +208,7 @@ class Daemon:
             store=self.store,
             launcher=self.launcher,
             slots=self.slots,
-            settings=ActorSettings(
-                trigger=self.config.trigger,
-                assistant_name=self.config.assistant_name,
-                idle_timeout=self.config.idle_timeout,
-                turn_timeout=self.config.turn_timeout,
-                prescript_timeout=self.config.prescript_timeout,
-            ),
+            settings=ActorSettings.from_config(self.config),
             outbox_wake=self.outbox.wake,
             view=view,
             on_event=lambda kind, data: self._actor_event(group.folder, kind, data),
@@ -217,6 +216,7 @@ class Daemon:
             plugins=self.plugins,
             budgets=self.budgets,
             media=self.actor_media,
+            previews=self.previews,
         )
 
     async def _start_agents(self) -> None:
@@ -360,6 +360,7 @@ class Daemon:
                 root.start_soon(self._signals, root)
                 await root.start(run_notifier, self.ready)
                 await root.start(self.budgets.run)  # before any container can use the model
+                await root.start(self.previews.run)
                 await root.start(self.supervisor.run)
                 await root.start(self.outbox.run)
                 await root.start(self.plugins.run)

@@ -1,4 +1,5 @@
-"""Fan-out of stored messages to live listeners (the chat page's event stream, `ngb chat`)."""
+"""Fan-out of stored messages (and the local chat's live previews) to live listeners (the chat
+page's event stream, `ngb chat`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import logging
 
 import trio
 
-from .records import Message
+from .records import ChatPreview, Message
+
+ChatEvent = Message | ChatPreview
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +20,14 @@ class ChatEvents:
 
     def __init__(self, buffer: int = 256) -> None:
         self._buffer = buffer
-        self._subs: dict[str, set[trio.MemorySendChannel[Message]]] = {}
+        self._subs: dict[str, set[trio.MemorySendChannel[ChatEvent]]] = {}
 
-    def subscribe(self, chat: str) -> trio.MemoryReceiveChannel[Message]:
-        send, receive = trio.open_memory_channel[Message](self._buffer)
+    def subscribe(self, chat: str) -> trio.MemoryReceiveChannel[ChatEvent]:
+        send, receive = trio.open_memory_channel[ChatEvent](self._buffer)
         self._subs.setdefault(chat, set()).add(send)
         return receive
 
-    def publish(self, message: Message) -> None:
+    def publish(self, message: ChatEvent) -> None:
         subs = self._subs.get(message.chat)
         if not subs:
             return

@@ -55,6 +55,8 @@ class Metrics:
             "ngb_unregistered_dropped", "Messages of unregistered chats past the quota, not stored", ["channel"], registry=r
         )
         self.turns = Counter("ngb_turns", "Input batches handed to an agent", ["group"], registry=r)
+        self.preview_edits = Counter("ngb_preview_edits", "Live preview posts and edits that reached a platform",
+                                     ["channel"], registry=r)
         self.turn_latency = Histogram(
             "ngb_turn_first_reply_seconds",
             "Time from a batch handed to the agent to its first reply",

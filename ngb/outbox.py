@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from .backoff import backoff_delay
-from .channels.base import Channel, ChannelError, FileSend, IdempotentSend, offers
+from .channels.base import Channel, ChannelError, FileSend, IdempotentSend, LivePreview, offers
 from .logs import log_context
 from .media.files import MediaFiles
 from .media.limits import megabytes
@@ -104,6 +104,9 @@ class OutboxSender:
         try:
             if item.attachments:
                 platform_id = await self._send_file(channel, item)
+            elif item.preview_id is not None and offers(channel, LivePreview):
+                # The chat shows this reply half-written: that message becomes the reply (ngb/previews.py)
+                platform_id = await channel.finish_preview(item.chat, item.preview_id, item.text, item.reply_to)
             elif offers(channel, IdempotentSend) and channel.takes_idempotency_key:
                 # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
                 platform_id = await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")

@@ -2,7 +2,7 @@
 
 One JSON object per line (ngb/framing.py); its ``type`` names the frame. Frames the daemon sends
 (:data:`OutFrame`: start, input, prescript, stop) and frames the runner sends back
-(:data:`BackFrame`: hello, output, result, session, prescript_result, error, log) are attrs
+(:data:`BackFrame`: hello, output, preview, result, session, prescript_result, error, log) are attrs
 classes, each union (un)structured by one cattrs converter with ``type`` as the tag. The field
 names are the JSON keys of docs/agent-protocol.md. :func:`decode` never raises: a frame that is
 not one of ours, or whose fields have the wrong types, comes back as one :class:`BadFrame` whose
@@ -39,6 +39,8 @@ class Start:
     is_main: bool | None = attrs.field(default=None, metadata=_OMIT)
     tools: list[Any] = attrs.field(factory=list, metadata=_OMIT)
     isolated: bool = attrs.field(default=False, metadata=_OMIT)
+    # Send ``preview`` frames while the agent writes (the chat shows the reply growing)
+    previews: bool = attrs.field(default=False, metadata=_OMIT)
 
 
 def _not_blank(field: str) -> Any:
@@ -100,6 +102,16 @@ class Hello:
 @attrs.frozen
 class Output:
     """Text of the agent for the chat, answering batch ``batch`` (and every open one before it)."""
+
+    batch: int | None = None
+    text: str = ""
+
+
+@attrs.frozen
+class Preview:
+    """The text the agent has written so far of its next ``output`` for batch ``batch`` (sent
+    only when ``start.previews``, at most a few times a second). The ``output`` that follows
+    replaces it; a preview is never stored or delivered as an answer."""
 
     batch: int | None = None
     text: str = ""
@@ -168,13 +180,14 @@ class BadFrame:
 
 
 OutFrame = Union[Start, Input, Prescript, Stop]  # noqa: UP007 - a runtime union for cattrs
-BackFrame = Union[Hello, Output, Result, Session, PrescriptResult, Error, Log]  # noqa: UP007
+BackFrame = Union[Hello, Output, Preview, Result, Session, PrescriptResult, Error, Log]  # noqa: UP007
 Frame = Union[OutFrame, BackFrame]  # noqa: UP007
 
 OUT_TAGS: dict[str, type] = {"start": Start, "input": Input, "prescript": Prescript, "stop": Stop}
 BACK_TAGS: dict[str, type] = {
     "hello": Hello,
     "output": Output,
+    "preview": Preview,
     "result": Result,
     "session": Session,
     "prescript_result": PrescriptResult,

@@ -117,6 +117,17 @@ class Message:
     attachments: tuple[Attachment, ...] = ()
 
 
+@attrs.frozen
+class ChatPreview:
+    """A reply the agent is still writing, as the local chat shows it (server-sent ``preview``
+    events): ``id`` names the preview (its later versions carry the same id), ``text`` is all of
+    it so far. Never stored; the stored reply replaces it."""
+
+    chat: str
+    id: str
+    text: str
+
+
 class WebMode(enum.StrEnum):
     """How much of the web a group's agent may reach through the egress door."""
 
@@ -210,6 +221,9 @@ class Group:
     web: WebMode | None = None
     web_allow: tuple[str, ...] = ()  # host patterns: example.com, *.example.com
     web_deny: tuple[str, ...] = ()
+    # Live previews (docs/conversations.md): the reply grows in the chat while the agent writes it.
+    # None takes the daemon's ``previews`` setting
+    previews: bool | None = None
 
 
 @attrs.frozen
@@ -240,6 +254,9 @@ class OutboxItem:
     last_error: str | None = None
     reply_to: str | None = None
     attachments: tuple[Attachment, ...] = ()  # a file to send (one per row), ``text`` its caption
+    # The live preview this reply replaces: the platform id of the message that showed it growing;
+    # the outbox edits that message to the final text instead of sending a new one
+    preview_id: str | None = None
 
 
 class TaskStatus(enum.StrEnum):

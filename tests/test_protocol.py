@@ -23,6 +23,11 @@ FRAMES = [
     (p.Stop(), {"type": "stop"}),
     (p.Hello(p.PROTOCOL_VERSION), {"type": "hello", "version": p.PROTOCOL_VERSION}),
     (p.Output(batch=1, text="hello"), {"type": "output", "batch": 1, "text": "hello"}),
+    (p.Preview(batch=1, text="hel"), {"type": "preview", "batch": 1, "text": "hel"}),
+    (
+        p.Start(session_id=None, group="g", is_main=False, previews=True),
+        {"type": "start", "session_id": None, "group": "g", "is_main": False, "previews": True},
+    ),
     (p.Session(session_id="s", resumed=True, note=None), {"type": "session", "session_id": "s", "resumed": True, "note": None}),
     (p.Error(error="boom"), {"type": "error", "error": "boom"}),
     (p.Log(level="info", message="ready"), {"type": "log", "level": "info", "message": "ready"}),

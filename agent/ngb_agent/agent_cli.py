@@ -53,6 +53,7 @@ class AgentCli:
         self.is_main = bool(cfg.env_is_main)
         self.extra_tools: list[dict[str, Any]] = []  # the plugins' tools (start.tools)
         self.want_session: str | None = None
+        self.previews = False  # start.previews: stream the model's partial messages (drafts.py)
         self.resumed = False
         self.fresh_note: str | None = None
         self.early: EarlyCli | None = None
@@ -103,6 +104,7 @@ class AgentCli:
             env=dict(env),
             verbatim_prompts=True,
             max_buffer_size=16 * 1024 * 1024,
+            include_partial_messages=self.previews,
             stderr=lambda line: say(f"[cli] {line.rstrip()}"),
         )
 

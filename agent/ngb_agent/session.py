@@ -16,6 +16,7 @@ from typing import Any
 
 from .agent_cli import AgentCli
 from .batches import Batches
+from .drafts import Drafts
 from .early_cli import SDK_LOADER
 from .host import HostRequests, ModelForwarder, WebForwarder
 from .host_tools import MAX_EXTRA_TOOLS, extra_tool_problem
@@ -57,6 +58,7 @@ class Runner:
         self.session_id: str | None = None
         self.session_sent: str | None = None
         self.batches = Batches()
+        self.drafts: Drafts | None = None  # live previews, when start.previews asks for them
         self.stop_event = asyncio.Event()
         self.serving = False
         self.side_tasks: set[asyncio.Task[None]] = set()
@@ -133,6 +135,8 @@ class Runner:
             if self.cfg.env_is_main is not None and frame.is_main != self.cfg.env_is_main:
                 await self.log("warning", "start.is_main disagrees with NGB_IS_MAIN; using start.is_main")
             cli.is_main = frame.is_main
+        cli.previews = frame.previews
+        self.drafts = Drafts(self.send) if frame.previews else None
         cli.extra_tools = []
         for spec in frame.tools:
             problem = extra_tool_problem(spec)
@@ -266,16 +270,21 @@ class Runner:
         await self.client.query(one())
 
     async def pump_messages(self) -> None:
-        from claude_agent_sdk import AssistantMessage, ResultMessage, SystemMessage, TextBlock
+        from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage, TextBlock
 
         async for msg in self.client.receive_messages():
-            if isinstance(msg, SystemMessage):
+            if isinstance(msg, StreamEvent):
+                if self.drafts is not None and msg.parent_tool_use_id is None:
+                    await self.drafts.event(self.batches.speaking(msg), msg.event)
+            elif isinstance(msg, SystemMessage):
                 if msg.subtype == "init":
                     await self.note_session(msg.data.get("session_id"))
             elif isinstance(msg, AssistantMessage):
                 if msg.parent_tool_use_id is not None:
                     continue  # a subagent's step, not text for the chat
                 batch = self.batches.speaking(msg)
+                if self.drafts is not None:
+                    self.drafts.finished()
                 await self.note_session(getattr(msg, "session_id", None))
                 if getattr(msg, "error", None):
                     # The CLI's own "API Error: ..." text: the result frame carries it, not the chat.

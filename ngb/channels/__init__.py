@@ -12,8 +12,10 @@ capabilities a channel may declare (typing, callbacks...) are the protocols of b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ..records import ChatPreview
 from .base import Channel, ChannelMemory
 from .local import LocalChannel
 from .registry import REGISTRY, build_platform_channels
@@ -21,10 +23,12 @@ from .registry import REGISTRY, build_platform_channels
 __all__ = ["REGISTRY", "build_channels"]
 
 
-def build_channels(config: Any, memory: ChannelMemory | None = None, media: Any = None) -> dict[str, Channel]:
+def build_channels(config: Any, memory: ChannelMemory | None = None, media: Any = None,
+                   local_previews: Callable[[ChatPreview], None] | None = None) -> dict[str, Channel]:
     """Every channel this configuration enables, by chat prefix. The local chat is always on.
     ``memory`` (the daemon's store) is given to every channel: those that keep catch-up marks or
-    look up the bot's own messages use it; ``media`` (ngb.media.intake.MediaIntake) takes their files."""
-    channels: dict[str, Channel] = {"local": LocalChannel()}
+    look up the bot's own messages use it; ``media`` (ngb.media.intake.MediaIntake) takes their files;
+    ``local_previews`` publishes the local chat's live previews (ngb/events.py)."""
+    channels: dict[str, Channel] = {"local": LocalChannel(local_previews)}
     channels.update(build_platform_channels(config, memory, media))
     return channels

@@ -90,6 +90,31 @@ class FileSend(Protocol):
 
 
 @runtime_checkable
+class LivePreview(Protocol):
+    """Shows a reply while the agent writes it: one message posted, then edited as the text grows
+    (ngb/previews.py throttles the edits per chat), then edited to the final text by the outbox
+    (docs/conversations.md). Every method raises ChannelError on failure; the daemon then stops
+    previewing that message and the final text goes out as a normal send.
+
+    ``send_preview`` posts ``text`` (plain text, not Markdown-converted: a half-written reply may
+    hold an unclosed ``**``; cut to one message with a trailing "…" when longer) as a new message,
+    a reply or in a thread like ``send`` would put it; returns its platform id (never None).
+    ``edit_preview`` replaces that message's text the same way; an edit to the same text (the
+    platform's "not modified") is success.
+    ``finish_preview`` delivers the final reply through the preview: the preview edited to the first
+    part (formatted as ``send`` formats), the other parts sent as new messages after it (threaded as
+    ``send`` threads them); returns the platform id of the last part. The outbox may call it again
+    after a crash or a retry: editing again is harmless, and parts already sent are not sent twice
+    (the channel's partial-send memory, channels/common.py PartialSends, as ``send`` does)."""
+
+    async def send_preview(self, chat: str, text: str, reply_to: str | None = None) -> str: ...
+
+    async def edit_preview(self, chat: str, platform_id: str, text: str) -> None: ...
+
+    async def finish_preview(self, chat: str, platform_id: str, text: str, reply_to: str | None = None) -> str | None: ...
+
+
+@runtime_checkable
 class Pairing(Protocol):
     """Is linked to an account by scanning a QR code (WhatsApp): ``qr`` is the payload to show while
     it waits for the scan, None otherwise."""
@@ -104,6 +129,7 @@ _MEMBERS: dict[type, tuple[str, ...]] = {
     Callbacks: ("callback_path", "handle_callback"),
     IdempotentSend: ("takes_idempotency_key", "send"),
     FileSend: ("send_file",),
+    LivePreview: ("send_preview", "edit_preview", "finish_preview"),
     Pairing: ("qr",),
 }
 

@@ -190,8 +190,12 @@ class ChatApi:
                 if resp.status_code != 200 or "text/event-stream" not in ctype:
                     raise StreamUnavailable(f"events answered {resp.status_code} {ctype}")
                 data_lines: list[str] = []
+                event = ""
                 async for line in resp.aiter_lines():
                     if line == "":
+                        kind, event = event, ""
+                        if data_lines and kind not in ("", "message"):
+                            data_lines = []  # a live preview (event: preview) is not a message
                         if data_lines:
                             payload = "\n".join(data_lines)
                             data_lines = []
@@ -209,6 +213,8 @@ class ChatApi:
                         value = value[1:]
                     if field == "data":
                         data_lines.append(value)
+                    elif field == "event":
+                        event = value
         except httpx.TransportError as exc:
             raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
 

@@ -33,6 +33,8 @@ def add_group_commands(sub: Any) -> None:
                     help="show other senders' messages to the agent as context, marked as unlisted")
     ga.add_argument("--web", choices=WEB_MODES, default=None,
                     help="the web for this group's agent (default: the daemon's web_main/web_default)")
+    ga.add_argument("--previews", choices=("on", "off"), default=None,
+                    help="live previews: the reply grows in the chat while written (default: the daemon's `previews`)")
     gr = gsub.add_parser("remove")
     gr.add_argument("chat")
     gs = gsub.add_parser("senders", help="who wrote in a chat lately: the ids allow-lists take, with names")
@@ -92,14 +94,16 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
             r = client.post(
                 "/api/groups",
                 json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger,
-                      "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context, "web": args.web},
+                      "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context, "web": args.web,
+                      "previews": None if args.previews is None else args.previews == "on"},
             )
             if r.status_code >= 400:
                 return fail(r.json().get("error", r.text))
         else:
             group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger,
                           allowed_senders=allowed, unlisted_context=args.unlisted_context,
-                          web=None if args.web is None else WebMode(args.web))
+                          web=None if args.web is None else WebMode(args.web),
+                          previews=None if args.previews is None else args.previews == "on")
             try:
                 with_store(config, lambda r: r.add(group))
             except ValueError as exc:

@@ -65,6 +65,11 @@ class Config:
     dm_policy: DmPolicy = _field(DmPolicy.PAIRING, v.dm_policy)
     dm_policies: dict[str, DmPolicy] = _field(attrs.Factory(dict), v.dm_policies)
     pairing_code_ttl: float = _field(86400.0, v.duration())  # a code's life; a new one at most daily
+    # Live previews (docs/conversations.md): the reply grows in the chat by edits of one message, at
+    # most one edit per preview_interval per chat (Telegram and Discord allow about one a second);
+    # a group's own `previews` setting overrides this one
+    previews: bool = _field(True, v.parse_bool)
+    preview_interval: float = _field(1.0, v.float_range(0.2, 60.0))
     max_message_chars: int = _field(16000, v.int_range(1, 1_000_000))
     max_body_bytes: int = _field(65536, v.int_range(1024, 64 * 1024 * 1024))
     mount_allowlist: Path = _field(attrs.Factory(_default_allowlist), v.path)

@@ -20,17 +20,19 @@ class OutboxMixin(StoreCore):
 
     async def commit_reply(
         self, folder: str, chat: str, text: str, cursor_to: int | None, reply_to: str | None = None,
-        files: Sequence[Attachment] = (),
+        files: Sequence[Attachment] = (), preview_id: str | None = None,
     ) -> int:
         """One transaction: queue the reply in the outbox (then one row per file it shows, e.g. its
-        Markdown images) and move the group's cursor (None: move nothing)."""
+        Markdown images) and move the group's cursor (None: move nothing). ``preview_id``: the
+        message that showed the reply growing, which the outbox edits instead of sending anew."""
 
         def q(c: sqlite3.Connection) -> int:
             first = 0
             if text.strip():
                 cur = c.execute(
-                    "INSERT INTO outbox (folder, chat, text, reply_to, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (folder, chat, text, reply_to, format_time(utcnow())),
+                    "INSERT INTO outbox (folder, chat, text, reply_to, created_at, preview_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (folder, chat, text, reply_to, format_time(utcnow()), preview_id),
                 )
                 first = int(cur.lastrowid or 0)
             for attachment in files:

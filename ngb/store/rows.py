@@ -55,6 +55,8 @@ def group_from_row(row: Row) -> Group:
     data["mounts"] = tuple(json.loads(data["mounts"]))
     for key in ("web_allow", "web_deny"):
         data[key] = tuple(json.loads(data[key]))
+    if data.get("previews") is None:
+        data.pop("previews", None)
     return converter.structure(data, Group)
 
 
@@ -68,6 +70,7 @@ def group_to_row(group: Group) -> dict[str, Any]:
     row["web"] = None if group.web is None else str(group.web)
     row["web_allow"] = json.dumps(list(group.web_allow))
     row["web_deny"] = json.dumps(list(group.web_deny))
+    row["previews"] = None if group.previews is None else int(group.previews)
     return row
 
 

@@ -259,6 +259,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pairings_state ON pairings(state, created);
     """,
+    # 12: live previews (docs/conversations.md): a group's choice (NULL: the daemon's default) and
+    # the preview message a reply is to replace (edited to the final text instead of a new send)
+    """
+    ALTER TABLE groups ADD COLUMN previews INTEGER;
+    ALTER TABLE outbox ADD COLUMN preview_id TEXT;
+    """,
 ]
 
 

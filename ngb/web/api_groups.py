@@ -61,6 +61,7 @@ class GroupCreate:
     web: str | None = None
     web_allow: list[str] = attrs.field(factory=list)
     web_deny: list[str] = attrs.field(factory=list)
+    previews: bool | None = None  # null: the daemon's `previews`
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +78,7 @@ class GroupSettings:
     web: str | None = None  # null: the daemon's default
     web_allow: list[str] | None = None
     web_deny: list[str] | None = None
+    previews: bool | None = None  # null: the daemon's `previews`
 
 
 def check_rate(key: str, value: int | None) -> int | None:
@@ -211,6 +213,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
                 web=web_mode(body.web),
                 web_allow=web_patterns("web_allow", body.web_allow),
                 web_deny=web_patterns("web_deny", body.web_deny),
+                previews=body.previews,
             )
             group = await daemon.registry.add(group)
         except ValueError as exc:
@@ -249,11 +252,13 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
         for key in ("web_allow", "web_deny"):
             if key in raw:
                 changes[key] = web_patterns(key, getattr(body, key))
+        if "previews" in raw:
+            changes["previews"] = body.previews
         if not changes:
             raise ApiError(
                 400,
                 "nothing to change: send requires_trigger, trigger, allowed_senders, unlisted_context,"
-                " mounts, sender_rate_per_minute, group_rate_per_minute, web, web_allow or web_deny",
+                " mounts, sender_rate_per_minute, group_rate_per_minute, web, web_allow, web_deny or previews",
             )
         new = attrs.evolve(group, **changes)
         await apply_group(daemon, new)

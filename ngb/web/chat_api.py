@@ -24,7 +24,7 @@ from .. import __version__
 from ..channels.local import local_chat
 from ..errors import MessageRejected
 from ..media.intake import Incoming, Taken, with_notes
-from ..records import InboundMessage
+from ..records import ChatPreview, InboundMessage
 from . import queries
 from .common import ApiError, error, message_json, read_json
 from .uploads import upload_fetch
@@ -152,14 +152,17 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
             last = int(after)
             try:
                 yield b": connected\n\n"  # headers and a first byte now, so clients see the stream is up
-                for m in backlog:
-                    last = m.id
-                    yield f"id: {m.id}\ndata: {json.dumps(message_json(m))}\n\n".encode()
+                for old in backlog:
+                    last = old.id
+                    yield f"id: {old.id}\ndata: {json.dumps(message_json(old))}\n\n".encode()
                 while True:
                     with trio.move_on_after(15) as idle:
                         m = await receive.receive()
                     if idle.cancelled_caught:
                         yield b": ping\n\n"
+                        continue
+                    if isinstance(m, ChatPreview):  # no id: a preview is not a message to resume from
+                        yield f"event: preview\ndata: {json.dumps({'id': m.id, 'text': m.text})}\n\n".encode()
                         continue
                     if m.id <= last:
                         continue
