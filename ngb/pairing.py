@@ -134,6 +134,10 @@ class Pairings:
         log.info("pairing: %s denied", pairing.chat)
         return denied
 
+    async def listed(self, everything: bool = False) -> list[Pairing]:
+        """The codes waiting, newest first (``everything``: approved and denied ones too)."""
+        return await self.store.pairings(None if everything else PairingState.PENDING)
+
     async def _find(self, code_text: str) -> Pairing:
         if not self.wrong_codes.allow("*"):
             raise PairingError("too many wrong pairing codes in the last minute; wait a minute")

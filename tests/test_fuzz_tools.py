@@ -27,7 +27,7 @@ from ngb.sandbox.tools import ToolContext, ToolService, serve_requests
 from ngb.store import Store
 
 TOOLS = ["send_message", "schedule_task", "list_tasks", "pause_task", "resume_task", "cancel_task",
-         "update_task", "register_group", "_tool_send_message", "__init__", "call", "nope", ""]
+         "update_task", "register_group", "list_pairings", "approve_pairing", "deny_pairing", "_tool_send_message", "__init__", "call", "nope", ""]
 
 
 class ToolServer:

@@ -33,6 +33,9 @@ _SCHEDULE_FIELDS: dict[str, Any] = {
     },
 }
 _TASK_ID = {"task_id": {"type": "string"}}
+_PAIRING_CODE = {
+    "code": {"type": "string", "description": "The code the chat was given, like ABCD-EFGH (case and dash do not matter)."},
+}
 
 TOOL_SPECS: list[tuple[str, str, dict[str, Any], dict[str, Any], bool]] = [
     # name, description, JSON schema, defaults, main-only
@@ -131,6 +134,34 @@ TOOL_SPECS: list[tuple[str, str, dict[str, Any], dict[str, Any], bool]] = [
             "required": ["chat", "folder"],
         },
         {"requires_trigger": True},
+        True,
+    ),
+    (
+        "list_pairings",
+        "List the pairing codes of strangers' direct messages waiting for approval (main group only): "
+        "code (ABCD-EFGH), chat, sender name and id, created and expiry times (UTC).",
+        {
+            "type": "object",
+            "properties": {
+                "all": {"type": "boolean", "description": "Include approved and denied ones (default false)."},
+            },
+        },
+        {"all": False},
+        True,
+    ),
+    (
+        "approve_pairing",
+        "Approve a pairing code (main group only): the chat becomes its own group, is told it is "
+        "connected, and its next message is answered. Approve only codes your user asked you to.",
+        {"type": "object", "properties": _PAIRING_CODE, "required": ["code"]},
+        {},
+        True,
+    ),
+    (
+        "deny_pairing",
+        "Deny a pairing code (main group only): the chat hears nothing more.",
+        {"type": "object", "properties": _PAIRING_CODE, "required": ["code"]},
+        {},
         True,
     ),
 ]

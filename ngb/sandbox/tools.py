@@ -1,7 +1,7 @@
 """The host side of the agent's tools. Every call arrives on a group's own requests socket; that
 socket is the caller's identity, and every call is authorized here against that group's rights:
 a non-main group may message only its own chat and manage only its own tasks; only the main group
-may target other chats or register groups.
+may target other chats, register groups or decide strangers' pairing codes.
 
 Limits before trust (docs/agent-protocol.md): a connection is checked for its peer's uid before a
 byte is read, at most ``MAX_CONNECTIONS`` are served at once per socket, a line longer than
@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
@@ -21,7 +22,7 @@ import trio
 from ..framing import FRAME_TIMEOUT, MAX_FRAME, FrameError, FrameWriter, LineReader, peer_uid
 from ..hostperms import DEFAULT_AGENT_UID, allowed_peer
 from ..media.folder import FolderPathError
-from ..records import Group, TaskStatus, format_time, to_json
+from ..records import Group, Pairing, PairingState, TaskStatus, format_time, to_json
 from ..tasks.service import (
     KEEP,
     MAX_SCHEDULE,
@@ -56,6 +57,25 @@ class Refused(Exception):
     """The call is not allowed or not valid; the message goes back to the agent."""
 
 
+class PairingDesk(Protocol):
+    """What the pairing tools use of ngb.pairing.Pairings (injected: sandbox/ sits beside pairing.py
+    and does not import it). A code that cannot be decided raises a ValueError (PairingError) whose
+    message is one clear line."""
+
+    now: Callable[[], datetime]
+
+    async def approve(self, code_text: str) -> Group: ...
+
+    async def deny(self, code_text: str) -> Pairing: ...
+
+    async def listed(self, everything: bool = False) -> list[Pairing]: ...
+
+
+def _shown(code: str) -> str:
+    """A stored code as people read it (ngb.pairing.shown): ABCD-EFGH."""
+    return f"{code[:4]}-{code[4:]}"
+
+
 @attrs.define
 class ToolContext:
     store: Any  # ngb.store.Store
@@ -67,6 +87,7 @@ class ToolContext:
     plugins: Any = None  # ngb.plugins.PluginManager: the plugins' extra tools
     outgoing: Any = None  # ngb.media.outgoing.Outgoing: files the agent sends (send_file)
     sends_per_turn: int = 10
+    pairings: PairingDesk | None = None  # ngb.pairing.Pairings: the main group's pairing tools
 
 
 class ToolService:
@@ -223,6 +244,52 @@ class ToolService:
         except ValueError as exc:
             raise Refused(str(exc)) from exc
         return {"chat": group.chat, "folder": group.folder}
+
+    # Strangers' DMs waiting for a code (docs/conversations.md): the same Pairings the CLI, the API
+    # and the dashboard use, so an approved chat gets its folder and its welcome the same way.
+    def _pairings(self, caller: Group, what: str) -> PairingDesk:
+        if not caller.is_main:
+            raise Refused(f"only the main group may {what}")
+        if self.ctx.pairings is None:
+            raise Refused("pairing is not available on this host")
+        return self.ctx.pairings
+
+    def _code(self, args: dict[str, Any]) -> str:
+        code = self._str(args, "code", limit=40)
+        assert code is not None
+        return code
+
+    async def _tool_list_pairings(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        pairings = self._pairings(caller, "list pairing codes")
+        everything = args.get("all", False)
+        if not isinstance(everything, bool):
+            raise Refused("'all' must be true or false")
+        now = pairings.now()
+        return {"pairings": [{
+            "code": _shown(p.code), "chat": p.chat, "sender": p.sender, "sender_id": p.sender_id,
+            "created": format_time(p.created), "expires": format_time(p.expires), "state": str(p.state),
+            "expired": p.state is PairingState.PENDING and p.expires <= now, "folder": p.folder or None,
+        } for p in await pairings.listed(everything)]}
+
+    async def _tool_approve_pairing(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        pairings = self._pairings(caller, "approve pairing codes")
+        code = self._code(args)
+        try:
+            group = await pairings.approve(code)
+        except ValueError as exc:  # PairingError: wrong, used or expired code, or too many wrong ones
+            raise Refused(str(exc)) from None
+        log.info("tool approve_pairing: %s approved %s as group %s", caller.folder, group.chat, group.folder)
+        return {"chat": group.chat, "folder": group.folder}
+
+    async def _tool_deny_pairing(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        pairings = self._pairings(caller, "deny pairing codes")
+        code = self._code(args)
+        try:
+            pairing = await pairings.deny(code)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        log.info("tool deny_pairing: %s denied %s", caller.folder, pairing.chat)
+        return {"chat": pairing.chat, "state": str(pairing.state)}
 
 
 class SocketGate:
