@@ -17,35 +17,25 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from .actor_commands import Command, GroupChanged, Wake
-from .actor_view import ActorSettings, ActorView
+from .actor_frames import AgentFrames
+from .actor_view import ActorMedia, ActorSettings, ActorView
 from .agent_link import AgentConnection, ExitInfo, Launcher, TurnFailed  # noqa: F401 - ExitInfo: its old home
 from .backoff import backoff_delay  # noqa: F401 - its old home (the lead may drop it)
 from .conversation import Conversation, TaskTurn
-from .framing import FrameError
+from .lanes import WHOLE_CHAT, Lane, Lanes
 from .logs import CHAT, GROUP
-from .media.handoff import Handoff, Placed
-from .media.outgoing import Outgoing
+from .media.handoff import Placed
 from .preview_sink import NoPreviews, PreviewSink
 from .prompts import format_prompt, prompt_messages
 from .protocol import (
-    BadFrame,
-    Error,
-    Hello,
     ImageRef,
     Input,
-    Log,
-    Output,
-    PrescriptResult,
-    Preview,
-    Result,
-    Session,
     Start,
 )
-from .records import Attachment, Group, Message
+from .records import Group, Message, channel_of
 from .store import Store
 from .tasks.runs import TaskRuns
 from .triggers import is_triggered
@@ -54,17 +44,7 @@ from .turn_gate import TurnGate
 log = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class ActorMedia:
-    """What the actor uses of media: the hand-off of a batch's files, a reply's images, and the
-    tools' per-turn count (ngb/media/; all optional: without them a batch is text only)."""
-
-    handoff: Handoff | None = None
-    outgoing: Outgoing | None = None
-    new_turn: Callable[[str], None] = lambda folder: None
-
-
-class GroupActor:
+class GroupActor(AgentFrames):
     def __init__(
         self,
         group: Group,
@@ -96,6 +76,8 @@ class GroupActor:
         self._gate = TurnGate(plugins, budgets)
         self._failures: dict[int, int] = {}
         self._conv: Conversation | None = None  # the live container's, while there is one
+        self._lanes = Lanes(store, group.folder)
+        self._lane: Lane = WHOLE_CHAT  # what the container serves: the chat, or one thread (ngb/lanes.py)
         self._container_gone = trio.Event()  # set when the live container's session ends
 
         def count_turn() -> None:
@@ -148,12 +130,13 @@ class GroupActor:
             if self._draining():
                 self.view.state = "idle"
                 await trio.sleep_forever()
-            pending = await self._triggered_pending()
+            self._lane, pending = await self._lanes.next(self.group, self.settings.trigger, self.settings.threads)
             if pending is not None and (await self._gate.veto(self.group, pending)) is not None:
-                await self.store.advance_cursor(self.folder, pending[-1].id)  # vetoed: seen, not answered
+                # vetoed: seen, not answered
+                await self.store.advance_cursor(self.folder, pending[-1].id, self._lane.thread)
                 pending = None
             queued = await self.store.queued_runs(self.folder)
-            in_group = [q for q in queued if q[1].context_mode != "isolated"]
+            in_group = [q for q in queued if q[1].context_mode != "isolated"] if self._lane.serves_tasks else []
             if pending is not None or in_group:
                 await self._session(inbox)
             elif queued:
@@ -178,12 +161,6 @@ class GroupActor:
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
 
-    async def _triggered_pending(self) -> list[Message] | None:
-        pending = await self.store.pending_input(self.folder, self.group.chat)
-        if any(is_triggered(self.group, m, self.settings.trigger) for m in pending):
-            return pending
-        return None
-
     # -- one container's life ----------------------------------------------------------------
     async def _session(
         self, inbox: trio.MemoryReceiveChannel[Command], isolated: TaskTurn | None = None
@@ -195,6 +172,7 @@ class GroupActor:
             self.view.slot_wait_started = None
             self._on_event("slot_acquired", {"wait": waited})
             self.view.state = "starting"
+            self.view.thread = self._lane.thread
             conv = Conversation(
                 self.settings.turn_timeout, self.settings.idle_timeout, self._draining, isolated
             )
@@ -245,7 +223,7 @@ class GroupActor:
                 await self._turn_failed(outstanding, why, retry=not oom)
 
     async def _pending_as_batch(self) -> dict[int, int]:
-        pending = await self.store.pending_input(self.folder, self.group.chat)
+        pending = await self._lanes.pending(self._lane, self.group.chat)
         return {0: pending[-1].id} if pending else {}
 
     async def _converse(
@@ -259,8 +237,8 @@ class GroupActor:
         isolated = conv.isolated
         self._conv = conv
         self.view.current_batches = conv.batches
-        conv.sent_upto = await self.store.cursor(self.folder)
-        session_id = None if isolated else await self.store.session_id(self.folder)
+        conv.sent_upto = await self._lanes.cursor(self._lane)
+        session_id = None if isolated else await self._lanes.session(self._lane)
         if not isolated:
             self.view.session_id = session_id
         tools = self._gate.tools(self.group)
@@ -282,7 +260,8 @@ class GroupActor:
                 await self._runs.start(conv, conn, isolated.run_id, isolated.task)
             else:
                 await self._send_pending(conv, conn)
-                await self._runs.send_queued(conv, conn)
+                await self._serve_tasks(conv, conn)
+                await self._make_way(conv)
             if not conv.busy():
                 return None
             async with trio.open_nursery() as nursery:
@@ -298,27 +277,31 @@ class GroupActor:
         return ended if conv.busy() else None
 
     async def _send_pending(self, conv: Conversation, conn: AgentConnection) -> bool:
-        pending = await self.store.pending_input(self.folder, self.group.chat, after=conv.sent_upto)
+        pending = await self._lanes.pending(self._lane, self.group.chat, after=conv.sent_upto)
         if not pending or not any(is_triggered(self.group, m, self.settings.trigger) for m in pending):
             return False
         shown, unlisted = prompt_messages(self.group, pending)
         if await self._gate.veto(self.group, shown) is not None:  # a plugin vetoed: seen, not answered
             conv.sent_upto = pending[-1].id
             if not conv.batches:
-                await self.store.advance_cursor(self.folder, pending[-1].id)
+                await self.store.advance_cursor(self.folder, pending[-1].id, self._lane.thread)
             return False
         placed, images = await self._place_files(shown)
         batch = conv.new_batch()
         conv.batches[batch] = pending[-1].id
         triggered = [m for m in pending if is_triggered(self.group, m, self.settings.trigger)]
         conv.reply_to[batch] = triggered[-1].platform_id if triggered else None
+        conv.reply_thread[batch] = triggered[-1].thread if triggered else ""
         conv.sent_upto = pending[-1].id
         self.view.turns += 1
         conv.arm(busy=True)
-        self._on_event("batch_sent", {"batch": batch, "first_message": pending[0].id, "count": len(pending)})
+        self._on_event("batch_sent", {"batch": batch, "first_message": pending[0].id, "count": len(pending),
+                                      "reply_to": conv.reply_to[batch]})
         prefix = self._gate.prefix()
         self.media.new_turn(self.folder)
-        await conn.send(Input(batch=batch, prompt=prefix + format_prompt(shown, unlisted, placed), images=images))
+        reacted = await self.store.texts_of(channel_of(self.group.chat), [m.reaction_to for m in shown if m.reaction_to])
+        prompt = format_prompt(shown, unlisted, placed, reacted)
+        await conn.send(Input(batch=batch, prompt=prefix + prompt, images=images))
         return True
 
     async def _place_files(self, shown: list[Message]) -> tuple[Placed | None, list[ImageRef]]:
@@ -337,105 +320,19 @@ class GroupActor:
             if self._draining():
                 continue
             await self._send_pending(conv, conn)
+            await self._serve_tasks(conv, conn)
+            await self._make_way(conv)
+
+    async def _make_way(self, conv: Conversation) -> None:
+        """Another thread of a per_thread group waits: this container ends as soon as it is idle."""
+        if not conv.end_when_idle and await self._lanes.other_waiting(self._lane, self.group, self.settings.trigger):
+            conv.end_when_idle = True
+            conv.rearm_if_idle()
+
+    async def _serve_tasks(self, conv: Conversation, conn: AgentConnection) -> None:
+        if self._lane.serves_tasks:  # (a per_thread group's tasks run in the chat's own lane)
             await self._runs.send_queued(conv, conn)
-
-    # -- what the agent says -------------------------------------------------------------------
-    async def _read_frames(self, conv: Conversation, conn: AgentConnection) -> str:
-        while True:
-            frame = await conn.receive()
-            match frame:
-                case None:
-                    return "exited"
-                case FrameError(reason=reason) | BadFrame(reason=reason):
-                    log.warning("group %s: malformed frame from the agent: %s", self.folder, reason)
-                case Output():
-                    await self._output(conv, frame)
-                case Preview(batch=batch, text=text) if batch in conv.batches:
-                    # a chat batch's reply so far (a task's answer is not previewed)
-                    self._previews.show(self.folder, self.group.chat, conv.reply_to.get(batch), text)
-                case Preview():
-                    pass
-                case Result():
-                    await self._result(conv, frame)
-                case PrescriptResult():
-                    await self._runs.prescript_done(conv, conn, frame)
-                case Session(session_id=session_id, note=note):
-                    if session_id and conv.isolated is None:
-                        await self._save_session(session_id)
-                    if note:
-                        log.info("group %s: %s", self.folder, note)
-                case Error(error=error):
-                    log.warning("group %s: agent error: %s", self.folder, error)
-                    self.view.last_turn_error = error
-                case Log(message=message):
-                    log.info("group %s: agent: %s", self.folder, message[:500])
-                case Hello():
-                    log.warning("group %s: a second hello from the agent, ignored", self.folder)
-
-    async def _output(self, conv: Conversation, frame: Output) -> None:
-        batch, text = frame.batch, frame.text
-        if not text.strip():
-            return
-        cursor_to = conv.covered(batch, pop=False)
-        preview_id = await self._previews.finish(self.folder)  # the message showing it grow, if any
-        turn = self._runs.speaker(conv, batch, text)
-        chat = turn.task.chat if turn is not None else self.group.chat
-        images: list[Attachment] = []
-        if self.media.outgoing is not None and "![" in text:
-            text, images = await self.media.outgoing.markdown_images(self.folder, text)
-        if cursor_to is None:
-            # Output outside a live batch (e.g. late text, a task's answer): deliver it, move nothing.
-            await self.store.commit_reply(self.folder, chat, text, None, files=images, preview_id=preview_id)
-        else:
-            reply_to = conv.reply_to.get(batch) if batch is not None and turn is None else None
-            await self.store.commit_reply(self.folder, chat, text, cursor_to, reply_to=reply_to, files=images,
-                                          preview_id=preview_id)
-            if batch not in conv.had_output:
-                conv.had_output.add(batch)
-                self._on_event("first_reply", {"batch": batch})
-        self.view.replies += 1
-        self.outbox_wake()
-
-    async def _result(self, conv: Conversation, frame: Result) -> None:
-        batch = frame.batch
-        cursor_to = conv.covered(batch, pop=True)
-        if frame.session_id and conv.isolated is None:
-            await self._save_session(frame.session_id)
-        await self._runs.results(conv, frame)
-        if cursor_to is not None:
-            if frame.is_error and batch not in conv.had_output and not self._gate.over_budget(self.folder):
-                error = frame.error or "the agent reported an error"
-                self.view.last_turn_error = error
-                await self.store.record_failed_turn(
-                    self.folder, cursor_to, error, (self.group.chat, f"⚠️ Sorry, I could not answer: {error}")
-                )
-                self.outbox_wake()
-            else:
-                await self.store.advance_cursor(self.folder, cursor_to)
-            self._failures.clear()
-        self._on_event("result", {"batch": batch, "usage": frame.usage})
-        conv.rearm_if_idle()
 
     def _wants_previews(self) -> bool:
         wanted = self.group.previews if self.group.previews is not None else self.settings.previews
         return wanted and self._previews.can_preview(self.group.chat)
-
-    async def _save_session(self, session_id: str) -> None:
-        if session_id != self.view.session_id:
-            self.view.session_id = session_id
-            await self.store.set_session(self.folder, session_id)
-
-    async def _turn_failed(self, outstanding: dict[int, int], reason: str, *, retry: bool = True) -> None:
-        up_to = max(outstanding.values())
-        self.view.last_turn_error = reason
-        tries = self._failures.get(up_to, 0) + 1
-        self._failures[up_to] = tries
-        log.warning("group %s: turn failed (%s), try %d", self.folder, reason, tries)
-        self._on_event("turn_failed", {"reason": reason, "try": tries})
-        if tries < 2 and retry:
-            return  # retried once in a fresh container: the cursor did not move
-        self._failures.pop(up_to, None)
-        await self.store.record_failed_turn(
-            self.folder, up_to, reason, (self.group.chat, f"⚠️ Sorry, I could not answer: {reason}.")
-        )
-        self.outbox_wake()

@@ -38,6 +38,7 @@ class Conversation:
     sent_upto: int = 0  # the newest message id handed to the agent
     batches: dict[int, int] = attrs.field(factory=dict)  # open batch -> the cursor it stands for
     reply_to: dict[int, str | None] = attrs.field(factory=dict)  # batch -> platform id of its last trigger
+    reply_thread: dict[int, str] = attrs.field(factory=dict)  # batch -> the thread of its last trigger
     tasks: dict[int, TaskTurn] = attrs.field(factory=dict)  # open task batches
     prescripts: dict[str, TaskTurn] = attrs.field(factory=dict)  # pre-scripts sent, result not back yet
     had_output: set[int | None] = attrs.field(factory=set)  # batches that said something

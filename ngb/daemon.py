@@ -50,6 +50,7 @@ from .outbox import OutboxSender
 from .pairing import Pairings
 from .plugins import PluginManager
 from .previews import Previews
+from .reactions import AckReactions
 from .records import Group, Message, channel_of
 from .router import Router, UnregisteredQuota
 from .sandbox.model_proxy import ModelProxy, Usage
@@ -99,6 +100,8 @@ class Daemon:
         self.pairings = Pairings(self.store, self.registry, notify=lambda chat, text: self._notify("", chat, text),
                                  config=config)
         self.typing = TypingIndicator(self.channels, self._chat_of)
+        self.reactions = AckReactions(self.channels, self._chat_of, ack=config.ack_reaction, done=config.done_reaction,
+                                      failed=config.failed_reaction)
         self.router = Router(
             self.store,
             self.registry,
@@ -130,6 +133,7 @@ class Daemon:
                 outgoing=self.outgoing,
                 sends_per_turn=self.media_limits.sends_per_turn,
                 pairings=self.pairings,
+                react=self.reactions.react_current,
             )
         )
         self.actor_media = ActorMedia(
@@ -289,6 +293,7 @@ class Daemon:
     def _actor_event(self, folder: str, kind: str, data: dict[str, Any]) -> None:
         now = trio.current_time()
         self.typing.event(folder, kind, data)
+        self.reactions.event(folder, kind, data)
         if kind == "slot_acquired":
             self.metrics.slot_wait.observe(data["wait"])
         elif kind == "container_started":
@@ -365,6 +370,7 @@ class Daemon:
                 await root.start(self.outbox.run)
                 await root.start(self.plugins.run)
                 await root.start(self.typing.run)
+                await root.start(self.reactions.run)
                 for channel in self.channels.values():
                     await root.start(channel.run, self.router.handle)
                 # The web before the container side: status and the chat answer while the engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 
 from .media.handoff import Placed, PlacedFile
 from .media.limits import megabytes
@@ -33,14 +34,25 @@ def format_attachment(att: Attachment, placed: PlacedFile | None) -> str:
     return f"<attachment {fields}>{''.join(inner)}</attachment>"
 
 
-def format_prompt(messages: list[Message], unlisted: frozenset[int] = frozenset(), placed: Placed | None = None) -> str:
+def format_prompt(messages: list[Message], unlisted: frozenset[int] = frozenset(), placed: Placed | None = None,
+                  reacted: Mapping[str, str] | None = None) -> str:
     """The batch handed to the agent: every message since it last answered, oldest first; those
     whose id is in `unlisted` are marked as from a sender not on the group's allow-list. A message's
-    files follow its text (``placed``: where the hand-off put them, ngb/media/handoff.py)."""
+    files follow its text (``placed``: where the hand-off put them, ngb/media/handoff.py). A
+    reaction is a ``<reaction>`` with the start of the message it is on (``reacted``: platform id ->
+    that message's text)."""
     lines = ["<messages>"]
     files = placed.files if placed is not None else {}
     for m in messages:
         mark = ' unlisted="true"' if m.id in unlisted else ""
+        if m.thread:  # the thread or topic it was written in (docs/conversations.md)
+            mark += f' thread="{_q(m.thread)}"'
+        if m.reaction_to is not None:
+            on = (reacted or {}).get(m.reaction_to)
+            target = f' on="{_q(_excerpt(on))}"' if on is not None else ' on="(a message not in the history)"'
+            lines.append(f'<reaction sender="{_q(m.sender)}"{mark}{target} time="{m.time.isoformat(timespec="seconds")}">'
+                         f'{html.escape(m.text, quote=False)}</reaction>')
+            continue
         body = html.escape(m.text, quote=False)
         if m.attachments:
             body += "".join("\n" + format_attachment(a, files.get(a.id or 0)) for a in m.attachments)
@@ -49,6 +61,11 @@ def format_prompt(messages: list[Message], unlisted: frozenset[int] = frozenset(
         )
     lines.append("</messages>")
     return "\n".join(lines)
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def prompt_messages(group: Group, pending: list[Message]) -> tuple[list[Message], frozenset[int]]:

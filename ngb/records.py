@@ -91,6 +91,12 @@ class InboundMessage:
     # A one-to-one chat between the sender and the bot (a DM), as the platform says; a DM from a
     # chat nobody registered gets a pairing code (ngb/pairing.py, docs/conversations.md)
     direct: bool = False
+    # The thread or topic within the chat ("" = the chat's own timeline): Slack thread_ts, Telegram
+    # forum topic, Discord thread channel, Lark thread (docs/conversations.md)
+    thread: str = ""
+    # A reaction, not a message: ``text`` is the emoji and this the platform id of the message it is
+    # on. Stored and shown to the agent as context with its next turn; never a trigger.
+    reaction_to: str | None = None
 
     @property
     def channel(self) -> str:
@@ -115,6 +121,8 @@ class Message:
     sender_id: str = ""
     mentions_bot: bool = False
     attachments: tuple[Attachment, ...] = ()
+    thread: str = ""  # as InboundMessage.thread
+    reaction_to: str | None = None  # as InboundMessage.reaction_to
 
 
 @attrs.frozen
@@ -171,6 +179,13 @@ class WebUsageDay:
     bytes_down: int
 
 
+class ThreadMode(enum.StrEnum):
+    """How a group's threads map to agent sessions (docs/conversations.md)."""
+
+    SHARED = "shared"  # one session for the whole chat; replies still go to the thread they answer
+    PER_THREAD = "per_thread"  # one session per thread (the chat's own timeline is one more)
+
+
 class DmPolicy(enum.StrEnum):
     """What a direct message from a chat nobody registered gets (per channel: dm_policy)."""
 
@@ -224,6 +239,7 @@ class Group:
     # Live previews (docs/conversations.md): the reply grows in the chat while the agent writes it.
     # None takes the daemon's ``previews`` setting
     previews: bool | None = None
+    threads: ThreadMode | None = None  # None: the daemon's ``threads`` setting
 
 
 @attrs.frozen
@@ -257,6 +273,7 @@ class OutboxItem:
     # The live preview this reply replaces: the platform id of the message that showed it growing;
     # the outbox edits that message to the final text instead of sending a new one
     preview_id: str | None = None
+    thread: str = ""  # the thread the reply answers in (InboundMessage.thread), kept in the history
 
 
 class TaskStatus(enum.StrEnum):

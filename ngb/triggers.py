@@ -26,8 +26,8 @@ def starts_with_trigger(text: str, trigger: str) -> bool:
 
 def is_triggered(group: Group, message: Message, default_trigger: str) -> bool:
     """Should this stored message wake the group's agent?"""
-    if message.from_bot or not sender_allowed(group, message):
-        return False
+    if message.from_bot or message.reaction_to is not None or not sender_allowed(group, message):
+        return False  # (a reaction is context for the next turn, never a trigger)
     if group.is_main or not group.requires_trigger:
         return True
     return message.mentions_bot or starts_with_trigger(message.text, group.trigger or default_trigger)

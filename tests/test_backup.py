@@ -250,8 +250,15 @@ async def _old_database(path: Path, version: int, monkeypatch: pytest.MonkeyPatc
         old = Store(path)
         await old.open()
         assert old.schema_version == version
-        await old.ingest(InboundMessage(chat="local:main", sender="a", text="from the old days", platform_id="o1"))
         await old.close()
+    # written as that schema's daemon wrote it (today's ingest names columns an old schema lacks)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO messages (chat, channel, platform_id, sender, text, time, from_bot)"
+                     " VALUES ('local:main', 'local', 'o1', 'a', 'from the old days', '2026-01-01T00:00:00.000+00:00', 0)")
+        conn.execute("INSERT OR IGNORE INTO chats (chat, channel, last_message_at)"
+                     " VALUES ('local:main', 'local', '2026-01-01T00:00:00.000+00:00')")
+    conn.close()
 
 
 @pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))  # every older schema

@@ -54,8 +54,8 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, table: dict[st
     table = {"ping_interval": "1", "reconnect_base": "0.05", "reconnect_cap": "0.3", "api_timeout": "3", **table}
     original = daemon_module.build_channels
 
-    def build(config: Any, memory: Any = None, media: Any = None) -> dict[str, Any]:
-        channels = original(config, memory=memory, media=media)
+    def build(config: Any, memory: Any = None, media: Any = None, **kw: Any) -> dict[str, Any]:
+        channels = original(config, memory=memory, media=media, **kw)
         channel = onebot.from_config(config, env={"NGB_ONEBOT_ACCESS_TOKEN": token}, memory=memory)
         assert channel is not None
         channels[channel.name] = channel

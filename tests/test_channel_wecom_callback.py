@@ -135,8 +135,8 @@ async def start(run_daemon: Any, monkeypatch: pytest.MonkeyPatch, fake: FakeWeCo
              "reconnect_base": "0.05", "reconnect_cap": "0.3", "request_timeout": "3", **table}
     original = daemon_module.build_channels
 
-    def build(config: Any, memory: Any = None, media: Any = None) -> dict[str, Any]:
-        channels = original(config, memory=memory, media=media)
+    def build(config: Any, memory: Any = None, media: Any = None, **kw: Any) -> dict[str, Any]:
+        channels = original(config, memory=memory, media=media, **kw)
         channel = wecom.from_config(config, env={**SECRETS, "NGB_WECOM_CORP_SECRET": secret}, memory=memory)
         assert isinstance(channel, WeComCallbackChannel)
         channels[channel.name] = channel

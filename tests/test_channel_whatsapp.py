@@ -106,8 +106,8 @@ def fake_wa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeWhatsApp:
     monkeypatch.setenv("NGB_WA_FAKE_DIR", str(fake.folder))
     monkeypatch.setenv("NGB_WA_FAKE_ME", f"{BOT}:7@s.whatsapp.net")
 
-    def with_whatsapp(config: Any, memory: Any = None, media: Any = None) -> dict[str, Any]:
-        channels = build_channels(config, memory=memory, media=media)
+    def with_whatsapp(config: Any, memory: Any = None, media: Any = None, **kw: Any) -> dict[str, Any]:
+        channels = build_channels(config, memory=memory, media=media, **kw)
         if "whatsapp" not in channels:
             channel = from_config(config)
             if channel is not None:

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from ngb.framing import MAX_FRAME
 from ngb.groups import GroupRegistry
 from ngb.records import Group
-from ngb.sandbox.tools import ToolContext, ToolService, serve_requests
+from ngb.sandbox.tool_socket import serve_requests
+from ngb.sandbox.tools import ToolContext, ToolService
 from ngb.store import Store
 
 TOOLS = ["send_message", "schedule_task", "list_tasks", "pause_task", "resume_task", "cancel_task",

@@ -14,7 +14,7 @@ import trio
 
 from ngb.plugins import PluginManager, Tool, ToolCall, Veto, validate
 from ngb.records import Group, InboundMessage
-from ngb.sandbox.tools import serve_requests
+from ngb.sandbox.tool_socket import serve_requests
 
 EXAMPLE = "examples.ngb_chat_stats"
 HERE = __name__  # plugins below are loaded from this very module (the same objects)

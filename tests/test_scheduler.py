@@ -16,7 +16,8 @@ import trio.testing
 
 from ngb.protocol import Prescript, PrescriptResult
 from ngb.records import Group, ScheduleKind, Task, TaskStatus, utcnow
-from ngb.sandbox.tools import ToolContext, ToolService, serve_requests
+from ngb.sandbox.tool_socket import serve_requests
+from ngb.sandbox.tools import ToolContext, ToolService
 from ngb.store import Store
 from ngb.tasks.runs import interpret_prescript
 from ngb.tasks.scheduler import Scheduler, task_next_after

@@ -18,7 +18,8 @@ from ngb.groups import GroupRegistry
 from ngb.protocol import Hello
 from ngb.records import Group
 from ngb.sandbox import launcher as launcher_mod
-from ngb.sandbox.tools import MAX_CONNECTIONS, ToolContext, ToolService, serve_requests
+from ngb.sandbox.tool_socket import serve_requests
+from ngb.sandbox.tools import MAX_CONNECTIONS, ToolContext, ToolService
 from ngb.store import Store
 
 FRAME_TIMEOUT = 0.5  # the test server's; the daemon's is ngb.framing.FRAME_TIMEOUT

@@ -116,6 +116,18 @@ TOOL_SPECS: list[tuple[str, str, dict[str, Any], dict[str, Any], bool]] = [
         False,
     ),
     (
+        "react",
+        "React with an emoji to the message you are answering (where the chat's platform has reactions), "
+        "e.g. 👍 to acknowledge something that needs no reply.",
+        {
+            "type": "object",
+            "properties": {"emoji": {"type": "string", "description": "One emoji, e.g. 👍"}},
+            "required": ["emoji"],
+        },
+        {},
+        False,
+    ),
+    (
         "register_group",
         "Register a chat as a group the assistant serves (main group only).",
         {

@@ -115,6 +115,19 @@ class LivePreview(Protocol):
 
 
 @runtime_checkable
+class Reactions(Protocol):
+    """Puts the bot's emoji reaction on a message of a chat (``platform_id`` as the channel gave it
+    in InboundMessage.platform_id) and takes it off again. ``emoji`` is a Unicode emoji ("👀");
+    a channel whose platform names reactions (Slack's "eyes") maps it, and raises ChannelError
+    (retryable=False) for one the platform does not have. Best effort: the daemon logs a failure
+    and goes on (a reaction is never worth holding up a reply)."""
+
+    async def react(self, chat: str, platform_id: str, emoji: str) -> None: ...
+
+    async def unreact(self, chat: str, platform_id: str, emoji: str) -> None: ...
+
+
+@runtime_checkable
 class Pairing(Protocol):
     """Is linked to an account by scanning a QR code (WhatsApp): ``qr`` is the payload to show while
     it waits for the scan, None otherwise."""
@@ -130,6 +143,7 @@ _MEMBERS: dict[type, tuple[str, ...]] = {
     IdempotentSend: ("takes_idempotency_key", "send"),
     FileSend: ("send_file",),
     LivePreview: ("send_preview", "edit_preview", "finish_preview"),
+    Reactions: ("react", "unreact"),
     Pairing: ("qr",),
 }
 

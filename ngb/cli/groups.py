@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from ..config import Config
-from ..records import Group, WebMode
+from ..records import Group, ThreadMode, WebMode
 from .support import daemon_client, fail, with_store
 
 WEB_MODES = [m.value for m in WebMode]
@@ -33,6 +33,8 @@ def add_group_commands(sub: Any) -> None:
                     help="show other senders' messages to the agent as context, marked as unlisted")
     ga.add_argument("--web", choices=WEB_MODES, default=None,
                     help="the web for this group's agent (default: the daemon's web_main/web_default)")
+    ga.add_argument("--threads", choices=("shared", "per_thread"), default=None,
+                    help="one agent session per chat (shared) or per thread (default: the daemon's `threads`)")
     ga.add_argument("--previews", choices=("on", "off"), default=None,
                     help="live previews: the reply grows in the chat while written (default: the daemon's `previews`)")
     gr = gsub.add_parser("remove")
@@ -95,7 +97,8 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
                 "/api/groups",
                 json={"chat": args.chat, "folder": args.folder, "is_main": args.main, "requires_trigger": not args.no_trigger,
                       "allowed_senders": list(allowed), "unlisted_context": args.unlisted_context, "web": args.web,
-                      "previews": None if args.previews is None else args.previews == "on"},
+                      "previews": None if args.previews is None else args.previews == "on",
+                      "threads": args.threads},
             )
             if r.status_code >= 400:
                 return fail(r.json().get("error", r.text))
@@ -103,7 +106,8 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
             group = Group(chat=args.chat, folder=args.folder, is_main=args.main, requires_trigger=not args.no_trigger,
                           allowed_senders=allowed, unlisted_context=args.unlisted_context,
                           web=None if args.web is None else WebMode(args.web),
-                          previews=None if args.previews is None else args.previews == "on")
+                          previews=None if args.previews is None else args.previews == "on",
+                          threads=None if args.threads is None else ThreadMode(args.threads))
             try:
                 with_store(config, lambda r: r.add(group))
             except ValueError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ..prices import parse_model_prices, parse_usd
-from ..records import DmPolicy, WebMode
+from ..records import DmPolicy, ThreadMode, WebMode
 from . import values as v
 from .values import MIN_EXPOSED_TOKEN_CHARS, ConfigError, is_loopback_host, is_secret_key, parse_size
 
@@ -70,6 +70,17 @@ class Config:
     # a group's own `previews` setting overrides this one
     previews: bool = _field(True, v.parse_bool)
     preview_interval: float = _field(1.0, v.float_range(0.2, 60.0))
+    # Reactions (docs/conversations.md): on the message a turn answers, while it runs (ack), and
+    # instead once it is done or failed; "" turns one off. Where the channel has reactions.
+    ack_reaction: str = _field("👀", v.string(r"[^\sA-Za-z0-9]{0,16}", "an emoji such as 👀, or empty"))
+    done_reaction: str = _field("", v.string(r"[^\sA-Za-z0-9]{0,16}", "an emoji such as ✅, or empty"))
+    failed_reaction: str = _field("", v.string(r"[^\sA-Za-z0-9]{0,16}", "an emoji such as 😢, or empty"))
+    # Threads and topics (docs/conversations.md): shared (one agent session per chat, replies in the
+    # thread they answer) or per_thread (one session per thread); a group's `threads` overrides it
+    threads: ThreadMode = _field(
+        ThreadMode.SHARED,
+        lambda x: ThreadMode(v.string(r"shared|per_thread", "shared or per_thread", lower=True)(x)),
+    )
     max_message_chars: int = _field(16000, v.int_range(1, 1_000_000))
     max_body_bytes: int = _field(65536, v.int_range(1024, 64 * 1024 * 1024))
     mount_allowlist: Path = _field(attrs.Factory(_default_allowlist), v.path)

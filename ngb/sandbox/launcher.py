@@ -32,7 +32,8 @@ from ..records import Group, WebMode
 from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
 from .runtime import BindMount, ContainerSpec, DockerRuntime, RuntimeUnavailable
-from .tools import ToolService, serve_requests
+from .tool_socket import serve_requests
+from .tools import ToolService
 from .web_door import WebDoor
 from .web_policy import rules_for
 

@@ -10,17 +10,13 @@ connection is closed; the socket keeps serving."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import attrs
-import trio
 
-from ..framing import FRAME_TIMEOUT, MAX_FRAME, FrameError, FrameWriter, LineReader, peer_uid
-from ..hostperms import DEFAULT_AGENT_UID, allowed_peer
 from ..media.folder import FolderPathError
 from ..records import Group, Pairing, PairingState, TaskStatus, format_time, to_json
 from ..tasks.service import (
@@ -41,13 +37,10 @@ MAX_TEXT = 16000
 MAX_ID = 200  # longer request ids are not echoed
 MAX_ERROR = 2000  # error texts sent back (and logged) are cut to this
 MAX_CONNECTIONS = 4  # served at once per container socket; the runner needs one
-HANG_UP_DRAIN = 1.0  # seconds (and HANG_UP_DRAIN_BYTES) a refused connection's input is thrown away
-HANG_UP_DRAIN_BYTES = 1 << 20
-REFUSAL_LOG_EVERY = 60.0  # seconds: refused connections are logged once per this, with a count
 T = TypeVar("T")
 
 
-def _short(text: str, limit: int = 200) -> str:
+def short(text: str, limit: int = 200) -> str:
     """Agent-controlled text in a log line or an error: bounded, so a request cannot make the
     answer bigger than a frame or flood the log."""
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
@@ -88,6 +81,9 @@ class ToolContext:
     outgoing: Any = None  # ngb.media.outgoing.Outgoing: files the agent sends (send_file)
     sends_per_turn: int = 10
     pairings: PairingDesk | None = None  # ngb.pairing.Pairings: the main group's pairing tools
+    # (folder, emoji) -> the platform id of the message reacted to; ValueError says why not
+    # (ngb.reactions.AckReactions.react_current: only the message the group is answering)
+    react: Callable[[str, str], Awaitable[str]] | None = None
 
 
 class ToolService:
@@ -106,7 +102,7 @@ class ToolService:
             if self.ctx.plugins is not None and self.ctx.plugins.has_tool(tool):
                 # Same door, same caller identity: the plugin's handler gets the calling group.
                 return await self.ctx.plugins.call_tool(caller, tool, args)
-            raise Refused(f"unknown tool {_short(tool)!r}")
+            raise Refused(f"unknown tool {short(tool)!r}")
         return await handler(caller, args)
 
     # -- helpers -------------------------------------------------------------------------
@@ -230,6 +226,18 @@ class ToolService:
         updated, fields = await self._tasks(lambda: self.tasks.update(Caller.agent(caller), task_id, change))
         return {"task_id": updated.id, "updated": fields}
 
+    async def _tool_react(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
+        """An emoji on the message the group is answering (the host picks it; docs/conversations.md)."""
+        emoji = self._str(args, "emoji", limit=32)
+        assert emoji is not None
+        if self.ctx.react is None:
+            raise Refused("reactions are not available on this host")
+        try:
+            target = await self.ctx.react(caller.folder, emoji)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        return {"reacted": emoji.strip(), "message": target}
+
     async def _tool_register_group(self, caller: Group, args: dict[str, Any]) -> dict[str, Any]:
         if not caller.is_main:
             raise Refused("only the main group may register groups")
@@ -290,138 +298,4 @@ class ToolService:
             raise Refused(str(exc)) from None
         log.info("tool deny_pairing: %s denied %s", caller.folder, pairing.chat)
         return {"chat": pairing.chat, "state": str(pairing.state)}
-
-
-class SocketGate:
-    """Who may use one container socket, and how many at once: the peer's uid is checked on
-    accept (before a byte is read), and past ``limit`` open connections a new one is refused.
-    Refusals are logged once per ``REFUSAL_LOG_EVERY`` seconds with a count, so a connect loop
-    cannot flood the log."""
-
-    def __init__(self, name: str, folder: Callable[[], str], *, agent_uid: int, limit: int = MAX_CONNECTIONS) -> None:
-        self.name = name
-        self._folder = folder
-        self.agent_uid = agent_uid
-        self.limit = limit
-        self.active = 0
-        self.refused = 0
-        self._unlogged = 0
-        self._logged_at: float | None = None
-
-    def check(self, stream: trio.SocketStream) -> str | None:
-        """None if this connection may be served (then call :meth:`release` when it ends), else
-        why not (already counted and logged)."""
-        uid = peer_uid(stream)
-        if not allowed_peer(uid, self.agent_uid):
-            why = f"a process of uid {uid} may not use this socket (only the agent's uid {self.agent_uid})"
-        elif self.active >= self.limit:
-            why = f"too many connections (at most {self.limit} at once)"
-        else:
-            self.active += 1
-            return None
-        self.refused += 1
-        self._unlogged += 1
-        now = trio.current_time()
-        if self._logged_at is None or now - self._logged_at >= REFUSAL_LOG_EVERY:
-            more = f" ({self._unlogged} refused since the last line)" if self._unlogged > 1 else ""
-            log.warning("%s[%s]: connection refused: %s%s", self.name, self._folder(), why, more)
-            self._logged_at, self._unlogged = now, 0
-        return why
-
-    def release(self) -> None:
-        self.active -= 1
-
-
-async def hang_up(stream: trio.SocketStream, last: dict[str, Any] | None = None) -> None:
-    """Close a connection so that the peer reads our last frame: closing a unix socket with
-    unread input resets it, and the peer would see only the reset. So: send, shut our side, and
-    throw away (never keep) what is still coming for up to HANG_UP_DRAIN seconds or bytes."""
-    with trio.move_on_after(HANG_UP_DRAIN), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        if last is not None:
-            await FrameWriter(stream).send(last)
-        await stream.send_eof()
-        dropped = 0
-        while dropped < HANG_UP_DRAIN_BYTES:
-            data = await stream.receive_some(4096)
-            if not data:
-                break
-            dropped += len(data)
-    await stream.aclose()
-
-
-async def serve_requests(
-    listener: trio.SocketListener,
-    caller: Callable[[], Group],
-    service: ToolService,
-    *,
-    agent_uid: int = DEFAULT_AGENT_UID,
-    max_connections: int = MAX_CONNECTIONS,
-    frame_timeout: float = FRAME_TIMEOUT,
-    max_frame: int = MAX_FRAME,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the JSON-lines tool protocol on a group's requests socket until cancelled."""
-    gate = SocketGate("tools", lambda: caller().folder, agent_uid=agent_uid, limit=max_connections)
-
-    async def connection(stream: trio.SocketStream) -> None:
-        refused = gate.check(stream)
-        if refused is not None:
-            await hang_up(stream, {"id": None, "ok": False, "error": f"connection refused: {refused}"})
-            return
-        try:
-            await serve(stream)
-        finally:
-            gate.release()
-
-    async def serve(stream: trio.SocketStream) -> None:
-        reader = LineReader(stream, max_frame, strict=True, frame_timeout=frame_timeout)
-        writer = FrameWriter(stream)
-        async with stream:
-            while True:
-                try:
-                    frame = await reader.next_frame()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the agent reset the connection: only this connection ends
-                if frame is None:
-                    return
-                reply = await _answer(frame)
-                try:
-                    try:
-                        await writer.send(reply)
-                    except ValueError as exc:  # the answer does not fit in a frame
-                        log.warning("tools[%s]: answer not sendable: %s", caller().folder, _short(str(exc)))
-                        await writer.send({"id": None, "ok": False, "error": "the answer is too large to send"})
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if isinstance(frame, FrameError) and frame.fatal:
-                    await hang_up(stream)  # the error went back; the rest is not read
-                    return
-
-    async def _answer(frame: dict[str, Any] | FrameError) -> dict[str, Any]:
-        group = caller()
-        if isinstance(frame, FrameError):
-            closing = "; connection closed" if frame.fatal else ""
-            log.warning("tools[%s]: malformed request: %s%s", group.folder, frame.reason, closing)
-            return {"id": None, "ok": False, "error": f"malformed request: {frame.reason}{closing}"}
-        request_id = frame.get("id")
-        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or len(str(request_id)) > MAX_ID:
-            request_id = None  # an id is echoed back: only short ones
-        tool, args = frame.get("tool"), frame.get("args", {})
-        if not isinstance(tool, str) or not isinstance(args, dict):
-            return {"id": request_id, "ok": False, "error": "a request needs 'tool' (string) and 'args' (object)"}
-        try:
-            result = await service.call(group, tool, args)
-        except Refused as exc:
-            service.refusals += 1
-            log.warning("tools[%s]: refused %s: %s", group.folder, _short(tool), _short(str(exc)))
-            return {"id": request_id, "ok": False, "error": _short(str(exc), MAX_ERROR)}
-        except Exception as exc:  # noqa: BLE001 - a tool bug answers an error, never kills the daemon
-            log.exception("tools[%s]: %s failed", group.folder, _short(tool))
-            return {"id": request_id, "ok": False, "error": f"internal error: {type(exc).__name__}"}
-        return {"id": request_id, "ok": True, "result": result}
-
-    async with trio.open_nursery() as nursery:
-        task_status.started()
-        await trio.serve_listeners(connection, [listener], handler_nursery=nursery)
-
 

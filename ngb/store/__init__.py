@@ -10,7 +10,7 @@ a worker thread behind a one-token limiter; every public coroutine is one transa
 * `attachments` - the files messages carry (their bytes: ngb/media);
 * `usage` - token usage, budget caps and notices; `views` - the web API's read views;
 * `web` - the egress door's request log and per-day web usage; `pairings` - strangers' DMs
-  waiting for the operator.
+  waiting for the operator; `threads` - per-thread cursors and sessions of per_thread groups.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .pairings import PairingsMixin
 from .rows import task_to_row
 from .schema import MIGRATIONS
 from .tasks import TasksMixin
+from .threads import ThreadsMixin
 from .usage import UsageMixin
 from .views import ViewsMixin
 from .web import WebMixin
@@ -35,6 +36,6 @@ _task_row = task_to_row  # kept for bench/bench_scheduler.py (imports it by its 
 
 class Store(
     MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin, WebMixin,
-    PairingsMixin,
+    PairingsMixin, ThreadsMixin,
 ):
     """The daemon's only door to SQLite."""

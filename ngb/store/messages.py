@@ -16,6 +16,7 @@ from ..records import InboundMessage, Message, SenderSummary, channel_of, format
 from .attachments import insert_attachments, with_attachments
 from .core import StoreCore, StoreUnavailable
 from .rows import message_from_row
+from .threads import move_thread_cursor, read_cursor
 
 
 def ingest_one(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, bool]:
@@ -28,9 +29,10 @@ def ingest_one(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, 
         return with_attachments(conn, [message_from_row(dict(existing))])[0], False
     at = format_time(msg.time)
     cur = conn.execute(
-        "INSERT INTO messages (chat, channel, platform_id, sender, sender_id, text, time, from_bot, mentions_bot)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-        (msg.chat, channel, msg.platform_id, msg.sender, msg.sender_id, msg.text, at, int(msg.mentions_bot)),
+        "INSERT INTO messages (chat, channel, platform_id, sender, sender_id, text, time, from_bot, mentions_bot,"
+        " thread, reaction_to) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        (msg.chat, channel, msg.platform_id, msg.sender, msg.sender_id, msg.text, at, int(msg.mentions_bot),
+         msg.thread, msg.reaction_to),
     )
     conn.execute(
         "INSERT INTO chats (chat, channel, last_message_at) VALUES (?, ?, ?)"
@@ -48,6 +50,8 @@ def ingest_one(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, 
         platform_id=msg.platform_id,
         sender_id=msg.sender_id,
         mentions_bot=bool(msg.mentions_bot),
+        thread=msg.thread,
+        reaction_to=msg.reaction_to,
     )
     if msg.attachments:
         stored = insert_attachments(conn, msg.chat, msg.attachments, message_id=message.id)
@@ -55,8 +59,12 @@ def ingest_one(conn: sqlite3.Connection, msg: InboundMessage) -> tuple[Message, 
     return message, True
 
 
-def move_cursor(c: sqlite3.Connection, folder: str, to: int) -> None:
-    """Move a group's cursor forward to `to` (never back), inside the caller's transaction."""
+def move_cursor(c: sqlite3.Connection, folder: str, to: int, thread: str | None = None) -> None:
+    """Move a group's cursor forward to `to` (never back), inside the caller's transaction; with
+    ``thread``, that thread's cursor (a per_thread group: ngb/store/threads.py)."""
+    if thread is not None:
+        move_thread_cursor(c, folder, thread, to)
+        return
     c.execute(
         "INSERT INTO cursors (folder, last_message_id) VALUES (?, ?) ON CONFLICT(folder)"
         " DO UPDATE SET last_message_id = MAX(last_message_id, excluded.last_message_id)",
@@ -279,31 +287,38 @@ class MessagesMixin(StoreCore):
         return await self.run(q)
 
     # -- cursors ---------------------------------------------------------------------------------
-    async def cursor(self, folder: str) -> int:
-        def q(c: sqlite3.Connection) -> int:
-            row = c.execute("SELECT last_message_id FROM cursors WHERE folder = ?", (folder,)).fetchone()
-            return int(row[0]) if row else 0
-
-        return await self.run(q)
+    async def cursor(self, folder: str, thread: str | None = None) -> int:
+        """The group's cursor; with ``thread``, that thread's (a per_thread group)."""
+        return await self.run(lambda c: read_cursor(c, folder, thread))
 
     async def pending_input(
-        self, folder: str, chat: str, after: int | None = None, limit: int = 500
+        self, folder: str, chat: str, after: int | None = None, limit: int = 500, thread: str | None = None
     ) -> list[Message]:
-        """Messages of the group's chat the agent has not answered yet (not written by the bot)."""
+        """Messages of the group's chat the agent has not answered yet (not written by the bot);
+        with ``thread``, only that thread's, after its own cursor (a per_thread group)."""
 
         def q(c: sqlite3.Connection) -> list[Message]:
-            start = after
-            if start is None:
-                row = c.execute("SELECT last_message_id FROM cursors WHERE folder = ?", (folder,)).fetchone()
-                start = int(row[0]) if row else 0
+            start = read_cursor(c, folder, thread) if after is None else after
+            in_thread = "" if thread is None else " AND thread = ?"
             rows = c.execute(
-                "SELECT * FROM (SELECT * FROM messages WHERE chat = ? AND id > ? AND from_bot = 0"
+                f"SELECT * FROM (SELECT * FROM messages WHERE chat = ?{in_thread} AND id > ? AND from_bot = 0"
                 " ORDER BY id DESC LIMIT ?) ORDER BY id",
-                (chat, start, limit),
+                (chat, start, limit) if thread is None else (chat, thread, start, limit),
             ).fetchall()
             return with_attachments(c, [message_from_row(dict(r)) for r in rows])
 
         return await self.run(q)
 
-    async def advance_cursor(self, folder: str, to: int) -> None:
-        await self.run(lambda c: move_cursor(c, folder, to))
+    async def texts_of(self, channel: str, platform_ids: list[str]) -> dict[str, str]:
+        """platform id -> text of those stored messages of a channel (what reactions are on)."""
+
+        def q(c: sqlite3.Connection) -> dict[str, str]:
+            marks = ", ".join("?" * len(platform_ids))
+            rows = c.execute(f"SELECT platform_id, text FROM messages WHERE channel = ? AND platform_id IN ({marks})",
+                             (channel, *platform_ids)).fetchall()
+            return {str(r[0]): str(r[1]) for r in rows}
+
+        return await self.run(q) if platform_ids else {}
+
+    async def advance_cursor(self, folder: str, to: int, thread: str | None = None) -> None:
+        await self.run(lambda c: move_cursor(c, folder, to, thread))

@@ -20,26 +20,29 @@ class OutboxMixin(StoreCore):
 
     async def commit_reply(
         self, folder: str, chat: str, text: str, cursor_to: int | None, reply_to: str | None = None,
-        files: Sequence[Attachment] = (), preview_id: str | None = None,
+        files: Sequence[Attachment] = (), preview_id: str | None = None, thread: str | None = None,
+        reply_thread: str = "",
     ) -> int:
         """One transaction: queue the reply in the outbox (then one row per file it shows, e.g. its
         Markdown images) and move the group's cursor (None: move nothing). ``preview_id``: the
-        message that showed the reply growing, which the outbox edits instead of sending anew."""
+        message that showed the reply growing, which the outbox edits instead of sending anew.
+        ``thread``: the cursor moved is that thread's (a per_thread group); ``reply_thread``: the
+        thread the reply answers in (kept with it in the history)."""
 
         def q(c: sqlite3.Connection) -> int:
             first = 0
             if text.strip():
                 cur = c.execute(
-                    "INSERT INTO outbox (folder, chat, text, reply_to, created_at, preview_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (folder, chat, text, reply_to, format_time(utcnow()), preview_id),
+                    "INSERT INTO outbox (folder, chat, text, reply_to, created_at, preview_id, thread)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (folder, chat, text, reply_to, format_time(utcnow()), preview_id, reply_thread),
                 )
                 first = int(cur.lastrowid or 0)
             for attachment in files:
                 row = queue_file_row(c, folder, chat, attachment, "", reply_to)
                 first = first or row
             if cursor_to is not None:
-                move_cursor(c, folder, cursor_to)
+                move_cursor(c, folder, cursor_to, thread)
             return first
 
         return await self.run(q)
@@ -57,7 +60,7 @@ class OutboxMixin(StoreCore):
         return await self.run(q)
 
     async def record_failed_turn(
-        self, folder: str, up_to: int, reason: str, notice: tuple[str, str] | None
+        self, folder: str, up_to: int, reason: str, notice: tuple[str, str] | None, thread: str | None = None
     ) -> None:
         """Give up on a batch: remember why, move the cursor past it, and queue a notice, atomically."""
 
@@ -66,7 +69,7 @@ class OutboxMixin(StoreCore):
                 "INSERT INTO failed_turns (folder, up_to_message, reason, time) VALUES (?, ?, ?, ?)",
                 (folder, up_to, reason, format_time(utcnow())),
             )
-            move_cursor(c, folder, up_to)
+            move_cursor(c, folder, up_to, thread)
             if notice:
                 c.execute(
                     "INSERT INTO outbox (folder, chat, text, created_at) VALUES (?, ?, ?, ?)",
@@ -105,7 +108,8 @@ class OutboxMixin(StoreCore):
     ) -> int:
         channel = channel_of(item.chat)
         cur = c.execute(
-            "INSERT INTO messages (chat, channel, platform_id, sender, text, time, from_bot) VALUES (?, ?, ?, ?, ?, ?, 1)",
+            "INSERT INTO messages (chat, channel, platform_id, sender, text, time, from_bot, thread)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
             (
                 item.chat,
                 channel,
@@ -113,6 +117,7 @@ class OutboxMixin(StoreCore):
                 sender,
                 item.text,
                 format_time(utcnow()),
+                item.thread,
             ),
         )
         return int(cur.lastrowid or 0)

@@ -55,8 +55,9 @@ def group_from_row(row: Row) -> Group:
     data["mounts"] = tuple(json.loads(data["mounts"]))
     for key in ("web_allow", "web_deny"):
         data[key] = tuple(json.loads(data[key]))
-    if data.get("previews") is None:
-        data.pop("previews", None)
+    for key in ("previews", "threads"):
+        if data.get(key) is None:
+            data.pop(key, None)
     return converter.structure(data, Group)
 
 
@@ -71,6 +72,7 @@ def group_to_row(group: Group) -> dict[str, Any]:
     row["web_allow"] = json.dumps(list(group.web_allow))
     row["web_deny"] = json.dumps(list(group.web_deny))
     row["previews"] = None if group.previews is None else int(group.previews)
+    row["threads"] = None if group.threads is None else str(group.threads)
     return row
 
 

@@ -265,6 +265,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE groups ADD COLUMN previews INTEGER;
     ALTER TABLE outbox ADD COLUMN preview_id TEXT;
     """,
+    # 13: threads and reactions (docs/conversations.md): the thread or topic a message is in ('' =
+    # the chat's own timeline), a group's thread mode (NULL: the daemon's), per thread of a
+    # per_thread group its own cursor and session (the group's cursor stays the floor below every
+    # thread's); a reaction is stored as a message with the platform id of the one it is on
+    """
+    ALTER TABLE messages ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    CREATE INDEX messages_chat_thread ON messages(chat, thread, id);
+    ALTER TABLE groups ADD COLUMN threads TEXT;
+    ALTER TABLE outbox ADD COLUMN thread TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN reaction_to TEXT;
+    CREATE TABLE thread_state (
+        folder TEXT NOT NULL,
+        thread TEXT NOT NULL,
+        last_message_id INTEGER NOT NULL DEFAULT 0,
+        session_id TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (folder, thread)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

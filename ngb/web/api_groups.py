@@ -24,7 +24,7 @@ from quart_trio import QuartTrio
 from ..folders import validate_folder
 from ..host_patterns import HostPatternError, parse_host_pattern
 from ..identity import SenderIdError, id_allowed, normalise_sender_ids
-from ..records import Group, WebMode, to_json
+from ..records import Group, ThreadMode, WebMode, to_json
 from ..sandbox.web_policy import effective_mode
 from .common import ApiError, check_text, json_body, str_arg
 
@@ -62,6 +62,7 @@ class GroupCreate:
     web_allow: list[str] = attrs.field(factory=list)
     web_deny: list[str] = attrs.field(factory=list)
     previews: bool | None = None  # null: the daemon's `previews`
+    threads: str | None = None  # shared | per_thread; null: the daemon's `threads`
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +80,16 @@ class GroupSettings:
     web_allow: list[str] | None = None
     web_deny: list[str] | None = None
     previews: bool | None = None  # null: the daemon's `previews`
+    threads: str | None = None  # shared | per_thread; null: the daemon's `threads`
+
+
+def thread_mode(value: str | None) -> ThreadMode | None:
+    if value is None:
+        return None
+    try:
+        return ThreadMode(value)
+    except ValueError:
+        raise ApiError(400, "'threads' must be shared, per_thread or null (the daemon's)") from None
 
 
 def check_rate(key: str, value: int | None) -> int | None:
@@ -214,6 +225,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
                 web_allow=web_patterns("web_allow", body.web_allow),
                 web_deny=web_patterns("web_deny", body.web_deny),
                 previews=body.previews,
+                threads=thread_mode(body.threads),
             )
             group = await daemon.registry.add(group)
         except ValueError as exc:
@@ -254,11 +266,13 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
                 changes[key] = web_patterns(key, getattr(body, key))
         if "previews" in raw:
             changes["previews"] = body.previews
+        if "threads" in raw:
+            changes["threads"] = thread_mode(body.threads)
         if not changes:
             raise ApiError(
                 400,
                 "nothing to change: send requires_trigger, trigger, allowed_senders, unlisted_context,"
-                " mounts, sender_rate_per_minute, group_rate_per_minute, web, web_allow, web_deny or previews",
+                " mounts, sender_rate_per_minute, group_rate_per_minute, web, web_allow, web_deny, previews or threads",
             )
         new = attrs.evolve(group, **changes)
         await apply_group(daemon, new)

@@ -78,7 +78,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
         """A multipart POST: its fields (text defaults to "") and its ``file`` parts."""
         form = await request.form
         files = [f for f in (await request.files).getlist("file") if f.filename or f.content_length]
-        body: dict[str, Any] = {key: form.get(key) for key in ("sender", "text", "client_id") if key in form}
+        body: dict[str, Any] = {key: form.get(key) for key in ("sender", "text", "client_id", "thread") if key in form}
         body.setdefault("text", "")
         return body, files
 
@@ -105,6 +105,9 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
             return error(400, "'sender' must be a non-empty string of at most 100 characters")
         if not isinstance(text, str):
             return error(400, "'text' must be a string")
+        thread = body.get("thread", "")  # a thread of the local chat (docs/conversations.md), "" = none
+        if not isinstance(thread, str) or len(thread) > 100 or not thread.isprintable():
+            return error(400, "'thread' must be a string of at most 100 printable characters")
         if not daemon.router.accepting:
             return error(503, "the daemon is shutting down")
         taken = await take_files(chat, files) if files else Taken()
@@ -119,6 +122,7 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
             text=with_notes(text, taken.notes),
             platform_id=platform_id or f"web-{time.time_ns()}-{id(body)}",
             attachments=taken.attachments,
+            thread=thread.strip(),
         )
         try:
             message = await daemon.router.handle(inbound)

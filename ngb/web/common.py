@@ -40,8 +40,13 @@ def attachment_json(a: Attachment) -> dict[str, Any]:
 
 
 def message_json(m: Message) -> dict[str, Any]:
-    return {"id": m.id, "sender": m.sender, "text": m.text, "time": format_time(m.time), "from_bot": m.from_bot,
-            "attachments": [attachment_json(a) for a in m.attachments]}
+    out = {"id": m.id, "sender": m.sender, "text": m.text, "time": format_time(m.time), "from_bot": m.from_bot,
+           "attachments": [attachment_json(a) for a in m.attachments]}
+    if m.thread:  # the thread or topic it is in (docs/conversations.md)
+        out["thread"] = m.thread
+    if m.reaction_to is not None:  # a reaction (the text is its emoji) on the message of that platform id
+        out["reaction_to"] = m.reaction_to
+    return out
 
 
 def message_json_full(m: Message) -> dict[str, Any]:

@@ -239,6 +239,8 @@ def register(app: QuartTrio, daemon: WebBackend) -> dict[str, Cached]:
         if folder not in daemon.supervisor.actors:
             raise ApiError(404, f"no actor for group {folder!r}")
         summary = await summaries()
-        return actor_json(daemon, folder, summary.get(folder))
+        data = actor_json(daemon, folder, summary.get(folder))
+        data["thread_sessions"] = await daemon.store.thread_sessions(folder)  # a per_thread group's
+        return data
 
     return {"outbox": outbox, "pending": pending, "status": status_snapshot, "metrics": metrics_snapshot}
