@@ -60,6 +60,7 @@ from .sandbox.web_policy import WebRules, rules_for
 from .store import Store
 from .supervisor import Supervisor
 from .tasks.scheduler import Scheduler
+from .turn_metrics import TurnMetrics
 from .typing_indicator import TypingIndicator
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,9 @@ class Daemon:
         self.stopped = trio.Event()  # set when run() has ended and let go of the state dir
         self.last_error: str | None = None
         self.shutting_down = False
-        self._batch_started: dict[tuple[str, int], tuple[float, float]] = {}
-        self._arrived: dict[int, float] = {}  # triggered message id -> when it was routed
+        self.turn_metrics = TurnMetrics(
+            self.metrics, lambda: sum(1 for h in self.supervisor.actors.values() if h.view.container_id)
+        )
         self._root: trio.Nursery | None = None
         self.registry.on_added.append(self._group_added)
         self.registry.on_removed.append(self._group_removed)
@@ -259,11 +261,7 @@ class Daemon:
     def _routed(self, message: Message, outcome: str) -> None:
         self.plugins.message_stored(message)  # every new inbound message, once, after its commit
         self.metrics.messages_in.labels(channel_of(message.chat)).inc()
-        self.metrics.routed.labels(outcome).inc()
-        if outcome == "triggered":
-            self._arrived[message.id] = trio.current_time()
-            while len(self._arrived) > 10_000:  # bounded: oldest first
-                self._arrived.pop(next(iter(self._arrived)))
+        self.turn_metrics.routed(message, outcome)
 
     def _delivered(self, message: Message) -> None:
         self.events.publish(message)
@@ -282,8 +280,7 @@ class Daemon:
 
     def turn_running_since(self, folder: str) -> float | None:
         """When the group's oldest open batch went to its agent (trio clock), or None."""
-        starts = [sent for (f, _batch), (sent, _arrived) in list(self._batch_started.items()) if f == folder]
-        return min(starts) if starts else None
+        return self.turn_metrics.running_since(folder)
 
     def _actor_crashed(self, folder: str, exc: BaseException) -> None:
         self.metrics.actor_restarts.labels(folder).inc()
@@ -291,29 +288,9 @@ class Daemon:
         self.last_error = f"actor {folder}: {type(exc).__name__}: {exc}"
 
     def _actor_event(self, folder: str, kind: str, data: dict[str, Any]) -> None:
-        now = trio.current_time()
         self.typing.event(folder, kind, data)
         self.reactions.event(folder, kind, data)
-        if kind == "slot_acquired":
-            self.metrics.slot_wait.observe(data["wait"])
-        elif kind == "container_started":
-            self.metrics.container_starts.labels(folder).inc()
-        elif kind == "batch_sent":
-            self.metrics.turns.labels(folder).inc()
-            arrived = self._arrived.pop(data.get("first_message", -1), None)
-            self._batch_started[(folder, data["batch"])] = (now, arrived if arrived is not None else now)
-        elif kind == "first_reply":
-            started = self._batch_started.pop((folder, data["batch"]), None)
-            if started is not None:
-                self.metrics.turn_latency.observe(now - started[0])
-                self.metrics.reply_latency.observe(now - started[1])
-        elif kind == "result":
-            self._batch_started.pop((folder, data["batch"]), None)
-        elif kind == "turn_failed":
-            self.metrics.error("turn_failed")
-        elif kind == "task_run_finished":
-            self.metrics.task_runs.labels(data["outcome"]).inc(data.get("count", 1))
-        self.metrics.live_containers.set(sum(1 for h in self.supervisor.actors.values() if h.view.container_id))
+        self.turn_metrics.event(folder, kind, data)
 
     # -- life ------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -378,7 +355,8 @@ class Daemon:
                 await root.start(serve_web, self)
                 await self._start_agents()
                 await root.start(self.scheduler.run)
-                root.start_soon(self._gauges)
+                root.start_soon(partial(self.turn_metrics.sample_forever, self.store, self.channels, self.media,
+                                        self.actor_media.handoff))
                 root.start_soon(self.web_door.recorder.run, self.store.record_web)
                 root.start_soon(partial(sweep_forever, self.media_files, self.media_limits.retention_days,
                                         expire=self.store.expire_attachments, needed=self.store.needed_hashes))
@@ -394,22 +372,6 @@ class Daemon:
             self.state_lock.release()
             self.stopped.set()
             log.info("NanoGridBot stopped")
-
-    async def _gauges(self) -> None:
-        while True:
-            try:
-                self.metrics.outbox_depth.set(await self.store.outbox_depth())
-            except Exception:  # noqa: BLE001 - metrics must never take the daemon down
-                pass
-            for name, channel in self.channels.items():
-                self.metrics.channel_state.labels(name).set(1 if channel.state == "connected" else 0)
-            self.metrics.media_files.labels("taken").set(self.media.taken)
-            self.metrics.media_files.labels("refused").set(self.media.refused)
-            if self.actor_media.handoff is not None:
-                transcriber = self.actor_media.handoff.transcriber
-                self.metrics.transcriptions.labels("ok").set(transcriber.done)
-                self.metrics.transcriptions.labels("failed").set(transcriber.failed)
-            await trio.sleep(5)
 
     async def _signals(self, root: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

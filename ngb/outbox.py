@@ -105,13 +105,9 @@ class OutboxSender:
             if item.attachments:
                 platform_id = await self._send_file(channel, item)
             elif item.preview_id is not None and offers(channel, LivePreview):
-                # The chat shows this reply half-written: that message becomes the reply (ngb/previews.py)
-                platform_id = await channel.finish_preview(item.chat, item.preview_id, item.text, item.reply_to)
-            elif offers(channel, IdempotentSend) and channel.takes_idempotency_key:
-                # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
-                platform_id = await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
+                platform_id = await self._finish_preview(channel, item)
             else:
-                platform_id = await channel.send(item.chat, item.text, item.reply_to)
+                platform_id = await self._send_text(channel, item)
         except ChannelError as exc:
             await self._failed(item, str(exc), retryable=exc.retryable)
             return False
@@ -124,6 +120,25 @@ class OutboxSender:
         self.delivered += 1
         self._on_delivered(message)
         return True
+
+    async def _send_text(self, channel: Channel, item: OutboxItem) -> str | None:
+        if offers(channel, IdempotentSend) and channel.takes_idempotency_key:
+            # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
+            return await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
+        return await channel.send(item.chat, item.text, item.reply_to)
+
+    async def _finish_preview(self, channel: Any, item: OutboxItem) -> str | None:
+        """The chat shows this reply half-written (ngb/previews.py): that message becomes the reply.
+        Where it can no longer (the platform refuses the edit for good), the reply goes anew."""
+        assert item.preview_id is not None
+        try:
+            return await channel.finish_preview(item.chat, item.preview_id, item.text, item.reply_to)
+        except ChannelError as exc:
+            if exc.retryable:
+                raise
+            log.warning("outbox: the preview in %s cannot become reply %d (%s); it is sent as a new message",
+                        item.chat, item.id, exc)
+            return await self._send_text(channel, item)
 
     async def _send_file(self, channel: Channel, item: OutboxItem) -> str | None:
         """One file (an outbox row carries one), as a file where the channel sends files, else as

@@ -52,6 +52,13 @@ class Editable:
         return platform_id
 
 
+class Frozen(Editable):
+    """A platform that refuses the final edit for good (Telegram's "message can't be edited")."""
+
+    async def finish_preview(self, chat: str, platform_id: str, text: str, reply_to: str | None = None) -> str | None:
+        raise ChannelError("message can't be edited", retryable=False)
+
+
 class Plain:
     """A channel that cannot edit."""
 
@@ -174,3 +181,17 @@ async def test_the_runner_previews_only_the_text_block_being_written() -> None:
     await drafts.event(4, {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
     await drafts.event(4, delta("Next"))
     assert [(f.batch, f.text) for f in sent][2:] == [(4, "Next")]
+
+
+async def test_a_preview_that_cannot_become_the_reply_gets_it_as_a_new_message(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    await store.open()
+    try:
+        frozen = Frozen()
+        outbox = OutboxSender(store, {"tg": frozen}, assistant_name="Andy")  # type: ignore[dict-item]
+        await store.commit_reply("g", "tg:1", "the final answer", None, reply_to="42", preview_id="m7")
+        await outbox.flush()
+        assert frozen.sent == [("tg:1", "the final answer", "42")]  # not lost: sent anew
+        assert await store.outbox_depth() == 0
+    finally:
+        await store.close()

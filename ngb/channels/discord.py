@@ -30,7 +30,8 @@ message the bot sends carries a ``nonce`` with ``enforce_nonce`` when the caller
 idempotency key (the outbox row id), so Discord drops a resend of the same row. Reading what
 people write needs the privileged **Message Content** intent (docs/channels/discord.md). Files in
 and out (attachments from the CDN into the media store, ``send_file`` as a multipart upload):
-discord_media.py.
+discord_media.py. Live previews (a reply growing in one message by edits, then edited to the
+final text): discord_preview.py.
 
 Nothing the bot sends pings a crowd: every message carries ``allowed_mentions`` with an empty
 ``parse`` list, so ``@everyone``, ``@here``, role mentions ``<@&id>`` and user mentions ``<@id>``
@@ -60,6 +61,7 @@ from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, NewestStored, split_text, utf16_len
 from .discord_catchup import DiscordCatchUp
 from .discord_media import NONCE_MAX, PART_LIMIT, DiscordFiles, take_attachments
+from .discord_preview import DiscordPreviews
 from .discord_settings import (  # noqa: F401 - re-exported: tests import them from here
     API_BASE,
     GATEWAY_URL,
@@ -74,7 +76,7 @@ from .skeleton import PlatformChannel
 log = logging.getLogger(__name__)
 
 
-class DiscordChannel(DiscordCatchUp, DiscordFiles, PlatformChannel):
+class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     token_field = "token"

@@ -34,8 +34,9 @@ plain text with ``@_user_N`` placeholders replaced by names; the images, files, 
 a message (rich text's embedded images too) are downloaded into the media store, stickers, cards...
 become a short placeholder; files go out as image or file messages (``lark_media``). Replies use
 ``im.v1.message.reply`` to the triggering message (``reply_in_thread`` makes them a thread), other
-messages ``im.v1.message.create``; the outbox row id is the ``uuid`` idempotency key.
-Configuration: docs/channels/lark.md.
+messages ``im.v1.message.create``; the outbox row id is the ``uuid`` idempotency key. Live
+previews edit one message by ``im.v1.message.update`` (lark_preview.py). Configuration:
+docs/channels/lark.md.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from .base import ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru
 from .lark_events import PLACEHOLDERS, LarkEvents, post_text  # noqa: F401 - re-exported: tests import them from here
 from .lark_media import LarkMedia
+from .lark_preview import LarkPreviews
 from .lark_sdk import TOKEN_INVALID, ApiError, import_sdk, sdk
 from .lark_send import RATE_LIMITED, LarkSending
 from .lark_settings import DOMAINS, KEYS, PREFIX, LarkSettings, chat_id_of, lark_chat, parse_domain  # noqa: F401
@@ -68,7 +70,7 @@ SYSTEM_BUSY, FORBIDDEN, AUTH_FAILED = 1, 403, 514
 INTERNAL_ERROR, EXCEED_CONN_LIMIT = 1000040343, 1000040350
 
 
-class LarkChannel(LarkEvents, LarkMedia, LarkSending, PlatformChannel):
+class LarkChannel(LarkEvents, LarkMedia, LarkPreviews, LarkSending, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
@@ -94,6 +96,7 @@ class LarkChannel(LarkEvents, LarkMedia, LarkSending, PlatformChannel):
         self._seen = Lru(8192)  # message ids already stored (redeliveries are acked, not resubmitted)
         self._threads = Lru(8192)  # message id -> its thread id ("" when not in a thread)
         self._names = Lru(4096)  # open_id -> display name
+        self._preview_edits = Lru(1024)  # live preview message id -> edits made (lark_preview.py)
         self._names_warned = False
         self.sessions = 0
         self.duplicates = 0

@@ -36,6 +36,8 @@ docs/channels/slack.md for the one duplicate window. Configuration: docs/channel
 
 Files: a message's files are downloaded with the bot token into the media store before the message
 is stored (or become a note each); files out go up as files_upload_v2 does it (slack_media.py).
+Live previews (a reply growing in one message by chat.update, then updated to the final text):
+slack_preview.py.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from .common import CONNECTED, AuthError, Lru, NewestStored, markdown_to_slack_m
 from .skeleton import PlatformChannel
 from .slack_catchup import SlackCatchUp, error_code
 from .slack_media import SlackFiles
+from .slack_preview import PART_LIMIT, SlackPreviews
 from .slack_settings import (  # noqa: F401 - re-exported: tests import them from here
     BASE_URL,
     KEYS,
@@ -70,7 +73,6 @@ from .slack_settings import (  # noqa: F401 - re-exported: tests import them fro
 
 log = logging.getLogger(__name__)
 
-PART_LIMIT = 3900  # Slack recommends <= 4,000 characters per message (40,000 is the hard cut)
 AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                "not_allowed_token_type", "invalid_token"}
 SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "channel_join", "channel_leave",
@@ -78,7 +80,7 @@ SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "ch
                     "channel_name", "pinned_item", "unpinned_item", "ekm_access_denied", "channel_archive"}
 
 
-class SlackChannel(SlackCatchUp, SlackFiles, PlatformChannel):
+class SlackChannel(SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend

@@ -228,9 +228,10 @@ class SlackFiles:
         return host == (api.hostname or "").lower() and parts.scheme == api.scheme and parts.port == api.port
 
     # -- out -------------------------------------------------------------------------------------------
-    async def _sending(self, method: str, **kwargs: Any) -> Any:
-        """A Web API call that sends (a message, a file): a short rate limit is waited out; errors
-        -> ChannelError, retryable or not."""
+    async def _sending(self, method: str, *, gone: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        """A Web API call that sends (a message, a file) or changes a message: a short rate limit is
+        waited out; an error in ``gone`` (the message to change is gone, or cannot be changed)
+        answers None; other errors -> ChannelError, retryable or not."""
         from slack_sdk.errors import SlackApiError
 
         name = method.replace("_", ".")
@@ -245,6 +246,8 @@ class SlackFiles:
                         raise ChannelError(f"slack: rate limited, retry in {wait:.0f}s", retryable=True) from None
                     await trio.sleep(wait)
                     continue
+                if error in gone:
+                    return None
                 if error in FATAL_SEND_ERRORS:
                     hint = " (invite the bot to the channel: /invite @bot)" if error == "not_in_channel" else ""
                     raise ChannelError(f"slack: {name}: {error}{hint}", retryable=False) from None

@@ -33,6 +33,9 @@ in the chat's General topic instead, with a log line. Configuration: docs/channe
 Files: each file of a message (getFile, then its download) goes through ``self.media`` before the
 message is submitted; an album's parts are held (unconfirmed) and become one message; ``send_file``
 uploads by sendPhoto / sendVoice / sendDocument (ngb/channels/telegram_media.py).
+
+Live previews (a reply growing in one message, edited by editMessageText; the final text edited
+into it): ngb/channels/telegram_preview.py.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ from ..aio_bridge import BRIDGE, AsyncioBridge, BridgeClosed
 from ..media.intake import MediaIntake, with_notes
 from ..records import InboundMessage, OutgoingFile
 from .base import ChannelError, ChannelMemory, Submit
-from .chats import chat_name, is_int, platform_id_of
+from .chats import chat_name
 from .common import CONNECTED, AuthError, markdown_to_telegram_html, split_text, utf16_len
 from .skeleton import PlatformChannel
+from .telegram_ids import split_platform_id, to_chat_id, to_platform_id
 from .telegram_media import (
     DOWNLOAD_LIMIT,
     AlbumHold,
@@ -63,6 +67,7 @@ from .telegram_media import (
     upload,
     upload_method,
 )
+from .telegram_preview import PART_LIMIT, TelegramPreviews, seconds_of
 from .telegram_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     DEFAULT_WEBHOOK_PATH,
     KEYS,
@@ -74,8 +79,6 @@ from .telegram_webhook import ALLOWED_UPDATES, WebhookMode
 
 log = logging.getLogger(__name__)
 
-# Telegram's limit is 4096 characters after entity parsing, counted in UTF-16 code units.
-PART_LIMIT = 4000  # what we aim for: the Markdown source, which never renders longer
 MEDIA_PLACEHOLDERS = (
     ("photo", "[photo]"), ("video", "[video]"), ("voice", "[voice message]"), ("audio", "[audio]"),
     ("document", "[file]"), ("sticker", "[sticker]"), ("animation", "[GIF]"), ("video_note", "[video message]"),
@@ -86,7 +89,7 @@ MEDIA_PLACEHOLDERS = (
 telegram_chat = partial(chat_name, PREFIX)  # platform id -> chat
 
 
-class TelegramChannel(WebhookMode, PlatformChannel):
+class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     token_field = "token"
@@ -238,7 +241,7 @@ class TelegramChannel(WebhookMode, PlatformChannel):
             chat=telegram_chat(m.chat.id),
             sender=m.from_user.full_name or m.from_user.username or str(m.from_user.id),
             text=text,
-            platform_id=_platform_id(m.chat.id, m.message_id, topic),
+            platform_id=to_platform_id(m.chat.id, m.message_id, topic),
             time=m.date,
             sender_id=str(m.from_user.id),
             mentions_bot=mentions,
@@ -248,12 +251,12 @@ class TelegramChannel(WebhookMode, PlatformChannel):
 
     # -- outbound ------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
-        chat_id = _chat_id(chat)
+        chat_id = to_chat_id(chat)
         bot = self.bot
         if bot is None or self.me is None:
             raise ChannelError(f"telegram is {self.state}", retryable=True)
         thread_to = reply_to or self._last_trigger.get(chat)
-        reply_message_id, topic = _target(thread_to, chat_id) if thread_to else (None, None)
+        reply_message_id, topic = split_platform_id(thread_to, chat_id) if thread_to else (None, None)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT, measure=utf16_len)
@@ -261,7 +264,7 @@ class TelegramChannel(WebhookMode, PlatformChannel):
             sent = await self._send_part(bot, chat_id, parts[index], reply_message_id if index == 0 else None, topic)
             if topic is not None and sent.message_thread_id != topic:
                 topic = None  # the topic was gone: the other parts follow the first one to General
-            ids.append(_platform_id(chat_id, sent.message_id, topic))
+            ids.append(to_platform_id(chat_id, sent.message_id, topic))
             self._partial.record(key, ids[-1])
         self._partial.finish(key)
         return ids[0] if ids else None
@@ -269,19 +272,19 @@ class TelegramChannel(WebhookMode, PlatformChannel):
     async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
         """A file as a photo (an image up to 10 MB), a voice note (OGG/Opus) or a document, threaded
         like ``send``; a caption over Telegram's 1024 characters follows as a text message."""
-        chat_id = _chat_id(chat)
+        chat_id = to_chat_id(chat)
         bot = self.bot
         if bot is None or self.me is None:
             raise ChannelError(f"telegram is {self.state}", retryable=True)
         thread_to = reply_to or self._last_trigger.get(chat)
-        reply_message_id, topic = _target(thread_to, chat_id) if thread_to else (None, None)
+        reply_message_id, topic = split_platform_id(thread_to, chat_id) if thread_to else (None, None)
         caption = file.caption.strip()
         inline = caption if caption_fits(caption) else ""
         key = self._partial.key(chat, f"\0file {file.path}\0{caption}", reply_to)
         ids = list(self._partial.done(key))  # the file went, its long caption did not: resume there
         if not ids:
             sent = await self._send_part(bot, chat_id, inline, reply_message_id, topic, file=file)
-            ids.append(_platform_id(chat_id, sent.message_id, topic if sent.message_thread_id == topic else None))
+            ids.append(to_platform_id(chat_id, sent.message_id, topic if sent.message_thread_id == topic else None))
             self._partial.record(key, ids[0])
         if caption and not inline:
             await self.send(chat, caption, reply_to)
@@ -289,8 +292,9 @@ class TelegramChannel(WebhookMode, PlatformChannel):
         return ids[0]
 
     async def _send_part(self, bot: Any, chat_id: int, part: str, reply_message_id: int | None,
-                         topic: int | None = None, file: OutgoingFile | None = None) -> Any:
-        """One text part (sendMessage), or a file with ``part`` as its caption; errors -> ChannelError."""
+                         topic: int | None = None, file: OutgoingFile | None = None, *, plain: bool = False) -> Any:
+        """One text part (sendMessage; ``plain``: no HTML), or a file with ``part`` as its caption;
+        errors -> ChannelError."""
         from telegram import ReplyParameters
         from telegram.error import (
             BadRequest,
@@ -302,7 +306,7 @@ class TelegramChannel(WebhookMode, PlatformChannel):
         )
 
         reply = ReplyParameters(message_id=reply_message_id, allow_sending_without_reply=True) if reply_message_id else None
-        html = self.settings.parse_mode == "html"
+        html = self.settings.parse_mode == "html" and not plain
         method, field = upload_method(file) if file is not None else ("send_message", "text")
         for attempt in range(3):
             try:
@@ -317,7 +321,7 @@ class TelegramChannel(WebhookMode, PlatformChannel):
                 return await self.bridge.call(bot.send_message, chat_id, part, reply_parameters=reply,
                                               message_thread_id=topic)
             except RetryAfter as exc:
-                wait = _seconds(exc.retry_after)
+                wait = seconds_of(exc.retry_after)
                 if wait > 10 or attempt == 2:
                     raise ChannelError(f"telegram: flood control, retry in {wait:.0f}s", retryable=True) from None
                 await trio.sleep(wait)
@@ -356,9 +360,9 @@ class TelegramChannel(WebhookMode, PlatformChannel):
         if self.bot is None:
             return
         try:
-            chat_id = _chat_id(chat)
+            chat_id = to_chat_id(chat)
             trigger = self._last_trigger.get(chat)
-            topic = _target(trigger, chat_id)[1] if trigger else None
+            topic = split_platform_id(trigger, chat_id)[1] if trigger else None
             await self.bridge.call(self.bot.send_chat_action, chat_id, "typing", message_thread_id=topic)
         except Exception:  # noqa: BLE001 - cosmetic
             log.debug("telegram: typing indicator failed", exc_info=True)
@@ -373,28 +377,6 @@ def _is_auth_error(exc: BaseException) -> bool:
     return isinstance(exc, InvalidToken | AuthError)
 
 
-def _chat_id(chat: str) -> int:
-    return int(platform_id_of(chat, PREFIX, is_int, "Telegram chat: {chat} (expected telegram:<numeric id>)"))
-
-
-def _platform_id(chat_id: int, message_id: int, topic: int | None) -> str:
-    """``<chat id>:<message id>``, or ``<chat id>/<topic id>:<message id>`` in a forum topic."""
-    return f"{chat_id}:{message_id}" if topic is None else f"{chat_id}/{topic}:{message_id}"
-
-
-def _target(platform_id: str, chat_id: int) -> tuple[int | None, int | None]:
-    """A platform id of this chat -> (message id, forum topic id); None for what is not there."""
-    head, _, mid = platform_id.rpartition(":")
-    chat_part, _, topic = head.partition("/")
-    if chat_part and chat_part != str(chat_id):
-        return None, None
-    return (int(mid) if mid.isdigit() else None), (int(topic) if topic.isdigit() else None)
-
-
 def _topic_gone(exc: Exception) -> bool:
     text = str(exc).lower()
     return "thread not found" in text or "topic_deleted" in text
-
-
-def _seconds(value: Any) -> float:
-    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)

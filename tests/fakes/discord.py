@@ -16,7 +16,10 @@ REST: GET /users/@me, GET /oauth2/applications/@me, GET /gateway/bot, GET /chann
 text channel, or a DM with alice), POST /channels/{id}/messages (2,000-character limit,
 ``nonce`` + ``enforce_nonce``: a repeated nonce returns the first message and creates none),
 GET /channels/{id}/messages (after/before/limit 1-100, newest first; as on Discord, without the
-gateway-only ``guild_id`` and ``member``; each query kept in ``history_queries``), POST
+gateway-only ``guild_id`` and ``member``; each query kept in ``history_queries``), PATCH
+/channels/{id}/messages/{id} (an edit of the bot's own message: 404 Unknown Message, code 10008, for
+one that is not there, e.g. after ``delete_message``; MESSAGE_UPDATE dispatched; each edit in
+``edits``, every content a message showed in ``versions(channel, message id)``), POST
 /channels/{id}/typing.
 Files (tests/fakes/discord_files.py): multipart message creates (``payload_json`` + ``files[n]``;
 over ``upload_limit`` 413), every message's attachments served as Discord's CDN serves them.
@@ -97,6 +100,7 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
         self.sent: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, Any]] = []
         self.history_queries: list[tuple[int, dict[str, str]]] = []  # GET /channels/{id}/messages
+        self.edits: list[dict[str, Any]] = []  # every successful edit: channel_id, message_id, content, body
         self.nonces: dict[str, dict[str, Any]] = {}
         self.identifies = 0
         self.resumes = 0
@@ -318,6 +322,9 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
         m = re.fullmatch(r"/channels/(\d+)", path)
         if m and request.method == "GET":
             return 200, self._channel(int(m.group(1)))
+        m = re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)
+        if m and request.method == "PATCH":
+            return self._edit_message(int(m.group(1)), m.group(2), body or {})
         m = re.fullmatch(r"/channels/(\d+)/(messages|typing)", path)
         if m:
             channel_id = int(m.group(1))
@@ -359,6 +366,35 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
                           "pinged": pinged(content, body.get("allowed_mentions"), reply)})
         self.dispatch("MESSAGE_CREATE", message)  # the bot sees its own messages, as on Discord
         return 200, message
+
+    def _edit_message(self, channel_id: int, message_id: str, body: dict[str, Any]) -> tuple[int, Any]:
+        message = next((m for m in self.messages.get(channel_id, []) if m["id"] == message_id), None)
+        if message is None:
+            return 404, {"message": "Unknown Message", "code": 10008}
+        if message["author"]["id"] != self.bot["id"]:
+            return 403, {"message": "Cannot edit a message authored by another user", "code": 50005}
+        if "content" in body:
+            content = str(body.get("content") or "")
+            if len(content) > TEXT_LIMIT:
+                return 400, {"message": "Invalid Form Body", "code": 50035, "errors": {"content": {"_errors": [
+                    {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}}}
+            if not content.strip() and not message["attachments"]:
+                return 400, {"message": "Cannot send an empty message", "code": 50006}
+            message["content"] = content
+        message["edited_timestamp"] = datetime.now(UTC).isoformat()
+        self.edits.append({"channel_id": channel_id, "message_id": int(message_id), "content": message["content"],
+                           "body": body})
+        self.dispatch("MESSAGE_UPDATE", message)
+        return 200, message
+
+    def delete_message(self, channel_id: int, message_id: int) -> None:
+        """A person deletes a message."""
+        self.messages[channel_id] = [m for m in self.messages.get(channel_id, []) if m["id"] != str(message_id)]
+
+    def versions(self, channel_id: int, message_id: int) -> list[str]:
+        """Every content the bot's message showed, as created and after each edit, in order."""
+        first = [s["content"] for s in self.sent if (s["channel_id"], s["message"]["id"]) == (channel_id, str(message_id))]
+        return first + [e["content"] for e in self.edits if (e["channel_id"], e["message_id"]) == (channel_id, message_id)]
 
     def _list_messages(self, channel_id: int, query: dict[str, str]) -> tuple[int, Any]:
         self.history_queries.append((channel_id, dict(query)))

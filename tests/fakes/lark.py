@@ -7,8 +7,11 @@ HTTP (JSON; errors as Lark sends them: ``{"code": N, "msg": ...}``, HTTP 400 for
 ``GET /open-apis/bot/v3/info``, ``POST /callback/ws/endpoint`` (``{"AppID", "AppSecret"}`` ->
 ``data.URL`` + ``data.ClientConfig``), ``POST /open-apis/im/v1/messages?receive_id_type=chat_id``,
 ``POST /open-apis/im/v1/messages/{id}/reply`` (both record their calls in ``sent`` and honour the
-``uuid`` idempotency key), ``GET /open-apis/contact/v3/users/{open_id}``, and the files calls
-(message resources, image and file uploads: tests/fakes/lark_files.py). Calls other than the
+``uuid`` idempotency key), ``PUT /open-apis/im/v1/messages/{id}`` (an edit of a text or post
+message: 230011 "withdrawn" after ``recall(id)``, 230001 for an id Lark never gave; each edit in
+``edits``, every text a message showed in ``versions(id)``), ``GET
+/open-apis/contact/v3/users/{open_id}``, and the files calls (message resources, image and file
+uploads: tests/fakes/lark_files.py). Calls other than the
 token's need ``Authorization: Bearer <a token this fake issued>``.
 
 Websocket (``/ws/v2?device_id=..&service_id=..``): binary protobuf ``Frame``s (lark_oapi's
@@ -67,6 +70,8 @@ class FakeLark(LarkFiles, HttpWsServer):
         self.users: dict[str, str] = {"ou_alice": "Alice", "ou_bob": "Bob"}
         self.messages: dict[str, dict[str, Any]] = {}  # message id -> {"chat_id", "thread_id"}
         self.sent: list[dict[str, Any]] = []
+        self.edits: list[dict[str, Any]] = []  # every successful message update: message_id, msg_type, content, text
+        self.withdrawn: set[str] = set()  # message ids a person recalled
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.pending: list[dict[str, Any]] = []  # events not yet acked, in order
         self.acks: list[tuple[str, int]] = []  # (frame message id, code)
@@ -102,7 +107,7 @@ class FakeLark(LarkFiles, HttpWsServer):
         self._changed = trio.Event()
 
     def fail_next(self, kind: str, code: int, times: int = 1) -> None:
-        """Make the next ``kind`` ("create", "reply", "token", "endpoint", "resource") call fail with
+        """Make the next ``kind`` ("create", "reply", "update", "token", "endpoint", "resource") call fail with
         ``code`` (a 5xx one with HTTP 500)."""
         self._failures.setdefault(kind, []).extend([code] * times)
 
@@ -300,7 +305,43 @@ class FakeLark(LarkFiles, HttpWsServer):
             if target not in self.messages:
                 return 400, {"code": 230011, "msg": "The message was withdrawn."}
             return self._post_message("reply", self.messages[target]["chat_id"], body, target)
+        if path.startswith("/open-apis/im/v1/messages/") and path.count("/") == 5 and request.method == "PUT":
+            return self._update_message(path.rsplit("/", 1)[1], body)
         return 404, {"code": 404, "msg": "not found"}
+
+    def recall(self, message_id: str) -> None:
+        """A person withdraws (recalls) a message."""
+        self.messages.pop(message_id, None)
+        self.withdrawn.add(message_id)
+
+    def versions(self, message_id: str) -> list[str]:
+        """Every text the bot's message showed, as sent and after each edit, in order."""
+        first = [s["text"] for s in self.sent if s["message_id"] == message_id]
+        return first + [e["text"] for e in self.edits if e["message_id"] == message_id]
+
+    def _update_message(self, message_id: str, body: dict[str, Any]) -> tuple[int, Any]:
+        failures = self._failures.get("update")
+        if failures:
+            code = failures.pop(0)
+            return (500 if 500 <= code < 600 else 400), {"code": code, "msg": f"fake failure {code}"}
+        if message_id in self.withdrawn:
+            return 400, {"code": 230011, "msg": "The message was withdrawn."}
+        message = self.messages.get(message_id)
+        if message is None:
+            return 400, {"code": 230001, "msg": "Your request contains an invalid request parameter, ext=invalid message_id."}
+        msg_type, content = str(body.get("msg_type")), json.loads(body.get("content") or "{}")
+        if msg_type not in ("text", "post"):
+            return 400, {"code": 230001, "msg": "Your request contains an invalid request parameter, ext=invalid msg_type."}
+        text = _text_of(msg_type, content)
+        message.update(msg_type=msg_type, text=text)
+        self.edits.append({"message_id": message_id, "msg_type": msg_type, "content": content, "text": text})
+        self._notify()
+        now = str(int(time.time() * 1000))
+        return 200, {"code": 0, "msg": "success",
+                     "data": {"message_id": message_id, "msg_type": msg_type, "chat_id": message["chat_id"],
+                              "update_time": now, "updated": True, "deleted": False,
+                              "sender": {"id": self.app_id, "id_type": "app_id", "sender_type": "app"},
+                              "body": {"content": body.get("content")}}}
 
     def _post_message(self, kind: str, chat_id: str, body: dict[str, Any], reply_to: str | None) -> tuple[int, Any]:
         failures = self._failures.get(kind)
@@ -318,17 +359,13 @@ class FakeLark(LarkFiles, HttpWsServer):
         refused = self.content_error(str(msg_type), content)
         if refused is not None:
             return refused
-        if msg_type == "post":
-            doc = content.get("zh_cn") or content.get("en_us") or {}
-            text = "\n".join("".join(el.get("text", "") for el in para) for para in doc.get("content", []))
-        else:
-            text = content.get("text", "")
+        text = _text_of(str(msg_type), content)
         message_id = f"om_bot{next(self._ids):08d}"
         in_thread = bool(body.get("reply_in_thread"))
         thread_id = ""
         if reply_to:
             thread_id = self.messages[reply_to].get("thread_id") or (f"omt_{reply_to[3:]}" if in_thread else "")
-        self.messages[message_id] = {"chat_id": chat_id, "thread_id": thread_id}
+        self.messages[message_id] = {"chat_id": chat_id, "thread_id": thread_id, "msg_type": msg_type, "text": text}
         if key:
             self._uuids[key] = message_id
         self.sent.append({"kind": kind, "chat_id": chat_id, "msg_type": msg_type, "content": content, "text": text,
@@ -341,3 +378,11 @@ class FakeLark(LarkFiles, HttpWsServer):
                               "create_time": str(int(time.time() * 1000)),
                               "sender": {"id": self.app_id, "id_type": "app_id", "sender_type": "app"},
                               "body": {"content": body.get("content")}}}
+
+
+def _text_of(msg_type: str, content: dict[str, Any]) -> str:
+    """What a text or rich-text (post) message reads."""
+    if msg_type == "post":
+        doc = content.get("zh_cn") or content.get("en_us") or {}
+        return "\n".join("".join(el.get("text", "") for el in para) for para in doc.get("content", []))
+    return str(content.get("text", ""))

@@ -5,6 +5,9 @@ talk to it unchanged (``AsyncWebClient(token, base_url=fake.base_url)``).
 Web API (POST/GET, form or JSON, ``Authorization: Bearer``; errors are HTTP 200 with
 ``{"ok": false, "error": ...}`` like Slack): auth.test, apps.connections.open (app token) ->
 ``ws://.../link/?ticket=...``, chat.postMessage (40,000-character hard limit, thread_ts),
+chat.update (the bot's own messages: ``message_not_found`` for one that is not there, e.g. after
+``delete_message``, ``cant_update_message`` for another's; each update in ``edits``, every text a
+message showed in ``versions(channel, ts)``),
 conversations.history (oldest/latest/inclusive/limit/cursor, newest first, thread replies excluded;
 a thread's parent carries reply_count/reply_users/latest_reply), conversations.replies (the parent
 first on every page, then the replies in oldest/latest, oldest first, limit/cursor), users.info;
@@ -63,6 +66,7 @@ class FakeSlack(FakeSlackFiles, HttpWsServer):
         self.bot_name = bot_name
         self.team = "T0001"
         self.sent: list[dict[str, Any]] = []
+        self.edits: list[dict[str, Any]] = []  # every successful chat.update: channel, ts, text, params
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.history: dict[str, list[dict[str, Any]]] = {}  # channel -> messages (oldest first)
         self.users: dict[str, dict[str, Any]] = {}
@@ -284,6 +288,32 @@ class FakeSlack(FakeSlackFiles, HttpWsServer):
         self.sent.append({"params": params, "channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts})
         self._notify()
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    async def _m_chat_update(self, params: dict[str, Any]) -> tuple[int, Any]:
+        channel, ts = str(params.get("channel", "")), str(params.get("ts", ""))
+        text = str(params.get("text") or "")
+        message = next((m for m in self.history.get(channel, []) if m["ts"] == ts), None)
+        if message is None:
+            return 200, {"ok": False, "error": "message_not_found"}
+        if message.get("user") != self.bot_user:
+            return 200, {"ok": False, "error": "cant_update_message"}
+        if not text.strip() and not params.get("blocks"):
+            return 200, {"ok": False, "error": "no_text"}
+        if len(text) > HARD_LIMIT:
+            return 200, {"ok": False, "error": "msg_too_long"}
+        message.update(text=text, edited={"user": self.bot_user, "ts": self.next_ts()})
+        self.edits.append({"channel": channel, "ts": ts, "text": text, "params": params})
+        self._notify()
+        return 200, {"ok": True, "channel": channel, "ts": ts, "text": text, "message": message}
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """A person deletes a message (it leaves the channel's history)."""
+        self.history[channel] = [m for m in self.history.get(channel, []) if m["ts"] != ts]
+
+    def versions(self, channel: str, ts: str) -> list[str]:
+        """Every text the bot's message showed, as posted and after each update, in order."""
+        first = [s["text"] for s in self.sent if (s["channel"], s["ts"]) == (channel, ts)]
+        return first + [e["text"] for e in self.edits if (e["channel"], e["ts"]) == (channel, ts)]
 
     def _page(self, params: dict[str, Any], items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
         """One page of items (already in the method's order) after params' cursor: (page, the

@@ -8,7 +8,10 @@ ones meanwhile (accepted, then closed at once), like a network outage.
 Methods: getMe, getFile, getUpdates (long poll: offset confirms, limit, timeout, allowed_updates; 409
 Conflict while a webhook is set, like Telegram), sendMessage (parse_mode HTML checked like Telegram
 does: unknown/unbalanced tags are "can't parse entities"; 4096-character limit after entity
-parsing; reply_parameters; message_thread_id), sendChatAction, setWebhook / deleteWebhook /
+parsing; reply_parameters; message_thread_id), editMessageText (of the bot's own messages, checked
+like sendMessage; 400 "message to edit not found" for a deleted or unknown message, "message is not
+modified" for the same text and formatting; each edit in ``edits``, every text a message showed in
+``versions(chat_id, message_id)``), sendChatAction, setWebhook / deleteWebhook /
 getWebhookInfo (recorded in ``webhook_calls``, secret_token included), setMyCommands; anything else
 is answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
 Requests may be form-encoded (what PTB sends), JSON, or multipart/form-data (file uploads).
@@ -138,6 +141,8 @@ class FakeTelegram(FilesMixin):
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count] = {}
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, message id) -> message, not deleted
+        self.edits: list[dict[str, Any]] = []  # every successful editMessageText: chat_id, message_id, text, params
+        self._shown: dict[tuple[int, int], tuple[str, str | None]] = {}  # bot message -> (text, HTML source)
         self.topics: dict[int, dict[int, str]] = {}  # forum chat -> topic id -> name
         self._changed = trio.Event()
         self._failures: dict[str, list[tuple[int, str]]] = {}
@@ -510,8 +515,43 @@ class FakeTelegram(FilesMixin):
         self.sent.append({"params": params, "message": message, "text": plain,
                           "reply_to": message.get("reply_to_message", {}).get("message_id"),
                           "topic": message.get("message_thread_id")})
+        self._shown[(chat_id, message["message_id"])] = _shown(plain, text, params)
         self._notify()
         return 200, {"ok": True, "result": message}
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """As Telegram: only the bot's own messages; the same text and formatting is "not modified"."""
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        text = str(params.get("text", ""))
+        plain = text
+        if params.get("parse_mode") == "HTML":
+            plain, error = parse_html(text)
+            if error:
+                return _bad(f"can't parse entities: {error}")
+        message = self.messages.get((chat_id, message_id))
+        if message is None:
+            return _bad("message to edit not found")
+        if message.get("from", {}).get("id") != self.bot["id"]:
+            return _bad("message can't be edited")
+        if not plain.strip():
+            return _bad("message text is empty")
+        if utf16_len(plain) > TEXT_LIMIT:
+            return _bad("MESSAGE_TOO_LONG")
+        shown = _shown(plain, text, params)
+        if self._shown.get((chat_id, message_id)) == shown:
+            return _bad("message is not modified: specified new message content and reply markup are exactly the "
+                        "same as a current content and reply markup of the message")
+        self._shown[(chat_id, message_id)] = shown
+        message.update(text=plain, edit_date=int(time.time()))
+        self.edits.append({"chat_id": chat_id, "message_id": message_id, "text": plain, "params": params})
+        self._notify()
+        return 200, {"ok": True, "result": message}
+
+    def versions(self, chat_id: int, message_id: int) -> list[str]:
+        """Every text the bot's message showed, the first (sendMessage) and each edit's, in order."""
+        first = [s["text"] for s in self.sent if s["message"]["chat"]["id"] == chat_id
+                 and s["message"]["message_id"] == message_id]
+        return first + [e["text"] for e in self.edits if (e["chat_id"], e["message_id"]) == (chat_id, message_id)]
 
     def _bot_message(self, chat_id: int, **content: Any) -> dict[str, Any]:
         return {"message_id": self._next_message_id(chat_id),
@@ -583,6 +623,16 @@ class FakeTelegram(FilesMixin):
             if self.webhook_error is not None:
                 info["last_error_date"], info["last_error_message"] = self.webhook_error
         return 200, {"ok": True, "result": info}
+
+
+def _bad(description: str) -> tuple[int, dict[str, Any]]:
+    return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {description}"}
+
+
+def _shown(plain: str, text: str, params: dict[str, Any]) -> tuple[str, str | None]:
+    """What Telegram compares for "not modified": the text, and its formatting (the HTML source when
+    it has any tag)."""
+    return plain, text if params.get("parse_mode") == "HTML" and "<" in text else None
 
 
 def main() -> None:
