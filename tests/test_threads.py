@@ -89,3 +89,18 @@ async def test_a_shared_group_turned_per_thread_does_not_answer_old_messages_aga
     assert len(r.launcher.starts) == 2
     assert len(prompts_with(r, "old one")) == 1  # the new thread cursor starts at the group's
     assert r.launcher.starts[1]["session_id"] is None  # t1's own session, not the chat's
+
+
+def test_groups_set_changes_threads_and_previews_offline(tmp_path: Any) -> None:
+    from tests.test_cli import ngb
+
+    assert ngb(tmp_path, "groups", "add", "local:team", "--folder", "team", "--threads", "per_thread").returncode == 0
+    assert "threads=per_thread" in ngb(tmp_path, "groups", "list").stdout
+    r = ngb(tmp_path, "groups", "set", "local:team", "--threads", "default", "--previews", "off")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "local:team: threads default, previews off (from the group's next container)"
+    listed = ngb(tmp_path, "groups", "list").stdout
+    assert "threads=" not in listed and "previews=off" in listed
+    r = ngb(tmp_path, "groups", "set", "local:nobody", "--previews", "on")
+    assert r.returncode == 1 and "no group for chat local:nobody" in r.stderr
+    assert ngb(tmp_path, "groups", "set", "local:team").returncode == 2

@@ -28,6 +28,10 @@ class ChannelMemory(Protocol):
         """Whether this platform message is one the bot sent (stored when the outbox delivered it)."""
         ...
 
+    async def chat_registered(self, chat: str) -> bool:
+        """Whether a group is registered for this chat."""
+        ...
+
 
 class ChannelError(Exception):
     """A send failed; `retryable` says whether the outbox should try again later."""

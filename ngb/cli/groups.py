@@ -57,6 +57,12 @@ def add_group_commands(sub: Any) -> None:
                            ("--remove-deny", "remove host patterns from the deny list")):
         gw.add_argument(flag, nargs="+", action="extend", default=[], metavar="PATTERN", help=helptext)
     gw.add_argument("--json", action="store_true")
+    gset = gsub.add_parser("set", help="change a group's conversation settings (docs/conversations.md)")
+    gset.add_argument("chat")
+    gset.add_argument("--threads", choices=("shared", "per_thread", "default"),
+                      help="one agent session per chat or per thread; default: the daemon's `threads`")
+    gset.add_argument("--previews", choices=("on", "off", "default"),
+                      help="live previews in this chat; default: the daemon's `previews`")
     groups.set_defaults(fn=cmd_groups)
 
 
@@ -78,7 +84,9 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
             print("no groups registered")
         for g in groups:
             flags = [f for f, on in (("main", g["is_main"]), ("no-trigger", not g["requires_trigger"]),
-                                     (f"web={g.get('web')}", g.get("web") is not None)) if on]
+                                     (f"web={g.get('web')}", g.get("web") is not None),
+                                     (f"threads={g.get('threads')}", g.get("threads") is not None),
+                                     (f"previews={'on' if g.get('previews') else 'off'}", g.get("previews") is not None)) if on]
             print(f"{g['chat']:<30} folder={g['folder']:<20} {' '.join(flags)}")
         return 0
     if args.groups_cmd == "add":
@@ -129,7 +137,9 @@ def cmd_groups(config: Config, args: argparse.Namespace) -> int:
         return _groups_allow(config, client, args)
     if args.groups_cmd == "web":
         return _groups_web(config, client, args)
-    return fail("usage: ngb groups list|add|remove|senders|allow|disallow|web")
+    if args.groups_cmd == "set":
+        return _groups_set(config, client, args)
+    return fail("usage: ngb groups list|add|remove|senders|allow|disallow|web|set")
 
 
 def _groups_senders(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
@@ -281,3 +291,36 @@ def _groups_web(config: Config, client: httpx.Client | None, args: argparse.Name
 
 async def _async(value: Any) -> Any:
     return value
+
+
+def _groups_set(config: Config, client: httpx.Client | None, args: argparse.Namespace) -> int:
+    """Change a group's threads and previews settings (only those the options name)."""
+    import attrs
+
+    changes: dict[str, Any] = {}
+    if args.threads is not None:
+        changes["threads"] = None if args.threads == "default" else args.threads
+    if args.previews is not None:
+        changes["previews"] = None if args.previews == "default" else args.previews == "on"
+    if not changes:
+        return fail("nothing to change: give --threads and/or --previews")
+    if client:
+        r = client.patch(f"/api/groups/{args.chat}", json=changes)
+        if r.status_code >= 400:
+            return fail(r.json().get("error", r.text), 1 if r.status_code == 404 else 2)
+    else:
+        async def edit(registry: Any) -> bool:
+            found: Group | None = registry.get(args.chat)
+            if found is None:
+                return False
+            fields = dict(changes)
+            if fields.get("threads") is not None:
+                fields["threads"] = ThreadMode(fields["threads"])
+            await registry.store.update_group(attrs.evolve(found, **fields))
+            return True
+
+        if not with_store(config, edit):
+            return fail(f"no group for chat {args.chat}", 1)
+    said = [f"threads {args.threads}" if args.threads else "", f"previews {args.previews}" if args.previews else ""]
+    print(f"{args.chat}: {', '.join(x for x in said if x)} (from the group's next container)")
+    return 0

@@ -101,6 +101,11 @@ class GroupsMixin(StoreCore):
         return await self.run(q)
 
     # -- sessions --------------------------------------------------------------------------
+    async def chat_registered(self, chat: str) -> bool:
+        """Whether a group is registered for this chat (a channel asks: a Discord thread of a
+        registered channel joins that channel's group unless it is registered itself)."""
+        return await self.run(lambda c: c.execute("SELECT 1 FROM groups WHERE chat = ?", (chat,)).fetchone() is not None)
+
     async def session_id(self, folder: str) -> str | None:
         def q(c: sqlite3.Connection) -> str | None:
             row = c.execute("SELECT session_id FROM sessions WHERE folder = ?", (folder,)).fetchone()
