@@ -160,3 +160,42 @@ async def test_kill_9_during_a_preview_then_restart_answers_once_in_full(tmp_pat
                 for c in client.containers.list(all=True, filters={"label": f"ngb.instance={instance}"}):
                     c.remove(force=True)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_telegram_reply_grows_by_throttled_edits_of_one_message(tmp_path: Path, agent_image: str) -> None:
+    from ngb.daemon import Daemon
+    from ngb.records import Group
+    from tests.fakes.telegram import FakeTelegram
+
+    token, group = "123456:TEST-token", -100778
+    async with trio.open_nursery() as nursery:
+        fake = await FakeAnthropic.start(nursery)
+        tg = await FakeTelegram.start(nursery, token=token)
+        config = make_config(tmp_path, NGB_MODEL_UPSTREAM=fake.url, ANTHROPIC_API_KEY=REAL_KEY, NGB_IDLE_TIMEOUT="3",
+                             NGB_INSTANCE=f"pvt{os.getpid()}", NGB_PREVIEW_INTERVAL="1.0", NGB_TELEGRAM_TOKEN=token,
+                             NGB_CHANNELS=json.dumps({"telegram": {"base_url": tg.base_url, "poll_timeout": 2}}))
+        daemon = Daemon(config)
+        await nursery.start(daemon.run)
+        await daemon.registry.add(Group(chat=f"telegram:{group}", folder="tgprev"))
+        fake.script(slow_reply(STORY, delay=0.1, chunk=6, match="tell me"))  # ~6 s of writing
+        trigger = tg.user_message(group, "@andy_bot tell me a story")
+        seen: list[tuple[float, int]] = []  # (when, number of edits so far)
+        with trio.fail_after(120):
+            while daemon.outbox.delivered < 1:
+                if not seen or seen[-1][1] != len(tg.edits):
+                    seen.append((trio.current_time(), len(tg.edits)))
+                await trio.sleep(0.02)
+        ours = [s for s in tg.sent if s["message"]["chat"]["id"] == group]
+        assert len(ours) == 1, ours  # one message: posted once, then edited, never a second answer
+        message_id = ours[0]["message"]["message_id"]
+        assert ours[0]["reply_to"] == trigger["message_id"]
+        versions = tg.versions(group, message_id)
+        assert len(versions) >= 4, versions  # it grew
+        assert all(STORY.startswith(v.rstrip("…").strip()) for v in versions[:-1])
+        stored = [m for m in await daemon.store.messages_after(f"telegram:{group}", 0, 50) if m.from_bot]
+        assert [m.text for m in stored] == [STORY] and versions[-1] == STORY  # the final edit is the stored reply
+        assert stored[0].platform_id is not None and stored[0].platform_id.endswith(f":{message_id}")
+        preview_edits = [t for t, n in seen if n > 0][:-1]  # the growing edits (the last one: the final)
+        gaps = [b - a for a, b in zip(preview_edits, preview_edits[1:], strict=False)]
+        assert gaps and min(gaps) > 0.9, gaps  # at most one edit a second (preview_interval)
+        nursery.cancel_scope.cancel()
