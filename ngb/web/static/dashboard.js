@@ -197,6 +197,8 @@
       $("set-web").options[0].textContent = `(daemon default: ${g.is_main ? "main group" : "groups"})`;
       $("set-web-allow").value = (g.web_allow || []).join("\n");
       $("set-web-deny").value = (g.web_deny || []).join("\n");
+      $("set-threads").value = g.threads || "";
+      $("set-previews").value = g.previews == null ? "" : g.previews ? "on" : "off";
       await loadSenders();
       $("settings-msg").textContent = ""; $("session-msg").textContent = "";
       state.search = null; $("search-q").value = ""; $("search-info").textContent = "";
@@ -305,7 +307,9 @@
       const g = await send("PATCH", `/api/groups/${encodeURIComponent(state.group.chat)}`, {
         trigger: $("set-trigger").value.trim() || null, requires_trigger: $("set-requires").checked,
         allowed_senders: lines("set-senders"), unlisted_context: $("set-unlisted").checked,
-        web: $("set-web").value || null, web_allow: lines("set-web-allow"), web_deny: lines("set-web-deny") });
+        web: $("set-web").value || null, web_allow: lines("set-web-allow"), web_deny: lines("set-web-deny"),
+        threads: $("set-threads").value || null,
+        previews: $("set-previews").value === "" ? null : $("set-previews").value === "on" });
       state.group = g;
       $("set-web-allow").value = g.web_allow.join("\n");
       $("set-web-deny").value = g.web_deny.join("\n");
