@@ -22,7 +22,8 @@ import trio
 
 from ngb.daemon import Daemon
 from ngb.records import Group, InboundMessage
-from ngb.sandbox.tools import ToolContext, ToolService, serve_requests
+from ngb.sandbox.tool_socket import serve_requests
+from ngb.sandbox.tools import ToolContext, ToolService
 from ngb.store import Store
 from tests.conftest import make_config
 from tests.fakes.agent import FakeLauncher
