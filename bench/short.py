@@ -13,7 +13,8 @@ busy machine). `--check` is accepted (scripts/test.sh passes it) and changes not
 - media: a 10 MB document posted -> stored + placed in a group folder, and the daemon's RSS growth
   while 50 MB of uploads stream through (bench_media);
 - web: 64 MB through the egress door's CONNECT tunnel, CONNECT setup and refusal p99 (bench_web_door);
-- browser: Chromium's share of the agent image, first browser_open cold (bench_browser).
+- browser: Chromium's share of the agent image, first browser_open cold (bench_browser);
+- previews: the first words of a slowly written answer shown, and the edit rate (bench_previews).
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def main(check: bool = True) -> int:
     from bench.bench_fts import GOAL_P99_MS
     from bench.bench_ingest import GOAL_PER_S
     from bench.bench_media import measure as media
+    from bench.bench_previews import measure as previews
     from bench.bench_web_door import measure as web_door
 
     print(f"NanoGridBot short benchmark ({os.cpu_count()} cores; fails past goal + {MARGIN:.0%})\n", flush=True)
@@ -208,6 +210,7 @@ def main(check: bool = True) -> int:
         ("media: a 10 MB document stored and placed; RSS over 50 MB of uploads", lambda: media(report)),
         ("web: the egress door's tunnel, connection setup and refusal", lambda: trio.run(web_door, report)),
         ("browser: image growth and cold start", lambda: browser(report)),
+        ("previews: first words of a slow answer, edit rate", lambda: trio.run(previews, report)),
     ]
     for name, step in steps:
         with report.measuring(name):

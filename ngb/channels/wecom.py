@@ -16,6 +16,7 @@ acknowledged with ``{"headers": {"req_id": <same>}, "errcode": 0, "errmsg": "ok"
 - Replies: the first part answers the triggering callback (``aibot_respond_msg`` with its
   ``req_id``, a finished ``stream``: WeCom shows it as the answer to that message) while that
   req_id is fresh; other parts and later messages are pushed with ``aibot_send_msg`` (markdown).
+  Live previews: that stream grows while the agent writes (wecom_preview.py).
 - Files out (``send_file``): uploaded over the connection, then an ``aibot_send_msg`` image or file.
 
 Chats are ``wecom:<chatid>``: a group's chatid, or the user's userid for a single chat (the id
@@ -45,6 +46,7 @@ from .chats import chat_name
 from .common import CONNECTED, AuthError, Lru, says_off, split_text
 from .skeleton import PlatformChannel
 from .wecom_media import robot_downloads, robot_items, robot_upload, take_downloads, upload_type
+from .wecom_preview import STREAMS, WeComPreviews, utf8_len
 from .wecom_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     BOT_ID_ENV,
     DEFAULT_PART_BYTES,
@@ -82,10 +84,6 @@ def from_config(config: Any, env: Mapping[str, str] | None = None, *,
 
 
 wecom_chat = partial(chat_name, PREFIX)  # platform id -> chat
-
-
-def utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
 
 
 def _channel_error(exc: Exception) -> ChannelError:
@@ -150,7 +148,7 @@ class _Connection(JsonRpcSocket):
         log.debug("wecom: ack for an unknown or late command: %.200r", raw)
 
 
-class WeComChannel(PlatformChannel):
+class WeComChannel(WeComPreviews, PlatformChannel):
     name = PREFIX
 
     def __init__(self, settings: WeComSettings, *, trigger: str = "", memory: ChannelMemory | None = None,
@@ -159,6 +157,7 @@ class WeComChannel(PlatformChannel):
         self.keep_secret(settings.secret, loggers=("trio-websocket", "ngb"))
         self._conn: _Connection | None = None
         self._callbacks = Lru(4096)  # msgid -> (req_id, monotonic time received)
+        self._streams = Lru(STREAMS)  # stream id -> (callback req_id, time received, chat): previews
         self.sessions = 0
         self.malformed = 0
         self.kicked = 0
@@ -273,53 +272,79 @@ class WeComChannel(PlatformChannel):
 
     # -- outbound --------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
-        prefix, _, chatid = chat.partition(":")
-        if prefix != PREFIX or not chatid:
-            raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<chatid or userid>)", retryable=False)
-        conn = self._conn
-        if conn is None:
-            raise ChannelError(f"wecom is {self.state}", retryable=True)
-        trigger = reply_to or self._last_trigger.get(chat)
-        callback = self._callbacks.get(trigger) if trigger else None
-        fresh = callback is not None and time.monotonic() - callback[1] < self.settings.reply_window
+        chatid = self._chatid(chat)
+        self._connection()  # not connected: a retryable ChannelError before anything is sent
+        callback = self._fresh_callback(chat, reply_to)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, self.settings.part_bytes, measure=utf8_len)
         for index in range(len(ids), len(parts)):
-            try:
-                if index == 0 and fresh:
-                    assert callback is not None
-                    stream_id = conn.req_id("stream")
-                    await conn.command("aibot_respond_msg", {"msgtype": "stream", "stream": {
-                        "id": stream_id, "finish": True, "content": parts[index]}},
-                        self.settings.request_timeout, req_id=callback[0])
-                    platform_id = stream_id
-                else:
-                    platform_id = conn.req_id("send")
-                    await conn.command("aibot_send_msg", {"chatid": chatid, "msgtype": "markdown",
-                                                          "markdown": {"content": parts[index]}},
-                                       self.settings.request_timeout, req_id=platform_id)
-            except (CommandFailed, TimeoutError, trio.TooSlowError, ConnectionError) as exc:
-                raise _channel_error(exc) from None
+            if index == 0 and callback is not None:
+                platform_id = self._new_stream_id()
+                await self._stream(callback[0], platform_id, parts[index], finish=True)
+            else:
+                platform_id = await self._push(chatid, parts[index])
             ids.append(platform_id)
             self._partial.record(key, platform_id)
         self._partial.finish(key)
         return ids[0] if ids else None
 
+    # -- the steps of send and of the previews (wecom_preview.py) ------------------------------------------
+    def _chatid(self, chat: str) -> str:
+        prefix, _, chatid = chat.partition(":")
+        if prefix != PREFIX or not chatid:
+            raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<chatid or userid>)", retryable=False)
+        return chatid
+
+    def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is None:
+            raise ChannelError(f"wecom is {self.state}", retryable=True)
+        return conn
+
+    def _fresh_callback(self, chat: str, reply_to: str | None) -> tuple[str, float] | None:
+        """The callback (req_id, time received) of the trigger (``reply_to`` or the chat's newest)
+        while it can still be answered; None otherwise (then: aibot_send_msg)."""
+        trigger = reply_to or self._last_trigger.get(chat)
+        callback = self._callbacks.get(trigger) if trigger else None
+        return callback if callback is not None and self._fresh(callback[1]) else None
+
+    def _fresh(self, received: float) -> bool:
+        return time.monotonic() - received < self.settings.reply_window
+
+    def _new_stream_id(self) -> str:
+        return self._connection().req_id("stream")
+
+    async def _stream(self, req_id: str, stream_id: str, content: str, *, finish: bool) -> None:
+        """A frame of the stream ``stream_id`` answering the callback ``req_id`` (the whole content)."""
+        conn = self._connection()
+        try:
+            await conn.command("aibot_respond_msg", {"msgtype": "stream", "stream": {
+                "id": stream_id, "finish": finish, "content": content}}, self.settings.request_timeout, req_id=req_id)
+        except (CommandFailed, TimeoutError, trio.TooSlowError, ConnectionError) as exc:
+            raise _channel_error(exc) from None
+
+    async def _push(self, chatid: str, content: str) -> str:
+        """``content`` pushed to the chat as an aibot_send_msg markdown message; its id."""
+        conn = self._connection()
+        platform_id = conn.req_id("send")
+        try:
+            await conn.command("aibot_send_msg", {"chatid": chatid, "msgtype": "markdown", "markdown": {
+                "content": content}}, self.settings.request_timeout, req_id=platform_id)
+        except (CommandFailed, TimeoutError, trio.TooSlowError, ConnectionError) as exc:
+            raise _channel_error(exc) from None
+        return platform_id
+
     async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
         """Upload ``file`` over the connection and push it as an image or file message; a caption
         follows as text (WeCom's image and file messages have none). A retry after the file went
         sends only the caption."""
-        prefix, _, chatid = chat.partition(":")
-        if prefix != PREFIX or not chatid:
-            raise ChannelError(f"not a WeCom chat: {chat!r} (expected wecom:<chatid or userid>)", retryable=False)
+        chatid = self._chatid(chat)
         kind = upload_type(file)
         key = self._partial.key(chat, f"file:{file.path}\n{file.caption}", reply_to)
         ids = list(self._partial.done(key))
         if not ids:
-            conn = self._conn
-            if conn is None:
-                raise ChannelError(f"wecom is {self.state}", retryable=True)
+            conn = self._connection()
             timeout = self.settings.request_timeout
 
             async def command(cmd: str, body: dict[str, Any]) -> Any:

@@ -13,7 +13,12 @@ protocol's three commands: ``aibot_upload_media_init`` (type, filename, total_si
 md5 -> ``upload_id``), ``aibot_upload_media_chunk`` (upload_id, chunk_index, base64_data; at most 512
 KB a chunk) and ``aibot_upload_media_finish`` (upload_id -> ``media_id``, once every chunk is there
 and the bytes match the size and md5); ``aibot_send_msg`` takes an image or file message by that
-media_id (an unknown one is errcode 40007). ``media[media_id]`` holds what was uploaded."""
+media_id (an unknown one is errcode 40007). ``media[media_id]`` holds what was uploaded.
+
+Streams: a callback may be answered several times with the same ``stream.id``, each frame the whole
+content so far, ``finish: false`` until the last (WeCom shows one message growing). ``streams[id]``
+keeps every frame of a stream in order ({"req_id", "finish", "content"}); ``texts()`` counts a
+stream once, when it is finished."""
 
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class FakeWeCom:
         self._scopes: set[trio.CancelScope] = set()
         self._ids = itertools.count(1)
         self.responses: list[dict[str, Any]] = []  # aibot_respond_msg frames
+        self.streams: dict[str, list[dict[str, Any]]] = {}  # stream id -> its frames, in order
         self.pushes: list[dict[str, Any]] = []  # aibot_send_msg frames
         self.sent: list[dict[str, Any]] = []  # both, in arrival order
         self.pings = 0
@@ -115,6 +121,10 @@ class FakeWeCom:
                     continue
                 self.responses.append(frame)
                 self.sent.append(frame)
+                stream = (frame.get("body") or {}).get("stream")
+                if isinstance(stream, dict):
+                    self.streams.setdefault(str(stream.get("id")), []).append(
+                        {"req_id": req_id, "finish": stream.get("finish"), "content": stream.get("content")})
             elif cmd == "aibot_send_msg":
                 body = frame.get("body") or {}
                 kind = body.get("msgtype")
@@ -212,10 +222,13 @@ class FakeWeCom:
                 await ws.send_message(text)
 
     def texts(self) -> list[str]:
-        """Every text the robot sent, in order (stream answers and pushes)."""
+        """Every text the robot sent, in order (finished stream answers and pushes; a stream's
+        unfinished frames are its previews: see ``streams``)."""
         out = []
         for frame in self.sent:
             body = frame["body"]
-            if body["msgtype"] in ("stream", "markdown"):
-                out.append(body["stream"]["content"] if body["msgtype"] == "stream" else body["markdown"]["content"])
+            if body["msgtype"] == "stream" and body["stream"].get("finish"):
+                out.append(body["stream"]["content"])
+            elif body["msgtype"] == "markdown":
+                out.append(body["markdown"]["content"])
         return out
