@@ -75,7 +75,8 @@ async def test_channel_trigger_context_and_one_reply(run_daemon: Any, fake_slack
     msgs = await stored(d, f"slack:{CHAN}")
     assert [m.from_bot for m in msgs] == [False, False, True]
     assert msgs[1].mentions_bot and msgs[2].platform_id == f"{CHAN}:{sent[0]['ts']}"
-    assert not fake_slack.pending and len(fake_slack.acked) == 3  # every envelope acked
+    await wait_until(lambda: len(fake_slack.reaction_calls) == 2 and not fake_slack.pending)  # 👀 on, then off
+    assert len(fake_slack.acked) == 5  # every envelope acked: 3 of the messages, 2 of the bot's reaction
     status = (await d.http.get("/status")).json()
     assert status["channels"]["slack"]["state"] == "connected"
 

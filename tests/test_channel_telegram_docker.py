@@ -40,15 +40,20 @@ async def test_telegram_group_through_the_real_container(tmp_path: Path, agent_i
         await nursery.start(daemon.run)
         await daemon.registry.add(Group(chat=f"telegram:{GROUP}", folder="tgfamily"))
 
+        def final(sent: dict) -> str:
+            """What a message of the bot shows in the end (a preview is edited into the reply)."""
+            return tg.versions(GROUP, sent["message"]["message_id"])[-1]
+
         # untriggered: stored, no reply; then a mention: exactly one threaded reply, with context
         tg.user_message(GROUP, "my favourite colour is teal")
         trigger = tg.user_message(GROUP, "@andy_bot hello there")
         with trio.fail_after(120):
-            await tg.wait_for_sent(lambda s: len(s) >= 1)
+            while daemon.outbox.delivered < 1:
+                await trio.sleep(0.05)
         await trio.sleep(1)
-        assert len(tg.sent) == 1
+        assert len(tg.sent) == 1  # (a live preview, edited into the reply: one message)
         assert tg.sent[0]["reply_to"] == trigger["message_id"]
-        assert tg.sent[0]["text"].startswith("Echo:") and "hello there" in tg.sent[0]["text"]
+        assert final(tg.sent[0]).startswith("Echo:") and "hello there" in final(tg.sent[0])
         prompts = [r.last_user_text() for r in anthropic.message_requests]
         assert any("my favourite colour is teal" in str(r.json) for r in anthropic.message_requests), prompts
 
@@ -60,7 +65,7 @@ async def test_telegram_group_through_the_real_container(tmp_path: Path, agent_i
         with trio.fail_after(120):
             while daemon.outbox.delivered < 2:
                 await trio.sleep(0.1)
-        parts = tg.sent[1:]
-        assert len(parts) >= 3 and all(len(p["text"]) <= 4096 for p in parts)
-        assert " ".join(p["text"] for p in parts).split() == long_text.split()
+        texts = [final(p) for p in tg.sent[1:]]
+        assert len(texts) >= 3 and all(len(t) <= 4096 for t in texts)
+        assert " ".join(texts).split() == long_text.split()
         nursery.cancel_scope.cancel()

@@ -84,7 +84,7 @@ async def test_group_trigger_via_webhook_gets_one_threaded_reply(run_daemon: Any
     assert params["url"].endswith(DEFAULT_WEBHOOK_PATH) and channel.callback_path == DEFAULT_WEBHOOK_PATH
     secret = params["secret_token"]
     assert re.fullmatch(r"[A-Za-z0-9_-]{32,256}", secret)  # none configured: a random one for this start
-    assert params["allowed_updates"] == ["message"] and params["drop_pending_updates"] is False
+    assert params["allowed_updates"] == ["message", "message_reaction"] and params["drop_pending_updates"] is False
 
     context = fake_tg.user_message(GROUP, "the meeting moved to 3pm", first_name="Bob", user_id=7)
     context_id = queued(fake_tg, context)
@@ -114,6 +114,19 @@ async def test_group_trigger_via_webhook_gets_one_threaded_reply(run_daemon: Any
     status = (await d.http.get("/status")).json()
     assert status["channels"]["telegram"]["state"] == "connected"
     assert secret not in json.dumps(info) + json.dumps(api) + json.dumps(status)
+
+
+async def test_a_reaction_comes_by_webhook_too_and_is_stored_once(run_daemon: Any, fake_tg: FakeTelegram) -> None:
+    d, _ = await start(run_daemon, fake_tg)
+    message = fake_tg.user_message(GROUP, "lunch at noon?")
+    await wait_until(lambda: not fake_tg.updates)
+    fake_tg.lose_next_ack()  # Telegram sends the reaction's update twice
+    update_id = fake_tg.user_reaction(GROUP, message["message_id"], ["👍"], first_name="Bob", user_id=7)
+    await wait_until(lambda: [a["status"] for a in fake_tg.delivered(update_id)] == [200, 200])
+    assert fake_tg.withheld == 0  # setWebhook asked for message_reaction
+    msgs = await stored(d, f"telegram:{GROUP}")
+    assert [(m.text, m.sender, m.reaction_to) for m in msgs] == [
+        ("lunch at noon?", "Alice", None), ("👍", "Bob", f"{GROUP}:{message['message_id']}")]
 
 
 async def test_forged_posts_are_refused_and_nothing_stored(

@@ -20,7 +20,7 @@ async def test_dashboard_changes_a_groups_threads_and_previews(run_daemon, tmp_p
         await page.goto(f"{base}/?token={TOKEN}")
         await page.goto(base + "/dashboard#group/main")
         await page.wait_js(f"{q('#set-threads')} && {q('#settings-msg')}.textContent === '' && "
-                           f"{q('#set-web')}.options[0].textContent.startsWith('(daemon default')")
+                           f"{q('#set-web')}.options[0].textContent.includes('main group')")
         assert await page.js(f"[{q('#set-threads')}.value, {q('#set-previews')}.value]") == ["", ""]
         await page.js(f"{q('#set-threads')}.value = 'per_thread'")
         await page.js(f"{q('#set-previews')}.value = 'off'")

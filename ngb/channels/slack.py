@@ -37,7 +37,9 @@ docs/channels/slack.md for the one duplicate window. Configuration: docs/channel
 Files: a message's files are downloaded with the bot token into the media store before the message
 is stored (or become a note each); files out go up as files_upload_v2 does it (slack_media.py).
 Live previews (a reply growing in one message by chat.update, then updated to the final text):
-slack_preview.py.
+slack_preview.py. A message's ``thread`` is the ``thread_ts`` of a reply in a thread ("" for one in
+the conversation itself, a thread's parent included). Reactions (the bot's by reactions.add/remove;
+people's, from ``reaction_added`` events, as context): slack_reactions.py.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from .skeleton import PlatformChannel
 from .slack_catchup import SlackCatchUp, error_code
 from .slack_media import SlackFiles
 from .slack_preview import PART_LIMIT, SlackPreviews
+from .slack_reactions import SlackReactions
 from .slack_settings import (  # noqa: F401 - re-exported: tests import them from here
     BASE_URL,
     KEYS,
@@ -80,7 +83,7 @@ SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "ch
                     "channel_name", "pinned_item", "unpinned_item", "ekm_access_denied", "channel_archive"}
 
 
-class SlackChannel(SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
+class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
@@ -219,11 +222,11 @@ class SlackChannel(SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
         assert queue is not None
         while True:
             request = await self.bridge.call(queue.get)
-            if request.type == "events_api":
-                event = (request.payload or {}).get("event") or {}
-                inbound = self.to_inbound(event)
-                if inbound is not None:
-                    await self._submit(submit, inbound, event)
+            event = ((request.payload or {}).get("event") or {}) if request.type == "events_api" else {}
+            if event.get("type") == "reaction_added":
+                await self.take_reaction(submit, event)  # slack_reactions.py
+            elif (inbound := self.to_inbound(event)) is not None:
+                await self._submit(submit, inbound, event)
             try:
                 await self.bridge.call(socket.send_socket_mode_response,
                                        SocketModeResponse(envelope_id=request.envelope_id))
@@ -296,6 +299,7 @@ class SlackChannel(SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
             mentions_bot=mentions,
             reply_to=f"{channel}:{thread_ts}" if in_thread else None,
             direct=event.get("channel_type") == "im" or channel.startswith("D"),
+            thread=str(thread_ts) if in_thread else "",
         )
 
     def plain_text(self, text: str) -> str:
@@ -350,17 +354,7 @@ class SlackChannel(SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
         chan, _, ts = platform_id.rpartition(":")
         if chan != channel or not ts:
             return None
-        thread = self._threads.get(platform_id)
-        if thread is None:  # not seen in this run (a restart): ask Slack
-            thread = ""
-            try:
-                answer = await self._api("conversations_replies", channel=channel, ts=ts, limit=1)
-                msgs = answer.get("messages") or []
-                if msgs and msgs[0].get("thread_ts") and msgs[0]["thread_ts"] != ts:
-                    thread = msgs[0]["thread_ts"]
-            except Exception as exc:  # noqa: BLE001 - then it goes to the channel
-                log.debug("slack: conversations.replies failed: %s", exc)
-            self._threads.put(platform_id, thread)
+        thread = await self._thread_ts(channel, ts)  # slack_reactions.py
         if self.settings.reply_in_thread == "always":
             return thread or ts
         return thread or None
@@ -370,6 +364,7 @@ class SlackChannel(SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
         answer = await self._sending("chat_postMessage", **kwargs)
+        self._threads.put(f"{channel}:{answer['ts']}", thread_ts or "")  # a reaction on it is in its thread
         return str(answer["ts"])
 
     def details(self) -> dict[str, Any]:

@@ -35,7 +35,9 @@ message is submitted; an album's parts are held (unconfirmed) and become one mes
 uploads by sendPhoto / sendVoice / sendDocument (ngb/channels/telegram_media.py).
 
 Live previews (a reply growing in one message, edited by editMessageText; the final text edited
-into it): ngb/channels/telegram_preview.py.
+into it): ngb/channels/telegram_preview.py. A message's ``thread`` is its forum topic ("" outside
+one). Reactions (the bot's by setMessageReaction; people's, from ``message_reaction`` updates, as
+context): ngb/channels/telegram_reactions.py.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from .telegram_media import (
     upload_method,
 )
 from .telegram_preview import PART_LIMIT, TelegramPreviews, seconds_of
+from .telegram_reactions import TelegramReactions
 from .telegram_settings import (  # noqa: F401 - re-exported: tests and the doctor import them from here
     DEFAULT_WEBHOOK_PATH,
     KEYS,
@@ -89,7 +92,7 @@ MEDIA_PLACEHOLDERS = (
 telegram_chat = partial(chat_name, PREFIX)  # platform id -> chat
 
 
-class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
+class TelegramChannel(TelegramReactions, TelegramPreviews, WebhookMode, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     token_field = "token"
@@ -111,6 +114,7 @@ class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
         self._next_offset: int | None = None  # past the newest update taken in this session
         self._albums = AlbumHold(settings.album_wait)
         self._init_webhook()
+        self._init_reactions()
 
     # -- inbound -------------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -190,7 +194,12 @@ class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
 
     async def _take(self, submit: Submit, inbound: InboundMessage | None, update: Any) -> None:
         """One update's message -> its files taken, then the router (stored when this returns); a
-        part of an album is held until the album is complete. Polled and webhook alike."""
+        part of an album is held until the album is complete; a reaction update -> each emoji
+        added, to the router (never a trigger). Polled and webhook alike."""
+        if update.message_reaction is not None:
+            for reaction in self.reactions_in(update.message_reaction):
+                await self._gate.submit(submit, reaction, triggered=False)
+            return
         if inbound is None:
             return
         limit = min(self.media.limits.max_file_bytes, DOWNLOAD_LIMIT)
@@ -237,6 +246,7 @@ class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
             reply = None  # the topic's creation message: every message of a topic "replies" to it
         if reply is not None and me is not None and reply.from_user is not None and reply.from_user.id == me.id:
             mentions = True
+        self.note_topic(m.chat.id, m.message_id, topic)
         return InboundMessage(
             chat=telegram_chat(m.chat.id),
             sender=m.from_user.full_name or m.from_user.username or str(m.from_user.id),
@@ -247,6 +257,7 @@ class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
             mentions_bot=mentions,
             reply_to=f"{m.chat.id}:{reply.message_id}" if reply is not None else None,
             direct=m.chat.type == "private",
+            thread=str(topic) if topic is not None else "",
         )
 
     # -- outbound ------------------------------------------------------------------------------------
@@ -312,14 +323,15 @@ class TelegramChannel(TelegramPreviews, WebhookMode, PlatformChannel):
             try:
                 if file is not None:
                     caption = markdown_to_telegram_html(part) if html and part else part
-                    return await self.bridge.call(upload, bot, method, field, file, chat_id, caption=caption or None,
-                                                  parse_mode="HTML" if html and part else None,
-                                                  reply_parameters=reply, message_thread_id=topic)
+                    return self.noted(chat_id, await self.bridge.call(
+                        upload, bot, method, field, file, chat_id, caption=caption or None,
+                        parse_mode="HTML" if html and part else None, reply_parameters=reply, message_thread_id=topic))
                 if html:
-                    return await self.bridge.call(bot.send_message, chat_id, markdown_to_telegram_html(part),
-                                                  parse_mode="HTML", reply_parameters=reply, message_thread_id=topic)
-                return await self.bridge.call(bot.send_message, chat_id, part, reply_parameters=reply,
-                                              message_thread_id=topic)
+                    return self.noted(chat_id, await self.bridge.call(
+                        bot.send_message, chat_id, markdown_to_telegram_html(part), parse_mode="HTML",
+                        reply_parameters=reply, message_thread_id=topic))
+                return self.noted(chat_id, await self.bridge.call(bot.send_message, chat_id, part, reply_parameters=reply,
+                                                                  message_thread_id=topic))
             except RetryAfter as exc:
                 wait = seconds_of(exc.retry_after)
                 if wait > 10 or attempt == 2:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ngb.channels.telegram")
 
-ALLOWED_UPDATES = ["message"]  # what getUpdates and the webhook ask Telegram for
+ALLOWED_UPDATES = ["message", "message_reaction"]  # what getUpdates and the webhook ask Telegram for
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 

@@ -12,7 +12,8 @@ conversations.history (oldest/latest/inclusive/limit/cursor, newest first, threa
 a thread's parent carries reply_count/reply_users/latest_reply), conversations.replies (the parent
 first on every page, then the replies in oldest/latest, oldest first, limit/cursor), users.info;
 files.info, files.getUploadURLExternal / the upload URL / files.completeUploadExternal;
-anything else ``{"ok": true}``. Pages are Slack's: at most ``min(limit, max_page)`` items (Slack caps
+reactions.add / reactions.remove with their reaction_added / reaction_removed events
+(tests/fakes/slack_reactions.py); anything else ``{"ok": true}``. Pages are Slack's: at most ``min(limit, max_page)`` items (Slack caps
 ``limit``: 999 for history, and 15 for apps under the 2025 limits), ``has_more`` and an opaque
 ``response_metadata.next_cursor`` while more remain; a cursor not from us is ``invalid_cursor``.
 
@@ -49,13 +50,14 @@ from typing import Any
 import trio
 
 from .slack_files import FakeSlackFiles
+from .slack_reactions import FakeSlackReactions
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
 
 HARD_LIMIT = 40_000
 AUTH_ERRORS = "invalid_auth"
 
 
-class FakeSlack(FakeSlackFiles, HttpWsServer):
+class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
     def __init__(self, *, bot_token: str = "xoxb-test", app_token: str = "xapp-test",
                  bot_user: str = "UBOT", bot_name: str = "andy") -> None:
         super().__init__()
@@ -79,6 +81,7 @@ class FakeSlack(FakeSlackFiles, HttpWsServer):
         self.events_lost = 0
         self.max_page = 999  # Slack's own cap on `limit` (15 for non-Marketplace apps since 2025)
         self.init_files()
+        self.init_reactions()
         self._failures: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._changed = trio.Event()

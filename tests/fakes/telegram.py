@@ -12,8 +12,9 @@ parsing; reply_parameters; message_thread_id), editMessageText (of the bot's own
 like sendMessage; 400 "message to edit not found" for a deleted or unknown message, "message is not
 modified" for the same text and formatting; each edit in ``edits``, every text a message showed in
 ``versions(chat_id, message_id)``), sendChatAction, setWebhook / deleteWebhook /
-getWebhookInfo (recorded in ``webhook_calls``, secret_token included), setMyCommands; anything else
-is answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
+getWebhookInfo (recorded in ``webhook_calls``, secret_token included), setMyCommands,
+setMessageReaction and users' ``message_reaction`` updates (delivered only when allowed_updates asks
+for them: tests/fakes/telegram_reactions.py); anything else is answered ``{"ok": true, "result": true}``. A wrong token gets 401 Unauthorized like the real API.
 Requests may be form-encoded (what PTB sends), JSON, or multipart/form-data (file uploads).
 
 Files (tests/fakes/telegram_files.py): ``user_media(chat, "photo" | "document" | "voice" | "audio" |
@@ -78,13 +79,14 @@ import httpx
 import trio
 
 from .telegram_files import FilesMixin, parse_multipart
+from .telegram_reactions import FakeReactions
 
 TEXT_LIMIT = 4096
 ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler",
                 "span", "blockquote", "tg-emoji"}
 _JSON_KEYS = {"chat_id", "offset", "limit", "timeout", "allowed_updates", "reply_parameters", "entities",
               "message_thread_id", "reply_to_message_id", "disable_notification", "reply_markup",
-              "link_preview_options", "allow_sending_without_reply", "drop_pending_updates", "commands"}
+              "link_preview_options", "allow_sending_without_reply", "drop_pending_updates", "commands", "reaction"}
 
 
 class _EntityChecker(html.parser.HTMLParser):
@@ -124,7 +126,7 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-class FakeTelegram(FilesMixin):
+class FakeTelegram(FakeReactions, FilesMixin):
     def __init__(self, *, token: str = "123456:TEST-token", username: str = "andy_bot", host: str = "127.0.0.1") -> None:
         self.token = token
         self.bot = {"id": int(token.split(":")[0]) if token.split(":")[0].isdigit() else 999,
@@ -159,6 +161,7 @@ class FakeTelegram(FilesMixin):
         self.webhook_error: tuple[int, str] | None = None  # (unix time, message) of the last failed delivery
         self._lose_acks = 0
         self._init_files()
+        self._init_reactions()
 
     # -- life cycle ----------------------------------------------------------------------------------
     @classmethod
@@ -331,6 +334,8 @@ class FakeTelegram(FilesMixin):
         async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
             while True:
                 hook = self.webhook
+                if hook is not None:
+                    self.drop_unwanted(hook.get("allowed_updates"))
                 if hook is None or not self.updates:
                     await self._changed.wait()
                     continue
@@ -486,12 +491,17 @@ class FakeTelegram(FilesMixin):
         offset = int(params.get("offset") or 0)
         limit = int(params.get("limit") or 100)
         timeout = float(params.get("timeout") or 0)
+        if "allowed_updates" in params:  # else the previous setting holds, as on Telegram
+            self.allowed_updates = list(params["allowed_updates"] or [])
         if offset:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
         self.poll_count += 1
         self._notify()
         with trio.move_on_after(timeout):
-            while not self.updates:
+            while True:
+                self.drop_unwanted(self.allowed_updates)
+                if self.updates:
+                    break
                 await self._changed.wait()
         return 200, {"ok": True, "result": self.updates[:limit]}
 
