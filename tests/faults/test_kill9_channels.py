@@ -86,7 +86,8 @@ async def telegram(tmp: Path) -> AsyncIterator[Platform]:
 
         yield Platform("telegram", f"telegram:{group}",
                        {"NGB_TELEGRAM_TOKEN": token, "NGB_CHANNELS": json.dumps({"telegram": settings})},
-                       post, lambda: [s["text"] for s in fake.sent])
+                       # what each message of the bot shows in the end (a live preview is edited into its reply)
+                       post, lambda: [fake.versions(group, s["message"]["message_id"])[-1] for s in fake.sent])
 
 
 @asynccontextmanager
@@ -107,7 +108,7 @@ async def slack(tmp: Path) -> AsyncIterator[Platform]:
         yield Platform("slack", f"slack:{chan}",
                        {"NGB_SLACK_BOT_TOKEN": bot, "NGB_SLACK_APP_TOKEN": app,
                         "NGB_CHANNELS": json.dumps({"slack": settings})},
-                       post, lambda: [s["text"] for s in fake.sent])
+                       post, lambda: [fake.versions(s["channel"], s["ts"])[-1] for s in fake.sent])
         nursery.cancel_scope.cancel()
 
 
@@ -126,7 +127,7 @@ async def discord(tmp: Path) -> AsyncIterator[Platform]:
 
         yield Platform("discord", f"discord:{chan}",
                        {"NGB_DISCORD_TOKEN": token, "NGB_CHANNELS": json.dumps({"discord": settings})},
-                       post, lambda: [s["content"] for s in fake.sent])
+                       post, lambda: [fake.versions(s["channel_id"], int(s["message"]["id"]))[-1] for s in fake.sent])
         nursery.cancel_scope.cancel()
 
 
