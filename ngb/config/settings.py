@@ -13,6 +13,7 @@ import attrs
 
 from ..prices import parse_model_prices, parse_usd
 from ..records import DmPolicy, ThreadMode, WebMode
+from . import compound as vc
 from . import values as v
 from .values import MIN_EXPOSED_TOKEN_CHARS, ConfigError, is_loopback_host, is_secret_key, parse_size
 
@@ -62,8 +63,8 @@ class Config:
     unregistered_keep: int = _field(5000, v.int_range(0, 10_000_000))
     # A direct message from a chat nobody registered (docs/conversations.md): pairing (a code the
     # operator approves), open (registered at once) or closed; per channel in dm_policies
-    dm_policy: DmPolicy = _field(DmPolicy.PAIRING, v.dm_policy)
-    dm_policies: dict[str, DmPolicy] = _field(attrs.Factory(dict), v.dm_policies)
+    dm_policy: DmPolicy = _field(DmPolicy.PAIRING, vc.dm_policy)
+    dm_policies: dict[str, DmPolicy] = _field(attrs.Factory(dict), vc.dm_policies)
     pairing_code_ttl: float = _field(86400.0, v.duration())  # a code's life; a new one at most daily
     # Live previews (docs/conversations.md): the reply grows in the chat by edits of one message, at
     # most one edit per preview_interval per chat (Telegram and Discord allow about one a second);
@@ -108,9 +109,9 @@ class Config:
     # a group's sockets and folders (ngb/hostperms.py); never 0.
     agent_uid: int = _field(1000, v.int_range(1, 2**31 - 2))
     main_chat: str = _field("local:main", v.chat)
-    plugins: tuple[str, ...] = _field((), v.module_list)  # docs/plugins.md
+    plugins: tuple[str, ...] = _field((), vc.module_list)  # docs/plugins.md
     plugin_timeout: float = _field(10.0, v.duration())
-    channels: dict[str, dict[str, Any]] = _field(attrs.Factory(dict), v.channels)
+    channels: dict[str, dict[str, Any]] = _field(attrs.Factory(dict), vc.channels)
     # Media (docs/media.md): files in and out, their limits, retention and transcription.
     media_max_file_mb: int = _field(20, v.int_range(1, 2048))
     media_max_files: int = _field(10, v.int_range(1, 100))
@@ -126,14 +127,14 @@ class Config:
     transcribe_timeout: float = _field(120.0, v.duration())
     # The web through the egress door (docs/web-access.md). web_host/web_port above are the daemon's
     # own HTTP server; these say what the agents may reach.
-    web_main: WebMode = _field(WebMode.OPEN, v.web_mode)  # the main group, unless it sets its own
-    web_default: WebMode = _field(WebMode.OFF, v.web_mode)  # every other group, likewise
-    web_allow: tuple[str, ...] = _field((), v.host_patterns)  # added to each group's allow list
-    web_deny: tuple[str, ...] = _field((), v.host_patterns)  # refused for every group, whatever its mode
-    web_ports: tuple[int, ...] = _field((80, 443), v.port_list)
+    web_main: WebMode = _field(WebMode.OPEN, vc.web_mode)  # the main group, unless it sets its own
+    web_default: WebMode = _field(WebMode.OFF, vc.web_mode)  # every other group, likewise
+    web_allow: tuple[str, ...] = _field((), vc.host_patterns)  # added to each group's allow list
+    web_deny: tuple[str, ...] = _field((), vc.host_patterns)  # refused for every group, whatever its mode
+    web_ports: tuple[int, ...] = _field((80, 443), vc.port_list)
     # Address ranges the door may reach although they are not public (loopback, LAN): empty by
     # default; cloud metadata addresses stay refused even inside them.
-    web_allow_networks: tuple[str, ...] = _field((), v.network_list)
+    web_allow_networks: tuple[str, ...] = _field((), vc.network_list)
     web_turn_mb: int = _field(50, v.int_range(0, 1_000_000))  # per group and turn; 0: no limit
     web_day_mb: int = _field(500, v.int_range(0, 10_000_000))  # per group and UTC day; 0: no limit
     web_max_connections: int = _field(8, v.int_range(1, 1024))  # per group, at once

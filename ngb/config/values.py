@@ -12,13 +12,10 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from ..host_patterns import parse_host_patterns
-from ..records import DmPolicy, WebMode
 
 MIN_EXPOSED_TOKEN_CHARS = 16  # any api_token (the name predates the rule covering loopback too)
 MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -292,14 +289,14 @@ def trigger(value: Any) -> str:
     raise ValueError(f'must be one word of 1-64 characters, like "@Andy", got {got(value)}')
 
 
-_CHANNEL_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+CHANNEL_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def chat(value: Any) -> str:
     if isinstance(value, str):
         text = value.strip()
         channel, sep, chat_id = text.partition(":")
-        if sep and _CHANNEL_NAME_RE.fullmatch(channel) and chat_id and not any(c.isspace() for c in chat_id):
+        if sep and CHANNEL_NAME_RE.fullmatch(channel) and chat_id and not any(c.isspace() for c in chat_id):
             return text
     raise ValueError(f'must look like <channel>:<chat id>, e.g. "local:main", got {got(value)}')
 
@@ -335,121 +332,3 @@ def is_secret_key(key: str) -> bool:
     if low.endswith(("_file", "_env")):
         return False
     return bool(SECRET_KEY_RE.search(low))
-
-
-def channels(value: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a table of [channels.NAME] tables, got {got(value)}")
-    out: dict[str, dict[str, Any]] = {}
-    for name, table in value.items():
-        if not isinstance(name, str) or not _CHANNEL_NAME_RE.fullmatch(name):
-            raise ValueError(f"channel names must match [a-z][a-z0-9_-]*, got {got(name)}")
-        if not isinstance(table, Mapping):
-            raise ValueError(f"channels.{name} must be a table, got {got(table)}")
-        out[name] = dict(table)
-    return out
-
-
-_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?")
-
-
-def module_list(value: Any) -> tuple[str, ...]:
-    """Plugin module paths: a list (TOML) or a comma-separated string (environment)."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        raise ValueError(f"must be a list of module paths, got {got(value)}")
-    out = []
-    for item in items:
-        if isinstance(value, str) and not item.strip():
-            continue  # "a,,b" and a trailing comma
-        if not isinstance(item, str) or not _MODULE_RE.fullmatch(item.strip()):
-            raise ValueError(
-                f'must be a list of module paths like "my_plugin" or "pkg.mod:attr", got {got(item)}'
-            )
-        out.append(item.strip())
-    return tuple(out)
-
-
-def web_mode(value: Any) -> WebMode:
-    """off, allowlist or open (ngb.records.WebMode)."""
-    if isinstance(value, WebMode):
-        return value
-    try:
-        return WebMode(value.strip().lower() if isinstance(value, str) else "")
-    except ValueError:
-        raise ValueError(f"must be one of off, allowlist, open; got {got(value)}") from None
-
-
-def dm_policy(value: Any) -> DmPolicy:
-    """pairing, open or closed (ngb.records.DmPolicy)."""
-    if isinstance(value, DmPolicy):
-        return value
-    try:
-        return DmPolicy(value.strip().lower() if isinstance(value, str) else "")
-    except ValueError:
-        raise ValueError(f"must be one of pairing, open, closed; got {got(value)}") from None
-
-
-def dm_policies(value: Any) -> dict[str, DmPolicy]:
-    """Per channel: a table (TOML) or "telegram=open,slack=closed" (environment)."""
-    if isinstance(value, str):
-        items: list[tuple[Any, Any]] = []
-        for part in (p.strip() for p in value.split(",")):
-            if not part:
-                continue
-            name, sep, policy = part.partition("=")
-            if not sep:
-                raise ValueError(f'must be channel=policy pairs like "telegram=open,slack=closed"; got {got(part)}')
-            items.append((name.strip(), policy))
-    elif isinstance(value, dict):
-        items = list(value.items())
-    else:
-        raise ValueError(f'must be a table of channel = policy, or "telegram=open,slack=closed"; got {got(value)}')
-    out: dict[str, DmPolicy] = {}
-    for name, policy in items:
-        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
-            raise ValueError(f"{got(name)} is not a channel name")
-        try:
-            out[name] = dm_policy(policy)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-    return out
-
-
-def host_patterns(value: Any) -> tuple[str, ...]:
-    """Host patterns (example.com, *.example.com): a list (TOML) or a comma-separated string."""
-    return parse_host_patterns(value)
-
-
-def port_list(value: Any) -> tuple[int, ...]:
-    """TCP ports: a list (TOML) or a comma-separated string (environment)."""
-    items = [p for p in re.split(r"[,\s]+", value) if p] if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not items:
-        raise ValueError(f"must be a non-empty list of ports, got {got(value)}")
-    out: list[int] = []
-    for item in items:
-        try:
-            port = int(item)
-        except (TypeError, ValueError):
-            raise ValueError(f"must be a list of ports 1-65535, got {got(item)}") from None
-        if isinstance(item, bool) or not 1 <= port <= 65535:
-            raise ValueError(f"must be a list of ports 1-65535, got {got(item)}")
-        if port not in out:
-            out.append(port)
-    return tuple(out)
-
-
-def network_list(value: Any) -> tuple[str, ...]:
-    """Address ranges in CIDR form (10.0.0.0/8, fd00::/8; a bare address is one host)."""
-    items = [p for p in re.split(r"[,\s]+", value) if p] if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        raise ValueError(f"must be a list of address ranges like 192.168.1.0/24, got {got(value)}")
-    out: list[str] = []
-    for item in items:
-        try:
-            net = ipaddress.ip_network(str(item).strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"must be a list of address ranges like 192.168.1.0/24, got {got(item)}") from None
-        if str(net) not in out:
-            out.append(str(net))
-    return tuple(out)
