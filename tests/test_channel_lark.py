@@ -77,8 +77,9 @@ async def test_group_mention_gets_exactly_one_reply_to_the_trigger(run_daemon: A
     trigger = fake_lark.user_message(GROUP, "when is the deploy?", mention_bot=True)
     sent = await wait_until(lambda: fake_lark.sent)
     await wait_until(lambda: d.daemon.outbox.delivered == 1)
-    await wait_until(lambda: not fake_lark.pending)  # every event answered with {"code": 200}
-    assert all(code == 200 for _, code in fake_lark.acks) and len(fake_lark.acks) == 2
+    await wait_until(lambda: len(fake_lark.reaction_calls) == 2 and not fake_lark.pending)  # 👀 on, then off
+    # every event answered with {"code": 200}: the two messages and the bot's own reaction
+    assert all(code == 200 for _, code in fake_lark.acks) and len(fake_lark.acks) == 3
 
     trigger_id = trigger["event"]["message"]["message_id"]
     assert sent[0]["kind"] == "reply" and sent[0]["reply_to"] == trigger_id and not sent[0]["reply_in_thread"]

@@ -23,15 +23,17 @@ Nothing is lost between the gateway and the store:
 - The store is idempotent on the message id (snowflakes are unique across Discord), so a message
   both replayed and refetched is stored and answered once.
 
-Chats are ``discord:<channel id>`` (guild text channels, threads and DMs alike); a message's
-platform id is its snowflake. Mentions of the bot (``<@id>``), a reply to one of the bot's
+Chats are ``discord:<channel id>`` (guild text channels and DMs; a thread is its own chat when it is
+registered, else its messages are in its parent channel's chat with ``thread`` the thread's id:
+discord_threads.py); a message's platform id is its snowflake (``<thread id>:<snowflake>`` in a
+thread under its parent's chat). Mentions of the bot (``<@id>``), a reply to one of the bot's
 messages, and every DM set ``mentions_bot``. Replies reference the triggering message. Each
 message the bot sends carries a ``nonce`` with ``enforce_nonce`` when the caller passes an
 idempotency key (the outbox row id), so Discord drops a resend of the same row. Reading what
 people write needs the privileged **Message Content** intent (docs/channels/discord.md). Files in
 and out (attachments from the CDN into the media store, ``send_file`` as a multipart upload):
 discord_media.py. Live previews (a reply growing in one message by edits, then edited to the
-final text): discord_preview.py.
+final text): discord_preview.py. Reactions out and in: discord_reactions.py.
 
 Nothing the bot sends pings a crowd: every message carries ``allowed_mentions`` with an empty
 ``parse`` list, so ``@everyone``, ``@here``, role mentions ``<@&id>`` and user mentions ``<@id>``
@@ -62,6 +64,7 @@ from .common import CONNECTED, AuthError, NewestStored, split_text, utf16_len
 from .discord_catchup import DiscordCatchUp
 from .discord_media import NONCE_MAX, PART_LIMIT, DiscordFiles, take_attachments
 from .discord_preview import DiscordPreviews
+from .discord_reactions import DiscordReactions
 from .discord_settings import (  # noqa: F401 - re-exported: tests import them from here
     API_BASE,
     GATEWAY_URL,
@@ -71,12 +74,13 @@ from .discord_settings import (  # noqa: F401 - re-exported: tests import them f
     channel_id_of,
     discord_chat,
 )
+from .discord_threads import DiscordThreads, locate, platform_id_in
 from .skeleton import PlatformChannel
 
 log = logging.getLogger(__name__)
 
 
-class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChannel):
+class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, DiscordReactions, DiscordThreads, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     token_field = "token"
@@ -100,6 +104,8 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
         self.sessions = 0
         self.fetched = 0  # messages read from the history by catch-ups
         self.catch_ups = 0  # catch-ups that went through every marked chat
+        self._init_threads()
+        self._init_reactions()
 
     @property
     def me(self) -> Any:
@@ -120,6 +126,7 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
         intents.guild_messages = True
         intents.dm_messages = True
         intents.message_content = self.settings.message_content
+        intents |= discord.Intents(guild_reactions=True, dm_reactions=True)  # people's reactions, as context
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here: no warning
         client = discord.Client(intents=intents, chunk_guilds_at_startup=False, max_messages=None,
                                 allowed_mentions=discord.AllowedMentions.none())
@@ -131,6 +138,10 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
             inbox.append(message)  # in gateway order; the trio side stores them one by one
             arrived.set()
 
+        async def on_raw_reaction_add(payload: Any) -> None:
+            inbox.append(payload)  # with the messages, in gateway order
+            arrived.set()
+
         async def on_ready() -> None:
             self._resumed = False
             ready.set()
@@ -140,6 +151,7 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
             ready.set()
 
         client.event(on_message)
+        client.event(on_raw_reaction_add)
         client.event(on_ready)
         client.event(on_resumed)
         self._arrived, self._ready = arrived, ready
@@ -240,23 +252,29 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
     async def _pump(self, submit: Submit) -> None:
         """Store the gateway's messages in order. Each leaves the inbox only once ``submit`` returned:
         cancelled (the connection dropped) or failed (the store), it is the first of the next session."""
+        from discord import RawReactionActionEvent
+
         while True:
             message = await self.bridge.call(self._head)
-            inbound = await self._parse(message)
+            reaction = isinstance(message, RawReactionActionEvent)
+            inbound = await (self.reaction_in(message) if reaction else self._parse(message))
             if inbound is not None:
                 await self._submit(submit, inbound)
             if self._inbox and self._inbox[0] is message:
                 self._inbox.popleft()  # (deque: safe against the loop thread's append)
 
     async def _parse(self, message: Any) -> InboundMessage | None:
-        """The message as stored: its text, and its files in the media store (or a note each:
-        a file that could not be had never holds the message back)."""
+        """The message as stored: in its chat and thread, its text, and its files in the media store
+        (or a note each: a file that could not be had never holds the message back)."""
         try:
             inbound = self.to_inbound(message)
         except Exception:  # noqa: BLE001 - one message we cannot read must not stall the others
             log.exception("discord: could not read message %s; skipped", getattr(message, "id", "?"))
             return None
-        if inbound is None or not message.attachments:
+        if inbound is None:
+            return None
+        inbound = await self.in_thread(inbound, message)  # (a store failure raises: the session ends)
+        if not message.attachments:
             return inbound
         taken = await take_attachments(self.media, inbound.chat, message)
         return attrs.evolve(inbound, text=with_notes(inbound.text, taken.notes), attachments=taken.attachments)
@@ -287,9 +305,11 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
         resolved = getattr(ref, "resolved", None) if ref is not None else None
         if me is not None and isinstance(resolved, discord.Message) and resolved.author.id == me.id:
             mentions = True
+        sender = author.display_name or author.name
+        self._names.put(str(author.id), sender)
         return InboundMessage(
             chat=discord_chat(message.channel.id),
-            sender=author.display_name or author.name,
+            sender=sender,
             text=text,
             platform_id=str(message.id),
             time=message.created_at,
@@ -305,11 +325,9 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
         """Send ``text`` (split under 2,000 characters), the first part referencing ``reply_to`` (or
         the chat's newest trigger). ``idempotency_key`` (the outbox row id) becomes each part's
         ``nonce`` with ``enforce_nonce``: Discord answers a resend with the message it already made."""
-        channel_id = channel_id_of(chat)
         if self.client is None or self.client.user is None:
             raise ChannelError(f"discord is {self.state}", retryable=True)
-        target = reply_to or self._last_trigger.get(chat)
-        reference = int(target) if target and target.isdigit() else None
+        channel_id, reference = locate(chat, reply_to or self._last_trigger.get(chat))  # (in its thread)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT, measure=utf16_len)
@@ -317,8 +335,8 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
             nonce = f"{idempotency_key}.{index}"[-NONCE_MAX:] if idempotency_key else None
             message_id = await self._send_part(channel_id, parts[index], reference if index == 0 else None, nonce,
                                                ping_author=bool(reply_to))
-            ids.append(message_id)
-            self._partial.record(key, message_id)
+            ids.append(platform_id_in(chat, channel_id, message_id))
+            self._partial.record(key, ids[-1])
         self._partial.finish(key)
         return ids[0] if ids else None
 
@@ -367,20 +385,6 @@ class DiscordChannel(DiscordCatchUp, DiscordFiles, DiscordPreviews, PlatformChan
             raise ChannelError(self.status.redact(f"discord: HTTP {exc.status}: {exc.text}"), retryable=False) from None
         except (TimeoutError, BridgeClosed, OSError, aiohttp.ClientError) as exc:
             raise ChannelError(self.status.redact(f"discord: {type(exc).__name__}: {exc}"), retryable=True) from None
-
-    async def typing(self, chat: str) -> None:
-        """Show "typing..." for ~10 seconds (best effort)."""
-        if self.client is None or self.client.user is None:
-            return
-        try:
-            channel_id = channel_id_of(chat)
-
-            async def trigger() -> None:
-                await self.client.http.send_typing(channel_id)
-
-            await self.bridge.call(trigger)
-        except Exception:  # noqa: BLE001 - cosmetic
-            log.debug("discord: typing indicator failed", exc_info=True)
 
     def details(self) -> dict[str, Any]:
         return {"bot": str(self.me) if self.me is not None else None, "received": self.received}

@@ -1,6 +1,8 @@
 """Discord's catch-up: after every READY/RESUMED (the first after a restart too), each chat that
 has a mark has its history read since it, oldest first, in pages, and stored; the mark of a chat
-waits while its catch-up is under way, so live messages stored meanwhile never skip a gap."""
+waits while its catch-up is under way, so live messages stored meanwhile never skip a gap. Messages
+of a thread placed under its parent's chat (discord_threads.py) and reactions move no mark: the
+parent's history does not hold them, and only what a RESUME replays of them is had after an outage."""
 
 from __future__ import annotations
 
@@ -127,7 +129,12 @@ class DiscordCatchUp:
         return "cut"
 
     async def _submit(self, submit: Submit, inbound: InboundMessage, *, catching_up: bool = False) -> None:
+        if inbound.reaction_to is not None:  # a reaction: never a trigger, never a mark
+            await self._gate.submit(submit, inbound, triggered=False)
+            return
         await self._gate.submit(submit, inbound)  # raises when the store failed: the mark stays
+        if not inbound.platform_id.isdigit():
+            return  # in a thread under its parent's chat: the parent's history does not hold it
         chat, newest = inbound.chat, int(inbound.platform_id)
         if chat in self._held and not catching_up:  # its catch-up is under way (or failed): the mark waits
             held = self._held[chat]

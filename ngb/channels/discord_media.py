@@ -22,7 +22,7 @@ from ..media.intake import Incoming, Taken
 from ..records import AttachmentKind, OutgoingFile
 from .base import ChannelError
 from .common import split_text, utf16_len
-from .discord_settings import channel_id_of
+from .discord_threads import locate, platform_id_in
 
 if TYPE_CHECKING:
     from ..media.intake import MediaIntake
@@ -101,11 +101,9 @@ class DiscordFiles:
         with ``enforce_nonce``, as for ``send``; a retry after the file went sends only the rest."""
         import trio
 
-        channel_id = channel_id_of(chat)
         if self.client is None or self.client.user is None:
             raise ChannelError(f"discord is {self.state}", retryable=True)
-        target = reply_to or self._last_trigger.get(chat)
-        reference = int(target) if target and target.isdigit() else None
+        channel_id, reference = locate(chat, reply_to or self._last_trigger.get(chat))  # (in its thread)
         caption = file.caption or ""
         inline = caption if caption.strip() and utf16_len(caption) <= PART_LIMIT else ""
         rest = split_text(caption, PART_LIMIT, measure=utf16_len) if caption.strip() and not inline else []
@@ -123,13 +121,15 @@ class DiscordFiles:
                                    retryable=False) from None
             close = fp.close  # (discord.File stubs fp.close while it owns it)
             try:
-                ids.append(await self._post(channel_id, inline or None, reference, nonce("f"),
-                                            ping_author=bool(reply_to), file=(fp, upload_name(file))))
+                sent = await self._post(channel_id, inline or None, reference, nonce("f"),
+                                        ping_author=bool(reply_to), file=(fp, upload_name(file)))
+                ids.append(platform_id_in(chat, channel_id, sent))
             finally:
                 close()
             self._partial.record(key, ids[0])
         for index in range(len(ids) - 1, len(rest)):
-            ids.append(await self._send_part(channel_id, rest[index], None, nonce(f"c{index}")))
+            sent = await self._send_part(channel_id, rest[index], None, nonce(f"c{index}"))
+            ids.append(platform_id_in(chat, channel_id, sent))
             self._partial.record(key, ids[-1])
         self._partial.finish(key)
         return ids[0]

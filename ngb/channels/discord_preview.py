@@ -18,7 +18,7 @@ from ..aio_bridge import BridgeClosed
 from .base import ChannelError
 from .common import split_text, utf16_len
 from .discord_media import PART_LIMIT
-from .discord_settings import channel_id_of
+from .discord_threads import locate, platform_id_in
 from .live_preview import FinishesPreviews, PreviewGone, preview_text
 
 if TYPE_CHECKING:
@@ -60,17 +60,17 @@ class DiscordPreviews(FinishesPreviews):
     async def _send_first(self, chat: str, part: str, reply_to: str | None) -> str:
         """``part`` as ``send``'s first part: referencing ``reply_to`` (pinging its author) or the
         chat's newest trigger (pinging no one)."""
-        channel_id = channel_id_of(chat)
         self._check_connected()
-        target = reply_to or self._last_trigger.get(chat)
-        reference = int(target) if target and target.isdigit() else None
-        return await self._post(channel_id, part, reference, None, ping_author=bool(reply_to))
+        channel_id, reference = locate(chat, reply_to or self._last_trigger.get(chat))  # (in its thread)
+        sent = await self._post(channel_id, part, reference, None, ping_author=bool(reply_to))
+        return platform_id_in(chat, channel_id, sent)
 
     async def _send_after(self, chat: str, first_id: str, part: str, reply_to: str | None) -> str:
-        """``part`` after the first one: a plain message in the channel, as ``send`` sends it."""
-        channel_id = channel_id_of(chat)
+        """``part`` after the first one: a plain message where the first is (its channel or thread),
+        as ``send`` sends it."""
         self._check_connected()
-        return await self._post(channel_id, part, None, None)
+        channel_id = locate(chat, first_id)[0]
+        return platform_id_in(chat, channel_id, await self._post(channel_id, part, None, None))
 
     # -- editing ---------------------------------------------------------------------------------------
     def _check_connected(self) -> None:
@@ -82,13 +82,13 @@ class DiscordPreviews(FinishesPreviews):
         import aiohttp
         import discord
 
-        channel_id = channel_id_of(chat)
-        if not platform_id.isdigit():
+        channel_id, message_id = locate(chat, platform_id)  # (in its thread)
+        if message_id is None:
             raise ChannelError(f"discord: {platform_id} is not a message id", retryable=False)
         self._check_connected()
 
         async def edit() -> None:
-            message = self.client.get_partial_messageable(channel_id).get_partial_message(int(platform_id))
+            message = self.client.get_partial_messageable(channel_id).get_partial_message(message_id)
             await message.edit(content=content)
 
         try:

@@ -35,7 +35,9 @@ a message (rich text's embedded images too) are downloaded into the media store,
 become a short placeholder; files go out as image or file messages (``lark_media``). Replies use
 ``im.v1.message.reply`` to the triggering message (``reply_in_thread`` makes them a thread), other
 messages ``im.v1.message.create``; the outbox row id is the ``uuid`` idempotency key. Live
-previews edit one message by ``im.v1.message.update`` (lark_preview.py). Configuration:
+previews edit one message by ``im.v1.message.update`` (lark_preview.py). A message in a thread
+(topic) carries its ``thread_id`` as ``thread``; a reply to it goes into that thread. Reactions out
+and in: lark_reactions.py. Configuration:
 docs/channels/lark.md.
 """
 
@@ -57,6 +59,7 @@ from .common import CONNECTED, AuthError, Lru
 from .lark_events import PLACEHOLDERS, LarkEvents, post_text  # noqa: F401 - re-exported: tests import them from here
 from .lark_media import LarkMedia
 from .lark_preview import LarkPreviews
+from .lark_reactions import LarkReactions
 from .lark_sdk import TOKEN_INVALID, ApiError, import_sdk, sdk
 from .lark_send import RATE_LIMITED, LarkSending
 from .lark_settings import DOMAINS, KEYS, PREFIX, LarkSettings, chat_id_of, lark_chat, parse_domain  # noqa: F401
@@ -70,7 +73,7 @@ SYSTEM_BUSY, FORBIDDEN, AUTH_FAILED = 1, 403, 514
 INTERNAL_ERROR, EXCEED_CONN_LIMIT = 1000040343, 1000040350
 
 
-class LarkChannel(LarkEvents, LarkMedia, LarkPreviews, LarkSending, PlatformChannel):
+class LarkChannel(LarkEvents, LarkMedia, LarkPreviews, LarkReactions, LarkSending, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
@@ -95,6 +98,8 @@ class LarkChannel(LarkEvents, LarkMedia, LarkPreviews, LarkSending, PlatformChan
         self._chunks: dict[str, tuple[float, list[bytes | None]]] = {}
         self._seen = Lru(8192)  # message ids already stored (redeliveries are acked, not resubmitted)
         self._threads = Lru(8192)  # message id -> its thread id ("" when not in a thread)
+        self._chats = Lru(8192)  # message id -> its chat id (lark_reactions.py)
+        self._reactions = Lru(4096)  # "<message id>:<emoji_type>" -> the bot's reaction_id there
         self._names = Lru(4096)  # open_id -> display name
         self._preview_edits = Lru(1024)  # live preview message id -> edits made (lark_preview.py)
         self._names_warned = False

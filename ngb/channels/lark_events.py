@@ -46,8 +46,12 @@ class LarkEvents(LarkParts):
     _names_warned: bool
     _gate: InboundGate
 
-    if TYPE_CHECKING:  # lark_media's (declared only: a method here would shadow it in LarkChannel)
+    if TYPE_CHECKING:  # lark_media's and lark_reactions' (declared only: a method here would shadow theirs)
         async def _with_media(self, inbound: InboundMessage, message_type: str, content: str) -> InboundMessage: ...
+
+        def note_message(self, message_id: str, chat_id: str | None, thread_id: str | None) -> None: ...
+
+        async def take_reaction(self, submit: Submit, event: dict[str, Any]) -> None: ...
 
     async def _on_event(self, payload: bytes, submit: Submit) -> None:
 
@@ -67,6 +71,9 @@ class LarkEvents(LarkParts):
             self.refused += 1
             log.warning("lark: event %s refused: its verification token does not match channels.lark.verification_token",
                         header.get("event_id") or data.get("uuid") or "?")
+            return
+        if event_type == "im.message.reaction.created_v1":
+            await self.take_reaction(submit, data.get("event") or {})
             return
         if event_type != "im.message.receive_v1":
             log.debug("lark: event %s ignored", event_type)
@@ -127,7 +134,7 @@ class LarkEvents(LarkParts):
             return None
         mentions_bot = message.chat_type == "p2p" or any(
             self.bot_open_id and getattr(m.id, "open_id", None) == self.bot_open_id for m in mentions)
-        self._threads.put(message.message_id, message.thread_id or "")
+        self.note_message(message.message_id, message.chat_id, message.thread_id)
         try:
             when = datetime.fromtimestamp(int(message.create_time) / 1000, UTC)
         except (TypeError, ValueError):
@@ -142,6 +149,7 @@ class LarkEvents(LarkParts):
             mentions_bot=bool(mentions_bot),
             reply_to=message.parent_id or None,
             direct=message.chat_type == "p2p",
+            thread=message.thread_id or "",
         )
 
     def message_text(self, message_type: str, content: str, mentions: list[Any]) -> str:

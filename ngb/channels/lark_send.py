@@ -17,7 +17,7 @@ from .lark_sdk import ApiError, LarkParts
 from .lark_settings import chat_id_of
 
 if TYPE_CHECKING:
-    from .common import LastTrigger, PartialSends
+    from .common import LastTrigger, Lru, PartialSends
 
 log = logging.getLogger("ngb.channels.lark")
 
@@ -38,6 +38,7 @@ class LarkSending(LarkParts):
 
     _partial: PartialSends
     _last_trigger: LastTrigger
+    _chats: Lru  # message id -> its chat id
     state: str
 
     async def send(self, chat: str, text: str, reply_to: str | None = None, *,
@@ -95,7 +96,11 @@ class LarkSending(LarkParts):
                     request = CreateMessageRequest.builder().receive_id_type("chat_id") \
                         .request_body((body.uuid(uuid) if uuid else body).build()).build()
                     response = await self._api("im.v1.message.create", self.client.im.v1.message.acreate, request)
-                return str(response.data.message_id)
+                data = response.data
+                self._threads.put(str(data.message_id), getattr(data, "thread_id", None) or "")
+                if getattr(data, "chat_id", None):
+                    self._chats.put(str(data.message_id), str(data.chat_id))
+                return str(data.message_id)
             except ApiError as exc:
                 if reply_to and exc.code in REPLY_TARGET_GONE:
                     log.info("lark: the message to reply to is gone (%s); posting in the chat", exc)

@@ -21,6 +21,8 @@ gateway-only ``guild_id`` and ``member``; each query kept in ``history_queries``
 one that is not there, e.g. after ``delete_message``; MESSAGE_UPDATE dispatched; each edit in
 ``edits``, every content a message showed in ``versions(channel, message id)``), POST
 /channels/{id}/typing.
+Threads (a thread is a channel with a ``parent_id``) and reactions (the bot's through REST, people's
+through the gateway): tests/fakes/discord_threads.py.
 Files (tests/fakes/discord_files.py): multipart message creates (``payload_json`` + ``files[n]``;
 over ``upload_limit`` 413), every message's attachments served as Discord's CDN serves them.
 Each created message's ``pinged`` is who Discord would notify, by its rules for ``allowed_mentions``
@@ -51,11 +53,13 @@ import uuid
 import zlib
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import trio
 
 from .discord_files import IS_VOICE_MESSAGE, FakeDiscordCdn, read_body
 from .discord_pings import pinged
+from .discord_threads import FakeDiscordThreads
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
 
 __all__ = ["BOT_ID", "IS_VOICE_MESSAGE", "FakeDiscord", "pinged"]
@@ -86,7 +90,7 @@ class _Session:
         self.wake = trio.Event()
 
 
-class FakeDiscord(FakeDiscordCdn, HttpWsServer):
+class FakeDiscord(FakeDiscordThreads, FakeDiscordCdn, HttpWsServer):
     def __init__(self, *, token: str = "TEST.discord.token", heartbeat_ms: int = 41250,
                  channels: tuple[int, ...] = (920000000000000001,)) -> None:
         super().__init__()
@@ -94,6 +98,7 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
         self.heartbeat_ms = heartbeat_ms
         self.bot = {"id": str(BOT_ID), "username": "andy", "discriminator": "0", "global_name": "Andy",
                     "avatar": None, "bot": True, "flags": 0}
+        self.guild_id = GUILD_ID
         self.guild_channels = list(channels)
         self.sessions: dict[str, _Session] = {}
         self.messages: dict[int, list[dict[str, Any]]] = {}  # channel -> messages, oldest first
@@ -110,6 +115,7 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
         self._ids = itertools.count(int(time.time() * 1000 - _EPOCH) << 22)
         self._failures: dict[str, list[int]] = {}
         self._changed = trio.Event()
+        self.init_threads()
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, **kw: Any) -> FakeDiscord:
@@ -154,7 +160,7 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
                      attachments: list[dict[str, Any]] | None = None, flags: int = 0) -> dict[str, Any]:
         """A user posts in a channel (a DM when ``dm`` or the channel is not one of the guild's):
         stored, and MESSAGE_CREATE dispatched to every session."""
-        dm = (channel_id not in self.guild_channels) if dm is None else dm
+        dm = (not self.in_guild(channel_id)) if dm is None else dm
         author = author or self.user()
         mention_ids = re.findall(r"<@!?(\d+)>", content)
         mentions = [self.bot if mid == self.bot["id"] else self.user(int(mid), f"user{mid[-3:]}") for mid in mention_ids]
@@ -186,8 +192,11 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
             message["nonce"] = nonce
         return message
 
-    def dispatch(self, event: str, data: dict[str, Any]) -> None:
+    def dispatch(self, event: str, data: dict[str, Any], *, intent: int = 0) -> None:
+        """``event`` to every session (that asked for ``intent``, when one is given)."""
         for session in self.sessions.values():
+            if intent and not session.intents & intent:
+                continue
             payload = data
             if event == "MESSAGE_CREATE" and not session.intents & INTENT_MESSAGE_CONTENT \
                     and data["author"]["id"] != self.bot["id"] and "guild_id" in data \
@@ -272,6 +281,8 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
             session.ws = None
 
     def _channel(self, channel_id: int) -> dict[str, Any]:
+        if channel_id in self.threads:
+            return self.threads[channel_id]
         if channel_id in self.guild_channels:
             i = self.guild_channels.index(channel_id)
             return {"id": str(channel_id), "type": 0, "name": f"general-{i}", "position": i, "guild_id": str(GUILD_ID),
@@ -285,7 +296,7 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
                 "member_count": 2, "large": False, "features": [], "roles": [
                     {"id": str(GUILD_ID), "name": "@everyone", "permissions": "1071698660929", "position": 0,
                      "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
-                "emojis": [], "stickers": [], "channels": channels, "threads": [], "members": [], "voice_states": [],
+                "emojis": [], "stickers": [], "channels": channels, "threads": list(self.threads.values()), "members": [], "voice_states": [],
                 "presences": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
                 "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
                 "mfa_level": 0, "system_channel_flags": 0, "premium_tier": 0, "nsfw_level": 0,
@@ -322,6 +333,12 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
         m = re.fullmatch(r"/channels/(\d+)", path)
         if m and request.method == "GET":
             return 200, self._channel(int(m.group(1)))
+        m = re.fullmatch(r"/users/(\d+)", path)
+        if m:
+            return 200, self.user(int(m.group(1)), "alice" if int(m.group(1)) == int(self.user()["id"]) else "someone")
+        m = re.fullmatch(r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", path)
+        if m and request.method in ("PUT", "DELETE"):
+            return self.reaction_http(request.method, int(m.group(1)), m.group(2), unquote(m.group(3)))
         m = re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)
         if m and request.method == "PATCH":
             return self._edit_message(int(m.group(1)), m.group(2), body or {})
@@ -353,7 +370,7 @@ class FakeDiscord(FakeDiscordCdn, HttpWsServer):
             reply = next((m for m in self.messages.get(channel_id, []) if m["id"] == str(ref["message_id"])), None)
             if reply is None and ref.get("fail_if_not_exists", True):
                 return 400, {"message": "Invalid Form Body", "code": 50035}
-        message = self._message(channel_id, content, self.bot, mentions=[], dm=channel_id not in self.guild_channels,
+        message = self._message(channel_id, content, self.bot, mentions=[], dm=not self.in_guild(channel_id),
                                 reply_to=reply, nonce=str(nonce) if nonce is not None else None)
         message["attachments"] = [self.attachment(channel_id, f["filename"], f["bytes"], content_type=f["content_type"])
                                   for f in files]

@@ -11,7 +11,8 @@ HTTP (JSON; errors as Lark sends them: ``{"code": N, "msg": ...}``, HTTP 400 for
 message: 230011 "withdrawn" after ``recall(id)``, 230001 for an id Lark never gave; each edit in
 ``edits``, every text a message showed in ``versions(id)``), ``GET
 /open-apis/contact/v3/users/{open_id}``, and the files calls (message resources, image and file
-uploads: tests/fakes/lark_files.py). Calls other than the
+uploads: tests/fakes/lark_files.py), the reactions calls and ``GET /open-apis/im/v1/messages/{id}``
+(tests/fakes/lark_reactions.py). Calls other than the
 token's need ``Authorization: Bearer <a token this fake issued>``.
 
 Websocket (``/ws/v2?device_id=..&service_id=..``): binary protobuf ``Frame``s (lark_oapi's
@@ -43,6 +44,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import RejectConnection, Request
 
 from .lark_files import LarkFiles, keys_in
+from .lark_reactions import FakeLarkReactions
 from .wsserver import HttpRequest, HttpWsServer, WebSocket
 
 
@@ -52,7 +54,7 @@ def _frame_cls() -> Any:
     return Frame
 
 
-class FakeLark(LarkFiles, HttpWsServer):
+class FakeLark(FakeLarkReactions, LarkFiles, HttpWsServer):
     def __init__(self, *, app_id: str = "cli_test", app_secret: str = "secret-test",
                  bot_open_id: str = "ou_bot", bot_name: str = "Andy", ping_interval: int = 1,
                  verification_token: str = "vtoken") -> None:
@@ -87,6 +89,7 @@ class FakeLark(LarkFiles, HttpWsServer):
         self._changed = trio.Event()
         self._ws: WebSocket | None = None
         self._init_files()
+        self.init_reactions()
 
     @classmethod
     async def start(cls, nursery: trio.Nursery, **kw: Any) -> FakeLark:
@@ -307,6 +310,9 @@ class FakeLark(LarkFiles, HttpWsServer):
             return self._post_message("reply", self.messages[target]["chat_id"], body, target)
         if path.startswith("/open-apis/im/v1/messages/") and path.count("/") == 5 and request.method == "PUT":
             return self._update_message(path.rsplit("/", 1)[1], body)
+        reactions = self.reactions_http(request, body)
+        if reactions is not None:
+            return reactions
         return 404, {"code": 404, "msg": "not found"}
 
     def recall(self, message_id: str) -> None:
