@@ -29,6 +29,7 @@ async def test_dashboard_changes_a_groups_threads_and_previews(run_daemon, tmp_p
         main = d.daemon.registry.get("local:main")
         assert main is not None and (main.threads, main.previews) == (ThreadMode.PER_THREAD, False)
         # back to the daemon's defaults
+        await page.js(f"{q('#settings-msg')}.textContent = ''")  # so the next 'saved' is the next save's
         await page.js(f"{q('#set-threads')}.value = ''")
         await page.js(f"{q('#set-previews')}.value = ''")
         await page.js(f"{q('#settings')}.requestSubmit()")
