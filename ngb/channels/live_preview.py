@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .text import fit_prefix
+
 if TYPE_CHECKING:
     from .common import PartialSends
 
@@ -42,15 +44,7 @@ def preview_text(text: str, limit: int, *, measure: Callable[[str], int] = len) 
         return ELLIPSIS
     if measure(text) <= limit:
         return text
-    room = limit - measure(ELLIPSIS)
-    lo, hi = 0, min(len(text), room)  # the longest prefix within room (measure grows with length)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if measure(text[:mid]) <= room:
-            lo = mid
-        else:
-            hi = mid - 1
-    return text[:lo].rstrip() + ELLIPSIS
+    return text[:fit_prefix(text, limit - measure(ELLIPSIS), measure)].rstrip() + ELLIPSIS
 
 
 class FinishesPreviews:

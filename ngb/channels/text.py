@@ -26,7 +26,7 @@ def split_text(text: str, limit: int, *, measure: Callable[[str], int] = len) ->
         if measure(reopen + text) <= limit:
             parts.append(reopen + text)
             break
-        cut = _best_cut(text, _fit(text, room, measure))
+        cut = _best_cut(text, fit_prefix(text, room, measure))
         head, text = text[:cut].rstrip(), text[cut:].lstrip("\n ")
         if not head.strip():  # pathological: nothing fits before the first break
             head, text = text[:cut], text[cut:]
@@ -41,8 +41,8 @@ def split_text(text: str, limit: int, *, measure: Callable[[str], int] = len) ->
     return [p for p in parts if p.strip()]
 
 
-def _fit(text: str, room: int, measure: Callable[[str], int]) -> int:
-    """The largest prefix length whose measure is within room (measure is monotone)."""
+def fit_prefix(text: str, room: int, measure: Callable[[str], int]) -> int:
+    """The largest prefix length whose measure is within room (measure is monotone), at least 1."""
     if measure is len:
         return min(len(text), room)
     lo, hi = 1, min(len(text), room)
