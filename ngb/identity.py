@@ -28,6 +28,7 @@ _ID_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
     "qq": (re.compile(r"\d{5,12}"), "a QQ number, e.g. 10001"),
     "lark": (re.compile(r"ou_[0-9a-zA-Z]{8,64}"), "a Feishu/Lark open_id, e.g. ou_7d8a6e6df7621556ce0d21922b676706"),
     "dingtalk": (re.compile(r"[A-Za-z0-9_$:.+/=-]{1,80}"), "a DingTalk staffId (ASCII, no spaces), e.g. manager4291"),
+    "matrix": (re.compile(r"@[^:\s]+:[A-Za-z0-9.:\[\]-]+"), "a Matrix user id, e.g. @alice:example.org"),
     "wecom": (re.compile(r"[A-Za-z0-9_.@-]{1,64}"), "a WeCom userid (ASCII, no spaces), e.g. ZhangSan"),
 }
 _LOCAL_MAX = 200  # the local chat has no accounts: its sender id is the name the API was given

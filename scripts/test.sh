@@ -12,6 +12,7 @@ started=$SECONDS
 trap 'echo "test: $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s in all (exit $?)" >&2' EXIT
 NGB_EXTRA_PACKAGES="chromium systemd docker-compose ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
 VENV=${NGB_VENV:-.venv}
+NGB_VENV="$VENV" bash scripts/setup-synapse.sh  # the Matrix tests' homeserver, in its own venv
 "$VENV/bin/ruff" check .
 # The habits that keep the structure (docs/architecture.md): zero type errors at mypy's standard
 # level over ngb/ and agent/, no dead code (vulture; allow list in tests/vulture_allow.py), and the

@@ -43,7 +43,7 @@ def test_not_configured_is_not_built(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("NGB_WECOM_SECRET", raising=False)
     monkeypatch.delenv("NGB_WHATSAPP", raising=False)
     assert list(build_channels(make_config(tmp_path))) == ["local"]
-    assert {entry.name for entry in REGISTRY} == {"telegram", "slack", "discord", "lark", "dingtalk", "qq", "wecom",
+    assert {entry.name for entry in REGISTRY} == {"telegram", "slack", "discord", "lark", "dingtalk", "qq", "wecom", "matrix",
                                                    "whatsapp"}
 
 

@@ -15,11 +15,13 @@ _.slack_settings
 _.discord_settings
 _.lark_settings
 _.dingtalk_settings
+_.matrix_settings
 _.TelegramChannel
 _.SlackChannel
 _.DiscordChannel
 _.LarkChannel
 _.DingTalkChannel
+_.MatrixChannel
 
 # attrs records: their fields are written out by name (attrs.asdict, cattrs, the store's rows, the
 # API's JSON), not read one by one.

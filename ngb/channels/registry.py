@@ -49,6 +49,7 @@ REGISTRY: tuple[Registered, ...] = (
     Registered("qq", "onebot_settings:settings_from_config", {"OneBotSettings": "onebot:OneBotChannel"}),
     Registered("wecom", "wecom_settings:settings_from_config",
                {"WeComSettings": "wecom:WeComChannel", "WeComCallbackSettings": "wecom_callback:WeComCallbackChannel"}),
+    Registered("matrix", "registry:matrix_settings", {"MatrixSettings": "matrix:MatrixChannel"}),
     Registered("whatsapp", "whatsapp_settings:settings_from_config", {"WhatsAppSettings": "whatsapp:WhatsAppChannel"}),
 )
 
@@ -96,6 +97,7 @@ telegram_settings = _from_table("telegram", "telegram_settings", "TelegramSettin
 slack_settings = _from_table("slack", "slack_settings", "SlackSettings")
 discord_settings = _from_table("discord", "discord_settings", "DiscordSettings")
 lark_settings = _from_table("lark", "lark_settings", "LarkSettings")
+matrix_settings = _from_table("matrix", "matrix_settings", "MatrixSettings")
 _dingtalk_table = _from_table("dingtalk", "dingtalk_settings", "DingTalkSettings")
 
 

@@ -1,0 +1,276 @@
+"""Matrix: matrix-nio's ``AsyncClient`` over the shared asyncio bridge, logged in with the bot
+account's access token (``whoami`` says who and which device it is), receiving by ``/sync`` long
+polls driven from trio.
+
+Catch-up without loss or duplicates: the sync position (``next_batch``) is kept in the daemon's
+store (the channel's mark ``next_batch``) and moved only after every event of the sync answer that
+carried it has been stored. A daemon stopped or killed in between syncs again from the older
+position at its next start; what it stored already is stored once (the store's key on channel +
+event id). A sync whose timeline for a room is ``limited`` (more events than ``timeline_limit``) is
+completed by paging ``/messages`` back from its ``prev_batch`` to the position synced from. The
+first start (no position stored) only takes the position: what was said before the bot ran is not
+answered.
+
+Chats are ``matrix:<room id>``; a message's platform id is its event id (``$...``). Triggers: a
+mention (``m.mentions``, a pill, the bot's display name or user id), a reply to one of the bot's
+messages, and every message of a room of two (a DM). A reply goes out as an ``m.in_reply_to``
+reply to the trigger, in the trigger's thread (``m.thread``) when it was in one; Markdown goes as
+``formatted_body`` HTML beside the plain body. Sends carry the outbox row's key as the transaction
+id, so a retried send is deduplicated by the homeserver. Invites are accepted from
+``invites_from`` only (others: one log line). Configuration: docs/channels/matrix.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from ..aio_bridge import BRIDGE, AsyncioBridge
+from ..media.intake import MediaIntake
+from ..records import InboundMessage
+from .base import ChannelError, ChannelMemory, Submit
+from .common import CONNECTED, AuthError, Lru, split_text
+from .matrix_events import mentions, relation_of, reply_relation, strip_reply_fallback, text_content
+from .matrix_settings import PREFIX, MatrixSettings, matrix_chat, room_id_of
+from .skeleton import PlatformChannel
+
+log = logging.getLogger(__name__)
+
+SYNC_MARK = "next_batch"  # the mark (in the daemon's store) that holds the sync position
+PART_LIMIT = 16_000  # characters of one message (an event is at most 64 KiB, the HTML included)
+AUTH_ERRORS = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN", "M_USER_DEACTIVATED"}
+PAGE = 100  # events per /messages page of a catch-up
+
+
+class MatrixChannel(PlatformChannel):
+    name = PREFIX
+    uses_asyncio = True
+    takes_idempotency_key = True  # base.IdempotentSend: the transaction id
+
+    def __init__(self, settings: MatrixSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
+                 memory: ChannelMemory | None = None, media: MediaIntake | None = None) -> None:
+        super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
+        self.keep_secret(settings.access_token or "", loggers=("nio", "aiohttp", "ngb"))
+        self.client: Any = None  # nio.AsyncClient
+        self.me = ""  # the bot's user id
+        self.device = ""
+        self.names: tuple[str, ...] = ()  # what the bot is called in a message: display name, localpart
+        self.since: str | None = None  # the stored sync position
+        self._threads = Lru(8192)  # event id -> its thread's root ("" = none)
+        self._sent = Lru(4096)  # event ids of the bot's own messages
+        self.syncs = 0
+        self.fetched = 0  # events a catch-up paged back for
+
+    # -- life cycle -------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        if self.memory is not None:
+            try:
+                self.since = (await self.memory.channel_marks(PREFIX)).get(SYNC_MARK)
+            except Exception as exc:  # noqa: BLE001 - no position: this run starts from now
+                log.warning("matrix: could not read the stored sync position (%s)", exc)
+        self.client = await self.bridge.call_sync(self._make_client)
+
+    def _make_client(self) -> Any:  # on the asyncio loop thread
+        from nio import AsyncClient, AsyncClientConfig
+
+        config = AsyncClientConfig(encryption_enabled=False, store_sync_tokens=False, max_timeouts=2,
+                                   max_limit_exceeded=5, request_timeout=self.settings.request_timeout)
+        client = AsyncClient(self.settings.homeserver, config=config)
+        client.access_token = self.settings.access_token or ""
+        return client
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        await self.close_on_loop(client and client.close, "the client")
+
+    async def _api(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A client call; an error answer raises (AuthError for a rejected token)."""
+        from nio import ErrorResponse
+
+        if self.client is None:
+            raise ChannelError(f"matrix is {self.state}", retryable=True)
+        answer = await self.bridge.call(getattr(self.client, method), *args, **kwargs)
+        if isinstance(answer, ErrorResponse):
+            if answer.status_code in AUTH_ERRORS and method in ("whoami", "sync"):
+                raise AuthError(f"{method}: {answer.status_code} {answer.message}")
+            raise ConnectionError(f"{method}: {answer.status_code} {answer.message}")
+        return answer
+
+    async def session(self, submit: Submit) -> None:
+        who = await self._api("whoami")
+        self.me, self.device = who.user_id, who.device_id or ""
+        self.client.user_id, self.client.device_id = self.me, self.device
+        localpart = self.me[1:].partition(":")[0]
+        if self.settings.display_name:
+            await self._api("set_displayname", self.settings.display_name)
+        profile = await self.bridge.call(self.client.get_displayname, self.me)
+        display = getattr(profile, "displayname", None) or ""
+        self.names = tuple(n for n in (display, localpart) if n)
+        self.status.set(CONNECTED)
+        log.info("matrix: connected as %s (device %s) on %s", self.me, self.device, self.settings.homeserver)
+        first = True
+        while True:
+            await self._sync(submit, first=first)
+            first = False
+
+    async def _sync(self, submit: Submit, *, first: bool) -> None:
+        """One /sync: its events stored, its invites answered, then its position kept."""
+        timeline: dict[str, Any] = {"limit": 1 if self.since is None else self.settings.timeline_limit}
+        sync_filter = {"room": {"timeline": timeline, "state": {"lazy_load_members": False}},
+                       "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}}
+        answer = await self._api("sync", timeout=0 if first else int(self.settings.sync_timeout * 1000),
+                                 sync_filter=sync_filter, since=self.since, full_state=first)
+        self.syncs += 1
+        if self.since is not None:
+            for room_id, room in answer.rooms.join.items():
+                events = list(room.timeline.events)
+                if room.timeline.limited and room.timeline.prev_batch:
+                    events = await self._older(room_id, room.timeline.prev_batch, self.since) + events
+                for event in events:
+                    await self._take(submit, room_id, event)
+        for room_id, room in answer.rooms.invite.items():
+            await self._invited(room_id, room.invite_state)
+        self.since = answer.next_batch
+        if self.memory is not None:
+            await self.memory.set_channel_mark(PREFIX, SYNC_MARK, answer.next_batch)
+
+    async def _older(self, room_id: str, start: str, until: str) -> list[Any]:
+        """The events a limited sync left out: /messages back from ``start`` to ``until``, oldest first."""
+        from nio import MessageDirection
+
+        found: list[Any] = []
+        token: str | None = start
+        while token:
+            page = await self._api("room_messages", room_id, start=token, end=until,
+                                   direction=MessageDirection.back, limit=PAGE)
+            found.extend(page.chunk)
+            token = page.end if page.chunk and page.end != token else None
+        self.fetched += len(found)
+        log.info("matrix: caught up %d older events in %s", len(found), room_id)
+        return found[::-1]
+
+    async def _invited(self, room_id: str, state: list[Any]) -> None:
+        inviter = next((e.sender for e in state if getattr(e, "state_key", None) == self.me
+                        and getattr(e, "membership", None) == "invite"), None)
+        if inviter is None or not self.settings.may_invite(inviter):
+            log.info("matrix: ignoring the invite to %s from %s (not in invites_from)", room_id, inviter or "?")
+            return
+        try:
+            await self._api("join", room_id)
+            log.info("matrix: joined %s (invited by %s)", room_id, inviter)
+        except ConnectionError as exc:
+            log.warning("matrix: could not join %s: %s", room_id, exc)
+
+    # -- inbound ----------------------------------------------------------------------------------
+    async def _take(self, submit: Submit, room_id: str, event: Any) -> None:
+        from nio import RoomMessageText
+
+        source = getattr(event, "source", None) or {}
+        event_id = source.get("event_id")
+        content = source.get("content") or {}
+        if event_id:
+            self._threads.put(event_id, relation_of(content).thread)
+        if not isinstance(event, RoomMessageText) or event.sender == self.me or event_id is None:
+            return
+        if content.get("msgtype") == "m.notice" or isinstance((content.get("m.relates_to") or {}).get("rel_type"), str) \
+                and content["m.relates_to"]["rel_type"] == "m.replace":
+            return  # notices are bots' messages; an edit is not a new message
+        inbound = await self.to_inbound(room_id, event_id, event.sender, content, event.server_timestamp)
+        await self._gate.submit(submit, inbound)
+
+    async def to_inbound(self, room_id: str, event_id: str, sender: str, content: dict[str, Any],
+                         timestamp_ms: int) -> InboundMessage:
+        relation = relation_of(content)
+        room = (self.client.rooms if self.client is not None else {}).get(room_id)
+        direct = room is not None and room.member_count == 2
+        to_bot = relation.reply_to is not None and await self._is_bots(relation.reply_to)
+        name = room.user_name(sender) if room is not None else None
+        return InboundMessage(
+            chat=matrix_chat(room_id),
+            sender=name or sender,
+            text=strip_reply_fallback(str(content.get("body") or "")) if relation.reply_to else str(content.get("body") or ""),
+            platform_id=event_id,
+            time=datetime.fromtimestamp(timestamp_ms / 1000, UTC),
+            sender_id=sender,
+            mentions_bot=direct or to_bot or mentions(content, self.me, self.names),
+            reply_to=relation.reply_to,
+            direct=direct,
+            thread=relation.thread,
+        )
+
+    async def _is_bots(self, event_id: str) -> bool:
+        if event_id in self._sent:
+            return True
+        if self.memory is None:
+            return False
+        try:
+            return await self.memory.sent_by_bot(PREFIX, event_id)
+        except Exception:  # noqa: BLE001 - unknown: not a trigger by itself
+            return False
+
+    # -- outbound ---------------------------------------------------------------------------------
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *,
+                   idempotency_key: str | None = None) -> str | None:
+        """Post ``text`` (split under PART_LIMIT) as a reply to the trigger, in its thread; the first
+        part replies, the others follow in the thread (or the room)."""
+        room_id = room_id_of(chat)
+        trigger = reply_to or self._last_trigger.get(chat)
+        thread = await self._thread_for(room_id, trigger)
+        key = self._partial.key(chat, text, reply_to)
+        ids = list(self._partial.done(key))
+        parts = split_text(text, PART_LIMIT)
+        for index in range(len(ids), len(parts)):
+            content = text_content(parts[index])
+            relates = reply_relation(trigger if index == 0 else None, thread)
+            if relates is not None:
+                content["m.relates_to"] = relates
+            tx_id = f"{idempotency_key}.{index}" if idempotency_key else None
+            ids.append(await self._send_event(room_id, content, tx_id))
+            self._partial.record(key, ids[-1])
+        self._partial.finish(key)
+        return ids[0] if ids else None
+
+    async def _send_event(self, room_id: str, content: dict[str, Any], tx_id: str | None,
+                          event_type: str = "m.room.message") -> str:
+        try:
+            answer = await self._api("room_send", room_id, event_type, content, tx_id=tx_id)
+        except ConnectionError as exc:
+            retryable = "M_FORBIDDEN" not in str(exc) and "M_NOT_FOUND" not in str(exc)
+            raise ChannelError(f"matrix: {exc}", retryable=retryable) from None
+        except (OSError, trio.TooSlowError) as exc:
+            raise ChannelError(f"matrix: {exc}", retryable=True) from None
+        self._sent.put(answer.event_id, None)
+        return str(answer.event_id)
+
+    async def _thread_for(self, room_id: str, trigger: str | None) -> str:
+        """The thread a reply to ``trigger`` goes into ("" = the room's timeline)."""
+        if not trigger:
+            return ""
+        thread = self._threads.get(trigger)
+        if thread is None:
+            try:
+                answer = await self._api("room_get_event", room_id, trigger)
+                thread = relation_of(answer.event.source.get("content") or {}).thread
+            except Exception as exc:  # noqa: BLE001 - unknown: a plain reply will do
+                log.debug("matrix: could not read %s: %s", trigger, exc)
+                thread = ""
+            self._threads.put(trigger, thread)
+        if not thread and self.settings.reply_in_thread == "always":
+            return trigger
+        return str(thread)
+
+    async def typing(self, chat: str) -> None:
+        """"typing..." for a few seconds (best effort)."""
+        if self.client is None:
+            return
+        try:
+            await self._api("room_typing", room_id_of(chat), True, 8000)
+        except Exception as exc:  # noqa: BLE001 - best effort
+            log.debug("matrix: typing in %s failed: %s", chat, exc)
+
+    def details(self) -> dict[str, Any]:
+        return {"user": self.me or None, "device": self.device or None, "received": self.received,
+                "syncs": self.syncs, "caught_up": self.fetched}

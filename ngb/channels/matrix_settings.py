@@ -1,0 +1,76 @@
+"""Matrix's ``[channels.matrix]`` table -> MatrixSettings (docs/channels/matrix.md), and its chat
+names (``matrix:<room id>``, e.g. ``matrix:!abc:example.org``; room version 12 ids have no server part)."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .chats import chat_name, platform_id_of
+from .settings import ChannelTable, setting
+
+PREFIX = "matrix"
+KEYS = {"homeserver", "access_token", "access_token_file", "invites_from", "reply_in_thread", "sync_timeout",
+        "request_timeout", "timeline_limit", "reconnect_base", "reconnect_cap", "display_name"}
+# "!opaque:server", or from room version 12 on (MSC4291) "!<hash of the create event>" alone
+ROOM_ID = re.compile(r"![^\s:]+(:[A-Za-z0-9.:\[\]-]+)?")
+USER_ID = re.compile(r"@[^:\s]+:[A-Za-z0-9.:\[\]-]+")
+
+
+@attrs.frozen
+class MatrixSettings:
+    homeserver: str = ""  # https://matrix.example.org (the client API's base)
+    access_token: str | None = attrs.field(default=None, repr=False)  # the bot account's token (syt_...)
+    # who may invite the bot into a room: user ids ("@alice:example.org") or whole servers
+    # (":example.org"); an invite from anyone else is ignored with one log line
+    invites_from: tuple[str, ...] = ()
+    # "auto": in the thread when the trigger was in one; "always": a thread on the trigger
+    reply_in_thread: str = setting("auto", ChannelTable.choice, options=("auto", "always"))
+    sync_timeout: float = setting(30.0, ChannelTable.duration)  # the long poll's wait on the server
+    request_timeout: float = setting(30.0, ChannelTable.duration)  # any other request
+    # events per room one sync returns; a longer gap is paged back through /messages
+    timeline_limit: int = setting(100, ChannelTable.integer, lo=1, hi=1000)
+    display_name: str = ""  # set on the bot's account at start when given
+    reconnect_base: float = setting(1.0, ChannelTable.duration)
+    reconnect_cap: float = setting(60.0, ChannelTable.duration)
+    off_reason: str | None = None
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> MatrixSettings:
+        t = ChannelTable(PREFIX, table, config_file, KEYS)
+        token = t.secret("access_token")
+        homeserver = t.url("homeserver", "http://-") if "homeserver" in t else ""
+        raw = t.get("invites_from", [])
+        if isinstance(raw, str):
+            raw = [part for part in re.split(r"[,\s]+", raw) if part]
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise t.error("invites_from", "must be a list of user ids or :servers")
+        for entry in raw:
+            if not (USER_ID.fullmatch(entry) or re.fullmatch(r":[A-Za-z0-9.:\[\]-]+", entry)):
+                raise t.error("invites_from", f'"{entry}" is neither a user id (@name:server) nor a server (:server)')
+        missing = [what for what, value in (("homeserver", homeserver), ("NGB_MATRIX_ACCESS_TOKEN", token)) if not value]
+        return t.fill(
+            cls,
+            homeserver=homeserver.rstrip("/"),
+            access_token=token,
+            invites_from=tuple(raw),
+            display_name=t.string("display_name", ""),
+            off_reason=f"not configured: set {' and '.join(missing)} (or access_token_file)" if missing else None,
+        )
+
+    def may_invite(self, user_id: str) -> bool:
+        """Whether an invite from this user is accepted."""
+        server = user_id.partition(":")[2]
+        return user_id in self.invites_from or f":{server}" in self.invites_from
+
+
+matrix_chat = partial(chat_name, PREFIX)  # room id -> chat
+
+
+def room_id_of(chat: str) -> str:
+    return platform_id_of(chat, PREFIX, ROOM_ID.fullmatch,
+                          "Matrix chat: {chat} (expected matrix:<room id>, e.g. matrix:!abc:example.org)")
