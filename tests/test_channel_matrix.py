@@ -4,6 +4,7 @@ Synapse (tests/matrix_server.py: one per session); a second nio client plays the
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,6 +130,26 @@ async def test_a_restart_catches_up_each_message_once(tmp_path: Path, bridge: As
         assert second.channel.fetched >= 5  # the gap was paged back through /messages
         await second.stop()
         await alice.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_invite_from_a_stranger_is_ignored_with_one_line(tmp_path: Path, bridge: AsyncioBridge,
+                                                                  synapse: MatrixServer, caplog: Any) -> None:  # noqa: F811
+    caplog.set_level(logging.INFO, "ngb.channels.matrix")
+    bot = synapse.register("bot")
+    alice = await person(bridge, synapse, "alice")
+    eve = await person(bridge, synapse, "eve")
+    async with trio.open_nursery() as nursery:
+        d = await StoppableDaemon.start_with(nursery, make_config(tmp_path, **matrix_env(synapse, bot, alice.user.user_id)),
+                                             FakeBehaviour(), "matrix")
+        strange = await eve.create_room(bot.user_id)
+        await room_with_bot(alice, bot, d.channel)  # alice's invite, after eve's, is taken
+        assert bot.user_id not in await eve.members(strange)
+        lines = [r.getMessage() for r in caplog.records if "ignoring the invite" in r.getMessage()]
+        assert lines == [f"matrix: ignoring the invite to {strange} from {eve.user.user_id} (not in invites_from)"]
+        await d.stop()
+        await alice.close()
+        await eve.close()
         nursery.cancel_scope.cancel()
 
 
