@@ -29,6 +29,7 @@ _ID_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
     "lark": (re.compile(r"ou_[0-9a-zA-Z]{8,64}"), "a Feishu/Lark open_id, e.g. ou_7d8a6e6df7621556ce0d21922b676706"),
     "dingtalk": (re.compile(r"[A-Za-z0-9_$:.+/=-]{1,80}"), "a DingTalk staffId (ASCII, no spaces), e.g. manager4291"),
     "wecom": (re.compile(r"[A-Za-z0-9_.@-]{1,64}"), "a WeCom userid (ASCII, no spaces), e.g. ZhangSan"),
+    "email": (re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+"), "an email address, e.g. alice@example.com"),
 }
 _LOCAL_MAX = 200  # the local chat has no accounts: its sender id is the name the API was given
 
@@ -45,6 +46,8 @@ def normalise_sender_id(chat: str, entry: str) -> str:
         raise SenderIdError("an allowed sender is empty")
     if channel == "whatsapp" and re.fullmatch(r"\+?\d{5,20}", value):
         value = value.lstrip("+") + "@s.whatsapp.net"  # a phone number is the user part of the id
+    if channel == "email":
+        value = value.lower()  # the email channel's sender ids are lower-case addresses
     spec = _ID_FORMATS.get(channel)
     if spec is None:  # the local chat, or a plugin's channel: any single token up to the limit
         if len(value) > _LOCAL_MAX:

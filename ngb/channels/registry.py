@@ -50,6 +50,7 @@ REGISTRY: tuple[Registered, ...] = (
     Registered("wecom", "wecom_settings:settings_from_config",
                {"WeComSettings": "wecom:WeComChannel", "WeComCallbackSettings": "wecom_callback:WeComCallbackChannel"}),
     Registered("whatsapp", "whatsapp_settings:settings_from_config", {"WhatsAppSettings": "whatsapp:WhatsAppChannel"}),
+    Registered("email", "registry:email_settings", {"EmailSettings": "email:EmailChannel"}),
 )
 
 
@@ -96,6 +97,7 @@ telegram_settings = _from_table("telegram", "telegram_settings", "TelegramSettin
 slack_settings = _from_table("slack", "slack_settings", "SlackSettings")
 discord_settings = _from_table("discord", "discord_settings", "DiscordSettings")
 lark_settings = _from_table("lark", "lark_settings", "LarkSettings")
+email_settings = _from_table("email", "email_settings", "EmailSettings")
 _dingtalk_table = _from_table("dingtalk", "dingtalk_settings", "DingTalkSettings")
 
 
