@@ -141,3 +141,33 @@ def test_authentication_results(header: str, expected: bool) -> None:
     m = message("a@example.test", "bot@example.test", "s", "b")
     m["Authentication-Results"] = header
     assert parse_mail(m.as_bytes(), AUTHSERV_ID).authenticated is expected
+
+
+def test_doctor_checks_the_logins(tmp_path: Any, dovecot: Any, border_smtp: Any) -> None:
+    from ngb.ops.channel_checks import check_channels
+    from tests.conftest import make_config
+
+    bot = dovecot.add_user("bot")
+    [ok] = check_channels(make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [])))
+    assert ok.status == "ok" and "INBOX has 0 messages (IDLE)" in ok.detail, ok
+    env = email_env(dovecot, border_smtp, bot, [])
+    env["NGB_EMAIL_PASSWORD"] = "wrong-password-9"
+    [bad] = check_channels(make_config(tmp_path, **env))
+    assert bad.status == "fail" and "refused the login" in bad.detail and "wrong-password-9" not in bad.detail, bad
+
+
+async def test_the_same_mail_again_is_answered_once(run_daemon: Any, dovecot: Any, border_smtp: Any) -> None:
+    """A mail seen again (a copy, a resend, a mailbox whose UIDVALIDITY changed) is recognised by its
+    Message-ID: stored and answered once."""
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice]))
+    channel = d.daemon.channels["email"]
+    await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+    mail = message(alice, bot, "once", "only once please")
+    await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))  # the very same mail again
+    await wait_until(lambda: channel.received == 2)
+    await trio.sleep(0.5)
+    assert [m.platform_id for m in await stored(d, f"email:{alice}") if not m.from_bot] == [mail["Message-ID"]]
+    assert len(replies_to(border_smtp, alice)) == 1

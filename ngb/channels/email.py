@@ -71,7 +71,8 @@ class EmailChannel(PlatformChannel):
                             self.settings.mailbox, self.uidvalidity, box.uidvalidity)
             self.uidvalidity = box.uidvalidity
             self.status.set(CONNECTED)
-            wait = self.settings.idle_renew if box.idle else self.settings.poll_interval
+            # with IDLE, a search every poll_interval all the same: a push lost in a race is caught
+            wait = min(self.settings.idle_renew, self.settings.poll_interval) if box.idle else self.settings.poll_interval
             while True:
                 await self._take_unseen(box, submit)
                 await self.bridge.call(box.wait, wait)
