@@ -30,6 +30,7 @@ _ID_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
     "dingtalk": (re.compile(r"[A-Za-z0-9_$:.+/=-]{1,80}"), "a DingTalk staffId (ASCII, no spaces), e.g. manager4291"),
     "matrix": (re.compile(r"@[^:\s]+:[A-Za-z0-9.:\[\]-]+"), "a Matrix user id, e.g. @alice:example.org"),
     "wecom": (re.compile(r"[A-Za-z0-9_.@-]{1,64}"), "a WeCom userid (ASCII, no spaces), e.g. ZhangSan"),
+    "email": (re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+"), "an email address, e.g. alice@example.com"),
 }
 _LOCAL_MAX = 200  # the local chat has no accounts: its sender id is the name the API was given
 
@@ -46,6 +47,8 @@ def normalise_sender_id(chat: str, entry: str) -> str:
         raise SenderIdError("an allowed sender is empty")
     if channel == "whatsapp" and re.fullmatch(r"\+?\d{5,20}", value):
         value = value.lstrip("+") + "@s.whatsapp.net"  # a phone number is the user part of the id
+    if channel == "email":
+        value = value.lower()  # the email channel's sender ids are lower-case addresses
     spec = _ID_FORMATS.get(channel)
     if spec is None:  # the local chat, or a plugin's channel: any single token up to the limit
         if len(value) > _LOCAL_MAX:

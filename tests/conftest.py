@@ -190,3 +190,30 @@ def _cancelled_after(test: Callable[..., Any], limit: float, nodeid: str) -> Cal
             raise TestHung(f"{nodeid} still running after {limit:g} s: cancelled (a hang?)")
 
     return guarded
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Any:
+    """Debian's Dovecot (IMAP + LMTP) on loopback, rootless, for the session (tests/mail_servers.py).
+    The test command installs it; missing, the email tests fail. Its folder is not under pytest's
+    tmp dirs: those are 0700 root's, and Dovecot runs as nobody."""
+    import shutil
+    import tempfile
+
+    from tests.mail_servers import Dovecot
+
+    folder = Path(tempfile.mkdtemp(prefix="ngb-dovecot-"))
+    server = Dovecot.start(folder)
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def border_smtp(dovecot: Any) -> Any:
+    """aiosmtpd in this process: stamps Authentication-Results, relays into the Dovecot's LMTP."""
+    from tests.mail_servers import BorderSmtp
+
+    server = BorderSmtp.start(dovecot.lmtp_port)
+    yield server
+    server.stop()

@@ -22,11 +22,13 @@ from tests.conftest import make_config
         ("qq", '{"qq": {}}'),  # no url or listen
         ("wecom", '{"wecom": {"bot_id": "b"}}'),  # no secret
         ("wecom", '{"wecom": {"mode": "callback", "corp_id": "c"}}'),  # callback mode, values missing
+        ("email", '{"email": {"address": "bot@example.com", "imap_host": "127.0.0.1"}}'),  # no password
     ],
 )
 async def test_a_configured_channel_without_its_token_is_listed_as_off(tmp_path, monkeypatch, name, table) -> None:
     for var in ("NGB_ONEBOT_ACCESS_TOKEN", "NGB_WECOM_SECRET", "NGB_WECOM_BOT_ID", "NGB_WECOM_CORP_SECRET",
-                "NGB_WECOM_TOKEN", "NGB_WECOM_ENCODING_AES_KEY", "NGB_WECOM_AGENT_ID", "NGB_WECOM_CORP_ID"):
+                "NGB_WECOM_TOKEN", "NGB_WECOM_ENCODING_AES_KEY", "NGB_WECOM_AGENT_ID", "NGB_WECOM_CORP_ID",
+                "NGB_EMAIL_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     channels = build_channels(make_config(tmp_path, NGB_CHANNELS=table))
     channel = channels[name]
@@ -44,7 +46,7 @@ def test_not_configured_is_not_built(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("NGB_WHATSAPP", raising=False)
     assert list(build_channels(make_config(tmp_path))) == ["local"]
     assert {entry.name for entry in REGISTRY} == {"telegram", "slack", "discord", "lark", "dingtalk", "qq", "wecom", "matrix",
-                                                   "whatsapp"}
+                                                   "whatsapp", "email"}
 
 
 def test_capabilities_are_declared() -> None:

@@ -16,12 +16,14 @@ _.discord_settings
 _.lark_settings
 _.dingtalk_settings
 _.matrix_settings
+_.email_settings
 _.TelegramChannel
 _.SlackChannel
 _.DiscordChannel
 _.LarkChannel
 _.DingTalkChannel
 _.MatrixChannel
+_.EmailChannel
 
 # attrs records: their fields are written out by name (attrs.asdict, cattrs, the store's rows, the
 # API's JSON), not read one by one.
@@ -80,3 +82,8 @@ _.integrity_ok  # ngb/store/core.py (tests/faults/test_full_disk.py)
 _.failed_turns  # ngb/store/outbox.py (tests/test_core.py, tests/faults/test_turn_faults.py)
 _.outbox_items  # ngb/store/outbox.py (tests/test_channel_*.py)
 _.wakeups  # ngb/tasks/scheduler.py: loop passes (tests/test_scheduler.py, bench/bench_scheduler.py)
+
+# ngb/channels/email_parse.py _Text: html.parser.HTMLParser calls its handlers by name.
+_.handle_starttag
+_.handle_endtag
+_.handle_data

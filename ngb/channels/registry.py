@@ -51,6 +51,7 @@ REGISTRY: tuple[Registered, ...] = (
                {"WeComSettings": "wecom:WeComChannel", "WeComCallbackSettings": "wecom_callback:WeComCallbackChannel"}),
     Registered("matrix", "registry:matrix_settings", {"MatrixSettings": "matrix:MatrixChannel"}),
     Registered("whatsapp", "whatsapp_settings:settings_from_config", {"WhatsAppSettings": "whatsapp:WhatsAppChannel"}),
+    Registered("email", "registry:email_settings", {"EmailSettings": "email:EmailChannel"}),
 )
 
 
@@ -98,6 +99,7 @@ slack_settings = _from_table("slack", "slack_settings", "SlackSettings")
 discord_settings = _from_table("discord", "discord_settings", "DiscordSettings")
 lark_settings = _from_table("lark", "lark_settings", "LarkSettings")
 matrix_settings = _from_table("matrix", "matrix_settings", "MatrixSettings")
+email_settings = _from_table("email", "email_settings", "EmailSettings")
 _dingtalk_table = _from_table("dingtalk", "dingtalk_settings", "DingTalkSettings")
 
 

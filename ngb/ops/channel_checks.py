@@ -6,7 +6,7 @@ One check per configured channel, named ``channel NAME``:
   would use (base URLs included, so a self-hosted gateway or a test fake is asked, not the public
   API): Telegram ``getMe``, Slack ``auth.test`` (bot token) and ``apps.connections.open`` (app
   token), Discord ``GET /users/@me``, Feishu/Lark ``tenant_access_token/internal``, DingTalk's
-  OAuth ``accessToken``. A refused token is ``fail`` with the variable to set; an unreachable
+  OAuth ``accessToken``; email logs in over IMAP and SMTP (ops/email_check.py). A refused token is ``fail`` with the variable to set; an unreachable
   platform is ``fail`` with the URL asked.
 - the others keep a connection open rather than answer a request (QQ/OneBot, WeCom's robot
   websocket, the WhatsApp bridge): when the daemon runs, its /status says whether the platform
@@ -31,6 +31,7 @@ import httpx
 
 from ..config import CHANNEL_SECRET_ENV, Config, ConfigError, parse_bool
 from .check import Check
+from .email_check import probe_email
 
 # Channels whose token variables are not in config.CHANNEL_SECRET_ENV (they read their own).
 _OTHER_TOKEN_ENV = {
@@ -221,6 +222,7 @@ PROBES: dict[str, Callable[[Config, Any, httpx.Client], Check]] = {
     "discord": probe_discord,
     "lark": probe_lark,
     "dingtalk": probe_dingtalk,
+    "email": probe_email,
 }
 
 

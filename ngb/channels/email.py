@@ -1,0 +1,132 @@
+"""The email channel: a mailbox read over IMAP, replies sent over SMTP (docs/channels/email.md).
+
+Each correspondent is a chat, ``email:<address>``; every mail in it addresses the bot (it was
+written to the bot), so each one triggers. The platform id of a mail is its ``Message-ID``, so a
+mail seen twice (a reconnect before it was marked seen, a UIDVALIDITY change, a copy) is stored
+and answered once: the store is idempotent on (channel, platform id).
+
+A session: connect and log in (email_imap.Mailbox, on the asyncio bridge), then forever: take
+every unseen message (fetched without marking it), parse it (email_parse), refuse it or hand it
+to the router, and only then mark it ``\\Seen``; wait for news (IDLE, or a poll). A connection that
+dies between the store and the mark leaves the mail unseen: it is taken again next session and
+the store recognises it.
+
+Who may trigger: only ``allowed_senders``, and, when ``authserv_id`` names our receiving server,
+only a From address its Authentication-Results header proves (DKIM, SPF or DMARC pass for the
+From's domain). A refused mail (a stranger, a forged From, an auto-reply, the bot's own mail) is
+logged, stored nowhere, and marked seen so it is not read again.
+
+A reply (email_send) answers the message it threads to (the outbox's reply_to, else the chat's
+last trigger): ``In-Reply-To``, ``References`` and "Re: " its subject."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..records import InboundMessage
+from .base import ChannelError, Submit
+from .common import CONNECTED, Lru
+from .email_imap import Mailbox
+from .email_parse import ParsedMail, parse_mail
+from .email_send import ThreadHead, build_reply, smtp_send
+from .email_settings import EmailSettings, address_of, email_chat, sender_allowed
+from .skeleton import PlatformChannel
+
+log = logging.getLogger(__name__)
+
+
+class EmailChannel(PlatformChannel):
+    name = "email"
+    uses_asyncio = True
+    settings: EmailSettings
+
+    def __init__(self, settings: EmailSettings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self._threads: Lru = Lru(4096)  # Message-ID -> ThreadHead of mails taken in
+        self.mode = ""  # "idle" or "poll", once connected
+        self.uidvalidity: str | None = None
+        self.refused = 0
+        self.sessions = 0
+        if settings.password:
+            self.keep_secret(*(p for p in {settings.password, settings.smtp_password or ""} if len(p) >= 6))
+
+    def details(self) -> dict[str, Any]:
+        return {"received": self.received, "refused": self.refused}
+
+    def status_details(self) -> dict[str, Any]:
+        return {"address": self.settings.address, "mailbox": self.settings.mailbox, "mode": self.mode,
+                "uidvalidity": self.uidvalidity}
+
+    # -- receiving -----------------------------------------------------------------------------------
+    async def session(self, submit: Submit) -> None:
+        box = Mailbox(self.settings)
+        try:
+            await self.bridge.call(box.connect)
+            self.sessions += 1
+            self.mode = "idle" if box.idle else "poll"
+            if self.uidvalidity is not None and box.uidvalidity != self.uidvalidity:
+                log.warning("email: %s's UIDVALIDITY changed (%s -> %s): unseen mail is read again, and "
+                            "what is already stored is recognised by its Message-ID",
+                            self.settings.mailbox, self.uidvalidity, box.uidvalidity)
+            self.uidvalidity = box.uidvalidity
+            self.status.set(CONNECTED)
+            # with IDLE, a search every poll_interval all the same: a push lost in a race is caught
+            wait = min(self.settings.idle_renew, self.settings.poll_interval) if box.idle else self.settings.poll_interval
+            while True:
+                await self._take_unseen(box, submit)
+                await self.bridge.call(box.wait, wait)
+        finally:
+            await self.close_on_loop(box.logout, "the IMAP connection")
+
+    async def _take_unseen(self, box: Mailbox, submit: Submit) -> None:
+        for uid in await self.bridge.call(box.unseen):
+            raw = await self.bridge.call(box.fetch, uid)
+            if raw is not None:
+                await self._take(parse_mail(raw, self.settings.authserv_id), submit)
+            await self.bridge.call(box.mark_seen, uid)  # only after the store has it (or it was refused)
+
+    async def _take(self, mail: ParsedMail, submit: Submit) -> None:
+        why = self.refusal(mail)
+        if why is not None:
+            self.refused += 1
+            log.warning("email: mail %s from %s refused: %s", mail.message_id, mail.sender or "?", why)
+            return
+        self._threads.put(mail.message_id, ThreadHead(mail.message_id, mail.subject, mail.references))
+        text = mail.text if not mail.subject else f"{mail.subject}\n\n{mail.text}".strip()
+        inbound = InboundMessage(
+            chat=email_chat(mail.sender), sender=mail.sender_name, sender_id=mail.sender, text=text,
+            platform_id=mail.message_id, time=mail.time, mentions_bot=True, direct=True,
+            reply_to=mail.in_reply_to,
+        )
+        await self._gate.submit(submit, inbound)  # raises when the store failed: the mail stays unseen
+
+    def refusal(self, mail: ParsedMail) -> str | None:
+        """Why this mail may not reach the agent (None: it may)."""
+        if not mail.sender:
+            return "no From address"
+        if mail.sender == self.settings.address:
+            return "written by the bot's own address"
+        if mail.automatic:
+            return "an automatic mail (Auto-Submitted, Precedence or List-Id)"
+        if not sender_allowed(self.settings, mail.sender):
+            return "the sender is not in channels.email.allowed_senders"
+        if mail.authenticated is False:
+            return (f"the From address is not proven: no DKIM/SPF/DMARC pass for its domain in the "
+                    f"Authentication-Results of {self.settings.authserv_id}")
+        return None
+
+    # -- sending -------------------------------------------------------------------------------------
+    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+        """Send ``text`` as one mail answering ``reply_to`` (else the chat's last trigger); returns
+        its Message-ID."""
+        to = address_of(chat)
+        trigger = reply_to or self._last_trigger.get(chat)
+        head = self._threads.get(trigger) if trigger else None
+        if head is None and trigger:
+            head = ThreadHead(trigger, "")  # threaded all the same; the subject was not kept
+        msg = build_reply(self.settings, to, text, head)
+        if not self.bridge.running:
+            raise ChannelError("the email channel is not running")
+        await self.bridge.call(smtp_send, self.settings, msg)
+        return str(msg["Message-ID"])

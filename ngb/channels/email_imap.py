@@ -1,0 +1,146 @@
+"""The email channel's IMAP connection, on the shared asyncio loop (aioimaplib): every method of
+``Mailbox`` runs there, called from trio through ``AsyncioBridge.call``.
+
+One connection does everything: log in, select the mailbox, list the unseen messages by UID, fetch
+one (``BODY.PEEK[]``, so fetching does not mark it seen), mark it ``\\Seen`` (only after the daemon
+stored it), and wait for news: IDLE when the server offers it (ended by the server's first push,
+or after ``idle_renew``), else a plain sleep of ``poll_interval`` followed by NOOP. A connection
+that drops while waiting raises at once (aioimaplib's connection-lost callback), so the channel
+reconnects instead of idling on a dead socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from typing import Any
+
+import aioimaplib
+
+from .email_settings import EmailSettings
+from .status import AuthError
+
+
+class ImapError(ConnectionError):
+    """The server refused a command, or the connection is gone: the session reconnects."""
+
+
+class Mailbox:
+    def __init__(self, settings: EmailSettings, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.imap: Any = None
+        self.idle = False  # the server offers IDLE
+        self.uidvalidity: str | None = None
+        self.exists = 0  # messages in the mailbox at the last SELECT
+        self._lost: asyncio.Event | None = None
+
+    async def connect(self) -> None:
+        """Connect, log in, select the mailbox. AuthError when the login is refused."""
+        s = self.settings
+        self._lost = asyncio.Event()
+        lost = self._lost
+        context = None
+        if s.imap_security == "tls":
+            context = self.ssl_context or ssl.create_default_context()
+        self.imap = aioimaplib.IMAP4(host=s.imap_host, port=s.imap_port, timeout=s.connect_timeout,
+                                     conn_lost_cb=lambda exc: lost.set(), ssl_context=context)
+        await self.imap.wait_hello_from_server()
+        response = await self.imap.login(s.username, s.password or "")
+        if response.result != "OK":
+            raise AuthError(f"IMAP login refused: {_said(response)}")
+        response = await self.imap.select(s.mailbox)
+        if response.result != "OK":
+            raise ImapError(f"cannot select {s.mailbox!r}: {_said(response)}")
+        for line in response.lines:
+            text = _text(line)
+            if m := re.search(r"UIDVALIDITY (\d+)", text):
+                self.uidvalidity = m.group(1)
+            if m := re.fullmatch(r"(\d+) EXISTS", text.strip()):
+                self.exists = int(m.group(1))
+        self.idle = self.imap.has_capability("IDLE")
+
+    async def unseen(self) -> list[str]:
+        """The UIDs of the unseen messages, oldest first."""
+        response = await self._ok(self.imap.uid_search("UNSEEN", charset=None), "UID SEARCH")
+        uids: list[str] = []
+        for line in response.lines:
+            text = _text(line)
+            if text.startswith("SEARCH"):
+                uids.extend(text.split()[1:])
+            elif text and text[0].isdigit() and not text.startswith("SEARCH completed"):
+                uids.extend(t for t in text.split() if t.isdigit())
+        return sorted(set(uids), key=int)
+
+    async def fetch(self, uid: str) -> bytes | None:
+        """The whole message of ``uid`` without marking it seen (None: it is gone meanwhile)."""
+        response = await self._ok(self.imap.uid("fetch", uid, "(BODY.PEEK[])"), "UID FETCH")
+        for line in response.lines:
+            if isinstance(line, bytearray):  # aioimaplib gives a literal (the message) as a bytearray
+                return bytes(line)
+        return None
+
+    async def mark_seen(self, uid: str) -> None:
+        await self._ok(self.imap.uid("store", uid, "+FLAGS.SILENT", "(\\Seen)"), "UID STORE")
+
+    async def wait(self, timeout: float) -> None:
+        """Until the server pushes news (IDLE) or ``timeout`` passes. ImapError when the connection
+        drops meanwhile."""
+        assert self._lost is not None
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            if not self.idle:
+                await asyncio.wait({lost}, timeout=timeout)
+                self._check(lost)
+                await self._ok(self.imap.noop(), "NOOP")
+                return
+            idle = await self.imap.idle_start(timeout=timeout + self.settings.connect_timeout)
+            push = asyncio.ensure_future(self.imap.wait_server_push(timeout))
+            try:
+                await asyncio.wait({push, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                push.cancel()
+                with contextlib.suppress(BaseException):
+                    await push
+            self._check(lost)
+            self.imap.idle_done()
+            done, _ = await asyncio.wait({idle, lost}, timeout=self.settings.connect_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            self._check(lost)
+            if idle not in done:
+                raise ImapError("the server did not end IDLE")
+            if idle.result().result != "OK":
+                raise ImapError(f"IDLE failed: {_said(idle.result())}")
+        finally:
+            lost.cancel()
+
+    async def logout(self) -> None:
+        if self.imap is not None and not (self._lost and self._lost.is_set()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.imap.logout(), 3)
+
+    def _check(self, lost: asyncio.Future[Any]) -> None:
+        if lost.done():
+            raise ImapError("the IMAP connection was lost")
+
+    async def _ok(self, call: Any, what: str) -> Any:
+        assert self._lost is not None
+        if self._lost.is_set():
+            call.close()
+            raise ImapError("the IMAP connection was lost")
+        try:
+            response = await call
+        except (TimeoutError, aioimaplib.AioImapException) as exc:
+            raise ImapError(f"{what}: {type(exc).__name__} {exc}") from exc
+        if response.result != "OK":
+            raise ImapError(f"{what} refused: {_said(response)}")
+        return response
+
+
+def _text(line: Any) -> str:
+    return bytes(line).decode("utf-8", "replace") if isinstance(line, bytes | bytearray) else str(line)
+
+
+def _said(response: Any) -> str:
+    return " ".join(_text(line) for line in response.lines)[:200]

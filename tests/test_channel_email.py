@@ -1,0 +1,173 @@
+"""Email through the real daemon (in-process, fake agent) against real mail servers on loopback
+(tests/mail_servers.py): Debian's Dovecot for IMAP (IDLE) and LMTP, aiosmtpd in this process as
+the border MTA that stamps Authentication-Results and as the bot's SMTP server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+
+from ngb.channels.email_parse import parse_mail, trim_quoted
+from ngb.records import Group
+from tests.channel_helpers import echo_each, stored, wait_until
+from tests.fakes.agent import FakeBehaviour
+from tests.mail_servers import AUTHSERV_ID, PASSWORD, TcpCut, message
+
+
+def email_env(dovecot: Any, smtp: Any, bot: str, allowed: list[str], imap_port: int | None = None,
+              **table: Any) -> dict[str, str]:
+    settings = {"address": bot, "imap_host": "127.0.0.1", "imap_port": imap_port or dovecot.imap_port,
+                "imap_security": "none", "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "none",
+                "allowed_senders": allowed, "authserv_id": AUTHSERV_ID, "reconnect_base": "0.05",
+                "reconnect_cap": "0.3", "connect_timeout": "5", **table}
+    return {"NGB_EMAIL_PASSWORD": PASSWORD, "NGB_CHANNELS": json.dumps({"email": settings})}
+
+
+async def start(run_daemon: Any, env: dict[str, str], behaviour: FakeBehaviour | None = None) -> Any:
+    d = await run_daemon(behaviour, **env)
+    channel = d.daemon.channels["email"]
+    await wait_until(lambda: channel.state == "connected")
+    return d
+
+
+def replies_to(smtp: Any, address: str) -> list[Any]:
+    return [m for m in smtp.received if address in str(m["To"])]
+
+
+async def test_allowed_sender_gets_one_reply_in_the_thread(run_daemon: Any, dovecot: Any, border_smtp: Any) -> None:
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice]))
+    await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+    mail = message(alice, bot, "Lunch plans", "Where shall we eat?\n\n-- \nAlice, sent from a phone",
+                   References="<older@example.test>")
+    t0 = trio.current_time()
+    await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))
+    await wait_until(lambda: replies_to(border_smtp, alice))
+    took = trio.current_time() - t0
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    reply = replies_to(border_smtp, alice)[0]
+    assert str(reply["Subject"]) == "Re: Lunch plans"
+    assert str(reply["In-Reply-To"]) == mail["Message-ID"]
+    assert str(reply["References"]).split() == ["<older@example.test>", mail["Message-ID"]]
+    assert str(reply["From"]) == bot
+    assert reply.get_content().replace("\r\n", "\n").strip() == "Echo: Lunch plans\n\nWhere shall we eat?"  # signature trimmed
+    msgs = await stored(d, f"email:{alice}")
+    assert [(m.from_bot, m.platform_id) for m in msgs] == [(False, mail["Message-ID"]), (True, reply["Message-ID"])]
+    assert msgs[0].sender_id == alice
+    status = (await d.http.get("/status")).json()["channels"]["email"]
+    assert status["state"] == "connected" and status["mode"] == "idle", status
+    assert took < 5, took
+    await trio.sleep(0.5)
+    assert len(replies_to(border_smtp, alice)) == 1
+
+
+async def test_forged_from_does_not_trigger(run_daemon: Any, dovecot: Any, border_smtp: Any) -> None:
+    bot, alice, mallory = dovecot.add_user("bot"), dovecot.add_user("alice"), dovecot.add_user("mallory")
+    d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice]))
+    channel = d.daemon.channels["email"]
+    await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+    forged = message(alice, bot, "wire the money", "now please")
+    # unauthenticated submission claiming alice, with a look-alike header of our server below ours
+    fake_ar = f"Authentication-Results: {AUTHSERV_ID}; spf=pass smtp.mailfrom={alice}\r\n"
+    await trio.to_thread.run_sync(lambda: border_smtp.send(forged, extra_top=fake_ar))
+    stranger = message(mallory, bot, "hello", "I am not on the list")
+    await trio.to_thread.run_sync(lambda: border_smtp.send(stranger, login=mallory))
+    await wait_until(lambda: channel.refused == 2)
+    genuine = message(alice, bot, "real", "this one is me")
+    await trio.to_thread.run_sync(lambda: border_smtp.send(genuine, login=alice))
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    assert [m.platform_id for m in await stored(d, f"email:{alice}") if not m.from_bot] == [genuine["Message-ID"]]
+    assert await stored(d, f"email:{mallory}") == []
+    assert [str(m["In-Reply-To"]) for m in replies_to(border_smtp, alice)] == [genuine["Message-ID"]]
+
+
+async def test_connection_cut_mid_idle_loses_nothing_and_answers_once(run_daemon: Any, dovecot: Any,
+                                                                     border_smtp: Any) -> None:
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    async with trio.open_nursery() as nursery:
+        cut = TcpCut(dovecot.imap_port)
+        await nursery.start(cut.serve)
+        d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice], imap_port=cut.port),
+                        FakeBehaviour(reply=echo_each))
+        channel = d.daemon.channels["email"]
+        await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+        first = message(alice, bot, "one", "before the cut")
+        await trio.to_thread.run_sync(lambda: border_smtp.send(first, login=alice))
+        await wait_until(lambda: d.daemon.outbox.delivered == 1)
+
+        await trio.sleep(0.2)  # back in IDLE
+        cut.cut()  # the connection dies mid-IDLE; mail arrives while it is down
+        await wait_until(lambda: channel.state != "connected")
+        during = [message(alice, bot, f"during {i}", f"written during the cut {i}") for i in range(3)]
+        for m in during:
+            await trio.to_thread.run_sync(lambda m=m: border_smtp.send(m, login=alice))
+        await wait_until(lambda: channel.state == "connected")
+        await wait_until(lambda: d.daemon.outbox.delivered >= 2, timeout=15)
+        await wait_until(lambda: len({str(m["In-Reply-To"]) for m in replies_to(border_smtp, alice)}) >= 2)
+        await trio.sleep(1)
+        inbound = [m for m in await stored(d, f"email:{alice}") if not m.from_bot]
+        assert sorted(m.platform_id for m in inbound) == sorted(str(m["Message-ID"]) for m in [first, *during])
+        echoed = "\n".join(r.get_content() for r in replies_to(border_smtp, alice))
+        for i in range(3):
+            assert echoed.count(f"written during the cut {i}") == 1, echoed
+        assert echoed.count("before the cut") == 1
+        assert channel.sessions >= 2
+        nursery.cancel_scope.cancel()
+
+
+def test_parse_html_and_trim() -> None:
+    m = message("Bob <Bob@Example.Test>", "bot@example.test", "Hi", "plain is ignored here",
+                html="<p>Hello <b>there</b></p><blockquote>old stuff</blockquote><div>bye</div>")
+    parsed = parse_mail(m.as_bytes())  # the plain part wins when both exist
+    assert parsed.sender == "bob@example.test" and parsed.sender_name == "Bob"
+    assert parsed.text == "plain is ignored here" and parsed.authenticated is None
+    html = message("bob@example.test", "bot@example.test", "Hi", "x")
+    html.set_content("<p>Hello <b>there</b></p><blockquote>old stuff</blockquote><div>bye</div>", subtype="html")
+    assert parse_mail(html.as_bytes()).text == "Hello there\n\nbye"
+    assert trim_quoted("new words\n\nOn Mon, 1 Jan 2024, Alice <a@x.y> wrote:\n> old\n> older") == "new words"
+    assert trim_quoted("top\n> quoted\nbottom\n--\nsig") == "top\nbottom"
+
+
+@pytest.mark.parametrize("header,expected", [
+    (f"{AUTHSERV_ID}; dkim=pass header.d=example.test; spf=fail", True),
+    (f"{AUTHSERV_ID}; dkim=pass header.d=evil.test; spf=softfail smtp.mailfrom=a@example.test", False),
+    (f"{AUTHSERV_ID} (comment); dmarc=pass (p=reject) header.from=example.test", True),
+    ("other.host; spf=pass smtp.mailfrom=a@example.test", False),
+])
+def test_authentication_results(header: str, expected: bool) -> None:
+    m = message("a@example.test", "bot@example.test", "s", "b")
+    m["Authentication-Results"] = header
+    assert parse_mail(m.as_bytes(), AUTHSERV_ID).authenticated is expected
+
+
+def test_doctor_checks_the_logins(tmp_path: Any, dovecot: Any, border_smtp: Any) -> None:
+    from ngb.ops.channel_checks import check_channels
+    from tests.conftest import make_config
+
+    bot = dovecot.add_user("bot")
+    [ok] = check_channels(make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [])))
+    assert ok.status == "ok" and "INBOX has 0 messages (IDLE)" in ok.detail, ok
+    env = email_env(dovecot, border_smtp, bot, [])
+    env["NGB_EMAIL_PASSWORD"] = "wrong-password-9"
+    [bad] = check_channels(make_config(tmp_path, **env))
+    assert bad.status == "fail" and "refused the login" in bad.detail and "wrong-password-9" not in bad.detail, bad
+
+
+async def test_the_same_mail_again_is_answered_once(run_daemon: Any, dovecot: Any, border_smtp: Any) -> None:
+    """A mail seen again (a copy, a resend, a mailbox whose UIDVALIDITY changed) is recognised by its
+    Message-ID: stored and answered once."""
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice]))
+    channel = d.daemon.channels["email"]
+    await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+    mail = message(alice, bot, "once", "only once please")
+    await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))  # the very same mail again
+    await wait_until(lambda: channel.received == 2)
+    await trio.sleep(0.5)
+    assert [m.platform_id for m in await stored(d, f"email:{alice}") if not m.from_bot] == [mail["Message-ID"]]
+    assert len(replies_to(border_smtp, alice)) == 1
