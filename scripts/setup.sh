@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install whatever is missing for NanoGridBot on a Debian machine, idempotently:
-#   Debian packages (docker.io, debootstrap, dovecot for the email tests), a running Docker engine, the Python virtualenv with
+#   Debian packages (docker.io, debootstrap), a running Docker engine, the Python virtualenv with
 #   the locked dependencies, Node.js >= 20 with the WhatsApp bridge's packages, and the agent
 #   image. Each step says what it does; finished steps are skipped quickly on the next run.
 set -euo pipefail
@@ -34,8 +34,6 @@ command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
 # debootstrap verifies the Debian release with these (only "Recommends" of debootstrap).
 dpkg -s debian-archive-keyring >/dev/null 2>&1 || packages+=(debian-archive-keyring)
 command -v gpgv >/dev/null 2>&1 || packages+=(gpgv)
-# The email channel's tests run a real Dovecot (IMAP + LMTP) on loopback, rootless (tests/mail_servers.py).
-for pkg in dovecot-imapd dovecot-lmtpd; do dpkg -s "$pkg" >/dev/null 2>&1 || packages+=("$pkg"); done
 if [ -z "$PYTHON" ]; then packages+=(python3 python3-venv); PYTHON=/usr/bin/python3
 elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then packages+=(python3-venv)
 fi

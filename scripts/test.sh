@@ -10,7 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 trap 'echo "test: $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s in all (exit $?)" >&2' EXIT
-NGB_EXTRA_PACKAGES="chromium systemd docker-compose ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
+# The email tests run Debian's Dovecot (IMAP + LMTP) rootless on loopback (tests/mail_servers.py):
+# installed for the tests only, so a system service the package may have started is stopped again.
+dovecot_was_there=$(dpkg -s dovecot-imapd >/dev/null 2>&1 && echo yes || echo no)
+NGB_EXTRA_PACKAGES="chromium systemd docker-compose dovecot-imapd dovecot-lmtpd ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
+if [ "$dovecot_was_there" = no ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now dovecot >/dev/null 2>&1 || true
+fi
 VENV=${NGB_VENV:-.venv}
 NGB_VENV="$VENV" bash scripts/setup-synapse.sh  # the Matrix tests' homeserver, in its own venv
 "$VENV/bin/ruff" check .
