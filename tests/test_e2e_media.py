@@ -122,7 +122,11 @@ async def test_files_in_and_out_through_the_container(live: Live) -> None:
     got = await live.http.get(att["url"])
     assert got.content == report.encode()
 
-    # 5. A path out of the folder is refused to the agent with the reason.
+    # 5. A path out of the folder is refused to the agent with the reason. (First the send_file turn
+    # ends with its "Done" text: a message posted mid-turn would be taken into that turn, and the
+    # fake model reads a directive only in the last user message.)
+    bot = await live.bot_replies(6)  # ... 4 replies, the file, and "Done: mcp__ngb__send_file"
+    assert any(m["text"].startswith("Done: mcp__ngb__send_file") for m in bot), bot
     await live.post('[[tool:mcp__ngb__send_file {"path": "/etc/passwd"}]]')
     with trio.fail_after(90):
         while not any("is not inside your group folder" in t for t in tool_results(live.fake)):
