@@ -4,6 +4,7 @@ agent behaviour that answers each message of a batch."""
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -88,3 +89,15 @@ async def leave_mid_backlog(url: str, stuck: Callable[[], bool]) -> None:
     await wait_until(stuck)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """End a server a fixture started: SIGTERM, then SIGKILL when it is not gone within ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

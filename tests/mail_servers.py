@@ -36,6 +36,8 @@ import trio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.channel_helpers import stop_process
+
 AUTHSERV_ID = "mx.test"
 DOMAIN = "example.test"
 PASSWORD = "pw-secret-1"
@@ -152,13 +154,8 @@ class Dovecot:
         return f"{name}{next(_users)}@{DOMAIN}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 def message(frm: str, to: str, subject: str, body: str, *, html: str | None = None, **headers: str) -> EmailMessage:

@@ -28,6 +28,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.channel_helpers import stop_process
 from tests.conftest import free_port
 
 SYNAPSE_VERSION = "1.163.2"
@@ -117,12 +118,7 @@ class MatrixServer:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def start_synapse(folder: Path, *, ready_timeout: float = 60.0) -> MatrixServer:
