@@ -59,12 +59,11 @@ from .model_http import (
     BodyTooLarge,
     ClientGone,
     HttpConnection,
-    content_length,
     error_body,
     raw_response,
     unix_listener,
 )
-from .model_rules import BILLED_ROUTES, REFUSAL_TEXT, ROUTE_PATHS, has_key, target_route
+from .model_rules import BILLED_ROUTES, ROUTE_PATHS, HeadRefusal, judge_head
 from .model_usage import Usage
 from .model_web_tools import WebToolRefused, apply_web_rules
 from .web_policy import WebRules
@@ -325,61 +324,16 @@ class ModelProxy(ModelForwarder):
 
     async def _handle(self, conn: HttpConnection, request: h11.Request, group: _Group) -> bool:
         """Answer one request; False if the connection must close afterwards. Everything is decided
-        from the head; the body is read only for a request that will be forwarded."""
+        from the head (model_rules.judge_head); the body is read only for a request that will be forwarded."""
         method = request.method.decode("ascii", "replace")
-        shown = request.target.decode("ascii", "replace")[:200]
-        if not has_key(request, group.placeholder):
-            return await self._refuse(
-                conn,
-                group,
-                401,
-                "auth",
-                f"refused {method} {shown}: missing or wrong API key for this group",
-                "invalid x-api-key: this key is not valid on this model socket",
-                request=request,
-            )
-        route, reason = target_route(request.method, request.target)
-        if route is None:
-            return await self._refuse(
-                conn,
-                group,
-                403,
-                reason,
-                f"refused {method} {shown}: {REFUSAL_TEXT[reason]}",
-                f"{method} {shown} is not allowed on this model socket: only POST /v1/messages and "
-                "POST /v1/messages/count_tokens are forwarded",
-                request=request,
-            )
-        length = content_length(request)
-        if length is not None and length > self.max_body:
-            return await self._refuse(
-                conn,
-                group,
-                413,
-                "too_large",
-                f"refused {method} {shown}: Content-Length {length} over {self.max_body}",
-                self._too_large_message(),
-                request=request,
-                keep_alive=False,
-            )
-        if route in BILLED_ROUTES and self.admit is not None:
-            try:
-                refusal = self.admit(group.name)
-            except Exception:  # a bug in the budget check must not open the tap: refuse
-                log.exception("model proxy: group %s: the budget check failed", group.name)
-                refusal = "the spending check failed; see the daemon's log"
-            if refusal is not None:
+        verdict = judge_head(request, group.name, group.placeholder, self.max_body, self.admit,
+                             self._too_large_message())
+        if isinstance(verdict, HeadRefusal):
+            if verdict.reason == "budget":
                 self.refused_budget[group.name] = self.refused_budget.get(group.name, 0) + 1
-                return await self._refuse(
-                    conn,
-                    group,
-                    400,
-                    "budget",
-                    f"refused {method} {shown} over budget",
-                    refusal,
-                    request=request,
-                    extra=[(b"x-should-retry", b"false")],
-                )
+            return await self._refuse(conn, group, verdict.status, verdict.reason, verdict.why, verdict.message,
+                                      request=request, keep_alive=verdict.keep_alive, extra=verdict.extra)
+        route = verdict.route
         try:  # refused bodies: the connection must close
             body = await conn.read_body(self.max_body, self.body_timeout, self.body_deadline)
         except BodyStalled as exc:

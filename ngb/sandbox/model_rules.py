@@ -1,12 +1,21 @@
 """The model socket's rules on a request head, decided before any body byte is read: the caller's
-key must be its group's placeholder, and the method and path must be exactly one of the forwarded
-routes (compared byte for byte on the raw request target). ngb/sandbox/model_proxy.py applies them."""
+key must be its group's placeholder, the method and path must be exactly one of the forwarded
+routes (compared byte for byte on the raw request target), the declared body must fit, and a
+billed route must be admitted by the budgets. ``judge_head`` applies them in that order;
+ngb/sandbox/model_proxy.py answers what it returns."""
 
 from __future__ import annotations
 
 import hmac
+import logging
+from collections.abc import Callable
 
+import attrs
 import h11
+
+from .model_http import content_length
+
+log = logging.getLogger(__name__)
 
 # The only routes forwarded, matched byte for byte on the raw request target's path (POST only).
 ROUTES = {b"/v1/messages": "messages", b"/v1/messages/count_tokens": "count_tokens"}
@@ -63,3 +72,49 @@ def has_key(request: h11.Request, placeholder: bytes) -> bool:
             continue
         ok = ok or hmac.compare_digest(candidate, placeholder)
     return ok
+
+
+@attrs.frozen
+class HeadRefusal:
+    """Why a request is refused from its head alone, and how to answer it (Anthropic-shaped)."""
+
+    status: int
+    reason: str  # the metric's label: auth, a target_route reason, too_large, budget
+    why: str  # the log line
+    message: str  # the error message the caller sees
+    keep_alive: bool = True  # False: the body is not read, the connection closes
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+
+
+@attrs.frozen
+class HeadPass:
+    route: str  # a name of ROUTES
+
+
+def judge_head(request: h11.Request, group: str, placeholder: bytes, max_body: int,
+               admit: Callable[[str], str | None] | None, too_large_message: str) -> HeadPass | HeadRefusal:
+    """The door's decision on one request head: the key, the route, the declared length, the budget."""
+    method = request.method.decode("ascii", "replace")
+    shown = request.target.decode("ascii", "replace")[:200]
+    if not has_key(request, placeholder):
+        return HeadRefusal(401, "auth", f"refused {method} {shown}: missing or wrong API key for this group",
+                           "invalid x-api-key: this key is not valid on this model socket")
+    route, reason = target_route(request.method, request.target)
+    if route is None:
+        return HeadRefusal(403, reason, f"refused {method} {shown}: {REFUSAL_TEXT[reason]}",
+                           f"{method} {shown} is not allowed on this model socket: only POST /v1/messages and "
+                           "POST /v1/messages/count_tokens are forwarded")
+    length = content_length(request)
+    if length is not None and length > max_body:
+        return HeadRefusal(413, "too_large", f"refused {method} {shown}: Content-Length {length} over {max_body}",
+                           too_large_message, keep_alive=False)
+    if route in BILLED_ROUTES and admit is not None:
+        try:
+            refusal = admit(group)
+        except Exception:  # a bug in the budget check must not open the tap: refuse
+            log.exception("model proxy: group %s: the budget check failed", group)
+            refusal = "the spending check failed; see the daemon's log"
+        if refusal is not None:
+            return HeadRefusal(400, "budget", f"refused {method} {shown} over budget", refusal,
+                               extra=((b"x-should-retry", b"false"),))
+    return HeadPass(route)
