@@ -101,26 +101,24 @@ def share_dir(path: Path, agent_uid: int) -> None:
 
 def share_dir_fd(fd: int, agent_uid: int) -> None:
     """A folder the daemon made inside a shared folder, by its open descriptor (ngb/media/folder.py)."""
-    try:
-        if _root():
-            os.fchown(fd, agent_uid, agent_uid)
-            os.fchmod(fd, 0o700)
-        else:
-            os.fchmod(fd, 0o2770)
-    except OSError as exc:
-        log.warning("perms: cannot open a folder to the agent (uid %d): %s", agent_uid, exc)
+    _share_fd(fd, agent_uid, root_mode=0o700, group_mode=0o2770, what="a folder")
 
 
 def share_file(fd: int, agent_uid: int) -> None:
     """A file the daemon creates inside a shared folder (e.g. a new group's CLAUDE.md)."""
+    _share_fd(fd, agent_uid, root_mode=0o600, group_mode=0o660, what="a file")
+
+
+def _share_fd(fd: int, agent_uid: int, *, root_mode: int, group_mode: int, what: str) -> None:
+    """As root: the agent owns it, ``root_mode``; else: shared through the group, ``group_mode``."""
     try:
         if _root():
             os.fchown(fd, agent_uid, agent_uid)
-            os.fchmod(fd, 0o600)
+            os.fchmod(fd, root_mode)
         else:
-            os.fchmod(fd, 0o660)
+            os.fchmod(fd, group_mode)
     except OSError as exc:
-        log.warning("perms: cannot open a file to the agent (uid %d): %s", agent_uid, exc)
+        log.warning("perms: cannot open %s to the agent (uid %d): %s", what, agent_uid, exc)
 
 
 def socket_dir(path: Path, agent_uid: int) -> None:

@@ -4,7 +4,8 @@
 # bridge's tests (node --test bridge/test) and the whole test suite,
 # then the short benchmark (bench/short.py, < 1 minute), which fails when a figure is past its goal
 # by more than its margin. The benchmark runs after a full run (no arguments) or with NGB_BENCH=1;
-# NGB_BENCH=0 skips it. Then, likewise (NGB_COMPAT=0/1), scripts/compat.sh runs the quick tests
+# NGB_BENCH=0 skips it. A full run measures branch coverage (NGB_COVERAGE=0/1) and fails under
+# its floor. Then, likewise (NGB_COMPAT=0/1), scripts/compat.sh runs the quick tests
 # again under each newer Python found (3.12, 3.13, ...), each in a venv of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +33,24 @@ NGB_NODE=$("$VENV/bin/python" -c 'from ngb.channels.whatsapp import find_node; p
 [ -n "$NGB_NODE" ] || { echo "test: no Node.js >= 20 for the WhatsApp bridge (scripts/setup.sh installs one)" >&2; exit 1; }
 export NGB_NODE
 (cd bridge && "$NGB_NODE" --test --test-reporter=spec test/*.test.js)
-"$VENV/bin/python" -m pytest "$@"
 full=$([ $# -eq 0 ] && echo 1 || echo 0)
+if [ "${NGB_COVERAGE:-$full}" = "1" ]; then
+  # Branch coverage of ngb/ and agent/ (pyproject's [tool.coverage.*]); the run fails under the
+  # floor in pyproject (fail_under) and names the least covered modules. Report:
+  # .coverage-data/report.txt, one line per module, least covered first.
+  export COVERAGE_FILE="$PWD/.coverage-data/run"
+  rm -rf .coverage-data && mkdir -p .coverage-data
+  "$VENV/bin/python" -m coverage run -m pytest "$@"
+  "$VENV/bin/python" -m coverage combine -q
+  "$VENV/bin/python" -m coverage report > .coverage-data/report.txt || true
+  echo "coverage: the 15 least covered modules (all: .coverage-data/report.txt)"
+  sed -n '1,2p;3,17p' .coverage-data/report.txt
+  tail -n 1 .coverage-data/report.txt
+  "$VENV/bin/python" -m coverage report --format=total > /dev/null \
+    || { echo "test: branch coverage $("$VENV/bin/python" -m coverage report --format=total --fail-under=0)% is under the floor (pyproject: fail_under)" >&2; exit 1; }
+else
+  "$VENV/bin/python" -m pytest "$@"
+fi
 if [ "${NGB_BENCH:-$full}" = "1" ]; then
   "$VENV/bin/python" -m bench --short --check
 fi
