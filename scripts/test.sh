@@ -11,13 +11,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 trap 'echo "test: $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s in all (exit $?)" >&2' EXIT
-# The email tests run Debian's Dovecot (IMAP + LMTP) rootless on loopback (tests/mail_servers.py):
-# installed for the tests only, so a system service the package may have started is stopped again.
-dovecot_was_there=$(dpkg -s dovecot-imapd >/dev/null 2>&1 && echo yes || echo no)
-NGB_EXTRA_PACKAGES="chromium systemd docker-compose dovecot-imapd dovecot-lmtpd ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
-if [ "$dovecot_was_there" = no ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now dovecot >/dev/null 2>&1 || true
-fi
+# Servers the tests run themselves on loopback, from Debian's packages: Dovecot (IMAP + LMTP, the
+# email tests: tests/mail_servers.py) and nginx (the reverse proxy test: tests/nginx_proxy.py).
+# Installed for the tests only: a system service a package started is stopped again.
+test_services="dovecot:dovecot-imapd nginx:nginx"
+new_services=""
+for pair in $test_services; do
+  dpkg -s "${pair#*:}" >/dev/null 2>&1 || new_services="$new_services ${pair%%:*}"
+done
+NGB_EXTRA_PACKAGES="chromium systemd docker-compose dovecot-imapd dovecot-lmtpd nginx ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
+for service in $new_services; do
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  elif command -v service >/dev/null 2>&1; then
+    service "$service" stop >/dev/null 2>&1 || true
+  fi
+done
 VENV=${NGB_VENV:-.venv}
 NGB_VENV="$VENV" bash scripts/setup-synapse.sh  # the Matrix tests' homeserver, in its own venv
 "$VENV/bin/ruff" check .

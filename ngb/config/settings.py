@@ -34,6 +34,8 @@ class Config:
     state_dir: Path = _field(Path("state"), v.path)
     web_host: str = _field("127.0.0.1", v.host)
     web_port: int = _field(8640, v.int_range(1, 65535))
+    # reverse proxies whose X-Forwarded-For/-Proto are believed (docs/deployment.md); none by default
+    trusted_proxies: tuple[str, ...] = _field((), vc.network_list)
     api_token: str | None = _field(None, v.secret, secret=True)
     api_token_file: Path | None = _field(None, v.optional_path)
     max_containers: int = _field(5, v.int_range(1, 10))

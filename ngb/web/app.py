@@ -14,6 +14,7 @@ for systemd and load balancers. The modules:
     api_tasks.py     /api/tasks (every change goes through ngb/tasks/service.py)
     api_web.py       /api/web (the egress door's log and web usage: docs/web-access.md)
     api_pairings.py  /api/pairings (strangers' DMs waiting for the operator: docs/conversations.md)
+    forwarded.py     the client's address and scheme behind a trusted reverse proxy
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from . import (
     status,
 )
 from .common import ApiError, error, message_json
+from .forwarded import ForwardedHeaders, TrustedProxies
 from .status import actor_json, task_tree, to_json_view
 from .uploads import UploadAwareRequest, upload_limit
 
@@ -91,6 +93,8 @@ def create_app(daemon: WebBackend) -> QuartTrio:
         return Response(text, status=code, content_type="text/plain; charset=utf-8")
 
     security.install(app, daemon, STATIC)
+    # the client's address and scheme behind a trusted reverse proxy (forwarded.py)
+    app.asgi_app = ForwardedHeaders(app.asgi_app, TrustedProxies.parse(daemon.config.trusted_proxies))  # type: ignore[method-assign,assignment]
 
     @app.after_request
     async def count(response: Any) -> Any:
