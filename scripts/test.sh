@@ -49,6 +49,7 @@ if [ "${NGB_COVERAGE:-$full}" = "1" ]; then
   # .coverage-data/report.txt, one line per module, least covered first.
   export COVERAGE_FILE="$PWD/.coverage-data/run"
   rm -rf .coverage-data && mkdir -p .coverage-data
+  chmod 1777 .coverage-data  # the tests run some commands as other host users (hostuser): they write here too
   "$VENV/bin/python" -m coverage run -m pytest "$@"
   "$VENV/bin/python" -m coverage combine -q
   "$VENV/bin/python" -m coverage report > .coverage-data/report.txt || true
