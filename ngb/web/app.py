@@ -14,6 +14,7 @@ for systemd and load balancers. The modules:
     api_tasks.py     /api/tasks (every change goes through ngb/tasks/service.py)
     api_web.py       /api/web (the egress door's log and web usage: docs/web-access.md)
     api_pairings.py  /api/pairings (strangers' DMs waiting for the operator: docs/conversations.md)
+    api_docs.py      /docs (Swagger UI) and /openapi.json
     forwarded.py     the client's address and scheme behind a trusted reverse proxy
 """
 
@@ -34,6 +35,7 @@ from ..channels.base import Callbacks, offers
 from ..store import StoreUnavailable
 from . import (
     api_channels,
+    api_docs,
     api_files,
     api_groups,
     api_messages,
@@ -171,6 +173,7 @@ def create_app(daemon: WebBackend) -> QuartTrio:
     api_web.register(app, daemon)
     api_pairings.register(app, daemon)
     api_channels.register(app, daemon)
+    api_docs.register(app, daemon, STATIC)
     app.config["NGB_API_TASKS_ADDED"] = api_tasks.register(app, daemon)
     return app
 

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COOKIE = "ngb_token"
-LINK_PAGES = ("/", "/dashboard")  # pages a login link (?token=...) may open
+LINK_PAGES = ("/", "/dashboard", "/docs")  # pages a login link (?token=...) may open
 FAILURE_LIMIT = 5
 FAILURE_WINDOW = 60.0
 PENALTY_DELAY = 1.0
