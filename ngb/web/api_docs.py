@@ -57,5 +57,5 @@ def register(app: QuartTrio, daemon: WebBackend, static: Path) -> None:
         if assets is None or name not in ASSETS:
             return error(404, "not found")
         response = await send_from_directory(assets, name)
-        response.cache_control.max_age = 86400
+        response.headers["Cache-Control"] = "max-age=86400"  # the package's files change only with it
         return response
