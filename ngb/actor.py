@@ -191,6 +191,8 @@ class GroupActor(AgentFrames):
                 exit_info = conn.exit_info
             except TurnFailed as exc:
                 reason, exit_info = str(exc), None
+                if self.view.container_started is None:
+                    self._on_event("container_start_failed", {"reason": reason[:200]})
                 outstanding = dict(conv.batches) or (
                     await self._pending_as_batch() if isolated is None else {}
                 )

@@ -71,6 +71,9 @@ class Metrics:
         )
         # -- containers and actors -----------------------------------------------------------
         self.container_starts = Counter("ngb_container_starts", "Agent containers started", ["group"], registry=r)
+        self.container_start_failures = Counter(
+            "ngb_container_start_failures", "Agent containers that could not be started", ["group"], registry=r
+        )
         self.live_containers = Gauge("ngb_live_containers", "Agent containers running now", registry=r)
         self.container_cap = Gauge("ngb_container_slots", "Most agent containers allowed at once", registry=r)
         self.slots_in_use = Gauge("ngb_container_slots_in_use", "Container slots taken now", registry=r)
@@ -104,6 +107,13 @@ class Metrics:
         self.web_bytes = Counter(
             "ngb_web_bytes", "Bytes through the egress door (up: agent to site)", ["group", "direction"], registry=r
         )
+        # -- spend and disk (sampled at each scrape) --------------------------------------------
+        self.budget_spent = Gauge("ngb_budget_spent_usd", "Model spend in the budget period now running (UTC day, month)",
+                                  ["group", "period"], registry=r)
+        self.budget_cap = Gauge("ngb_budget_cap_usd", "The budget cap in force, where one is set (docs/budgets.md)",
+                                ["group", "period"], registry=r)
+        self.disk_free = Gauge("ngb_state_disk_free_bytes", "Free bytes on the state directory's file system", registry=r)
+        self.disk_size = Gauge("ngb_state_disk_size_bytes", "Size of the state directory's file system", registry=r)
         self.errors = Counter("ngb_errors", "Errors by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
@@ -152,8 +162,18 @@ class Metrics:
         outbox: Mapping[str, int] | None = None,
         unanswered: Mapping[str, int] | None = None,
         outbox_retries: int | None = None,
+        budgets: Mapping[tuple[str, str], tuple[float, float | None]] | None = None,
+        disk: tuple[int, int] | None = None,
     ) -> None:
-        """Set the state gauges from a snapshot taken just before a scrape."""
+        """Set the state gauges from a snapshot taken just before a scrape. ``budgets``: (group,
+        period) -> (spent, cap or None), the group ``(all)`` for the daemon's total; ``disk``:
+        (free, size) bytes of the state directory's file system."""
+        if budgets is not None:
+            self._replace_pairs(self.budget_spent, {k: spent for k, (spent, _cap) in budgets.items()})
+            self._replace_pairs(self.budget_cap, {k: cap for k, (_spent, cap) in budgets.items() if cap})
+        if disk is not None:
+            self.disk_free.set(disk[0])
+            self.disk_size.set(disk[1])
         self.live_containers.set(live_containers)
         self.container_cap.set(cap)
         self.slots_in_use.set(slots_in_use)
@@ -179,6 +199,14 @@ class Metrics:
             gauge.remove(gone)
         for group, value in values.items():
             gauge.labels(group).set(value)
+
+    @staticmethod
+    def _replace_pairs(gauge: Gauge, values: Mapping[tuple[str, str], float]) -> None:
+        """`_replace` for a gauge with two labels."""
+        for gone in {tuple(labels) for labels in list(gauge._metrics)} - set(values):
+            gauge.remove(*gone)
+        for labels, value in values.items():
+            gauge.labels(*labels).set(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

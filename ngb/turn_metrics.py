@@ -61,6 +61,8 @@ class TurnMetrics:
             self.metrics.slot_wait.observe(data["wait"])
         elif kind == "container_started":
             self.metrics.container_starts.labels(folder).inc()
+        elif kind == "container_start_failed":
+            self.metrics.container_start_failures.labels(folder).inc()
         elif kind == "batch_sent":
             self.metrics.turns.labels(folder).inc()
             arrived = self._arrived.pop(data.get("first_message", -1), None)

@@ -12,14 +12,15 @@ cd "$(dirname "$0")/.."
 started=$SECONDS
 trap 'echo "test: $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s in all (exit $?)" >&2' EXIT
 # Servers the tests run themselves on loopback, from Debian's packages: Dovecot (IMAP + LMTP, the
-# email tests: tests/mail_servers.py) and nginx (the reverse proxy test: tests/nginx_proxy.py).
+# email tests: tests/mail_servers.py), nginx (the reverse proxy test: tests/nginx_proxy.py) and
+# prometheus (its promtool checks the alert rules: tests/test_monitoring.py).
 # Installed for the tests only: a system service a package started is stopped again.
-test_services="dovecot:dovecot-imapd nginx:nginx"
+test_services="dovecot:dovecot-imapd nginx:nginx prometheus:prometheus"
 new_services=""
 for pair in $test_services; do
   dpkg -s "${pair#*:}" >/dev/null 2>&1 || new_services="$new_services ${pair%%:*}"
 done
-NGB_EXTRA_PACKAGES="chromium systemd docker-compose dovecot-imapd dovecot-lmtpd nginx ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
+NGB_EXTRA_PACKAGES="chromium systemd docker-compose dovecot-imapd dovecot-lmtpd nginx prometheus ${NGB_EXTRA_PACKAGES:-}" bash scripts/setup.sh
 for service in $new_services; do
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now "$service" >/dev/null 2>&1 || true

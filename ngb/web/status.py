@@ -7,6 +7,7 @@ dashboards or scrapers polling at once add one query a second to the store, not 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,28 @@ class Cached:
                 self._value = await self._fetch()
                 self._at = trio.current_time()
         return self._value
+
+
+ALL_GROUPS = "(all)"  # the group label of the daemon's total in ngb_budget_* (no folder has that name)
+
+
+def budget_figures(daemon: WebBackend, folders: list[str]) -> dict[tuple[str, str], tuple[float, float | None]]:
+    """(group, period) -> (spent, cap or None) for ngb_budget_spent_usd / ngb_budget_cap_usd."""
+    summary = daemon.budgets.summary(folders)
+    out: dict[tuple[str, str], tuple[float, float | None]] = {}
+    for group, data in [*summary["groups"].items(), (ALL_GROUPS, summary["total"])]:
+        out[(group, "day")] = (float(data["today"]["cost_usd"]), data["daily_cap_usd"])
+        out[(group, "month")] = (float(data["month"]["cost_usd"]), data["monthly_cap_usd"])
+    return out
+
+
+def disk_figures(daemon: WebBackend) -> tuple[int, int] | None:
+    """(free, size) bytes of the state directory's file system, or None when it cannot be read."""
+    try:
+        usage = shutil.disk_usage(daemon.config.state_dir)
+    except OSError:
+        return None
+    return usage.free, usage.total
 
 
 def usage_json(daemon: WebBackend) -> dict[str, Any] | None:
@@ -213,6 +236,8 @@ def register(app: QuartTrio, daemon: WebBackend) -> dict[str, Cached]:
             outbox=box,
             unanswered={f: v["unanswered"] for f, v in summary.items()} if summary else None,
             outbox_retries=daemon.outbox.retries,
+            budgets=budget_figures(daemon, [f for f, _ in actors]),
+            disk=disk_figures(daemon),
         )
         return metrics.render()
 
