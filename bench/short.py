@@ -14,7 +14,8 @@ busy machine). `--check` is accepted (scripts/test.sh passes it) and changes not
   while 50 MB of uploads stream through (bench_media);
 - web: 64 MB through the egress door's CONNECT tunnel, CONNECT setup and refusal p99 (bench_web_door);
 - browser: Chromium's share of the agent image, first browser_open cold (bench_browser);
-- previews: the first words of a slowly written answer shown, and the edit rate (bench_previews).
+- previews: the first words of a slowly written answer shown, and the edit rate (bench_previews);
+- activity: the dashboard's charts over 1,000 groups x 48 hours of counts (bench_activity).
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def ready_and_rss(tries: int = 3) -> tuple[float, float]:
 def main(check: bool = True) -> int:
     """Exit status 1 when a figure is past its goal + MARGIN or was not measured (`check` is kept
     for the callers that pass it; the set always checks)."""
+    from bench.bench_activity import measure as activity
     from bench.bench_browser import measure as browser
     from bench.bench_fts import GOAL_P99_MS
     from bench.bench_ingest import GOAL_PER_S
@@ -211,6 +213,7 @@ def main(check: bool = True) -> int:
         ("web: the egress door's tunnel, connection setup and refusal", lambda: trio.run(web_door, report)),
         ("browser: image growth and cold start", lambda: browser(report)),
         ("previews: first words of a slow answer, edit rate", lambda: trio.run(previews, report)),
+        ("activity charts with 1,000 groups", lambda: trio.run(activity, report)),
     ]
     for name, step in steps:
         with report.measuring(name):

@@ -177,8 +177,8 @@ class Budgets:
             self.overrides = caps
 
     # -- the proxy's side (synchronous, no I/O) -----------------------------------------------
-    def record(self, folder: str, usage: Any) -> None:
-        """Count one response's usage (a model_proxy.Usage)."""
+    def record(self, folder: str, usage: Any) -> int:
+        """Count one response's usage (a model_proxy.Usage); returns its cost in nano-USD."""
         counts = [
             int(usage.input_tokens),
             int(usage.output_tokens),
@@ -198,6 +198,7 @@ class Budgets:
         pending = self._pending.setdefault((day, folder, model), [0] * len(COUNT_FIELDS))
         for i, n in enumerate(counts):
             pending[i] += n
+        return cost
 
     def admit(self, folder: str) -> str | None:
         """None: the call may go upstream. Else the message to answer the agent with (and the

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from . import __version__
+from .activity import Activity
 from .actor import ActorMedia, ActorSettings, ActorView, GroupActor
 from .actor_commands import Wake, WakeReason
 from .agent_link import Launcher
@@ -170,8 +171,9 @@ class Daemon:
         self.stopped = trio.Event()  # set when run() has ended and let go of the state dir
         self.last_error: str | None = None
         self.shutting_down = False
+        self.activity = Activity(self.store)  # the dashboard's charts (ngb/activity.py)
         self.turn_metrics = TurnMetrics(
-            self.metrics, lambda: sum(1 for h in self.supervisor.actors.values() if h.view.container_id)
+            self.metrics, lambda: sum(1 for h in self.supervisor.actors.values() if h.view.container_id), self.activity
         )
         self._root: trio.Nursery | None = None
         self.registry.on_added.append(self._group_added)
@@ -262,16 +264,18 @@ class Daemon:
         self.plugins.message_stored(message)  # every new inbound message, once, after its commit
         self.metrics.messages_in.labels(channel_of(message.chat)).inc()
         self.turn_metrics.routed(message, outcome)
+        self.activity.message_in(self.registry.folder_of(message.chat))
 
     def _delivered(self, message: Message) -> None:
         self.events.publish(message)
         self.plugins.reply_delivered(self.registry.get(message.chat), message)
         self.metrics.messages_out.labels(channel_of(message.chat)).inc()
+        self.activity.message_out(self.registry.folder_of(message.chat))
 
     def _usage(self, group: str, usage: Usage) -> None:
         self.metrics.model_tokens.labels(group, "input").inc(usage.input_tokens)
         self.metrics.model_tokens.labels(group, "output").inc(usage.output_tokens)
-        self.budgets.record(group, usage)
+        self.activity.cost(group, self.budgets.record(group, usage))
 
     def _budget_notice(self, folder: str, text: str) -> None:
         group = self.registry.by_folder(folder)
@@ -342,6 +346,7 @@ class Daemon:
                 root.start_soon(self._signals, root)
                 await root.start(run_notifier, self.ready)
                 await root.start(self.budgets.run)  # before any container can use the model
+                await root.start(self.activity.run)
                 await root.start(self.previews.run)
                 await root.start(self.supervisor.run)
                 await root.start(self.outbox.run)

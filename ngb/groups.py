@@ -47,6 +47,11 @@ class GroupRegistry:
     def get(self, chat: str) -> Group | None:
         return self._by_chat.get(chat)
 
+    def folder_of(self, chat: str) -> str | None:
+        """The folder of the chat's group, None for a chat nobody registered."""
+        group = self._by_chat.get(chat)
+        return None if group is None else group.folder
+
     def by_folder(self, folder: str) -> Group | None:
         for group in self._by_chat.values():
             if group.folder.lower() == folder.lower():

@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from .activity import Activity
 from .metrics import Metrics
 from .records import Message
 
@@ -18,8 +19,9 @@ MAX_ARRIVALS = 10_000  # triggered messages remembered until their batch starts 
 
 
 class TurnMetrics:
-    def __init__(self, metrics: Metrics, live_containers: Callable[[], int]) -> None:
+    def __init__(self, metrics: Metrics, live_containers: Callable[[], int], activity: Activity | None = None) -> None:
         self.metrics = metrics
+        self.activity = activity  # the same turns, hour by hour, for the dashboard's charts
         self._live_containers = live_containers
         self._batch_started: dict[tuple[str, int], tuple[float, float]] = {}  # -> (sent, arrived)
         self._arrived: dict[int, float] = {}  # triggered message id -> when it was routed
@@ -65,6 +67,8 @@ class TurnMetrics:
             self.metrics.container_start_failures.labels(folder).inc()
         elif kind == "batch_sent":
             self.metrics.turns.labels(folder).inc()
+            if self.activity is not None:
+                self.activity.turn(folder)
             arrived = self._arrived.pop(data.get("first_message", -1), None)
             self._batch_started[(folder, data["batch"])] = (now, arrived if arrived is not None else now)
         elif kind == "first_reply":
@@ -72,10 +76,14 @@ class TurnMetrics:
             if started is not None:
                 self.metrics.turn_latency.observe(now - started[0])
                 self.metrics.reply_latency.observe(now - started[1])
+                if self.activity is not None:
+                    self.activity.reply(folder, now - started[1])
         elif kind == "result":
             self._batch_started.pop((folder, data["batch"]), None)
         elif kind == "turn_failed":
             self.metrics.error("turn_failed")
+            if self.activity is not None:
+                self.activity.failed_turn(folder)
         elif kind == "task_run_finished":
             self.metrics.task_runs.labels(data["outcome"]).inc(data.get("count", 1))
         self.metrics.live_containers.set(self._live_containers())

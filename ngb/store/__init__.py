@@ -10,11 +10,13 @@ a worker thread behind a one-token limiter; every public coroutine is one transa
 * `attachments` - the files messages carry (their bytes: ngb/media);
 * `usage` - token usage, budget caps and notices; `views` - the web API's read views;
 * `web` - the egress door's request log and per-day web usage; `pairings` - strangers' DMs
-  waiting for the operator; `threads` - per-thread cursors and sessions of per_thread groups.
+  waiting for the operator; `threads` - per-thread cursors and sessions of per_thread groups;
+* `activity` - messages, turns, reply latency and spend per hour and group (the dashboard's charts).
 """
 
 from __future__ import annotations
 
+from .activity import ActivityMixin
 from .attachments import AttachmentsMixin
 from .core import RETRYABLE, StoreCore, StoreUnavailable
 from .groups import GroupsMixin, StoredSession
@@ -36,6 +38,6 @@ _task_row = task_to_row  # kept for bench/bench_scheduler.py (imports it by its 
 
 class Store(
     MessagesMixin, AttachmentsMixin, GroupsMixin, OutboxMixin, TasksMixin, UsageMixin, ViewsMixin, WebMixin,
-    PairingsMixin, ThreadsMixin,
+    PairingsMixin, ThreadsMixin, ActivityMixin,
 ):
     """The daemon's only door to SQLite."""

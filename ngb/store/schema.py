@@ -284,6 +284,24 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (folder, thread)
     ) WITHOUT ROWID;
     """,
+    # 14: activity per UTC hour ('2026-12-04T21') and group folder, for the dashboard's charts
+    # (ngb/activity.py adds to it in batches; rows older than 90 days are dropped)
+    """
+    CREATE TABLE activity (
+        hour TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        messages_in INTEGER NOT NULL DEFAULT 0,
+        messages_out INTEGER NOT NULL DEFAULT 0,
+        turns INTEGER NOT NULL DEFAULT 0,
+        failed_turns INTEGER NOT NULL DEFAULT 0,
+        replies INTEGER NOT NULL DEFAULT 0,
+        reply_ms_sum INTEGER NOT NULL DEFAULT 0,
+        reply_ms_max INTEGER NOT NULL DEFAULT 0,
+        cost_nanos INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour, folder)
+    ) WITHOUT ROWID;
+    CREATE INDEX activity_folder_hour ON activity(folder, hour);
+    """,
 ]
 
 

@@ -15,6 +15,7 @@ for systemd and load balancers. The modules:
     api_web.py       /api/web (the egress door's log and web usage: docs/web-access.md)
     api_pairings.py  /api/pairings (strangers' DMs waiting for the operator: docs/conversations.md)
     api_docs.py      /docs (Swagger UI) and /openapi.json
+    api_activity.py  /api/activity (the dashboard's charts)
     forwarded.py     the client's address and scheme behind a trusted reverse proxy
 """
 
@@ -34,6 +35,7 @@ from quart_trio import QuartTrio
 from ..channels.base import Callbacks, offers
 from ..store import StoreUnavailable
 from . import (
+    api_activity,
     api_channels,
     api_docs,
     api_files,
@@ -174,6 +176,7 @@ def create_app(daemon: WebBackend) -> QuartTrio:
     api_pairings.register(app, daemon)
     api_channels.register(app, daemon)
     api_docs.register(app, daemon, STATIC)
+    api_activity.register(app, daemon)
     app.config["NGB_API_TASKS_ADDED"] = api_tasks.register(app, daemon)
     return app
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import trio
 
+from ..activity import Activity
 from ..api_token import WebToken
 from ..budgets import Budgets
 from ..channels.base import Channel
@@ -41,6 +42,7 @@ class WebBackend(Protocol):
     outbox: OutboxSender
     scheduler: Scheduler
     budgets: Budgets
+    activity: Activity
     tools: ToolService
     channels: dict[str, Channel]
     plugins: PluginManager
