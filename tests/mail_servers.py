@@ -21,6 +21,7 @@ import email.utils
 import itertools
 import os
 import pwd
+import re
 import shutil
 import smtplib
 import socket
@@ -223,7 +224,9 @@ class BorderSmtp:
         with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as smtp:
             if login is not None:
                 smtp.login(login, PASSWORD)
-            data = extra_top.encode() + msg.as_bytes()
+            # CRLF line ends, as SMTP wants them (smtplib leaves bytes as they are; a long mail with
+            # bare LFs would be one over-long line to the server)
+            data = re.sub(rb"\r?\n", b"\r\n", extra_top.encode() + msg.as_bytes())
             sender = email.utils.parseaddr(str(msg["From"]))[1]
             smtp.sendmail(sender, [email.utils.parseaddr(str(msg["To"]))[1]], data)
 

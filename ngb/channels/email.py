@@ -22,13 +22,18 @@ last trigger): ``In-Reply-To``, ``References`` and "Re: " its subject."""
 from __future__ import annotations
 
 import logging
+from email.message import EmailMessage
 from typing import Any
 
-from ..records import InboundMessage
+import trio
+
+from ..media.intake import Fetch, Incoming, with_notes
+from ..media.sniff import kind_of
+from ..records import InboundMessage, OutgoingFile
 from .base import ChannelError, Submit
 from .common import CONNECTED, Lru
 from .email_imap import Mailbox
-from .email_parse import ParsedMail, parse_mail
+from .email_parse import MailFile, ParsedMail, parse_mail
 from .email_send import ThreadHead, build_reply, smtp_send
 from .email_settings import EmailSettings, address_of, email_chat, sender_allowed
 from .skeleton import PlatformChannel
@@ -94,10 +99,12 @@ class EmailChannel(PlatformChannel):
             return
         self._threads.put(mail.message_id, ThreadHead(mail.message_id, mail.subject, mail.references))
         text = mail.text if not mail.subject else f"{mail.subject}\n\n{mail.text}".strip()
+        chat = email_chat(mail.sender)
+        taken = await self.media.take_all(chat, [(incoming_of(f), fetch_of(f)) for f in mail.files])
         inbound = InboundMessage(
-            chat=email_chat(mail.sender), sender=mail.sender_name, sender_id=mail.sender, text=text,
+            chat=chat, sender=mail.sender_name, sender_id=mail.sender, text=with_notes(text, taken.notes),
             platform_id=mail.message_id, time=mail.time, mentions_bot=True, direct=True,
-            reply_to=mail.in_reply_to,
+            reply_to=mail.in_reply_to, attachments=taken.attachments,
         )
         await self._gate.submit(submit, inbound)  # raises when the store failed: the mail stays unseen
 
@@ -120,13 +127,38 @@ class EmailChannel(PlatformChannel):
     async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
         """Send ``text`` as one mail answering ``reply_to`` (else the chat's last trigger); returns
         its Message-ID."""
-        to = address_of(chat)
+        return await self._send_mail(build_reply(self.settings, address_of(chat), text, self._head(chat, reply_to)))
+
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+        """A mail in the thread with ``file`` attached, its caption (or its name) as the text."""
+        msg = build_reply(self.settings, address_of(chat), file.caption or file.name, self._head(chat, reply_to))
+        data = await trio.to_thread.run_sync(file.path.read_bytes)
+        maintype, _, subtype = file.mime.partition("/")
+        msg.add_attachment(data, maintype=maintype or "application", subtype=subtype or "octet-stream",
+                           filename=file.name)
+        return await self._send_mail(msg)
+
+    def _head(self, chat: str, reply_to: str | None) -> ThreadHead | None:
+        """What a reply threads to: ``reply_to``, else the chat's last trigger."""
         trigger = reply_to or self._last_trigger.get(chat)
         head = self._threads.get(trigger) if trigger else None
         if head is None and trigger:
             head = ThreadHead(trigger, "")  # threaded all the same; the subject was not kept
-        msg = build_reply(self.settings, to, text, head)
+        return head
+
+    async def _send_mail(self, msg: EmailMessage) -> str:
         if not self.bridge.running:
             raise ChannelError("the email channel is not running")
         await self.bridge.call(smtp_send, self.settings, msg)
         return str(msg["Message-ID"])
+
+
+def incoming_of(file: MailFile) -> Incoming:
+    return Incoming(kind_of(file.mime), name=file.name, mime=file.mime, size=len(file.data))
+
+
+def fetch_of(file: MailFile) -> Fetch:
+    async def fetch() -> bytes:
+        return file.data
+
+    return fetch

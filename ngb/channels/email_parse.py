@@ -1,5 +1,5 @@
 """One received email -> what the email channel needs of it (``ParsedMail``): who wrote it, the
-thread headers, and the text for the prompt: the plain part, else the HTML part's text, with the
+thread headers, its attached files, and the text for the prompt: the plain part, else the HTML part's text, with the
 quoted history ("> ..." lines, "On ... wrote:" and what follows, Outlook's "Original Message"
 block) and the signature ("-- " and what follows) trimmed away.
 
@@ -26,6 +26,15 @@ from ..records import utcnow
 
 
 @attrs.frozen
+class MailFile:
+    """An attached file of a mail, as the sender described it (the intake checks what it really is)."""
+
+    name: str | None
+    mime: str
+    data: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen
 class ParsedMail:
     message_id: str  # "<...>" as written (or a digest of the bytes when the mail has none)
     sender: str  # the From address, lower case
@@ -37,6 +46,7 @@ class ParsedMail:
     time: datetime
     authenticated: bool | None  # None: no authserv-id configured (From trusted as written)
     automatic: bool = False  # an auto-reply, bounce or list mail (RFC 3834): never answered
+    files: tuple[MailFile, ...] = ()  # the attachments (not the text or HTML body)
 
 
 def parse_mail(raw: bytes, authserv_id: str = "") -> ParsedMail:
@@ -58,7 +68,20 @@ def parse_mail(raw: bytes, authserv_id: str = "") -> ParsedMail:
         time=_date(msg),
         authenticated=authenticated(msg, address, authserv_id) if authserv_id else None,
         automatic=_automatic(msg),
+        files=mail_files(msg),
     )
+
+
+def mail_files(msg: EmailMessage) -> tuple[MailFile, ...]:
+    """The mail's attachments: its parts that are not the body (inline images of an HTML body too)."""
+    out: list[MailFile] = []
+    for part in msg.iter_attachments():
+        if part.is_multipart():
+            continue  # a forwarded mail's own parts: its text is not the sender's; left out
+        data = part.get_payload(decode=True)
+        if isinstance(data, bytes) and data:
+            out.append(MailFile(part.get_filename(), part.get_content_type(), data))
+    return tuple(out)
 
 
 def _automatic(msg: EmailMessage) -> bool:
