@@ -53,7 +53,10 @@ async def test_allowed_sender_gets_one_reply_in_the_thread(run_daemon: Any, dove
     assert str(reply["In-Reply-To"]) == mail["Message-ID"]
     assert str(reply["References"]).split() == ["<older@example.test>", mail["Message-ID"]]
     assert str(reply["From"]) == bot
-    assert reply.get_content().replace("\r\n", "\n").strip() == "Echo: Lunch plans\n\nWhere shall we eat?"  # signature trimmed
+    plain = reply.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n").strip()
+    assert plain == "Echo: Lunch plans\n\nWhere shall we eat?"  # signature trimmed
+    html = reply.get_body(preferencelist=("html",)).get_content()  # and the same as HTML beside it
+    assert "<body>Echo: Lunch plans<br><br>Where shall we eat?</body>" in html, html
     msgs = await stored(d, f"email:{alice}")
     assert [(m.from_bot, m.platform_id) for m in msgs] == [(False, mail["Message-ID"]), (True, reply["Message-ID"])]
     assert msgs[0].sender_id == alice
@@ -110,7 +113,7 @@ async def test_connection_cut_mid_idle_loses_nothing_and_answers_once(run_daemon
         await trio.sleep(1)
         inbound = [m for m in await stored(d, f"email:{alice}") if not m.from_bot]
         assert sorted(m.platform_id for m in inbound) == sorted(str(m["Message-ID"]) for m in [first, *during])
-        echoed = "\n".join(r.get_content() for r in replies_to(border_smtp, alice))
+        echoed = "\n".join(r.get_body(preferencelist=("plain",)).get_content() for r in replies_to(border_smtp, alice))
         for i in range(3):
             assert echoed.count(f"written during the cut {i}") == 1, echoed
         assert echoed.count("before the cut") == 1

@@ -15,6 +15,7 @@ import attrs
 
 from .base import ChannelError
 from .email_settings import EmailSettings
+from .text import markdown_to_html
 
 
 @attrs.frozen
@@ -46,7 +47,8 @@ def build_reply(settings: EmailSettings, to: str, text: str, head: ThreadHead | 
         msg["In-Reply-To"] = head.message_id
         refs = [r for r in head.references if r != head.message_id][-20:]  # bounded, as clients do
         msg["References"] = " ".join([*refs, head.message_id])
-    msg.set_content(text)
+    msg.set_content(text)  # the agent's Markdown as written, for plain-text readers
+    msg.add_alternative(f"<!doctype html><html><body>{markdown_to_html(text)}</body></html>", subtype="html")
     return msg
 
 

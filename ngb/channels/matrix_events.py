@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from .text import markdown_to_telegram_html
+from .text import markdown_to_html
 
 HTML_FORMAT = "org.matrix.custom.html"
 
@@ -80,12 +80,7 @@ def reply_relation(trigger: str | None, thread: str) -> dict[str, Any] | None:
     return None
 
 
-def markdown_to_matrix_html(text: str) -> str:
-    """Common Markdown -> the HTML Matrix clients render in ``formatted_body``: the same subset
-    Telegram takes (b, i, s, code, pre, a), with line breaks as <br> outside <pre>."""
-    out = markdown_to_telegram_html(text)
-    parts = re.split(r"(<pre>.*?</pre>)", out, flags=re.DOTALL)
-    return "".join(part if part.startswith("<pre>") else part.replace("\n", "<br>") for part in parts)
+markdown_to_matrix_html = markdown_to_html  # what Matrix clients render in ``formatted_body``
 
 
 def text_content(text: str) -> dict[str, Any]:

@@ -152,3 +152,11 @@ def markdown_to_slack_mrkdwn(text: str) -> str:
     text = BOLD.sub(lambda m: f"\x01{m.group(1) or m.group(2)}\x01", text)
     text = STRIKE.sub(lambda m: f"~{m.group(1)}~", text)
     return _restore(text.replace("\x01", "*"), held)
+
+
+def markdown_to_html(text: str) -> str:
+    """Common Markdown -> HTML for a rich text body (Matrix's ``formatted_body``, an email's HTML
+    part): the subset of ``markdown_to_telegram_html`` with line breaks as <br> outside <pre>."""
+    out = markdown_to_telegram_html(text)
+    parts = re.split(r"(<pre>.*?</pre>)", out, flags=re.DOTALL)
+    return "".join(part if part.startswith("<pre>") else part.replace("\n", "<br>") for part in parts)
