@@ -3,6 +3,7 @@ trio test through an asyncio bridge of its own (tests/matrix_server.py starts th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -12,10 +13,11 @@ from tests.matrix_server import MatrixUser
 
 
 class Person:
-    def __init__(self, bridge: AsyncioBridge, base_url: str, user: MatrixUser) -> None:
+    def __init__(self, bridge: AsyncioBridge, base_url: str, user: MatrixUser, store: Path | None = None) -> None:
         self.bridge = bridge
         self.base_url = base_url
         self.user = user
+        self.store = store  # a folder: end-to-end encryption on, its keys kept there
         self.client: Any = None
         self.seen: list[Any] = []  # every timeline event synced, oldest first
 
@@ -23,14 +25,32 @@ class Person:
         def make() -> Any:
             from nio import AsyncClient, AsyncClientConfig
 
+            encrypted = self.store is not None
             client = AsyncClient(self.base_url, self.user.user_id, device_id=self.user.device_id,
-                                 config=AsyncClientConfig(encryption_enabled=False))
+                                 store_path=str(self.store) if encrypted else "",
+                                 config=AsyncClientConfig(encryption_enabled=encrypted, store_sync_tokens=False))
             client.access_token = self.user.access_token
+            if encrypted:
+                client.restore_login(self.user.user_id, self.user.device_id, self.user.access_token)
             return client
 
+        if self.store is not None:
+            self.store.mkdir(parents=True, exist_ok=True)
         self.client = await self.bridge.call_sync(make)
         await self.sync()
         return self
+
+    async def keys(self) -> None:
+        """Encryption upkeep, as a client does after each sync."""
+        c = self.client
+        if self.store is None or c.olm is None:
+            return
+        if c.should_upload_keys:
+            await self.call("keys_upload")
+        if c.should_query_keys:
+            await self.call("keys_query")
+        if c.should_claim_keys:
+            await self.call("keys_claim", c.get_users_for_key_claiming())
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         from nio import ErrorResponse
@@ -40,17 +60,31 @@ class Person:
         return answer
 
     async def sync(self, timeout_ms: int = 0) -> None:
-        answer = await self.call("sync", timeout=timeout_ms)
+        answer = await self.call("sync", timeout=timeout_ms, full_state=not self.seen)
         for room in answer.rooms.join.values():
             self.seen.extend(room.timeline.events)
+        await self.keys()
 
-    async def create_room(self, *invite: str, name: str = "team") -> str:
-        answer = await self.call("room_create", name=name, invite=list(invite))
+    async def create_room(self, *invite: str, name: str = "team", encrypted: bool = False) -> str:
+        state = [{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+        answer = await self.call("room_create", name=name, invite=list(invite), is_direct=encrypted,
+                                 initial_state=state if encrypted else [])
         return str(answer.room_id)
 
     async def say(self, room_id: str, body: str, **content: Any) -> str:
-        answer = await self.call("room_send", room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content})
+        answer = await self.call("room_send", room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content},
+                                 ignore_unverified_devices=True)
         return str(answer.event_id)
+
+    async def raw_event(self, room_id: str, event_id: str) -> dict[str, Any]:
+        """The event as the server holds it (no decryption)."""
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            r = await http.get(f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}",
+                               headers={"Authorization": f"Bearer {self.user.access_token}"})
+            r.raise_for_status()
+            return dict(r.json())
 
     async def members(self, room_id: str) -> list[str]:
         answer = await self.call("joined_members", room_id)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -33,6 +34,7 @@ from ..media.intake import MediaIntake
 from ..records import InboundMessage
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, split_text
+from .matrix_crypto import encryption_available, pickle_key, store_dir
 from .matrix_events import mentions, relation_of, reply_relation, strip_reply_fallback, text_content
 from .matrix_settings import PREFIX, MatrixSettings, matrix_chat, room_id_of
 from .skeleton import PlatformChannel
@@ -63,6 +65,9 @@ class MatrixChannel(PlatformChannel):
         self._sent = Lru(4096)  # event ids of the bot's own messages
         self.syncs = 0
         self.fetched = 0  # events a catch-up paged back for
+        self.crypto_store: Path | None = None  # set when end-to-end encryption is on
+        self._pickle_key = ""
+        self.undecryptable = 0
 
     # -- life cycle -------------------------------------------------------------------------------
     async def prepare(self) -> None:
@@ -71,14 +76,32 @@ class MatrixChannel(PlatformChannel):
                 self.since = (await self.memory.channel_marks(PREFIX)).get(SYNC_MARK)
             except Exception as exc:  # noqa: BLE001 - no position: this run starts from now
                 log.warning("matrix: could not read the stored sync position (%s)", exc)
+        self._crypto_setup()
         self.client = await self.bridge.call_sync(self._make_client)
+
+    def _crypto_setup(self) -> None:
+        """The encryption store and its key, when encryption is asked for and possible (one log line if not)."""
+        self.crypto_store = None
+        if not self.settings.encryption:
+            return
+        why = encryption_available() or (None if self.settings.state_dir else "no state dir for its store")
+        if why is not None:
+            log.warning("matrix: end-to-end encryption is off: %s", why)
+            return
+        assert self.settings.state_dir is not None
+        self.crypto_store = store_dir(self.settings.state_dir)
+        self._pickle_key = pickle_key(self.crypto_store)
+        self.keep_secret(self._pickle_key, loggers=("nio", "ngb"))
 
     def _make_client(self) -> Any:  # on the asyncio loop thread
         from nio import AsyncClient, AsyncClientConfig
 
-        config = AsyncClientConfig(encryption_enabled=False, store_sync_tokens=False, max_timeouts=2,
-                                   max_limit_exceeded=5, request_timeout=self.settings.request_timeout)
-        client = AsyncClient(self.settings.homeserver, config=config)
+        encrypted = self.crypto_store is not None
+        config = AsyncClientConfig(encryption_enabled=encrypted, store_sync_tokens=False, max_timeouts=2,
+                                   max_limit_exceeded=5, request_timeout=self.settings.request_timeout,
+                                   pickle_key=self._pickle_key or "DEFAULT_KEY")
+        client = AsyncClient(self.settings.homeserver, config=config,
+                             store_path=str(self.crypto_store) if encrypted else "")
         client.access_token = self.settings.access_token or ""
         return client
 
@@ -102,6 +125,9 @@ class MatrixChannel(PlatformChannel):
     async def session(self, submit: Submit) -> None:
         who = await self._api("whoami")
         self.me, self.device = who.user_id, who.device_id or ""
+        if self.crypto_store is not None and self.client.olm is None:
+            # the store of this account and device (made on the first start): needs who we are
+            await self.bridge.call_sync(self.client.restore_login, self.me, self.device, self.settings.access_token or "")
         self.client.user_id, self.client.device_id = self.me, self.device
         localpart = self.me[1:].partition(":")[0]
         if self.settings.display_name:
@@ -110,7 +136,8 @@ class MatrixChannel(PlatformChannel):
         display = getattr(profile, "displayname", None) or ""
         self.names = tuple(n for n in (display, localpart) if n)
         self.status.set(CONNECTED)
-        log.info("matrix: connected as %s (device %s) on %s", self.me, self.device, self.settings.homeserver)
+        log.info("matrix: connected as %s (device %s) on %s; end-to-end encryption %s", self.me, self.device,
+                 self.settings.homeserver, "on" if self.crypto_store is not None else "off")
         first = True
         while True:
             await self._sync(submit, first=first)
@@ -136,6 +163,19 @@ class MatrixChannel(PlatformChannel):
         self.since = answer.next_batch
         if self.memory is not None:
             await self.memory.set_channel_mark(PREFIX, SYNC_MARK, answer.next_batch)
+        await self._keys()
+
+    async def _keys(self) -> None:
+        """The encryption's bookkeeping after a sync: our keys up, others' device keys fetched."""
+        client = self.client
+        if self.crypto_store is None or client is None or client.olm is None:
+            return
+        if client.should_upload_keys:
+            await self._api("keys_upload")
+        if client.should_query_keys:
+            await self._api("keys_query")
+        if client.should_claim_keys:
+            await self._api("keys_claim", client.get_users_for_key_claiming())
 
     async def _older(self, room_id: str, start: str, until: str) -> list[Any]:
         """The events a limited sync left out: /messages back from ``start`` to ``until``, oldest first."""
@@ -166,10 +206,15 @@ class MatrixChannel(PlatformChannel):
 
     # -- inbound ----------------------------------------------------------------------------------
     async def _take(self, submit: Submit, room_id: str, event: Any) -> None:
-        from nio import RoomMessageText
+        from nio import MegolmEvent, RoomMessageText
 
+        if isinstance(event, MegolmEvent):  # encrypted, and no key to read it (yet)
+            self.undecryptable += 1
+            log.warning("matrix: cannot decrypt %s in %s from %s (%s): not answered", event.event_id, room_id,
+                        event.sender, "encryption is off" if self.crypto_store is None else "no room key for it")
+            return
         source = getattr(event, "source", None) or {}
-        event_id = source.get("event_id")
+        event_id = source.get("event_id") or getattr(event, "event_id", None)
         content = source.get("content") or {}
         if event_id:
             self._threads.put(event_id, relation_of(content).thread)
@@ -236,7 +281,9 @@ class MatrixChannel(PlatformChannel):
     async def _send_event(self, room_id: str, content: dict[str, Any], tx_id: str | None,
                           event_type: str = "m.room.message") -> str:
         try:
-            answer = await self._api("room_send", room_id, event_type, content, tx_id=tx_id)
+            # encrypted rooms: to every device of the members, verified or not (matrix_crypto.py)
+            answer = await self._api("room_send", room_id, event_type, content, tx_id=tx_id,
+                                     ignore_unverified_devices=True)
         except ConnectionError as exc:
             retryable = "M_FORBIDDEN" not in str(exc) and "M_NOT_FOUND" not in str(exc)
             raise ChannelError(f"matrix: {exc}", retryable=retryable) from None
@@ -273,4 +320,7 @@ class MatrixChannel(PlatformChannel):
 
     def details(self) -> dict[str, Any]:
         return {"user": self.me or None, "device": self.device or None, "received": self.received,
-                "syncs": self.syncs, "caught_up": self.fetched}
+                "syncs": self.syncs, "caught_up": self.fetched, "undecryptable": self.undecryptable}
+
+    def status_details(self) -> dict[str, Any]:
+        return {"encryption": self.crypto_store is not None}

@@ -15,7 +15,7 @@ from .settings import ChannelTable, setting
 
 PREFIX = "matrix"
 KEYS = {"homeserver", "access_token", "access_token_file", "invites_from", "reply_in_thread", "sync_timeout",
-        "request_timeout", "timeline_limit", "reconnect_base", "reconnect_cap", "display_name"}
+        "request_timeout", "timeline_limit", "reconnect_base", "reconnect_cap", "display_name", "encryption"}
 # "!opaque:server", or from room version 12 on (MSC4291) "!<hash of the create event>" alone
 ROOM_ID = re.compile(r"![^\s:]+(:[A-Za-z0-9.:\[\]-]+)?")
 USER_ID = re.compile(r"@[^:\s]+:[A-Za-z0-9.:\[\]-]+")
@@ -35,6 +35,9 @@ class MatrixSettings:
     # events per room one sync returns; a longer gap is paged back through /messages
     timeline_limit: int = setting(100, ChannelTable.integer, lo=1, hi=1000)
     display_name: str = ""  # set on the bot's account at start when given
+    # end-to-end encrypted rooms through nio's Olm/Megolm (store under <state>/secrets/matrix)
+    encryption: bool = setting(True, ChannelTable.boolean)
+    state_dir: Path | None = None  # the daemon's (build_channels sets it); None: no encryption store
     reconnect_base: float = setting(1.0, ChannelTable.duration)
     reconnect_cap: float = setting(60.0, ChannelTable.duration)
     off_reason: str | None = None

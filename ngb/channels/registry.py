@@ -98,9 +98,18 @@ telegram_settings = _from_table("telegram", "telegram_settings", "TelegramSettin
 slack_settings = _from_table("slack", "slack_settings", "SlackSettings")
 discord_settings = _from_table("discord", "discord_settings", "DiscordSettings")
 lark_settings = _from_table("lark", "lark_settings", "LarkSettings")
-matrix_settings = _from_table("matrix", "matrix_settings", "MatrixSettings")
+_matrix_table = _from_table("matrix", "matrix_settings", "MatrixSettings")
 email_settings = _from_table("email", "email_settings", "EmailSettings")
 _dingtalk_table = _from_table("dingtalk", "dingtalk_settings", "DingTalkSettings")
+
+
+def matrix_settings(config: Any) -> Any | None:
+    """Matrix keeps its end-to-end encryption store under the daemon's state dir."""
+    settings = _matrix_table(config)
+    state_dir = getattr(config, "state_dir", None)
+    if settings is not None and state_dir is not None:
+        settings = attrs.evolve(settings, state_dir=Path(state_dir))
+    return settings
 
 
 def dingtalk_settings(config: Any) -> Any | None:

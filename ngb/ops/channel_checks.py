@@ -32,6 +32,7 @@ import httpx
 from ..config import CHANNEL_SECRET_ENV, Config, ConfigError, parse_bool
 from .check import Check
 from .email_check import probe_email
+from .matrix_check import probe_matrix
 
 # Channels whose token variables are not in config.CHANNEL_SECRET_ENV (they read their own).
 _OTHER_TOKEN_ENV = {
@@ -223,6 +224,7 @@ PROBES: dict[str, Callable[[Config, Any, httpx.Client], Check]] = {
     "lark": probe_lark,
     "dingtalk": probe_dingtalk,
     "email": probe_email,
+    "matrix": probe_matrix,
 }
 
 

@@ -1,0 +1,42 @@
+"""`ngb doctor`'s check of the Matrix channel: the homeserver answers, it takes the bot's access token
+(``whoami``: which user and device), and end-to-end encryption is available when it is asked for.
+The token is never printed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ..channels.matrix_crypto import encryption_available
+from .check import Check
+
+NAME = "channel matrix"
+
+
+def probe_matrix(config: Any, settings: Any, http: httpx.Client) -> Check:
+    token = settings.access_token or ""
+    fix = (f"check [channels.matrix] homeserver and NGB_MATRIX_ACCESS_TOKEN; see docs/channels/matrix.md "
+           f"({config.config_file or 'ngb.toml'})")
+    url = f"{settings.homeserver}/_matrix/client/v3/account/whoami"
+    try:
+        r = http.get(url, headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        return Check(NAME, "fail", f"cannot reach {url}: {type(exc).__name__}: {str(exc)[:150]}".replace(token, "***"), fix)
+    try:
+        data = r.json() if r.content else {}
+    except ValueError:
+        data = {}
+    if r.status_code in (401, 403):
+        return Check(NAME, "fail", f"the homeserver refused the access token ({data.get('errcode', r.status_code)}: "
+                                   f"{data.get('error', '')})", fix)
+    if r.status_code != 200 or not isinstance(data, dict) or "user_id" not in data:
+        return Check(NAME, "fail", f"{url} answered HTTP {r.status_code}: not a Matrix homeserver's client API?", fix)
+    who = f"token accepted: {data['user_id']} (device {data.get('device_id') or '?'})"
+    if settings.encryption:
+        why = encryption_available()
+        if why is not None:
+            return Check(NAME, "warn", f"{who}; end-to-end encryption is off: {why}",
+                         "pip install 'matrix-nio[e2e]' (scripts/setup.sh installs it), or set encryption = false")
+        return Check(NAME, "ok", f"{who}; end-to-end encryption on")
+    return Check(NAME, "ok", f"{who}; end-to-end encryption off (encryption = false): encrypted rooms are not read")
