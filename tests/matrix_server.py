@@ -113,6 +113,29 @@ class MatrixServer:
             "nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac.hexdigest()})
         return MatrixUser(str(out["user_id"]), password, str(out["access_token"]), str(out["device_id"]))
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        began = time.monotonic()
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"Synapse exited ({self.process.returncode}):\n"
+                            f"{(self.folder / 'stdout.log').read_text()[-3000:]}\n{self.log_tail()}", pytrace=False)
+            try:
+                self._request("GET", "/_matrix/client/versions")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() - began > timeout:
+                    self.stop()
+                    pytest.fail(f"Synapse did not answer within {timeout:.0f} s:\n{self.log_tail()}", pytrace=False)
+                time.sleep(0.05)
+        self.started_in = time.monotonic() - began
+
+    def restart(self, down: float = 0.0) -> None:
+        """Stop Synapse (SIGTERM), stay down ``down`` seconds, start it again on the same port and data."""
+        self.stop()
+        time.sleep(down)
+        self.process = launch(synapse_venv() / "bin" / "python", self.folder)
+        self.wait_ready()
+
     def log_tail(self, lines: int = 40) -> str:
         path = self.folder / "hs.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -141,25 +164,15 @@ def start_synapse(folder: Path, *, ready_timeout: float = 60.0) -> MatrixServer:
     (folder / "signing.key").write_text(f"ed25519 a_test {key}\n")
     port = free_port()
     (folder / "hs.yaml").write_text(json.dumps(homeserver_config(folder, port)))
-    began = time.monotonic()
-    stdout = (folder / "stdout.log").open("wb")
-    process = subprocess.Popen([str(python), "-m", "synapse.app.homeserver", "-c", str(folder / "hs.yaml")],
-                               cwd=folder, stdout=stdout, stderr=subprocess.STDOUT)
-    server = MatrixServer(folder, port, process)
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"Synapse exited ({process.returncode}):\n{(folder / 'stdout.log').read_text()[-3000:]}\n"
-                        f"{server.log_tail()}", pytrace=False)
-        try:
-            server._request("GET", "/_matrix/client/versions")
-            break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if time.monotonic() - began > ready_timeout:
-                server.stop()
-                pytest.fail(f"Synapse did not answer within {ready_timeout:.0f} s:\n{server.log_tail()}", pytrace=False)
-            time.sleep(0.05)
-    server.started_in = time.monotonic() - began
+    server = MatrixServer(folder, port, launch(python, folder))
+    server.wait_ready(ready_timeout)
     return server
+
+
+def launch(python: Path, folder: Path) -> subprocess.Popen[bytes]:
+    stdout = (folder / "stdout.log").open("ab")
+    return subprocess.Popen([str(python), "-m", "synapse.app.homeserver", "-c", str(folder / "hs.yaml")],
+                            cwd=folder, stdout=stdout, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture(scope="session")
