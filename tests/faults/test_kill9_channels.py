@@ -9,7 +9,8 @@ per triggered message in what the platform received. How each platform brings th
 the dead time back is the channel's own: Telegram's updates wait for the confirming offset, Slack
 loses the events it could not deliver (``lose_events_while_disconnected``: only the history
 catch-up finds them), Discord's new session gets nothing of the old one (REST catch-up), QQ's
-implementation buffers nothing (history catch-up), WhatsApp's bridge buffers on disk.
+implementation buffers nothing (history catch-up), WhatsApp's bridge buffers on disk, Matrix's
+homeserver (a real Synapse here) keeps everything after the stored sync position.
 
 Figures are printed per channel (run with -s to see them):
 
@@ -166,7 +167,47 @@ async def whatsapp(tmp: Path) -> AsyncIterator[Platform]:
     yield Platform("whatsapp", f"whatsapp:{GROUP}", env, post, lambda: [s["text"] for s in fake.sent])
 
 
-PLATFORMS = {"telegram": telegram, "slack": slack, "discord": discord, "qq": qq, "whatsapp": whatsapp}
+@asynccontextmanager
+async def matrix(tmp: Path) -> AsyncIterator[Platform]:
+    """Not a fake: a Synapse of its own (tests/matrix_server.py), the person a matrix-nio client."""
+    from ngb.aio_bridge import AsyncioBridge
+    from tests.matrix_person import Person
+    from tests.matrix_server import start_synapse
+
+    server = await trio.to_thread.run_sync(start_synapse, tmp / "synapse")
+    bridge = AsyncioBridge(name="matrix-person")
+    try:
+        async with bridge.attach(), trio.open_nursery() as nursery:
+            bot = server.register("bot")
+            alice = await Person(bridge, server.base_url, server.register("alice")).connect()
+            room = await alice.create_room(bot.user_id, server.register("carol").user_id)  # three: mentions trigger
+            name = bot.user_id.split(":")[0][1:]
+            settings = {"homeserver": server.base_url, "invites_from": [alice.user.user_id], "sync_timeout": "1",
+                        "reconnect_base": "0.05", "reconnect_cap": "0.3"}
+
+            async def post(i: int, text: str, mention: bool) -> None:
+                while bot.user_id not in await alice.members(room):  # the bot joins at its first sync
+                    await trio.sleep(0.05)
+                extra = {"m.mentions": {"user_ids": [bot.user_id]}} if mention else {}
+                await alice.say(room, f"{name}: {text}" if mention else text, **extra)
+
+            async def follow() -> None:
+                while True:
+                    await alice.sync(timeout_ms=500)
+
+            nursery.start_soon(follow)
+            yield Platform("matrix", f"matrix:{room}",
+                           {"NGB_MATRIX_ACCESS_TOKEN": bot.access_token, "NGB_CHANNELS": json.dumps({"matrix": settings})},
+                           post, lambda: [str(e.source["content"].get("body", "")) for e in alice.seen
+                                          if e.source.get("sender") == bot.user_id
+                                          and e.source.get("type") == "m.room.message"])
+            nursery.cancel_scope.cancel()
+    finally:
+        server.stop()
+
+
+PLATFORMS = {"telegram": telegram, "slack": slack, "discord": discord, "qq": qq, "whatsapp": whatsapp,
+             "matrix": matrix}
 
 
 def _chosen() -> list[str]:
