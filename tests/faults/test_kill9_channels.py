@@ -183,6 +183,7 @@ async def matrix(tmp: Path) -> AsyncIterator[Platform]:
             room = await alice.create_room(bot.user_id, server.register("carol").user_id)  # three: mentions trigger
             name = bot.user_id.split(":")[0][1:]
             settings = {"homeserver": server.base_url, "invites_from": [alice.user.user_id], "sync_timeout": "1",
+                        "timeline_limit": 5,  # the dead time's messages come back by paging /messages
                         "reconnect_base": "0.05", "reconnect_cap": "0.3"}
 
             async def post(i: int, text: str, mention: bool) -> None:
