@@ -41,7 +41,8 @@ class StoppableDaemon:
         self.stopped = trio.Event()
 
     @classmethod
-    async def start_with(cls, nursery: trio.Nursery, config: Any, behaviour: Any, channel: str) -> Any:
+    async def start_with(cls, nursery: trio.Nursery, config: Any, behaviour: Any, channel: str,
+                         state: str = "connected") -> Any:
         from ngb.daemon import Daemon
         from tests.fakes.agent import FakeLauncher
 
@@ -55,7 +56,7 @@ class StoppableDaemon:
                 running.stopped.set()
 
         await nursery.start(run)
-        await wait_until(lambda: running.daemon.channels[channel].state == "connected")
+        await wait_until(lambda: running.daemon.channels[channel].state == state)
         return running
 
     @property

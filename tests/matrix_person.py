@@ -86,6 +86,38 @@ class Person:
             r.raise_for_status()
             return dict(r.json())
 
+    async def upload(self, data: bytes, mime: str, name: str, *, encrypt: bool = False) -> dict[str, Any]:
+        """The bytes into the content repository, as a client uploads a file; the content keys that
+        name it: ``{"url": mxc}``, or for an encrypted room ``{"file": {...}}`` (nio encrypts)."""
+        import httpx
+        from nio.crypto.attachments import encrypt_attachment
+
+        keys: dict[str, Any] = {}
+        if encrypt:
+            data, keys = encrypt_attachment(data)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            r = await http.post("/_matrix/media/v3/upload", params={"filename": name}, content=data,
+                                headers={"Authorization": f"Bearer {self.user.access_token}",
+                                         "Content-Type": "application/octet-stream" if encrypt else mime})
+            r.raise_for_status()
+        mxc = r.json()["content_uri"]
+        return {"file": {**keys, "url": mxc}} if encrypt else {"url": mxc}
+
+    async def download(self, mxc: str) -> bytes:
+        """A file's bytes as the server keeps them (authenticated media)."""
+        import httpx
+
+        where = mxc.removeprefix("mxc://")
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+            r = await http.get(f"/_matrix/client/v1/media/download/{where}",
+                               headers={"Authorization": f"Bearer {self.user.access_token}"})
+            r.raise_for_status()
+            return r.content
+
+    async def send(self, room_id: str, content: dict[str, Any]) -> str:
+        answer = await self.call("room_send", room_id, "m.room.message", content, ignore_unverified_devices=True)
+        return str(answer.event_id)
+
     async def members(self, room_id: str) -> list[str]:
         answer = await self.call("joined_members", room_id)
         return [m.user_id for m in answer.members]

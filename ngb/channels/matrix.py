@@ -17,7 +17,8 @@ messages, and every message of a room of two (a DM). A reply goes out as an ``m.
 reply to the trigger, in the trigger's thread (``m.thread``) when it was in one; Markdown goes as
 ``formatted_body`` HTML beside the plain body. Sends carry the outbox row's key as the transaction
 id, so a retried send is deduplicated by the homeserver. Invites are accepted from
-``invites_from`` only (others: one log line). Configuration: docs/channels/matrix.md.
+``invites_from`` only (others: one log line). Files both ways: matrix_media.py. Configuration:
+docs/channels/matrix.md.
 """
 
 from __future__ import annotations
@@ -30,16 +31,29 @@ from typing import Any
 import trio
 
 from ..aio_bridge import BRIDGE, AsyncioBridge
-from ..media.intake import MediaIntake
-from ..records import InboundMessage
+from ..media.intake import MediaIntake, with_notes
+from ..records import InboundMessage, OutgoingFile
 from .base import ChannelError, ChannelMemory, Submit
 from .common import CONNECTED, AuthError, Lru, split_text
 from .matrix_crypto import encryption_available, pickle_key, store_dir
-from .matrix_events import mentions, relation_of, reply_relation, strip_reply_fallback, text_content
+from .matrix_events import (
+    HTML_FORMAT,
+    markdown_to_matrix_html,
+    mentions,
+    relation_of,
+    reply_relation,
+    strip_reply_fallback,
+    text_content,
+)
+from .matrix_login import forget_login, login_of, read_login, write_login
+from .matrix_media import MatrixFiles, file_content
 from .matrix_settings import PREFIX, MatrixSettings, matrix_chat, room_id_of
 from .skeleton import PlatformChannel
 
 log = logging.getLogger(__name__)
+# nio logs every response body at DEBUG: a login's fresh access token (before anything can redact
+# it) and every synced message. Never, even when the daemon logs at DEBUG.
+logging.getLogger("nio.responses").setLevel(logging.INFO)
 
 SYNC_MARK = "next_batch"  # the mark (in the daemon's store) that holds the sync position
 PART_LIMIT = 16_000  # characters of one message (an event is at most 64 KiB, the HTML included)
@@ -47,7 +61,7 @@ AUTH_ERRORS = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN", "M_USER_DEAC
 PAGE = 100  # events per /messages page of a catch-up
 
 
-class MatrixChannel(PlatformChannel):
+class MatrixChannel(MatrixFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend: the transaction id
@@ -55,7 +69,8 @@ class MatrixChannel(PlatformChannel):
     def __init__(self, settings: MatrixSettings, *, trigger: str = "", bridge: AsyncioBridge = BRIDGE,
                  memory: ChannelMemory | None = None, media: MediaIntake | None = None) -> None:
         super().__init__(settings, trigger=trigger, bridge=bridge, memory=memory, media=media)
-        self.keep_secret(settings.access_token or "", loggers=("nio", "aiohttp", "ngb"))
+        self.token = settings.access_token or ""  # configured, else the stored password login's
+        self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
         self.client: Any = None  # nio.AsyncClient
         self.me = ""  # the bot's user id
         self.device = ""
@@ -69,8 +84,22 @@ class MatrixChannel(PlatformChannel):
         self._pickle_key = ""
         self.undecryptable = 0
 
+    def _secrets(self) -> list[str]:
+        return [x for x in (self.settings.access_token, self.settings.password, self.token) if x]
+
+    def off_reason(self) -> str | None:
+        reason = super().off_reason()
+        if reason is not None and self.settings.homeserver and read_login(self.settings.state_dir,
+                                                                          self.settings.homeserver, self.settings.user_id):
+            return None  # the password is gone from the configuration; the login it gave is kept
+        return reason
+
     # -- life cycle -------------------------------------------------------------------------------
     async def prepare(self) -> None:
+        if not self.token:
+            stored = read_login(self.settings.state_dir, self.settings.homeserver, self.settings.user_id)
+            self.token = stored.access_token if stored is not None else ""
+            self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
         if self.memory is not None:
             try:
                 self.since = (await self.memory.channel_marks(PREFIX)).get(SYNC_MARK)
@@ -102,7 +131,7 @@ class MatrixChannel(PlatformChannel):
                                    pickle_key=self._pickle_key or "DEFAULT_KEY")
         client = AsyncClient(self.settings.homeserver, config=config,
                              store_path=str(self.crypto_store) if encrypted else "")
-        client.access_token = self.settings.access_token or ""
+        client.access_token = self.token
         return client
 
     async def close(self) -> None:
@@ -117,17 +146,48 @@ class MatrixChannel(PlatformChannel):
             raise ChannelError(f"matrix is {self.state}", retryable=True)
         answer = await self.bridge.call(getattr(self.client, method), *args, **kwargs)
         if isinstance(answer, ErrorResponse):
-            if answer.status_code in AUTH_ERRORS and method in ("whoami", "sync"):
+            if answer.status_code in AUTH_ERRORS and method in ("whoami", "sync", "login"):
                 raise AuthError(f"{method}: {answer.status_code} {answer.message}")
             raise ConnectionError(f"{method}: {answer.status_code} {answer.message}")
         return answer
 
+    async def _login(self) -> None:
+        """Log in with the password (once): the token and device it gives are kept."""
+        settings = self.settings
+        if not settings.password or settings.state_dir is None:
+            raise AuthError("matrix: no access token: set NGB_MATRIX_ACCESS_TOKEN, or user_id and NGB_MATRIX_PASSWORD")
+        self.client.user = settings.user_id
+        answer = await self._api("login", settings.password, device_name=settings.device_name)
+        login = login_of(answer, settings.homeserver)
+        await trio.to_thread.run_sync(write_login, settings.state_dir, login)
+        self.token = login.access_token
+        self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
+        log.info("matrix: logged in as %s by password: device %s, its token kept in %s", login.user_id,
+                 login.device_id, "secrets/matrix/login.json")
+
+    async def _whoami(self) -> Any:
+        """Who the token is; a stored login the homeserver no longer takes is forgotten (and, with
+        a password, replaced by a new login)."""
+        if not self.token:
+            await self._login()
+        try:
+            return await self._api("whoami")
+        except AuthError:
+            if self.settings.access_token or self.settings.state_dir is None:
+                raise
+            log.warning("matrix: the homeserver refused the stored login; %s", "logging in again with the password"
+                        if self.settings.password else "set NGB_MATRIX_PASSWORD (or an access token) to log in again")
+            await trio.to_thread.run_sync(forget_login, self.settings.state_dir)
+            self.token = self.client.access_token = ""
+            await self._login()
+            return await self._api("whoami")
+
     async def session(self, submit: Submit) -> None:
-        who = await self._api("whoami")
+        who = await self._whoami()
         self.me, self.device = who.user_id, who.device_id or ""
         if self.crypto_store is not None and self.client.olm is None:
             # the store of this account and device (made on the first start): needs who we are
-            await self.bridge.call_sync(self.client.restore_login, self.me, self.device, self.settings.access_token or "")
+            await self.bridge.call_sync(self.client.restore_login, self.me, self.device, self.token)
         self.client.user_id, self.client.device_id = self.me, self.device
         localpart = self.me[1:].partition(":")[0]
         if self.settings.display_name:
@@ -206,7 +266,7 @@ class MatrixChannel(PlatformChannel):
 
     # -- inbound ----------------------------------------------------------------------------------
     async def _take(self, submit: Submit, room_id: str, event: Any) -> None:
-        from nio import MegolmEvent, RoomMessageText
+        from nio import MegolmEvent, RoomEncryptedMedia, RoomMessageMedia, RoomMessageText
 
         if isinstance(event, MegolmEvent):  # encrypted, and no key to read it (yet)
             self.undecryptable += 1
@@ -218,7 +278,8 @@ class MatrixChannel(PlatformChannel):
         content = source.get("content") or {}
         if event_id:
             self._threads.put(event_id, relation_of(content).thread)
-        if not isinstance(event, RoomMessageText) or event.sender == self.me or event_id is None:
+        if not isinstance(event, RoomMessageText | RoomMessageMedia | RoomEncryptedMedia) or event.sender == self.me \
+                or event_id is None:
             return
         if content.get("msgtype") == "m.notice" or isinstance((content.get("m.relates_to") or {}).get("rel_type"), str) \
                 and content["m.relates_to"]["rel_type"] == "m.replace":
@@ -233,14 +294,18 @@ class MatrixChannel(PlatformChannel):
         direct = room is not None and room.member_count == 2
         to_bot = relation.reply_to is not None and await self._is_bots(relation.reply_to)
         name = room.user_name(sender) if room is not None else None
+        chat = matrix_chat(room_id)
+        attachments, notes, caption = await self.take_file(chat, content)
+        text = caption if attachments or notes else str(content.get("body") or "")
         return InboundMessage(
-            chat=matrix_chat(room_id),
+            chat=chat,
             sender=name or sender,
-            text=strip_reply_fallback(str(content.get("body") or "")) if relation.reply_to else str(content.get("body") or ""),
+            text=with_notes(strip_reply_fallback(text) if relation.reply_to else text, notes),
+            attachments=attachments,
             platform_id=event_id,
             time=datetime.fromtimestamp(timestamp_ms / 1000, UTC),
             sender_id=sender,
-            mentions_bot=direct or to_bot or mentions(content, self.me, self.names),
+            mentions_bot=direct or to_bot or mentions({**content, "body": text}, self.me, self.names),
             reply_to=relation.reply_to,
             direct=direct,
             thread=relation.thread,
@@ -291,6 +356,26 @@ class MatrixChannel(PlatformChannel):
             raise ChannelError(f"matrix: {exc}", retryable=True) from None
         self._sent.put(answer.event_id, None)
         return str(answer.event_id)
+
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+        """Upload ``file`` (encrypted in an encrypted room) and post it as a reply to the trigger in
+        its thread, the caption as its body."""
+        room_id = room_id_of(chat)
+        if self.client is None:
+            raise ChannelError(f"matrix is {self.state}", retryable=True)
+        room = self.client.rooms.get(room_id)
+        encrypted = room is not None and bool(room.encrypted)
+        if encrypted and self.crypto_store is None:
+            raise ChannelError("matrix: the room is encrypted and the channel's encryption is off", retryable=False)
+        mxc, encryptor = await self.upload(file, encrypted=encrypted)
+        content = file_content(file, mxc, encryptor)
+        if file.caption.strip():
+            content.update(format=HTML_FORMAT, formatted_body=markdown_to_matrix_html(file.caption.strip()))
+        trigger = reply_to or self._last_trigger.get(chat)
+        relates = reply_relation(trigger, await self._thread_for(room_id, trigger))
+        if relates is not None:
+            content["m.relates_to"] = relates
+        return await self._send_event(room_id, content, None)
 
     async def _thread_for(self, room_id: str, trigger: str | None) -> str:
         """The thread a reply to ``trigger`` goes into ("" = the room's timeline)."""

@@ -14,7 +14,8 @@ from .chats import chat_name, platform_id_of
 from .settings import ChannelTable, setting
 
 PREFIX = "matrix"
-KEYS = {"homeserver", "access_token", "access_token_file", "invites_from", "reply_in_thread", "sync_timeout",
+KEYS = {"homeserver", "access_token", "access_token_file", "user_id", "password", "password_file", "device_name",
+        "invites_from", "reply_in_thread", "sync_timeout",
         "request_timeout", "timeline_limit", "reconnect_base", "reconnect_cap", "display_name", "encryption"}
 # "!opaque:server", or from room version 12 on (MSC4291) "!<hash of the create event>" alone
 ROOM_ID = re.compile(r"![^\s:]+(:[A-Za-z0-9.:\[\]-]+)?")
@@ -25,6 +26,10 @@ USER_ID = re.compile(r"@[^:\s]+:[A-Za-z0-9.:\[\]-]+")
 class MatrixSettings:
     homeserver: str = ""  # https://matrix.example.org (the client API's base)
     access_token: str | None = attrs.field(default=None, repr=False)  # the bot account's token (syt_...)
+    # or a password login, once (matrix_login.py): the token it gives is kept under the secrets dir
+    user_id: str = ""  # @bot:example.org
+    password: str | None = attrs.field(default=None, repr=False)
+    device_name: str = "NanoGridBot"  # what people's clients show for the bot's device
     # who may invite the bot into a room: user ids ("@alice:example.org") or whole servers
     # (":example.org"); an invite from anyone else is ignored with one log line
     invites_from: tuple[str, ...] = ()
@@ -55,11 +60,23 @@ class MatrixSettings:
         for entry in raw:
             if not (USER_ID.fullmatch(entry) or re.fullmatch(r":[A-Za-z0-9.:\[\]-]+", entry)):
                 raise t.error("invites_from", f'"{entry}" is neither a user id (@name:server) nor a server (:server)')
-        missing = [what for what, value in (("homeserver", homeserver), ("NGB_MATRIX_ACCESS_TOKEN", token)) if not value]
+        user_id = t.string("user_id", "")
+        if user_id and not USER_ID.fullmatch(user_id):
+            raise t.error("user_id", f'"{user_id}" is not a user id (@name:server)')
+        password = t.secret("password")
+        if password and not user_id:
+            raise t.error("password", "a password login needs user_id too (@name:server)")
+        login = token or password
+        missing = [what for what, value in (("homeserver", homeserver),
+                                            ("NGB_MATRIX_ACCESS_TOKEN (or user_id and NGB_MATRIX_PASSWORD)", login))
+                   if not value]
         return t.fill(
             cls,
             homeserver=homeserver.rstrip("/"),
             access_token=token,
+            user_id=user_id,
+            password=password,
+            device_name=t.string("device_name", "NanoGridBot") or "NanoGridBot",
             invites_from=tuple(raw),
             display_name=t.string("display_name", ""),
             off_reason=f"not configured: set {' and '.join(missing)} (or access_token_file)" if missing else None,

@@ -38,7 +38,7 @@ CHANNEL_SECRET_ENV: dict[str, dict[str, str]] = {
     "discord": {"token": "NGB_DISCORD_TOKEN"},
     "lark": {"app_id": "NGB_LARK_APP_ID", "app_secret": "NGB_LARK_APP_SECRET"},
     "dingtalk": {"client_id": "NGB_DINGTALK_CLIENT_ID", "client_secret": "NGB_DINGTALK_CLIENT_SECRET"},
-    "matrix": {"access_token": "NGB_MATRIX_ACCESS_TOKEN"},
+    "matrix": {"access_token": "NGB_MATRIX_ACCESS_TOKEN", "password": "NGB_MATRIX_PASSWORD"},
     "email": {"password": "NGB_EMAIL_PASSWORD", "smtp_password": "NGB_EMAIL_SMTP_PASSWORD"},
 }
 

@@ -326,7 +326,8 @@ def check_channels(
             if name == "local":
                 continue
             settings = getattr(channel, "settings", None)
-            off = getattr(settings, "off_reason", None)
+            off_of = getattr(channel, "off_reason", None)  # the channel's word (a kept login counts)
+            off = off_of() if callable(off_of) else getattr(settings, "off_reason", None)
             if off:
                 checks.append(Check(f"channel {name}", "fail", f"off: {off}", _token_fix(config, name)))
                 continue
