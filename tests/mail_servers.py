@@ -37,6 +37,7 @@ import trio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.certificates import make_certificate
 from tests.channel_helpers import stop_process
 
 AUTHSERV_ID = "mx.test"
@@ -64,7 +65,9 @@ default_internal_group = nogroup
 default_login_user = nobody
 listen = 127.0.0.1
 protocols = imap lmtp
-ssl = no
+ssl = yes
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {{
@@ -86,7 +89,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
   }}
 }}
 service lmtp {{
@@ -104,22 +109,29 @@ service anvil {{
 @attrs.define
 class Dovecot:
     folder: Path
-    imap_port: int
+    imap_port: int  # plain, STARTTLS offered
     lmtp_port: int
+    imaps_port: int = 0  # implicit TLS
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cert(self) -> Path:
+        """The server's throwaway certificate (self-signed for localhost and 127.0.0.1): the CA to trust."""
+        return self.folder / "cert.pem"
 
     @classmethod
     def start(cls, folder: Path) -> Dovecot:
         binary = shutil.which("dovecot") or (Path("/usr/sbin/dovecot") if Path("/usr/sbin/dovecot").exists() else None)
         if binary is None:
             raise RuntimeError("dovecot is not installed: run scripts/setup.sh (apt-get install dovecot-imapd dovecot-lmtpd)")
-        server = cls(folder, free_port(), free_port())
+        server = cls(folder, free_port(), free_port(), free_port())
         folder.mkdir(parents=True, exist_ok=True)
+        make_certificate(folder)
         (folder / "mail").mkdir()
         (folder / "passwd").write_text("".join(
             f"{name}{i}@{DOMAIN}:{{PLAIN}}{PASSWORD}::::::\n" for name in USER_NAMES for i in range(1, USERS + 1)))
         conf = folder / "dovecot.conf"
-        conf.write_text(CONF.format(d=folder, port=server.imap_port, lmtp=server.lmtp_port))
+        conf.write_text(CONF.format(d=folder, port=server.imap_port, lmtp=server.lmtp_port, imaps=server.imaps_port))
         nobody = pwd.getpwnam("nobody")
         for path in [folder, *folder.rglob("*")]:
             os.chown(path, nobody.pw_uid, nobody.pw_gid)
@@ -175,6 +187,7 @@ class _Relay:
     def __init__(self, lmtp_port: int) -> None:
         self.lmtp_port = lmtp_port
         self.received: list[email.message.Message] = []
+        self.over_tls: list[bool] = []  # per mail received: whether its session was encrypted
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         sender = envelope.mail_from
@@ -183,6 +196,7 @@ class _Relay:
                  f"smtp.mailfrom={sender}\r\n").encode()
         data = stamp + envelope.original_content
         self.received.append(email.message_from_bytes(data, policy=email.policy.default))
+        self.over_tls.append(session.ssl is not None)
 
         def deliver() -> None:
             with smtplib.LMTP("127.0.0.1", self.lmtp_port) as lmtp:
@@ -206,11 +220,20 @@ class BorderSmtp:
     controller: Controller
 
     @classmethod
-    def start(cls, lmtp_port: int) -> BorderSmtp:
+    def start(cls, lmtp_port: int, *, tls: tuple[Path, Path] | None = None) -> BorderSmtp:
+        """The MTA; with ``tls`` (certificate, key) a submission server that requires STARTTLS
+        before anything else (and a login only over it)."""
+        import ssl
+
         relay = _Relay(lmtp_port)
         port = free_port()
+        context = None
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
         controller = Controller(relay, hostname="127.0.0.1", port=port, authenticator=_authenticator,
-                                auth_require_tls=False, auth_required=False)
+                                auth_require_tls=tls is not None, auth_required=False, tls_context=context,
+                                require_starttls=tls is not None)
         controller.start()
         return cls(port, relay, controller)
 
@@ -241,6 +264,7 @@ class TcpCut:
         self.target = target
         self.port = 0
         self.accepted = 0
+        self.refusing = False  # True: new connections are closed at once (the server is "down")
         self._scopes: list[trio.CancelScope] = []
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -250,6 +274,9 @@ class TcpCut:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, client: trio.SocketStream) -> None:
+        if self.refusing:
+            await client.aclose()
+            return
         self.accepted += 1
         with trio.CancelScope() as scope:
             self._scopes.append(scope)

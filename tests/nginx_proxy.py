@@ -15,21 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.certificates import make_certificate
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED = ROOT / "deploy" / "nginx" / "nanogridbot.conf"
-
-
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost: (certificate, key)."""
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
 
 
 def replace_once(text: str, old: str, new: str) -> str:

@@ -14,7 +14,7 @@ from ngb.channels.email_parse import parse_mail, trim_quoted
 from ngb.records import Group
 from tests.channel_helpers import echo_each, stored, wait_until
 from tests.fakes.agent import FakeBehaviour
-from tests.mail_servers import AUTHSERV_ID, PASSWORD, TcpCut, message
+from tests.mail_servers import AUTHSERV_ID, PASSWORD, TcpCut, mailbox_iter, message
 
 
 def email_env(dovecot: Any, smtp: Any, bot: str, allowed: list[str], imap_port: int | None = None,
@@ -174,3 +174,80 @@ async def test_the_same_mail_again_is_answered_once(run_daemon: Any, dovecot: An
     await trio.sleep(0.5)
     assert [m.platform_id for m in await stored(d, f"email:{alice}") if not m.from_bot] == [mail["Message-ID"]]
     assert len(replies_to(border_smtp, alice)) == 1
+
+
+async def test_a_uidvalidity_change_reads_the_mailbox_again_without_duplicates(
+        run_daemon: Any, dovecot: Any, border_smtp: Any, caplog: Any) -> None:
+    """The mailbox is rebuilt while the daemon is away (its UID list and indexes lost, as after a
+    restore or a server move): UIDVALIDITY changes and every UID is new. An answered mail that comes
+    back unseen is recognised by its Message-ID; the new mail is answered once."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "ngb.channels.email")
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    async with trio.open_nursery() as nursery:
+        cut = TcpCut(dovecot.imap_port)
+        await nursery.start(cut.serve)
+        d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice], imap_port=cut.port),
+                        FakeBehaviour(reply=echo_each))
+        channel = d.daemon.channels["email"]
+        await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+        first = message(alice, bot, "one", "answered before the rebuild")
+        await trio.to_thread.run_sync(lambda: border_smtp.send(first, login=alice))
+        await wait_until(lambda: d.daemon.outbox.delivered == 1)
+        before = channel.uidvalidity
+        assert before
+
+        cut.refusing = True
+        cut.cut()
+        await wait_until(lambda: channel.state != "connected")
+        await trio.sleep(1.1)  # Dovecot's new UIDVALIDITY is the clock's second
+        box = dovecot.folder / "mail" / bot / "Maildir"
+        for index in [*box.glob("dovecot.index*"), box / "dovecot-uidlist"]:
+            index.unlink(missing_ok=True)
+        for path in list(mailbox_iter(dovecot.folder, bot)):  # the answered mail is unseen again
+            if ":2," in path.name:
+                path.rename(path.with_name(path.name.split(":2,")[0] + ":2,"))
+        second = message(alice, bot, "two", "written after the rebuild")
+        await trio.to_thread.run_sync(lambda: border_smtp.send(second, login=alice))
+        cut.refusing = False
+
+        await wait_until(lambda: d.daemon.outbox.delivered == 2, timeout=15)
+        await wait_until(lambda: channel.received == 3)  # the first mail read again, and the new one
+        assert channel.uidvalidity not in (None, before)
+        inbound = [m.platform_id for m in await stored(d, f"email:{alice}") if not m.from_bot]
+        assert inbound == [first["Message-ID"], second["Message-ID"]]
+        echoed = [r.get_body(preferencelist=("plain",)).get_content() for r in replies_to(border_smtp, alice)]
+        assert len(echoed) == 2 and "answered before the rebuild" in echoed[0] and "written after" in echoed[1]
+        assert any("UIDVALIDITY changed" in r.getMessage() for r in caplog.records)
+        assert all(":2,S" in p.name for p in mailbox_iter(dovecot.folder, bot))  # both marked seen again
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_after_a_restart_stays_in_its_thread(tmp_path: Any, dovecot: Any, border_smtp: Any) -> None:
+    """The newest mail of a correspondent is kept in the store: after a restart, an answer to it
+    (the outbox's reply_to) and a message with nothing to reply to (a scheduled task's) both go
+    out as "Re: <its subject>" with In-Reply-To and References."""
+    from tests.channel_helpers import StoppableDaemon
+    from tests.conftest import make_config
+
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    config = make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [alice]))
+    chat = f"email:{alice}"
+    async with trio.open_nursery() as nursery:
+        d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
+        await d.daemon.registry.add(Group(chat=chat, folder="alice"))
+        mail = message(alice, bot, "The plan for Friday", "what do we do?", References="<older@example.test>")
+        await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))
+        await wait_until(lambda: d.daemon.outbox.delivered == 1)
+        await d.stop()
+
+        d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
+        answer_id = await d.channel.send(chat, "the late answer", mail["Message-ID"])
+        task_id = await d.channel.send(chat, "a reminder from a task")
+        sent = {str(m["Message-ID"]): m for m in replies_to(border_smtp, alice)}
+        for out in (sent[answer_id], sent[task_id]):
+            assert str(out["Subject"]) == "Re: The plan for Friday"
+            assert str(out["In-Reply-To"]) == mail["Message-ID"]
+            assert str(out["References"]).split() == ["<older@example.test>", mail["Message-ID"]]
+        await d.stop()

@@ -17,10 +17,13 @@ From's domain). A refused mail (a stranger, a forged From, an auto-reply, the bo
 logged, stored nowhere, and marked seen so it is not read again.
 
 A reply (email_send) answers the message it threads to (the outbox's reply_to, else the chat's
-last trigger): ``In-Reply-To``, ``References`` and "Re: " its subject."""
+last trigger): ``In-Reply-To``, ``References`` and "Re: " its subject. The newest mail of each
+correspondent is kept in the daemon's store too (the channel's mark for the chat: its Message-ID,
+subject and references), so a reply sent after a restart stays in its thread."""
 
 from __future__ import annotations
 
+import json
 import logging
 from email.message import EmailMessage
 from typing import Any
@@ -49,6 +52,7 @@ class EmailChannel(PlatformChannel):
     def __init__(self, settings: EmailSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self._threads: Lru = Lru(4096)  # Message-ID -> ThreadHead of mails taken in
+        self._kept: dict[str, str] = {}  # chat -> its newest mail's ThreadHead (JSON), as the last run left it
         self.mode = ""  # "idle" or "poll", once connected
         self.uidvalidity: str | None = None
         self.refused = 0
@@ -62,6 +66,14 @@ class EmailChannel(PlatformChannel):
     def status_details(self) -> dict[str, Any]:
         return {"address": self.settings.address, "mailbox": self.settings.mailbox, "mode": self.mode,
                 "uidvalidity": self.uidvalidity}
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.memory is not None:
+            try:
+                self._kept = await self.memory.channel_marks(self.name)
+            except Exception as exc:  # noqa: BLE001 - replies thread by In-Reply-To alone then
+                log.warning("email: could not read the kept threads (%s)", exc)
 
     # -- receiving -----------------------------------------------------------------------------------
     async def session(self, submit: Submit) -> None:
@@ -97,7 +109,8 @@ class EmailChannel(PlatformChannel):
             self.refused += 1
             log.warning("email: mail %s from %s refused: %s", mail.message_id, mail.sender or "?", why)
             return
-        self._threads.put(mail.message_id, ThreadHead(mail.message_id, mail.subject, mail.references))
+        head = ThreadHead(mail.message_id, mail.subject, mail.references)
+        self._threads.put(mail.message_id, head)
         text = mail.text if not mail.subject else f"{mail.subject}\n\n{mail.text}".strip()
         chat = email_chat(mail.sender)
         taken = await self.media.take_all(chat, [(incoming_of(f), fetch_of(f)) for f in mail.files])
@@ -107,6 +120,17 @@ class EmailChannel(PlatformChannel):
             reply_to=mail.in_reply_to, attachments=taken.attachments,
         )
         await self._gate.submit(submit, inbound)  # raises when the store failed: the mail stays unseen
+        await self._keep(chat, head)
+
+    async def _keep(self, chat: str, head: ThreadHead) -> None:
+        """The chat's newest mail, for replies after a restart (one row per correspondent)."""
+        kept = json.dumps({"id": head.message_id, "subject": head.subject, "references": list(head.references[-20:])})
+        self._kept[chat] = kept
+        if self.memory is not None:
+            try:
+                await self.memory.set_channel_mark(self.name, chat, kept)
+            except Exception as exc:  # noqa: BLE001 - the mail is stored; only its subject would be lost
+                log.warning("email: could not keep the thread of %s (%s)", chat, exc)
 
     def refusal(self, mail: ParsedMail) -> str | None:
         """Why this mail may not reach the agent (None: it may)."""
@@ -140,8 +164,11 @@ class EmailChannel(PlatformChannel):
 
     def _head(self, chat: str, reply_to: str | None) -> ThreadHead | None:
         """What a reply threads to: ``reply_to``, else the chat's last trigger."""
-        trigger = reply_to or self._last_trigger.get(chat)
+        kept = _head_of(self._kept.get(chat))
+        trigger = reply_to or self._last_trigger.get(chat) or (kept.message_id if kept else None)
         head = self._threads.get(trigger) if trigger else None
+        if head is None and kept is not None and kept.message_id == trigger:
+            head = kept  # from before a restart
         if head is None and trigger:
             head = ThreadHead(trigger, "")  # threaded all the same; the subject was not kept
         return head
@@ -151,6 +178,14 @@ class EmailChannel(PlatformChannel):
             raise ChannelError("the email channel is not running")
         await self.bridge.call(smtp_send, self.settings, msg)
         return str(msg["Message-ID"])
+
+
+def _head_of(kept: str | None) -> ThreadHead | None:
+    try:
+        data = json.loads(kept) if kept else None
+        return ThreadHead(str(data["id"]), str(data["subject"]), tuple(map(str, data["references"]))) if data else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def incoming_of(file: MailFile) -> Incoming:

@@ -1,7 +1,9 @@
 """The email channel's IMAP connection, on the shared asyncio loop (aioimaplib): every method of
 ``Mailbox`` runs there, called from trio through ``AsyncioBridge.call``.
 
-One connection does everything: log in, select the mailbox, list the unseen messages by UID, fetch
+One connection does everything: secure it (implicit TLS, or STARTTLS: required, never silently
+plain; aioimaplib has no STARTTLS of its own, so the command is sent through its protocol and the
+socket upgraded with asyncio's ``start_tls``), log in, select the mailbox, list the unseen messages by UID, fetch
 one (``BODY.PEEK[]``, so fetching does not mark it seen), mark it ``\\Seen`` (only after the daemon
 stored it), and wait for news: IDLE when the server offers it (ended by the server's first push,
 or after ``idle_renew``), else a plain sleep of ``poll_interval`` followed by NOOP. A connection
@@ -41,12 +43,14 @@ class Mailbox:
         s = self.settings
         self._lost = asyncio.Event()
         lost = self._lost
-        context = None
-        if s.imap_security == "tls":
-            context = self.ssl_context or ssl.create_default_context()
+        context = self.ssl_context or s.tls_context() if s.imap_security != "none" else None
         self.imap = aioimaplib.IMAP4(host=s.imap_host, port=s.imap_port, timeout=s.connect_timeout,
-                                     conn_lost_cb=lambda exc: lost.set(), ssl_context=context)
+                                     conn_lost_cb=lambda exc: lost.set(),
+                                     ssl_context=context if s.imap_security == "tls" else None)
         await self.imap.wait_hello_from_server()
+        if s.imap_security == "starttls":
+            assert context is not None
+            await self._starttls(context)
         response = await self.imap.login(s.username, s.password or "")
         if response.result != "OK":
             raise AuthError(f"IMAP login refused: {_said(response)}")
@@ -59,7 +63,25 @@ class Mailbox:
                 self.uidvalidity = m.group(1)
             if m := re.fullmatch(r"(\d+) EXISTS", text.strip()):
                 self.exists = int(m.group(1))
-        self.idle = self.imap.has_capability("IDLE")
+        self.idle = self.imap.has_capability("IDLE") and s.idle
+
+    async def _starttls(self, context: ssl.SSLContext) -> None:
+        """Upgrade the connection before anything else is said (RFC 9051 section 6.2.1); the
+        capabilities are asked again over TLS (what was said in plain text may have been forged)."""
+        protocol = self.imap.protocol
+        await asyncio.wait_for(protocol.capability(), self.settings.connect_timeout)
+        if "STARTTLS" not in protocol.capabilities:
+            raise ImapError(f"{self.settings.imap_host} does not offer STARTTLS (imap_security = \"starttls\"): "
+                            "not logging in over plain text")
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        response = await asyncio.wait_for(protocol.execute(command), self.settings.connect_timeout)
+        if response.result != "OK":
+            raise ImapError(f"STARTTLS refused: {_said(response)}")
+        loop = asyncio.get_running_loop()
+        protocol.transport = await asyncio.wait_for(
+            loop.start_tls(protocol.transport, protocol, context, server_hostname=self.settings.imap_host),
+            self.settings.connect_timeout)
+        await asyncio.wait_for(protocol.capability(), self.settings.connect_timeout)
 
     async def unseen(self) -> list[str]:
         """The UIDs of the unseen messages, oldest first."""

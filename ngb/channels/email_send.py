@@ -55,7 +55,7 @@ def build_reply(settings: EmailSettings, to: str, text: str, head: ThreadHead | 
 async def smtp_send(settings: EmailSettings, msg: EmailMessage, ssl_context: ssl.SSLContext | None = None) -> None:
     """Send on the asyncio loop. ChannelError: retryable unless the server refused for good (5xx)."""
     security = settings.smtp_security
-    context = ssl_context or (ssl.create_default_context() if security != "none" else None)
+    context = ssl_context or (settings.tls_context() if security != "none" else None)
     try:
         await aiosmtplib.send(
             msg, hostname=settings.smtp_host, port=settings.smtp_port,

@@ -7,6 +7,7 @@ The password comes from ``NGB_EMAIL_PASSWORD`` (put into the table by config.py)
 from __future__ import annotations
 
 import re
+import ssl
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,12 @@ from .chats import chat_name, platform_id_of
 from .settings import ChannelTable, setting
 
 PREFIX = "email"
-SECURITY = ("tls", "none")  # STARTTLS (IMAP on 143) is not offered yet: docs/channels/email.md
-IMAP_PORTS = {"tls": 993, "none": 143}
+IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 SMTP_PORTS = {"tls": 465, "starttls": 587, "none": 25}
 KEYS = {"address", "username", "password", "password_file", "imap_host", "imap_port", "imap_security",
         "smtp_host", "smtp_port", "smtp_security", "smtp_username", "smtp_password", "smtp_password_file",
         "mailbox", "allowed_senders", "authserv_id", "idle_renew", "poll_interval", "connect_timeout",
-        "reconnect_base", "reconnect_cap", "enabled"}
+        "reconnect_base", "reconnect_cap", "enabled", "ca_file", "idle"}
 ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
 
 
@@ -53,7 +53,16 @@ class EmailSettings:
     connect_timeout: float = setting(30.0, ChannelTable.duration)
     reconnect_base: float = setting(1.0, ChannelTable.duration)
     reconnect_cap: float = setting(120.0, ChannelTable.duration)
+    # False: search every poll_interval even where the server offers IDLE (for a server whose IDLE
+    # misbehaves)
+    idle: bool = setting(True, ChannelTable.boolean)
+    # the certificate authorities (PEM) the servers' certificates must chain to; default: the system's
+    ca_file: Path | None = None
     off_reason: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """What IMAP and SMTP verify the servers' certificates with (and their host names)."""
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     @classmethod
     def from_table(cls, table: dict[str, Any], config_file: Path | None = None) -> EmailSettings:
@@ -63,7 +72,7 @@ class EmailSettings:
             raise t.error("address", f"must be an email address, got {address!r}")
         password = t.secret("password")
         imap_host = t.string("imap_host").strip()
-        imap_security = t.choice("imap_security", "tls", SECURITY)
+        imap_security = t.choice("imap_security", "tls", tuple(IMAP_PORTS))
         smtp_security = t.choice("smtp_security", "tls", tuple(SMTP_PORTS))
         username = t.string("username", address).strip()
         missing = [what for what, value in (("address", address), ("imap_host", imap_host),
@@ -82,8 +91,16 @@ class EmailSettings:
             smtp_username=t.string("smtp_username", username).strip(),
             smtp_password=t.secret("smtp_password") or password,
             allowed_senders=_senders(t),
+            ca_file=_ca_file(t),
             off_reason=f"not configured: set {', '.join(missing)}" if missing else None,
         )
+
+
+def _ca_file(t: ChannelTable) -> Path | None:
+    path = t.path("ca_file")
+    if path is not None and not path.is_file():
+        raise t.error("ca_file", f"{path} is not a file (PEM certificates of the authorities to trust)")
+    return path
 
 
 def _senders(t: ChannelTable) -> tuple[str, ...]:

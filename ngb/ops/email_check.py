@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
-import ssl
 from typing import Any
 
 from .check import Check
@@ -30,7 +29,7 @@ def probe_email(config: Any, settings: Any, http: Any = None) -> Check:
             if status != "OK":
                 return Check(NAME, "fail", f"{imap_at}: cannot open the mailbox {s.mailbox!r}: {data!r}"[:300], fix)
             count = (data[0] or b"0").decode()
-            idle = "IDLE" in imap.capabilities
+            idle = "IDLE" in imap.capabilities and s.idle
     except (OSError, imaplib.IMAP4.error) as exc:
         return Check(NAME, "fail", _redact(f"cannot reach {imap_at}: {type(exc).__name__}: {exc}"[:300], secrets), fix)
     smtp_at = f"smtp {s.smtp_host}:{s.smtp_port} ({s.smtp_security})"
@@ -48,18 +47,19 @@ def probe_email(config: Any, settings: Any, http: Any = None) -> Check:
 
 def _imap(s: Any) -> imaplib.IMAP4:
     if s.imap_security == "tls":
-        return imaplib.IMAP4_SSL(s.imap_host, s.imap_port, ssl_context=ssl.create_default_context(),
-                                 timeout=s.connect_timeout)
-    return imaplib.IMAP4(s.imap_host, s.imap_port, timeout=s.connect_timeout)
+        return imaplib.IMAP4_SSL(s.imap_host, s.imap_port, ssl_context=s.tls_context(), timeout=s.connect_timeout)
+    imap = imaplib.IMAP4(s.imap_host, s.imap_port, timeout=s.connect_timeout)
+    if s.imap_security == "starttls":
+        imap.starttls(ssl_context=s.tls_context())  # refuses (imaplib.IMAP4.error) without STARTTLS
+    return imap
 
 
 def _smtp(s: Any) -> smtplib.SMTP:
     if s.smtp_security == "tls":
-        return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.connect_timeout,
-                                context=ssl.create_default_context())
+        return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.connect_timeout, context=s.tls_context())
     smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.connect_timeout)
     if s.smtp_security == "starttls":
-        smtp.starttls(context=ssl.create_default_context())
+        smtp.starttls(context=s.tls_context())
     return smtp
 
 
