@@ -61,8 +61,10 @@ class GroupActor(AgentFrames):
         budgets: Any = None,
         media: ActorMedia | None = None,
         previews: PreviewSink | None = None,
+        make_room: Callable[[], object] = lambda: None,
     ) -> None:
         self.group = group
+        self._make_room = make_room  # every slot taken: ask the supervisor to end an idle container
         self._previews = previews or NoPreviews()
         self.media = media or ActorMedia()
         self.store = store
@@ -117,6 +119,11 @@ class GroupActor(AgentFrames):
         """A batch or a task run is open in the live container."""
         return self._conv is not None and self._conv.busy()
 
+    def idle_since(self) -> float | None:
+        """When the live container became idle (trio time); None when there is none, it is
+        working, or it is ending already."""
+        return None if self._conv is None else self._conv.idle_since
+
     @property
     def folder(self) -> str:
         return self.group.folder
@@ -167,6 +174,8 @@ class GroupActor(AgentFrames):
     ) -> None:
         self.view.state = "waiting_slot"
         self.view.slot_wait_started = trio.current_time()
+        if self.slots.available_tokens < 1:
+            self._make_room()
         async with self.slots:
             waited = trio.current_time() - self.view.slot_wait_started
             self.view.slot_wait_started = None
@@ -174,7 +183,8 @@ class GroupActor(AgentFrames):
             self.view.state = "starting"
             self.view.thread = self._lane.thread
             conv = Conversation(
-                self.settings.turn_timeout, self.settings.idle_timeout, self._draining, isolated
+                self.settings.turn_timeout, self.settings.idle_timeout, self._draining, isolated,
+                slot_wanted=lambda: self.slots.statistics().tasks_waiting > 0,
             )
             reason: str | None = None
             outstanding: dict[int, int] = {}

@@ -3,7 +3,8 @@ starts and dropped when it ends (nothing of it outlives the container).
 
 It holds the batches handed to the agent and not answered yet (batch -> the cursor they stand
 for), whom each batch replies to, the scheduled runs open in it, and the deadline that stops the
-container (a turn's timeout while busy, the idle timeout after).
+container (a turn's timeout while busy, the idle timeout after; at once when idle while another
+group waits for a container slot: an idle container never keeps a slot from a waiting turn).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Conversation:
     idle_timeout: float
     draining: Callable[[], bool] = lambda: False
     isolated: TaskTurn | None = None  # this container serves one isolated run
+    # another group waits for a container slot: this container ends as soon as it is idle
+    slot_wanted: Callable[[], bool] = lambda: False
     end_when_idle: bool = False  # stop as soon as nothing is open (an isolated run waits)
     sent_upto: int = 0  # the newest message id handed to the agent
     batches: dict[int, int] = attrs.field(factory=dict)  # open batch -> the cursor it stands for
@@ -43,6 +46,7 @@ class Conversation:
     prescripts: dict[str, TaskTurn] = attrs.field(factory=dict)  # pre-scripts sent, result not back yet
     had_output: set[int | None] = attrs.field(factory=set)  # batches that said something
     deadline: trio.CancelScope | None = None
+    idle_since: float | None = None  # trio time the container last became idle (None: busy, or ending)
     _next_batch: int = 1
 
     def __attrs_post_init__(self) -> None:
@@ -65,10 +69,14 @@ class Conversation:
         now = trio.current_time()
         if busy:
             self.deadline.deadline = now + self.turn_timeout
-        elif self.draining() or self.end_when_idle:
+            self.idle_since = None
+        elif self.draining() or self.end_when_idle or self.slot_wanted():
             self.deadline.deadline = now
+            self.idle_since = None
         else:
             self.deadline.deadline = now + self.idle_timeout
+            if self.idle_since is None:
+                self.idle_since = now
 
     def rearm_if_idle(self) -> None:
         if not self.busy():
@@ -79,6 +87,8 @@ class Conversation:
         if self.deadline is None or self.busy():
             return False
         self.deadline.deadline = trio.current_time()
+        self.end_when_idle = True
+        self.idle_since = None
         return True
 
     def covered(self, batch: object, *, pop: bool) -> int | None:

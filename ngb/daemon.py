@@ -225,6 +225,7 @@ class Daemon:
             budgets=self.budgets,
             media=self.actor_media,
             previews=self.previews,
+            make_room=self.supervisor.make_room,
         )
 
     async def _start_agents(self) -> None:

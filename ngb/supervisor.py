@@ -115,6 +115,18 @@ class Supervisor:
             self._nursery.start_soon(handle.inbox_send.send, GroupChanged(group))
         self.wake(group.folder, Wake(WakeReason.GROUP_CHANGED))
 
+    def make_room(self) -> bool:
+        """Every container slot is taken and a turn waits: end the container that has been idle
+        longest (its group starts a new one on its next message). False when none is idle: the
+        next container to become idle ends then (Conversation.slot_wanted)."""
+        idle = [(since, h.actor) for h in self.actors.values()
+                if h.actor is not None and (since := h.actor.idle_since()) is not None]
+        for _, actor in sorted(idle, key=lambda pair: pair[0]):
+            if actor.stop_if_idle():
+                log.debug("group %s: its idle container ends to free a slot for a waiting turn", actor.folder)
+                return True
+        return False
+
     def actor_busy(self, folder: str) -> bool:
         """The group's actor has a batch or a task run open in its container."""
         handle = self.actors.get(folder)

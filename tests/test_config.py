@@ -192,8 +192,8 @@ BAD_VALUES = [
     ("web_port", "0", "between 1 and 65535"),
     ("web_port", "70000", "between 1 and 65535"),
     ("web_host", "not a host", "IP address or host name"),
-    ("max_containers", "11", "between 1 and 10"),
-    ("max_containers", "0", "between 1 and 10"),
+    ("max_containers", "257", "between 1 and 256"),
+    ("max_containers", "0", "between 1 and 256"),
     ("trigger", "@Andy Bot", "one word"),
     ("trigger", "@", "one word"),
     ("model_upstream", "ftp://x", "http(s) URL"),
@@ -326,8 +326,8 @@ def test_world_writable_config_file_is_refused(tmp_path: Path) -> None:
 
 def test_direct_construction_validates_and_normalizes() -> None:
     with pytest.raises(ConfigError) as exc:
-        Config(max_containers=11)
-    assert str(exc.value) == "max_containers: must be an integer between 1 and 10, got 11"
+        Config(max_containers=257)
+    assert str(exc.value) == "max_containers: must be an integer between 1 and 256, got 257"
     config = Config(idle_timeout="5m", web_port="9000", log_level="WARNING")  # type: ignore[arg-type]
     assert (config.idle_timeout, config.web_port, config.log_level) == (300.0, 9000, "warning")
 

@@ -125,6 +125,31 @@ async def test_slot_cap_never_exceeded_and_no_group_starves(run_daemon) -> None:
     assert set(d.launcher.start_order[:5]) == {f"g{i}" for i in range(5)}
 
 
+async def test_an_idle_container_gives_its_slot_to_a_waiting_turn(run_daemon) -> None:
+    """Every slot taken, one container idle (its 5-minute idle timeout far off): a turn of another
+    group waits no longer than it takes to end that container. And a busy container whose turn
+    ends while another group waits ends at once instead of idling on its slot."""
+    d = await run_daemon(FakeBehaviour(delay=0.3), NGB_MAX_CONTAINERS="1", NGB_IDLE_TIMEOUT="300")
+    for name in ("a", "b", "c"):
+        await d.daemon.registry.add(Group(chat=f"local:{name}", folder=name, requires_trigger=False))
+    await d.post("a", "first")
+    await d.wait_bot_replies("a", 1)
+    assert d.launcher.live == 1  # a's container idles on the only slot
+    with trio.fail_after(3):  # not 300 s: the idle container made room
+        await d.post("b", "second")
+        await d.wait_bot_replies("b", 1)
+        await d.post("c", "third")  # b's container is idle now, c waits for its slot
+        await d.wait_bot_replies("c", 1)
+    assert d.launcher.start_order == ["a", "b", "c"] and d.launcher.max_live == 1
+    # busy when the next one comes: it ends right after its answer, not after the idle timeout
+    with trio.fail_after(3):
+        await d.post("a", "fourth")  # c's idle container makes room; a is busy for 0.3 s
+        await trio.sleep(0.1)
+        await d.post("b", "fifth")  # waits while a works
+        await d.wait_bot_replies("b", 2)
+    assert d.launcher.start_order == ["a", "b", "c", "a", "b"] and d.launcher.max_live == 1
+
+
 async def test_crashed_turn_is_retried_once_then_reported(run_daemon) -> None:
     attempts: list[str] = []
 

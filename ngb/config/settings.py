@@ -38,7 +38,7 @@ class Config:
     trusted_proxies: tuple[str, ...] = _field((), vc.network_list)
     api_token: str | None = _field(None, v.secret, secret=True)
     api_token_file: Path | None = _field(None, v.optional_path)
-    max_containers: int = _field(5, v.int_range(1, 10))
+    max_containers: int = _field(5, v.int_range(1, 256))  # each takes up to container_memory (docs/scaling.md)
     trigger: str = _field("@Andy", v.trigger)
     model_upstream: str = _field("https://api.anthropic.com", v.url)
     anthropic_api_key: str | None = _field(None, v.secret, secret=True)
