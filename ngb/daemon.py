@@ -181,19 +181,12 @@ class Daemon:
         self.registry.on_updated.append(self.supervisor.update_group)
 
     # -- wiring ----------------------------------------------------------------------------
-    def _default_launcher(self) -> Launcher:
-        from .sandbox.launcher import DockerLauncher
-        from .sandbox.runtime import DockerRuntime
+    def _default_launcher(self) -> Launcher:  # Docker and unix sockets: ngb/sandbox/compose.py
+        from .sandbox.compose import local_launcher
 
-        self.runtime = DockerRuntime(self.config.instance, owner=self.daemon_id)
-        return DockerLauncher(
-            runtime=self.runtime,
-            proxy=self.proxy,
-            tools=self.tools,
-            config=self.config,
-            current_group=lambda folder: self.registry.by_folder(folder),
-            web_door=self.web_door,
-        )
+        self.runtime, launcher = local_launcher(self.config, self.daemon_id, proxy=self.proxy, tools=self.tools,
+                                                web_door=self.web_door, current_group=self.registry.by_folder)
+        return launcher
 
     def _new_turn(self, folder: str) -> None:
         """A group's turn began: its per-turn counts (files sent, web bytes) start again."""

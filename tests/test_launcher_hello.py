@@ -13,7 +13,8 @@ import trio
 from ngb.agent_link import ExitInfo, TurnFailed
 from ngb.framing import encode_frame
 from ngb.protocol import PROTOCOL_VERSION, Hello, encode
-from ngb.sandbox.launcher import DockerConnection, DockerLauncher
+from ngb.sandbox.launcher import AgentStream, ContainerLauncher
+from ngb.sandbox.transport import UnixEndpoints
 
 
 class RunningForever:
@@ -24,9 +25,10 @@ class RunningForever:
         raise AssertionError
 
 
-async def handshake(tmp_path: Path, hello: dict) -> DockerConnection:
-    launcher = DockerLauncher(
+async def handshake(tmp_path: Path, hello: dict) -> AgentStream:
+    launcher = ContainerLauncher(
         runtime=RunningForever(),  # type: ignore[arg-type]
+        transport=None,  # type: ignore[arg-type]
         proxy=None,  # type: ignore[arg-type]
         tools=None,  # type: ignore[arg-type]
         config=SimpleNamespace(start_timeout=10, agent_uid=os.geteuid()),
@@ -44,8 +46,8 @@ async def handshake(tmp_path: Path, hello: dict) -> DockerConnection:
 
 
 async def _accept(
-    launcher: DockerLauncher, listener: trio.SocketListener, path: Path, hello: dict
-) -> DockerConnection:
+    launcher: ContainerLauncher, listener: trio.SocketListener, path: Path, hello: dict
+) -> AgentStream:
     async with trio.open_nursery() as nursery:
 
         async def runner() -> None:
@@ -55,7 +57,7 @@ async def _accept(
 
         nursery.start_soon(runner)
         try:
-            return await launcher._accept(listener, "c1", nursery, "g")
+            return await launcher._accept(listener, UnixEndpoints(path.parent, os.geteuid()), "c1", nursery, "g")
         finally:
             nursery.cancel_scope.cancel()
 

@@ -187,7 +187,7 @@ async def test_control_connection_reads_strictly(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(launcher_mod, "FRAME_TIMEOUT", FRAME_TIMEOUT)
     a, b = trio.socket.socketpair()
     peer, ours = trio.SocketStream(a), trio.SocketStream(b)
-    conn = launcher_mod.DockerConnection("cid", ours)
+    conn = launcher_mod.AgentStream("cid", ours)
 
     async def flood() -> None:
         with pytest.raises((trio.BrokenResourceError, trio.ClosedResourceError)):
@@ -204,7 +204,7 @@ async def test_control_connection_reads_strictly(monkeypatch: pytest.MonkeyPatch
 
     c, d = trio.socket.socketpair()
     peer2 = trio.SocketStream(c)
-    conn2 = launcher_mod.DockerConnection("cid", trio.SocketStream(d))
+    conn2 = launcher_mod.AgentStream("cid", trio.SocketStream(d))
     await peer2.send_all(b'{"type": "out')
     with trio.fail_after(10):
         error = await conn2.receive()

@@ -1,12 +1,14 @@
-"""DockerLauncher: one agent container with its host sockets, as an async context manager.
+"""The launcher: one agent container with its host endpoints, as an async context manager.
 
-On enter: the group's run folder gets fresh sockets (control, requests, model, web), the container is
-started with that folder mounted at /run/ngb, and the runner's `hello` is awaited. On exit: `stop`
-is sent, the container gets a grace period, then it is stopped and removed; the sockets go away.
+On enter: the agent transport opens the session's endpoints (control, requests, model, web; today
+unix sockets in the group's run folder, mounted at /run/ngb: transport.py), the container runtime
+starts the container with them (today Docker: runtime.py), and the runner's `hello` is awaited. On
+exit: `stop` is sent, the container gets a grace period, then it is stopped and removed; the
+endpoints go away. This module is written against the interfaces of runtime_api.py only.
 
-The run folder and its sockets are reachable by the daemon and the agent's uid only
-(ngb/hostperms.py); the control socket takes the first connection whose peer is the agent's uid
-and reads it strictly (a too-long or unfinished frame ends the session), see ngb/framing.py.
+The endpoints are reachable by the daemon and the agent only; the control endpoint takes the first
+connection the transport admits and reads it strictly (a too-long or unfinished frame ends the
+session), see ngb/framing.py.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import trio
 from .. import errors
 from ..agent_link import ExitInfo, TurnFailed
 from ..config.environment import host_timezone
-from ..framing import FRAME_TIMEOUT, FrameError, FrameWriter, LineReader, peer_uid
-from ..hostperms import DEFAULT_AGENT_UID, allowed_peer, container_user, share_dir, share_socket, socket_dir
+from ..framing import FRAME_TIMEOUT, FrameError, FrameWriter, LineReader
+from ..hostperms import DEFAULT_AGENT_UID, container_user, share_dir
 from ..protocol import PROTOCOL_VERSION, BackFrame, BadFrame, Hello, OutFrame, Stop, decode_back, encode
 from ..records import Group, WebMode
 from .model_proxy import ModelProxy
 from .mounts import default_forbidden_roots, load_allowlist, resolve_mounts
-from .runtime import BindMount, ContainerSpec, DockerRuntime, RuntimeUnavailable
+from .runtime_api import AgentTransport, BindMount, ContainerRuntime, ContainerSpec, SessionEndpoints
 from .tool_socket import serve_requests
 from .tools import ToolService
 from .web_door import WebDoor
@@ -44,7 +46,9 @@ WEB_PORT = 8788  # the runner's proxy on the container's loopback, forwarded to 
 ENGINE_WAIT = 30.0  # how long a container start waits for a Docker engine that does not answer
 
 
-class DockerConnection:
+class AgentStream:
+    """The control channel of one running agent over the transport's stream."""
+
     def __init__(self, container_id: str, stream: trio.SocketStream) -> None:
         self.container_id = container_id
         self.exit_info: ExitInfo | None = None
@@ -70,8 +74,11 @@ class DockerConnection:
 
 
 @attrs.define(eq=False, kw_only=True)
-class DockerLauncher:
-    runtime: DockerRuntime
+class ContainerLauncher:
+    """agent_link.Launcher on a ContainerRuntime and an AgentTransport."""
+
+    runtime: ContainerRuntime
+    transport: AgentTransport
     proxy: ModelProxy
     tools: ToolService
     config: Any
@@ -81,7 +88,7 @@ class DockerLauncher:
         init=False, default=attrs.Factory(lambda self: getattr(self.config, "agent_uid", DEFAULT_AGENT_UID), takes_self=True)
     )
 
-    def _mounts(self, group: Group, run_dir: Path) -> list[BindMount]:
+    def _mounts(self, group: Group, endpoints: SessionEndpoints) -> list[BindMount]:
         cfg = self.config
         group_dir = (cfg.groups_dir / group.folder).resolve()
         session_dir = (cfg.state_dir / "sessions" / group.folder).resolve()
@@ -94,7 +101,7 @@ class DockerLauncher:
             BindMount(str(group_dir), "/workspace/group", read_only=False),
             BindMount(str(global_dir), "/workspace/global", read_only=not group.is_main),
             BindMount(str(session_dir), "/home/agent/.claude", read_only=False),
-            BindMount(str(run_dir.resolve()), "/run/ngb", read_only=True),
+            *endpoints.mounts,
         ]
         if group.mounts:
             try:
@@ -115,7 +122,7 @@ class DockerLauncher:
         return mounts
 
     @asynccontextmanager
-    async def session(self, group: Group) -> AsyncIterator[DockerConnection]:
+    async def session(self, group: Group) -> AsyncIterator[AgentStream]:
         # The body runs inside this launcher's nursery; give the caller its own exception back,
         # not a one-element ExceptionGroup.
         try:
@@ -128,41 +135,43 @@ class DockerLauncher:
             raise single from None
 
     @asynccontextmanager
-    async def _session(self, group: Group) -> AsyncIterator[DockerConnection]:
-        cfg = self.config
-        run_dir = cfg.run_dir / group.folder
+    async def _session(self, group: Group) -> AsyncIterator[AgentStream]:
         try:
-            socket_dir(run_dir, self.agent_uid)
+            async with self.transport.open(group.folder) as endpoints:
+                async with self._container(group, endpoints) as conn:
+                    yield conn
         except OSError as exc:
-            raise TurnFailed(f"the group's socket folder {run_dir} cannot be made private: {exc}") from exc
+            raise TurnFailed(f"the group's endpoints cannot be made private: {exc}") from exc
+
+    @asynccontextmanager
+    async def _container(self, group: Group, endpoints: SessionEndpoints) -> AsyncIterator[AgentStream]:
+        cfg = self.config
         placeholder = "ngb-placeholder-" + secrets.token_urlsafe(24)
         folder = group.folder
         container_id: str | None = None
+        conn: AgentStream | None = None
         async with trio.open_nursery() as nursery:
             try:
-                control = await _listen(run_dir / "control.sock", self.agent_uid)
-                requests = await _listen(run_dir / "requests.sock", self.agent_uid)
+                control = await endpoints.listener("control")
                 await nursery.start(
                     partial(serve_requests, agent_uid=self.agent_uid),
-                    requests,
+                    await endpoints.listener("requests"),
                     lambda: self._current_group(folder) or group,
                     self.tools,
                 )
-                await nursery.start(self.proxy.serve_group, folder, run_dir / "model.sock", placeholder)
-                share_socket(run_dir / "model.sock", self.agent_uid)
+                await nursery.start(self.proxy.serve_group, folder, await endpoints.listener("model"), placeholder)
                 web_env: dict[str, str] = {}
                 if self.web_door is not None:
                     await nursery.start(
-                        self.web_door.serve_group, folder, run_dir / "web.sock",
+                        self.web_door.serve_group, folder, await endpoints.listener("web"),
                         lambda: rules_for(self._current_group(folder) or group, cfg),
                     )
-                    share_socket(run_dir / "web.sock", self.agent_uid)
                     mode = rules_for(self._current_group(folder) or group, cfg).mode
-                    web_env = web_environment(mode, _copy_extra_ca(cfg, run_dir))
+                    web_env = web_environment(mode, _copy_extra_ca(cfg, cfg.run_dir / folder))
                 spec = ContainerSpec(
                     image=cfg.image,
                     folder=folder,
-                    mounts=self._mounts(group, run_dir),
+                    mounts=self._mounts(group, endpoints),
                     environment={
                         "NGB_GROUP": folder,
                         "NGB_IS_MAIN": "1" if group.is_main else "0",
@@ -172,6 +181,7 @@ class DockerLauncher:
                         "HOME": "/home/agent",
                         "CLAUDE_CONFIG_DIR": "/home/agent/.claude",
                         "TZ": host_timezone(),
+                        **endpoints.environment,
                         **web_env,
                     },
                     memory=cfg.container_memory,
@@ -181,7 +191,7 @@ class DockerLauncher:
                     user=container_user(self.agent_uid),
                 )
                 container_id = await self._start(spec)
-                conn = await self._accept(control, container_id, nursery, folder)
+                conn = await self._accept(control, endpoints, container_id, nursery, folder)
                 try:
                     yield conn
                 finally:
@@ -199,14 +209,9 @@ class DockerLauncher:
                 with trio.CancelScope(shield=True):
                     if container_id is not None:
                         info = await self.runtime.stop_and_remove(container_id, grace=2)
-                        if "conn" in locals() and conn.exit_info is None:
+                        if conn is not None and conn.exit_info is None:
                             conn.exit_info = info
                     nursery.cancel_scope.cancel()
-                    for name in ("control.sock", "requests.sock"):
-                        try:
-                            (run_dir / name).unlink()
-                        except FileNotFoundError:
-                            pass
 
     async def _start(self, spec: ContainerSpec) -> str:
         """Start the container. An engine that does not answer (restarting for an upgrade, or after
@@ -217,15 +222,16 @@ class DockerLauncher:
             try:
                 return await self.runtime.start(spec)
             except Exception as exc:  # noqa: BLE001 - image missing, engine down, bad mount
-                if not _engine_unreachable(exc) or trio.current_time() >= deadline:
+                if not self.runtime.unreachable(exc) or trio.current_time() >= deadline:
                     raise TurnFailed(f"the agent container could not start: {exc}") from exc
                 log.warning("launcher: the Docker engine does not answer (%s); waiting for it", exc)
                 await trio.sleep(1.0)
                 await self.runtime.wait_reachable(max(0.0, deadline - trio.current_time()))
 
     async def _accept(
-        self, control: trio.SocketListener, container_id: str, nursery: trio.Nursery, folder: str = "?"
-    ) -> DockerConnection:
+        self, control: trio.SocketListener, endpoints: SessionEndpoints, container_id: str, nursery: trio.Nursery,
+        folder: str = "?",
+    ) -> AgentStream:
         """Wait for the runner to connect and say hello, or for the container to die trying."""
         exited: list[ExitInfo] = []
         accepted: list[trio.SocketStream] = []
@@ -239,11 +245,9 @@ class DockerLauncher:
                 async def accept() -> None:
                     while True:
                         stream = await control.accept()
-                        uid = peer_uid(stream)
-                        if allowed_peer(uid, self.agent_uid):
+                        if endpoints.admits(stream):
                             break
-                        log.warning("control[%s]: connection from uid %s refused (only the agent's uid %d)",
-                                    folder, uid, self.agent_uid)
+                        log.warning("control[%s]: a connection from another peer than the agent was refused", folder)
                         await stream.aclose()  # nothing read from it
                     accepted.append(stream)
                     race.cancel_scope.cancel()
@@ -255,7 +259,7 @@ class DockerLauncher:
             if exited:
                 raise TurnFailed(f"the agent container exited before connecting ({exited[0].describe()})")
             raise TurnFailed("the agent did not connect in time" if scope.cancelled_caught else "the agent did not connect")
-        conn = DockerConnection(container_id, accepted[0])
+        conn = AgentStream(container_id, accepted[0])
         with trio.move_on_after(30):
             hello = await conn.receive()
             if isinstance(hello, Hello) and hello.version != PROTOCOL_VERSION:
@@ -273,20 +277,6 @@ class DockerLauncher:
                 nursery.start_soon(watch_exit)
                 return conn
         raise TurnFailed("the agent connected but did not say hello")
-
-
-async def _listen(path: Path, agent_uid: int) -> trio.SocketListener:
-    if path.exists() or path.is_symlink():
-        path.unlink()
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    try:
-        await sock.bind(str(path))
-        share_socket(path, agent_uid)  # the agent's uid and the daemon only
-        sock.listen(16)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
 
 
 EXTRA_CA = "extra-ca.pem"
@@ -328,12 +318,3 @@ def _copy_extra_ca(cfg: Any, run_dir: Path) -> str | None:
     target.write_bytes(data)
     target.chmod(0o644)
     return EXTRA_CA
-
-
-def _engine_unreachable(exc: BaseException) -> bool:
-    """The engine's socket refused, vanished or timed out (it is restarting or down)."""
-    import requests
-
-    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, RuntimeUnavailable))
-
-

@@ -215,6 +215,17 @@ async def unix_listener(path: Path) -> AsyncIterator[trio.SocketListener]:
                 path.unlink()
 
 
+@contextlib.asynccontextmanager
+async def listening(where: Path | trio.SocketListener) -> AsyncIterator[trio.SocketListener]:
+    """A listener given (the agent transport's: its owner closes it), or a unix socket at a path
+    (see `unix_listener`)."""
+    if isinstance(where, trio.SocketListener):
+        yield where
+        return
+    async with unix_listener(Path(where)) as listener:
+        yield listener
+
+
 async def bind_unix(path: Path) -> tuple[trio.socket.SocketType, int]:
     """Bind and listen on a unix socket at ``path`` (0666), replacing a stale socket file.
 

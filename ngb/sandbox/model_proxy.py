@@ -60,8 +60,8 @@ from .model_http import (
     ClientGone,
     HttpConnection,
     error_body,
+    listening,
     raw_response,
-    unix_listener,
 )
 from .model_rules import BILLED_ROUTES, ROUTE_PATHS, HeadRefusal, judge_head
 from .model_usage import Usage
@@ -154,12 +154,13 @@ class ModelProxy(ModelForwarder):
     async def serve_group(
         self,
         group: str,
-        socket_path: Path,
+        socket_path: Path | trio.SocketListener,
         placeholder_key: str,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen on ``socket_path`` for ``group`` until cancelled; the file is removed on exit."""
+        """Serve ``group`` on ``socket_path`` (a unix socket, removed on exit; or a listener the
+        agent transport made) until cancelled."""
         if not placeholder_key:
             raise ValueError("a placeholder key is required")
         if self._api_key is not None and hmac.compare_digest(
@@ -167,8 +168,8 @@ class ModelProxy(ModelForwarder):
         ):
             raise ValueError("the placeholder must not be the real key")
         state = _Group(group, placeholder_key.encode(), trio.Semaphore(self.max_connections))
-        async with unix_listener(Path(socket_path)) as listener, trio.open_nursery() as nursery:
-            log.debug("model proxy: group %s listening on %s", group, socket_path)
+        async with listening(socket_path) as listener, trio.open_nursery() as nursery:
+            log.debug("model proxy: group %s listening", group)
             task_status.started()
 
             async def serve(stream: trio.SocketStream) -> None:

@@ -14,16 +14,17 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import docker
 import docker.errors
 import trio
 from docker.types import Mount as DockerMount
 
 from ..agent_link import ExitInfo
+from .runtime_api import BindMount, ContainerSpec, RuntimeUnavailable
+
+__all__ = ["BindMount", "ContainerSpec", "DockerRuntime", "RuntimeUnavailable"]  # the records' old home
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +36,9 @@ LABEL_ROLE = "ngb.role"
 LABEL_OWNER = "ngb.owner"
 
 
-class RuntimeUnavailable(RuntimeError):
-    pass
-
-
-@attrs.frozen
-class BindMount:
-    source: str
-    target: str
-    read_only: bool
-
-
-@attrs.frozen
-class ContainerSpec:
-    image: str
-    folder: str
-    mounts: Sequence[BindMount]
-    environment: dict[str, str]
-    memory: str = "1g"
-    pids: int = 256
-    cpus: float = 1.0
-    network: str = "none"
-    tmpfs_home_size: str = "256m"
-    tmpfs_tmp_size: str = "128m"
-    user: str = "1000:1000"  # uid:gid, never root (hostperms.container_user)
-
-
 class DockerRuntime:
+    """runtime_api.ContainerRuntime on the local Docker engine (the docker SDK, off the trio loop)."""
+
     def __init__(self, instance: str, client: docker.DockerClient | None = None, *, owner: str = "") -> None:
         self.instance = instance
         self.owner = owner  # the daemon's id ("" only in tests: then the instance alone names ours)
@@ -87,6 +64,12 @@ class DockerRuntime:
             return bool(await self._call(self.client.ping))
         except Exception:  # noqa: BLE001 - any failure means "not reachable"
             return False
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """The engine's socket refused, vanished or timed out (it is restarting or down)."""
+        import requests
+
+        return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, RuntimeUnavailable))
 
     async def cleanup_orphans(self) -> list[str]:
         """Remove every agent container of this instance: at start none of them can be ours."""
@@ -140,6 +123,8 @@ class DockerRuntime:
             init=True,
             stdin_open=False,
         )
+        if spec.command is not None:
+            kwargs["entrypoint"] = list(spec.command)
 
         def run() -> Any:
             self._remove_leftovers_sync(spec.folder)

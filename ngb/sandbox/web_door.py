@@ -40,7 +40,7 @@ from ..host_patterns import is_address
 from ..hostperms import allowed_peer
 from ..records import WebRequest, WebVerdict
 from .log_budget import LogBudget
-from .model_http import unix_listener
+from .model_http import listening
 from .web_head import BadHead, ProxyRequest, answer, read_head
 from .web_policy import IPAddress, WebRules
 from .web_record import WebRecorder
@@ -155,14 +155,14 @@ class WebDoor:
     async def serve_group(
         self,
         folder: str,
-        socket_path: Path,
+        socket_path: Path | trio.SocketListener,
         rules: Callable[[], WebRules],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve ``folder``'s web.sock until cancelled. ``rules`` is read at each request, so a
         change of the group's settings applies to its next request."""
-        async with unix_listener(Path(socket_path)) as listener, trio.open_nursery() as nursery:
+        async with listening(socket_path) as listener, trio.open_nursery() as nursery:
             task_status.started()
 
             async def serve(stream: trio.SocketStream) -> None:
