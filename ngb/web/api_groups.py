@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from quart import request
 from quart_trio import QuartTrio
 
 from ..folders import validate_folder
@@ -26,7 +27,7 @@ from ..host_patterns import HostPatternError, parse_host_pattern
 from ..identity import SenderIdError, id_allowed, normalise_sender_ids
 from ..records import Group, ThreadMode, WebMode, to_json
 from ..sandbox.web_policy import effective_mode
-from .common import ApiError, check_text, json_body, str_arg
+from .common import ApiError, check_text, int_arg, json_body, str_arg
 
 if TYPE_CHECKING:
     from .backend import WebBackend
@@ -201,7 +202,16 @@ def register(app: QuartTrio, daemon: WebBackend) -> None:
 
     @app.get("/api/groups")
     async def groups() -> Any:
-        return [record_json(daemon, g) for g in daemon.registry.all()]
+        """Every group; ``?q=`` those whose chat or folder holds it, ``?limit=&offset=`` one page
+        (the total in ``X-Total-Count``)."""
+        found = daemon.registry.all()
+        if q := (request.args.get("q") or "").strip().lower():
+            found = [g for g in found if q in g.chat.lower() or q in g.folder.lower()]
+        total = len(found)
+        offset = int_arg("offset", 0)
+        limit = int_arg("limit", 0, hi=1000)
+        page = found[offset: offset + limit] if limit else found[offset:]
+        return [record_json(daemon, g) for g in page], 200, {"X-Total-Count": str(total)}
 
     @app.post("/api/groups")
     async def add_group() -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import __version__
@@ -80,6 +80,16 @@ def usage_json(daemon: WebBackend) -> dict[str, Any] | None:
     if budgets is None:
         return None
     return budgets.summary(g.folder for g in daemon.registry.all())
+
+
+BRIEF_USAGE = 20  # groups whose usage the brief status lists (the top spenders this month)
+
+
+def top_spenders(usage: dict[str, Any], count: int) -> dict[str, Any]:
+    """The usage part with its ``count`` biggest spenders this month (then today) only."""
+    groups = usage.get("groups") or {}
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1]["month"]["cost_usd"], -kv[1]["today"]["cost_usd"], kv[0]))
+    return {**usage, "groups": dict(ranked[:count]), "groups_listed": min(count, len(groups)), "groups_total": len(groups)}
 
 
 def live_containers(daemon: WebBackend) -> int:
@@ -176,11 +186,13 @@ def register(app: QuartTrio, daemon: WebBackend) -> dict[str, Cached]:
             return {"ok": False, "reason": "; ".join(problems)}, 503
         return {"ok": True}
 
-    async def status_body() -> dict[str, Any]:
+    async def status_body(brief: bool = False) -> dict[str, Any]:
+        """The status; ``brief`` (the dashboard's, every second) leaves out what grows with the
+        groups: the group list, the inboxes and all but the BRIEF_USAGE top spenders' usage."""
         actors = list(daemon.supervisor.actors.items())
         box = await safe(outbox, {"pending": None, "failed": None, "retrying": None})
         states = Counter(h.view.state for _, h in actors)
-        return {
+        body: dict[str, Any] = {
             "version": __version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(daemon.started_at)),
             "uptime_seconds": round(time.time() - daemon.started_at, 1),
@@ -211,16 +223,24 @@ def register(app: QuartTrio, daemon: WebBackend) -> dict[str, Cached]:
             "usage": usage_json(daemon),
             "plugins": daemon.plugins.plugins,
         }
+        if brief:
+            del body["groups"], body["queues"]["inboxes"]
+            body["groups_registered"] = len(daemon.registry.all())
+            if body["usage"] is not None:
+                body["usage"] = top_spenders(body["usage"], BRIEF_USAGE)
+        return body
 
-    async def status_encoded() -> bytes:
-        return (app.json.dumps(await status_body()) + "\n").encode()
+    async def status_encoded(brief: bool = False) -> bytes:
+        return (app.json.dumps(await status_body(brief)) + "\n").encode()
 
     # The encoded body is what is shared: fifty dashboards polling cost one encoding per snapshot.
     status_snapshot = Cached(status_encoded, ttl=SNAPSHOT_TTL)
+    brief_snapshot = Cached(lambda: status_encoded(brief=True), ttl=SNAPSHOT_TTL)
 
     @app.get("/status")
     async def status() -> Any:
-        return Response(await status_snapshot.get(), content_type="application/json")
+        snapshot = brief_snapshot if request.args.get("brief") in ("1", "true") else status_snapshot
+        return Response(await snapshot.get(), content_type="application/json")
 
     async def metrics_body() -> bytes:
         actors = list(daemon.supervisor.actors.items())
@@ -256,8 +276,18 @@ def register(app: QuartTrio, daemon: WebBackend) -> dict[str, Cached]:
 
     @app.get("/debug/actors")
     async def debug_actors() -> Any:
+        """Every actor; ``?folders=a,b`` those only, ``?active=1`` those with a container, work
+        queued or not idle (the dashboard asks for what it shows, not for 1,000 actors)."""
         summary = await summaries()
-        return [actor_json(daemon, folder, summary.get(folder)) for folder in list(daemon.supervisor.actors)]
+        handles = daemon.supervisor.actors
+        folders = list(handles)
+        if (wanted := request.args.get("folders")) is not None:
+            keep = set(wanted.split(","))
+            folders = [f for f in folders if f in keep]
+        if request.args.get("active") in ("1", "true"):
+            folders = [f for f in folders if handles[f].view.container_id or handles[f].view.state != "idle"
+                       or handles[f].inbox_depth()]
+        return [actor_json(daemon, folder, summary.get(folder)) for folder in folders]
 
     @app.get("/debug/actors/<folder>")
     async def debug_actor(folder: str) -> Any:

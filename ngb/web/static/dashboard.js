@@ -4,12 +4,16 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const REFRESH_MS = 1000;
+  const GROUPS_PAGE = 50;  // groups per page: the dashboard asks for one page, not for 1,000 groups
   const state = { view: null, arg: null, timer: null, busy: false, group: null, older: null,
-                  search: null, runsFor: null, needLogin: false, gen: 0 };
+                  search: null, runsFor: null, needLogin: false, gen: 0, groupsFrom: 0, groupsQuery: "" };
 
   class AuthError extends Error {}
 
   async function api(path, opts = {}) {
+    return (await apiResponse(path, opts)).data;
+  }
+  async function apiResponse(path, opts = {}) {
     const res = await fetch(path, {
       credentials: "same-origin", cache: "no-store", ...opts,
       headers: { Accept: "application/json", ...(opts.body !== undefined ? { "Content-Type": "application/json" } : {}) },
@@ -18,7 +22,7 @@
     try { data = await res.json(); } catch { /* not JSON */ }
     if (res.status === 401) { askLogin(); throw new AuthError("unauthorized"); }
     if (!res.ok && !(opts.allow || []).includes(res.status)) throw new Error((data && data.error) || `${res.status}`);
-    return data;
+    return { data, headers: res.headers };
   }
   const send = (method, path, body) => api(path, { method, body: JSON.stringify(body ?? {}) });
 
@@ -69,7 +73,7 @@
   // -------------------------------------------------------------- overview
   async function overview() {
     const [health, status, actors] = await Promise.all([
-      api("/healthz", { allow: [503] }), api("/status"), api("/debug/actors")]);
+      api("/healthz", { allow: [503] }), api("/status?brief=1"), api("/debug/actors?active=1")]);
     $("health").textContent = health.ok ? "OK" : "DOWN";
     $("health").dataset.ok = String(!!health.ok);
     $("health-reason").textContent = health.reason || "";
@@ -115,12 +119,28 @@
       el("td", { class: "budget" }, el("span", { class: "pill", "data-state": s.blocked ? "blocked" : "ok",
         text: s.blocked ? `${s.blocked.replace("_", " ")} cap reached` : "ok" })));
     $("usage").replaceChildren(...Object.entries(u.groups).map(([name, s]) => row(name, s)), row("*", t, "all groups"));
+    const more = (u.groups_total ?? 0) - (u.groups_listed ?? 0);
+    $("usage-more").hidden = more <= 0;
+    $("usage-more").textContent = more > 0 ? `The ${u.groups_listed} groups that spent most this month; ${more} more in the API (/status, /api/usage).` : "";
   }
 
   // -------------------------------------------------------------- groups
   async function groups() {
-    const [list, actors, waiting] = await Promise.all([api("/api/groups"), api("/debug/actors"),
-                                                       api("/api/pairings?state=pending")]);
+    const q = encodeURIComponent(state.groupsQuery);
+    const [page, waiting] = await Promise.all([
+      apiResponse(`/api/groups?limit=${GROUPS_PAGE}&offset=${state.groupsFrom}&q=${q}`),
+      api("/api/pairings?state=pending")]);
+    const list = page.data;
+    const total = Number(page.headers.get("X-Total-Count") || list.length);
+    if (!list.length && state.groupsFrom > 0 && total > 0) {  // the page emptied (groups removed): back to the last one
+      state.groupsFrom = Math.max(0, Math.floor((total - 1) / GROUPS_PAGE) * GROUPS_PAGE);
+      return groups();
+    }
+    const actors = list.length ? await api(`/debug/actors?folders=${list.map((g) => encodeURIComponent(g.folder)).join(",")}`) : [];
+    $("groups-count").textContent = `(${num(total)}${state.groupsQuery ? " matching" : ""})`;
+    $("groups-range").textContent = total ? `${num(state.groupsFrom + 1)}–${num(state.groupsFrom + list.length)} of ${num(total)}` : "none";
+    $("groups-prev").disabled = state.groupsFrom === 0;
+    $("groups-next").disabled = state.groupsFrom + list.length >= total;
     const pending = waiting.filter((p) => !p.expired);
     $("pairings").tBodies[0].replaceChildren(...(pending.length ? pending.map((p) => {
       const decide = (action) => el("button", { class: `btn${action === "deny" ? " danger" : ""}`, type: "button",
@@ -151,6 +171,13 @@
         td(short(a.session_id), "mono"), td(a.turns ?? ""), td(a.crash_count ? `${a.crash_count}: ${a.last_crash}` : "0"));
     }));
   }
+  $("groups-prev").addEventListener("click", () => { state.groupsFrom = Math.max(0, state.groupsFrom - GROUPS_PAGE); refresh(true); });
+  $("groups-next").addEventListener("click", () => { state.groupsFrom += GROUPS_PAGE; refresh(true); });
+  $("groups-filter").addEventListener("input", () => {
+    state.groupsQuery = $("groups-filter").value.trim();
+    state.groupsFrom = 0;
+    refresh(true);
+  });
   $("add-group").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
