@@ -24,11 +24,9 @@ p99 < 20 ms at 5,000 messages/min. Exit status 1 when a goal is missed or a figu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,7 +74,7 @@ async def child(args: argparse.Namespace) -> None:
         await store.close()
     launcher = FakeLauncher(FakeBehaviour(delay=args.think))
     daemon = Daemon(config, launcher_factory=lambda d: launcher)
-    trace = open(args.trace, "a", buffering=1 << 16)  # noqa: SIM115 - the process's life
+    trace = open(args.trace, "a", buffering=1 << 16)  # noqa: SIM115, ASYNC230 - the process's life, before it serves
 
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
@@ -141,16 +139,16 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
-    def trace_since(self, since: float) -> tuple[dict[str, list[float]], list[float]]:
-        """Replies (chat -> times) and store transaction durations after ``since``."""
+    def trace_since(self, since: float) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        """Replies (chat -> times) and store transaction durations (by what ran) after ``since``."""
         replies: dict[str, list[float]] = defaultdict(list)
-        writes: list[float] = []
+        writes: dict[str, list[float]] = defaultdict(list)
         for line in self.trace.read_text().splitlines():
             kind, *rest = line.split("\t")
             if kind == "R" and float(rest[1]) >= since:
                 replies[rest[0]].append(float(rest[1]))
             elif kind == "S" and float(rest[0]) >= since:
-                writes.append(float(rest[1]))
+                writes[rest[2].split(".<locals>")[0]].append(float(rest[1]))
         return replies, writes
 
 
@@ -166,27 +164,26 @@ def metric(text: str, name: str) -> float:
                if line.startswith(name) and not line.startswith("#"))
 
 
-async def idle_cost(report: Report, args: argparse.Namespace, folder: Path) -> None:
-    """What registered groups cost when nothing happens; the read paths with all of them."""
-    figures: dict[int, tuple[float, float, float]] = {}
-    for groups in (0, args.groups):
-        d = Daemon(folder / f"idle{groups}", groups, args)
-        try:
-            await trio.sleep(3)  # settled after the start
-            cpu0, t0 = d.cpu_seconds(), time.perf_counter()
-            await trio.sleep(5)
-            cpu = (d.cpu_seconds() - cpu0) / (time.perf_counter() - t0) * 100
-            figures[groups] = (d.rss_mb(), cpu, d.ready_in)
-            if groups:
-                await read_paths(report, d, args.groups)
-        finally:
-            d.stop()
-    (rss0, cpu0, ready0), (rss1, cpu1, ready1) = figures[0], figures[args.groups]
-    report.info("daemon ready (no groups / with them)", f"{ready0:.1f} s / {ready1:.1f} s")
+async def idle_cost(report: Report, args: argparse.Namespace, folder: Path) -> Daemon:
+    """What registered groups cost when nothing happens (a daemon without groups beside one with
+    them, idle at the same time); the read paths with all of them. Returns the one with them."""
+    empty = Daemon(folder / "idle0", 0, args)
+    try:
+        full = Daemon(folder / "load", args.groups, args)
+        await trio.sleep(args.settle)  # settled after the start
+        before = [(d.cpu_seconds(), time.perf_counter()) for d in (empty, full)]
+        await trio.sleep(args.idle)
+        cpu = [(d.cpu_seconds() - c0) / (time.perf_counter() - t0) * 100 for d, (c0, t0) in zip((empty, full), before, strict=True)]
+        rss0, rss1 = empty.rss_mb(), full.rss_mb()
+    finally:
+        empty.stop()
+    report.info("daemon ready (no groups / with them)", f"{empty.ready_in:.1f} s / {full.ready_in:.1f} s")
     report.info("idle RSS (no groups / with them)", f"{rss0:.0f} MB / {rss1:.0f} MB")
     report.figure(f"RSS added by {args.groups} idle groups", rss1 - rss0, "MB", GOAL_IDLE_MB * args.groups / 1000)
     report.info("memory per idle group (actor, view, inbox)", f"{(rss1 - rss0) * 1e3 / max(1, args.groups):.0f} KB")
-    report.figure(f"idle CPU with {args.groups} groups", cpu1, "% core", GOAL_IDLE_CPU, fmt=".2f")
+    report.figure(f"idle CPU with {args.groups} groups", cpu[1], "% core", GOAL_IDLE_CPU, fmt=".2f")
+    await read_paths(report, full, args.groups)
+    return full
 
 
 async def read_paths(report: Report, d: Daemon, groups: int) -> None:
@@ -269,10 +266,13 @@ async def load_step(d: Daemon, rate: int, seconds: float, args: argparse.Namespa
                     break
                 await trio.sleep(0.25)
             done.set()
-    replies, writes = d.trace_since(since)
+    replies, by_kind = d.trace_since(since)
     latencies, unanswered = answered(triggers, replies)
+    writes = [t for times in by_kind.values() for t in times]
+    slowest = sorted(by_kind.items(), key=lambda kv: -pct(kv[1], 99))[:3]
     return {"rate": rate, "posted": count, "errors": errors, "stored": stored, "late": late, "cpu": cpu, "rss": rss,
-            "reply": latencies, "unanswered": unanswered, "triggers": wanted, "writes": writes, **samples}
+            "reply": latencies, "unanswered": unanswered, "triggers": wanted, "writes": writes, **samples,
+            "slowest": ", ".join(f"{name} p99 {pct(v, 99) * 1e3:.1f} ms (n={len(v)})" for name, v in slowest)}
 
 
 def answered(triggers: dict[str, list[float]], replies: dict[str, list[float]]) -> tuple[list[float], int]:
@@ -305,29 +305,24 @@ def knee(step: dict[str, Any], args: argparse.Namespace) -> str | None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    report = Report()
+    report = Report(margin=args.margin)
+    report_steps(report, await measure(report, args), args)
+    return report.exit_code()
+
+
+async def measure(report: Report, args: argparse.Namespace) -> list[dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="ngb-bench-scale-"))
     try:
-        with report.measuring("idle groups"):
-            await idle_cost(report, args, folder)
-        d = Daemon(folder / "load", args.groups, args)
+        d = await idle_cost(report, args, folder)
         try:
-            await trio.sleep(2)
-            steps = [await load_step(d, rate, args.seconds, args) for rate in args.steps]
+            return [await load_step(d, rate, args.seconds, args) for rate in args.steps]
         finally:
             d.stop()
     finally:
-        import collections
-        agg = collections.defaultdict(list)
-        lines = (folder / "load" / "trace.tsv").read_text().splitlines()
-        first = min(float(l.split("\t")[1]) for l in lines if l.startswith("S"))
-        for line in lines:
-            parts = line.split("\t")
-            if parts[0] == "S" and float(parts[1]) > first + 6:
-                agg[parts[3]].append(float(parts[2]))
-        for name, v in sorted(agg.items(), key=lambda kv: -max(kv[1]))[:12]:
-            print(f"{name[:70]:72} n={len(v):6} p50={pct(v,50)*1e3:7.2f} p99={pct(v,99)*1e3:7.2f} max={max(v)*1e3:7.1f}")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_steps(report: Report, steps: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\n{args.groups} groups, {args.triggers:.0%} of messages trigger a turn, the agent answers in "
           f"{args.think:g} s, {args.cap} container slots, {args.seconds:g} s per step")
     head = ("msgs/min", "stored p50", "p99 ms", "reply p50", "p99 s", "CPU %", "RSS MB", "actors", "KB/actor",
@@ -343,7 +338,8 @@ async def main(args: argparse.Namespace) -> int:
             f"{pct(s['writes'], 99) * 1e3:.1f}"))
         if first_knee is None and (why := knee(s, args)):
             first_knee = (s["rate"], why)
-    print()
+    print(f"\nslowest store transactions at {steps[-1]['rate']}/min: {steps[-1]['slowest']}")
+    print(f"posts late on their schedule (p99, the load generator): {pct(steps[-1]['late'], 99) * 1e3:.1f} ms")
     report.info("the knee", f"at {first_knee[0]}/min: {first_knee[1]}" if first_knee else "not reached")
     for s in steps:
         report.figure(f"{s['rate']}/min: posts refused or failed", len(s["errors"]), "", 0, fmt=".0f")
@@ -351,7 +347,6 @@ async def main(args: argparse.Namespace) -> int:
     top = steps[-1]
     goal = GOAL_STORED_P99_MS if top["rate"] >= 5000 else None
     report.figure(f"message -> stored p99 at {top['rate']}/min", pct(top["stored"], 99) * 1e3, "ms", goal, fmt=".1f")
-    return report.exit_code()
 
 
 def cli() -> int:
@@ -364,7 +359,7 @@ def cli() -> int:
     parser.add_argument("--triggers", type=float, default=0.1, help="share of messages that make a turn")
     parser.add_argument("--think", type=float, default=1.0, help="the fake agent's time per answer (s)")
     parser.add_argument("--cap", type=int, default=32, help="container slots")
-    parser.add_argument("--short", action="store_true", help="2 steps (1,000 and 5,000/min), 8 s each")
+    parser.add_argument("--short", action="store_true", help="2 steps (1,000 and 5,000/min), 5 s each")
     parser.add_argument("--daemon", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trace", help=argparse.SUPPRESS)
@@ -373,9 +368,21 @@ def cli() -> int:
         trio.run(child, args)
         return 0
     args.steps = [int(s) for s in ("1000,5000" if args.short else args.steps).split(",")]
+    args.settle, args.idle, args.margin = (2.0, 3.0, 0.25) if args.short else (3.0, 5.0, 0.0)
     if args.short:
-        args.seconds = 8.0
+        args.seconds = 5.0
     return run(lambda: trio.run(main, args))
+
+
+def short_args() -> argparse.Namespace:
+    """The short benchmark's run (bench/short.py)."""
+    return argparse.Namespace(groups=1000, steps=[1000, 5000], seconds=5.0, triggers=0.1, think=1.0, cap=32,
+                              settle=2.0, idle=3.0, margin=0.25)
+
+
+async def measure_short(report: Report) -> None:
+    args = short_args()
+    report_steps(report, await measure(report, args), args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ stops containers and flushes the store; a second signal exits at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -359,6 +360,7 @@ class Daemon:
                 root.start_soon(self.web_door.recorder.run, self.store.record_web)
                 root.start_soon(partial(sweep_forever, self.media_files, self.media_limits.retention_days,
                                         expire=self.store.expire_attachments, needed=self.store.needed_hashes))
+                gc.freeze()  # the start-up heap (every actor): full collections no longer walk it (docs/scaling.md)
                 self.ready.set()
                 log.info("NanoGridBot %s ready: chat at %s", __version__, login_link(self.config, self.web_token))
                 task_status.started()

@@ -177,6 +177,23 @@ async def test_outage_then_reconnect_answers_each_message_once(run_daemon: Any, 
     assert sorted(replies) == sorted(f"Echo: {t}" for t in texts)  # each answered exactly once
 
 
+async def test_a_post_whose_answer_was_lost_is_not_posted_again(run_daemon: Any, fake_slack: FakeSlack) -> None:
+    """Slack took the reply but the connection was cut before its answer: the retry finds the post
+    by the key in its metadata instead of posting the reply a second time."""
+    d = await start(run_daemon, fake_slack, FakeBehaviour(reply=echo_each))
+    await d.daemon.registry.add(Group(chat=f"slack:{CHAN}", folder="team", requires_trigger=False))
+    fake_slack.lose_next_answer("chat.postMessage")
+    fake_slack.user_message(CHAN, "are you there?")
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=20)
+    bots = [m for m in fake_slack.history[CHAN] if m.get("bot_id")]
+    assert [m["text"] for m in bots] == ["Echo: are you there?"]  # posted once, though its answer was lost
+    assert len(fake_slack.sent) == 1 and d.daemon.outbox.retries >= 1
+    (reply,) = [m for m in await stored(d, f"slack:{CHAN}") if m.from_bot]
+    assert reply.platform_id == f"{CHAN}:{bots[0]['ts']}"
+    looked = [p for m, p in fake_slack.requests if m == "conversations.history" and p.get("include_all_metadata")]
+    assert looked, "the retry looked for the earlier post"
+
+
 async def test_failed_send_is_retried_and_delivered_once(run_daemon: Any, fake_slack: FakeSlack) -> None:
     d = await start(run_daemon, fake_slack)
     await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))

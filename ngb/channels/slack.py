@@ -63,6 +63,7 @@ from .common import CONNECTED, AuthError, Lru, NewestStored, markdown_to_slack_m
 from .skeleton import PlatformChannel
 from .slack_catchup import SlackCatchUp, error_code
 from .slack_media import SlackFiles
+from .slack_once import SlackSendOnce, reply_metadata, web_retry_handlers
 from .slack_preview import PART_LIMIT, SlackPreviews
 from .slack_reactions import SlackReactions
 from .slack_settings import (  # noqa: F401 - re-exported: tests import them from here
@@ -83,7 +84,7 @@ SKIPPED_SUBTYPES = {"message_changed", "message_deleted", "message_replied", "ch
                     "channel_name", "pinned_item", "unpinned_item", "ekm_access_denied", "channel_archive"}
 
 
-class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, PlatformChannel):
+class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, SlackSendOnce, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
@@ -105,6 +106,7 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Plat
         self._bot_threads: Lru = Lru(4096)  # "<conversation>:<thread_ts>" of threads the bot is in
         self._users: Lru = Lru(4096)  # user id -> display name
         self._files_taken: Lru = Lru(4096)  # platform ids whose files were taken (stored) in this run
+        self._failed_posts: Lru = Lru(1024)  # reply part key -> when a post of it failed (slack_once.py)
         self.sessions = 0
         self.fetched = 0  # messages a catch-up found (stored, or already there)
         self.catch_ups = 0  # catch-ups finished
@@ -122,7 +124,7 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Plat
         from slack_sdk.web.async_client import AsyncWebClient
 
         return AsyncWebClient(token=self.settings.bot_token, base_url=self.settings.base_url,
-                              timeout=int(self.settings.request_timeout))
+                              timeout=int(self.settings.request_timeout), retry_handlers=web_retry_handlers())
 
     def _make_socket(self) -> Any:  # on the asyncio loop thread
         from slack_sdk.socket_mode.aiohttp import SocketModeClient
@@ -324,8 +326,9 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Plat
     # -- outbound ------------------------------------------------------------------------------------
     async def send(self, chat: str, text: str, reply_to: str | None = None, *,
                    idempotency_key: str | None = None) -> str | None:
-        """Post ``text`` (split under 4,000 characters). ``idempotency_key`` is accepted for a uniform
-        interface and unused: chat.postMessage has no idempotency key (docs/channels/slack.md)."""
+        """Post ``text`` (split under 4,000 characters). chat.postMessage has no idempotency key:
+        each part carries ``idempotency_key`` in its metadata instead, so a retry finds a post whose
+        answer was lost (slack_once.py)."""
         channel = channel_id_of(chat)
         if self.web is None:
             raise ChannelError(f"slack is {self.state}", retryable=True)
@@ -334,7 +337,8 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Plat
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT)
         for index in range(len(ids), len(parts)):
-            ts = await self._post(channel, parts[index], thread_ts)
+            part_key = f"{idempotency_key}.{index}" if idempotency_key else None
+            ts = await self._post_once(channel, parts[index], thread_ts, part_key)
             ids.append(f"{channel}:{ts}")
             self._partial.record(key, ids[-1])
         self._partial.finish(key)
@@ -359,10 +363,12 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Plat
             return thread or ts
         return thread or None
 
-    async def _post(self, channel: str, part: str, thread_ts: str | None) -> str:
+    async def _post(self, channel: str, part: str, thread_ts: str | None, key: str | None = None) -> str:
         kwargs: dict[str, Any] = {"channel": channel, "text": markdown_to_slack_mrkdwn(part), "mrkdwn": True}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        if key:
+            kwargs["metadata"] = reply_metadata(key)
         answer = await self._sending("chat_postMessage", **kwargs)
         self._threads.put(f"{channel}:{answer['ts']}", thread_ts or "")  # a reaction on it is in its thread
         return str(answer["ts"])

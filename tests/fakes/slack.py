@@ -83,6 +83,7 @@ class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
         self.init_files()
         self.init_reactions()
         self._failures: dict[str, list[str]] = {}
+        self.lose_answers: dict[str, int] = {}  # method -> how many of its next calls are done, their answer cut
         self._ts = itertools.count(1)
         self._changed = trio.Event()
         self._ws: WebSocket | None = None
@@ -100,6 +101,11 @@ class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def lose_next_answer(self, method: str, times: int = 1) -> None:
+        """The next calls of ``method`` are carried out, then the connection is cut before the
+        answer (as when a network drops after Slack took the request)."""
+        self.lose_answers[method] = self.lose_answers.get(method, 0) + times
 
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
         self._failures.setdefault(method, []).extend([error] * times)
@@ -263,7 +269,11 @@ class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, {"ok": True}
-        return await handler(params)
+        answer = await handler(params)
+        if self.lose_answers.get(method):
+            self.lose_answers[method] -= 1
+            raise trio.BrokenResourceError(f"the fake lost the answer to {method}")  # the connection is cut
+        return answer
 
     async def _m_auth_test(self, params: dict[str, Any]) -> tuple[int, Any]:
         return 200, {"ok": True, "url": "https://fake.slack.com/", "team": "Fake Team", "user": self.bot_name,
@@ -287,10 +297,15 @@ class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
         thread_ts = params.get("thread_ts") or None
         if thread_ts:
             message["thread_ts"] = str(thread_ts)
+        metadata = params.get("metadata")
+        if isinstance(metadata, str) and metadata:
+            metadata = json.loads(metadata)
+        if isinstance(metadata, dict):  # returned by history/replies with include_all_metadata only
+            message["_metadata"] = metadata
         self._add(channel, message)
         self.sent.append({"params": params, "channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts})
         self._notify()
-        return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}
+        return 200, {"ok": True, "channel": channel, "ts": ts, "message": self._shown(message, {"include_all_metadata": 1})}
 
     async def _m_chat_update(self, params: dict[str, Any]) -> tuple[int, Any]:
         channel, ts = str(params.get("channel", "")), str(params.get("ts", ""))
@@ -355,7 +370,7 @@ class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
         if paged is None:
             return 200, {"ok": False, "error": "invalid_cursor"}
         page, paging = paged
-        return 200, {"ok": True, "messages": [dict(m) for m in page], **paging}
+        return 200, {"ok": True, "messages": [self._shown(m, params) for m in page], **paging}
 
     async def _m_conversations_replies(self, params: dict[str, Any]) -> tuple[int, Any]:
         channel = str(params.get("channel", ""))
@@ -365,14 +380,22 @@ class FakeSlack(FakeSlackReactions, FakeSlackFiles, HttpWsServer):
             return 200, {"ok": False, "error": "thread_not_found"}
         root = found[0].get("thread_ts", ts)
         if found[0]["ts"] != root:  # a reply's ts: that message alone
-            return 200, {"ok": True, "messages": [dict(found[0])], "has_more": False}
+            return 200, {"ok": True, "messages": [self._shown(found[0], params)], "has_more": False}
         replies = sorted((m for m in self.history[channel] if m.get("thread_ts") == root and m["ts"] != root
                           and self._in_range(params, m["ts"])), key=lambda m: float(m["ts"]))
         paged = self._page(params, replies)
         if paged is None:
             return 200, {"ok": False, "error": "invalid_cursor"}
         page, paging = paged
-        return 200, {"ok": True, "messages": [dict(found[0])] + [dict(m) for m in page], **paging}
+        return 200, {"ok": True, "messages": [self._shown(m, params) for m in [found[0], *page]], **paging}
+
+    @staticmethod
+    def _shown(message: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """A message as history/replies return it: its metadata only with include_all_metadata."""
+        shown = {k: v for k, v in message.items() if not k.startswith("_")}
+        if "_metadata" in message and str(params.get("include_all_metadata", "")).lower() in ("1", "true"):
+            shown["metadata"] = message["_metadata"]
+        return shown
 
     async def _m_users_info(self, params: dict[str, Any]) -> tuple[int, Any]:
         user = self.users.get(str(params.get("user", "")))
