@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench                  # all
     .venv/bin/python -m bench spine web        # some
-    .venv/bin/python -m bench --short          # the short set (< 1 minute; bench/short.py); it fails
+    .venv/bin/python -m bench --short          # the short set (~2 minutes; bench/short.py); it fails
                                                # when a figure is past its goal by more than
                                                # bench.short.MARGIN (what scripts/test.sh runs,
                                                # with --check, which is kept and changes nothing)

@@ -2,8 +2,8 @@
 process of its own, with the in-process fake agent in place of Docker, 1,000 registered groups, and
 messages posted to the local chat API at stepped rates spread over the groups.
 
-    .venv/bin/python -m bench.bench_scale [--groups 1000] [--steps 10,100,1000,5000] [--seconds 20]
-    .venv/bin/python -m bench.bench_scale --short          # the short set's variant (2 steps, 8 s each)
+    .venv/bin/python -m bench.bench_scale [--groups 1000] [--steps 10,100,1000,5000,20000] [--seconds 20]
+    .venv/bin/python -m bench.bench_scale --short          # the short set's variant (2 steps, 5 s each)
 
 A share of the messages (``--triggers``, 10 %) start with the trigger word and make a turn that the
 fake agent answers after ``--think`` seconds (container cap ``--cap``, as a 24 GiB box allows); the
@@ -244,7 +244,7 @@ async def load_step(d: Daemon, rate: int, seconds: float, args: argparse.Namespa
                 r = await http.get("/metrics")
                 samples["outbox"] = max(samples["outbox"], metric(r.text, "ngb_outbox_depth"))
                 samples["actors"] = metric(r.text, "ngb_actors")
-                await trio.sleep(0.5)
+                await trio.sleep(2.0)  # a scrape every 2 s: Prometheus at 4-8 times its usual rate
 
         since, cpu0, t0 = time.time(), d.cpu_seconds(), time.perf_counter()
         done = trio.Event()
@@ -290,18 +290,27 @@ def answered(triggers: dict[str, list[float]], replies: dict[str, list[float]]) 
 
 
 def knee(step: dict[str, Any], args: argparse.Namespace) -> str | None:
-    """The first resource past its limit in this step (None: nothing saturated)."""
-    if pct(step["late"], 99) > 0.25:
-        return "the load generator (posts went out late: the box's 2 cores are shared)"
-    if step["cpu"] > 85:
-        return f"the daemon's core ({step['cpu']:.0f} % of one core: one trio thread)"
-    if pct(step["writes"], 99) > 0.05:
-        return f"the store (write p99 {pct(step['writes'], 99) * 1e3:.0f} ms)"
-    if step["reply"] and pct(step["reply"], 99) > args.think * 3 + 1:
+    """What saturated in this step (None: nothing). A step is past the knee when messages wait to be
+    stored (p99 over 4x the goal), posts cannot go out on time, replies wait for more than the
+    agent's time, or anything is lost; the resource named is the one at its limit."""
+    stored, late = pct(step["stored"], 99), pct(step["late"], 99)
+    reply = pct(step["reply"], 99) if step["reply"] else 0.0
+    if not (stored > GOAL_STORED_P99_MS * 4 / 1e3 or late > 0.1 or reply > args.think * 2 + 0.5
+            or step["unanswered"] or step["errors"]):
+        return None
+    if step["cpu"] > 65:  # its threads share one GIL: past ~2/3 of a core, messages queue for it
+        return (f"the daemon's core: {step['cpu']:.0f} % of one (a trio thread and the store's, one GIL); "
+                f"messages wait {stored * 1e3:.0f} ms to be stored (p99)")
+    if late > 0.25:
+        return (f"the box's 2 cores: the load generator cannot post on time ({late * 1e3:.0f} ms late) beside "
+                f"the daemon at {step['cpu']:.0f} % of a core, whose store writes take {pct(step['writes'], 99) * 1e3:.0f} ms (p99)")
+    if pct(step["writes"], 99) > 0.03:
+        return f"the store (its writes p99 {pct(step['writes'], 99) * 1e3:.0f} ms)"
+    if reply > args.think * 2 + 0.5:
         return "the container slots (replies wait for a slot)"
     if step["unanswered"] or step["errors"]:
         return "answers lost or refused"
-    return None
+    return f"messages queue in the daemon (stored p99 {stored * 1e3:.0f} ms) with no one resource at its limit"
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -344,9 +353,11 @@ def report_steps(report: Report, steps: list[dict[str, Any]], args: argparse.Nam
     for s in steps:
         report.figure(f"{s['rate']}/min: posts refused or failed", len(s["errors"]), "", 0, fmt=".0f")
         report.figure(f"{s['rate']}/min: triggers never answered", s["unanswered"], "", 0, fmt=".0f")
-    top = steps[-1]
-    goal = GOAL_STORED_P99_MS if top["rate"] >= 5000 else None
-    report.figure(f"message -> stored p99 at {top['rate']}/min", pct(top["stored"], 99) * 1e3, "ms", goal, fmt=".1f")
+    for s in steps:
+        goal = GOAL_STORED_P99_MS if s["rate"] == 5000 else None  # the goal is set at 5,000/min
+        if goal is not None or s is steps[-1]:
+            report.figure(f"message -> stored p99 at {s['rate']}/min", pct(s["stored"], 99) * 1e3, "ms", goal,
+                          fmt=".1f")
 
 
 def cli() -> int:
@@ -354,7 +365,7 @@ def cli() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=1000)
-    parser.add_argument("--steps", default="10,100,1000,5000", help="messages per minute, comma-separated")
+    parser.add_argument("--steps", default="10,100,1000,5000,20000", help="messages per minute, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each step")
     parser.add_argument("--triggers", type=float, default=0.1, help="share of messages that make a turn")
     parser.add_argument("--think", type=float, default=1.0, help="the fake agent's time per answer (s)")

@@ -1,5 +1,5 @@
 """The short benchmark: the figures that hold steady on a shared 2-core box, each next to its goal,
-in under a minute. It exits 1 when a figure is past its goal by more than MARGIN, or could not be
+in about two minutes. It exits 1 when a figure is past its goal by more than MARGIN, or could not be
 measured (bench/goals.py); past the goal but within the margin it says so and passes (noise on a
 busy machine). `--check` is accepted (scripts/test.sh passes it) and changes nothing.
 
@@ -15,7 +15,9 @@ busy machine). `--check` is accepted (scripts/test.sh passes it) and changes not
 - web: 64 MB through the egress door's CONNECT tunnel, CONNECT setup and refusal p99 (bench_web_door);
 - browser: Chromium's share of the agent image, first browser_open cold (bench_browser);
 - previews: the first words of a slowly written answer shown, and the edit rate (bench_previews);
-- activity: the dashboard's charts over 1,000 groups x 48 hours of counts (bench_activity).
+- activity: the dashboard's charts over 1,000 groups x 48 hours of counts (bench_activity);
+- scale: 1,000 groups idle (RSS and CPU they add) and at 1,000 and 5,000 messages/min (message ->
+  stored p99; every trigger answered once), the daemon in a process of its own (bench_scale --short).
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ def main(check: bool = True) -> int:
     from bench.bench_ingest import GOAL_PER_S
     from bench.bench_media import measure as media
     from bench.bench_previews import measure as previews
+    from bench.bench_scale import measure_short as scale
     from bench.bench_web_door import measure as web_door
 
     print(f"NanoGridBot short benchmark ({os.cpu_count()} cores; fails past goal + {MARGIN:.0%})\n", flush=True)
@@ -214,6 +217,7 @@ def main(check: bool = True) -> int:
         ("browser: image growth and cold start", lambda: browser(report)),
         ("previews: first words of a slow answer, edit rate", lambda: trio.run(previews, report)),
         ("activity charts with 1,000 groups", lambda: trio.run(activity, report)),
+        ("scale: 1,000 groups idle and at 5,000 messages/min", lambda: trio.run(scale, report)),
     ]
     for name, step in steps:
         with report.measuring(name):

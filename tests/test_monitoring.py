@@ -58,9 +58,14 @@ def dashboard_expressions() -> list[str]:
 
 
 async def test_rules_and_dashboard_name_only_metrics_the_daemon_exports(run_daemon: Any) -> None:
+    from ngb.records import Group
+    from ngb.sandbox.model_usage import Usage
+
     d = await run_daemon(NGB_BUDGET_DAILY_USD="5")
+    await d.daemon.registry.add(Group(chat="local:quiet", folder="quiet"))  # spends nothing: no series
     await d.post("main", "hello metrics")
     await d.wait_bot_replies("main", 1)
+    d.daemon.budgets.record("main", Usage(input_tokens=1000, output_tokens=100, requests=1, model="claude-sonnet-4-5"))
     r = await d.http.get("/metrics")
     assert r.status_code == 200
     names = exported(r.text)
@@ -76,6 +81,9 @@ async def test_rules_and_dashboard_name_only_metrics_the_daemon_exports(run_daem
     figures = {(s.labels["group"], s.labels["period"]): s.value
                for f in text_string_to_metric_families(r.text) if f.name == "ngb_budget_cap_usd" for s in f.samples}
     assert figures[("main", "day")] == 5.0, figures
+    spent = {s.labels["group"] for f in text_string_to_metric_families(r.text) if f.name == "ngb_budget_spent_usd"
+             for s in f.samples}
+    assert spent == {"main", "(all)"}, spent  # a group that spent nothing adds no series (1,000 groups: docs/scaling.md)
 
 
 async def test_a_container_that_cannot_start_is_counted_for_the_alert(run_daemon: Any) -> None:
