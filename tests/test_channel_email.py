@@ -37,6 +37,22 @@ def replies_to(smtp: Any, address: str) -> list[Any]:
     return [m for m in smtp.received if address in str(m["To"])]
 
 
+async def behind_a_cut(nursery: Any, run_daemon: Any, dovecot: Any, border_smtp: Any, first_text: str,
+                       **table: Any) -> tuple[Any, Any, TcpCut, str, str, Any]:
+    """A daemon reading the bot's mailbox through a TcpCut (the connection can be cut), alice
+    allowed; her first mail answered. (running daemon, channel, cut, bot, alice, first mail)"""
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    cut = TcpCut(dovecot.imap_port)
+    await nursery.start(cut.serve)
+    d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice], imap_port=cut.port, **table),
+                    FakeBehaviour(reply=echo_each))
+    await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
+    first = message(alice, bot, "one", first_text)
+    await trio.to_thread.run_sync(lambda: border_smtp.send(first, login=alice))
+    await wait_until(lambda: d.daemon.outbox.delivered == 1)
+    return d, d.daemon.channels["email"], cut, bot, alice, first
+
+
 async def test_allowed_sender_gets_one_reply_in_the_thread(run_daemon: Any, dovecot: Any, border_smtp: Any) -> None:
     bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
     d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice]))
@@ -89,17 +105,8 @@ async def test_forged_from_does_not_trigger(run_daemon: Any, dovecot: Any, borde
 
 async def test_connection_cut_mid_idle_loses_nothing_and_answers_once(run_daemon: Any, dovecot: Any,
                                                                      border_smtp: Any) -> None:
-    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
     async with trio.open_nursery() as nursery:
-        cut = TcpCut(dovecot.imap_port)
-        await nursery.start(cut.serve)
-        d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice], imap_port=cut.port),
-                        FakeBehaviour(reply=echo_each))
-        channel = d.daemon.channels["email"]
-        await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
-        first = message(alice, bot, "one", "before the cut")
-        await trio.to_thread.run_sync(lambda: border_smtp.send(first, login=alice))
-        await wait_until(lambda: d.daemon.outbox.delivered == 1)
+        d, channel, cut, bot, alice, first = await behind_a_cut(nursery, run_daemon, dovecot, border_smtp, "before the cut")
 
         await trio.sleep(0.2)  # back in IDLE
         cut.cut()  # the connection dies mid-IDLE; mail arrives while it is down
@@ -184,17 +191,9 @@ async def test_a_uidvalidity_change_reads_the_mailbox_again_without_duplicates(
     import logging
 
     caplog.set_level(logging.WARNING, "ngb.channels.email")
-    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
     async with trio.open_nursery() as nursery:
-        cut = TcpCut(dovecot.imap_port)
-        await nursery.start(cut.serve)
-        d = await start(run_daemon, email_env(dovecot, border_smtp, bot, [alice], imap_port=cut.port),
-                        FakeBehaviour(reply=echo_each))
-        channel = d.daemon.channels["email"]
-        await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
-        first = message(alice, bot, "one", "answered before the rebuild")
-        await trio.to_thread.run_sync(lambda: border_smtp.send(first, login=alice))
-        await wait_until(lambda: d.daemon.outbox.delivered == 1)
+        d, channel, cut, bot, alice, first = await behind_a_cut(nursery, run_daemon, dovecot, border_smtp,
+                                                                "answered before the rebuild")
         before = channel.uidvalidity
         assert before
 

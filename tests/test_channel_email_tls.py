@@ -13,10 +13,9 @@ import pytest
 import trio
 
 from ngb.records import Group
-from tests.channel_helpers import echo_each, stored, wait_until
-from tests.fakes.agent import FakeBehaviour
-from tests.mail_servers import BorderSmtp, TcpCut, message
-from tests.test_channel_email import email_env, replies_to, start
+from tests.channel_helpers import stored, wait_until
+from tests.mail_servers import BorderSmtp, message
+from tests.test_channel_email import behind_a_cut, email_env, replies_to, start
 
 
 @pytest.fixture
@@ -61,18 +60,11 @@ async def test_a_certificate_not_trusted_stops_the_channel_with_a_clear_state(ru
 
 async def test_polled_without_idle_and_a_cut_mid_poll_loses_nothing(run_daemon: Any, dovecot: Any,
                                                                     border_smtp: Any) -> None:
-    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
     async with trio.open_nursery() as nursery:
-        cut = TcpCut(dovecot.imap_port)
-        await nursery.start(cut.serve)
-        env = email_env(dovecot, border_smtp, bot, [alice], imap_port=cut.port, idle="false", poll_interval="0.3s")
-        d = await start(run_daemon, env, FakeBehaviour(reply=echo_each))
-        channel = d.daemon.channels["email"]
+        d, channel, cut, bot, alice, first = await behind_a_cut(nursery, run_daemon, dovecot, border_smtp,
+                                                                "polled before the cut", idle="false",
+                                                                poll_interval="0.3s")
         assert channel.mode == "poll"
-        await d.daemon.registry.add(Group(chat=f"email:{alice}", folder="alice"))
-        first = message(alice, bot, "one", "polled before the cut")
-        await trio.to_thread.run_sync(lambda: border_smtp.send(first, login=alice))
-        await wait_until(lambda: d.daemon.outbox.delivered == 1)
         cut.refusing = True
         cut.cut()  # mid-poll: the connection dies between two searches
         await wait_until(lambda: channel.state != "connected")
