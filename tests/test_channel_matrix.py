@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from ngb.aio_bridge import AsyncioBridge
+from ngb.aio_bridge import BRIDGE, AsyncioBridge
 from ngb.channels.matrix_events import markdown_to_matrix_html, mentions, relation_of, strip_reply_fallback
 from ngb.channels.matrix_settings import MatrixSettings
 from ngb.config import ConfigError
@@ -33,9 +33,12 @@ def matrix_env(server: MatrixServer, bot: MatrixUser, *inviters: str, **table: A
 
 @pytest.fixture
 async def bridge() -> AsyncIterator[AsyncioBridge]:
-    own = AsyncioBridge(name="matrix-person")
-    async with own.attach():
-        yield own
+    """The daemon's own asyncio bridge for the person's client too: nio's encryption store binds
+    its (module-level) peewee models to a database for each call, so two clients with stores on two
+    threads at once mixed up each other's databases (a FOREIGN KEY failure, now and then). One loop
+    thread runs those calls one at a time; a daemon has only one such client."""
+    async with BRIDGE.attach():
+        yield BRIDGE
 
 
 async def person(bridge: AsyncioBridge, server: MatrixServer, name: str) -> Person:

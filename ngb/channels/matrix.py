@@ -45,7 +45,7 @@ from .matrix_events import (
     strip_reply_fallback,
     text_content,
 )
-from .matrix_login import forget_login, login_of, read_login, write_login
+from .matrix_login import MatrixLogin
 from .matrix_media import MatrixFiles, file_content
 from .matrix_settings import PREFIX, MatrixSettings, matrix_chat, room_id_of
 from .skeleton import PlatformChannel
@@ -61,7 +61,7 @@ AUTH_ERRORS = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN", "M_USER_DEAC
 PAGE = 100  # events per /messages page of a catch-up
 
 
-class MatrixChannel(MatrixFiles, PlatformChannel):
+class MatrixChannel(MatrixLogin, MatrixFiles, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend: the transaction id
@@ -84,22 +84,9 @@ class MatrixChannel(MatrixFiles, PlatformChannel):
         self._pickle_key = ""
         self.undecryptable = 0
 
-    def _secrets(self) -> list[str]:
-        return [x for x in (self.settings.access_token, self.settings.password, self.token) if x]
-
-    def off_reason(self) -> str | None:
-        reason = super().off_reason()
-        if reason is not None and self.settings.homeserver and read_login(self.settings.state_dir,
-                                                                          self.settings.homeserver, self.settings.user_id):
-            return None  # the password is gone from the configuration; the login it gave is kept
-        return reason
-
     # -- life cycle -------------------------------------------------------------------------------
     async def prepare(self) -> None:
-        if not self.token:
-            stored = read_login(self.settings.state_dir, self.settings.homeserver, self.settings.user_id)
-            self.token = stored.access_token if stored is not None else ""
-            self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
+        self._load_login()
         if self.memory is not None:
             try:
                 self.since = (await self.memory.channel_marks(PREFIX)).get(SYNC_MARK)
@@ -150,37 +137,6 @@ class MatrixChannel(MatrixFiles, PlatformChannel):
                 raise AuthError(f"{method}: {answer.status_code} {answer.message}")
             raise ConnectionError(f"{method}: {answer.status_code} {answer.message}")
         return answer
-
-    async def _login(self) -> None:
-        """Log in with the password (once): the token and device it gives are kept."""
-        settings = self.settings
-        if not settings.password or settings.state_dir is None:
-            raise AuthError("matrix: no access token: set NGB_MATRIX_ACCESS_TOKEN, or user_id and NGB_MATRIX_PASSWORD")
-        self.client.user = settings.user_id
-        answer = await self._api("login", settings.password, device_name=settings.device_name)
-        login = login_of(answer, settings.homeserver)
-        await trio.to_thread.run_sync(write_login, settings.state_dir, login)
-        self.token = login.access_token
-        self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
-        log.info("matrix: logged in as %s by password: device %s, its token kept in %s", login.user_id,
-                 login.device_id, "secrets/matrix/login.json")
-
-    async def _whoami(self) -> Any:
-        """Who the token is; a stored login the homeserver no longer takes is forgotten (and, with
-        a password, replaced by a new login)."""
-        if not self.token:
-            await self._login()
-        try:
-            return await self._api("whoami")
-        except AuthError:
-            if self.settings.access_token or self.settings.state_dir is None:
-                raise
-            log.warning("matrix: the homeserver refused the stored login; %s", "logging in again with the password"
-                        if self.settings.password else "set NGB_MATRIX_PASSWORD (or an access token) to log in again")
-            await trio.to_thread.run_sync(forget_login, self.settings.state_dir)
-            self.token = self.client.access_token = ""
-            await self._login()
-            return await self._api("whoami")
 
     async def session(self, submit: Submit) -> None:
         who = await self._whoami()

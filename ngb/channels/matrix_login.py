@@ -10,13 +10,19 @@ says what to set."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from .matrix_crypto import STORE_DIR
+from .status import AuthError
+
+log = logging.getLogger("ngb.channels.matrix")
 
 LOGIN_FILE = "login.json"
 
@@ -67,3 +73,61 @@ def forget_login(state_dir: Path | None) -> None:
 def login_of(answer: Any, homeserver: str) -> StoredLogin:
     """A LoginResponse of nio -> what is kept."""
     return StoredLogin(homeserver, str(answer.user_id), str(answer.device_id), str(answer.access_token))
+
+
+class MatrixLogin:
+    """The login half of MatrixChannel (a mixin: it shares the channel's settings and client)."""
+
+    settings: Any
+    client: Any
+    token: str
+    keep_secret: Callable[..., None]  # PlatformChannel's
+    _api: Callable[..., Awaitable[Any]]  # MatrixChannel's
+
+    def _secrets(self) -> list[str]:
+        return [x for x in (self.settings.access_token, self.settings.password, self.token) if x]
+
+    def off_reason(self) -> str | None:
+        reason: str | None = super().off_reason()  # type: ignore[misc]
+        if reason is not None and self.settings.homeserver and read_login(self.settings.state_dir,
+                                                                          self.settings.homeserver, self.settings.user_id):
+            return None  # the password is gone from the configuration; the login it gave is kept
+        return reason
+
+    def _load_login(self) -> None:
+        """No token configured: the kept login's, if there is one."""
+        if not self.token:
+            stored = read_login(self.settings.state_dir, self.settings.homeserver, self.settings.user_id)
+            self.token = stored.access_token if stored is not None else ""
+            self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
+
+    async def _login(self) -> None:
+        """Log in with the password (once): the token and device it gives are kept."""
+        settings = self.settings
+        if not settings.password or settings.state_dir is None:
+            raise AuthError("matrix: no access token: set NGB_MATRIX_ACCESS_TOKEN, or user_id and NGB_MATRIX_PASSWORD")
+        self.client.user = settings.user_id
+        answer = await self._api("login", settings.password, device_name=settings.device_name)
+        login = login_of(answer, settings.homeserver)
+        await trio.to_thread.run_sync(write_login, settings.state_dir, login)
+        self.token = login.access_token
+        self.keep_secret(*self._secrets(), loggers=("nio", "aiohttp", "ngb"))
+        log.info("matrix: logged in as %s by password: device %s, its token kept in %s", login.user_id,
+                 login.device_id, "secrets/matrix/login.json")
+
+    async def _whoami(self) -> Any:
+        """Who the token is; a stored login the homeserver no longer takes is forgotten (and, with
+        a password, replaced by a new login)."""
+        if not self.token:
+            await self._login()
+        try:
+            return await self._api("whoami")
+        except AuthError:
+            if self.settings.access_token or self.settings.state_dir is None:
+                raise
+            log.warning("matrix: the homeserver refused the stored login; %s", "logging in again with the password"
+                        if self.settings.password else "set NGB_MATRIX_PASSWORD (or an access token) to log in again")
+            await trio.to_thread.run_sync(forget_login, self.settings.state_dir)
+            self.token = self.client.access_token = ""
+            await self._login()
+            return await self._api("whoami")
