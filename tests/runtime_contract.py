@@ -47,10 +47,13 @@ class RuntimeContract:
     async def test_sees_only_its_mounts_as_its_uid_without_a_network(self, runtime: Any, spec: Any, image: Any,
                                                                     tmp_path: Path) -> None:
         rw, ro = tmp_path / "rw", tmp_path / "ro"
-        rw.mkdir(mode=0o777)
+        rw.mkdir()
         ro.mkdir()
-        os.chmod(rw, 0o777)
         (ro / "given.txt").write_text("read me")
+        # modes set, not left to the umask (a daemon started earlier in this process sets 077)
+        os.chmod(rw, 0o777)
+        os.chmod(ro, 0o755)
+        os.chmod(ro / "given.txt", 0o644)
         probe = ("import os, socket\n"
                  "out = open('/w/report.txt', 'w')\n"
                  "out.write(f'uid={os.getuid()}\\n')\n"

@@ -48,7 +48,7 @@ def test_chat_name_must_have_a_channel(tmp_path: Path) -> None:
 
 
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
-    r = ngb(tmp_path, "groups", "list", NGB_MAX_CONTAINERS="11")
+    r = ngb(tmp_path, "groups", "list", NGB_MAX_CONTAINERS="257")
     assert r.returncode == 2
     assert r.stderr.startswith("ngb: NGB_MAX_CONTAINERS") and r.stderr.count("\n") == 1
     (tmp_path / "ngb.toml").write_text("web_prot = 8000\n")

@@ -7,6 +7,7 @@ or a per-session signed token instead, and admit by that; the launcher would not
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import trio
 
 from ..framing import peer_uid
 from ..hostperms import allowed_peer, share_socket, socket_dir
+from .model_http import bind_unix
 from .runtime_api import BindMount
 
 MOUNT_POINT = "/run/ngb"
@@ -26,35 +28,35 @@ class UnixEndpoints:
         self.agent_uid = agent_uid
         self.mounts = [BindMount(str(run_dir.resolve()), MOUNT_POINT, read_only=True)]
         self.environment: dict[str, str] = {}
-        self._made: list[Path] = []
+        self._made: list[tuple[Path, int, trio.socket.SocketType]] = []
 
     def path(self, name: str) -> Path:
         return self.run_dir / f"{name}.sock"
 
     async def listener(self, name: str) -> trio.SocketListener:
+        """A socket in the run folder (a long path bound through /proc/self/fd, a backlog of 128:
+        model_http.bind_unix), connectable by the agent's uid and the daemon only."""
         path = self.path(name)
-        if path.exists() or path.is_symlink():
-            path.unlink()
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        sock, inode = await bind_unix(path)
         try:
-            await sock.bind(str(path))
-            share_socket(path, self.agent_uid)  # the agent's uid and the daemon only
-            sock.listen(16)
+            share_socket(path, self.agent_uid)
         except BaseException:
             sock.close()
             raise
-        self._made.append(path)
+        self._made.append((path, inode, sock))
         return trio.SocketListener(sock)
 
     def admits(self, stream: trio.SocketStream) -> bool:
         return allowed_peer(peer_uid(stream), self.agent_uid)
 
     def close(self) -> None:
-        for path in self._made:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        """Close the sockets this session made and remove their files (not one a newer session has
+        put there since)."""
+        for path, inode, sock in self._made:
+            sock.close()
+            with contextlib.suppress(OSError):
+                if path.lstat().st_ino == inode:
+                    path.unlink()
         self._made.clear()
 
 
