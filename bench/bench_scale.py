@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.goals import MeasurementFailed, Report, expect_status, rss_bytes  # noqa: E402
+from tests.channel_helpers import stop_process  # noqa: E402
 
 TOKEN = "bench-scale-token-0123456789abcdef"
 TRIGGER = "@Andy"
@@ -132,12 +133,7 @@ class Daemon:
         return rss_bytes(self.proc) / 1e6
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=15)
 
     def trace_since(self, since: float) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
         """Replies (chat -> times) and store transaction durations (by what ran) after ``since``."""

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tests.certificates import make_certificate
+from tests.channel_helpers import stop_process
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,10 +86,5 @@ class Nginx:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.prefix, ignore_errors=True)
