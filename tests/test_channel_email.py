@@ -132,6 +132,45 @@ async def test_connection_cut_mid_idle_loses_nothing_and_answers_once(run_daemon
         nursery.cancel_scope.cancel()
 
 
+def test_mail_told_of_during_a_fetch_ends_the_next_wait(dovecot: Any, border_smtp: Any) -> None:
+    """Mail delivered after the search: Dovecot tells of it (EXISTS) at the end of the next answer
+    (the FETCH's or the STORE's) and not again in the IDLE after it, so the wait must return at once,
+    not after its whole timeout (the channel's next poll, a minute later by default). The CI saw
+    this as mail that came during a reconnect answered a minute late."""
+    import asyncio
+    import time
+
+    from ngb.channels.email_imap import Mailbox
+    from ngb.channels.email_settings import EmailSettings
+
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    settings = EmailSettings.from_table({"address": bot, "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port,
+                                         "imap_security": "none", "password": PASSWORD, "connect_timeout": "5"})
+
+    async def scene() -> tuple[list[str], float, list[str]]:
+        box = Mailbox(settings)
+        await box.connect()
+        assert box.idle
+        border_smtp.send(message(alice, bot, "one", "first"), login=alice)
+        first = await box.unseen()
+        while not first:  # Dovecot tells of it at the end of the search: found by the next one
+            await box.wait(20)
+            first = await box.unseen()
+        border_smtp.send(message(alice, bot, "two", "second"), login=alice)  # after the search
+        await box.fetch(first[0])
+        await box.mark_seen(first[0])
+        t0 = time.monotonic()
+        await box.wait(20)
+        waited = time.monotonic() - t0
+        second = await box.unseen()
+        await box.logout()
+        return first, waited, second
+
+    first, waited, second = asyncio.run(asyncio.wait_for(scene(), 45))
+    assert len(first) == 1 and len(second) == 1 and second != first
+    assert waited < 10, f"the wait sat out {waited:.1f} s of its 20 s with a mail unread"
+
+
 def test_parse_html_and_trim() -> None:
     m = message("Bob <Bob@Example.Test>", "bot@example.test", "Hi", "plain is ignored here",
                 html="<p>Hello <b>there</b></p><blockquote>old stuff</blockquote><div>bye</div>")

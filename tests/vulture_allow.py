@@ -64,6 +64,8 @@ _.token_types  # lark_oapi BaseRequest
 _.tenant_access_token  # lark_oapi RequestOption
 _.SeqID  # lark_oapi's protobuf Frame
 _.LogID  # lark_oapi's protobuf Frame
+_.create_client  # aioimaplib.IMAP4: overridden for a protocol that notes EXISTS (ngb/channels/email_imap.py)
+_._client_task  # aioimaplib.IMAP4: awaited by its wait_hello_from_server
 
 _.transcribe_api_key_file  # ngb/config: read by name (loading's secret files, mounts, backup)
 _.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb bound (ngb/media/images.py)

@@ -8,7 +8,14 @@ one (``BODY.PEEK[]``, so fetching does not mark it seen), mark it ``\\Seen`` (on
 stored it), and wait for news: IDLE when the server offers it (ended by the server's first push,
 or after ``idle_renew``), else a plain sleep of ``poll_interval`` followed by NOOP. A connection
 that drops while waiting raises at once (aioimaplib's connection-lost callback), so the channel
-reconnects instead of idling on a dead socket."""
+reconnects instead of idling on a dead socket.
+
+A server tells of new mail once, and often at the end of the answer to whatever command was
+running (Dovecot says ``* 2 EXISTS`` after a FETCH's or a SEARCH's result); the IDLE that follows
+does not tell it again. aioimaplib drops such lines ("ignored untagged response"), so the client
+here is aioimaplib's with a protocol that notes them (``_NotingProtocol``; aioimaplib is pinned),
+and ``wait`` returns at once when any answer since the last search told of news: else that mail
+would wait for the next poll, a minute by default."""
 
 from __future__ import annotations
 
@@ -28,6 +35,29 @@ class ImapError(ConnectionError):
     """The server refused a command, or the connection is gone: the session reconnects."""
 
 
+class _NotingProtocol(aioimaplib.IMAP4ClientProtocol):
+    """aioimaplib's protocol, noting every untagged EXISTS or RECENT the server sends."""
+
+    news = False
+
+    def _untagged_response(self, line: bytes) -> Any:
+        if _NEWS.fullmatch(line.strip()):
+            self.news = True
+        return super()._untagged_response(line)
+
+
+class _Client(aioimaplib.IMAP4):
+    def create_client(self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
+                      conn_lost_cb: Any = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _NotingProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context))
+
+
+_NEWS = re.compile(rb"\* \d+ (EXISTS|RECENT)")
+
+
 class Mailbox:
     def __init__(self, settings: EmailSettings, ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
@@ -44,9 +74,9 @@ class Mailbox:
         self._lost = asyncio.Event()
         lost = self._lost
         context = self.ssl_context or s.tls_context() if s.imap_security != "none" else None
-        self.imap = aioimaplib.IMAP4(host=s.imap_host, port=s.imap_port, timeout=s.connect_timeout,
-                                     conn_lost_cb=lambda exc: lost.set(),
-                                     ssl_context=context if s.imap_security == "tls" else None)
+        self.imap = _Client(host=s.imap_host, port=s.imap_port, timeout=s.connect_timeout,
+                            conn_lost_cb=lambda exc: lost.set(),
+                            ssl_context=context if s.imap_security == "tls" else None)
         await self.imap.wait_hello_from_server()
         if s.imap_security == "starttls":
             assert context is not None
@@ -85,6 +115,7 @@ class Mailbox:
 
     async def unseen(self) -> list[str]:
         """The UIDs of the unseen messages, oldest first."""
+        self.imap.protocol.news = False  # what the search finds is what was told of till now
         response = await self._ok(self.imap.uid_search("UNSEEN", charset=None), "UID SEARCH")
         uids: list[str] = []
         for line in response.lines:
@@ -112,6 +143,8 @@ class Mailbox:
         assert self._lost is not None
         lost = asyncio.ensure_future(self._lost.wait())
         try:
+            if self.imap.protocol.news:  # told already, with the answer to another command
+                return
             if not self.idle:
                 await asyncio.wait({lost}, timeout=timeout)
                 self._check(lost)
