@@ -247,7 +247,9 @@ test('media: Baileys downloads a photo into the media folder before the frame go
   const src = path.join(stateDir, 'photo.jpg');
   fs.writeFileSync(src, plain);
   const enc = await baileys.encryptedStream({ url: src }, 'image');
-  await until(() => fs.statSync(enc.encFilePath).size === (Math.floor(plain.length / 16) + 1) * 16 + 10, 'the encrypted file');
+  // encryptedStream returns before its write stream has even opened the file: wait until it exists and is whole
+  const sizeOf = (file) => (fs.existsSync(file) ? fs.statSync(file).size : -1);
+  await until(() => sizeOf(enc.encFilePath) === (Math.floor(plain.length / 16) + 1) * 16 + 10, 'the encrypted file');
   const url = 'https://mmg.whatsapp.net/v/t62.7118-24/photo.enc';
   cdn.set(url, fs.readFileSync(enc.encFilePath));
   const image = { url, directPath: '/v/t62.7118-24/photo.enc', mediaKey: enc.mediaKey, fileLength: plain.length, mimetype: 'image/jpeg', caption: 'look' };

@@ -55,11 +55,11 @@ function createSocket({ authDir, log, onState, onQr, onMessages }) {
     return { data: fs.createReadStream(file), status: 200, statusText: 'OK', headers: {}, config, request: {} };
   }
 
-  // Baileys' encryptedStream ends its file's write stream without waiting for it to be flushed:
-  // wait until the file is whole (its sha256 is the one Baileys computed) before "uploading" it.
+  // Baileys' encryptedStream returns before its file's write stream has opened or flushed it:
+  // wait until the file exists and is whole (its sha256 is the one Baileys computed) before "uploading" it.
   async function whole(file, sha256B64) {
     for (let i = 0; i < 1000; i++) {
-      if (crypto.createHash('sha256').update(fs.readFileSync(file)).digest('base64') === sha256B64) return;
+      if (fs.existsSync(file) && crypto.createHash('sha256').update(fs.readFileSync(file)).digest('base64') === sha256B64) return;
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     throw new Error(`fake CDN: ${file} never became whole`);
