@@ -11,6 +11,7 @@ import httpx
 import trio
 
 from ngb.aio_bridge import AsyncioBridge
+from ngb.channels.matrix_crypto import send_encrypted
 from ngb.records import Group
 from tests.channel_helpers import StoppableDaemon, stored, wait_until
 from tests.conftest import api_headers, make_config
@@ -55,6 +56,23 @@ async def test_an_encrypted_dm_is_answered_encrypted(tmp_path: Path, bridge: Asy
         await alice.say(room, "still secret after a restart?")
         again = await alice.wait_for(lambda e: from_bot(bot)(e) and "restart" in e["content"].get("body", ""))
         assert [r["content"]["body"] for r in again] == ["Echo: still secret after a restart?"]
+        # reactions and preview edits go encrypted like messages, and people's are read
+        acks = await alice.wait_for(lambda e: e.get("sender") == bot.user_id and e.get("type") == "m.reaction")
+        assert acks[0]["content"]["m.relates_to"]["key"] == "👀"
+        assert (await alice.raw_event(room, acks[0]["event_id"]))["type"] == "m.room.encrypted"
+        answer = again[0]["event_id"]
+        thumbs = await bridge.call(send_encrypted, alice.client, room, "m.reaction",  # as Element sends it
+                                   {"m.relates_to": {"rel_type": "m.annotation", "event_id": answer, "key": "👍"}})
+        assert (await alice.raw_event(room, thumbs))["type"] == "m.room.encrypted"
+        with trio.fail_after(15):
+            while not [m for m in await stored(d, chat) if m.reaction_to == answer and m.text == "👍"]:
+                await trio.sleep(0.05)
+        preview = await d.channel.send_preview(chat, "a draft")
+        await d.channel.edit_preview(chat, preview, "a draft, longer")
+        edits = await alice.wait_for(lambda e: (e.get("content", {}).get("m.relates_to") or {}).get("rel_type") == "m.replace")
+        assert edits[0]["content"]["m.new_content"]["body"] == "a draft, longer"
+        assert edits[0]["content"]["m.relates_to"]["event_id"] == preview
+        assert (await alice.raw_event(room, edits[0]["event_id"]))["type"] == "m.room.encrypted"
         assert d.channel.undecryptable == 0
         await d.stop()
     await alice.close()

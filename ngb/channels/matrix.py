@@ -17,8 +17,9 @@ messages, and every message of a room of two (a DM). A reply goes out as an ``m.
 reply to the trigger, in the trigger's thread (``m.thread``) when it was in one; Markdown goes as
 ``formatted_body`` HTML beside the plain body. Sends carry the outbox row's key as the transaction
 id, so a retried send is deduplicated by the homeserver. Invites are accepted from
-``invites_from`` only (others: one log line). Files both ways: matrix_media.py. Configuration:
-docs/channels/matrix.md.
+``invites_from`` only (others: one log line). Files both ways: matrix_media.py; live previews as
+edits (``m.replace``): matrix_preview.py; reactions (the bot's ``m.reaction``, and people's as
+context): matrix_reactions.py. Configuration: docs/channels/matrix.md.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from .matrix_events import (
 )
 from .matrix_login import MatrixLogin
 from .matrix_media import MatrixFiles, file_content
+from .matrix_preview import PART_LIMIT, MatrixPreviews
+from .matrix_reactions import MatrixReactions
 from .matrix_settings import PREFIX, MatrixSettings, matrix_chat, room_id_of
 from .skeleton import PlatformChannel
 
@@ -56,12 +59,11 @@ log = logging.getLogger(__name__)
 logging.getLogger("nio.responses").setLevel(logging.INFO)
 
 SYNC_MARK = "next_batch"  # the mark (in the daemon's store) that holds the sync position
-PART_LIMIT = 16_000  # characters of one message (an event is at most 64 KiB, the HTML included)
 AUTH_ERRORS = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN", "M_USER_DEACTIVATED"}
 PAGE = 100  # events per /messages page of a catch-up
 
 
-class MatrixChannel(MatrixLogin, MatrixFiles, PlatformChannel):
+class MatrixChannel(MatrixLogin, MatrixFiles, MatrixPreviews, MatrixReactions, PlatformChannel):
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend: the transaction id
@@ -78,6 +80,8 @@ class MatrixChannel(MatrixLogin, MatrixFiles, PlatformChannel):
         self.since: str | None = None  # the stored sync position
         self._threads = Lru(8192)  # event id -> its thread's root ("" = none)
         self._sent = Lru(4096)  # event ids of the bot's own messages
+        self.gone = Lru(1024)  # those of them that were redacted (matrix_preview.py)
+        self.reactions = Lru(4096)  # "<event id> <emoji>" -> the bot's reaction on it (matrix_reactions.py)
         self.syncs = 0
         self.fetched = 0  # events a catch-up paged back for
         self.crypto_store: Path | None = None  # set when end-to-end encryption is on
@@ -234,6 +238,13 @@ class MatrixChannel(MatrixLogin, MatrixFiles, PlatformChannel):
         content = source.get("content") or {}
         if event_id:
             self._threads.put(event_id, relation_of(content).thread)
+        kind = source.get("type")
+        if kind == "m.room.redaction":
+            self.note_redaction(getattr(event, "redacts", None) or content.get("redacts"))
+            return
+        if kind == "m.reaction" and event_id:
+            await self.take_reaction(submit, room_id, event_id, event.sender, content, event.server_timestamp)
+            return
         if not isinstance(event, RoomMessageText | RoomMessageMedia | RoomEncryptedMedia) or event.sender == self.me \
                 or event_id is None:
             return
@@ -283,8 +294,7 @@ class MatrixChannel(MatrixLogin, MatrixFiles, PlatformChannel):
         """Post ``text`` (split under PART_LIMIT) as a reply to the trigger, in its thread; the first
         part replies, the others follow in the thread (or the room)."""
         room_id = room_id_of(chat)
-        trigger = reply_to or self._last_trigger.get(chat)
-        thread = await self._thread_for(room_id, trigger)
+        trigger, thread = await self._reply_place(chat, reply_to)
         key = self._partial.key(chat, text, reply_to)
         ids = list(self._partial.done(key))
         parts = split_text(text, PART_LIMIT)
@@ -327,11 +337,16 @@ class MatrixChannel(MatrixLogin, MatrixFiles, PlatformChannel):
         content = file_content(file, mxc, encryptor)
         if file.caption.strip():
             content.update(format=HTML_FORMAT, formatted_body=markdown_to_matrix_html(file.caption.strip()))
-        trigger = reply_to or self._last_trigger.get(chat)
-        relates = reply_relation(trigger, await self._thread_for(room_id, trigger))
+        relates = reply_relation(*await self._reply_place(chat, reply_to))
         if relates is not None:
             content["m.relates_to"] = relates
         return await self._send_event(room_id, content, None)
+
+    async def _reply_place(self, chat: str, reply_to: str | None) -> tuple[str | None, str]:
+        """Where a reply goes: the message it replies to (``reply_to``, else the chat's newest
+        trigger) and the thread it goes into ("" = the room's timeline)."""
+        trigger = reply_to or self._last_trigger.get(chat)
+        return trigger, await self._thread_for(room_id_of(chat), trigger)
 
     async def _thread_for(self, room_id: str, trigger: str | None) -> str:
         """The thread a reply to ``trigger`` goes into ("" = the room's timeline)."""
