@@ -4,13 +4,22 @@ acknowledged it, and retries with backoff until it is."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
 
 from .backoff import backoff_delay
-from .channels.base import Channel, ChannelError, FileSend, IdempotentSend, LivePreview, offers
+from .channels.base import (
+    Channel,
+    ChannelError,
+    FileSend,
+    IdempotentSend,
+    LivePreview,
+    LooksBeforeResend,
+    offers,
+)
 from .logs import log_context
 from .media.files import MediaFiles
 from .media.limits import megabytes
@@ -44,6 +53,7 @@ class OutboxSender:
         self._not_before: dict[str, float] = {}  # chat -> monotonic time of its next try
         self.retries = 0
         self.delivered = 0
+        self._started = time.time()  # rows older than this may have been sent by an earlier run
 
     def wake(self) -> None:
         self._wake.set()
@@ -122,9 +132,16 @@ class OutboxSender:
         return True
 
     async def _send_text(self, channel: Channel, item: OutboxItem) -> str | None:
+        key = f"ngb{item.id}"
+        if offers(channel, LooksBeforeResend) and channel.looks_before_resend:
+            # no key on the platform (Slack): a row tried before, or older than this run (whose
+            # attempt a crash may have cut after the platform took it), is looked for first
+            created = item.created_at.timestamp()
+            since = created if item.attempts or created < self._started else None
+            return await channel.send(item.chat, item.text, item.reply_to, idempotency_key=key, maybe_sent_since=since)
         if offers(channel, IdempotentSend) and channel.takes_idempotency_key:
             # Platforms that deduplicate on a key (Discord's nonce) drop a resend after a crash.
-            return await channel.send(item.chat, item.text, item.reply_to, idempotency_key=f"ngb{item.id}")
+            return await channel.send(item.chat, item.text, item.reply_to, idempotency_key=key)
         return await channel.send(item.chat, item.text, item.reply_to)
 
     async def _finish_preview(self, channel: Any, item: OutboxItem) -> str | None:

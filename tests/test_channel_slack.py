@@ -377,6 +377,34 @@ def echo_mentions(prompt: str) -> list[str]:
     return [f"Echo: {t}" for t in re.findall(r">([^<]*)</message>", prompt) if "@andy" in t]
 
 
+async def test_a_post_whose_answer_was_lost_before_a_restart_is_not_posted_again(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """Slack took the reply, its answer was lost, and the daemon stopped before the retry: the next
+    run remembers no attempt, but the outbox row is older than the run, so the post is looked for
+    (by the key in its metadata) before the reply would go a second time."""
+    chat = f"slack:{CHAN}"
+    behaviour = FakeBehaviour(reply=echo_each)
+    async with trio.open_nursery() as nursery:
+        first = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        await first.daemon.registry.add(Group(chat=chat, folder="team", requires_trigger=False))
+        fake_slack.lose_next_answer("chat.postMessage")
+        fake_slack.user_message(CHAN, "are you there?")
+        await wait_until(lambda: first.daemon.outbox.retries >= 1)  # failed; its retry is a second away
+        await first.stop()
+        assert len(fake_slack.sent) == 1 and first.daemon.outbox.delivered == 0
+
+        second = await Stoppable.start(nursery, tmp_path, fake_slack, behaviour)
+        await wait_until(lambda: second.daemon.outbox.delivered == 1, timeout=15)
+        bots = [m for m in fake_slack.history[CHAN] if m.get("bot_id")]
+        assert [m["text"] for m in bots] == ["Echo: are you there?"]  # posted once over the two runs
+        assert len(fake_slack.sent) == 1
+        (reply,) = [m for m in await stored(second, chat) if m.from_bot]
+        assert reply.platform_id == f"{CHAN}:{bots[0]['ts']}"
+        await second.stop()
+        nursery.cancel_scope.cancel()
+
+
 async def test_messages_posted_while_the_daemon_was_down_are_caught_up_after_a_restart(
     tmp_path: Path, fake_slack: FakeSlack
 ) -> None:

@@ -85,6 +85,19 @@ class IdempotentSend(Protocol):
 
 
 @runtime_checkable
+class LooksBeforeResend(Protocol):
+    """An IdempotentSend whose platform has no idempotency key of its own (Slack): ``send`` also
+    takes ``maybe_sent_since`` (epoch seconds), given when the outbox row may have reached the
+    platform in an attempt the channel cannot remember (one before a restart, or one a crash cut
+    short); the channel then looks for a post carrying the key since then before it posts."""
+
+    looks_before_resend: bool  # True: send takes maybe_sent_since
+
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *, idempotency_key: str | None = None,
+                   maybe_sent_since: float | None = None) -> str | None: ...
+
+
+@runtime_checkable
 class FileSend(Protocol):
     """Sends a file to a chat: an image as a photo, anything else as a document (``file.kind``),
     with ``file.caption`` as its caption; returns the platform's message id like ``send``. The
@@ -145,6 +158,7 @@ _MEMBERS: dict[type, tuple[str, ...]] = {
     Typing: ("typing",),
     Callbacks: ("callback_path", "handle_callback"),
     IdempotentSend: ("takes_idempotency_key", "send"),
+    LooksBeforeResend: ("looks_before_resend", "send"),
     FileSend: ("send_file",),
     LivePreview: ("send_preview", "edit_preview", "finish_preview"),
     Reactions: ("react", "unreact"),

@@ -88,6 +88,7 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Slac
     name = PREFIX
     uses_asyncio = True
     takes_idempotency_key = True  # base.IdempotentSend
+    looks_before_resend = True  # base.LooksBeforeResend: no key on Slack, a post is looked for (slack_once.py)
     mark_order = float  # chat -> newest stored ts (kept in the daemon's store)
     marks: NewestStored  # never None: mark_order is set
 
@@ -324,11 +325,11 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Slac
         return html.unescape(re.sub(r"<([^<>\n]+)>", link, text))
 
     # -- outbound ------------------------------------------------------------------------------------
-    async def send(self, chat: str, text: str, reply_to: str | None = None, *,
-                   idempotency_key: str | None = None) -> str | None:
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *, idempotency_key: str | None = None,
+                   maybe_sent_since: float | None = None) -> str | None:
         """Post ``text`` (split under 4,000 characters). chat.postMessage has no idempotency key:
         each part carries ``idempotency_key`` in its metadata instead, so a retry finds a post whose
-        answer was lost (slack_once.py)."""
+        answer was lost, in this run or (``maybe_sent_since``) before it (slack_once.py)."""
         channel = channel_id_of(chat)
         if self.web is None:
             raise ChannelError(f"slack is {self.state}", retryable=True)
@@ -338,7 +339,7 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Slac
         parts = split_text(text, PART_LIMIT)
         for index in range(len(ids), len(parts)):
             part_key = f"{idempotency_key}.{index}" if idempotency_key else None
-            ts = await self._post_once(channel, parts[index], thread_ts, part_key)
+            ts = await self._post_once(channel, parts[index], thread_ts, part_key, maybe_sent_since)
             ids.append(f"{channel}:{ts}")
             self._partial.record(key, ids[-1])
         self._partial.finish(key)

@@ -5,8 +5,11 @@ chat.postMessage has no idempotency key: a post that reached Slack but whose ans
 posts carries the outbox row's key in its message metadata (``event_type`` "ngb_reply"); when a
 post failed, the retry first looks in the conversation since that attempt (conversations.history,
 or conversations.replies in a thread, ``include_all_metadata``) for a message of the bot carrying
-the key, and takes it instead of posting again. The attempts are remembered in memory: a retry
-after a restart posts as before. slack-sdk's own retry of a request whose connection failed is kept
+the key, and takes it instead of posting again. The attempts of this run are remembered in
+memory; for one it cannot remember (before a restart, or cut by a crash after Slack took the post)
+the outbox says since when the row may have been posted (base.LooksBeforeResend: the row's
+creation, for a row tried before or older than the run), and the post looks from then.
+slack-sdk's own retry of a request whose connection failed is kept
 for everything but the calls that post (``web_retry_handlers``): that retry cannot look first."""
 
 from __future__ import annotations
@@ -63,9 +66,14 @@ class SlackSendOnce:
 
     _failed_posts: Lru
 
-    async def _post_once(self, channel: str, part: str, thread_ts: str | None, key: str | None) -> str:
-        """Post ``part`` unless an earlier attempt with the same key did, unseen; its ts."""
-        if key is not None and (since := self._failed_posts.get(key)) is not None:
+    async def _post_once(self, channel: str, part: str, thread_ts: str | None, key: str | None,
+                         maybe_sent_since: float | None = None) -> str:
+        """Post ``part`` unless an earlier attempt with the same key did, unseen (one of this run,
+        or one since ``maybe_sent_since``); its ts."""
+        since = self._failed_posts.get(key) if key is not None else None
+        if since is None and maybe_sent_since is not None:
+            since = maybe_sent_since - CLOCK_MARGIN
+        if key is not None and since is not None:
             found = await self._posted_with(channel, thread_ts, key, since)
             if found is not None:
                 log.info("slack: the reply part %s had been posted (%s) by an attempt whose answer was lost; "
