@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from ngb.aio_bridge import AsyncioBridge
-from ngb.records import AttachmentKind, Group, OutgoingFile
+from ngb.records import Attachment, AttachmentKind, Group, OutgoingFile
 from tests.channel_helpers import StoppableDaemon, stored, wait_until
 from tests.conftest import make_config
 from tests.fakes.agent import FakeBehaviour
@@ -77,6 +77,17 @@ async def test_files_in_and_out_of_a_room(tmp_path: Path, bridge: AsyncioBridge,
         assert content["info"] == {"mimetype": "image/png", "size": len(chart)}
         assert content["m.relates_to"] == {"m.in_reply_to": {"event_id": shown}}
         assert await alice.download(content["url"]) == chart
+        # and through the outbox, as the agent's send_file tool sends (the row's key as the transaction id)
+        kept = await d.daemon.media_files.write_bytes(PDF)
+        report = Attachment(kind=AttachmentKind.DOCUMENT, mime="application/pdf", size=len(PDF), name="report.pdf",
+                            sha256=kept.sha256)
+        await d.daemon.store.queue_file("alice", chat, report, caption="the report")
+        d.daemon.outbox.wake()
+        (shared,) = await alice.wait_for(lambda e: e.get("content", {}).get("filename") == "report.pdf")
+        assert shared["content"]["msgtype"] == "m.file" and shared["content"]["body"] == "the report"
+        assert await alice.download(shared["content"]["url"]) == PDF
+        await wait_until(lambda: d.daemon.outbox.delivered >= 1)
+        assert [m.platform_id for m in await stored(d, chat) if m.from_bot][-1] == shared["event_id"]
         await d.stop()
     await alice.close()
 

@@ -59,3 +59,28 @@ def test_capabilities_are_declared() -> None:
     assert not hasattr(TelegramChannel, "takes_idempotency_key")
     assert callable(TelegramChannel.typing) and not hasattr(SlackChannel, "typing")
     assert Typing and IdempotentSend  # runtime-checkable protocols (isinstance in outbox, typing_indicator)
+
+
+def test_the_keys_the_outbox_passes_are_taken() -> None:
+    """The outbox passes ``idempotency_key`` to send and send_file of a channel that declares
+    takes_idempotency_key, and ``maybe_sent_since`` to one that declares looks_before_resend: each
+    such method must take them (Slack's and Matrix's send_file did not: every file the agent sent
+    there failed with a TypeError, retried for ever)."""
+    import importlib
+    import inspect
+
+    checked = 0
+    for entry in REGISTRY:
+        for ref in entry.channels.values():
+            module, _, name = ref.partition(":")
+            cls = getattr(importlib.import_module(f"ngb.channels.{module}"), name)
+            wanted = {"send": {"idempotency_key"} if getattr(cls, "takes_idempotency_key", False) else set()}
+            wanted["send_file"] = set(wanted["send"])
+            if getattr(cls, "looks_before_resend", False):
+                wanted["send"].add("maybe_sent_since")
+            for method, names in wanted.items():
+                if names and hasattr(cls, method):
+                    params = inspect.signature(getattr(cls, method)).parameters
+                    assert names <= set(params), f"{cls.__name__}.{method} takes no {names - set(params)}"
+                    checked += 1
+    assert checked >= 8  # Slack, Discord, Lark and Matrix: send and send_file each

@@ -194,6 +194,31 @@ async def test_a_post_whose_answer_was_lost_is_not_posted_again(run_daemon: Any,
     assert looked, "the retry looked for the earlier post"
 
 
+async def test_a_file_from_the_outbox_is_shared_once_though_its_answer_was_lost(run_daemon: Any,
+                                                                                 fake_slack: FakeSlack) -> None:
+    """A file the agent sends goes through the outbox (which passes the row's key); Slack shared it
+    but the answer was lost: the retry finds the share (files.info) instead of sharing it again."""
+    from ngb.records import Attachment, AttachmentKind
+
+    d = await start(run_daemon, fake_slack)
+    chat = f"slack:{CHAN}"
+    await d.daemon.registry.add(Group(chat=chat, folder="team"))
+    pdf = b"%PDF-1.4\n% a report\n%%EOF\n"
+    kept = await d.daemon.media_files.write_bytes(pdf)
+    report = Attachment(kind=AttachmentKind.DOCUMENT, mime="application/pdf", size=len(pdf), name="report.pdf",
+                        sha256=kept.sha256)
+    fake_slack.lose_next_answer("files.completeUploadExternal")
+    await d.daemon.store.queue_file("team", chat, report, caption="the report")
+    d.daemon.outbox.wake()
+    await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=20)
+    assert [(u["bytes"], u["initial_comment"]) for u in fake_slack.uploads] == [(pdf, "the report")]  # shared once
+    assert d.daemon.outbox.retries >= 1
+    shares = [m for m in fake_slack.history[CHAN] if m.get("subtype") == "file_share"]
+    assert len(shares) == 1
+    (row,) = [m for m in await stored(d, chat) if m.from_bot]
+    assert row.platform_id == f"{CHAN}:{shares[0]['ts']}"
+
+
 async def test_failed_send_is_retried_and_delivered_once(run_daemon: Any, fake_slack: FakeSlack) -> None:
     d = await start(run_daemon, fake_slack)
     await d.daemon.registry.add(Group(chat="slack:D42", folder="alice"))

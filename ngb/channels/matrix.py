@@ -323,9 +323,11 @@ class MatrixChannel(MatrixLogin, MatrixFiles, MatrixPreviews, MatrixReactions, P
         self._sent.put(answer.event_id, None)
         return str(answer.event_id)
 
-    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None, *,
+                        idempotency_key: str | None = None) -> str | None:
         """Upload ``file`` (encrypted in an encrypted room) and post it as a reply to the trigger in
-        its thread, the caption as its body."""
+        its thread, the caption as its body; ``idempotency_key`` (the outbox row's) is the event's
+        transaction id, so a retry whose first post reached the homeserver is not posted twice."""
         room_id = room_id_of(chat)
         if self.client is None:
             raise ChannelError(f"matrix is {self.state}", retryable=True)
@@ -340,7 +342,7 @@ class MatrixChannel(MatrixLogin, MatrixFiles, MatrixPreviews, MatrixReactions, P
         relates = reply_relation(*await self._reply_place(chat, reply_to))
         if relates is not None:
             content["m.relates_to"] = relates
-        return await self._send_event(room_id, content, None)
+        return await self._send_event(room_id, content, idempotency_key)
 
     async def _reply_place(self, chat: str, reply_to: str | None) -> tuple[str | None, str]:
         """Where a reply goes: the message it replies to (``reply_to``, else the chat's newest

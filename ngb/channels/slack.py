@@ -108,6 +108,7 @@ class SlackChannel(SlackReactions, SlackCatchUp, SlackPreviews, SlackFiles, Slac
         self._users: Lru = Lru(4096)  # user id -> display name
         self._files_taken: Lru = Lru(4096)  # platform ids whose files were taken (stored) in this run
         self._failed_posts: Lru = Lru(1024)  # reply part key -> when a post of it failed (slack_once.py)
+        self._failed_shares: Lru = Lru(256)  # file row key -> the file a lost share answer was about (slack_media.py)
         self.sessions = 0
         self.fetched = 0  # messages a catch-up found (stored, or already there)
         self.catch_ups = 0  # catch-ups finished

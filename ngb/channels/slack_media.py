@@ -165,6 +165,7 @@ class SlackFiles:
 
     # -- in --------------------------------------------------------------------------------------------
     _files_taken: Lru
+    _failed_shares: Lru  # outbox key -> the file id of a share whose answer was lost
 
     async def with_files(self, inbound: InboundMessage, event: dict[str, Any]) -> InboundMessage:
         """The message with the files of its event taken (attachments) or noted. A message whose
@@ -260,13 +261,23 @@ class SlackFiles:
                 raise
         raise ChannelError("slack: could not send", retryable=True)
 
-    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None, *,
+                        idempotency_key: str | None = None) -> str | None:
         """Upload ``file`` into the chat (into the thread a reply goes to), ``file.caption`` as its
         comment: files.getUploadURLExternal, the bytes to that URL, files.completeUploadExternal.
-        Images and documents go the same way (Slack shows images inline)."""
+        Images and documents go the same way (Slack shows images inline). A share whose answer was
+        lost (``idempotency_key``: the outbox row's) is looked up on the retry (files.info of the
+        file it completed: shared into the channel already?) instead of sharing the file again."""
         channel = channel_id_of(chat)
         if self.web is None:
             raise ChannelError(f"slack is {self.status.state}", retryable=True)
+        if idempotency_key is not None and (earlier := self._failed_shares.get(idempotency_key)) is not None:
+            found = await self._shared_in(str(earlier), channel)
+            if found is not None:
+                log.info("slack: the file %s had been shared (%s) by an attempt whose answer was lost; not shared "
+                         "again", file.name, found)
+                self._failed_shares.pop(idempotency_key, None)
+                return found
         thread_ts = await self._reply_thread(chat, reply_to)
         try:
             size = (await trio.Path(file.path).stat()).st_size
@@ -286,8 +297,24 @@ class SlackFiles:
             kwargs["initial_comment"] = comment
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
-        done = await self._sending("files_completeUploadExternal", **kwargs)
+        try:
+            done = await self._sending("files_completeUploadExternal", **kwargs)
+        except ChannelError as exc:
+            if exc.retryable and idempotency_key is not None:
+                self._failed_shares.put(idempotency_key, str(file_id))  # Slack may have shared it
+            raise
+        self._failed_shares.pop(idempotency_key or "", None)
         return shared_message_id(done, channel)
+
+    async def _shared_in(self, file_id: str, channel: str) -> str | None:
+        """The message the file ``file_id`` was shared in, in ``channel``, as files.info says; None
+        when it was not (or Slack cannot say: the file goes again, a duplicate being the lesser harm)."""
+        try:
+            answer = await self._api("files_info", file=file_id)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: share again
+            log.warning("slack: could not look up the file %s of an earlier attempt (%s); sharing again", file_id, exc)
+            return None
+        return shared_message_id({"files": [answer.get("file") or {}]}, channel)
 
     async def _upload(self, url: str, file: OutgoingFile, size: int) -> None:
         """The bytes to the upload URL, streamed from the file (Content-Length: the size declared)."""

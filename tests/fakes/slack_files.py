@@ -8,7 +8,8 @@ makes a file's downloads answer that status. Uploads: files.getUploadURLExternal
 ``length``) -> ``{"upload_url", "file_id"}``; ``POST`` the bytes to the URL (raw body or a multipart
 file part; no token: the URL is the secret) -> ``OK - <length>``; files.completeUploadExternal
 (``files`` JSON ``[{"id", "title"}]``, ``channel_id``, ``initial_comment``, ``thread_ts``) shares the
-file as a ``file_share`` message of the bot and answers ``{"files": [{"id", "title"}]}``; files.info.
+file as a ``file_share`` message of the bot and answers ``{"files": [{"id", "title"}]}``; files.info
+(with ``shares``: where the file was shared).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class FakeSlackFiles:
             if thread_ts:
                 message["thread_ts"] = str(thread_ts)
             self._add(str(channel), message)
+            for file in files:  # files.info tells where a file was shared (its answer here does not)
+                share = {"ts": ts, "channel_name": str(channel), "team_id": self.team, "share_user_id": self.bot_user}
+                if thread_ts:
+                    share["thread_ts"] = str(thread_ts)
+                self.files[file["id"]]["file"] = {**file, "shares": {"public": {str(channel): [share]}}}
         for file in files:
             self.uploads.append({"channel": channel, "thread_ts": thread_ts, "initial_comment": comment,
                                  "bytes": self.files[file["id"]]["data"], "filename": file["name"],
