@@ -1,5 +1,9 @@
 """The sender task: delivers outbox rows to their channels, marks each sent only after the channel
-acknowledged it, and retries with backoff until it is."""
+acknowledged it, and retries with backoff until it is. Replies to one chat go in order: a row
+waiting for its retry holds back the later ones. A ChannelError says whether to retry (a platform
+that is down is retried for as long as it takes); anything else a channel raises is a bug, tried
+``BUG_ATTEMPTS`` times and then given up (the row kept as failed, with its error), so one broken
+row cannot hold a chat's replies back for ever."""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from .records import Message, OutboxItem, OutgoingFile, channel_of
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+BUG_ATTEMPTS = 5  # tries of a row whose channel raises something other than ChannelError
 
 
 class OutboxSender:
@@ -122,8 +128,12 @@ class OutboxSender:
             await self._failed(item, str(exc), retryable=exc.retryable)
             return False
         except Exception as exc:  # noqa: BLE001 - a channel bug must not stop deliveries elsewhere
-            log.exception("outbox: channel %s raised on send", channel_of(item.chat))
-            await self._failed(item, f"{type(exc).__name__}: {exc}", retryable=True)
+            # not a ChannelError: a bug, which retrying seldom cures; after a few tries the row is
+            # given up (kept, as failed), or it would hold back every later reply to its chat
+            retryable = item.attempts + 1 < BUG_ATTEMPTS
+            log.exception("outbox: channel %s raised on send (attempt %d of %d)", channel_of(item.chat),
+                          item.attempts + 1, BUG_ATTEMPTS)
+            await self._failed(item, f"{type(exc).__name__}: {exc}", retryable=retryable)
             return False
         message = await self.store.deliver(item, self.assistant_name, platform_id)
         self._not_before.pop(item.chat, None)
