@@ -144,3 +144,31 @@ async def test_the_trigger_wears_the_ack_and_a_persons_reaction_is_context(tmp_p
         await d.stop()
         await alice.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_reaction_put_on_before_a_restart_is_taken_off_after_it(tmp_path: Path, bridge: AsyncioBridge,  # noqa: F811
+                                                                       synapse: MatrixServer) -> None:  # noqa: F811
+    """The daemon restarted mid-turn: its memory of the 👀 is gone, the turn runs again and puts 👀
+    on again (the homeserver: M_DUPLICATE_ANNOTATION) and takes it off at the end; the reaction of
+    the first run must come off, not stay on the message for good."""
+    from ngb.channels.common import Lru
+
+    alice = await person(bridge, synapse, "alice")
+    async with trio.open_nursery() as nursery:
+        bot, d, chat = await bot_in_a_room(nursery, tmp_path, synapse, alice, FakeBehaviour(reply=echo_mentions))
+        channel, room = d.channel, chat.removeprefix("matrix:")
+        message = await alice.say(room, "hello")
+        await channel.react(chat, message, "👀")
+        (first,) = await alice.wait_for(bots(bot.user_id, "m.reaction"))
+        channel.reactions = Lru(16)  # what a restart forgets
+        await channel.react(chat, message, "👀")  # on already: no error, no second one
+        channel.reactions = Lru(16)
+        await channel.unreact(chat, message, "👀")
+        await alice.wait_for(lambda s: s.get("type") == "m.room.redaction" and s.get("sender") == bot.user_id
+                             and (s.get("redacts") or s["content"].get("redacts")) == first["event_id"])
+        await alice.sync()
+        assert [s["event_id"] for s in (e.source for e in alice.seen) if bots(bot.user_id, "m.reaction")(s)] == [
+            first["event_id"]]
+        await d.stop()
+        await alice.close()
+        nursery.cancel_scope.cancel()

@@ -4,9 +4,11 @@ annotations, taken off by redacting them) and people's as context.
 Out: ``react`` sends an ``m.reaction`` whose ``m.relates_to`` is an ``m.annotation`` of the message
 with the emoji as its key (any emoji: Matrix has no fixed set), encrypted in an encrypted room
 (matrix-nio would send it in the clear: matrix_crypto.send_encrypted), and remembers the reaction's
-event id; ``unreact`` redacts that event. A reaction this run did not make (a restart in between) is left
-on (one debug line): Matrix would have to be asked for the message's relations to find it, and a
-left-over 👀 is not worth that.
+event event id; ``unreact`` redacts that event. A reaction this run does not remember (one made before a
+restart) is found among the message's relations (``/relations``, the bot's annotations with that
+key) and redacted all the same; putting on a reaction that is already on (the homeserver's
+``M_DUPLICATE_ANNOTATION``) is success, its id learnt the same way. Else a restart mid-turn would
+leave the 👀 on the message for good.
 
 In: an ``m.reaction`` from someone other than the bot becomes one InboundMessage: its text the
 emoji, ``reaction_to`` the message's event id, ``thread`` that message's thread as seen,
@@ -31,6 +33,25 @@ if TYPE_CHECKING:
     from .common import InboundGate, Lru
 
 log = logging.getLogger("ngb.channels.matrix")
+
+
+async def reactions_of(client: Any, room_id: str, event_id: str, sender: str, key: str, scan: int = 500) -> list[str]:
+    """On the asyncio loop: the ids of ``sender``'s ``m.annotation`` reactions ``key`` on the event
+    (looked for among its newest ``scan`` annotations; an encrypted reaction keeps its
+    ``m.relates_to`` outside the ciphertext, so it is found too)."""
+    found: list[str] = []
+    seen = 0
+    # every relation, filtered here (asked for m.annotation alone, Synapse 1.163 answered none)
+    async for event in client.room_get_event_relations(room_id, event_id, limit=100):
+        source = getattr(event, "source", None) or {}
+        relates = (source.get("content") or {}).get("m.relates_to") or {}
+        if source.get("sender") == sender and relates.get("rel_type") == "m.annotation" \
+                and relates.get("key") == key and source.get("event_id"):
+            found.append(str(source["event_id"]))
+        seen += 1
+        if seen >= scan:
+            break
+    return found
 
 
 class MatrixReactions:
@@ -63,7 +84,14 @@ class MatrixReactions:
         room_id = room_id_of(chat)
         room = (self.client.rooms if self.client is not None else {}).get(room_id)
         if room is None or not room.encrypted:
-            self.reactions.put(key, await self._send_event(room_id, content, None, "m.reaction"))
+            try:
+                self.reactions.put(key, await self._send_event(room_id, content, None, "m.reaction"))
+            except ChannelError as exc:
+                if "M_DUPLICATE_ANNOTATION" not in str(exc):
+                    raise
+                found = await self._bots_reactions(room_id, platform_id, emoji)  # on already (an earlier run's)
+                if found:
+                    self.reactions.put(key, found[0])
             return
         if self.client.olm is None:
             raise ChannelError("matrix: the room is encrypted and the channel's encryption is off", retryable=False)
@@ -76,16 +104,27 @@ class MatrixReactions:
         self.reactions.put(key, sent)
 
     async def unreact(self, chat: str, platform_id: str, emoji: str) -> None:
-        reaction = self.reactions.get(f"{platform_id} {emoji}")
-        if reaction is None:
-            log.debug("matrix: no reaction %s of this run on %s to take off", emoji, platform_id)
-            return
-        try:
-            await self._api("room_redact", room_id_of(chat), reaction)
-        except ConnectionError as exc:
-            raise ChannelError(f"matrix: taking {emoji} off {platform_id}: {exc}",
-                               retryable="M_FORBIDDEN" not in str(exc)) from None
+        room_id = room_id_of(chat)
+        known = self.reactions.get(f"{platform_id} {emoji}")
+        reactions = [known] if known is not None else await self._bots_reactions(room_id, platform_id, emoji)
+        for reaction in reactions:
+            try:
+                await self._api("room_redact", room_id, reaction)
+            except ConnectionError as exc:
+                raise ChannelError(f"matrix: taking {emoji} off {platform_id}: {exc}",
+                                   retryable="M_FORBIDDEN" not in str(exc)) from None
         self.reactions.pop(f"{platform_id} {emoji}", None)
+
+    async def _bots_reactions(self, room_id: str, platform_id: str, emoji: str) -> list[str]:
+        """The bot's reactions ``emoji`` on the message, as its relations list them (none when the
+        homeserver cannot say: one log line)."""
+        if self.client is None:
+            return []
+        try:
+            return await self.bridge.call(reactions_of, self.client, room_id, platform_id, self.me, emoji)
+        except Exception as exc:  # noqa: BLE001 - best effort, as every reaction
+            log.info("matrix: could not list the reactions on %s: %s", platform_id, exc)
+            return []
 
     # -- in --------------------------------------------------------------------------------------------
     def note_redaction(self, redacts: str | None) -> None:
