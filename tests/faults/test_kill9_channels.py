@@ -199,12 +199,27 @@ async def matrix(tmp: Path) -> AsyncIterator[Platform]:
             nursery.start_soon(follow)
             yield Platform("matrix", f"matrix:{room}",
                            {"NGB_MATRIX_ACCESS_TOKEN": bot.access_token, "NGB_CHANNELS": json.dumps({"matrix": settings})},
-                           post, lambda: [str(e.source["content"].get("body", "")) for e in alice.seen
-                                          if e.source.get("sender") == bot.user_id
-                                          and e.source.get("type") == "m.room.message"])
+                           post, lambda: matrix_texts(alice.seen, bot.user_id))
             nursery.cancel_scope.cancel()
     finally:
         server.stop()
+
+
+def matrix_texts(seen: list[Any], sender: str) -> list[str]:
+    """The sender's messages as a person's client shows them: a live preview's m.replace edits are
+    folded into the message they edit, not counted as messages of their own."""
+    texts: dict[str, str] = {}
+    for event in seen:
+        source = event.source
+        if source.get("sender") != sender or source.get("type") != "m.room.message":
+            continue
+        content = source.get("content") or {}
+        relation = content.get("m.relates_to") or {}
+        if relation.get("rel_type") == "m.replace":
+            texts[str(relation.get("event_id"))] = str((content.get("m.new_content") or {}).get("body", ""))
+        else:
+            texts.setdefault(str(source.get("event_id")), str(content.get("body", "")))
+    return list(texts.values())
 
 
 PLATFORMS = {"telegram": telegram, "slack": slack, "discord": discord, "qq": qq, "whatsapp": whatsapp,
