@@ -267,9 +267,9 @@ async def test_a_uidvalidity_change_reads_the_mailbox_again_without_duplicates(
 
 
 async def test_a_reply_after_a_restart_stays_in_its_thread(tmp_path: Any, dovecot: Any, border_smtp: Any) -> None:
-    """The newest mail of a correspondent is kept in the store: after a restart, an answer to it
-    (the outbox's reply_to) and a message with nothing to reply to (a scheduled task's) both go
-    out as "Re: <its subject>" with In-Reply-To and References."""
+    """A correspondent's newest mails are kept in the store: after a restart, an answer to the
+    older one (the outbox's reply_to) goes out as "Re: <its subject>" with its In-Reply-To and
+    References, and a message with nothing to reply to (a scheduled task's) answers the newest."""
     from tests.channel_helpers import StoppableDaemon
     from tests.conftest import make_config
 
@@ -282,14 +282,32 @@ async def test_a_reply_after_a_restart_stays_in_its_thread(tmp_path: Any, doveco
         mail = message(alice, bot, "The plan for Friday", "what do we do?", References="<older@example.test>")
         await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))
         await wait_until(lambda: d.daemon.outbox.delivered == 1)
+        newer = message(alice, bot, "Another thing", "and the car?")
+        await trio.to_thread.run_sync(lambda: border_smtp.send(newer, login=alice))
+        await wait_until(lambda: d.daemon.outbox.delivered == 2)
         await d.stop()
 
         d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
         answer_id = await d.channel.send(chat, "the late answer", mail["Message-ID"])
         task_id = await d.channel.send(chat, "a reminder from a task")
         sent = {str(m["Message-ID"]): m for m in replies_to(border_smtp, alice)}
-        for out in (sent[answer_id], sent[task_id]):
-            assert str(out["Subject"]) == "Re: The plan for Friday"
-            assert str(out["In-Reply-To"]) == mail["Message-ID"]
-            assert str(out["References"]).split() == ["<older@example.test>", mail["Message-ID"]]
+        late, reminder = sent[answer_id], sent[task_id]
+        assert str(late["Subject"]) == "Re: The plan for Friday"
+        assert str(late["In-Reply-To"]) == mail["Message-ID"]
+        assert str(late["References"]).split() == ["<older@example.test>", mail["Message-ID"]]
+        assert str(reminder["Subject"]) == "Re: Another thing"
+        assert str(reminder["In-Reply-To"]) == newer["Message-ID"]
         await d.stop()
+
+
+def test_the_kept_threads_survive_an_upgrade_and_a_damaged_mark() -> None:
+    """The mark an earlier version kept (one head, no list) is still read after an upgrade; a mark
+    that cannot be read keeps nothing rather than stopping the channel."""
+    from ngb.channels.email import heads_of, mark_of
+    from ngb.channels.email_send import ThreadHead
+
+    earlier = json.dumps({"id": "<a@example.test>", "subject": "Lunch", "references": ["<r@example.test>"]})
+    assert heads_of(earlier) == [ThreadHead("<a@example.test>", "Lunch", ("<r@example.test>",))]
+    heads = [ThreadHead("<a@example.test>", "Lunch"), ThreadHead("<b@example.test>", "Dinner", ("<a@example.test>",))]
+    assert heads_of(mark_of(heads)) == heads
+    assert heads_of("{not json") == [] and heads_of(json.dumps({"heads": [{"id": 1}]})) == []

@@ -17,9 +17,10 @@ From's domain). A refused mail (a stranger, a forged From, an auto-reply, the bo
 logged, stored nowhere, and marked seen so it is not read again.
 
 A reply (email_send) answers the message it threads to (the outbox's reply_to, else the chat's
-last trigger): ``In-Reply-To``, ``References`` and "Re: " its subject. The newest mail of each
-correspondent is kept in the daemon's store too (the channel's mark for the chat: its Message-ID,
-subject and references), so a reply sent after a restart stays in its thread."""
+last trigger): ``In-Reply-To``, ``References`` and "Re: " its subject. The newest mails of each
+correspondent (KEPT_PER_CHAT of them) are kept in the daemon's store too (the channel's mark for the
+chat: their Message-IDs, subjects and references, newest last), so a reply sent after a restart,
+to the newest mail or to an older one, stays in its thread."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ from .skeleton import PlatformChannel
 
 log = logging.getLogger(__name__)
 
+KEPT_PER_CHAT = 20  # thread heads kept in the store per correspondent, for replies after a restart
+
 
 class EmailChannel(PlatformChannel):
     name = "email"
@@ -52,7 +55,7 @@ class EmailChannel(PlatformChannel):
     def __init__(self, settings: EmailSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self._threads: Lru = Lru(4096)  # Message-ID -> ThreadHead of mails taken in
-        self._kept: dict[str, str] = {}  # chat -> its newest mail's ThreadHead (JSON), as the last run left it
+        self._kept: dict[str, list[ThreadHead]] = {}  # chat -> its newest mails' heads, newest last
         self.mode = ""  # "idle" or "poll", once connected
         self.uidvalidity: str | None = None
         self.refused = 0
@@ -71,7 +74,8 @@ class EmailChannel(PlatformChannel):
         await super().prepare()
         if self.memory is not None:
             try:
-                self._kept = await self.memory.channel_marks(self.name)
+                marks = await self.memory.channel_marks(self.name)
+                self._kept = {chat: heads_of(mark) for chat, mark in marks.items()}
             except Exception as exc:  # noqa: BLE001 - replies thread by In-Reply-To alone then
                 log.warning("email: could not read the kept threads (%s)", exc)
 
@@ -123,12 +127,13 @@ class EmailChannel(PlatformChannel):
         await self._keep(chat, head)
 
     async def _keep(self, chat: str, head: ThreadHead) -> None:
-        """The chat's newest mail, for replies after a restart (one row per correspondent)."""
-        kept = json.dumps({"id": head.message_id, "subject": head.subject, "references": list(head.references[-20:])})
-        self._kept[chat] = kept
+        """The chat's newest mails, for replies after a restart (one row per correspondent)."""
+        heads = [h for h in self._kept.get(chat, []) if h.message_id != head.message_id]
+        heads = [*heads, head][-KEPT_PER_CHAT:]
+        self._kept[chat] = heads
         if self.memory is not None:
             try:
-                await self.memory.set_channel_mark(self.name, chat, kept)
+                await self.memory.set_channel_mark(self.name, chat, mark_of(heads))
             except Exception as exc:  # noqa: BLE001 - the mail is stored; only its subject would be lost
                 log.warning("email: could not keep the thread of %s (%s)", chat, exc)
 
@@ -164,11 +169,11 @@ class EmailChannel(PlatformChannel):
 
     def _head(self, chat: str, reply_to: str | None) -> ThreadHead | None:
         """What a reply threads to: ``reply_to``, else the chat's last trigger."""
-        kept = _head_of(self._kept.get(chat))
-        trigger = reply_to or self._last_trigger.get(chat) or (kept.message_id if kept else None)
+        kept = self._kept.get(chat, [])
+        trigger = reply_to or self._last_trigger.get(chat) or (kept[-1].message_id if kept else None)
         head = self._threads.get(trigger) if trigger else None
-        if head is None and kept is not None and kept.message_id == trigger:
-            head = kept  # from before a restart
+        if head is None:
+            head = next((h for h in kept if h.message_id == trigger), None)  # from before a restart
         if head is None and trigger:
             head = ThreadHead(trigger, "")  # threaded all the same; the subject was not kept
         return head
@@ -180,12 +185,22 @@ class EmailChannel(PlatformChannel):
         return str(msg["Message-ID"])
 
 
-def _head_of(kept: str | None) -> ThreadHead | None:
+def mark_of(heads: list[ThreadHead]) -> str:
+    """The chat's mark in the store: its kept heads as JSON, newest last."""
+    return json.dumps({"heads": [{"id": h.message_id, "subject": h.subject, "references": list(h.references[-20:])}
+                                 for h in heads]})
+
+
+def heads_of(mark: str | None) -> list[ThreadHead]:
+    """The heads a mark keeps; a mark an earlier version wrote (one head, no list) is read too, and
+    one that cannot be read keeps nothing (replies thread by In-Reply-To alone then)."""
     try:
-        data = json.loads(kept) if kept else None
-        return ThreadHead(str(data["id"]), str(data["subject"]), tuple(map(str, data["references"]))) if data else None
+        data = json.loads(mark) if mark else {}
+        items = data["heads"] if "heads" in data else [data] if data else []
+        return [ThreadHead(str(d["id"]), str(d["subject"]), tuple(map(str, d["references"]))) for d in items]
     except (ValueError, KeyError, TypeError):
-        return None
+        log.warning("email: a kept thread could not be read; replies to it thread by In-Reply-To alone")
+        return []
 
 
 def incoming_of(file: MailFile) -> Incoming:
