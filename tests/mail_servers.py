@@ -188,6 +188,7 @@ class _Relay:
         self.lmtp_port = lmtp_port
         self.received: list[email.message.Message] = []
         self.over_tls: list[bool] = []  # per mail received: whether its session was encrypted
+        self.lose_answers_from: list[str] = []  # a mail from each: delivered, then its "250" lost
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         sender = envelope.mail_from
@@ -203,6 +204,9 @@ class _Relay:
                 lmtp.sendmail(sender, envelope.rcpt_tos, data)
 
         await asyncio.get_running_loop().run_in_executor(None, deliver)
+        if sender in self.lose_answers_from:
+            self.lose_answers_from.remove(sender)
+            server.transport.abort()  # delivered, and the client never hears so
         return "250 OK delivered"
 
 

@@ -300,6 +300,40 @@ async def test_a_reply_after_a_restart_stays_in_its_thread(tmp_path: Any, doveco
         await d.stop()
 
 
+async def test_a_reply_whose_smtp_answer_was_lost_goes_again_as_the_same_message(
+    tmp_path: Any, dovecot: Any, border_smtp: Any
+) -> None:
+    """SMTP has no idempotency key: when the server took a reply but its "250" was lost, the outbox
+    sends it again. The second copy is the same message (the same Message-ID, made of the outbox
+    row's key and the installation's salt, kept across restarts), so a mail client shows it once,
+    and the stored reply names that Message-ID."""
+    from tests.channel_helpers import StoppableDaemon
+    from tests.conftest import make_config
+
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    config = make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [alice]))
+    chat = f"email:{alice}"
+    async with trio.open_nursery() as nursery:
+        d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
+        await d.daemon.registry.add(Group(chat=chat, folder="alice"))
+        border_smtp.relay.lose_answers_from.append(bot)
+        mail = message(alice, bot, "Once", "answer me once")
+        await trio.to_thread.run_sync(lambda: border_smtp.send(mail, login=alice))
+        await wait_until(lambda: d.daemon.outbox.delivered == 1, timeout=20)
+        copies = replies_to(border_smtp, alice)
+        assert len(copies) == 2 and d.daemon.outbox.retries >= 1  # the lost answer's copy, and the resend
+        assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
+        bot_rows = [m for m in await stored(d, chat) if m.from_bot]
+        assert [m.platform_id for m in bot_rows] == [copies[0]["Message-ID"]]
+        before = await d.channel.send(chat, "a keyed note", idempotency_key="ngb999")
+        await d.stop()
+
+        d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
+        assert await d.channel.send(chat, "a keyed note", idempotency_key="ngb999") == before  # the salt was kept
+        assert await d.channel.send(chat, "another", idempotency_key="ngb1000") != before
+        await d.stop()
+
+
 def test_the_kept_threads_survive_an_upgrade_and_a_damaged_mark() -> None:
     """The mark an earlier version kept (one head, no list) is still read after an upgrade; a mark
     that cannot be read keeps nothing rather than stopping the channel."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from email.message import EmailMessage
 from typing import Any
 
@@ -38,24 +39,27 @@ from .base import ChannelError, Submit
 from .common import CONNECTED, Lru
 from .email_imap import Mailbox
 from .email_parse import MailFile, ParsedMail, parse_mail
-from .email_send import ThreadHead, build_reply, smtp_send
+from .email_send import ThreadHead, build_reply, row_message_id, smtp_send
 from .email_settings import EmailSettings, address_of, email_chat, sender_allowed
 from .skeleton import PlatformChannel
 
 log = logging.getLogger(__name__)
 
 KEPT_PER_CHAT = 20  # thread heads kept in the store per correspondent, for replies after a restart
+SALT_MARK = "message-id-salt"  # the installation's part of the Message-IDs of outbox rows (no chat has this name)
 
 
 class EmailChannel(PlatformChannel):
     name = "email"
     uses_asyncio = True
+    takes_idempotency_key = True  # base.IdempotentSend: the row's key names the mail (its Message-ID)
     settings: EmailSettings
 
     def __init__(self, settings: EmailSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self._threads: Lru = Lru(4096)  # Message-ID -> ThreadHead of mails taken in
         self._kept: dict[str, list[ThreadHead]] = {}  # chat -> its newest mails' heads, newest last
+        self._salt = secrets.token_hex(6)  # replaced by the kept one at prepare
         self.mode = ""  # "idle" or "poll", once connected
         self.uidvalidity: str | None = None
         self.refused = 0
@@ -75,9 +79,13 @@ class EmailChannel(PlatformChannel):
         if self.memory is not None:
             try:
                 marks = await self.memory.channel_marks(self.name)
-                self._kept = {chat: heads_of(mark) for chat, mark in marks.items()}
+                self._kept = {chat: heads_of(mark) for chat, mark in marks.items() if chat.startswith("email:")}
+                if SALT_MARK in marks:
+                    self._salt = marks[SALT_MARK]
+                else:
+                    await self.memory.set_channel_mark(self.name, SALT_MARK, self._salt)
             except Exception as exc:  # noqa: BLE001 - replies thread by In-Reply-To alone then
-                log.warning("email: could not read the kept threads (%s)", exc)
+                log.warning("email: could not read or keep the channel's marks (threads, Message-ID salt): %s", exc)
 
     # -- receiving -----------------------------------------------------------------------------------
     async def session(self, submit: Submit) -> None:
@@ -153,19 +161,28 @@ class EmailChannel(PlatformChannel):
         return None
 
     # -- sending -------------------------------------------------------------------------------------
-    async def send(self, chat: str, text: str, reply_to: str | None = None) -> str | None:
+    async def send(self, chat: str, text: str, reply_to: str | None = None, *,
+                   idempotency_key: str | None = None) -> str | None:
         """Send ``text`` as one mail answering ``reply_to`` (else the chat's last trigger); returns
-        its Message-ID."""
-        return await self._send_mail(build_reply(self.settings, address_of(chat), text, self._head(chat, reply_to)))
+        its Message-ID, which ``idempotency_key`` (the outbox row's) fixes: SMTP has no key of its
+        own, and a resend after a lost answer is then the same message, not a second one."""
+        msg = build_reply(self.settings, address_of(chat), text, self._head(chat, reply_to),
+                          self._message_id(idempotency_key))
+        return await self._send_mail(msg)
 
-    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None) -> str | None:
+    async def send_file(self, chat: str, file: OutgoingFile, reply_to: str | None = None, *,
+                        idempotency_key: str | None = None) -> str | None:
         """A mail in the thread with ``file`` attached, its caption (or its name) as the text."""
-        msg = build_reply(self.settings, address_of(chat), file.caption or file.name, self._head(chat, reply_to))
+        msg = build_reply(self.settings, address_of(chat), file.caption or file.name, self._head(chat, reply_to),
+                          self._message_id(idempotency_key))
         data = await trio.to_thread.run_sync(file.path.read_bytes)
         maintype, _, subtype = file.mime.partition("/")
         msg.add_attachment(data, maintype=maintype or "application", subtype=subtype or "octet-stream",
                            filename=file.name)
         return await self._send_mail(msg)
+
+    def _message_id(self, key: str | None) -> str | None:
+        return row_message_id(self.settings, key, self._salt) if key else None
 
     def _head(self, chat: str, reply_to: str | None) -> ThreadHead | None:
         """What a reply threads to: ``reply_to``, else the chat's last trigger."""

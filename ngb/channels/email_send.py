@@ -27,6 +27,13 @@ class ThreadHead:
     references: tuple[str, ...] = ()
 
 
+def row_message_id(settings: EmailSettings, key: str, salt: str) -> str:
+    """The Message-ID of the mail an outbox row (``key``) becomes, the same at every attempt: a
+    resend after a lost SMTP answer is the same message, which mail clients that recognise a
+    Message-ID show once. ``salt`` (kept per installation) keeps it unique across installations."""
+    return f"<{key}.{salt}@{settings.address.rpartition('@')[2]}>"
+
+
 def reply_subject(subject: str) -> str:
     """``Re: <subject>``, without stacking "Re: Re:" (nor "RE:", "Aw:", "Fwd:" kept as is)."""
     subject = subject.strip()
@@ -35,13 +42,15 @@ def reply_subject(subject: str) -> str:
     return f"Re: {subject}" if subject else "Re: your message"
 
 
-def build_reply(settings: EmailSettings, to: str, text: str, head: ThreadHead | None) -> EmailMessage:
+def build_reply(settings: EmailSettings, to: str, text: str, head: ThreadHead | None,
+                message_id: str | None = None) -> EmailMessage:
+    """The reply mail; ``message_id`` (else a new one) names it: a resend of one outbox row keeps it."""
     msg = EmailMessage()
     msg["From"] = settings.address
     msg["To"] = to
     msg["Subject"] = reply_subject(head.subject if head else "")
     msg["Date"] = email.utils.formatdate(localtime=False)
-    msg["Message-ID"] = email.utils.make_msgid(domain=settings.address.rpartition("@")[2])
+    msg["Message-ID"] = message_id or email.utils.make_msgid(domain=settings.address.rpartition("@")[2])
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: a well-behaved auto-responder does not answer it
     if head is not None:
         msg["In-Reply-To"] = head.message_id
