@@ -4,7 +4,7 @@ annotations, taken off by redacting them) and people's as context.
 Out: ``react`` sends an ``m.reaction`` whose ``m.relates_to`` is an ``m.annotation`` of the message
 with the emoji as its key (any emoji: Matrix has no fixed set), encrypted in an encrypted room
 (matrix-nio would send it in the clear: matrix_crypto.send_encrypted), and remembers the reaction's
-event event id; ``unreact`` redacts that event. A reaction this run does not remember (one made before a
+event id; ``unreact`` redacts that event. A reaction this run does not remember (one made before a
 restart) is found among the message's relations (``/relations``, the bot's annotations with that
 key) and redacted all the same; putting on a reaction that is already on (the homeserver's
 ``M_DUPLICATE_ANNOTATION``) is success, its id learnt the same way. Else a restart mid-turn would
