@@ -12,7 +12,7 @@ import trio
 
 from ngb.channels.email_parse import parse_mail, trim_quoted
 from ngb.records import Group
-from tests.channel_helpers import echo_each, stored, wait_until
+from tests.channel_helpers import StoppableDaemon, echo_each, stored, wait_until
 from tests.fakes.agent import FakeBehaviour
 from tests.mail_servers import AUTHSERV_ID, PASSWORD, TcpCut, mailbox_iter, message
 
@@ -266,16 +266,19 @@ async def test_a_uidvalidity_change_reads_the_mailbox_again_without_duplicates(
         nursery.cancel_scope.cancel()
 
 
+def restartable(tmp_path: Any, dovecot: Any, border_smtp: Any) -> tuple[str, str, str, Any]:
+    """For a daemon a test stops and starts again: (bot, alice, alice's chat, the config)."""
+    from tests.conftest import make_config
+
+    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
+    return bot, alice, f"email:{alice}", make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [alice]))
+
+
 async def test_a_reply_after_a_restart_stays_in_its_thread(tmp_path: Any, dovecot: Any, border_smtp: Any) -> None:
     """A correspondent's newest mails are kept in the store: after a restart, an answer to the
     older one (the outbox's reply_to) goes out as "Re: <its subject>" with its In-Reply-To and
     References, and a message with nothing to reply to (a scheduled task's) answers the newest."""
-    from tests.channel_helpers import StoppableDaemon
-    from tests.conftest import make_config
-
-    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
-    config = make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [alice]))
-    chat = f"email:{alice}"
+    bot, alice, chat, config = restartable(tmp_path, dovecot, border_smtp)
     async with trio.open_nursery() as nursery:
         d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
         await d.daemon.registry.add(Group(chat=chat, folder="alice"))
@@ -307,12 +310,7 @@ async def test_a_reply_whose_smtp_answer_was_lost_goes_again_as_the_same_message
     sends it again. The second copy is the same message (the same Message-ID, made of the outbox
     row's key and the installation's salt, kept across restarts), so a mail client shows it once,
     and the stored reply names that Message-ID."""
-    from tests.channel_helpers import StoppableDaemon
-    from tests.conftest import make_config
-
-    bot, alice = dovecot.add_user("bot"), dovecot.add_user("alice")
-    config = make_config(tmp_path, **email_env(dovecot, border_smtp, bot, [alice]))
-    chat = f"email:{alice}"
+    bot, alice, chat, config = restartable(tmp_path, dovecot, border_smtp)
     async with trio.open_nursery() as nursery:
         d = await StoppableDaemon.start_with(nursery, config, FakeBehaviour(), "email")
         await d.daemon.registry.add(Group(chat=chat, folder="alice"))
